@@ -47,6 +47,8 @@ INT8_WEIGHT_BITS = 8
 
 # Widths up to this many bits are computed in int64; wider ones in Python ints.
 _INT64_SAFE_BITS = 62
+# Integers of up to this many bits (sign included) are exact in float64.
+_FLOAT64_EXACT_BITS = 53
 
 
 def check_act_bits(act_bits):
@@ -140,10 +142,12 @@ def _check_activations(x, act_bits):
 def pot_matmul(x, codes, bits, act_bits=16):
     """Exact ``sum_k t[..., k, n]`` for integer activations ``x`` (..., K) and codes (K, N).
 
-    The sum is formed per exponent: ``sum_e (x @ S_e) << (Emax - e)``, where
-    ``S_e`` holds the signs of the codes with exponent ``e``. Each ``x @ S_e``
-    is an integer below 2**53 in magnitude, so a float64 matrix product gives it
-    exactly and fast; the shifts and the final sum are integer.
+    Where the exact width is at most 53 bits, one float64 matrix product of the
+    activations and the codes' integer values is exact (every partial sum is an
+    integer below 2**53) and fast. Wider sums are formed per exponent,
+    ``sum_e (x @ S_e) << (Emax - e)`` where ``S_e`` holds the signs of the codes
+    with exponent ``e``: each ``x @ S_e`` is exact in float64, the shifts and the
+    final sum are integer.
     """
     fmt = PotFormat(bits)
     act_bits = check_act_bits(act_bits)
@@ -154,10 +158,13 @@ def pot_matmul(x, codes, bits, act_bits=16):
     k = codes.shape[0]
     if k * (1 << (act_bits - 1)) >= 1 << 53:
         raise ValueError(f"K = {k} is too large for exact evaluation")
-    sign, exponent, is_zero = fmt.decode(codes)
-    signed = np.where(is_zero, 0.0, np.where(sign == 1, -1.0, 1.0))
     xf = x.astype(np.float64)
     width = pot_acc_bits(k, act_bits, bits)
+    if width <= _FLOAT64_EXACT_BITS:
+        # Every product and partial sum is an integer below 2**53: one float64 product is exact.
+        return np.rint(xf @ fmt.to_int(codes).astype(np.float64)).astype(np.int64)
+    sign, exponent, is_zero = fmt.decode(codes)
+    signed = np.where(is_zero, 0.0, np.where(sign == 1, -1.0, 1.0))
     acc = _exact_int(np.zeros(x.shape[:-1] + (codes.shape[1],)), width)
     for e in np.unique(exponent[~is_zero]):
         partial = _exact_int(xf @ np.where(exponent == e, signed, 0.0), width)

@@ -22,11 +22,21 @@ from .datapath import (DEFAULT_ACT_BITS, activation_scale, check_act_bits, dequa
                        int8_acc_bits, pot_acc_bits, pot_accumulate, pot_real_unit, quantize_activations,
                        quantize_bias)
 from .pot_format import DEFAULT_BITS
-from .quantize import DEFAULT_METHOD, Int8Weights, PotWeights, quantize, quantize_int8
+from .quantize import DEFAULT_METHOD, METHODS, Int8Weights, PotWeights, check_method, quantize, quantize_int8
 from .rom_layout import RomLayout
 
-__all__ = ["IntegerLayer", "IntegerModel", "quantize_weights", "with_quantized_weights",
-           "calibrate_activations", "quantize_model"]
+__all__ = ["IntegerLayer", "IntegerModel", "MODEL_METHODS", "method_names", "quantize_weights",
+           "with_quantized_weights", "calibrate_activations", "quantize_model"]
+
+#: Quantizers that need the model and calibration text, not just one weight matrix:
+#: name -> function(model, *, bits, pot_scale, calib_tokens, names) -> {name: PotWeights}.
+#: (Weight-only methods are `golden.quantize.METHODS`.)
+MODEL_METHODS = {}
+
+
+def method_names():
+    """Every quantization method a model can be quantized with, weight-only first."""
+    return list(METHODS) + [name for name in MODEL_METHODS if name not in METHODS]
 
 
 @dataclass(frozen=True)
@@ -101,10 +111,20 @@ class IntegerLayer:
         return dequantize(self.accumulate(self.quantize_input(x), acc_bits), self.unit)
 
 
-def quantize_weights(model, *, bits=DEFAULT_BITS, method=DEFAULT_METHOD, pot_scale=False, names=None):
-    """Post-training quantization of the linear layers `names` (all by default): name -> PotWeights."""
-    return {name: quantize(model.weight(name), bits, method, pot_scale, name=name)
-            for name in (names or model.linear_names)}
+def quantize_weights(model, *, bits=DEFAULT_BITS, method=DEFAULT_METHOD, pot_scale=False, names=None,
+                     calib_tokens=None):
+    """Post-training quantization of the linear layers `names` (all by default): name -> PotWeights.
+
+    Methods of `MODEL_METHODS` (which see the model's activations) need `calib_tokens`.
+    """
+    names = list(names or model.linear_names)
+    if method in MODEL_METHODS:
+        if calib_tokens is None:
+            raise ValueError(f"Method {method!r} needs calibration tokens")
+        return MODEL_METHODS[method](model, bits=bits, pot_scale=pot_scale, calib_tokens=calib_tokens,
+                                     names=names)
+    check_method(method)
+    return {name: quantize(model.weight(name), bits, method, pot_scale, name=name) for name in names}
 
 
 def with_quantized_weights(model, weights):
@@ -195,7 +215,8 @@ def quantize_model(model, *, calib_tokens, bits=DEFAULT_BITS, method=DEFAULT_MET
     act_bits = check_act_bits(act_bits)
     names = list(names or model.linear_names)
     if pe == "pot":
-        weights = weights or quantize_weights(model, bits=bits, method=method, pot_scale=pot_scale, names=names)
+        weights = weights or quantize_weights(model, bits=bits, method=method, pot_scale=pot_scale, names=names,
+                                              calib_tokens=calib_tokens)
     elif pe == "int8":
         weights = {name: quantize_int8(model.weight(name), name=name) for name in names}
     else:

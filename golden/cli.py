@@ -1,0 +1,47 @@
+"""What every potgen command line shares: user mistakes become one line, not a traceback.
+
+A command's ``main(argv)`` raises ValueError (CheckpointError and DataError are
+ValueErrors), TypeError, OSError or a tool's error for bad input; `run` prints
+``prog: message`` on stderr and exits with status 2. Set ``POTGEN_DEBUG=1`` to
+see the traceback instead.
+"""
+
+import argparse
+import os
+import sys
+
+__all__ = ["UserError", "run", "HelpFormatter"]
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for; its message is the whole story."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown in --help, and the epilog's examples kept as written."""
+
+
+def _user_errors():
+    errors = [ValueError, TypeError, OSError, KeyError]
+    try:
+        from hdl.toolchain import ToolError
+        errors.append(ToolError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def run(main, prog, argv=None):
+    """Call ``main(argv)`` and exit with its status; user errors exit 2 with one line on stderr."""
+    try:
+        status = main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except _user_errors() as error:
+        if os.environ.get("POTGEN_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

@@ -1,0 +1,209 @@
+"""Quality study: cross-entropy of a GPT-2 with PoT weights against the float model.
+
+    python -m golden.eval [--checkpoint PATH] [--data FILE.bin] [--bits 3 4 5 6] [--methods ...]
+                          [--act-bits 8] [--block T] [--max-tokens N] [--json OUT] [--plot OUT.png]
+
+Protocol: the token file is cut from its start into contiguous, non-overlapping
+windows of ``--block`` tokens (default: the model's context length); each
+window is scored at every position (the target of position ``i`` is token
+``i + 1``), so a window of T inputs needs T + 1 tokens and the next window starts
+where the last one's targets end. Only whole windows are scored, at most
+``--max-tokens`` scored positions. CE is the mean negative log-likelihood in
+nats over every scored position; ppl = exp(CE).
+
+For every method and bit width there are two rows: PoT weights with float
+activations (``act_bits`` null), and the whole integer datapath of the array
+(activations quantized to ``--act-bits`` with static per-layer scales calibrated
+on ``--calib`` text, integer biases, exact accumulation, dequantization).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .atomic import atomic_write
+from .checkpoint import load_checkpoint
+from .cli import HelpFormatter, UserError, run
+from .data import default_split, read_tokens
+from .datapath import DEFAULT_ACT_BITS, check_act_bits
+from .integer_model import method_names, quantize_model, quantize_weights, with_quantized_weights
+from .paths import DEFAULT_MODEL_DIR
+from .pot_format import check_bits
+
+__all__ = ["windows", "cross_entropy", "evaluate", "main"]
+
+DEFAULT_BITS_SWEEP = (3, 4, 5, 6)
+DEFAULT_CALIB_TOKENS = 8192
+_WINDOWS_PER_BATCH = 32
+
+
+def windows(tokens, block, max_tokens=None):
+    """Inputs and targets (W, block) of the protocol above."""
+    usable = len(tokens) - 1 if max_tokens is None else min(len(tokens) - 1, max_tokens)
+    count = usable // block
+    if count < 1:
+        raise UserError(f"{len(tokens)} tokens hold no window of {block} inputs and targets"
+                        + (f" within --max-tokens {max_tokens}" if max_tokens is not None else ""))
+    flat = np.asarray(tokens[:count * block + 1], dtype=np.int64)
+    return flat[:-1].reshape(count, block), flat[1:].reshape(count, block)
+
+
+def cross_entropy(forward_loss, inputs, targets, progress=None):
+    """Mean CE over every position, batching windows; `forward_loss(inputs, targets)` is a batch mean."""
+    total = 0.0
+    for start in range(0, len(inputs), _WINDOWS_PER_BATCH):
+        batch = slice(start, start + _WINDOWS_PER_BATCH)
+        total += forward_loss(inputs[batch], targets[batch]) * len(inputs[batch])
+        if progress is not None:
+            progress.update(len(inputs[batch]))
+    return total / len(inputs)
+
+
+def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=DEFAULT_ACT_BITS, block=None,
+             max_tokens=None, calib_tokens=None, pot_scale=False, progress=True):
+    """Run the study; returns the JSON-ready result dictionary (without the checkpoint path)."""
+    methods = list(methods or method_names())
+    block = block or model.config.n_positions
+    inputs, targets = windows(tokens, block, max_tokens)
+    runs = 1 + len(methods) * len(bits) * (1 if act_bits is None else 2)
+    bar = tqdm(total=runs * len(inputs), unit="win", desc="eval", disable=not progress, file=sys.stderr)
+
+    def ce_of(loss):
+        return float(cross_entropy(loss, inputs, targets, bar))
+
+    float_ce = ce_of(model.loss)
+    rows = []
+    for method in methods:
+        for b in bits:
+            bar.set_postfix_str(f"{method} {b}-bit")
+            weights = quantize_weights(model, bits=b, method=method, pot_scale=pot_scale, calib_tokens=calib_tokens)
+            row_runs = [(None, with_quantized_weights(model, weights).loss)]
+            if act_bits is not None:
+                integer = quantize_model(model, calib_tokens=calib_tokens, bits=b, act_bits=act_bits, weights=weights)
+                row_runs.append((act_bits, integer.loss))
+            for row_act_bits, loss in row_runs:
+                ce = ce_of(loss)
+                rows.append({"method": method, "bits": b, "act_bits": row_act_bits, "ce": ce,
+                             "ppl": float(np.exp(ce)), "delta": ce - float_ce})
+    bar.close()
+    return {"tokens": int(inputs.size), "block": block, "pot_scale": pot_scale,
+            "float": {"ce": float_ce, "ppl": float(np.exp(float_ce))}, "rows": rows}
+
+
+def format_table(result):
+    lines = [f"{'method':<12} {'bits':>4} {'act bits':>8} {'CE':>8} {'ppl':>8} {'ΔCE':>8}",
+             f"{'float':<12} {'-':>4} {'-':>8} {result['float']['ce']:8.4f} {result['float']['ppl']:8.3f} {'':>8}"]
+    for row in result["rows"]:
+        act = "float" if row["act_bits"] is None else str(row["act_bits"])
+        lines.append(f"{row['method']:<12} {row['bits']:>4} {act:>8} {row['ce']:8.4f} {row['ppl']:8.3f} "
+                     f"{row['delta']:+8.4f}")
+    return "\n".join(lines)
+
+
+def plot(result, path):
+    """ΔCE against bits, one line per method (solid: float activations; dashed: integer datapath)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    methods = dict.fromkeys(row["method"] for row in result["rows"])
+    for index, method in enumerate(methods):
+        color = f"C{index}"
+        for act_bits, style in ((None, "-o"), ("int", "--s")):
+            rows = [r for r in result["rows"] if r["method"] == method
+                    and ((r["act_bits"] is None) == (act_bits is None))]
+            if rows:
+                label = method if act_bits is None else f"{method}, A={rows[0]['act_bits']} integer"
+                ax.plot([r["bits"] for r in rows], [r["delta"] for r in rows], style, color=color, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("weight bits (sign + exponent)")
+    ax.set_ylabel("ΔCE vs float (nats)")
+    ax.set_title(f"PoT quantization, float CE {result['float']['ce']:.3f} on {result['tokens']} tokens")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m golden.eval", formatter_class=HelpFormatter,
+        description="Cross-entropy of a GPT-2 with power-of-two weights against the float model.",
+        epilog="example:\n  python -m golden.eval --bits 3 4 5 6 --json build/eval.json --plot build/eval.png")
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+                        help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
+    parser.add_argument("--data", metavar="FILE.bin", help="uint16 token file (default: the checkpoint's val.bin)")
+    parser.add_argument("--bits", metavar="B", type=int, nargs="+", default=list(DEFAULT_BITS_SWEEP),
+                        help="weight code widths, 3..8")
+    parser.add_argument("--methods", metavar="M", nargs="+", default=None,
+                        help=f"quantizers (default: all of {', '.join(method_names())})")
+    parser.add_argument("--act-bits", metavar="A", type=int, default=DEFAULT_ACT_BITS,
+                        help="activation bits of the integer-datapath rows, 2..16 (0: no such rows)")
+    parser.add_argument("--pot-scale", action="store_true", help="restrict channel scales to powers of two")
+    parser.add_argument("--block", metavar="T", type=int, help="window length (default: the model's n_positions)")
+    parser.add_argument("--max-tokens", metavar="N", type=int, help="score at most N positions (default: all)")
+    parser.add_argument("--calib", metavar="FILE.bin",
+                        help="calibration text (default: the checkpoint's train.bin, else --data)")
+    parser.add_argument("--calib-tokens", metavar="N", type=int, default=DEFAULT_CALIB_TOKENS,
+                        help="calibration tokens")
+    parser.add_argument("--json", metavar="OUT", help="write the result as JSON")
+    parser.add_argument("--plot", metavar="OUT.png", help="plot ΔCE against bits")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def _token_file(explicit, checkpoint, split, what):
+    if explicit:
+        return Path(explicit)
+    found = default_split(Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent, split)
+    if found is None:
+        raise UserError(f"No {what} given and the checkpoint {checkpoint} has no {split}.bin beside it; "
+                        f"pass --{what}")
+    return found
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Check every argument before any work starts.
+    bits = [check_bits(b) for b in args.bits]
+    act_bits = None if args.act_bits == 0 else check_act_bits(args.act_bits)
+    methods = args.methods or method_names()
+    for method in methods:
+        if method not in method_names():
+            raise UserError(f"Unknown quantization method {method!r}; choose from {', '.join(method_names())}")
+    for name, value in (("--max-tokens", args.max_tokens), ("--calib-tokens", args.calib_tokens),
+                        ("--block", args.block)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be a positive integer, not {value}")
+    model = load_checkpoint(args.checkpoint)
+    if args.block is not None and args.block > model.config.n_positions:
+        raise UserError(f"--block {args.block} is larger than the model's n_positions {model.config.n_positions}")
+    vocab_size = model.config.vocab_size
+    tokens = read_tokens(_token_file(args.data, args.checkpoint, "val", "data"), vocab_size=vocab_size)
+    calib_path = args.calib or default_split(Path(args.checkpoint) if Path(args.checkpoint).is_dir()
+                                             else Path(args.checkpoint).parent, "train")
+    calib = read_tokens(calib_path, vocab_size=vocab_size) if calib_path else tokens
+    calib_inputs, _ = windows(calib, args.block or model.config.n_positions, args.calib_tokens)
+
+    result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
+                      max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
+                      progress=not args.quiet)
+    result = {"checkpoint": str(args.checkpoint), **result}
+    print(format_table(result))
+    if args.json:
+        atomic_write(args.json, json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot(result, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main, "python -m golden.eval")
