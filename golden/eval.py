@@ -28,16 +28,15 @@ from tqdm import tqdm
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .cli import HelpFormatter, UserError, run
-from .data import default_split, read_tokens
 from .datapath import DEFAULT_ACT_BITS, check_act_bits
 from .integer_model import method_names, quantize_model, quantize_weights, with_quantized_weights
+from .model_loading import DEFAULT_CALIB_TOKENS, calibration_windows, split_tokens
 from .paths import DEFAULT_MODEL_DIR
 from .pot_format import check_bits
 
 __all__ = ["windows", "cross_entropy", "evaluate", "main"]
 
 DEFAULT_BITS_SWEEP = (3, 4, 5, 6)
-DEFAULT_CALIB_TOKENS = 8192
 _WINDOWS_PER_BATCH = 32
 
 
@@ -151,23 +150,13 @@ def parse_args(argv):
     parser.add_argument("--block", metavar="T", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--max-tokens", metavar="N", type=int, help="score at most N positions (default: all)")
     parser.add_argument("--calib", metavar="FILE.bin",
-                        help="calibration text (default: the checkpoint's train.bin, else --data)")
+                        help="calibration text (default: the checkpoint's train.bin, else its val.bin)")
     parser.add_argument("--calib-tokens", metavar="N", type=int, default=DEFAULT_CALIB_TOKENS,
                         help="calibration tokens")
     parser.add_argument("--json", metavar="OUT", help="write the result as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="plot ΔCE against bits")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
-
-
-def _token_file(explicit, checkpoint, split, what):
-    if explicit:
-        return Path(explicit)
-    found = default_split(Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent, split)
-    if found is None:
-        raise UserError(f"No {what} given and the checkpoint {checkpoint} has no {split}.bin beside it; "
-                        f"pass --{what}")
-    return found
 
 
 def main(argv=None):
@@ -186,12 +175,8 @@ def main(argv=None):
     model = load_checkpoint(args.checkpoint)
     if args.block is not None and args.block > model.config.n_positions:
         raise UserError(f"--block {args.block} is larger than the model's n_positions {model.config.n_positions}")
-    vocab_size = model.config.vocab_size
-    tokens = read_tokens(_token_file(args.data, args.checkpoint, "val", "data"), vocab_size=vocab_size)
-    calib_path = args.calib or default_split(Path(args.checkpoint) if Path(args.checkpoint).is_dir()
-                                             else Path(args.checkpoint).parent, "train")
-    calib = read_tokens(calib_path, vocab_size=vocab_size) if calib_path else tokens
-    calib_inputs, _ = windows(calib, args.block or model.config.n_positions, args.calib_tokens)
+    tokens = split_tokens(args.checkpoint, "val", model.config.vocab_size, args.data)
+    calib_inputs = calibration_windows(model, args.checkpoint, args.calib, args.calib_tokens, args.block)
 
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
