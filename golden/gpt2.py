@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GPT2Config", "GPT2", "ACTIVATIONS", "erf", "gelu", "gelu_new"]
+__all__ = ["GPT2Config", "GPT2", "KVCache", "ACTIVATIONS", "erf", "gelu", "gelu_new"]
 
 
 # -- activations ---------------------------------------------------------------------
@@ -161,6 +161,19 @@ class GPT2Config:
 
 # -- the model -------------------------------------------------------------------------
 
+class KVCache:
+    """The keys and values of the tokens a model has seen, per block.
+
+    Passed to :meth:`GPT2.forward`, it lets generation feed only the new tokens
+    (so each step's linear layers see one token: the batch-1 decode of the
+    array); the logits are those of the whole sequence.
+    """
+
+    def __init__(self):
+        self.keys, self.values = {}, {}
+        self.length = 0
+
+
 class GPT2:
     """A GPT-2 language model: a :class:`GPT2Config` and its float32 parameters.
 
@@ -231,22 +244,27 @@ class GPT2:
             params[self._check_linear_name(name) + ".weight"] = array
         return GPT2(self.config, params)
 
-    def forward(self, tokens, linear=None):
+    def forward(self, tokens, linear=None, cache=None):
         """Logits, float32 ``(T, vocab)`` for tokens ``(T,)`` or ``(B, T, vocab)`` for ``(B, T)``.
 
         ``linear(name, x)`` computes every block's linear layer ``name`` on
         ``x`` of shape ``(..., K)`` and returns ``(..., N)``; None is the float
-        layer ``x @ W + b``.
+        layer ``x @ W + b``. With a :class:`KVCache`, ``tokens`` continue the
+        sequence the cache has seen, and the cache grows by them.
         """
-        batch = self._check_tokens(tokens, "tokens")                                 # (B, T)
+        start = cache.length if cache is not None else 0
+        batch = self._check_tokens(tokens, "tokens", start)                          # (B, T)
         linear = self._float_linear if linear is None else linear
         lin = lambda name, x: self._call(linear, name, x)  # noqa: E731
         act = ACTIVATIONS[self.config.activation]
-        x = self.params["wte"][batch] + self.params["wpe"][:batch.shape[1]]          # (B, T, d)
+        x = self.params["wte"][batch] + self.params["wpe"][start:start + batch.shape[1]]   # (B, T, d)
         for i in range(self.config.n_layer):
             h = f"h.{i}."
-            x = x + lin(h + "attn.c_proj", self._attention(lin(h + "attn.c_attn", self._norm(h + "ln_1", x))))
+            qkv = lin(h + "attn.c_attn", self._norm(h + "ln_1", x))
+            x = x + lin(h + "attn.c_proj", self._attention(qkv, cache, i))
             x = x + lin(h + "mlp.c_proj", act(lin(h + "mlp.c_fc", self._norm(h + "ln_2", x))))
+        if cache is not None:
+            cache.length += batch.shape[1]
         x = self._norm("ln_f", x)
         head = self.params["wte" if self.config.tied_head else "lm_head.weight"]     # (vocab, d)
         logits = _matmul(x, head.T)                                                  # (B, T, vocab)
@@ -265,14 +283,21 @@ class GPT2:
 
     # -- pieces of the forward ---------------------------------------------------------
 
-    def _attention(self, qkv):
+    def _attention(self, qkv, cache=None, block=None):
         """Causal multi-head self-attention on the c_attn output ``(B, T, 3d)`` -> ``(B, T, d)``."""
         B, T, _ = qkv.shape
         H, hd = self.config.n_head, self.config.head_dim
         q, k, v = np.ascontiguousarray(qkv.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4))  # (B, H, T, hd)
-        att = q @ k.swapaxes(-1, -2)                                               # (B, H, T, T)
+        start = 0
+        if cache is not None:
+            if block in cache.keys:
+                start = cache.keys[block].shape[2]
+                k = np.concatenate([cache.keys[block], k], axis=2)                  # (B, H, start + T, hd)
+                v = np.concatenate([cache.values[block], v], axis=2)
+            cache.keys[block], cache.values[block] = k, v
+        att = q @ k.swapaxes(-1, -2)                                               # (B, H, T, start + T)
         att *= np.float32(1 / math.sqrt(hd))
-        att += np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)              # causal mask
+        att += np.triu(np.full((T, start + T), -np.inf, dtype=np.float32), start + 1)   # causal mask
         att -= att.max(axis=-1, keepdims=True)
         np.exp(att, out=att)
         att /= att.sum(axis=-1, keepdims=True)
@@ -302,15 +327,16 @@ class GPT2:
             raise KeyError(f"{name!r} is not a linear layer; they are {self.linear_names[0]!r} ... {self.linear_names[-1]!r}")
         return name
 
-    def _check_tokens(self, tokens, what):
+    def _check_tokens(self, tokens, what, start=0):
         """Token ids as an int64 ``(B, T)`` array; ``(T,)`` becomes ``(1, T)``."""
         array = np.asarray(tokens)
         if array.dtype.kind not in "iu":
             raise ValueError(f"{what} must be integers, not {array.dtype}")
         if array.ndim not in (1, 2) or array.shape[-1] == 0:
             raise ValueError(f"{what} must have shape (T,) or (B, T) with T >= 1, not {array.shape}")
-        if array.shape[-1] > self.config.n_positions:
-            raise ValueError(f"{what} length {array.shape[-1]} exceeds n_positions {self.config.n_positions}")
+        if start + array.shape[-1] > self.config.n_positions:
+            seen = f" after {start} cached" if start else ""
+            raise ValueError(f"{what} length {array.shape[-1]}{seen} exceeds n_positions {self.config.n_positions}")
         if array.size and (array.min() < 0 or array.max() >= self.config.vocab_size):
             bad = array[(array < 0) | (array >= self.config.vocab_size)].flat[0]
             raise ValueError(f"{what} holds id {bad}, outside the vocabulary [0, {self.config.vocab_size})")

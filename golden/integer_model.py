@@ -170,6 +170,22 @@ class IntegerModel:
             return self.layers[name](x)
         return x @ self.model.weight(name) + self.model.bias(name)
 
+    def offloaded_linear(self, accumulate):
+        """A pluggable linear whose integer work is done by ``accumulate(name, x_int) -> acc``.
+
+        The host's share stays here: quantize the input with the layer's static
+        scale, and dequantize the accumulators. With ``accumulate`` the array (in
+        simulation or on the board), the model runs on the hardware.
+        """
+        def linear(name, x):
+            if name not in self.layers:
+                return x @ self.model.weight(name) + self.model.bias(name)
+            layer = self.layers[name]
+            x_int = layer.quantize_input(x)
+            acc = np.asarray(accumulate(name, x_int.reshape(-1, layer.k)))
+            return dequantize(acc.reshape(x_int.shape[:-1] + (layer.n,)), layer.unit)
+        return linear
+
     def forward(self, tokens):
         return self.model.forward(tokens, linear=self.linear)
 
@@ -229,3 +245,5 @@ def quantize_model(model, *, calib_tokens, bits=DEFAULT_BITS, method=DEFAULT_MET
         bias = quantize_bias(model.bias(name), layer.unit)
         layers[name] = IntegerLayer(name, weights[name], act_bits, act_scale, bias)
     return IntegerModel(model, layers)
+
+from .gptq import gptq_pot as _gptq_pot; MODEL_METHODS["gptq-pot"] = _gptq_pot  # noqa: E402,E702

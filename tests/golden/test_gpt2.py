@@ -247,3 +247,20 @@ def test_gelu_matches_torch():
     assert np.max(np.abs(gelu(tail) / reference - 1)) < 3e-5  # float32 rounding of exp(-x^2 / 2)
     assert np.abs(gelu(x) - gelu_new(x)).max() > 1e-4  # the two are different functions
     assert set(ACTIVATIONS) == {"gelu_new", "gelu"}
+
+
+def test_kv_cache_gives_the_logits_of_the_whole_sequence(tiny_checkpoint):
+    """Feeding a sequence in pieces through a KVCache equals one forward over all of it."""
+    from golden.checkpoint import load_checkpoint
+    from golden.gpt2 import KVCache
+
+    model = load_checkpoint(tiny_checkpoint)
+    tokens = np.random.default_rng(3).integers(0, model.config.vocab_size, 20)
+    whole = model.forward(tokens)
+    cache = KVCache()
+    pieces = [model.forward(tokens[:7], cache=cache)] + [model.forward(tokens[i:i + 1], cache=cache)
+                                                          for i in range(7, 20)]
+    np.testing.assert_allclose(np.concatenate(pieces), whole, atol=2e-5, rtol=0)
+    assert cache.length == 20
+    with pytest.raises(ValueError, match="after 20 cached exceeds n_positions 32"):
+        model.forward(np.zeros(13, np.int64), cache=cache)

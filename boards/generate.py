@@ -1,0 +1,149 @@
+"""Generate text with every linear layer computed by the PoT datapath.
+
+    python -m boards.generate [--checkpoint PATH] [--prompt TEXT] [--tokens N] [--temperature T]
+                              [--top-k K] [--seed S] [--backend float|golden|sim|board] [--port DEV]
+
+The host does embeddings, layer norm, attention, GELU, softmax, the head and
+the per-channel scales; every linear layer's integer work (activations in,
+accumulators out) goes to the back-end:
+
+``float``   the float model (no quantization), for comparison;
+``golden``  the numpy integer datapath (`golden.datapath`);
+``sim``     the engine's emitted Verilog in Verilator, kept alive across tokens;
+``board``   the iCEBreaker over its UART, through the host driver.
+
+`golden`, `sim` and `board` return the same integers, so for the same seed
+they produce the same text. Tokens are decoded one at a time with a KV cache,
+so each step sends one token through every layer (the array's batch-1 case).
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from golden.cli import HelpFormatter, UserError, run
+from golden.data import load_vocab
+from golden.gpt2 import KVCache
+from golden.model_loading import checkpoint_dir, load_integer_model
+from golden.paths import DEFAULT_MODEL_DIR
+from golden.pot_format import DEFAULT_BITS
+
+__all__ = ["BACKENDS", "Generator", "main"]
+
+BACKENDS = ("float", "golden", "sim", "board")
+
+
+class Generator:
+    """Sampling from a model whose linear layers are computed by `linear` (see `golden.gpt2`)."""
+
+    def __init__(self, model, vocab, linear=None):
+        self.model, self.vocab, self.linear = model, vocab, linear
+
+    def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
+        """Yield the generated characters one at a time.
+
+        The context is the prompt plus what has been generated, up to the
+        model's n_positions; generation stops there.
+        """
+        ids = self.vocab.encode(prompt)
+        if len(ids) == 0:
+            raise UserError("The prompt is empty; give at least one character")
+        limit = self.model.config.n_positions
+        if len(ids) >= limit:
+            raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
+        rng = np.random.default_rng(seed)
+        cache = KVCache()
+        logits = self.model.forward(ids.astype(np.int64), linear=self.linear, cache=cache)[-1]
+        for _ in range(min(tokens, limit - len(ids))):
+            token = sample(logits, rng, temperature, top_k)
+            yield self.vocab.decode([token])
+            if cache.length >= limit:
+                return
+            logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
+
+
+def sample(logits, rng, temperature, top_k):
+    """A token from softmax(logits / temperature) restricted to the top k (temperature 0: argmax)."""
+    logits = np.asarray(logits, np.float64)
+    if temperature == 0:
+        return int(np.argmax(logits))
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.size:
+        logits = np.where(logits < np.sort(logits)[-top_k], -np.inf, logits)
+    probs = np.exp(logits - logits.max())
+    return int(rng.choice(logits.size, p=probs / probs.sum()))
+
+
+def make_linear(backend, integer_model, args):
+    """The pluggable linear of a back-end, and a function that closes it."""
+    if backend == "float":
+        return None, lambda: None
+    if backend == "golden":
+        return integer_model.linear, lambda: None
+    if backend == "sim":
+        from sim.engine_session import EngineSession
+        session = EngineSession(integer_model, rows=args.rows, columns=args.cols)
+    else:
+        from boards.host import BoardSession
+        session = BoardSession.open(args.port, integer_model)
+    return integer_model.offloaded_linear(session.accumulate), session.close
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m boards.generate", formatter_class=HelpFormatter,
+        description="Generate text with every linear layer on the PoT datapath (golden, RTL simulation or board).",
+        epilog="examples:\n  python -m boards.generate --prompt 'ROMEO:' --tokens 200\n"
+               "  python -m boards.generate --backend sim --tokens 16 --seed 1")
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+                        help="GPT-2 checkpoint with vocab.json beside it")
+    parser.add_argument("--prompt", metavar="TEXT", default="ROMEO:\n", help="text to continue")
+    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="characters to generate")
+    parser.add_argument("--temperature", metavar="T", type=float, default=0.8, help="sampling temperature (0: greedy)")
+    parser.add_argument("--top-k", metavar="K", type=int, default=None, help="sample among the K likeliest only")
+    parser.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed")
+    parser.add_argument("--backend", choices=BACKENDS, default="golden", help="where the linear layers run")
+    parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits")
+    parser.add_argument("--rows", metavar="R", type=int, default=1, help="array rows (sim back-end)")
+    parser.add_argument("--cols", metavar="C", type=int, default=16, help="array columns (sim back-end)")
+    parser.add_argument("--port", metavar="DEV", help="serial port of the board (board back-end)")
+    parser.add_argument("--stats", action="store_true", help="print tokens/s on stderr at the end")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.tokens < 1:
+        raise UserError(f"--tokens must be a positive integer, not {args.tokens}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0, not {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be a positive integer, not {args.top_k}")
+    if args.backend == "board" and not args.port:
+        raise UserError("The board back-end needs --port (e.g. /dev/ttyUSB1); without a board, use --backend sim")
+    integer_model = load_integer_model(args.checkpoint, bits=args.bits)
+    vocab = load_vocab(checkpoint_dir(args.checkpoint))
+    vocab.encode(args.prompt)                                        # a bad character fails before any work
+    linear, close = make_linear(args.backend, integer_model, args)
+    generator = Generator(integer_model.model, vocab, linear)
+    start, count = time.perf_counter(), 0
+    try:
+        sys.stdout.write(args.prompt)
+        for text in generator.stream(args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
+                                     seed=args.seed):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            count += 1
+    finally:
+        close()
+    sys.stdout.write("\n")
+    if args.stats:
+        seconds = time.perf_counter() - start
+        print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main, "python -m boards.generate")
