@@ -1,0 +1,121 @@
+"""The bias ROM of the array: every column's biases in one block-RAM-friendly Memory."""
+
+from amaranth import Module, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import Out
+from amaranth.utils import ceil_log2
+
+from golden.datapath import check_acc_bits
+
+from .code_store import check_layout
+
+__all__ = ["BiasStore"]
+
+
+def _signed_width(value):
+    """Bits of the narrowest two's-complement integer holding `value`."""
+    value = int(value)
+    return (value if value >= 0 else -value - 1).bit_length() + 1
+
+
+class BiasStore(wiring.Component):
+    """The biases of a layout, channel after channel: address ``bias_base * C + n`` holds
+    the bias of output channel ``n`` of the layer whose first bias entry is ``bias_base``.
+
+    That is entry ``a * C + c`` = ``layout.bias_words(c, width)[a]``: the bias ROM
+    of column ``c`` (one word per slot) interleaved with the others. The engine
+    reads biases one channel at a time as results leave, so one memory serves
+    every column with no C:1 multiplexer and, on an FPGA, one block RAM rather
+    than one per column.
+
+    Words are ``width``-bit two's complement; read them with ``.as_signed()``.
+    The default width is the narrowest that holds every bias exactly, capped at
+    `acc_bits` (a narrower accumulator keeps biases modulo ``2**acc_bits``,
+    which is all a wrapping sum needs); a writable store is `acc_bits` wide.
+
+    Reads are synchronous (one cycle; ``read.data`` holds while ``read.en`` is low).
+
+    Parameters
+    ----------
+    layout : RomLayout
+    acc_bits : int
+    writable : bool
+        Add a write port so a board can load biases at run time.
+
+    Members
+    -------
+    read : ``Out(memory.ReadPort.Signature(addr_width=ceil_log2(depth), shape=unsigned(width)))``
+    write : ``Out(memory.WritePort.Signature(...))``
+        Only with ``writable=True``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong type or out of range; the message repeats it.
+    """
+
+    def __init__(self, *, layout, acc_bits, writable=False):
+        self._layout = check_layout(layout)
+        self._acc_bits = check_acc_bits(acc_bits)
+        if not isinstance(writable, bool):
+            raise TypeError(f"Writable must be a bool, not {writable!r}")
+        self._writable = writable
+        needed = max([2] + [_signed_width(b) for b in layout.bias_images.flat])
+        self._width = self._acc_bits if writable else min(self._acc_bits, needed)
+        columns = [layout.bias_words(c, self._width) for c in range(layout.columns)]
+        self._words = [columns[c][a] for a in range(layout.bias_depth) for c in range(layout.columns)]
+        members = {"read": Out(memory.ReadPort.Signature(addr_width=self.addr_width, shape=unsigned(self._width)))}
+        if writable:
+            members["write"] = Out(memory.WritePort.Signature(addr_width=self.addr_width,
+                                                              shape=unsigned(self._width)))
+        super().__init__(members)
+
+    @property
+    def layout(self):
+        return self._layout
+
+    @property
+    def acc_bits(self):
+        return self._acc_bits
+
+    @property
+    def width(self):
+        return self._width
+
+    @property
+    def depth(self):
+        return len(self._words)
+
+    @property
+    def addr_width(self):
+        return ceil_log2(self.depth)
+
+    @property
+    def words(self):
+        return list(self._words)
+
+    @property
+    def writable(self):
+        return self._writable
+
+    @property
+    def latency(self):
+        return 1
+
+    def address(self, layer, channel):
+        """The address of channel `channel` of the layer named `layer`."""
+        placement = self._layout.layer(layer)
+        if not 0 <= channel < placement.n:
+            raise ValueError(f"Channel must be from 0 to {placement.n - 1}, not {channel!r}")
+        return placement.bias_base * self._layout.columns + channel
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = mem = memory.Memory(shape=unsigned(self._width), depth=self.depth, init=self._words)
+        port = mem.read_port()
+        m.d.comb += [port.addr.eq(self.read.addr), port.en.eq(self.read.en), self.read.data.eq(port.data)]
+        if self._writable:
+            write = mem.write_port()
+            m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data),
+                         write.en.eq(self.write.en)]
+        return m

@@ -1,0 +1,451 @@
+"""The engine: controller, systolic array, code and bias stores, activation and result buffers."""
+
+from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, pot_acc_bits
+
+from .bias_store import BiasStore
+from .code_store import CodeStore, check_columns_per_word, check_layout
+from .systolic_array import DEFAULT_BROADCAST_ROWS, SystolicArray, check_count, check_pe
+
+__all__ = ["Engine"]
+
+# Row tiles the feeder may run ahead of the result emitter.
+_DESCRIPTOR_DEPTH = 4
+
+# The engine never reads an address of its activation or result buffers in the cycle it writes
+# it, so Yosys need not build read-during-write logic around the block RAMs.
+_NO_COLLISIONS = {"no_rw_check": 1}
+
+
+class Engine(wiring.Component):
+    """A PoT (or INT8) linear-layer engine: activations in, accumulators out, in token-major order.
+
+    A *batch* is one or more tokens of one layer of `layout`: per token its ``K``
+    activations in order, token after token, ``last`` set on the final value of
+    the final token. For every token the engine returns the layer's ``N``
+    accumulators in channel order, tokens in input order, ``last`` set on the
+    batch's final value. Each equals ``golden.datapath.pot_accumulate(x, codes,
+    bias, bits, act_bits, acc_bits)`` (``int8_accumulate`` for ``pe="int8"``)
+    bit for bit, wrapping if `acc_bits` is narrower than exact. The layer is
+    sampled with a batch's first activation; batches may follow each other
+    back to back, with different layers.
+
+    How it works (the guarantees, not the gates): tokens are tiled over the
+    ``R`` rows (a partial last tile computes on stale rows whose results are
+    dropped); a tile's activations are buffered (two banks, so the next tile
+    loads while this one computes) and replayed for each of the layer's
+    ``slots = ceil(N / C)`` passes over the columns. A pass takes
+    ``max(K + 1, C)`` cycles: idle beats if ``K + 1 < C`` (so that drains are
+    ``C`` cycles apart and a row's readout, one result per cycle, keeps up),
+    ``K`` beats and one drain beat, which is the whole cost of draining.
+    Results go into one buffer memory per row (`result_depth` entries,
+    reserved a pass at a time) and leave token-major through a bias adder.
+    Both streams follow ``amaranth.lib.stream`` rules (``activations.ready`` and
+    ``results.valid`` never wait on the other side) and backpressure only
+    stalls; nothing is dropped or duplicated.
+
+    Throughput, per tile of ``T <= R`` tokens: ``T * K`` input cycles, ``slots *
+    max(K + 1, C)`` compute cycles, ``T * N`` output cycles; the three overlap
+    (the next tile loads while this one computes, and a tile's results leave
+    while the next computes), so the slowest sets the rate. Latency: with the
+    streams never stalled, a tile's first result leaves ``max(K + 1, C) + 6``
+    cycles after its last activation is accepted; results of token ``r``
+    follow as soon as the passes that make them have drained.
+
+    Parameters
+    ----------
+    layout : RomLayout
+        Codes (``layout.bits`` wide; INT8 weights for ``pe="int8"``, where
+        ``layout.bits`` is None) and integer biases of the layers.
+    rows : int
+        ``R``, tokens computed at once (1: batch-1 decode).
+    act_bits : int
+        Activation width ``A``, 2 to 16.
+    acc_bits : int or None
+        Accumulator width; None is exact for the layout (largest ``K``, largest
+        bias), so nothing wraps.
+    pe : str
+        ``"pot"`` or ``"int8"``.
+    columns_per_word : int
+        Columns sharing one code memory word (the word is that many codes).
+    code_store : callable or None
+        None builds `hdl.code_store.CodeStore` ROMs. Otherwise
+        ``code_store(first_column, columns_per_word, words, word_width)`` must
+        return a Component whose signature has ``read`` as CodeStore's (a
+        ``memory.ReadPort.Signature`` of ``word_width`` bits, addresses at least
+        ``ceil_log2(len(words))`` wide, one cycle of read latency); a board
+        passes one that wraps SPRAM.
+    result_depth : int or None
+        Entries of each row's result buffer, a power of two of at least
+        ``max(slots) * C``; None gives twice that (rounded up), so computing a
+        tile overlaps emitting the previous one.
+    broadcast_rows : int
+        Rows a weight reaches in one cycle (`hdl.systolic_array.SystolicArray`).
+
+    Members
+    -------
+    layer : ``In(range(max(2, n_layers)))``
+        Layer of the next batch (an index into ``layout.layers``; out of range means layer 0).
+    activations : ``In(stream.Signature(StructLayout({"data": signed(act_bits), "last": 1})))``
+    results : ``Out(stream.Signature(StructLayout({"data": signed(acc_bits), "last": 1})))``
+    busy : ``Out(1)``
+        A batch has been started and not all its results have left.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong type or out of range; the message repeats it.
+    """
+
+    def __init__(self, *, layout, rows, act_bits=8, acc_bits=None, pe="pot", columns_per_word=1,
+                 code_store=None, result_depth=None, broadcast_rows=DEFAULT_BROADCAST_ROWS):
+        self._layout = check_layout(layout)
+        self._rows = check_count(rows, "Row count")
+        self._act_bits = check_act_bits(act_bits)
+        if pe not in ("pot", "int8"):
+            raise ValueError(f"PE kind must be one of 'pot', 'int8', not {pe!r}")
+        if (pe == "int8") != (layout.bits is None):
+            raise ValueError(f"A {pe!r} engine needs a layout of "
+                             f"{'INT8 weights (bits=None)' if pe == 'int8' else 'PoT codes'}, "
+                             f"not one with bits={layout.bits!r}")
+        self._pe, self._bits = check_pe(pe, layout.bits)
+        bias_max = max([0] + [abs(int(b)) for b in layout.bias_images.flat])
+        if acc_bits is None:
+            acc_bits = (int8_acc_bits(layout.max_k, self._act_bits, bias_max) if pe == "int8"
+                        else pot_acc_bits(layout.max_k, self._act_bits, self._bits, bias_max))
+        self._acc_bits = check_acc_bits(acc_bits)
+        self._columns_per_word = check_columns_per_word(columns_per_word, layout.code_bits)
+        if code_store is not None and not callable(code_store):
+            raise TypeError(f"Code store must be None or a callable, not {code_store!r}")
+        min_depth = max(placement.slots for placement in layout.layers) * layout.columns
+        if result_depth is None:
+            result_depth = 1 << ceil_log2(2 * min_depth)
+        elif (isinstance(result_depth, bool) or not isinstance(result_depth, int) or result_depth < min_depth
+                or result_depth & (result_depth - 1)):
+            raise ValueError(f"Result depth must be a power of two of at least {min_depth}, not {result_depth!r}")
+        self._result_depth = result_depth
+        self._broadcast_rows = check_count(broadcast_rows, "Broadcast rows")
+
+        self._code_stores = []
+        for first in range(0, layout.columns, self._columns_per_word):
+            if code_store is None:
+                store = CodeStore(layout=layout, first_column=first, columns_per_word=self._columns_per_word)
+            else:
+                words = layout.group_words(first, self._columns_per_word)
+                store = code_store(first, self._columns_per_word, words, self.code_word_width)
+                self._check_store(store, len(words))
+            self._code_stores.append(store)
+        self._bias_store = BiasStore(layout=layout, acc_bits=self._acc_bits)
+
+        payload = lambda width: data.StructLayout({"data": signed(width), "last": 1})  # noqa: E731
+        super().__init__({
+            "layer": In(range(max(2, self.n_layers))),
+            "activations": In(stream.Signature(payload(self._act_bits))),
+            "results": Out(stream.Signature(payload(self._acc_bits))),
+            "busy": Out(1),
+        })
+
+    def _check_store(self, store, depth):
+        members = store.signature.members if isinstance(store, wiring.Component) else {}
+        read = members["read"] if "read" in members else None
+        if not (read is not None and read.is_signature and read.flow == Out
+                and isinstance(read.signature, memory.ReadPort.Signature)
+                and read.signature.addr_width >= ceil_log2(depth)
+                and Shape.cast(read.signature.shape).width == self.code_word_width):
+            raise TypeError(f"Code store must return a Component with a 'read' member like CodeStore's "
+                            f"({self.code_word_width}-bit words, at least {ceil_log2(depth)} address bits), "
+                            f"not {store!r}")
+
+    # -- parameters ----------------------------------------------------------------------
+
+    @property
+    def layout(self):
+        return self._layout
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def columns(self):
+        return self._layout.columns
+
+    @property
+    def pes(self):
+        return self._rows * self._layout.columns
+
+    @property
+    def bits(self):
+        return self._bits
+
+    @property
+    def act_bits(self):
+        return self._act_bits
+
+    @property
+    def acc_bits(self):
+        return self._acc_bits
+
+    acc_width = acc_bits
+
+    @property
+    def pe(self):
+        return self._pe
+
+    @property
+    def n_layers(self):
+        return len(self._layout.layers)
+
+    @property
+    def columns_per_word(self):
+        return self._columns_per_word
+
+    @property
+    def code_word_width(self):
+        return self._columns_per_word * self._layout.code_bits
+
+    @property
+    def result_depth(self):
+        return self._result_depth
+
+    @property
+    def broadcast_rows(self):
+        return self._broadcast_rows
+
+    @property
+    def code_stores(self):
+        """The code store components, one per group of `columns_per_word` columns."""
+        return list(self._code_stores)
+
+    @property
+    def bias_store(self):
+        return self._bias_store
+
+    def period(self, k):
+        """Cycles of one pass over the columns for a layer of `k` inputs."""
+        return max(k + 1, self.columns)
+
+    # -- hardware ------------------------------------------------------------------------
+
+    def _lookup(self, m, index, name, **fields):
+        """Per-layer constants `fields` (name -> one int per layer) selected by `index` (else layer 0)."""
+        out = {f: Signal(max(1, max(values).bit_length()), name=f"{name}_{f}") for f, values in fields.items()}
+        with m.Switch(index):
+            for i in range(1, self.n_layers):
+                with m.Case(i):
+                    m.d.comb += [out[f].eq(values[i]) for f, values in fields.items()]
+            with m.Default():
+                m.d.comb += [out[f].eq(values[0]) for f, values in fields.items()]
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        layout, layers = self._layout, self._layout.layers
+        R, C, A, W = self._rows, self.columns, self._act_bits, self._acc_bits
+        k_max = layout.max_k
+        k_bits = ceil_log2(k_max)
+        depth_bits = ceil_log2(self._result_depth)
+        layer_shape = self.layer.shape()
+
+        m.submodules.array = array = SystolicArray(rows=R, columns=C, act_bits=A, acc_bits=W, bits=self._bits,
+                                                   pe=self._pe, broadcast_rows=self._broadcast_rows)
+        for i, store in enumerate(self._code_stores):
+            m.submodules[f"code_store_{i}"] = store
+        m.submodules.bias_store = bias_store = self._bias_store
+        m.submodules.descriptors = descriptors = fifo.SyncFIFO(
+            width=layer_shape.width + (R).bit_length() + 1, depth=_DESCRIPTOR_DEPTH)
+
+        # -- loader: activations -> the free bank of each row's activation memory --------
+        act_write, act_read = [], []
+        for r in range(R):
+            mem = m.submodules[f"act_memory_{r}"] = memory.Memory(shape=signed(A), depth=2 << k_bits, init=[],
+                                                                  attrs=_NO_COLLISIONS)
+            act_write.append(mem.write_port())
+            act_read.append(mem.read_port())
+
+        bank_full, set_full, clear_full = Signal(2), Signal(2), Signal(2)
+        bank_layer = [Signal(layer_shape, name=f"bank{b}_layer") for b in range(2)]
+        bank_rows = [Signal(range(1, R + 1), name=f"bank{b}_rows") for b in range(2)]
+        bank_final = [Signal(name=f"bank{b}_final") for b in range(2)]
+        m.d.sync += bank_full.eq((bank_full | set_full) & ~clear_full)
+
+        load_bank, load_k, load_row = Signal(), Signal(k_bits), Signal(range(R))
+        in_batch, batch_layer = Signal(), Signal(layer_shape)
+        layer_now = Mux(in_batch, batch_layer, self.layer)
+        load = self._lookup(m, layer_now, "load", k_last=[p.k - 1 for p in layers])
+        acts = self.activations
+        m.d.comb += acts.ready.eq(~Mux(load_bank, bank_full[1], bank_full[0]))
+        accept = acts.valid & acts.ready
+        for r, port in enumerate(act_write):
+            m.d.comb += [port.addr.eq(Cat(load_k, load_bank)), port.data.eq(acts.p.data),
+                         port.en.eq(accept & (load_row == r))]
+        with m.If(accept):
+            m.d.sync += [batch_layer.eq(layer_now), in_batch.eq(~acts.p.last)]
+            # `last` before a token's end (a protocol error) ends the batch there all the same.
+            with m.If((load_k == load["k_last"]) | acts.p.last):
+                m.d.sync += load_k.eq(0)
+                with m.If((load_row == R - 1) | acts.p.last):
+                    m.d.comb += set_full.eq(Mux(load_bank, 0b10, 0b01))
+                    for b in range(2):
+                        with m.If(load_bank == b):
+                            m.d.sync += [bank_layer[b].eq(layer_now), bank_rows[b].eq(load_row + 1),
+                                         bank_final[b].eq(acts.p.last)]
+                    m.d.sync += [load_bank.eq(~load_bank), load_row.eq(0)]
+                with m.Else():
+                    m.d.sync += load_row.eq(load_row + 1)
+            with m.Else():
+                m.d.sync += load_k.eq(load_k + 1)
+
+        # -- feeder: one pass per slot over a full bank ----------------------------------
+        D = self._result_depth
+        reserved = Signal(range(D + 1))          # result entries per row reserved and not yet emitted
+        freed, freed_count = Signal(), Signal(range(D + 1))
+        feed_bank, feed_active, feed_slot = Signal(), Signal(), Signal(range(max(p.slots for p in layers)))
+        feed_beat = Signal(range(max(self.period(p.k) for p in layers)))
+        feed_k = Signal(k_bits)
+        code_addr = Signal(max(1, ceil_log2(layout.code_depth)))
+        feed_layer = Mux(feed_bank, bank_layer[1], bank_layer[0])
+        # A pass is `lead` idle beats, K compute beats and the drain beat, so consecutive drain
+        # beats are a whole period (>= C cycles) apart whatever the layers.
+        feed = self._lookup(m, feed_layer, "feed", lead=[self.period(p.k) - 1 - p.k for p in layers],
+                            beat_last=[self.period(p.k) - 1 for p in layers],
+                            slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers])
+        first_slot = feed_slot == 0
+        start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & (reserved <= D - C)
+                 & (~first_slot | descriptors.w_rdy))
+        issuing = feed_active | start
+        beat = Mux(feed_active, feed_beat, 0)
+        k = Mux(feed_active, feed_k, 0)
+        drain = issuing & (beat == feed["beat_last"])
+        compute = issuing & (beat >= feed["lead"]) & ~drain
+        addr_now = Mux(start & first_slot, feed["code_base"], code_addr)
+        with m.If(compute):
+            m.d.sync += [code_addr.eq(addr_now + 1), feed_k.eq(k + 1)]
+        with m.Else():
+            m.d.sync += code_addr.eq(addr_now)
+        with m.If(issuing):
+            m.d.sync += [feed_beat.eq(beat + 1), feed_active.eq(1)]
+        with m.If(drain):
+            m.d.sync += [feed_active.eq(0), feed_k.eq(0)]
+            with m.If(feed_slot == feed["slot_last"]):
+                m.d.sync += [feed_slot.eq(0), feed_bank.eq(~feed_bank)]
+                m.d.comb += clear_full.eq(Mux(feed_bank, 0b10, 0b01))
+            with m.Else():
+                m.d.sync += feed_slot.eq(feed_slot + 1)
+        m.d.comb += [
+            descriptors.w_en.eq(start & first_slot),
+            descriptors.w_data.eq(Cat(feed_layer, Mux(feed_bank, bank_rows[1], bank_rows[0]),
+                                      Mux(feed_bank, bank_final[1], bank_final[0]))),
+        ]
+        m.d.sync += reserved.eq(reserved + Mux(start, C, 0) - Mux(freed, freed_count, 0))
+
+        # Activations: every row memory read at the beat; row r delayed by its skew.
+        for r, port in enumerate(act_read):
+            m.d.comb += port.addr.eq(Cat(k, feed_bank))
+            x = port.data
+            for i in range(array.row_skew(r)):
+                delayed = Signal(signed(A), name=f"x_skew_{r}_{i}")
+                m.d.sync += delayed.eq(x)
+                x = delayed
+            m.d.comb += array.x[r].eq(x)
+
+        # Codes: the address walks along the top edge one column per cycle (the skew), so
+        # store g reads at its first column's time; lane j of a word is delayed j more cycles.
+        addresses, flags = [addr_now], []
+        for c in range(C):
+            if c:
+                delayed = Signal(code_addr.shape(), name=f"code_addr_{c}")
+                m.d.sync += delayed.eq(addresses[-1])
+                addresses.append(delayed)
+            flag = Signal(2, name=f"flags_{c}")           # (compute, drain) one cycle after the read
+            m.d.sync += flag.eq(flags[-1] if c else Cat(compute, drain))
+            flags.append(flag)
+        lane_bits = layout.code_bits
+        for g, store in enumerate(self._code_stores):
+            first = g * self._columns_per_word
+            m.d.comb += [store.read.addr.eq(addresses[first]), store.read.en.eq(1)]
+            for j in range(min(self._columns_per_word, C - first)):
+                lane = store.read.data[j * lane_bits:(j + 1) * lane_bits]
+                for i in range(j):
+                    delayed = Signal(lane_bits, name=f"code_skew_{first + j}_{i}")
+                    m.d.sync += delayed.eq(lane)
+                    lane = delayed
+                c = first + j
+                m.d.comb += [array.w[c].eq(Mux(flags[c][0], lane, array.idle_weight)),
+                             array.drain[c].eq(flags[c][1])]
+
+        # -- result buffers: row r's drained sums, in order --------------------------------
+        written = []
+        result_read = []
+        for r in range(R):
+            mem = m.submodules[f"result_memory_{r}"] = memory.Memory(shape=unsigned(W), depth=D, init=[],
+                                                                     attrs=_NO_COLLISIONS)
+            port = mem.write_port()
+            pointer = Signal(depth_bits + 2, name=f"written_{r}")
+            m.d.comb += [port.addr.eq(pointer[:depth_bits]), port.data.eq(array.results[r]),
+                         port.en.eq(array.valid[r])]
+            with m.If(array.valid[r]):
+                m.d.sync += pointer.eq(pointer + 1)
+            written.append(pointer)
+            result_read.append(mem.read_port())
+
+        # -- emitter: token-major, + bias -------------------------------------------------
+        desc = data.View(data.StructLayout({"layer": layer_shape, "rows": range(1, R + 1), "final": 1}),
+                         descriptors.r_data)
+        emit = self._lookup(m, desc.layer, "emit", n_last=[p.n - 1 for p in layers],
+                            stride=[p.slots * C for p in layers], bias_base=[p.bias_base * C for p in layers])
+        emit_row, emit_n = Signal(range(R)), Signal(range(max(p.n for p in layers)))
+        # Pointers count modulo 4 * D so that the difference below is a signed number: a row may
+        # still be writing the padding of the previous tile when the emitter moves past it.
+        emit_base = Signal(depth_bits + 2)
+        row_written = Signal(depth_bits + 2)
+        with m.Switch(emit_row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += row_written.eq(written[r])
+        available = Signal(signed(depth_bits + 2))
+        m.d.comb += available.eq(row_written - emit_base)
+        out = self.results
+        advance = ~out.valid | out.ready
+        issue = advance & descriptors.r_rdy & (available > emit_n)
+        for port in result_read:
+            m.d.comb += [port.addr.eq((emit_base + emit_n)[:depth_bits]), port.en.eq(advance)]
+        m.d.comb += [bias_store.read.addr.eq(emit["bias_base"] + emit_n), bias_store.read.en.eq(advance)]
+
+        read_valid, read_row, read_last = Signal(), Signal(range(R)), Signal()
+        read_data = Signal(W)
+        with m.Switch(read_row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += read_data.eq(result_read[r].data)
+        with m.If(advance):
+            m.d.sync += [
+                read_valid.eq(issue),
+                read_row.eq(emit_row),
+                read_last.eq(desc.final & (emit_row == desc.rows - 1) & (emit_n == emit["n_last"])),
+                out.valid.eq(read_valid),
+                out.p.data.eq(read_data.as_signed() + bias_store.read.data.as_signed()),
+                out.p.last.eq(read_last),
+            ]
+        with m.If(issue):
+            with m.If(emit_n == emit["n_last"]):
+                m.d.sync += emit_n.eq(0)
+                with m.If(emit_row == desc.rows - 1):
+                    m.d.sync += [emit_row.eq(0), emit_base.eq(emit_base + emit["stride"])]
+                    m.d.comb += [descriptors.r_en.eq(1), freed.eq(1), freed_count.eq(emit["stride"])]
+                with m.Else():
+                    m.d.sync += emit_row.eq(emit_row + 1)
+            with m.Else():
+                m.d.sync += emit_n.eq(emit_n + 1)
+
+        # -- busy: batches started and not finished ---------------------------------------
+        batches = Signal(range(16))
+        begun = accept & ~in_batch
+        finished = out.valid & out.ready & out.p.last
+        m.d.sync += batches.eq(batches + begun - finished)
+        m.d.comb += self.busy.eq(batches != 0)
+        return m
