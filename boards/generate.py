@@ -56,12 +56,12 @@ class Generator:
         rng = np.random.default_rng(seed)
         cache = KVCache()
         logits = self.model.forward(ids.astype(np.int64), linear=self.linear, cache=cache)[-1]
-        for _ in range(min(tokens, limit - len(ids))):
+        count = min(tokens, limit - len(ids))
+        for index in range(count):
             token = sample(logits, rng, temperature, top_k)
             yield self.vocab.decode([token])
-            if cache.length >= limit:
-                return
-            logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
+            if index + 1 < count:                        # the last token's logits would go unused
+                logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
 
 
 def sample(logits, rng, temperature, top_k):
@@ -77,18 +77,18 @@ def sample(logits, rng, temperature, top_k):
 
 
 def make_linear(backend, integer_model, args):
-    """The pluggable linear of a back-end, and a function that closes it."""
+    """The pluggable linear of a back-end, and its session (None for float and golden)."""
     if backend == "float":
-        return None, lambda: None
+        return None, None
     if backend == "golden":
-        return integer_model.linear, lambda: None
+        return integer_model.linear, None
     if backend == "sim":
         from sim.engine_session import EngineSession
         session = EngineSession(integer_model, rows=args.rows, columns=args.cols)
     else:
         from boards.host import BoardSession
         session = BoardSession.open(args.port, integer_model)
-    return integer_model.offloaded_linear(session.accumulate), session.close
+    return integer_model.offloaded_linear(session.accumulate), session
 
 
 def parse_args(argv):
@@ -126,7 +126,7 @@ def main(argv=None):
     integer_model = load_integer_model(args.checkpoint, bits=args.bits)
     vocab = load_vocab(checkpoint_dir(args.checkpoint))
     vocab.encode(args.prompt)                                        # a bad character fails before any work
-    linear, close = make_linear(args.backend, integer_model, args)
+    linear, session = make_linear(args.backend, integer_model, args)
     generator = Generator(integer_model.model, vocab, linear)
     start, count = time.perf_counter(), 0
     try:
@@ -137,11 +137,15 @@ def main(argv=None):
             sys.stdout.flush()
             count += 1
     finally:
-        close()
+        if session is not None:
+            session.close()
     sys.stdout.write("\n")
     if args.stats:
         seconds = time.perf_counter() - start
-        print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s", file=sys.stderr)
+        cycles = getattr(session, "cycles", None)
+        per_token = f", {cycles / (count + len(args.prompt) - 1):.0f} simulated cycles per token" if cycles else ""
+        print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s{per_token}",
+              file=sys.stderr)
     return 0
 
 
