@@ -1,0 +1,395 @@
+"""The device's end of the host link protocol (see `boards.protocol`)."""
+
+from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .protocol import MAX_PAYLOAD, Command, Identity, Status, value_bytes
+
+__all__ = ["HostLink", "code_write_signature"]
+
+
+def code_write_signature(banks, bank_words, word_width):
+    """The write port into the code banks: write `data` at `addr` of bank `bank` while `en`."""
+    return wiring.Signature({
+        "bank": Out(range(banks)),
+        "addr": Out(range(bank_words)),
+        "data": Out(word_width),
+        "en": Out(1),
+    })
+
+
+def _check_positive(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, not {value!r}")
+    return value
+
+
+class HostLink(wiring.Component):
+    """Serves the host link protocol between a UART's byte streams and the engine.
+
+    It parses requests from `rx`, writes code words through `code_write`,
+    selects the engine's `layer`, feeds a RUN's activations to `activations`
+    (``last`` on the final value) and answers on `tx`, serialising the
+    engine's `results`. One request is served at a time; every request is
+    answered, errors included (see `boards.protocol` for the wire format).
+    A RUN the host leaves unfinished (no byte for `timeout` cycles) still
+    hands the engine a whole batch, completed with zero activations, and its
+    results are dropped, so the engine is idle again when TIMEOUT is answered.
+
+    The code write port, the activation stream and ``results.ready`` come from
+    flip-flops, so no combinational path runs from the link into the engine
+    or the SPRAMs.
+
+    Parameters
+    ----------
+    identity : Identity
+        What IDENTIFY answers.
+    layers : sequence of (k, n)
+        Inputs and outputs of each layer, in the engine's layer order.
+    act_bits, acc_bits : int
+        Widths of the engine's activations and results.
+    max_tokens : int
+        Most tokens in one RUN; the engine must take that many in one batch.
+    banks, bank_words, word_width : int
+        Code banks, words written per bank, bits per word (at most 16).
+    timeout : int
+        Cycles without a byte inside a request after which it is answered TIMEOUT.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Bytes from the UART. Inside RUN a byte waits while the engine stalls.
+    tx : Out(stream.Signature(8))
+        Bytes to the UART.
+    line_error : In(1)
+        A pulse for each byte the UART lost (overrun, framing error).
+    layer : Out(range(len(layers)))
+    activations : Out(stream.Signature(StructLayout({"data": signed(act_bits), "last": 1})))
+    results : In(stream.Signature(StructLayout({"data": signed(acc_bits), "last": 1})))
+    code_write : Out(code_write_signature(banks, bank_words, word_width))
+
+    Raises
+    ------
+    ValueError
+        On a parameter out of range, or a RUN of `max_tokens` whose request or
+        response would not fit the 16-bit length field.
+    """
+
+    def __init__(self, *, identity, layers, act_bits, acc_bits, max_tokens, banks, bank_words,
+                 word_width=16, timeout):
+        if not isinstance(identity, Identity):
+            raise TypeError(f"Identity must be a boards.protocol.Identity, not {identity!r}")
+        layers = [(int(k), int(n)) for k, n in layers]
+        if not layers or min(min(layer) for layer in layers) < 1:
+            raise ValueError(f"Layers must be a non-empty list of positive (k, n), not {layers!r}")
+        if len(layers) > 256:
+            raise ValueError(f"At most 256 layers can be selected, not {len(layers)}")
+        self._act_bytes = value_bytes(_check_positive(act_bits, "Activation bits"))
+        self._acc_bytes = value_bytes(_check_positive(acc_bits, "Accumulator bits"))
+        if self._act_bytes > 2:
+            raise ValueError(f"Activations must be at most 16 bits, not {act_bits}")
+        _check_positive(max_tokens, "Token count")
+        longest = max_tokens * max(max(k * self._act_bytes, n * self._acc_bytes) for k, n in layers)
+        if longest > MAX_PAYLOAD:
+            raise ValueError(f"A RUN of {max_tokens} tokens needs {longest} bytes, more than the "
+                             f"{MAX_PAYLOAD} a frame holds")
+        if not 1 <= _check_positive(word_width, "Word width") <= 16:
+            raise ValueError(f"Code words must be at most 16 bits, not {word_width}")
+        self._identity = identity
+        self._layers = layers
+        self._act_bits, self._acc_bits = act_bits, acc_bits
+        self._max_tokens = max_tokens
+        self._banks = _check_positive(banks, "Bank count")
+        self._bank_words = _check_positive(bank_words, "Bank words")
+        self._timeout = _check_positive(timeout, "Timeout")
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "line_error": In(1),
+            "layer": Out(range(len(layers))),
+            "activations": Out(stream.Signature(data.StructLayout({"data": signed(act_bits), "last": 1}))),
+            "results": In(stream.Signature(data.StructLayout({"data": signed(acc_bits), "last": 1}))),
+            "code_write": Out(code_write_signature(banks, bank_words, word_width)),
+        })
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def max_tokens(self):
+        return self._max_tokens
+
+    @property
+    def timeout(self):
+        return self._timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        rx, tx = self.rx, self.tx
+        act_bytes, acc_bytes = self._act_bytes, self._acc_bytes
+        identity = self._identity.pack()
+
+        command = Signal(8)
+        remaining = Signal(16)      # request payload bytes still to read
+        resp_len = Signal(16)       # response payload bytes still to send
+        status = Signal(Status)
+        line_err = Signal()         # the UART lost a byte of this request
+        index = Signal(range(max(len(identity), 3, acc_bytes) + 1))
+        low = Signal(8)             # the low byte of a 16-bit word or activation
+        phase = Signal()            # a low byte is held
+        draining = Signal()
+
+        # -- no byte from the host for `timeout` cycles inside a request --
+        timer = Signal(range(self._timeout + 1))
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(timer == self._timeout)
+        with m.If(rx.valid):
+            m.d.sync += timer.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += timer.eq(timer + 1)
+        with m.If(self.line_error):
+            m.d.sync += line_err.eq(1)
+
+        # -- per-layer constants for RUN's length check --
+        layer_in_bytes = Array(Const(k * act_bytes, 16) for k, _ in self._layers)[self.layer]
+        layer_out_bytes = Array(Const(n * acc_bytes, 16) for _, n in self._layers)[self.layer]
+        run_bytes = Signal(17)
+        run_resp = Signal(17)
+        tokens = Signal(range(self._max_tokens + 1))
+
+        # -- LOAD --
+        address = Signal(16)
+        bad_bank = Signal()
+        checksum = Signal(16)
+        write = self.code_write
+        m.d.sync += write.en.eq(0)        # the write port is registered: a write is one cycle of en
+
+        # -- RUN: bytes (from the host, or zeros when draining) -> activations --
+        in_byte = Mux(draining, 0, rx.payload)
+        in_valid = draining | rx.valid
+        value = Signal(16)
+        m.d.comb += value.eq(in_byte << 8 | low if act_bytes == 2 else in_byte)
+        # The activation out is a register (valid and payload are flip-flops), loaded when empty or taken.
+        acts = self.activations
+        act_free = ~acts.valid | acts.ready
+        with m.If(acts.ready):
+            m.d.sync += acts.valid.eq(0)
+
+        # -- results: one held in a register, so the engine's ready is a flip-flop, not a path through here --
+        held = Signal(signed(self._acc_bits))
+        held_valid = Signal()
+        take = Signal()
+        m.d.comb += self.results.ready.eq(~held_valid)
+        with m.If(self.results.valid & ~held_valid):
+            m.d.sync += [held.eq(self.results.payload.data), held_valid.eq(1)]
+        with m.If(take):
+            m.d.sync += held_valid.eq(0)
+
+        def respond(code, length=0):
+            """Answer `code`; an error answer becomes LINE_ERROR if the UART lost a byte of the request,
+            the likely cause of the error."""
+            if code is not Status.OK:
+                code = Mux(line_err, Status.LINE_ERROR, code)
+            m.d.sync += [status.eq(code), resp_len.eq(length), index.eq(0)]
+            m.next = "Status"
+
+        def respond_error(code):
+            """Drop the rest of the payload, then answer `code`."""
+            m.d.sync += status.eq(code)
+            m.next = "Discard"
+
+        with m.FSM(name="link_fsm"):
+            with m.State("Idle"):
+                m.d.comb += rx.ready.eq(1)
+                m.d.sync += [line_err.eq(0), draining.eq(0), phase.eq(0), index.eq(0), bad_bank.eq(0)]
+                with m.If(rx.valid):
+                    m.d.sync += command.eq(rx.payload)
+                    m.next = "Length-low"
+
+            with m.State("Length-low"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += remaining[:8].eq(rx.payload)
+                    m.next = "Length-high"
+                with m.Elif(timed_out):
+                    respond(Status.TIMEOUT)
+
+            with m.State("Length-high"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += remaining[8:].eq(rx.payload)
+                    m.next = "Dispatch"
+                with m.Elif(timed_out):
+                    respond(Status.TIMEOUT)
+
+            with m.State("Dispatch"):
+                with m.Switch(command):
+                    with m.Case(Command.IDENTIFY):
+                        with m.If(remaining != 0):
+                            respond_error(Status.BAD_LENGTH)
+                        with m.Else():
+                            m.next = "End"
+                    with m.Case(Command.LOAD):
+                        with m.If((remaining < 5) | ~remaining[0]):
+                            respond_error(Status.BAD_LENGTH)
+                        with m.Else():
+                            m.d.sync += [checksum.eq(0), write.bank.eq(0)]
+                            m.next = "Load-header"
+                    with m.Case(Command.LAYER):
+                        with m.If(remaining != 1):
+                            respond_error(Status.BAD_LENGTH)
+                        with m.Else():
+                            m.next = "Layer"
+                    with m.Case(Command.RUN):
+                        m.d.sync += [run_bytes.eq(layer_in_bytes), run_resp.eq(layer_out_bytes), tokens.eq(1)]
+                        m.next = "Run-check"
+                    with m.Default():
+                        respond_error(Status.BAD_COMMAND)
+
+            with m.State("Discard"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(remaining == 0):
+                    respond(status)
+                with m.Elif(rx.valid):
+                    m.d.sync += remaining.eq(remaining - 1)
+                with m.Elif(timed_out):
+                    respond(Status.TIMEOUT)
+
+            # LOAD: bank, address, then words
+            with m.State("Load-header"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += [remaining.eq(remaining - 1), index.eq(index + 1)]
+                    with m.Switch(index):
+                        with m.Case(0):
+                            m.d.sync += [write.bank.eq(rx.payload), bad_bank.eq(rx.payload >= self._banks)]
+                        with m.Case(1):
+                            m.d.sync += low.eq(rx.payload)
+                        with m.Case(2):
+                            m.d.sync += address.eq(rx.payload << 8 | low)
+                            m.next = "Load-check"
+                with m.Elif(timed_out):
+                    respond(Status.TIMEOUT)
+
+            with m.State("Load-check"):
+                with m.If(bad_bank | (address + (remaining >> 1) > self._bank_words)):
+                    respond_error(Status.BAD_ARGUMENT)
+                with m.Else():
+                    m.next = "Load-data"
+
+            with m.State("Load-data"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(remaining == 0):
+                    m.next = "End"
+                with m.Elif(rx.valid):
+                    m.d.sync += [remaining.eq(remaining - 1), phase.eq(~phase), low.eq(rx.payload)]
+                    with m.If(phase):
+                        m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(rx.payload << 8 | low),
+                                     address.eq(address + 1),
+                                     checksum.eq(checksum + (rx.payload << 8 | low))]
+                with m.Elif(timed_out):
+                    respond(Status.TIMEOUT)
+
+            with m.State("Layer"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    with m.If(rx.payload >= len(self._layers)):
+                        respond(Status.BAD_ARGUMENT)
+                    with m.Elif(~line_err):
+                        m.d.sync += self.layer.eq(rx.payload)
+                        respond(Status.OK)
+                    with m.Else():
+                        respond(Status.LINE_ERROR)
+                with m.Elif(timed_out):
+                    respond(Status.TIMEOUT)
+
+            # RUN: find T with T * K * act_bytes == length, 1 <= T <= max_tokens
+            with m.State("Run-check"):
+                with m.If(run_bytes == remaining):
+                    m.d.sync += resp_len.eq(run_resp)
+                    m.next = "Run-data"
+                with m.Elif((tokens == self._max_tokens) | (run_bytes > remaining)):
+                    respond_error(Status.BAD_LENGTH)
+                with m.Else():
+                    m.d.sync += [run_bytes.eq(run_bytes + layer_in_bytes),
+                                 run_resp.eq(run_resp + layer_out_bytes), tokens.eq(tokens + 1)]
+
+            with m.State("Run-data"):
+                with m.If(remaining == 0):
+                    with m.If(draining):
+                        m.next = "Run-drop"            # status is TIMEOUT
+                    with m.Elif(line_err):
+                        m.d.sync += status.eq(Status.LINE_ERROR)
+                        m.next = "Run-drop"
+                    with m.Else():
+                        m.d.sync += [status.eq(Status.OK), index.eq(0)]
+                        m.next = "Status"
+                with m.Elif(in_valid):
+                    with m.If(phase == act_bytes - 1):
+                        m.d.comb += rx.ready.eq(act_free & ~draining)
+                        with m.If(act_free):
+                            m.d.sync += [acts.valid.eq(1), acts.payload.data.eq(value),
+                                         acts.payload.last.eq(remaining == 1),
+                                         remaining.eq(remaining - 1), phase.eq(0)]
+                    with m.Else():
+                        m.d.comb += rx.ready.eq(~draining)
+                        m.d.sync += [remaining.eq(remaining - 1), phase.eq(1), low.eq(in_byte)]
+                with m.Elif(timed_out):
+                    # The host stopped mid-batch: finish the batch with zeros, drop its results.
+                    m.d.sync += [draining.eq(1), status.eq(Status.TIMEOUT)]
+
+            with m.State("Run-drop"):
+                with m.If(resp_len == 0):
+                    respond(status)
+                with m.Elif(held_valid):
+                    m.d.comb += take.eq(1)
+                    m.d.sync += resp_len.eq(resp_len - acc_bytes)
+
+            # The end of a well-formed request: answer it.
+            with m.State("End"):
+                with m.If(line_err):
+                    respond(Status.LINE_ERROR)
+                with m.Elif(command == Command.IDENTIFY):
+                    respond(Status.OK, len(identity))
+                with m.Else():
+                    respond(Status.OK, 2)        # LOAD: the checksum
+
+            # -- the response: status, length, payload --
+            with m.State("Status"):
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(status)]
+                with m.If(tx.ready):
+                    m.next = "Response-length-low"
+            with m.State("Response-length-low"):
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(resp_len[:8])]
+                with m.If(tx.ready):
+                    m.next = "Response-length-high"
+            with m.State("Response-length-high"):
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(resp_len[8:])]
+                with m.If(tx.ready):
+                    with m.If(resp_len == 0):
+                        m.next = "Idle"
+                    with m.Elif(command == Command.RUN):
+                        m.next = "Send-results"
+                    with m.Else():
+                        m.next = "Send-bytes"
+            with m.State("Send-bytes"):
+                rom = Array(Const(byte, 8) for byte in identity)
+                m.d.comb += [tx.valid.eq(1),
+                             tx.payload.eq(Mux(command == Command.IDENTIFY, rom[index], checksum.word_select(index[0], 8)))]
+                with m.If(tx.ready):
+                    m.d.sync += [index.eq(index + 1), resp_len.eq(resp_len - 1)]
+                    with m.If(resp_len == 1):
+                        m.next = "Idle"
+            with m.State("Send-results"):
+                wide = Signal(signed(8 * acc_bytes))
+                m.d.comb += [wide.eq(held), tx.valid.eq(held_valid),
+                             tx.payload.eq(wide.as_unsigned().word_select(index, 8))]
+                with m.If(tx.valid & tx.ready):
+                    m.d.sync += [index.eq(Mux(index == acc_bytes - 1, 0, index + 1)), resp_len.eq(resp_len - 1)]
+                    with m.If(index == acc_bytes - 1):
+                        m.d.comb += take.eq(1)
+                    with m.If(resp_len == 1):
+                        m.next = "Idle"
+        return m

@@ -1,0 +1,235 @@
+"""The iCEBreaker board top: PLL clock, UART, host link, code banks in SPRAM, and the engine."""
+
+from amaranth import ClockDomain, Module
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.vendor import SiliconBluePlatform
+
+from .host_link import HostLink
+from .ice40_pll import ICE40PLL, pll_settings
+from .protocol import MAX_PAYLOAD, Identity, layout_digest, value_bytes
+from .spram_code_store import SPRAMCodeStore
+from .uart import UART
+
+__all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "max_tokens", "uart_divisor", "code_columns_per_word",
+           "estimate_resources", "fit_problems"]
+
+#: The FT2232H's fastest standard rate: 12 MHz / 4.
+DEFAULT_BAUD = 3_000_000
+#: Largest baud error the link tolerates (an 8N1 receiver fails near 4-5%).
+MAX_BAUD_ERROR = 0.02
+
+
+#: What the iCE40UP5K has: logic cells, 4 Kbit block RAMs, 256 Kbit SPRAMs, 16x16 DSPs.
+UP5K = {"lc": 5280, "ebr": 30, "spram": 4, "dsp": 8}
+SPRAM_WORDS, SPRAM_BITS = 16384, 16
+# Block RAM shapes (width, depth) of one 4 Kbit EBR.
+EBR_SHAPES = ((16, 256), (8, 512), (4, 1024), (2, 2048))
+
+
+def _lc_per_pe(pe, act_bits, acc_bits, bits):
+    """Logic cells of one PE and its share of the row readout (fitted to builds of this generator:
+    95 for 4-bit PoT codes, 8-bit activations and 23-bit accumulators)."""
+    readout = 0.7 * acc_bits
+    if pe == "int8":
+        return act_bits + 8 + 1 + 1.5 * 8 * act_bits + 2 * acc_bits + readout
+    term = act_bits + (1 << (bits - 1)) - 2
+    return act_bits + bits + 1 + (term + 1) + acc_bits + 2 * term + readout
+
+
+def _lc_fixed(columns):
+    """Logic cells besides the PEs: UART and host link (~700), engine control, code skew registers."""
+    return 900 + 36 * columns
+
+
+def code_columns_per_word(layout):
+    """Columns whose codes share one 16-bit SPRAM word."""
+    return SPRAM_BITS // layout.code_bits
+
+
+def _ebr_blocks(width, depth):
+    return min(-(-width // w) * -(-depth // d) for w, d in EBR_SHAPES)
+
+
+def estimate_resources(layout, *, rows, act_bits, acc_bits, pe):
+    """What the board top for `layout` needs: code bytes, SPRAM blocks, EBR blocks, logic cells (estimates)."""
+    from amaranth.utils import ceil_log2
+    per_word = code_columns_per_word(layout)
+    banks = -(-layout.columns // per_word)
+    sprams = banks * -(-layout.code_depth // SPRAM_WORDS)
+    max_slots = max(layer.slots for layer in layout.layers)
+    bias_bits = max([2] + [abs(int(b)).bit_length() + 1 for b in layout.bias_images.flat])
+    ebr = (rows * _ebr_blocks(act_bits, 2 << ceil_log2(layout.max_k))                         # activations
+           + rows * _ebr_blocks(acc_bits, 1 << ceil_log2(2 * max_slots * layout.columns))     # results
+           + _ebr_blocks(min(bias_bits, acc_bits), layout.bias_depth * layout.columns))       # biases
+    lc = rows * layout.columns * _lc_per_pe(pe, act_bits, acc_bits, layout.bits) + _lc_fixed(layout.columns)
+    return {"code_bytes": layout.code_depth * layout.columns * layout.code_bits // 8, "banks": banks,
+            "spram": sprams, "ebr": ebr, "lc": int(lc)}
+
+
+def fit_problems(layout, *, rows, act_bits, acc_bits, pe):
+    """Why the board top for `layout` cannot fit the iCE40UP5K, with what to change; empty if it may."""
+    need = estimate_resources(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe)
+    problems = []
+    if need["spram"] > UP5K["spram"]:
+        capacity = UP5K["spram"] * SPRAM_WORDS * SPRAM_BITS // 8 // 1024
+        problems.append(f"{need['code_bytes'] / 1024:.1f} KiB of codes ({layout.code_depth} words per column "
+                        f"group, {need['banks']} groups) need {need['spram']} SPRAMs of {UP5K['spram']} "
+                        f"({capacity} KiB); use " + ("--pe pot" if pe == "int8" else "fewer --bits")
+                        + " or a smaller model")
+    if need["ebr"] > UP5K["ebr"]:
+        problems.append(f"activation, result and bias buffers need about {need['ebr']} block RAMs of "
+                        f"{UP5K['ebr']}; use fewer --rows or --cols")
+    if need["lc"] > UP5K["lc"]:
+        pes = rows * layout.columns
+        problems.append(f"{pes} PEs need about {need['lc']} logic cells of {UP5K['lc']}; "
+                        f"use fewer --rows or --cols")
+    return problems
+
+
+def uart_divisor(frequency, baud=DEFAULT_BAUD):
+    """Clock cycles per UART bit for `baud` at `frequency`; ValueError if the rate is more than 2% off."""
+    divisor = max(4, round(frequency / baud))
+    error = abs(frequency / divisor - baud) / baud
+    if error > MAX_BAUD_ERROR:
+        raise ValueError(f"{frequency / 1e6:g} MHz cannot make {baud / 1e6:g} Mbaud (closest "
+                         f"{frequency / divisor / 1e6:.4g} Mbaud, {100 * error:.1f}% off); use a clock that is a "
+                         f"multiple of {baud / 1e6:g} MHz")
+    return divisor
+
+
+def max_tokens(layout, rows, act_bits, acc_bits):
+    """Tokens per RUN: the array's rows, fewer if a RUN's request or response would exceed a frame."""
+    longest = max(max(layer.k * value_bytes(act_bits), layer.n * value_bytes(acc_bits)) for layer in layout.layers)
+    return min(rows, 255, MAX_PAYLOAD // longest)
+
+
+class ICEBreakerTop(wiring.Component):
+    """Everything on the iCE40UP5K: the engine behind a UART host link.
+
+    The engine's code banks are `boards.spram_code_store.SPRAMCodeStore` (the
+    ones the engine made through a `SPRAMCodeBanks` factory); the host link
+    writes them (LOAD), selects the engine's layer (LAYER) and streams
+    activations in and accumulators out (RUN); see `boards.protocol`.
+
+    On the iCEBreaker platform the clock is the PLL (`frequency`) on the 12 MHz
+    pin, the UART is the FT2232H's second channel (pins 6 and 9), and the green
+    LED lights once the PLL has locked. Anywhere else the same top simulates:
+    `rx` and `tx` are its ports and the clock is the plain ``sync`` domain.
+
+    Parameters
+    ----------
+    engine : hdl.engine.Engine
+    code_stores : list of SPRAMCodeStore
+        The engine's code banks in column order.
+    frequency : float
+        The system clock in Hz (the PLL's target on the board).
+    baud : float
+        UART bit rate; the divisor is ``round(frequency / baud)``, whose rate
+        must be within 2% of `baud`.
+    divisor : int, optional
+        UART clock cycles per bit, overriding `baud` (simulation uses 4).
+    timeout : float
+        Seconds without a byte inside a request before it is answered TIMEOUT
+        (default 0.1: far longer than any gap in a host's write).
+
+    Members
+    -------
+    rx : In(1)
+        UART input (simulation; on the board it is the pin).
+    tx : Out(1)
+        UART output.
+
+    Raises
+    ------
+    ValueError
+        If the baud rate cannot be made from `frequency`, or the code stores
+        are not the engine's SPRAM code stores.
+    """
+
+    def __init__(self, *, engine, code_stores, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=0.1):
+        if not isinstance(frequency, (int, float)) or frequency <= 0:
+            raise ValueError(f"Frequency must be a positive number of Hz, not {frequency!r}")
+        if not code_stores or list(code_stores) != engine.code_stores \
+                or not all(isinstance(store, SPRAMCodeStore) for store in code_stores):
+            raise ValueError("The code stores must be the engine's SPRAM code stores: build the engine with "
+                             "code_store=SPRAMCodeBanks() and pass its .stores")
+        if divisor is None:
+            divisor = uart_divisor(pll_settings(12e6, frequency).output_hz, baud)
+        self._pll = ICE40PLL(frequency=frequency)
+        self._engine = engine
+        self._stores = list(code_stores)
+        self._uart = UART(divisor=divisor)
+        layout = engine.layout
+        if len({(store.depth, store.word_width, store.columns_per_word) for store in self._stores}) != 1:
+            raise ValueError("The code stores differ in depth or word width; the host link writes them alike")
+        tokens = max_tokens(layout, engine.rows, engine.act_bits, engine.acc_bits)
+        if tokens < 1:
+            raise ValueError("A layer of this layout does not fit one RUN frame")
+        self._identity = Identity(
+            rows=engine.rows, columns=engine.columns, bits=engine.bits or 0, act_bits=engine.act_bits,
+            acc_bits=engine.acc_bits, columns_per_word=self._stores[0].columns_per_word,
+            banks=len(self._stores), bank_words=self._stores[0].depth, layers=len(layout.layers),
+            max_tokens=tokens, clock_hz=round(self._pll.frequency), divisor=divisor,
+            digest=layout_digest(layout))
+        self._link = HostLink(
+            identity=self._identity, layers=[(layer.k, layer.n) for layer in layout.layers],
+            act_bits=engine.act_bits, acc_bits=engine.acc_bits, max_tokens=tokens,
+            banks=len(self._stores), bank_words=self._stores[0].depth,
+            word_width=self._stores[0].word_width, timeout=max(16, round(timeout * frequency)))
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def divisor(self):
+        return self._uart.divisor
+
+    @property
+    def frequency(self):
+        """The clock the PLL makes on the board, in Hz."""
+        return self._pll.frequency
+
+    @property
+    def baud(self):
+        return self._pll.frequency / self._uart.divisor
+
+    @property
+    def code_stores(self):
+        return list(self._stores)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pll = pll = self._pll
+        m.submodules.uart = uart = self._uart
+        m.submodules.link = link = self._link
+        m.submodules.engine = engine = self._engine
+
+        if isinstance(platform, SiliconBluePlatform):
+            m.domains.sync = ClockDomain("sync")          # clocked and reset by the PLL
+            pins = platform.request("uart", 0, dir="-")
+            m.submodules.rx_pin = rx_pin = io.Buffer("i", pins.rx)
+            m.submodules.tx_pin = tx_pin = io.Buffer("o", pins.tx)
+            m.submodules.led_pin = led_pin = io.Buffer("o", platform.request("led_g", 0, dir="-"))
+            m.d.comb += [uart.rx.eq(rx_pin.i), tx_pin.o.eq(uart.tx), led_pin.o.eq(pll.locked)]
+        else:
+            m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx)]
+
+        m.d.comb += link.line_error.eq(uart.overrun | uart.frame_error)
+        wiring.connect(m, uart.o_stream, link.rx)
+        wiring.connect(m, link.tx, uart.i_stream)
+        wiring.connect(m, link.activations, engine.activations)
+        wiring.connect(m, engine.results, link.results)
+        m.d.comb += engine.layer.eq(link.layer)
+
+        write = link.code_write
+        for bank, store in enumerate(self._stores):
+            m.d.comb += [store.write.addr.eq(write.addr), store.write.data.eq(write.data),
+                         store.write.en.eq(write.en & (write.bank == bank))]
+        return m

@@ -1,0 +1,266 @@
+"""Build a board bitstream of the engine for a checkpoint.
+
+    python -m hdl.build --board icebreaker [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
+                        [--pe pot|int8] [--freq MHZ] [--seed S] [--out DIR]
+
+The engine (`hdl.engine.Engine`) holds every linear layer of the checkpoint,
+quantized as `golden.model_loading.load_integer_model` does; the board top
+(`boards.icebreaker.ICEBreakerTop`) puts it behind the UART host link with its
+codes in SPRAM, loaded by the host at start (`python -m boards.run`).
+
+Yosys, nextpnr-ice40 and icepack run from their YoWASP packages (or the
+YOSYS / NEXTPNR_ICE40 / ICEPACK commands, see `hdl.toolchain`). The output
+folder appears whole or not at all and holds:
+
+``top.bin`` / ``top.asc``   the bitstream (``iceprog top.bin``) and its text form
+``top.v``                   Verilog of the whole board top (Amaranth's RTL)
+``top.il`` ``top.ys`` ``top.pcf``   what the tools were given
+``yosys.log`` ``nextpnr.log`` ``icepack.log`` ``nextpnr.json``   what they said
+``report.json``             resources, Fmax, array shape, model (also printed as a table)
+
+The same checkpoint, options and seed give the same bitstream, bit for bit.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from golden.atomic import atomic_directory
+from golden.cli import HelpFormatter, UserError, run
+from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR
+from golden.pot_format import DEFAULT_BITS, check_bits
+
+from .reports import format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
+from .toolchain import ToolError, run_tool, tool_command
+
+__all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
+
+BOARDS = ("icebreaker",)
+DEFAULT_ROWS = 2
+DEFAULT_COLUMNS = 16
+DEFAULT_FREQ_MHZ = 30.0
+DEFAULT_SEED = 1
+
+
+def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1):
+    """The iCEBreaker top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
+    codes in SPRAM, behind the host link. Returns the `ICEBreakerTop`."""
+    from boards.icebreaker import ICEBreakerTop, code_columns_per_word
+    from boards.spram_code_store import SPRAMCodeBanks
+
+    from .engine import Engine
+
+    layout = integer_model.layout(columns)
+    banks = SPRAMCodeBanks()
+    engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
+                    columns_per_word=code_columns_per_word(layout), code_store=banks)
+    return ICEBreakerTop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor,
+                         timeout=timeout)
+
+
+def _keep_logs(work, out):
+    """Copy the logs of a failed build to ``<out>.failed/`` (the output folder itself is left as it was)."""
+    failed = Path(f"{out}.failed")
+    with atomic_directory(failed) as keep:
+        for name in ("yosys.log", "nextpnr.log", "icepack.log", "top.pcf", "top.ys", "top.il"):
+            if (work / name).is_file():
+                (keep / name).write_bytes((work / name).read_bytes())
+    return failed
+
+
+def _implement(work, seed, quiet):
+    """Yosys, nextpnr, icepack in `work`, on the files the platform wrote there."""
+    stage = time.perf_counter()
+    _say("synthesizing (yosys) ...", quiet)
+    run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
+    (work / "yosys.stdout").unlink()
+    _say(f"synthesized in {time.perf_counter() - stage:.0f} s; placing and routing (nextpnr, seed {seed}) ...", quiet)
+    stage = time.perf_counter()
+    try:
+        run_tool("NEXTPNR_ICE40", ["--quiet", "--log", "nextpnr.log", "--up5k", "--package", "sg48",
+                                   "--json", "top.json", "--pcf", "top.pcf", "--asc", "top.asc",
+                                   "--seed", seed, "--report", "nextpnr.json"],
+                 cwd=work, log_path=work / "nextpnr.stdout")
+    except ToolError:
+        log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() else ""
+        raise ToolError(f"place and route failed: {pnr_failure(log)}") from None
+    (work / "nextpnr.stdout").unlink()
+    _say(f"placed and routed in {time.perf_counter() - stage:.0f} s; packing (icepack) ...", quiet)
+    run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
+    (work / "top.json").unlink()              # the netlist: large, and yosys remakes it from top.il
+
+
+def _say(message, quiet=False):
+    if not quiet:
+        print(f"hdl.build: {message}", file=sys.stderr, flush=True)
+
+
+def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
+                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False):
+    """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict."""
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    from boards.icebreaker import estimate_resources, fit_problems
+    from golden.checkpoint import sha256_of_checkpoint
+    from golden.model_loading import load_integer_model
+
+    start = time.perf_counter()
+    for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEPACK"):
+        tool_command(variable)                     # a missing tool fails now, not after quantizing
+    _say(f"quantizing {checkpoint} to " + (f"{bits}-bit PoT codes" if pe == "pot" else "INT8 weights"), quiet)
+    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
+    layout = integer_model.layout(columns)
+    acc_bits = integer_model.acc_bits()
+    problems = fit_problems(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)
+    if problems:
+        raise UserError("won't fit the iCE40UP5K: " + "; ".join(problems))
+    estimate = estimate_resources(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)
+
+    top = compose_icebreaker(integer_model, rows=rows, columns=columns, frequency=freq_mhz * 1e6)
+    _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
+         f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in {estimate['spram']} SPRAM, "
+         f"clock {top.frequency / 1e6:g} MHz, UART {top.baud / 1e6:g} Mbaud", quiet)
+    platform = ICEBreakerPlatform()
+    plan = platform.prepare(top, name="top", debug_verilog=True)
+
+    with atomic_directory(out) as work:
+        for name, content in plan.files.items():
+            if name.startswith("top.") and not name.endswith(".sh") and not name.endswith(".bat"):
+                target = work / ("top.v" if name == "top.debug.v" else name)
+                target.write_bytes(content.encode() if isinstance(content, str) else content)
+
+        try:
+            _implement(work, seed, quiet)
+        except ToolError as error:
+            kept = _keep_logs(work, out)
+            raise ToolError(f"{error} (logs: {kept})") from None
+
+        usage = read_nextpnr_report((work / "nextpnr.json").read_text())
+        if not usage.fmax:
+            usage.fmax = read_nextpnr_log((work / "nextpnr.log").read_text()).fmax
+        clock = usage.main_clock
+        report = {
+            "board": "icebreaker", "device": platform.device,
+            "lc_used": usage.used("lc"), "lc_total": usage.available("lc"),
+            "ebr_used": usage.used("ebr"), "ebr_total": usage.available("ebr"),
+            "spram_used": usage.used("spram"), "spram_total": usage.available("spram"),
+            "dsp_used": usage.used("dsp"), "dsp_total": usage.available("dsp"),
+            "target_mhz": round(top.frequency / 1e6, 6), "fmax_mhz": round(clock[1], 2) if clock else None,
+            "pes": rows * columns, "rows": rows, "cols": columns, "pe": pe,
+            "bits": bits if pe == "pot" else None, "act_bits": integer_model.act_bits, "acc_bits": top.engine.acc_bits,
+            "layers": len(layout.layers), "rom_bytes": estimate["code_bytes"],
+            "peak_macs_per_s": rows * columns * top.frequency,
+            "baud": top.baud, "uart_divisor": top.divisor, "max_tokens": top.identity.max_tokens,
+            "columns_per_word": top.identity.columns_per_word, "code_banks": top.identity.banks,
+            "layout_digest": top.identity.digest.hex(), "seed": seed,
+            "lc_estimate": estimate["lc"], "ebr_estimate": estimate["ebr"],
+            "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
+            "build_seconds": round(time.perf_counter() - start, 1),
+        }
+        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def report_table(report):
+    fmax = f"{report['fmax_mhz']:.2f} MHz" if report["fmax_mhz"] is not None else "n/a"
+    return format_table([
+        ("board", f"{report['board']} ({report['device']})"),
+        ("array", f"{report['rows']} x {report['cols']} = {report['pes']} {report['pe']} PEs"),
+        ("formats", f"{'w' + str(report['bits']) if report['bits'] else 'int8'} a{report['act_bits']} "
+                    f"acc{report['acc_bits']}"),
+        ("logic cells", f"{report['lc_used']} / {report['lc_total']} "
+                        f"({100 * report['lc_used'] / report['lc_total']:.0f}%)"),
+        ("block RAM", f"{report['ebr_used']} / {report['ebr_total']}"),
+        ("SPRAM", f"{report['spram_used']} / {report['spram_total']} "
+                  f"({report['rom_bytes'] / 1024:.1f} KiB of codes)"),
+        ("DSP", f"{report['dsp_used']} / {report['dsp_total']}"),
+        ("clock", f"{report['target_mhz']:g} MHz (Fmax {fmax})"),
+        ("peak", f"{report['peak_macs_per_s'] / 1e9:.2f} GMAC/s"),
+        ("UART", f"{report['baud'] / 1e6:g} Mbaud"),
+        ("model", f"{report['model']} ({report['layers']} layers, sha256 {report['model_sha256'][:12]})"),
+        ("build", f"{report['build_seconds']:.0f} s"),
+    ])
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _frequency(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MHz, not {text!r}") from None
+    if not 16 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 16 to 100 MHz, not {value:g}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A bad argument: one line on stderr, exit status 2, no usage dump."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv):
+    parser = _Parser(
+        prog="python -m hdl.build", formatter_class=HelpFormatter,
+        description="Build an FPGA bitstream of the PoT engine holding every linear layer of a checkpoint.",
+        epilog="examples:\n"
+               "  python -m hdl.build --board icebreaker\n"
+               "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
+               "then: iceprog build/icebreaker/top.bin && python -m boards.run --port /dev/ttyUSB1")
+    parser.add_argument("--board", metavar="BOARD", required=True, choices=BOARDS,
+                        help=f"target board: {', '.join(BOARDS)}")
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+                        help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
+    parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
+    parser.add_argument("--rows", metavar="R", type=_positive_int, default=DEFAULT_ROWS,
+                        help="array rows (tokens at once)")
+    parser.add_argument("--cols", metavar="C", type=_positive_int, default=DEFAULT_COLUMNS,
+                        help="array columns (output channels at once)")
+    parser.add_argument("--pe", metavar="KIND", choices=("pot", "int8"), default="pot",
+                        help="PE: pot (barrel shifter) or int8 (multiplier reference)")
+    parser.add_argument("--freq", metavar="MHZ", type=_frequency, default=DEFAULT_FREQ_MHZ,
+                        help="system clock; a multiple of 3 MHz keeps the UART at exactly 3 Mbaud")
+    parser.add_argument("--seed", metavar="S", type=int, default=DEFAULT_SEED, help="nextpnr placement seed")
+    parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
+                        help="output folder (<board> stands for the board's name)")
+    parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.pe == "pot":
+        check_bits(args.bits)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():
+        raise UserError(f"No checkpoint at {checkpoint}")
+    from boards.ice40_pll import pll_settings
+    from boards.icebreaker import uart_divisor
+    clock = pll_settings(12e6, args.freq * 1e6).output_hz
+    try:
+        uart_divisor(clock)                     # a clock the UART cannot use fails now, not after quantizing
+    except ValueError as error:
+        raise UserError(f"--freq {args.freq:g} gives a {clock / 1e6:g} MHz clock: {error}") from None
+    out = Path(args.out.replace("<board>", args.board))
+    report = build_icebreaker(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
+                              freq_mhz=args.freq, seed=args.seed, quiet=args.quiet)
+    print(json.dumps(report, indent=2) if args.json else report_table(report))
+    _say(f"wrote {out}", args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main, "python -m hdl.build")
