@@ -162,12 +162,14 @@ def pot_matmul(x, codes, bits, act_bits=16):
     width = pot_acc_bits(k, act_bits, bits)
     if width <= _FLOAT64_EXACT_BITS:
         # Every product and partial sum is an integer below 2**53: one float64 product is exact.
-        return np.rint(xf @ fmt.to_int(codes).astype(np.float64)).astype(np.int64)
+        product = xf.reshape(-1, k) @ fmt.to_int(codes).astype(np.float64)       # one 2-D BLAS call
+        return np.rint(product).astype(np.int64).reshape(x.shape[:-1] + (codes.shape[1],))
     sign, exponent, is_zero = fmt.decode(codes)
     signed = np.where(is_zero, 0.0, np.where(sign == 1, -1.0, 1.0))
     acc = _exact_int(np.zeros(x.shape[:-1] + (codes.shape[1],)), width)
     for e in np.unique(exponent[~is_zero]):
-        partial = _exact_int(xf @ np.where(exponent == e, signed, 0.0), width)
+        partial = _exact_int((xf.reshape(-1, k) @ np.where(exponent == e, signed, 0.0))
+                             .reshape(acc.shape), width)
         acc = acc + partial * (1 << (fmt.emax - int(e)))
     return acc
 
