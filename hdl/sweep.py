@@ -525,10 +525,10 @@ def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None):
 
 
 def _slope(pairs):
-    """Least-squares slope of y against x: logic cells per PE. None unless the x span a factor of two
+    """Least-squares slope of y against x: logic cells per PE. None unless the x span a factor of 1.5
     (the slope between neighbours, e.g. 8 and 9 PEs in other shapes, is noise)."""
     xs = {x for x, _ in pairs}
-    if not xs or max(xs) < 2 * min(xs):
+    if not xs or max(xs) < 1.5 * min(xs):
         return None
     n = len(pairs)
     mx, my = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
