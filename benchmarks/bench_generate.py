@@ -23,7 +23,7 @@ from boards.generate import Generator  # noqa: E402
 from boards.protocol import HEADER, value_bytes  # noqa: E402
 from golden.data import load_vocab  # noqa: E402
 from golden.model_loading import load_integer_model  # noqa: E402
-from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR  # noqa: E402
+from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR  # noqa: E402
 
 PROMPT = "ROMEO:\n"
 UART_BITS_PER_BYTE = 10                                    # 8N1
@@ -56,8 +56,8 @@ def main():
     parser.add_argument("--no-sim", action="store_true", help="skip the Verilator back-end")
     args = parser.parse_args()
 
-    integer = load_integer_model(DEFAULT_MODEL_DIR)
-    vocab = load_vocab(DEFAULT_MODEL_DIR)
+    integer = load_integer_model(HARDWARE_MODEL_DIR)
+    vocab = load_vocab(HARDWARE_MODEL_DIR)
     rows = []
     float_text, seconds = timed(Generator(integer.model, vocab, None), args.tokens)
     rows.append(("float (numpy)", seconds, None))

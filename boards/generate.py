@@ -27,7 +27,7 @@ from golden.cli import HelpFormatter, UserError, run
 from golden.data import load_vocab
 from golden.gpt2 import KVCache
 from golden.model_loading import checkpoint_dir, load_integer_model
-from golden.paths import DEFAULT_MODEL_DIR
+from golden.paths import HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
 
 __all__ = ["BACKENDS", "Generator", "main"]
@@ -97,7 +97,7 @@ def parse_args(argv):
         description="Generate text with every linear layer on the PoT datapath (golden, RTL simulation or board).",
         epilog="examples:\n  python -m boards.generate --prompt 'ROMEO:' --tokens 200\n"
                "  python -m boards.generate --backend sim --tokens 16 --seed 1")
-    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="GPT-2 checkpoint with vocab.json beside it")
     parser.add_argument("--prompt", metavar="TEXT", default="ROMEO:\n", help="text to continue")
     parser.add_argument("--tokens", metavar="N", type=int, default=200, help="characters to generate")

@@ -34,7 +34,7 @@ import numpy as np
 
 from golden.atomic import atomic_write
 from golden.cli import HelpFormatter, UserError, run
-from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR, REPO_DIR
+from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR, REPO_DIR
 from golden.pot_format import DEFAULT_BITS
 
 from .protocol import Identity, ProtocolError, code_banks
@@ -377,7 +377,7 @@ def parse_args(argv):
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", metavar="DEV", help="serial port of the board, e.g. /dev/ttyUSB1")
     where.add_argument("--sim", action="store_true", help="simulate the board top in Verilator instead")
-    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="the checkpoint the bitstream was built from")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="layers to run, or all")
     parser.add_argument("--tokens", metavar="T", type=_positive_int, default=DEFAULT_TOKENS,

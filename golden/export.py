@@ -45,7 +45,7 @@ from .cli import HelpFormatter, UserError, run
 from .datapath import DEFAULT_ACT_BITS, check_acc_bits
 from .integer_model import method_names
 from .model_loading import load_integer_model
-from .paths import BUILD_DIR, DEFAULT_MODEL_DIR
+from .paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from .pot_format import DEFAULT_BITS, check_bits, pack_codes, unpack_codes
 from .quantize import DEFAULT_METHOD
 from .rom_layout import check_columns
@@ -192,7 +192,7 @@ def parse_args(argv):
         description="Export the weight ROM images of a quantized GPT-2 checkpoint, or verify an export.",
         epilog="examples:\n  python -m golden.export --bits 4 --cols 16 --out build/roms\n"
                "  python -m golden.export --verify build/roms")
-    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
     parser.add_argument("--method", metavar="M", default=DEFAULT_METHOD, help="quantization method")

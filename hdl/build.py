@@ -3,6 +3,8 @@
     python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
                         [--pe pot|int8] [--freq MHZ] [--seed S] [--out DIR]
 
+Without ``--checkpoint`` it builds the model the hardware runs by default,
+`golden.paths.HARDWARE_MODEL_DIR` (the embedded model after 4-bit PoT QAT).
 The engine (`hdl.engine.Engine`) holds every linear layer of the checkpoint,
 quantized as `golden.model_loading.load_integer_model` does; the board top
 (`boards.icebreaker.ICEBreakerTop`) puts it behind the UART host link with its
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from golden.atomic import atomic_directory
 from golden.cli import HelpFormatter, UserError, run
-from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR
+from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
 from .reports import format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
@@ -229,7 +231,7 @@ def parse_args(argv):
                "  (ULX3S: openFPGALoader -b ulx3s build/ulx3s/top.bit)")
     parser.add_argument("--board", metavar="BOARD", required=True, choices=BOARDS,
                         help=f"target board: {', '.join(BOARDS)}")
-    parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+    parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
     parser.add_argument("--rows", metavar="R", type=_positive_int, default=DEFAULT_ROWS,

@@ -36,7 +36,7 @@ from amaranth.hdl import UnusedElaboratable, Value
 
 from golden.checkpoint import CheckpointError, load_checkpoint
 from golden.datapath import DEFAULT_ACT_BITS, quantize_activations
-from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR
+from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
 from golden.quantize import DEFAULT_METHOD, METHODS
 from golden.integer_model import quantize_model
@@ -227,7 +227,7 @@ def _parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="example: python -m hdl.emit --layers h.0.attn.c_proj,h.0.mlp.c_fc --rows 2 --cols 8 "
                "--out build/verilog/small")
-    p.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
+    p.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                    help="GPT-2 checkpoint (Hugging Face directory or nanoGPT ckpt.pt)")
     p.add_argument("--layers", metavar="NAMES", default="all",
                    help="comma-separated linear layer names (e.g. h.0.mlp.c_fc), or 'all'")

@@ -40,7 +40,7 @@ from golden.checkpoint import sha256_of_checkpoint
 from golden.datapath import check_acc_bits, check_act_bits
 from golden.export import DEFAULT_COLUMNS, DEFAULT_ROWS
 from golden.integer_model import method_names
-from golden.paths import DEFAULT_MODEL_DIR, PACKAGE_DIR
+from golden.paths import HARDWARE_MODEL_DIR, PACKAGE_DIR
 from golden.pot_format import check_bits
 from golden.quantize import DEFAULT_METHOD
 from golden.vectors import DEFAULT_TOKENS, VectorsError, build_vectors, load_vectors
@@ -67,7 +67,7 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--vectors", metavar="DIR", help="a python -m golden.vectors folder")
     source.add_argument("--checkpoint", metavar="PATH",
-                        help=f"make the vectors from this checkpoint; None: the default model {DEFAULT_MODEL_DIR}")
+                        help=f"make the vectors from this checkpoint; default: the model the hardware runs, {HARDWARE_MODEL_DIR.name}")
     parser.add_argument("--sim", choices=(*SIMULATORS, "all"), default="verilator", help="simulator(s)")
     parser.add_argument("--rows", metavar="R", type=int, default=DEFAULT_ROWS, help="array rows (tokens at once)")
     parser.add_argument("--cols", metavar="C", type=int, default=DEFAULT_COLUMNS, help="array columns")
@@ -106,11 +106,12 @@ def _golden_digest():
 def vectors_for_checkpoint(checkpoint=None, *, bits=DEFAULT_BITS, act_bits=DEFAULT_ACT_BITS, pe="pot",
                            method=DEFAULT_METHOD, tokens=DEFAULT_TOKENS, acc_bits=None, root=SIM_BUILD_DIR):
     """Vectors of every layer of `checkpoint`, made once into ``root/vectors/<hash>`` and then reused."""
-    checkpoint = Path(checkpoint or DEFAULT_MODEL_DIR)
+    checkpoint = Path(checkpoint or HARDWARE_MODEL_DIR)
     if not checkpoint.exists():
         raise UserError(f"Checkpoint {str(checkpoint)!r} does not exist"
-                        + (" (the default model is not trained yet: python -m golden.train)"
-                           if checkpoint == DEFAULT_MODEL_DIR else ""))
+                        + (" (the hardware's default model is not trained yet: python -m golden.train, "
+                           "then python -m golden.qat --bits 4 --out " + str(HARDWARE_MODEL_DIR) + ")"
+                           if checkpoint == HARDWARE_MODEL_DIR else ""))
     key = {"checkpoint": sha256_of_checkpoint(checkpoint), "bits": bits, "act_bits": act_bits, "pe": pe,
            "method": method, "tokens": tokens, "acc_bits": acc_bits, "golden": _golden_digest()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
