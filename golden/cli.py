@@ -25,7 +25,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action):
         help_text = action.help or ""
-        if "default" in help_text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in help_text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
             return help_text
         return super()._get_help_string(action)
 

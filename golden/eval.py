@@ -1,7 +1,8 @@
 """Quality study: cross-entropy of a GPT-2 with PoT weights against the float model.
 
     python -m golden.eval [--checkpoint PATH] [--data FILE.bin] [--bits 3 4 5 6] [--methods ...]
-                          [--act-bits 8] [--block T] [--max-tokens N] [--json OUT] [--plot OUT.png]
+                          [--act-bits 8] [--block T] [--max-tokens N] [--reference PATH]
+                          [--json OUT] [--plot OUT.png]
 
 Protocol: the token file is cut from its start into contiguous, non-overlapping
 windows of ``--block`` tokens (default: the model's context length); each
@@ -15,6 +16,10 @@ For every method and bit width there are two rows: PoT weights with float
 activations (``act_bits`` null), and the whole integer datapath of the array
 (activations quantized to ``--act-bits`` with static per-layer scales calibrated
 on ``--calib`` text, integer biases, exact accumulation, dequantization).
+
+ΔCE is taken against the checkpoint's own float weights, or with ``--reference``
+against another float model on the same windows: the model a QAT checkpoint was
+trained from, whose weights are already PoT values and so are their own float.
 """
 
 import argparse
@@ -63,18 +68,21 @@ def cross_entropy(forward_loss, inputs, targets, progress=None):
 
 
 def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=DEFAULT_ACT_BITS, block=None,
-             max_tokens=None, calib_tokens=None, pot_scale=False, progress=True):
-    """Run the study; returns the JSON-ready result dictionary (without the checkpoint path)."""
+             max_tokens=None, calib_tokens=None, pot_scale=False, reference=None, progress=True):
+    """Run the study; returns the JSON-ready result dictionary (without the checkpoint paths).
+
+    `reference`, a float model, becomes the baseline of every ΔCE instead of `model`'s own float CE."""
     methods = list(methods or method_names())
     block = block or model.config.n_positions
     inputs, targets = windows(tokens, block, max_tokens)
-    runs = 1 + len(methods) * len(bits) * (1 if act_bits is None else 2)
+    runs = 1 + (reference is not None) + len(methods) * len(bits) * (1 if act_bits is None else 2)
     bar = tqdm(total=runs * len(inputs), unit="win", desc="eval", disable=not progress, file=sys.stderr)
 
     def ce_of(loss):
         return float(cross_entropy(loss, inputs, targets, bar))
 
     float_ce = ce_of(model.loss)
+    baseline = float_ce if reference is None else ce_of(reference.loss)
     rows = []
     for method in methods:
         for b in bits:
@@ -87,15 +95,23 @@ def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=D
             for row_act_bits, loss in row_runs:
                 ce = ce_of(loss)
                 rows.append({"method": method, "bits": b, "act_bits": row_act_bits, "ce": ce,
-                             "ppl": float(np.exp(ce)), "delta": ce - float_ce})
+                             "ppl": float(np.exp(ce)), "delta": ce - baseline})
     bar.close()
-    return {"tokens": int(inputs.size), "block": block, "pot_scale": pot_scale,
-            "float": {"ce": float_ce, "ppl": float(np.exp(float_ce))}, "rows": rows}
+    result = {"tokens": int(inputs.size), "block": block, "pot_scale": pot_scale,
+              "float": {"ce": float_ce, "ppl": float(np.exp(float_ce))}, "rows": rows}
+    if reference is not None:
+        result["reference"] = {"ce": baseline, "ppl": float(np.exp(baseline))}
+        result["float"]["delta"] = float_ce - baseline
+    return result
 
 
 def format_table(result):
-    lines = [f"{'method':<12} {'bits':>4} {'act bits':>8} {'CE':>8} {'ppl':>8} {'ΔCE':>8}",
-             f"{'float':<12} {'-':>4} {'-':>8} {result['float']['ce']:8.4f} {result['float']['ppl']:8.3f} {'':>8}"]
+    lines = [f"{'method':<12} {'bits':>4} {'act bits':>8} {'CE':>8} {'ppl':>8} {'ΔCE':>8}"]
+    if "reference" in result:
+        reference = result["reference"]
+        lines.append(f"{'reference':<12} {'-':>4} {'-':>8} {reference['ce']:8.4f} {reference['ppl']:8.3f} {'':>8}")
+    delta = f"{result['float']['delta']:+8.4f}" if "delta" in result["float"] else f"{'':>8}"
+    lines.append(f"{'float':<12} {'-':>4} {'-':>8} {result['float']['ce']:8.4f} {result['float']['ppl']:8.3f} {delta}")
     for row in result["rows"]:
         act = "float" if row["act_bits"] is None else str(row["act_bits"])
         lines.append(f"{row['method']:<12} {row['bits']:>4} {act:>8} {row['ce']:8.4f} {row['ppl']:8.3f} "
@@ -121,8 +137,9 @@ def plot(result, path):
                 ax.plot([r["bits"] for r in rows], [r["delta"] for r in rows], style, color=color, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("weight bits (sign + exponent)")
-    ax.set_ylabel("ΔCE vs float (nats)")
-    ax.set_title(f"PoT quantization, float CE {result['float']['ce']:.3f} on {result['tokens']} tokens")
+    baseline = result.get("reference", result["float"])["ce"]
+    ax.set_ylabel("ΔCE vs " + ("reference " if "reference" in result else "") + "float (nats)")
+    ax.set_title(f"PoT quantization, float CE {baseline:.3f} on {result['tokens']} tokens")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -136,7 +153,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m golden.eval", formatter_class=HelpFormatter,
         description="Cross-entropy of a GPT-2 with power-of-two weights against the float model.",
-        epilog="example:\n  python -m golden.eval --bits 3 4 5 6 --json build/eval.json --plot build/eval.png")
+        epilog="examples:\n"
+               "  python -m golden.eval --bits 3 4 5 6 --json build/eval.json --plot build/eval.png\n"
+               "  python -m golden.eval --checkpoint golden/models/shakespeare_char_qat4 --bits 4 \\\n"
+               "      --methods pot-channel --reference golden/models/shakespeare_char")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--data", metavar="FILE.bin", help="uint16 token file (default: the checkpoint's val.bin)")
@@ -153,6 +173,9 @@ def parse_args(argv):
                         help="calibration text (default: the checkpoint's train.bin, else its val.bin)")
     parser.add_argument("--calib-tokens", metavar="N", type=int, default=DEFAULT_CALIB_TOKENS,
                         help="calibration tokens")
+    parser.add_argument("--reference", metavar="PATH",
+                        help="float model whose CE on the same windows is the ΔCE baseline, e.g. the model a "
+                             "QAT checkpoint was trained from (default: the checkpoint's own float weights)")
     parser.add_argument("--json", metavar="OUT", help="write the result as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="plot ΔCE against bits")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -175,13 +198,24 @@ def main(argv=None):
     model = load_checkpoint(args.checkpoint)
     if args.block is not None and args.block > model.config.n_positions:
         raise UserError(f"--block {args.block} is larger than the model's n_positions {model.config.n_positions}")
+    reference = None
+    if args.reference is not None:
+        reference = load_checkpoint(args.reference)
+        if reference.config.vocab_size != model.config.vocab_size:
+            raise UserError(f"--reference {args.reference} has a vocabulary of {reference.config.vocab_size} tokens, "
+                            f"the checkpoint {model.config.vocab_size}: they cannot score the same text")
+        block = args.block or model.config.n_positions
+        if block > reference.config.n_positions:
+            raise UserError(f"--reference {args.reference} takes at most {reference.config.n_positions} positions, "
+                            f"not the {block} of the windows")
     tokens = split_tokens(args.checkpoint, "val", model.config.vocab_size, args.data)
     calib_inputs = calibration_windows(model, args.checkpoint, args.calib, args.calib_tokens, args.block)
 
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
-                      progress=not args.quiet)
-    result = {"checkpoint": str(args.checkpoint), **result}
+                      reference=reference, progress=not args.quiet)
+    result = {"checkpoint": str(args.checkpoint),
+              **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result}
     print(format_table(result))
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=2) + "\n")
