@@ -122,3 +122,21 @@ def test_not_a_gpt2_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(main, "eval", ["--checkpoint", str(tmp_path), "--quiet"])
     assert "llama" in capsys.readouterr().err
+
+
+def test_reference_is_the_baseline_and_must_score_the_same_text(hf_checkpoint, tiny_checkpoint, tmp_path, capsys):
+    from golden.cli import run
+    path, _ = hf_checkpoint
+    out = tmp_path / "eval.json"
+    # The model as its own reference: every ΔCE is the same as without one.
+    assert main(["--checkpoint", str(path), "--reference", str(path), "--bits", "4", "--methods", "pot-channel",
+                 "--act-bits", "0", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["reference"]["ce"] == result["float"]["ce"] and result["float"]["delta"] == 0
+    assert result["rows"][0]["delta"] == result["rows"][0]["ce"] - result["float"]["ce"]
+    assert capsys.readouterr().out.splitlines()[1].startswith("reference")
+    # A reference of another vocabulary cannot score this text.
+    with pytest.raises(SystemExit):
+        run(main, "eval", ["--checkpoint", str(path), "--reference", str(tiny_checkpoint), "--quiet"])
+    err = capsys.readouterr().err
+    assert "vocabulary of 23 tokens" in err and err.count("\n") == 1
