@@ -9,13 +9,20 @@ from golden.datapath import check_acc_bits
 
 from .code_store import check_layout
 
-__all__ = ["BiasStore"]
+__all__ = ["BiasStore", "bias_memory_words"]
 
 
 def _signed_width(value):
     """Bits of the narrowest two's-complement integer holding `value`."""
     value = int(value)
     return (value if value >= 0 else -value - 1).bit_length() + 1
+
+
+def bias_memory_words(layout, width):
+    """The bias memory's contents for `layout` at `width` bits: entry ``a * C + c`` is
+    ``layout.bias_words(c, width)[a]`` (one list of ints, address order)."""
+    columns = [layout.bias_words(c, width) for c in range(layout.columns)]
+    return [columns[c][a] for a in range(layout.bias_depth) for c in range(layout.columns)]
 
 
 class BiasStore(wiring.Component):
@@ -34,6 +41,10 @@ class BiasStore(wiring.Component):
     which is all a wrapping sum needs); a writable store is `acc_bits` wide.
 
     Reads are synchronous (one cycle; ``read.data`` holds while ``read.en`` is low).
+
+    `use_placeholder` makes a store for a bitstream whose biases are swapped in
+    afterwards with icebram (`hdl.bram_patch`): the memory is then elaborated
+    with the given random words, padded to a multiple of 256 entries.
 
     Parameters
     ----------
@@ -62,8 +73,8 @@ class BiasStore(wiring.Component):
         self._writable = writable
         needed = max([2] + [_signed_width(b) for b in layout.bias_images.flat])
         self._width = self._acc_bits if writable else min(self._acc_bits, needed)
-        columns = [layout.bias_words(c, self._width) for c in range(layout.columns)]
-        self._words = [columns[c][a] for a in range(layout.bias_depth) for c in range(layout.columns)]
+        self._words = bias_memory_words(layout, self._width)
+        self._placeholder = None
         members = {"read": Out(memory.ReadPort.Signature(addr_width=self.addr_width, shape=unsigned(self._width)))}
         if writable:
             members["write"] = Out(memory.WritePort.Signature(addr_width=self.addr_width,
@@ -102,6 +113,24 @@ class BiasStore(wiring.Component):
     def latency(self):
         return 1
 
+    @property
+    def placeholder(self):
+        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
+        return None if self._placeholder is None else list(self._placeholder)
+
+    def use_placeholder(self, words):
+        """Elaborate the memory with `words` (ints of `width` bits, a multiple of 256 of them, at least
+        `depth`) instead of the biases, for a bitstream that icebram patches afterwards. Entries past
+        `depth` are never read. Call before elaboration; the biases stay in `words`."""
+        if self._writable:
+            raise ValueError("A writable bias store is loaded at run time; it needs no placeholder")
+        words = [int(word) for word in words]
+        if len(words) % 256 or len(words) < self.depth:
+            raise ValueError(f"Placeholder must be a multiple of 256 words, at least {self.depth}, not {len(words)}")
+        if any(not 0 <= word < 1 << self._width for word in words):
+            raise ValueError(f"Placeholder words must be {self._width}-bit unsigned integers")
+        self._placeholder = words
+
     def address(self, layer, channel):
         """The address of channel `channel` of the layer named `layer`."""
         placement = self._layout.layer(layer)
@@ -111,7 +140,8 @@ class BiasStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memory = mem = memory.Memory(shape=unsigned(self._width), depth=self.depth, init=self._words)
+        init = self._words if self._placeholder is None else self._placeholder
+        m.submodules.memory = mem = memory.Memory(shape=unsigned(self._width), depth=len(init), init=init)
         port = mem.read_port()
         m.d.comb += [port.addr.eq(self.read.addr), port.en.eq(self.read.en), self.read.data.eq(port.data)]
         if self._writable:

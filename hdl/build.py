@@ -2,6 +2,7 @@
 
     python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
                         [--pe pot|int8] [--freq MHZ] [--seed S] [--out DIR]
+    python -m hdl.build --board icebreaker --patch --roms DIR [--build DIR] [--out DIR]
 
 Without ``--checkpoint`` it builds the model the hardware runs by default,
 `golden.paths.HARDWARE_MODEL_DIR` (the embedded model after 4-bit PoT QAT).
@@ -19,8 +20,21 @@ folder appears whole or not at all and holds:
 ``top.il`` ``top.ys`` ``top.pcf``   what the tools were given
 ``yosys.log`` ``nextpnr.log`` ``icepack.log`` ``nextpnr.json``   what they said
 ``report.json``             resources, Fmax, array shape, model (also printed as a table)
+``patch/``                  the bitstream before its block RAM was filled, and what icebram needs to refill it
 
-The same checkpoint, options and seed give the same bitstream, bit for bit.
+The bias memory, the only block RAM whose contents depend on the checkpoint,
+is placed and routed with random placeholder words and the biases are swapped
+in with icebram as the last step (`hdl.patch_build`). The same checkpoint,
+options and seed give the same bitstream, bit for bit.
+
+``--patch --roms DIR`` does that last step alone for another checkpoint of the
+same shapes, exported by ``python -m golden.export --cols C``: no synthesis, no
+place and route, about a second. The export's hashes and its shapes (layers,
+K x N, columns, bits, bias and accumulator widths) are checked against the
+build; ``--build`` names the finished build (default ``--out``, which is then
+replaced whole). The codes are in SPRAM, so the host loads the new ones at
+start as ever; the board's IDENTIFY answer, which is logic and not block RAM,
+keeps the built model's layout digest (``report.json`` ``patch``).
 
 ``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
 the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
@@ -40,6 +54,7 @@ from golden.cli import HelpFormatter, UserError, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
+from . import patch_build
 from .reports import format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, run_tool, tool_command
 
@@ -79,7 +94,7 @@ def _keep_logs(work, out):
 
 
 def _implement(work, seed, quiet):
-    """Yosys, nextpnr, icepack in `work`, on the files the platform wrote there."""
+    """Yosys and nextpnr in `work`, on the files the platform wrote there."""
     stage = time.perf_counter()
     _say("synthesizing (yosys) ...", quiet)
     run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
@@ -95,8 +110,7 @@ def _implement(work, seed, quiet):
         log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() else ""
         raise ToolError(f"place and route failed: {pnr_failure(log)}") from None
     (work / "nextpnr.stdout").unlink()
-    _say(f"placed and routed in {time.perf_counter() - stage:.0f} s; packing (icepack) ...", quiet)
-    run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
+    _say(f"placed and routed in {time.perf_counter() - stage:.0f} s", quiet)
     (work / "top.json").unlink()              # the netlist: large, and yosys remakes it from top.il
 
 
@@ -115,7 +129,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
     from golden.model_loading import load_integer_model
 
     start = time.perf_counter()
-    for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEPACK"):
+    for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEBRAM", "ICEPACK"):
         tool_command(variable)                     # a missing tool fails now, not after quantizing
     _say(f"quantizing {checkpoint} to " + (f"{bits}-bit PoT codes" if pe == "pot" else "INT8 weights"), quiet)
     integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
@@ -130,6 +144,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
     _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
          f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in {estimate['spram']} SPRAM, "
          f"clock {top.frequency / 1e6:g} MHz, UART {top.baud / 1e6:g} Mbaud", quiet)
+    memories = patch_build.prepare(top)          # placeholders in block RAM, patched after place and route
     platform = ICEBreakerPlatform()
     plan = platform.prepare(top, name="top", debug_verilog=True)
 
@@ -141,6 +156,9 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
 
         try:
             _implement(work, seed, quiet)
+            _say("patching the biases into the block RAM (icebram); packing (icepack) ...", quiet)
+            patch_seconds = patch_build.finish(work, top, memories, pe=pe)
+            run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
         except ToolError as error:
             kept = _keep_logs(work, out)
             raise ToolError(f"{error} (logs: {kept})") from None
@@ -165,6 +183,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
             "layout_digest": top.identity.digest.hex(), "seed": seed,
             "lc_estimate": estimate["lc"], "ebr_estimate": estimate["ebr"],
             "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
+            "bias_width": top.engine.bias_store.width, "patch_seconds": round(patch_seconds, 2),
             "build_seconds": round(time.perf_counter() - start, 1),
         }
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -227,6 +246,8 @@ def parse_args(argv):
                "  python -m hdl.build --board icebreaker\n"
                "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
                "  python -m hdl.build --board ulx3s --rows 4 --cols 16 --freq 60\n"
+               "  python -m golden.export --checkpoint OTHER --cols 16 --out build/roms && \\\n"
+               "    python -m hdl.build --board icebreaker --patch --roms build/roms --out build/icebreaker\n"
                "then: iceprog build/icebreaker/top.bin && python -m boards.run --port /dev/ttyUSB1\n"
                "  (ULX3S: openFPGALoader -b ulx3s build/ulx3s/top.bit)")
     parser.add_argument("--board", metavar="BOARD", required=True, choices=BOARDS,
@@ -245,13 +266,41 @@ def parse_args(argv):
     parser.add_argument("--seed", metavar="S", type=int, default=DEFAULT_SEED, help="nextpnr placement seed")
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
                         help="output folder (<board> stands for the board's name)")
+    parser.add_argument("--patch", action="store_true",
+                        help="no synthesis: swap the block RAM of a finished build for the export in --roms "
+                             "(icebram), writing --out")
+    parser.add_argument("--roms", metavar="DIR", help="with --patch: a `python -m golden.export` folder of a "
+                                                      "checkpoint of the build's shapes")
+    parser.add_argument("--build", metavar="DIR", help="with --patch: the finished build (default: --out, which "
+                                                       "is then replaced whole)")
     parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser.parse_args(argv)
 
 
+def _patch(args):
+    if args.board != "icebreaker":
+        raise UserError(f"--patch works on iCEBreaker builds (icebram), not --board {args.board}")
+    if not args.roms:
+        raise UserError("--patch needs --roms DIR, an export of the new checkpoint (python -m golden.export)")
+    out = Path(args.out.replace("<board>", args.board))
+    build = Path(args.build) if args.build else out
+    report = patch_build.patch(build, Path(args.roms), out, quiet=args.quiet)
+    print(json.dumps(report, indent=2) if args.json else report_table(report))
+    timing = report["patch"]
+    _say(f"wrote {out} in {timing['seconds']:.1f} s (icebram {timing['icebram_seconds']:.1f} s, icepack "
+         f"{timing['icepack_seconds']:.1f} s; the build took {report['build_seconds']:.0f} s); the host loads "
+         f"the new codes into SPRAM at start, but the board still answers IDENTIFY with the built model's "
+         f"digest {timing['identify_digest']}", args.quiet)
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.patch:
+        return _patch(args)
+    if args.roms or args.build:
+        raise UserError("--roms and --build go with --patch")
     if args.pe == "pot":
         check_bits(args.bits)
     checkpoint = Path(args.checkpoint)

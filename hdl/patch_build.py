@@ -1,0 +1,188 @@
+"""The checkpoint-dependent block RAM of an iCEBreaker build, and swapping it for another checkpoint's.
+
+A build (`hdl.build.build_icebreaker`) synthesises, places and routes its bias
+memory (`hdl.bias_store.BiasStore`, the only block RAM whose contents depend on
+the checkpoint: the codes are in SPRAM, loaded by the host) with random
+placeholder words (`prepare`), then icebram-patches the real biases in
+(`finish`), so every build goes through the same patch step. It keeps in
+``patch/``:
+
+``manifest.json``           shapes of the build (layers, columns, bits, widths) and its memories
+``top.unpatched.asc``       nextpnr's bitstream with the placeholders
+``<memory>.placeholder.hex``  the placeholder words, one per line
+
+`patch` takes such a build and a `golden.export` folder of another checkpoint
+of the same shapes and writes a build of it without synthesis or place and route:
+the export is checked (hashes, by `golden.export.load`; shapes, against the
+manifest), its biases packed as the memory holds them
+(`hdl.bias_store.bias_memory_words` over `golden.rom_layout.RomLayout`),
+icebram swaps them in over the unpatched ``.asc``, icepack packs it, and the
+output folder appears whole or not at all.
+"""
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from golden.atomic import atomic_directory
+from golden.cli import UserError
+from golden.datapath import pot_acc_bits
+from golden.rom_layout import RomLayout
+
+from .bias_store import _signed_width, bias_memory_words
+from .bram_patch import SLICE_WORDS, hex_lines, patch_asc, placeholder_words
+from .toolchain import run_tool, tool_command
+
+__all__ = ["PATCH_DIR", "FORMAT_VERSION", "prepare", "finish", "patch"]
+
+PATCH_DIR = "patch"
+FORMAT_VERSION = 1
+UNPATCHED_ASC = "top.unpatched.asc"
+#: Seed of the placeholder words (fixed: the same build gives the same bitstream).
+PLACEHOLDER_SEED = 0x5eed
+
+
+def prepare(top):
+    """Give `top`'s bias store random placeholder words; returns the manifest of the memories, or
+    raises UserError if the store is too narrow for icebram (under 4 bits)."""
+    store = top.engine.bias_store
+    depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
+    try:
+        words = placeholder_words(store.width, depth, PLACEHOLDER_SEED)
+    except ValueError as error:
+        raise UserError(f"the bias memory cannot be made patchable: {error}") from None
+    store.use_placeholder(words)
+    return [{"name": "bias_store", "width": store.width, "depth": depth, "words": store.depth,
+             "placeholder": "bias_store.placeholder.hex"}]
+
+
+def finish(work, top, memories, *, pe):
+    """After place and route in `work`: keep the unpatched ``.asc`` and the placeholders in ``patch/``,
+    patch the real contents into ``top.asc``. Returns the seconds icebram took."""
+    start = time.perf_counter()
+    folder = work / PATCH_DIR
+    folder.mkdir()
+    (work / "top.asc").replace(folder / UNPATCHED_ASC)
+    store = top.engine.bias_store
+    for memory in memories:
+        (folder / memory["placeholder"]).write_text(hex_lines(store.placeholder, memory["width"]))
+    engine = top.engine
+    manifest = {
+        "format_version": FORMAT_VERSION, "asc": UNPATCHED_ASC, "codes": "spram", "pe": pe,
+        "columns": engine.columns, "bits": engine.bits, "act_bits": engine.act_bits, "acc_bits": engine.acc_bits,
+        "layers": [{"name": layer.name, "k": layer.k, "n": layer.n} for layer in engine.layout.layers],
+        "memories": memories,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    patch_asc(folder / UNPATCHED_ASC, work / "top.asc",
+              [("bias_store", store.width, store.placeholder, store.words)], work=folder)
+    return time.perf_counter() - start
+
+
+def _read_manifest(build):
+    path = Path(build) / PATCH_DIR / "manifest.json"
+    if not (Path(build) / "report.json").is_file():
+        raise UserError(f"{build} is not a finished build: no report.json")
+    if not path.is_file():
+        raise UserError(f"{build} has no {PATCH_DIR}/manifest.json: it was built without patchable block RAM; "
+                        f"rebuild it with this hdl.build")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: patch manifest version {manifest.get('format_version')!r} is not the supported "
+                        f"{FORMAT_VERSION}; rebuild")
+    return manifest
+
+
+def check_shapes(manifest, export_manifest, layers):
+    """Raise UserError naming the first difference between the build (`manifest`) and the export."""
+    if manifest["pe"] != "pot":
+        raise UserError("only a PoT build (--pe pot) can take an export's codes; this one is --pe int8")
+    for key, what in (("bits", "weight code bits"), ("columns", "array columns"), ("act_bits", "activation bits")):
+        if export_manifest[key] != manifest[key]:
+            raise UserError(f"the export has {export_manifest[key]} {what}, the build {manifest[key]}; "
+                            f"export with the build's shapes")
+    built = [layer["name"] for layer in manifest["layers"]]
+    for name in built:
+        if name not in layers:
+            raise UserError(f"layer {name} of the build is not in the export (it holds {', '.join(layers)})")
+    for name in layers:
+        if name not in built:
+            raise UserError(f"the export's layer {name} is not in the build (it holds {', '.join(built)})")
+    for layer in manifest["layers"]:
+        codes = layers[layer["name"]].codes
+        if codes.shape != (layer["k"], layer["n"]):
+            raise UserError(f"layer {layer['name']}: the build holds K x N = {layer['k']} x {layer['n']}, "
+                            f"the export {codes.shape[0]} x {codes.shape[1]}")
+
+
+def _check_widths(manifest, layout):
+    bias_max = max([0] + [abs(int(b)) for b in layout.bias_images.flat])
+    need = pot_acc_bits(layout.max_k, manifest["act_bits"], manifest["bits"], bias_max)
+    if need > manifest["acc_bits"]:
+        raise UserError(f"the export's layers need {need}-bit accumulators, the build has {manifest['acc_bits']}; "
+                        f"rebuild for this checkpoint")
+    width = {memory["name"]: memory["width"] for memory in manifest["memories"]}["bias_store"]
+    for placement in layout.layers:
+        span = layout.bias_images[:, placement.bias_base:placement.bias_base + placement.slots]
+        need = max([2] + [_signed_width(b) for b in span.flat])
+        if need > width:
+            raise UserError(f"layer {placement.name}: its biases need {need} bits, the build's bias memory holds "
+                            f"{width}-bit words; rebuild for this checkpoint")
+
+
+def _say(message, quiet):
+    if not quiet:
+        print(f"hdl.build: {message}", file=sys.stderr, flush=True)
+
+
+def patch(build, roms, out, *, quiet=False):
+    """Write to `out` the build in `build` with the biases of the export in `roms` (see the module).
+
+    Returns the new report dict, whose ``patch`` entry has the timings. `out` may be `build`: it is then
+    replaced whole.
+    """
+    from boards.protocol import layout_digest
+    from golden.export import load
+
+    start = time.perf_counter()
+    build, out = Path(build), Path(out)
+    for variable in ("ICEBRAM", "ICEPACK"):
+        tool_command(variable)
+    manifest = _read_manifest(build)
+    report = json.loads((build / "report.json").read_text())
+    export_manifest, layers = load(roms)
+    check_shapes(manifest, export_manifest, layers)
+    layout = RomLayout([(layer["name"], layers[layer["name"]].codes, layers[layer["name"]].bias)
+                        for layer in manifest["layers"]], columns=manifest["columns"], bits=manifest["bits"])
+    _check_widths(manifest, layout)
+    memories = []
+    for memory in manifest["memories"]:
+        lines = (build / PATCH_DIR / memory["placeholder"]).read_text().split()
+        memories.append((memory["name"], memory["width"], [int(line, 16) for line in lines],
+                         bias_memory_words(layout, memory["width"])))
+    _say(f"patching {', '.join(m['name'] for m in manifest['memories'])} of {build} with {roms} (icebram) ...", quiet)
+    with atomic_directory(out) as work:
+        shutil.copytree(build / PATCH_DIR, work / PATCH_DIR)
+        for path in build.iterdir():
+            if path.is_file() and path.name not in ("top.asc", "top.bin", "report.json"):
+                shutil.copy2(path, work / path.name)
+        stage = time.perf_counter()
+        patch_asc(work / PATCH_DIR / manifest["asc"], work / "top.asc", memories, work=work / PATCH_DIR)
+        icebram_seconds = time.perf_counter() - stage
+        stage = time.perf_counter()
+        run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
+        icepack_seconds = time.perf_counter() - stage
+        built_model = report["model"]
+        report = dict(report, model=export_manifest["checkpoint"], model_sha256=export_manifest["checkpoint_sha256"])
+        report["patch"] = {
+            "from_build": str(build), "from_model": built_model,
+            "roms": str(roms), "memories": [m["name"] for m in manifest["memories"]],
+            "icebram_seconds": round(icebram_seconds, 2), "icepack_seconds": round(icepack_seconds, 2),
+            "seconds": round(time.perf_counter() - start, 2),
+            # The host link's IDENTIFY answer is logic, not block RAM: it keeps the built model's digest.
+            "identify_digest": report["layout_digest"], "model_digest": layout_digest(layout).hex(),
+        }
+        (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
