@@ -54,7 +54,8 @@ def main():
     report = json.loads((out / "patched" / "report.json").read_text())["patch"]
     print(f"{'full build (hdl.build)':<34} {build:8.1f} s")
     print(f"{'icebram patch (hdl.build --patch)':<34} {patch:8.1f} s   (in the command: icebram "
-          f"{report['icebram_seconds']:.2f} s, icepack {report['icepack_seconds']:.2f} s, all {report['seconds']:.2f} s)")
+          f"{report['icebram_seconds']:.2f} s, icepack {report['icepack_seconds']:.2f} s, "
+          f"all {report['seconds']:.2f} s)")
     print(f"{'ratio':<34} {build / patch:8.0f} x faster")
 
 

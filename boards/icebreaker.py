@@ -5,14 +5,16 @@ from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.vendor import SiliconBluePlatform
 
+from hdl.code_store import CodeStore
+
 from .host_link import HostLink
 from .ice40_pll import ICE40PLL, pll_settings
 from .protocol import MAX_PAYLOAD, Identity, layout_digest, value_bytes
 from .spram_code_store import SPRAMCodeStore
 from .uart import UART
 
-__all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "max_tokens", "uart_divisor", "code_columns_per_word",
-           "estimate_resources", "fit_problems"]
+__all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor",
+           "code_columns_per_word", "estimate_resources", "fit_problems"]
 
 #: The FT2232H's fastest standard rate: 12 MHz / 4.
 DEFAULT_BAUD = 3_000_000
@@ -23,6 +25,8 @@ MAX_BAUD_ERROR = 0.02
 #: What the iCE40UP5K has: logic cells, 4 Kbit block RAMs, 256 Kbit SPRAMs, 16x16 DSPs.
 UP5K = {"lc": 5280, "ebr": 30, "spram": 4, "dsp": 8}
 SPRAM_WORDS, SPRAM_BITS = 16384, 16
+#: Where the code banks can be: SPRAM (loaded by the host) or block RAM (initialised by the bitstream).
+CODE_MEMORIES = ("spram", "ebr")
 # Block RAM shapes (width, depth) of one 4 Kbit EBR.
 EBR_SHAPES = ((16, 256), (8, 512), (4, 1024), (2, 2048))
 
@@ -51,12 +55,16 @@ def _ebr_blocks(width, depth):
     return min(-(-width // w) * -(-depth // d) for w, d in EBR_SHAPES)
 
 
-def estimate_resources(layout, *, rows, act_bits, acc_bits, pe):
-    """What the board top for `layout` needs: code bytes, SPRAM blocks, EBR blocks, logic cells (estimates)."""
+def estimate_resources(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):
+    """What the board top for `layout` needs: code bytes, SPRAM blocks, EBR blocks, logic cells (estimates).
+    `codes` says where the code banks are: "spram" (loaded by the host) or "ebr" (block RAM, in the bitstream)."""
     from amaranth.utils import ceil_log2
+    if codes not in CODE_MEMORIES:
+        raise ValueError(f"Codes must be in one of {', '.join(CODE_MEMORIES)}, not {codes!r}")
     per_word = code_columns_per_word(layout)
     banks = -(-layout.columns // per_word)
-    sprams = banks * -(-layout.code_depth // SPRAM_WORDS)
+    sprams = banks * -(-layout.code_depth // SPRAM_WORDS) if codes == "spram" else 0
+    code_ebr = banks * _ebr_blocks(per_word * layout.code_bits, layout.code_depth) if codes == "ebr" else 0
     max_slots = max(layer.slots for layer in layout.layers)
     bias_bits = max([2] + [abs(int(b)).bit_length() + 1 for b in layout.bias_images.flat])
     ebr = (rows * _ebr_blocks(act_bits, 2 << ceil_log2(layout.max_k))                         # activations
@@ -64,12 +72,12 @@ def estimate_resources(layout, *, rows, act_bits, acc_bits, pe):
            + _ebr_blocks(min(bias_bits, acc_bits), layout.bias_depth * layout.columns))       # biases
     lc = rows * layout.columns * _lc_per_pe(pe, act_bits, acc_bits, layout.bits) + _lc_fixed(layout.columns)
     return {"code_bytes": layout.code_depth * layout.columns * layout.code_bits // 8, "banks": banks,
-            "spram": sprams, "ebr": ebr, "lc": int(lc)}
+            "spram": sprams, "ebr": ebr + code_ebr, "code_ebr": code_ebr, "lc": int(lc)}
 
 
-def fit_problems(layout, *, rows, act_bits, acc_bits, pe):
+def fit_problems(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):
     """Why the board top for `layout` cannot fit the iCE40UP5K, with what to change; empty if it may."""
-    need = estimate_resources(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe)
+    need = estimate_resources(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
     problems = []
     if need["spram"] > UP5K["spram"]:
         capacity = UP5K["spram"] * SPRAM_WORDS * SPRAM_BITS // 8 // 1024
@@ -77,7 +85,11 @@ def fit_problems(layout, *, rows, act_bits, acc_bits, pe):
                         f"group, {need['banks']} groups) need {need['spram']} SPRAMs of {UP5K['spram']} "
                         f"({capacity} KiB); use " + ("--pe pot" if pe == "int8" else "fewer --bits")
                         + " or a smaller model")
-    if need["ebr"] > UP5K["ebr"]:
+    if need["code_ebr"] and need["ebr"] > UP5K["ebr"]:
+        problems.append(f"{need['code_bytes'] / 1024:.1f} KiB of codes need {need['code_ebr']} block RAMs, and the "
+                        f"buffers {need['ebr'] - need['code_ebr']} more, of {UP5K['ebr']}; use --codes spram, "
+                        f"fewer --bits or a smaller model")
+    elif need["ebr"] > UP5K["ebr"]:
         problems.append(f"activation, result and bias buffers need about {need['ebr']} block RAMs of "
                         f"{UP5K['ebr']}; use fewer --rows or --cols")
     if need["lc"] > UP5K["lc"]:
@@ -108,9 +120,11 @@ class ICEBreakerTop(wiring.Component):
     """Everything on the iCE40UP5K: the engine behind a UART host link.
 
     The engine's code banks are `boards.spram_code_store.SPRAMCodeStore` (the
-    ones the engine made through a `SPRAMCodeBanks` factory); the host link
-    writes them (LOAD), selects the engine's layer (LAYER) and streams
-    activations in and accumulators out (RUN); see `boards.protocol`.
+    ones the engine made through a `SPRAMCodeBanks` factory), or, for a model
+    small enough, writable `hdl.code_store.CodeStore` block RAMs initialised by
+    the bitstream (`boards.ulx3s.BlockRAMCodeBanks`); the host link writes them
+    (LOAD), selects the engine's layer (LAYER) and streams activations in and
+    accumulators out (RUN); see `boards.protocol`.
 
     On the iCEBreaker platform the clock is the PLL (`frequency`) on the 12 MHz
     pin, the UART is the FT2232H's second channel (pins 6 and 9), and the green
@@ -120,7 +134,7 @@ class ICEBreakerTop(wiring.Component):
     Parameters
     ----------
     engine : hdl.engine.Engine
-    code_stores : list of SPRAMCodeStore
+    code_stores : list of SPRAMCodeStore or writable CodeStore
         The engine's code banks in column order.
     frequency : float
         The system clock in Hz (the PLL's target on the board).
@@ -144,16 +158,18 @@ class ICEBreakerTop(wiring.Component):
     ------
     ValueError
         If the baud rate cannot be made from `frequency`, or the code stores
-        are not the engine's SPRAM code stores.
+        are not the engine's writable code stores.
     """
 
     def __init__(self, *, engine, code_stores, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=0.1):
         if not isinstance(frequency, (int, float)) or frequency <= 0:
             raise ValueError(f"Frequency must be a positive number of Hz, not {frequency!r}")
         if not code_stores or list(code_stores) != engine.code_stores \
-                or not all(isinstance(store, SPRAMCodeStore) for store in code_stores):
-            raise ValueError("The code stores must be the engine's SPRAM code stores: build the engine with "
-                             "code_store=SPRAMCodeBanks() and pass its .stores")
+                or not all(isinstance(store, SPRAMCodeStore) or (isinstance(store, CodeStore) and store.writable)
+                           for store in code_stores):
+            raise ValueError("The code stores must be the engine's SPRAM code stores (or writable block RAM "
+                             "ones): build the engine with code_store=SPRAMCodeBanks() (or BlockRAMCodeBanks(layout)) "
+                             "and pass its .stores")
         if divisor is None:
             divisor = uart_divisor(pll_settings(12e6, frequency).output_hz, baud)
         self._pll = ICE40PLL(frequency=frequency)

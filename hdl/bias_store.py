@@ -7,6 +7,7 @@ from amaranth.utils import ceil_log2
 
 from golden.datapath import check_acc_bits
 
+from .bram_patch import check_placeholder
 from .code_store import check_layout
 
 __all__ = ["BiasStore", "bias_memory_words"]
@@ -124,12 +125,7 @@ class BiasStore(wiring.Component):
         `depth` are never read. Call before elaboration; the biases stay in `words`."""
         if self._writable:
             raise ValueError("A writable bias store is loaded at run time; it needs no placeholder")
-        words = [int(word) for word in words]
-        if len(words) % 256 or len(words) < self.depth:
-            raise ValueError(f"Placeholder must be a multiple of 256 words, at least {self.depth}, not {len(words)}")
-        if any(not 0 <= word < 1 << self._width for word in words):
-            raise ValueError(f"Placeholder words must be {self._width}-bit unsigned integers")
-        self._placeholder = words
+        self._placeholder = check_placeholder(words, depth=self.depth, width=self._width)
 
     def address(self, layer, channel):
         """The address of channel `channel` of the layer named `layer`."""

@@ -30,7 +30,8 @@ import numpy as np
 
 from .toolchain import ToolError, tool_command
 
-__all__ = ["SLICE_WORDS", "placeholder_words", "bit_slices", "hex_lines", "patch_asc", "ram_tiles"]
+__all__ = ["SLICE_WORDS", "placeholder_words", "check_placeholder", "bit_slices", "hex_lines", "patch_asc",
+           "ram_tiles"]
 
 #: Words per icebram bit slice: the depth of one 16-bit-wide EBR.
 SLICE_WORDS = 256
@@ -68,6 +69,17 @@ def hex_lines(words, width):
     """`words` as hex lines of ``ceil(width / 4)`` digits ($readmemh and icebram's format)."""
     digits = -(-width // 4)
     return "".join(f"{int(word):0{digits}x}\n" for word in words)
+
+
+def check_placeholder(words, *, depth, width):
+    """`words` as a list of ints if they can stand in for a `depth`-word, `width`-bit memory in a
+    patchable build (a multiple of 256 words, at least `depth`, each `width` bits); else ValueError."""
+    words = [int(word) for word in words]
+    if len(words) % SLICE_WORDS or len(words) < depth:
+        raise ValueError(f"Placeholder must be a multiple of {SLICE_WORDS} words, at least {depth}, not {len(words)}")
+    if any(not 0 <= word < 1 << width for word in words):
+        raise ValueError(f"Placeholder words must be {width}-bit unsigned integers")
+    return words
 
 
 def _hex(words, bits):

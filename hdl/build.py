@@ -1,7 +1,7 @@
 """Build a board bitstream of the engine for a checkpoint.
 
     python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
-                        [--pe pot|int8] [--freq MHZ] [--seed S] [--out DIR]
+                        [--pe pot|int8] [--freq MHZ] [--seed S] [--codes spram|ebr] [--out DIR]
     python -m hdl.build --board icebreaker --patch --roms DIR [--build DIR] [--out DIR]
 
 Without ``--checkpoint`` it builds the model the hardware runs by default,
@@ -29,12 +29,14 @@ options and seed give the same bitstream, bit for bit.
 
 ``--patch --roms DIR`` does that last step alone for another checkpoint of the
 same shapes, exported by ``python -m golden.export --cols C``: no synthesis, no
-place and route, about a second. The export's hashes and its shapes (layers,
+place and route, a couple of seconds. The export's hashes and its shapes (layers,
 K x N, columns, bits, bias and accumulator widths) are checked against the
 build; ``--build`` names the finished build (default ``--out``, which is then
-replaced whole). The codes are in SPRAM, so the host loads the new ones at
-start as ever; the board's IDENTIFY answer, which is logic and not block RAM,
-keeps the built model's layout digest (``report.json`` ``patch``).
+replaced whole). With the codes in SPRAM (``--codes spram``, the default) the
+host loads the new ones at start as ever; ``--codes ebr`` puts them in block RAM
+too (a model small enough: 30 EBR of 4 Kbit, shared with the buffers), and the
+patch swaps the weights themselves. The board's IDENTIFY answer, which is logic
+and not block RAM, keeps the built model's layout digest (``report.json`` ``patch``).
 
 ``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
 the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
@@ -67,16 +69,17 @@ DEFAULT_FREQ_MHZ = 30.0
 DEFAULT_SEED = 1
 
 
-def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1):
+def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1, codes="spram"):
     """The iCEBreaker top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
-    codes in SPRAM, behind the host link. Returns the `ICEBreakerTop`."""
+    codes in SPRAM (``codes="spram"``) or block RAM (``"ebr"``), behind the host link. Returns the `ICEBreakerTop`."""
     from boards.icebreaker import ICEBreakerTop, code_columns_per_word
     from boards.spram_code_store import SPRAMCodeBanks
+    from boards.ulx3s import BlockRAMCodeBanks
 
     from .engine import Engine
 
     layout = integer_model.layout(columns)
-    banks = SPRAMCodeBanks()
+    banks = SPRAMCodeBanks() if codes == "spram" else BlockRAMCodeBanks(layout)
     engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
                     columns_per_word=code_columns_per_word(layout), code_store=banks)
     return ICEBreakerTop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor,
@@ -120,7 +123,7 @@ def _say(message, quiet=False):
 
 
 def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False):
+                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False):
     """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
@@ -135,14 +138,16 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
     integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
     layout = integer_model.layout(columns)
     acc_bits = integer_model.acc_bits()
-    problems = fit_problems(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)
+    shapes = dict(rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
+    problems = fit_problems(layout, **shapes)
     if problems:
         raise UserError("won't fit the iCE40UP5K: " + "; ".join(problems))
-    estimate = estimate_resources(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)
+    estimate = estimate_resources(layout, **shapes)
 
-    top = compose_icebreaker(integer_model, rows=rows, columns=columns, frequency=freq_mhz * 1e6)
+    top = compose_icebreaker(integer_model, rows=rows, columns=columns, frequency=freq_mhz * 1e6, codes=codes)
+    where = f"{estimate['spram']} SPRAM" if codes == "spram" else f"{estimate['code_ebr']} block RAMs"
     _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
-         f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in {estimate['spram']} SPRAM, "
+         f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in {where}, "
          f"clock {top.frequency / 1e6:g} MHz, UART {top.baud / 1e6:g} Mbaud", quiet)
     memories = patch_build.prepare(top)          # placeholders in block RAM, patched after place and route
     platform = ICEBreakerPlatform()
@@ -156,8 +161,9 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
 
         try:
             _implement(work, seed, quiet)
-            _say("patching the biases into the block RAM (icebram); packing (icepack) ...", quiet)
-            patch_seconds = patch_build.finish(work, top, memories, pe=pe)
+            _say(f"patching the {'biases' if codes == 'spram' else 'codes and biases'} into the block RAM "
+                 f"(icebram); packing (icepack) ...", quiet)
+            patch_seconds = patch_build.finish(work, top, memories, pe=pe, codes=codes)
             run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
         except ToolError as error:
             kept = _keep_logs(work, out)
@@ -176,7 +182,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
             "target_mhz": round(top.frequency / 1e6, 6), "fmax_mhz": round(clock[1], 2) if clock else None,
             "pes": rows * columns, "rows": rows, "cols": columns, "pe": pe,
             "bits": bits if pe == "pot" else None, "act_bits": integer_model.act_bits, "acc_bits": top.engine.acc_bits,
-            "layers": len(layout.layers), "rom_bytes": estimate["code_bytes"],
+            "layers": len(layout.layers), "rom_bytes": estimate["code_bytes"], "codes": codes,
             "peak_macs_per_s": rows * columns * top.frequency,
             "baud": top.baud, "uart_divisor": top.divisor, "max_tokens": top.identity.max_tokens,
             "columns_per_word": top.identity.columns_per_word, "code_banks": top.identity.banks,
@@ -201,7 +207,8 @@ def report_table(report):
                         f"({100 * report['lc_used'] / report['lc_total']:.0f}%)"),
         ("block RAM", f"{report['ebr_used']} / {report['ebr_total']}"),
         ("SPRAM", f"{report['spram_used']} / {report['spram_total']} "
-                  f"({report['rom_bytes'] / 1024:.1f} KiB of codes)") if report["spram_total"] else
+                  f"({report['rom_bytes'] / 1024:.1f} KiB of codes)")
+        if report["spram_total"] and report.get("codes", "spram") == "spram" else
         ("codes", f"{report['rom_bytes'] / 1024:.1f} KiB in block RAM"),
         ("DSP", f"{report['dsp_used']} / {report['dsp_total']}"),
         ("clock", f"{report['target_mhz']:g} MHz (Fmax {fmax})"),
@@ -246,6 +253,7 @@ def parse_args(argv):
                "  python -m hdl.build --board icebreaker\n"
                "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
                "  python -m hdl.build --board ulx3s --rows 4 --cols 16 --freq 60\n"
+               "  python -m hdl.build --board icebreaker --checkpoint SMALL --rows 1 --cols 4 --codes ebr\n"
                "  python -m golden.export --checkpoint OTHER --cols 16 --out build/roms && \\\n"
                "    python -m hdl.build --board icebreaker --patch --roms build/roms --out build/icebreaker\n"
                "then: iceprog build/icebreaker/top.bin && python -m boards.run --port /dev/ttyUSB1\n"
@@ -264,6 +272,9 @@ def parse_args(argv):
     parser.add_argument("--freq", metavar="MHZ", type=_frequency, default=DEFAULT_FREQ_MHZ,
                         help="system clock; a multiple of 3 MHz keeps the UART at exactly 3 Mbaud")
     parser.add_argument("--seed", metavar="S", type=int, default=DEFAULT_SEED, help="nextpnr placement seed")
+    parser.add_argument("--codes", metavar="WHERE", choices=("spram", "ebr"), default="spram",
+                        help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
+                             "(block RAM in the bitstream, for a small model; --patch then swaps the weights too)")
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
                         help="output folder (<board> stands for the board's name)")
     parser.add_argument("--patch", action="store_true",
@@ -288,10 +299,11 @@ def _patch(args):
     report = patch_build.patch(build, Path(args.roms), out, quiet=args.quiet)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     timing = report["patch"]
+    codes = ("the codes are in the bitstream" if report.get("codes") == "ebr"
+             else "the host loads the new codes into SPRAM at start")
     _say(f"wrote {out} in {timing['seconds']:.1f} s (icebram {timing['icebram_seconds']:.1f} s, icepack "
-         f"{timing['icepack_seconds']:.1f} s; the build took {report['build_seconds']:.0f} s); the host loads "
-         f"the new codes into SPRAM at start, but the board still answers IDENTIFY with the built model's "
-         f"digest {timing['identify_digest']}", args.quiet)
+         f"{timing['icepack_seconds']:.1f} s; the build took {report['build_seconds']:.0f} s); {codes}; the board "
+         f"still answers IDENTIFY with the built model's digest {timing['identify_digest']}", args.quiet)
     return 0
 
 
@@ -322,8 +334,9 @@ def main(argv=None):
         from .build_ecp5 import build_ulx3s as build
     else:
         build = build_icebreaker
+    options = {"codes": args.codes} if args.board == "icebreaker" else {}     # the ULX3S's are in block RAM
     report = build(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
-                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet)
+                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, **options)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     _say(f"wrote {out}", args.quiet)
     return 0

@@ -8,6 +8,8 @@ from amaranth.utils import ceil_log2
 
 from golden.rom_layout import RomLayout
 
+from .bram_patch import check_placeholder
+
 __all__ = ["CodeStore", "MAX_WORD_BITS", "check_layout"]
 
 #: Widest code word (golden packs words into 64-bit integers).
@@ -36,7 +38,8 @@ class CodeStore(wiring.Component):
     (column `first_column` in the low `code_bits`), exactly
     `golden.rom_layout.RomLayout.group_words`. The memory is an
     ``amaranth.lib.memory.Memory`` initialised with those words, so it maps to
-    block RAM (and icebram can swap its contents in a finished bitstream).
+    block RAM; `use_placeholder` elaborates it with other words instead, for a
+    bitstream whose codes icebram swaps in afterwards (`hdl.patch_build`).
 
     Reads are synchronous: ``read.data`` shows the word at ``read.addr`` one
     cycle after a cycle with ``read.en`` high, and holds while ``read.en`` is
@@ -77,6 +80,7 @@ class CodeStore(wiring.Component):
         self._first_column = first_column
         self._writable = writable
         self._words = [int(w) for w in np.asarray(layout.group_words(first_column, columns_per_word))]
+        self._placeholder = None
         members = {"read": Out(memory.ReadPort.Signature(addr_width=self.addr_width,
                                                          shape=unsigned(self.word_width)))}
         if writable:
@@ -122,14 +126,25 @@ class CodeStore(wiring.Component):
         return self._writable
 
     @property
+    def placeholder(self):
+        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
+        return None if self._placeholder is None else list(self._placeholder)
+
+    def use_placeholder(self, words):
+        """Elaborate the memory with `words` (ints of `word_width` bits, a multiple of 256 of them, at
+        least `depth`) instead of the codes, for a bitstream that icebram patches afterwards. Entries
+        past `depth` are never read. Call before elaboration; the codes stay in `words`."""
+        self._placeholder = check_placeholder(words, depth=self.depth, width=self.word_width)
+
+    @property
     def latency(self):
         """Read latency in cycles (1)."""
         return 1
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_width), depth=self.depth,
-                                                  init=self._words)
+        init = self._words if self._placeholder is None else self._placeholder
+        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_width), depth=len(init), init=init)
         port = mem.read_port()
         m.d.comb += [port.addr.eq(self.read.addr), port.en.eq(self.read.en), self.read.data.eq(port.data)]
         if self._writable:

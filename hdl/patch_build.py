@@ -1,9 +1,11 @@
 """The checkpoint-dependent block RAM of an iCEBreaker build, and swapping it for another checkpoint's.
 
-A build (`hdl.build.build_icebreaker`) synthesises, places and routes its bias
-memory (`hdl.bias_store.BiasStore`, the only block RAM whose contents depend on
-the checkpoint: the codes are in SPRAM, loaded by the host) with random
-placeholder words (`prepare`), then icebram-patches the real biases in
+The block RAMs whose contents come from the checkpoint are the bias memory
+(`hdl.bias_store.BiasStore`) and, in a ``--codes ebr`` build, the code banks
+(writable `hdl.code_store.CodeStore`s; with ``--codes spram``, the default, the
+codes are in SPRAM, loaded by the host, and not in the bitstream at all). A
+build (`hdl.build.build_icebreaker`) synthesises, places and routes them with
+random placeholder words (`prepare`), then icebram-patches the real contents in
 (`finish`), so every build goes through the same patch step. It keeps in
 ``patch/``:
 
@@ -14,8 +16,8 @@ placeholder words (`prepare`), then icebram-patches the real biases in
 `patch` takes such a build and a `golden.export` folder of another checkpoint
 of the same shapes and writes a build of it without synthesis or place and route:
 the export is checked (hashes, by `golden.export.load`; shapes, against the
-manifest), its biases packed as the memory holds them
-(`hdl.bias_store.bias_memory_words` over `golden.rom_layout.RomLayout`),
+manifest), its biases and codes packed as the memories hold them
+(`hdl.bias_store.bias_memory_words` and `golden.rom_layout.RomLayout.group_words`),
 icebram swaps them in over the unpatched ``.asc``, icepack packs it, and the
 output folder appears whole or not at all.
 """
@@ -32,7 +34,8 @@ from golden.datapath import pot_acc_bits
 from golden.rom_layout import RomLayout
 
 from .bias_store import _signed_width, bias_memory_words
-from .bram_patch import SLICE_WORDS, hex_lines, patch_asc, placeholder_words
+from .bram_patch import SLICE_WORDS, bit_slices, hex_lines, patch_asc, placeholder_words
+from .code_store import CodeStore
 from .toolchain import run_tool, tool_command
 
 __all__ = ["PATCH_DIR", "FORMAT_VERSION", "prepare", "finish", "patch"]
@@ -44,41 +47,66 @@ UNPATCHED_ASC = "top.unpatched.asc"
 PLACEHOLDER_SEED = 0x5eed
 
 
+def _patchable(top):
+    """(name, kind, store) of each block RAM of `top` whose contents come from the checkpoint."""
+    stores = [("bias_store", "bias", top.engine.bias_store)]
+    stores += [(f"code_store_{i}", "codes", store) for i, store in enumerate(top.engine.code_stores)
+               if isinstance(store, CodeStore)]
+    return stores
+
+
 def prepare(top):
-    """Give `top`'s bias store random placeholder words; returns the manifest of the memories, or
-    raises UserError if the store is too narrow for icebram (under 4 bits)."""
-    store = top.engine.bias_store
-    depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
-    try:
-        words = placeholder_words(store.width, depth, PLACEHOLDER_SEED)
-    except ValueError as error:
-        raise UserError(f"the bias memory cannot be made patchable: {error}") from None
-    store.use_placeholder(words)
-    return [{"name": "bias_store", "width": store.width, "depth": depth, "words": store.depth,
-             "placeholder": "bias_store.placeholder.hex"}]
+    """Give each checkpoint-dependent block RAM of `top` (`_patchable`) random placeholder words;
+    returns their records for the manifest. UserError if one is too narrow for icebram (under 4 bits)."""
+    records, slices = [], set()
+    for index, (name, kind, store) in enumerate(_patchable(top)):
+        width = store.width if kind == "bias" else store.word_width
+        depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
+        try:
+            words = placeholder_words(width, depth, PLACEHOLDER_SEED + index)
+        except ValueError as error:
+            raise UserError(f"the {name} memory cannot be made patchable: {error}") from None
+        slices.update(bit_slices(words, width))
+        store.use_placeholder(words)
+        record = {"name": name, "kind": kind, "width": width, "depth": depth, "words": store.depth,
+                  "placeholder": f"{name}.placeholder.hex"}
+        if kind == "codes":
+            record.update(first_column=store.first_column, columns_per_word=store.columns_per_word)
+        records.append(record)
+    if len(slices) != sum(record["width"] * record["depth"] // SLICE_WORDS for record in records):
+        raise UserError("two placeholder bit slices are equal; change PLACEHOLDER_SEED")   # 2**-256 odds
+    return records
 
 
-def finish(work, top, memories, *, pe):
-    """After place and route in `work`: keep the unpatched ``.asc`` and the placeholders in ``patch/``,
-    patch the real contents into ``top.asc``. Returns the seconds icebram took."""
+def finish(work, top, memories, *, pe, codes):
+    """After place and route in `work`: keep the unpatched ``.asc``, the placeholders and the manifest in
+    ``patch/``, patch the real contents into ``top.asc``. Returns the seconds icebram took."""
     start = time.perf_counter()
     folder = work / PATCH_DIR
     folder.mkdir()
     (work / "top.asc").replace(folder / UNPATCHED_ASC)
-    store = top.engine.bias_store
+    stores = {name: store for name, _, store in _patchable(top)}
     for memory in memories:
-        (folder / memory["placeholder"]).write_text(hex_lines(store.placeholder, memory["width"]))
+        (folder / memory["placeholder"]).write_text(hex_lines(stores[memory["name"]].placeholder, memory["width"]))
     engine = top.engine
     manifest = {
-        "format_version": FORMAT_VERSION, "asc": UNPATCHED_ASC, "codes": "spram", "pe": pe,
+        "format_version": FORMAT_VERSION, "asc": UNPATCHED_ASC, "codes": codes, "pe": pe,
         "columns": engine.columns, "bits": engine.bits, "act_bits": engine.act_bits, "acc_bits": engine.acc_bits,
         "layers": [{"name": layer.name, "k": layer.k, "n": layer.n} for layer in engine.layout.layers],
         "memories": memories,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     patch_asc(folder / UNPATCHED_ASC, work / "top.asc",
-              [("bias_store", store.width, store.placeholder, store.words)], work=folder)
+              [(m["name"], m["width"], stores[m["name"]].placeholder, stores[m["name"]].words) for m in memories],
+              work=folder)
     return time.perf_counter() - start
+
+
+def _contents(memory, layout):
+    """The words `memory` (a manifest record) holds for `layout`, packed as the hardware packs them."""
+    if memory["kind"] == "bias":
+        return bias_memory_words(layout, memory["width"])
+    return [int(word) for word in layout.group_words(memory["first_column"], memory["columns_per_word"])]
 
 
 def _read_manifest(build):
@@ -123,7 +151,7 @@ def _check_widths(manifest, layout):
     if need > manifest["acc_bits"]:
         raise UserError(f"the export's layers need {need}-bit accumulators, the build has {manifest['acc_bits']}; "
                         f"rebuild for this checkpoint")
-    width = {memory["name"]: memory["width"] for memory in manifest["memories"]}["bias_store"]
+    (width,) = [memory["width"] for memory in manifest["memories"] if memory["kind"] == "bias"]
     for placement in layout.layers:
         span = layout.bias_images[:, placement.bias_base:placement.bias_base + placement.slots]
         need = max([2] + [_signed_width(b) for b in span.flat])
@@ -161,7 +189,7 @@ def patch(build, roms, out, *, quiet=False):
     for memory in manifest["memories"]:
         lines = (build / PATCH_DIR / memory["placeholder"]).read_text().split()
         memories.append((memory["name"], memory["width"], [int(line, 16) for line in lines],
-                         bias_memory_words(layout, memory["width"])))
+                         _contents(memory, layout)))
     _say(f"patching {', '.join(m['name'] for m in manifest['memories'])} of {build} with {roms} (icebram) ...", quiet)
     with atomic_directory(out) as work:
         shutil.copytree(build / PATCH_DIR, work / PATCH_DIR)

@@ -1,6 +1,7 @@
-"""python -m hdl.build --patch: another checkpoint's biases swapped into a finished iCEBreaker build with
-icebram, proved by reading the block RAM back out of the .asc; patching back gives the original bit for bit;
-bad exports (other shapes, edited files) are refused with one line and nothing written."""
+"""python -m hdl.build --patch: another checkpoint's biases (and, with --codes ebr, codes) swapped into a
+finished iCEBreaker build with icebram, proved by reading the block RAM back out of the .asc; patching back
+gives the original bit for bit; bad exports (other shapes, edited files) are refused with one line and
+nothing written."""
 
 import json
 import shutil
@@ -12,6 +13,7 @@ import pytest
 
 from golden.model_loading import load_integer_model
 from golden.paths import REPO_DIR
+from golden.pot_format import PotFormat
 from hdl.bram_patch import bit_slices, patch_asc, placeholder_words, ram_tiles
 from hdl.toolchain import ToolError, tool_command
 from tiny_checkpoints import write_tiny_checkpoint
@@ -39,34 +41,65 @@ def _export(checkpoint, out, columns=COLUMNS):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One small build of checkpoint A, and exports of A, of B (same shapes, other weights) and of C (wider)."""
+def exports(tmp_path_factory):
+    """Checkpoints A, B (same shapes, other weights) and C (wider), and their exports for 4 columns."""
     _tools_or_skip()
     root = tmp_path_factory.mktemp("patch")
     checkpoints = {name: write_tiny_checkpoint(root / name, n_layer=1, n_embd=16, n_head=2, seed=seed)
                    for name, seed in (("a", 0), ("b", 1))}
     checkpoints["c"] = write_tiny_checkpoint(root / "c", n_layer=1, n_embd=32, n_head=2, seed=2)
-    result = _run("hdl.build", "--board", "icebreaker", "--checkpoint", checkpoints["a"], "--rows", ROWS,
-                  "--cols", COLUMNS, "--seed", 3, "--out", root / "build_a", "--quiet")
-    assert result.returncode == 0, result.stderr
     roms = {name: _export(path, root / f"roms_{name}") for name, path in checkpoints.items()}
-    return {"root": root, "build": root / "build_a", "checkpoints": checkpoints, "roms": roms}
+    return {"root": root, "checkpoints": checkpoints, "roms": roms}
+
+
+def _build(exports, codes):
+    out = exports["root"] / f"build_a_{codes}"
+    result = _run("hdl.build", "--board", "icebreaker", "--checkpoint", exports["checkpoints"]["a"], "--rows", ROWS,
+                  "--cols", COLUMNS, "--seed", 3, "--codes", codes, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return dict(exports, build=out)
+
+
+@pytest.fixture(scope="module")
+def built(exports):
+    """A small build of checkpoint A, codes in SPRAM (the default): only the biases are in block RAM."""
+    return _build(exports, "spram")
+
+
+@pytest.fixture(scope="module")
+def built_ebr(exports):
+    """The same build with --codes ebr: codes and biases in block RAM."""
+    return _build(exports, "ebr")
 
 
 def patch(*args):
     return _run("hdl.build", "--board", "icebreaker", "--patch", "--quiet", *args)
 
 
-def _expected_biases(checkpoint, width):
-    """The bias memory's words, from golden alone: address bias_base * C + n holds layer bias n
-    (`hdl.bias_store.BiasStore`), `width`-bit two's complement; channels past N hold 0."""
+def _expected(checkpoint, memory):
+    """A memory's words (`memory`: its patch manifest record), from golden's quantizer and the documented
+    layouts alone. Biases (`hdl.bias_store.BiasStore`): address ``bias_base * C + n`` holds bias ``n``,
+    `width`-bit two's complement, 0 past N. Codes (`golden.rom_layout`): entry ``code_base + slot * K + k``
+    of column ``c`` is the code of weight ``(k, c + C * slot)``, the zero code past N; a word packs its
+    columns' entries, the first column in the low bits."""
     model = load_integer_model(checkpoint, bits=4)
     layout = model.layout(COLUMNS)
-    words = [0] * (layout.bias_depth * COLUMNS)
+    if memory["kind"] == "bias":
+        words = [0] * (layout.bias_depth * COLUMNS)
+        for placement in layout.layers:
+            for n, bias in enumerate(model.layers[placement.name].bias):
+                words[placement.bias_base * COLUMNS + n] = int(bias) & ((1 << memory["width"]) - 1)
+        return words
+    first, per_word, zero = memory["first_column"], memory["columns_per_word"], PotFormat(4).zero_code
+    entries = np.full((per_word, layout.code_depth), zero, dtype=np.int64)
     for placement in layout.layers:
-        for n, bias in enumerate(model.layers[placement.name].bias):
-            words[placement.bias_base * COLUMNS + n] = int(bias) & ((1 << width) - 1)
-    return words
+        codes = model.layers[placement.name].codes
+        for n in range(placement.n):
+            c, slot = n % COLUMNS, n // COLUMNS
+            if first <= c < first + per_word:
+                start = placement.code_base + slot * placement.k
+                entries[c - first, start:start + placement.k] = codes[:, n]
+    return [sum(int(entries[i, a]) << (4 * i) for i in range(per_word)) for a in range(layout.code_depth)]
 
 
 def _slice_map(tiles, slices):
@@ -94,30 +127,34 @@ def _without_ram(asc):
     return keep
 
 
-def test_patch_reads_back(built, tmp_path):
-    """The patched .asc holds B's biases exactly where the build's placeholder was, and nothing else changed."""
+@pytest.mark.parametrize("codes", ["spram", "ebr"])
+def test_patch_reads_back(codes, request, tmp_path):
+    """The patched .asc holds B's biases (and codes, with --codes ebr) exactly where the build's placeholders
+    were, and nothing else changed."""
+    built = request.getfixturevalue("built" if codes == "spram" else "built_ebr")
     out = tmp_path / "build_b"
     result = patch("--roms", built["roms"]["b"], "--build", built["build"], "--out", out)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((built["build"] / "patch" / "manifest.json").read_text())
-    (memory,) = manifest["memories"]
-    width, depth = memory["width"], memory["depth"]
-    assert depth % 256 == 0 and memory["words"] <= depth
-    placeholder = [int(line, 16) for line in (built["build"] / "patch" / memory["placeholder"]).read_text().split()]
-    assert placeholder == placeholder_words(width, depth, 0x5eed) and len(placeholder) == depth
-
+    assert manifest["codes"] == codes
+    assert [m["kind"] for m in manifest["memories"]] == ["bias"] + ["codes"] * (codes == "ebr")
     unpatched = (built["build"] / "patch" / "top.unpatched.asc").read_text()
     patched = (out / "top.asc").read_text()
-    where = _slice_map(ram_tiles(unpatched), bit_slices(placeholder, width))
-    expected = _expected_biases(built["checkpoints"]["b"], width)
-    assert expected != _expected_biases(built["checkpoints"]["a"], width)
-    expected_slices = bit_slices(expected + [0] * (depth - len(expected)), width)
-    tiles = ram_tiles(patched)
-    for index, (tile, position) in where.items():
-        assert bit_slices(tiles[tile], 16)[position] == expected_slices[index], f"slice {index} in {tile}"
+    before, tiles, moved = ram_tiles(unpatched), ram_tiles(patched), set()
+    for seed, memory in enumerate(manifest["memories"]):
+        width, depth = memory["width"], memory["depth"]
+        assert depth % 256 == 0 and memory["words"] <= depth
+        placeholder = [int(line, 16)
+                       for line in (built["build"] / "patch" / memory["placeholder"]).read_text().split()]
+        assert placeholder == placeholder_words(width, depth, 0x5eed + seed)
+        where = _slice_map(before, bit_slices(placeholder, width))
+        expected = _expected(built["checkpoints"]["b"], memory)
+        assert len(expected) == memory["words"] and expected != _expected(built["checkpoints"]["a"], memory)
+        expected_slices = bit_slices(expected + [0] * (depth - len(expected)), width)
+        for index, (tile, position) in where.items():
+            assert bit_slices(tiles[tile], 16)[position] == expected_slices[index], f"{memory['name']} {index}"
+        moved |= set(where.values())
     # Every other bit of every block RAM, and everything that is not block RAM contents, is untouched.
-    before = ram_tiles(unpatched)
-    moved = {(tile, position) for tile, position in where.values()}
     for tile in before:
         for position in range(16):
             if (tile, position) not in moved:
@@ -127,14 +164,15 @@ def test_patch_reads_back(built, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == str(built["checkpoints"]["b"]) and report["patch"]["from_model"] == \
         str(built["checkpoints"]["a"])
-    assert report["patch"]["seconds"] < report["build_seconds"]
+    assert report["codes"] == codes and report["patch"]["seconds"] < report["build_seconds"]
     assert (out / "top.bin").stat().st_size == (built["build"] / "top.bin").stat().st_size
     assert (out / "top.bin").read_bytes() != (built["build"] / "top.bin").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build_b"], "a temporary folder was left"
 
 
-def test_patch_back_is_the_original(built, tmp_path):
-    """A -> B -> A in place gives the original .asc and .bin byte for byte."""
+def test_patch_back_is_the_original(built_ebr, tmp_path):
+    """A -> B -> A in place gives the original .asc and .bin byte for byte (codes and biases)."""
+    built = built_ebr
     work = tmp_path / "build"
     shutil.copytree(built["build"], work)
     for name in ("b", "a"):
@@ -206,3 +244,13 @@ def test_patch_bad_arguments(args, message):
 def test_patch_not_a_build(built, tmp_path):
     line = one_line_error(patch("--roms", built["roms"]["b"], "--out", tmp_path))
     assert "is not a finished build: no report.json" in line
+
+
+def test_codes_in_ebr_wont_fit(tmp_path):
+    """A model whose codes overflow the 30 block RAMs is refused before synthesis, saying what to change."""
+    checkpoint = write_tiny_checkpoint(tmp_path / "m", n_layer=2, n_embd=64, n_head=4)
+    result = _run("hdl.build", "--board", "icebreaker", "--checkpoint", checkpoint, "--codes", "ebr",
+                  "--out", tmp_path / "x", "--quiet")
+    line = one_line_error(result)
+    assert "won't fit the iCE40UP5K: 48.0 KiB of codes need 96 block RAMs" in line and "use --codes spram" in line
+    assert not (tmp_path / "x").exists()
