@@ -39,7 +39,9 @@ class HostLink(wiring.Component):
 
     The code write port, the activation stream and ``results.ready`` come from
     flip-flops, so no combinational path runs from the link into the engine
-    or the SPRAMs.
+    or the SPRAMs; nor between the link and the UART: a byte passes a
+    one-entry register each way (`rx` and `tx` take a byte at most every
+    other cycle, far faster than the line).
 
     Parameters
     ----------
@@ -127,13 +129,41 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rx, tx = self.rx, self.tx
+        # The FSM's byte streams, each a one-byte register away from the UART's.
+        rx, tx = stream.Signature(8).create(), stream.Signature(8).create()
+        m.d.comb += self.rx.ready.eq(~rx.valid)
+        with m.If(self.rx.valid & ~rx.valid):
+            m.d.sync += [rx.payload.eq(self.rx.payload), rx.valid.eq(1)]
+        with m.If(rx.valid & rx.ready):
+            m.d.sync += rx.valid.eq(0)
+        tx_full, tx_byte = Signal(), Signal(8)
+        m.d.comb += [self.tx.valid.eq(tx_full), self.tx.payload.eq(tx_byte), tx.ready.eq(~tx_full)]
+        with m.If(tx.valid & ~tx_full):
+            m.d.sync += [tx_byte.eq(tx.payload), tx_full.eq(1)]
+        with m.If(self.tx.valid & self.tx.ready):
+            m.d.sync += tx_full.eq(0)
         act_bytes, acc_bytes = self._act_bytes, self._acc_bytes
         identity = self._identity.pack()
 
         command = Signal(8)
+        is_identify, is_run = Signal(), Signal()            # command == IDENTIFY, RUN
         remaining = Signal(16)      # request payload bytes still to read
         resp_len = Signal(16)       # response payload bytes still to send
+        # remaining == 0, == 1 and resp_len == 0, == 1, kept in flip-flops beside them (every
+        # assignment updates both), so that no comparison of a counter is in series with the FSM.
+        rem_zero, rem_one, resp_zero, resp_one = Signal(init=1), Signal(), Signal(init=1), Signal()
+
+        def count_down_remaining():
+            m.d.sync += [remaining.eq(remaining - 1), rem_zero.eq(rem_one), rem_one.eq(remaining == 2)]
+
+        def set_resp_len(value, zero, one):
+            m.d.sync += [resp_len.eq(value), resp_zero.eq(zero), resp_one.eq(one)]
+
+        def count_down_resp_len(step=1):
+            if step == 1:
+                set_resp_len(resp_len - 1, resp_one, resp_len == 2)
+            else:
+                set_resp_len(resp_len - step, resp_len == step, resp_len == step + 1)
         status = Signal(Status)
         line_err = Signal()         # the UART lost a byte of this request
         index = Signal(range(max(len(identity), 3, acc_bytes) + 1))
@@ -143,12 +173,11 @@ class HostLink(wiring.Component):
 
         # -- no byte from the host for `timeout` cycles inside a request --
         timer = Signal(range(self._timeout + 1))
-        timed_out = Signal()
-        m.d.comb += timed_out.eq(timer == self._timeout)
+        timed_out = Signal()        # timer == timeout, kept in a flip-flop
         with m.If(rx.valid):
-            m.d.sync += timer.eq(0)
+            m.d.sync += [timer.eq(0), timed_out.eq(0)]
         with m.Elif(~timed_out):
-            m.d.sync += timer.eq(timer + 1)
+            m.d.sync += [timer.eq(timer + 1), timed_out.eq(timer == self._timeout - 1)]
         with m.If(self.line_error):
             m.d.sync += line_err.eq(1)
 
@@ -158,12 +187,15 @@ class HostLink(wiring.Component):
         run_bytes = Signal(17)
         run_resp = Signal(17)
         tokens = Signal(range(self._max_tokens + 1))
+        run_match, run_over, run_resp_zero, run_resp_one = Signal(), Signal(), Signal(), Signal()
 
         # -- LOAD --
         address = Signal(16)
         bad_bank = Signal()
         checksum = Signal(16)
         write = self.code_write
+        too_long = Signal()         # the words of a LOAD would run past the bank's end
+        m.d.sync += too_long.eq(address + (remaining >> 1) > self._bank_words)
         m.d.sync += write.en.eq(0)        # the write port is registered: a write is one cycle of en
 
         # -- RUN: bytes (from the host, or zeros when draining) -> activations --
@@ -189,10 +221,14 @@ class HostLink(wiring.Component):
 
         def respond(code, length=0):
             """Answer `code`; an error answer becomes LINE_ERROR if the UART lost a byte of the request,
-            the likely cause of the error."""
+            the likely cause of the error. `resp_len` is 0 from Idle until a RUN's length check sets it
+            (and a dropped RUN counts it back to 0), so only a non-zero `length` is written; `index` is
+            cleared in Status."""
             if code is not Status.OK:
                 code = Mux(line_err, Status.LINE_ERROR, code)
-            m.d.sync += [status.eq(code), resp_len.eq(length), index.eq(0)]
+            m.d.sync += status.eq(code)
+            if length:
+                set_resp_len(length, length == 0, length == 1)
             m.next = "Status"
 
         def respond_error(code):
@@ -200,18 +236,26 @@ class HostLink(wiring.Component):
             m.d.sync += status.eq(code)
             m.next = "Discard"
 
-        with m.FSM(name="link_fsm"):
+        # The identity byte at `index`, a cycle late: `index` moves only when a byte is taken, and
+        # the tx register then takes nothing the next cycle.
+        rom_byte = Signal(8)
+        m.d.sync += rom_byte.eq(Array(Const(byte, 8) for byte in identity)[index])
+
+        with m.FSM(name="link_fsm") as fsm:
             with m.State("Idle"):
                 m.d.comb += rx.ready.eq(1)
                 m.d.sync += [line_err.eq(0), draining.eq(0), phase.eq(0), index.eq(0), bad_bank.eq(0)]
+                set_resp_len(0, 1, 0)
                 with m.If(rx.valid):
-                    m.d.sync += command.eq(rx.payload)
+                    m.d.sync += [command.eq(rx.payload), is_identify.eq(rx.payload == Command.IDENTIFY),
+                                 is_run.eq(rx.payload == Command.RUN)]
                     m.next = "Length-low"
 
             with m.State("Length-low"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
-                    m.d.sync += remaining[:8].eq(rx.payload)
+                    m.d.sync += [remaining[:8].eq(rx.payload), rem_zero.eq((rx.payload == 0) & (remaining[8:] == 0)),
+                                 rem_one.eq((rx.payload == 1) & (remaining[8:] == 0))]
                     m.next = "Length-high"
                 with m.Elif(timed_out):
                     respond(Status.TIMEOUT)
@@ -219,7 +263,8 @@ class HostLink(wiring.Component):
             with m.State("Length-high"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
-                    m.d.sync += remaining[8:].eq(rx.payload)
+                    m.d.sync += [remaining[8:].eq(rx.payload), rem_zero.eq((rx.payload == 0) & (remaining[:8] == 0)),
+                                 rem_one.eq((rx.payload == 0) & (remaining[:8] == 1))]
                     m.next = "Dispatch"
                 with m.Elif(timed_out):
                     respond(Status.TIMEOUT)
@@ -227,7 +272,7 @@ class HostLink(wiring.Component):
             with m.State("Dispatch"):
                 with m.Switch(command):
                     with m.Case(Command.IDENTIFY):
-                        with m.If(remaining != 0):
+                        with m.If(~rem_zero):
                             respond_error(Status.BAD_LENGTH)
                         with m.Else():
                             m.next = "End"
@@ -238,22 +283,22 @@ class HostLink(wiring.Component):
                             m.d.sync += [checksum.eq(0), write.bank.eq(0)]
                             m.next = "Load-header"
                     with m.Case(Command.LAYER):
-                        with m.If(remaining != 1):
+                        with m.If(~rem_one):
                             respond_error(Status.BAD_LENGTH)
                         with m.Else():
                             m.next = "Layer"
                     with m.Case(Command.RUN):
                         m.d.sync += [run_bytes.eq(layer_in_bytes), run_resp.eq(layer_out_bytes), tokens.eq(1)]
-                        m.next = "Run-check"
+                        m.next = "Run-compare"
                     with m.Default():
                         respond_error(Status.BAD_COMMAND)
 
             with m.State("Discard"):
                 m.d.comb += rx.ready.eq(1)
-                with m.If(remaining == 0):
+                with m.If(rem_zero):
                     respond(status)
                 with m.Elif(rx.valid):
-                    m.d.sync += remaining.eq(remaining - 1)
+                    count_down_remaining()
                 with m.Elif(timed_out):
                     respond(Status.TIMEOUT)
 
@@ -261,7 +306,8 @@ class HostLink(wiring.Component):
             with m.State("Load-header"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
-                    m.d.sync += [remaining.eq(remaining - 1), index.eq(index + 1)]
+                    m.d.sync += index.eq(index + 1)
+                    count_down_remaining()
                     with m.Switch(index):
                         with m.Case(0):
                             m.d.sync += [write.bank.eq(rx.payload), bad_bank.eq(rx.payload >= self._banks)]
@@ -269,22 +315,27 @@ class HostLink(wiring.Component):
                             m.d.sync += low.eq(rx.payload)
                         with m.Case(2):
                             m.d.sync += address.eq(rx.payload << 8 | low)
-                            m.next = "Load-check"
+                            m.next = "Load-sum"
                 with m.Elif(timed_out):
                     respond(Status.TIMEOUT)
 
+            # The bound check is registered (`too_long`) so that it is not in series with the FSM's logic.
+            with m.State("Load-sum"):
+                m.next = "Load-check"
+
             with m.State("Load-check"):
-                with m.If(bad_bank | (address + (remaining >> 1) > self._bank_words)):
+                with m.If(bad_bank | too_long):
                     respond_error(Status.BAD_ARGUMENT)
                 with m.Else():
                     m.next = "Load-data"
 
             with m.State("Load-data"):
                 m.d.comb += rx.ready.eq(1)
-                with m.If(remaining == 0):
+                with m.If(rem_zero):
                     m.next = "End"
                 with m.Elif(rx.valid):
-                    m.d.sync += [remaining.eq(remaining - 1), phase.eq(~phase), low.eq(rx.payload)]
+                    m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
+                    count_down_remaining()
                     with m.If(phase):
                         m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(rx.payload << 8 | low),
                                      address.eq(address + 1),
@@ -306,52 +357,60 @@ class HostLink(wiring.Component):
                     respond(Status.TIMEOUT)
 
             # RUN: find T with T * K * act_bytes == length, 1 <= T <= max_tokens
+            # (the comparisons are registered: Run-compare gives them a cycle)
+            with m.State("Run-compare"):
+                m.d.sync += [run_match.eq(run_bytes == remaining), run_resp_zero.eq(run_resp == 0),
+                             run_resp_one.eq(run_resp == 1),
+                             run_over.eq((tokens == self._max_tokens) | (run_bytes > remaining))]
+                m.next = "Run-check"
             with m.State("Run-check"):
-                with m.If(run_bytes == remaining):
-                    m.d.sync += resp_len.eq(run_resp)
+                with m.If(run_match):
+                    set_resp_len(run_resp, run_resp_zero, run_resp_one)
                     m.next = "Run-data"
-                with m.Elif((tokens == self._max_tokens) | (run_bytes > remaining)):
+                with m.Elif(run_over):
                     respond_error(Status.BAD_LENGTH)
                 with m.Else():
                     m.d.sync += [run_bytes.eq(run_bytes + layer_in_bytes),
                                  run_resp.eq(run_resp + layer_out_bytes), tokens.eq(tokens + 1)]
+                    m.next = "Run-compare"
 
             with m.State("Run-data"):
-                with m.If(remaining == 0):
+                with m.If(rem_zero):
                     with m.If(draining):
                         m.next = "Run-drop"            # status is TIMEOUT
                     with m.Elif(line_err):
                         m.d.sync += status.eq(Status.LINE_ERROR)
                         m.next = "Run-drop"
                     with m.Else():
-                        m.d.sync += [status.eq(Status.OK), index.eq(0)]
+                        m.d.sync += status.eq(Status.OK)
                         m.next = "Status"
                 with m.Elif(in_valid):
                     with m.If(phase == act_bytes - 1):
                         m.d.comb += rx.ready.eq(act_free & ~draining)
                         with m.If(act_free):
                             m.d.sync += [acts.valid.eq(1), acts.payload.data.eq(value),
-                                         acts.payload.last.eq(remaining == 1),
-                                         remaining.eq(remaining - 1), phase.eq(0)]
+                                         acts.payload.last.eq(rem_one), phase.eq(0)]
+                            count_down_remaining()
                     with m.Else():
                         m.d.comb += rx.ready.eq(~draining)
-                        m.d.sync += [remaining.eq(remaining - 1), phase.eq(1), low.eq(in_byte)]
+                        m.d.sync += [phase.eq(1), low.eq(in_byte)]
+                        count_down_remaining()
                 with m.Elif(timed_out):
                     # The host stopped mid-batch: finish the batch with zeros, drop its results.
                     m.d.sync += [draining.eq(1), status.eq(Status.TIMEOUT)]
 
             with m.State("Run-drop"):
-                with m.If(resp_len == 0):
+                with m.If(resp_zero):
                     respond(status)
                 with m.Elif(held_valid):
                     m.d.comb += take.eq(1)
-                    m.d.sync += resp_len.eq(resp_len - acc_bytes)
+                    count_down_resp_len(acc_bytes)
 
             # The end of a well-formed request: answer it.
             with m.State("End"):
                 with m.If(line_err):
                     respond(Status.LINE_ERROR)
-                with m.Elif(command == Command.IDENTIFY):
+                with m.Elif(is_identify):
                     respond(Status.OK, len(identity))
                 with m.Else():
                     respond(Status.OK, 2)        # LOAD: the checksum
@@ -359,6 +418,7 @@ class HostLink(wiring.Component):
             # -- the response: status, length, payload --
             with m.State("Status"):
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(status)]
+                m.d.sync += index.eq(0)
                 with m.If(tx.ready):
                     m.next = "Response-length-low"
             with m.State("Response-length-low"):
@@ -368,28 +428,32 @@ class HostLink(wiring.Component):
             with m.State("Response-length-high"):
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(resp_len[8:])]
                 with m.If(tx.ready):
-                    with m.If(resp_len == 0):
+                    with m.If(resp_zero):
                         m.next = "Idle"
-                    with m.Elif(command == Command.RUN):
+                    with m.Elif(is_run):
                         m.next = "Send-results"
                     with m.Else():
                         m.next = "Send-bytes"
             with m.State("Send-bytes"):
-                rom = Array(Const(byte, 8) for byte in identity)
                 m.d.comb += [tx.valid.eq(1),
-                             tx.payload.eq(Mux(command == Command.IDENTIFY, rom[index], checksum.word_select(index[0], 8)))]
+                             tx.payload.eq(Mux(is_identify, rom_byte, checksum.word_select(index[0], 8)))]
                 with m.If(tx.ready):
-                    m.d.sync += [index.eq(index + 1), resp_len.eq(resp_len - 1)]
-                    with m.If(resp_len == 1):
+                    m.d.sync += index.eq(index + 1)
+                    count_down_resp_len()
+                    with m.If(resp_one):
                         m.next = "Idle"
             with m.State("Send-results"):
                 wide = Signal(signed(8 * acc_bytes))
                 m.d.comb += [wide.eq(held), tx.valid.eq(held_valid),
                              tx.payload.eq(wide.as_unsigned().word_select(index, 8))]
                 with m.If(tx.valid & tx.ready):
-                    m.d.sync += [index.eq(Mux(index == acc_bytes - 1, 0, index + 1)), resp_len.eq(resp_len - 1)]
+                    m.d.sync += index.eq(Mux(index == acc_bytes - 1, 0, index + 1))
+                    count_down_resp_len()
                     with m.If(index == acc_bytes - 1):
                         m.d.comb += take.eq(1)
-                    with m.If(resp_len == 1):
+                    with m.If(resp_one):
                         m.next = "Idle"
+        # One flip-flop per state: Yosys keeps the init value (the reset state) and the state
+        # decoding then costs no LUT levels in front of the FSM's many enables.
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m

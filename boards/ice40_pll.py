@@ -151,5 +151,7 @@ class ICE40PLL(wiring.Component):
             m.d.por += timer.eq(0)
         with m.Elif(timer != delay):
             m.d.por += timer.eq(timer + 1)
-        m.d.comb += [self.locked.eq(timer == delay), ResetSignal(domain).eq(timer != delay)]
+        reset = Signal(init=1)                 # a flip-flop: the reset's fan-out starts at a register
+        m.d.por += reset.eq(timer != delay)
+        m.d.comb += [self.locked.eq(~reset), ResetSignal(domain).eq(reset)]
         return m

@@ -49,10 +49,10 @@ class Engine(wiring.Component):
     stalls; nothing is dropped or duplicated.
 
     Throughput, per tile of ``T <= R`` tokens: ``T * K`` input cycles, ``slots *
-    max(K + 1, C)`` compute cycles, ``T * N`` output cycles; the three overlap
+    max(K + 1, C)`` compute cycles, ``T * N + 2`` output cycles; the three overlap
     (the next tile loads while this one computes, and a tile's results leave
     while the next computes), so the slowest sets the rate. Latency: with the
-    streams never stalled, a tile's first result leaves ``max(K + 1, C) + 6``
+    streams never stalled, a tile's first result leaves ``max(K + 1, C) + 8``
     cycles after its last activation is accepted; results of token ``r``
     follow as soon as the passes that make them have drained.
 
@@ -242,6 +242,14 @@ class Engine(wiring.Component):
                 m.d.comb += [out[f].eq(values[0]) for f, values in fields.items()]
         return out
 
+    def _idle_unless(self, compute, code):
+        """`code` on a compute beat, else the idle weight. A PoT code is idle whatever its sign once
+        its exponent bits are all set (the zero code), so only those are forced."""
+        if self._pe == "int8":
+            return Mux(compute, code, 0)
+        exponent_bits = self._bits - 1
+        return Cat(code[:exponent_bits] | Mux(compute, 0, (1 << exponent_bits) - 1), code[exponent_bits:])
+
     def elaborate(self, platform):
         m = Module()
         layout, layers = self._layout, self._layout.layers
@@ -303,6 +311,7 @@ class Engine(wiring.Component):
         # -- feeder: one pass per slot over a full bank ----------------------------------
         D = self._result_depth
         reserved = Signal(range(D + 1))          # result entries per row reserved and not yet emitted
+        room = Signal()                          # reserved <= D - C, a cycle late (see below)
         freed, freed_count = Signal(), Signal(range(D + 1))
         feed_bank, feed_active, feed_slot = Signal(), Signal(), Signal(range(max(p.slots for p in layers)))
         feed_beat = Signal(range(max(self.period(p.k) for p in layers)))
@@ -310,42 +319,81 @@ class Engine(wiring.Component):
         code_addr = Signal(max(1, ceil_log2(layout.code_depth)))
         feed_layer = Mux(feed_bank, bank_layer[1], bank_layer[0])
         # A pass is `lead` idle beats, K compute beats and the drain beat, so consecutive drain
-        # beats are a whole period (>= C cycles) apart whatever the layers.
+        # beats are a whole period (>= C cycles) apart whatever the layers. A pass lasts at least
+        # two beats (K >= 1), so `start` never follows a start, which `room` relies on.
         feed = self._lookup(m, feed_layer, "feed", lead=[self.period(p.k) - 1 - p.k for p in layers],
                             beat_last=[self.period(p.k) - 1 for p in layers],
-                            slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers])
-        first_slot = feed_slot == 0
-        start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & (reserved <= D - C)
+                            slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers],
+                            computes_first=[int(self.period(p.k) - 1 - p.k == 0) for p in layers])
+        first_slot = Signal(init=1)              # feed_slot == 0
+        start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & room
                  & (~first_slot | descriptors.w_rdy))
-        issuing = feed_active | start
-        beat = Mux(feed_active, feed_beat, 0)
         k = Mux(feed_active, feed_k, 0)
-        drain = issuing & (beat == feed["beat_last"])
-        compute = issuing & (beat >= feed["lead"]) & ~drain
+        drain = feed_active & (feed_beat == feed["beat_last"])       # never the start beat (K >= 1)
+        compute = Mux(feed_active, (feed_beat >= feed["lead"]) & ~drain, start & feed["computes_first"])
         addr_now = Mux(start & first_slot, feed["code_base"], code_addr)
-        with m.If(compute):
-            m.d.sync += [code_addr.eq(addr_now + 1), feed_k.eq(k + 1)]
-        with m.Else():
-            m.d.sync += code_addr.eq(addr_now)
-        with m.If(issuing):
-            m.d.sync += [feed_beat.eq(beat + 1), feed_active.eq(1)]
+        with m.If(start & first_slot):
+            m.d.sync += code_addr.eq(feed["code_base"] + feed["computes_first"])
+        with m.Elif(compute):
+            m.d.sync += code_addr.eq(code_addr + 1)
+        with m.If(start):
+            m.d.sync += [feed_beat.eq(1), feed_active.eq(1), feed_k.eq(feed["computes_first"])]
+        with m.Elif(feed_active):
+            m.d.sync += feed_beat.eq(feed_beat + 1)
+            with m.If(compute):
+                m.d.sync += feed_k.eq(feed_k + 1)
         with m.If(drain):
             m.d.sync += [feed_active.eq(0), feed_k.eq(0)]
             with m.If(feed_slot == feed["slot_last"]):
-                m.d.sync += [feed_slot.eq(0), feed_bank.eq(~feed_bank)]
+                m.d.sync += [feed_slot.eq(0), first_slot.eq(1), feed_bank.eq(~feed_bank)]
                 m.d.comb += clear_full.eq(Mux(feed_bank, 0b10, 0b01))
             with m.Else():
-                m.d.sync += feed_slot.eq(feed_slot + 1)
+                m.d.sync += [feed_slot.eq(feed_slot + 1), first_slot.eq(0)]
         m.d.comb += [
             descriptors.w_en.eq(start & first_slot),
             descriptors.w_data.eq(Cat(feed_layer, Mux(feed_bank, bank_rows[1], bank_rows[0]),
                                       Mux(feed_bank, bank_final[1], bank_final[0]))),
         ]
-        m.d.sync += reserved.eq(reserved + Mux(start, C, 0) - Mux(freed, freed_count, 0))
+        # Entries are freed a cycle after the emitter finishes a tile, and `room` lags `reserved`
+        # by a cycle: both only delay a start, and keep the emitter's logic off this adder.
+        freed_late, freed_late_count = Signal(), Signal(range(D + 1))
+        m.d.sync += [freed_late.eq(freed), freed_late_count.eq(freed_count),
+                     reserved.eq(reserved + Mux(start, C, 0) - Mux(freed_late, freed_late_count, 0)),
+                     room.eq(reserved <= D - C)]
 
+        # The beat leaves the feeder through registers: memory addresses and flags come from
+        # flip-flops, a cycle after the beat was decided.
+        beat_addr, beat_k, beat_bank = Signal.like(code_addr), Signal.like(feed_k), Signal()
+        beat_compute, beat_drain, beat_load = Signal(), Signal(), Signal()
+        m.d.sync += [beat_addr.eq(addr_now), beat_k.eq(k), beat_bank.eq(feed_bank),
+                     beat_compute.eq(compute), beat_drain.eq(drain), beat_load.eq(start & first_slot)]
+
+        # Codes: the address walks along the top edge one column per cycle (the skew), so
+        # store g reads at its first column's time; lane j of a word is delayed j more cycles.
+        # Rather than delaying the address itself, each store after the first keeps its own copy
+        # of the feeder's address counter, stepped by the delayed flags: it loads the pass's
+        # code base on a load beat (`pass_base` holds for at least C cycles) and counts compute
+        # beats, so it reads, `first` cycles late, the address group 0 read.
+        pass_base = Signal.like(code_addr)
+        with m.If(start & first_slot):
+            m.d.sync += pass_base.eq(feed["code_base"])
+        flags = []
+        for c in range(C):
+            flag = Signal(3, name=f"flags_{c}")           # (compute, drain, load) one cycle after the read
+            m.d.sync += flag.eq(flags[-1] if c else Cat(beat_compute, beat_drain, beat_load))
+            flags.append(flag)
+        addresses = {0: beat_addr}
+        for first in range(self._columns_per_word, C, self._columns_per_word):
+            address = Signal.like(code_addr, name=f"code_addr_{first}")
+            load = flags[first - 2][2] if first > 1 else beat_load      # the load beat, a cycle early
+            with m.If(load):
+                m.d.sync += address.eq(pass_base)
+            with m.Else():
+                m.d.sync += address.eq(address + flags[first - 1][0])
+            addresses[first] = address
         # Activations: every row memory read at the beat; row r delayed by its skew.
         for r, port in enumerate(act_read):
-            m.d.comb += port.addr.eq(Cat(k, feed_bank))
+            m.d.comb += port.addr.eq(Cat(beat_k, beat_bank))
             x = port.data
             for i in range(array.row_skew(r)):
                 delayed = Signal(signed(A), name=f"x_skew_{r}_{i}")
@@ -353,30 +401,20 @@ class Engine(wiring.Component):
                 x = delayed
             m.d.comb += array.x[r].eq(x)
 
-        # Codes: the address walks along the top edge one column per cycle (the skew), so
-        # store g reads at its first column's time; lane j of a word is delayed j more cycles.
-        addresses, flags = [addr_now], []
-        for c in range(C):
-            if c:
-                delayed = Signal(code_addr.shape(), name=f"code_addr_{c}")
-                m.d.sync += delayed.eq(addresses[-1])
-                addresses.append(delayed)
-            flag = Signal(2, name=f"flags_{c}")           # (compute, drain) one cycle after the read
-            m.d.sync += flag.eq(flags[-1] if c else Cat(compute, drain))
-            flags.append(flag)
         lane_bits = layout.code_bits
         for g, store in enumerate(self._code_stores):
             first = g * self._columns_per_word
             m.d.comb += [store.read.addr.eq(addresses[first]), store.read.en.eq(1)]
             for j in range(min(self._columns_per_word, C - first)):
-                lane = store.read.data[j * lane_bits:(j + 1) * lane_bits]
+                # Idle unless the beat computes, decided as the word arrives (so that the gate
+                # shares a logic cell with the lane's first skew register).
+                lane = self._idle_unless(flags[first][0], store.read.data[j * lane_bits:(j + 1) * lane_bits])
                 for i in range(j):
                     delayed = Signal(lane_bits, name=f"code_skew_{first + j}_{i}")
                     m.d.sync += delayed.eq(lane)
                     lane = delayed
                 c = first + j
-                m.d.comb += [array.w[c].eq(Mux(flags[c][0], lane, array.idle_weight)),
-                             array.drain[c].eq(flags[c][1])]
+                m.d.comb += [array.w[c].eq(lane), array.drain[c].eq(flags[c][1])]
 
         # -- result buffers: row r's drained sums, in order --------------------------------
         written = []
@@ -401,19 +439,56 @@ class Engine(wiring.Component):
         emit_row, emit_n = Signal(range(R)), Signal(range(max(p.n for p in layers)))
         # Pointers count modulo 4 * D so that the difference below is a signed number: a row may
         # still be writing the padding of the previous tile when the emitter moves past it.
+        # `read_ptr` is emit_base + emit_n, kept in a register of its own.
         emit_base = Signal(depth_bits + 2)
-        row_written = Signal(depth_bits + 2)
-        with m.Switch(emit_row):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += row_written.eq(written[r])
-        available = Signal(signed(depth_bits + 2))
-        m.d.comb += available.eq(row_written - emit_base)
+        read_ptr = Signal(depth_bits + 2)
+        # Whether row `emit_row` has an entry at `read_ptr` is decided a cycle ahead, into
+        # flip-flops, from the pointers as they are (a row's pointer only grows, so the answer
+        # is at worst a cycle late): one entry or two beyond `read_ptr` (for after an issue in
+        # the row), and one at the start of the row that follows (for after a row's last issue;
+        # after a tile's last issue the emitter waits, see `desc_ready`).
+        def row_pointer(offset, name):
+            pointer = Signal(depth_bits + 2, name=name)
+            with m.Switch(emit_row):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.comb += pointer.eq(written[(r + offset) % R])
+            return pointer
+
+        # Likewise whether this issue ends its row (``emit_n == n_last``) and its tile (``emit_row ==
+        # rows - 1``): for no issue last cycle, for one within a row, for one that ended a row. (After
+        # an issue that ended a tile nothing issues, and the flags catch up with the new descriptor.)
+        row_done, tile_done = Signal(), Signal()
+        row_done_now, row_done_next, row_done_first = Signal(), Signal(), Signal()
+        tile_done_now, tile_done_next = Signal(), Signal()
+        m.d.sync += [row_done_now.eq(emit_n == emit["n_last"]), row_done_next.eq(emit_n + 1 == emit["n_last"]),
+                     row_done_first.eq(emit["n_last"] == 0),
+                     tile_done_now.eq(emit_row == desc.rows - 1), tile_done_next.eq(emit_row + 2 == desc.rows)]
+        next_base = emit_base + emit["stride"]
+        # a - b > 0 is a + ~b = a - b - 1 >= 0: one carry chain and its sign bit.
+        beyond = Signal(signed(depth_bits + 2))             # row entries written beyond read_ptr, less one
+        next_beyond = Signal(signed(depth_bits + 2))        # the next row's beyond its start, less one
+        m.d.comb += [beyond.eq(row_pointer(0, "row_written") + ~read_ptr),
+                     next_beyond.eq(row_pointer(1, "next_row_written") + ~emit_base)]
+        has_one, has_two, next_has_one = Signal(), Signal(), Signal()
+        issued, issued_last = Signal(), Signal()
+        m.d.comb += [row_done.eq(Mux(issued, Mux(issued_last, row_done_first, row_done_next), row_done_now)),
+                     tile_done.eq(Mux(issued_last, tile_done_next, tile_done_now))]
+        m.d.sync += [has_one.eq(beyond >= 0), has_two.eq((beyond >= 0) & (beyond != 0)),
+                     next_has_one.eq(next_beyond >= 0)]
         out = self.results
         advance = ~out.valid | out.ready
-        issue = advance & descriptors.r_rdy & (available > emit_n)
+        # A tile's descriptor leaves the queue (`pop`, freeing its entries) the cycle after the
+        # tile's last issue. The flags above were computed from the descriptor of the cycle
+        # before, so a descriptor is only used from the cycle after it appears (`desc_ready`).
+        tile_end, pop, desc_ready = Signal(), Signal(), Signal()
+        m.d.sync += [pop.eq(tile_end), desc_ready.eq(descriptors.r_rdy & ~tile_end & ~pop)]
+        m.d.comb += [descriptors.r_en.eq(pop), freed.eq(pop), freed_count.eq(emit["stride"])]
+        issue = (advance & desc_ready
+                 & Mux(issued, Mux(issued_last, next_has_one, has_two), has_one))
+        m.d.sync += [issued.eq(issue), issued_last.eq(issue & row_done)]
         for port in result_read:
-            m.d.comb += [port.addr.eq((emit_base + emit_n)[:depth_bits]), port.en.eq(advance)]
+            m.d.comb += [port.addr.eq(read_ptr[:depth_bits]), port.en.eq(advance)]
         m.d.comb += [bias_store.read.addr.eq(emit["bias_base"] + emit_n), bias_store.read.en.eq(advance)]
 
         read_valid, read_row, read_last = Signal(), Signal(range(R)), Signal()
@@ -426,21 +501,21 @@ class Engine(wiring.Component):
             m.d.sync += [
                 read_valid.eq(issue),
                 read_row.eq(emit_row),
-                read_last.eq(desc.final & (emit_row == desc.rows - 1) & (emit_n == emit["n_last"])),
+                read_last.eq(desc.final & tile_done & row_done),
                 out.valid.eq(read_valid),
                 out.p.data.eq(read_data.as_signed() + bias_store.read.data.as_signed()),
                 out.p.last.eq(read_last),
             ]
         with m.If(issue):
-            with m.If(emit_n == emit["n_last"]):
+            with m.If(row_done):
                 m.d.sync += emit_n.eq(0)
-                with m.If(emit_row == desc.rows - 1):
-                    m.d.sync += [emit_row.eq(0), emit_base.eq(emit_base + emit["stride"])]
-                    m.d.comb += [descriptors.r_en.eq(1), freed.eq(1), freed_count.eq(emit["stride"])]
+                with m.If(tile_done):
+                    m.d.sync += [emit_row.eq(0), emit_base.eq(next_base), read_ptr.eq(next_base)]
+                    m.d.comb += tile_end.eq(1)
                 with m.Else():
-                    m.d.sync += emit_row.eq(emit_row + 1)
+                    m.d.sync += [emit_row.eq(emit_row + 1), read_ptr.eq(emit_base)]
             with m.Else():
-                m.d.sync += emit_n.eq(emit_n + 1)
+                m.d.sync += [emit_n.eq(emit_n + 1), read_ptr.eq(read_ptr + 1)]
 
         # -- busy: batches started and not finished ---------------------------------------
         batches = Signal(range(16))
