@@ -4,6 +4,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .identity_rom import IdentityRom
 from .protocol import MAX_PAYLOAD, Command, Identity, Status, value_bytes
 
 __all__ = ["HostLink", "code_write_signature"]
@@ -99,6 +100,7 @@ class HostLink(wiring.Component):
         if not 1 <= _check_positive(word_width, "Word width") <= 16:
             raise ValueError(f"Code words must be at most 16 bits, not {word_width}")
         self._identity = identity
+        self._identity_rom = None          # made on first use: an unused one would be an unused elaboratable
         self._layers = layers
         self._act_bits, self._acc_bits = act_bits, acc_bits
         self._max_tokens = max_tokens
@@ -118,6 +120,13 @@ class HostLink(wiring.Component):
     @property
     def identity(self):
         return self._identity
+
+    @property
+    def identity_rom(self):
+        """The memory IDENTIFY is answered from (`IdentityRom`), which a bitstream patch rewrites."""
+        if self._identity_rom is None:
+            self._identity_rom = IdentityRom(self._identity)
+        return self._identity_rom
 
     @property
     def max_tokens(self):
@@ -238,8 +247,9 @@ class HostLink(wiring.Component):
 
         # The identity byte at `index`, a cycle late: `index` moves only when a byte is taken, and
         # the tx register then takes nothing the next cycle.
-        rom_byte = Signal(8)
-        m.d.sync += rom_byte.eq(Array(Const(byte, 8) for byte in identity)[index])
+        m.submodules.identity_rom = identity_rom = self.identity_rom
+        m.d.comb += identity_rom.addr.eq(index)
+        rom_byte = identity_rom.data
 
         with m.FSM(name="link_fsm") as fsm:
             with m.State("Idle"):

@@ -204,6 +204,11 @@ class ICEBreakerTop(wiring.Component):
         return self._identity
 
     @property
+    def identity_rom(self):
+        """The memory the host link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
+        return self._link.identity_rom
+
+    @property
     def divisor(self):
         return self._uart.divisor
 

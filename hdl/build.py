@@ -35,8 +35,10 @@ build; ``--build`` names the finished build (default ``--out``, which is then
 replaced whole). With the codes in SPRAM (``--codes spram``, the default) the
 host loads the new ones at start as ever; ``--codes ebr`` puts them in block RAM
 too (a model small enough: 30 EBR of 4 Kbit, shared with the buffers), and the
-patch swaps the weights themselves. The board's IDENTIFY answer, which is logic
-and not block RAM, keeps the built model's layout digest (``report.json`` ``patch``).
+patch swaps the weights themselves. The board's IDENTIFY answer is in block RAM
+too (`boards.identity_rom.IdentityRom`) and is patched with the rest, so the
+patched board names the new model's layout digest and `boards.host` loads and
+runs that model, and refuses the old one.
 
 ``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
 the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
@@ -303,7 +305,7 @@ def _patch(args):
              else "the host loads the new codes into SPRAM at start")
     _say(f"wrote {out} in {timing['seconds']:.1f} s (icebram {timing['icebram_seconds']:.1f} s, icepack "
          f"{timing['icepack_seconds']:.1f} s; the build took {report['build_seconds']:.0f} s); {codes}; the board "
-         f"still answers IDENTIFY with the built model's digest {timing['identify_digest']}", args.quiet)
+         f"now answers IDENTIFY with the new model's digest {report['layout_digest']}", args.quiet)
     return 0
 
 

@@ -1,7 +1,9 @@
 """The checkpoint-dependent block RAM of an iCEBreaker build, and swapping it for another checkpoint's.
 
 The block RAMs whose contents come from the checkpoint are the bias memory
-(`hdl.bias_store.BiasStore`) and, in a ``--codes ebr`` build, the code banks
+(`hdl.bias_store.BiasStore`), the host link's answer to IDENTIFY
+(`boards.identity_rom.IdentityRom`, whose digest names the model, so a patched
+board is known by the model it now holds) and, in a ``--codes ebr`` build, the code banks
 (writable `hdl.code_store.CodeStore`s; with ``--codes spram``, the default, the
 codes are in SPRAM, loaded by the host, and not in the bitstream at all). A
 build (`hdl.build.build_icebreaker`) synthesises, places and routes them with
@@ -22,6 +24,7 @@ icebram swaps them in over the unpatched ``.asc``, icepack packs it, and the
 output folder appears whole or not at all.
 """
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -49,7 +52,7 @@ PLACEHOLDER_SEED = 0x5eed
 
 def _patchable(top):
     """(name, kind, store) of each block RAM of `top` whose contents come from the checkpoint."""
-    stores = [("bias_store", "bias", top.engine.bias_store)]
+    stores = [("identity_rom", "identity", top.identity_rom), ("bias_store", "bias", top.engine.bias_store)]
     stores += [(f"code_store_{i}", "codes", store) for i, store in enumerate(top.engine.code_stores)
                if isinstance(store, CodeStore)]
     return stores
@@ -60,7 +63,7 @@ def prepare(top):
     returns their records for the manifest. UserError if one is too narrow for icebram (under 4 bits)."""
     records, slices = [], set()
     for index, (name, kind, store) in enumerate(_patchable(top)):
-        width = store.width if kind == "bias" else store.word_width
+        width = store.word_width if kind == "codes" else store.width
         depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
         try:
             words = placeholder_words(width, depth, PLACEHOLDER_SEED + index)
@@ -72,6 +75,8 @@ def prepare(top):
                   "placeholder": f"{name}.placeholder.hex"}
         if kind == "codes":
             record.update(first_column=store.first_column, columns_per_word=store.columns_per_word)
+        if kind == "identity":
+            record.update(identity=store.identity.pack().hex())
         records.append(record)
     if len(slices) != sum(record["width"] * record["depth"] // SLICE_WORDS for record in records):
         raise UserError("two placeholder bit slices are equal; change PLACEHOLDER_SEED")   # 2**-256 odds
@@ -104,6 +109,11 @@ def finish(work, top, memories, *, pe, codes):
 
 def _contents(memory, layout):
     """The words `memory` (a manifest record) holds for `layout`, packed as the hardware packs them."""
+    if memory["kind"] == "identity":     # the build's identity, naming the new model
+        from boards.identity_rom import IdentityRom
+        from boards.protocol import Identity, layout_digest
+        built = Identity.unpack(bytes.fromhex(memory["identity"]))
+        return IdentityRom.identity_words(dataclasses.replace(built, digest=layout_digest(layout)))
     if memory["kind"] == "bias":
         return bias_memory_words(layout, memory["width"])
     return [int(word) for word in layout.group_words(memory["first_column"], memory["columns_per_word"])]
@@ -203,14 +213,14 @@ def patch(build, roms, out, *, quiet=False):
         run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
         icepack_seconds = time.perf_counter() - stage
         built_model = report["model"]
-        report = dict(report, model=export_manifest["checkpoint"], model_sha256=export_manifest["checkpoint_sha256"])
+        report = dict(report, model=export_manifest["checkpoint"], model_sha256=export_manifest["checkpoint_sha256"],
+                      layout_digest=layout_digest(layout).hex())
         report["patch"] = {
             "from_build": str(build), "from_model": built_model,
             "roms": str(roms), "memories": [m["name"] for m in manifest["memories"]],
             "icebram_seconds": round(icebram_seconds, 2), "icepack_seconds": round(icepack_seconds, 2),
             "seconds": round(time.perf_counter() - start, 2),
-            # The host link's IDENTIFY answer is logic, not block RAM: it keeps the built model's digest.
-            "identify_digest": report["layout_digest"], "model_digest": layout_digest(layout).hex(),
+            "from_layout_digest": report["layout_digest"],
         }
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -1,8 +1,9 @@
-"""python -m hdl.build --patch: another checkpoint's biases (and, with --codes ebr, codes) swapped into a
-finished iCEBreaker build with icebram, proved by reading the block RAM back out of the .asc; patching back
+"""python -m hdl.build --patch: another checkpoint's biases and IDENTIFY answer (and, with --codes ebr, codes)
+swapped into a finished iCEBreaker build with icebram, proved by reading the block RAM back out of the .asc; patching back
 gives the original bit for bit; bad exports (other shapes, edited files) are refused with one line and
 nothing written."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from boards.protocol import Identity, layout_digest
 from golden.model_loading import load_integer_model
 from golden.paths import REPO_DIR
 from golden.pot_format import PotFormat
@@ -84,6 +86,12 @@ def _expected(checkpoint, memory):
     columns' entries, the first column in the low bits."""
     model = load_integer_model(checkpoint, bits=4)
     layout = model.layout(COLUMNS)
+    if memory["kind"] == "identity":
+        # The build's IDENTIFY answer (boards.protocol.Identity) with the digest of this checkpoint's layout,
+        # as 16-bit words of little-endian byte pairs: what boards.host compares with the model it loads.
+        built = Identity.unpack(bytes.fromhex(memory["identity"]))
+        packed = dataclasses.replace(built, digest=layout_digest(layout)).pack()
+        return [packed[i] | packed[i + 1] << 8 for i in range(0, len(packed), 2)]
     if memory["kind"] == "bias":
         words = [0] * (layout.bias_depth * COLUMNS)
         for placement in layout.layers:
@@ -137,7 +145,9 @@ def test_patch_reads_back(codes, request, tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((built["build"] / "patch" / "manifest.json").read_text())
     assert manifest["codes"] == codes
-    assert [m["kind"] for m in manifest["memories"]] == ["bias"] + ["codes"] * (codes == "ebr")
+    assert [m["kind"] for m in manifest["memories"]] == ["identity", "bias"] + ["codes"] * (codes == "ebr")
+    built_identity = Identity.unpack(bytes.fromhex(manifest["memories"][0]["identity"]))
+    assert built_identity.digest == layout_digest(load_integer_model(built["checkpoints"]["a"], bits=4).layout(COLUMNS))
     unpatched = (built["build"] / "patch" / "top.unpatched.asc").read_text()
     patched = (out / "top.asc").read_text()
     before, tiles, moved = ram_tiles(unpatched), ram_tiles(patched), set()
@@ -187,9 +197,9 @@ def test_patch_asc_partial_nibble(built, tmp_path):
     """A memory whose width is not a whole number of hex digits goes in two icebram runs: bits 0-8 of the
     placeholder swapped (as if the memory were 9 bits wide), bits 9 and up left alone."""
     manifest = json.loads((built["build"] / "patch" / "manifest.json").read_text())
-    (memory,) = manifest["memories"]
+    ((seed, memory),) = [(i, m) for i, m in enumerate(manifest["memories"]) if m["kind"] == "bias"]
     width, depth = memory["width"], memory["depth"]
-    placeholder = placeholder_words(width, depth, 0x5eed)
+    placeholder = placeholder_words(width, depth, 0x5eed + seed)
     new = [int(v) for v in np.random.default_rng(1).integers(0, 1 << 9, depth)]
     unpatched = built["build"] / "patch" / "top.unpatched.asc"
     patch_asc(unpatched, tmp_path / "out.asc", [("low", 9, [p & 0x1FF for p in placeholder], new)], work=tmp_path)

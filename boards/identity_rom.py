@@ -1,0 +1,85 @@
+"""The board's answer to IDENTIFY, held in a block-RAM-friendly memory so a bitstream patch can change it."""
+
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.bram_patch import check_placeholder
+
+from .protocol import Identity
+
+__all__ = ["IdentityRom"]
+
+
+class IdentityRom(wiring.Component):
+    """The packed `Identity` (`Identity.SIZE` bytes), read a byte at a time with one cycle of latency.
+
+    The identity ends in a digest of the model the bitstream holds. It lives in a
+    memory rather than in logic so that `hdl.patch_build` can swap it along with
+    the biases and codes it describes: a patched board then names the model it
+    now runs, and `boards.host` accepts that model and no other. The memory is
+    16 bits wide, byte ``i`` the low (even ``i``) or high (odd ``i``) half of word
+    ``i // 2``, so that with `use_placeholder` it is one 256 x 16 block RAM, the
+    shape icebram patches.
+
+    Parameters
+    ----------
+    identity : Identity
+        What the memory holds.
+
+    Attributes
+    ----------
+    addr : Signal(range(Identity.SIZE)), in
+        Byte address, sampled every cycle.
+    data : Signal(8), out
+        The byte at the address of the previous cycle.
+    """
+
+    width = 16
+
+    def __init__(self, identity):
+        if not isinstance(identity, Identity):
+            raise TypeError(f"Identity must be a boards.protocol.Identity, not {identity!r}")
+        self._identity = identity
+        self._words = self.identity_words(identity)
+        self._placeholder = None
+        super().__init__({"addr": In(range(Identity.SIZE)), "data": Out(8)})
+
+    @staticmethod
+    def identity_words(identity):
+        """The memory's contents for `identity`: 16-bit words, little-endian byte pairs."""
+        packed = identity.pack()
+        return [int.from_bytes(packed[i:i + 2], "little") for i in range(0, len(packed), 2)]
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def depth(self):
+        return len(self._words)
+
+    @property
+    def words(self):
+        return list(self._words)
+
+    @property
+    def placeholder(self):
+        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
+        return None if self._placeholder is None else list(self._placeholder)
+
+    def use_placeholder(self, words):
+        """Elaborate the memory with `words` (16-bit ints, a multiple of 256 of them) instead of the
+        identity, for a bitstream that icebram patches afterwards. Call before elaboration."""
+        self._placeholder = check_placeholder(words, depth=self.depth, width=self.width)
+
+    def elaborate(self, platform):
+        m = Module()
+        init = self._words if self._placeholder is None else self._placeholder
+        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.width), depth=len(init), init=init)
+        port = mem.read_port()
+        high = Signal()
+        m.d.comb += port.addr.eq(self.addr[1:])
+        m.d.sync += high.eq(self.addr[0])
+        m.d.comb += self.data.eq(port.data.word_select(high, 8))
+        return m
