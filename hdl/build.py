@@ -166,8 +166,8 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
 
         try:
             _implement(work, seed, quiet)
-            _say(f"patching the {'identity and biases' if codes == 'spram' else 'identity, codes and biases'} into the block RAM "
-                 f"(icebram); packing (icepack) ...", quiet)
+            contents = "identity and biases" if codes == "spram" else "identity, codes and biases"
+            _say(f"patching the {contents} into the block RAM (icebram); packing (icepack) ...", quiet)
             patch_seconds = patch_build.finish(work, top, memories, pe=pe, codes=codes)
             run_tool("ICEPACK", ["top.asc", "top.bin"], cwd=work, log_path=work / "icepack.log")
         except ToolError as error:
