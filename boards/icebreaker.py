@@ -1,17 +1,12 @@
 """The iCEBreaker board top: PLL clock, UART, host link, code banks in SPRAM, and the engine."""
 
-from amaranth import ClockDomain, Module
-from amaranth.lib import io, wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.vendor import SiliconBluePlatform
 
 from hdl.code_store import CodeStore
 
-from .host_link import HostLink
+from .hosted_top import HostedEngineTop, max_tokens
 from .ice40_pll import ICE40PLL, pll_settings
-from .protocol import MAX_PAYLOAD, Identity, layout_digest, value_bytes
 from .spram_code_store import SPRAMCodeStore
-from .uart import UART
 
 __all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor",
            "code_columns_per_word", "estimate_resources", "fit_problems"]
@@ -110,13 +105,7 @@ def uart_divisor(frequency, baud=DEFAULT_BAUD):
     return divisor
 
 
-def max_tokens(layout, rows, act_bits, acc_bits):
-    """Tokens per RUN: the array's rows, fewer if a RUN's request or response would exceed a frame."""
-    longest = max(max(layer.k * value_bytes(act_bits), layer.n * value_bytes(acc_bits)) for layer in layout.layers)
-    return min(rows, 255, MAX_PAYLOAD // longest)
-
-
-class ICEBreakerTop(wiring.Component):
+class ICEBreakerTop(HostedEngineTop):
     """Everything on the iCE40UP5K: the engine behind a UART host link.
 
     The engine's code banks are `boards.spram_code_store.SPRAMCodeStore` (the
@@ -161,6 +150,8 @@ class ICEBreakerTop(wiring.Component):
         are not the engine's writable code stores.
     """
 
+    LED = "led_g"
+
     def __init__(self, *, engine, code_stores, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=0.1):
         if not isinstance(frequency, (int, float)) or frequency <= 0:
             raise ValueError(f"Frequency must be a positive number of Hz, not {frequency!r}")
@@ -172,85 +163,8 @@ class ICEBreakerTop(wiring.Component):
                              "and pass its .stores")
         if divisor is None:
             divisor = uart_divisor(pll_settings(12e6, frequency).output_hz, baud)
-        self._pll = ICE40PLL(frequency=frequency)
-        self._engine = engine
-        self._stores = list(code_stores)
-        self._uart = UART(divisor=divisor)
-        layout = engine.layout
-        if len({(store.depth, store.word_width, store.columns_per_word) for store in self._stores}) != 1:
-            raise ValueError("The code stores differ in depth or word width; the host link writes them alike")
-        tokens = max_tokens(layout, engine.rows, engine.act_bits, engine.acc_bits)
-        if tokens < 1:
-            raise ValueError("A layer of this layout does not fit one RUN frame")
-        self._identity = Identity(
-            rows=engine.rows, columns=engine.columns, bits=engine.bits or 0, act_bits=engine.act_bits,
-            acc_bits=engine.acc_bits, columns_per_word=self._stores[0].columns_per_word,
-            banks=len(self._stores), bank_words=self._stores[0].depth, layers=len(layout.layers),
-            max_tokens=tokens, clock_hz=round(self._pll.frequency), divisor=divisor,
-            digest=layout_digest(layout))
-        self._link = HostLink(
-            identity=self._identity, layers=[(layer.k, layer.n) for layer in layout.layers],
-            act_bits=engine.act_bits, acc_bits=engine.acc_bits, max_tokens=tokens,
-            banks=len(self._stores), bank_words=self._stores[0].depth,
-            word_width=self._stores[0].word_width, timeout=max(16, round(timeout * frequency)))
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+        super().__init__(engine=engine, code_stores=code_stores, pll=ICE40PLL(frequency=frequency), divisor=divisor,
+                         timeout_cycles=max(16, round(timeout * frequency)))
 
-    @property
-    def engine(self):
-        return self._engine
-
-    @property
-    def identity(self):
-        return self._identity
-
-    @property
-    def identity_rom(self):
-        """The memory the host link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
-        return self._link.identity_rom
-
-    @property
-    def divisor(self):
-        return self._uart.divisor
-
-    @property
-    def frequency(self):
-        """The clock the PLL makes on the board, in Hz."""
-        return self._pll.frequency
-
-    @property
-    def baud(self):
-        return self._pll.frequency / self._uart.divisor
-
-    @property
-    def code_stores(self):
-        return list(self._stores)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.pll = pll = self._pll
-        m.submodules.uart = uart = self._uart
-        m.submodules.link = link = self._link
-        m.submodules.engine = engine = self._engine
-
-        if isinstance(platform, SiliconBluePlatform):
-            m.domains.sync = ClockDomain("sync")          # clocked and reset by the PLL
-            pins = platform.request("uart", 0, dir="-")
-            m.submodules.rx_pin = rx_pin = io.Buffer("i", pins.rx)
-            m.submodules.tx_pin = tx_pin = io.Buffer("o", pins.tx)
-            m.submodules.led_pin = led_pin = io.Buffer("o", platform.request("led_g", 0, dir="-"))
-            m.d.comb += [uart.rx.eq(rx_pin.i), tx_pin.o.eq(uart.tx), led_pin.o.eq(pll.locked)]
-        else:
-            m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx)]
-
-        m.d.comb += link.line_error.eq(uart.overrun | uart.frame_error)
-        wiring.connect(m, uart.o_stream, link.rx)
-        wiring.connect(m, link.tx, uart.i_stream)
-        wiring.connect(m, link.activations, engine.activations)
-        wiring.connect(m, engine.results, link.results)
-        m.d.comb += engine.layer.eq(link.layer)
-
-        write = link.code_write
-        for bank, store in enumerate(self._stores):
-            m.d.comb += [store.write.addr.eq(write.addr), store.write.data.eq(write.data),
-                         store.write.en.eq(write.en & (write.bank == bank))]
-        return m
+    def on_board(self, platform):
+        return isinstance(platform, SiliconBluePlatform)
