@@ -1,17 +1,17 @@
 """The board's answer to IDENTIFY, held in a block-RAM-friendly memory so a bitstream patch can change it."""
 
-from amaranth import Module, Signal, unsigned
-from amaranth.lib import memory, wiring
+from amaranth import Module, Signal
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.bram_patch import check_placeholder
+from hdl.bram_patch import PatchableContents
 
 from .protocol import Identity
 
 __all__ = ["IdentityRom"]
 
 
-class IdentityRom(wiring.Component):
+class IdentityRom(PatchableContents, wiring.Component):
     """The packed `Identity` (`Identity.SIZE` bytes), read a byte at a time with one cycle of latency.
 
     The identity ends in a digest of the model the bitstream holds. It lives in a
@@ -35,14 +35,13 @@ class IdentityRom(wiring.Component):
         The byte at the address of the previous cycle.
     """
 
-    width = 16
+    memory_width = 16
 
     def __init__(self, identity):
         if not isinstance(identity, Identity):
             raise TypeError(f"Identity must be a boards.protocol.Identity, not {identity!r}")
         self._identity = identity
         self._words = self.identity_words(identity)
-        self._placeholder = None
         super().__init__({"addr": In(range(Identity.SIZE)), "data": Out(8)})
 
     @staticmethod
@@ -63,20 +62,9 @@ class IdentityRom(wiring.Component):
     def words(self):
         return list(self._words)
 
-    @property
-    def placeholder(self):
-        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
-        return None if self._placeholder is None else list(self._placeholder)
-
-    def use_placeholder(self, words):
-        """Elaborate the memory with `words` (16-bit ints, a multiple of 256 of them) instead of the
-        identity, for a bitstream that icebram patches afterwards. Call before elaboration."""
-        self._placeholder = check_placeholder(words, depth=self.depth, width=self.width)
-
     def elaborate(self, platform):
         m = Module()
-        init = self._words if self._placeholder is None else self._placeholder
-        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.width), depth=len(init), init=init)
+        m.submodules.memory = mem = self._memory()
         port = mem.read_port()
         high = Signal()
         m.d.comb += port.addr.eq(self.addr[1:])

@@ -22,7 +22,7 @@ from .datapath import (DEFAULT_ACT_BITS, activation_scale, check_act_bits, dequa
                        int8_acc_bits, pot_acc_bits, pot_accumulate, pot_real_unit, quantize_activations,
                        quantize_bias)
 from .pot_format import DEFAULT_BITS
-from .quantize import DEFAULT_METHOD, METHODS, Int8Weights, PotWeights, check_method, quantize, quantize_int8
+from .quantize import DEFAULT_METHOD, METHODS, Int8Weights, check_method, quantize, quantize_int8
 from .rom_layout import RomLayout
 
 __all__ = ["IntegerLayer", "IntegerModel", "MODEL_METHODS", "method_names", "quantize_weights",

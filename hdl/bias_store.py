@@ -7,7 +7,7 @@ from amaranth.utils import ceil_log2
 
 from golden.datapath import check_acc_bits
 
-from .bram_patch import check_placeholder
+from .bram_patch import PatchableContents
 from .code_store import check_layout
 
 __all__ = ["BiasStore", "bias_memory_words"]
@@ -26,7 +26,7 @@ def bias_memory_words(layout, width):
     return [columns[c][a] for a in range(layout.bias_depth) for c in range(layout.columns)]
 
 
-class BiasStore(wiring.Component):
+class BiasStore(PatchableContents, wiring.Component):
     """The biases of a layout, channel after channel: address ``bias_base * C + n`` holds
     the bias of output channel ``n`` of the layer whose first bias entry is ``bias_base``.
 
@@ -75,7 +75,6 @@ class BiasStore(wiring.Component):
         needed = max([2] + [_signed_width(b) for b in layout.bias_images.flat])
         self._width = self._acc_bits if writable else min(self._acc_bits, needed)
         self._words = bias_memory_words(layout, self._width)
-        self._placeholder = None
         members = {"read": Out(memory.ReadPort.Signature(addr_width=self.addr_width, shape=unsigned(self._width)))}
         if writable:
             members["write"] = Out(memory.WritePort.Signature(addr_width=self.addr_width,
@@ -115,9 +114,8 @@ class BiasStore(wiring.Component):
         return 1
 
     @property
-    def placeholder(self):
-        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
-        return None if self._placeholder is None else list(self._placeholder)
+    def memory_width(self):
+        return self._width
 
     def use_placeholder(self, words):
         """Elaborate the memory with `words` (ints of `width` bits, a multiple of 256 of them, at least
@@ -125,7 +123,7 @@ class BiasStore(wiring.Component):
         `depth` are never read. Call before elaboration; the biases stay in `words`."""
         if self._writable:
             raise ValueError("A writable bias store is loaded at run time; it needs no placeholder")
-        self._placeholder = check_placeholder(words, depth=self.depth, width=self._width)
+        super().use_placeholder(words)
 
     def address(self, layer, channel):
         """The address of channel `channel` of the layer named `layer`."""
@@ -136,8 +134,7 @@ class BiasStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        init = self._words if self._placeholder is None else self._placeholder
-        m.submodules.memory = mem = memory.Memory(shape=unsigned(self._width), depth=len(init), init=init)
+        m.submodules.memory = mem = self._memory()
         port = mem.read_port()
         m.d.comb += [port.addr.eq(self.read.addr), port.en.eq(self.read.en), self.read.data.eq(port.data)]
         if self._writable:

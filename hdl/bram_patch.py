@@ -27,11 +27,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from amaranth import unsigned
+from amaranth.lib import memory
 
 from .toolchain import ToolError, tool_command
 
-__all__ = ["SLICE_WORDS", "placeholder_words", "check_placeholder", "bit_slices", "hex_lines", "patch_asc",
-           "ram_tiles"]
+__all__ = ["SLICE_WORDS", "placeholder_words", "check_placeholder", "PatchableContents", "bit_slices", "hex_lines",
+           "patch_asc", "ram_tiles"]
 
 #: Words per icebram bit slice: the depth of one 16-bit-wide EBR.
 SLICE_WORDS = 256
@@ -80,6 +82,30 @@ def check_placeholder(words, *, depth, width):
     if any(not 0 <= word < 1 << width for word in words):
         raise ValueError(f"Placeholder words must be {width}-bit unsigned integers")
     return words
+
+
+class PatchableContents:
+    """For a component whose block RAM holds contents from the checkpoint: its ``words`` (``depth`` of
+    them, ``memory_width`` bits each, both defined by the component), and the placeholder it is
+    elaborated with instead in a bitstream that icebram patches afterwards."""
+
+    _placeholder = None
+
+    @property
+    def placeholder(self):
+        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
+        return None if self._placeholder is None else list(self._placeholder)
+
+    def use_placeholder(self, words):
+        """Elaborate the memory with `words` (ints of `memory_width` bits, a multiple of 256 of them, at
+        least `depth`) instead of its contents. Entries past `depth` are never read. Call before
+        elaboration; `words` keeps the real contents."""
+        self._placeholder = check_placeholder(words, depth=self.depth, width=self.memory_width)
+
+    def _memory(self):
+        """The Memory to elaborate: the contents, or the placeholder when there is one."""
+        init = self.words if self._placeholder is None else self._placeholder
+        return memory.Memory(shape=unsigned(self.memory_width), depth=len(init), init=init)
 
 
 def _hex(words, bits):

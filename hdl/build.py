@@ -48,7 +48,6 @@ folder then holds ``top.bit`` (``openFPGALoader -b ulx3s top.bit``) instead of t
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -8,7 +8,7 @@ from amaranth.utils import ceil_log2
 
 from golden.rom_layout import RomLayout
 
-from .bram_patch import check_placeholder
+from .bram_patch import PatchableContents
 
 __all__ = ["CodeStore", "MAX_WORD_BITS", "check_layout"]
 
@@ -31,7 +31,7 @@ def check_columns_per_word(columns_per_word, code_bits):
     return columns_per_word
 
 
-class CodeStore(wiring.Component):
+class CodeStore(PatchableContents, wiring.Component):
     """The codes of columns ``first_column .. first_column + columns_per_word - 1``, one word per address.
 
     Word ``a`` holds entry ``a`` of each column of the group, little-endian
@@ -80,7 +80,6 @@ class CodeStore(wiring.Component):
         self._first_column = first_column
         self._writable = writable
         self._words = [int(w) for w in np.asarray(layout.group_words(first_column, columns_per_word))]
-        self._placeholder = None
         members = {"read": Out(memory.ReadPort.Signature(addr_width=self.addr_width,
                                                          shape=unsigned(self.word_width)))}
         if writable:
@@ -126,15 +125,8 @@ class CodeStore(wiring.Component):
         return self._writable
 
     @property
-    def placeholder(self):
-        """The words the memory is elaborated with instead of `words` (see `use_placeholder`), or None."""
-        return None if self._placeholder is None else list(self._placeholder)
-
-    def use_placeholder(self, words):
-        """Elaborate the memory with `words` (ints of `word_width` bits, a multiple of 256 of them, at
-        least `depth`) instead of the codes, for a bitstream that icebram patches afterwards. Entries
-        past `depth` are never read. Call before elaboration; the codes stay in `words`."""
-        self._placeholder = check_placeholder(words, depth=self.depth, width=self.word_width)
+    def memory_width(self):
+        return self.word_width
 
     @property
     def latency(self):
@@ -143,8 +135,7 @@ class CodeStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        init = self._words if self._placeholder is None else self._placeholder
-        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_width), depth=len(init), init=init)
+        m.submodules.memory = mem = self._memory()
         port = mem.read_port()
         m.d.comb += [port.addr.eq(self.read.addr), port.en.eq(self.read.en), self.read.data.eq(port.data)]
         if self._writable:

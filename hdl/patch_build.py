@@ -63,7 +63,7 @@ def prepare(top):
     returns their records for the manifest. UserError if one is too narrow for icebram (under 4 bits)."""
     records, slices = [], set()
     for index, (name, kind, store) in enumerate(_patchable(top)):
-        width = store.word_width if kind == "codes" else store.width
+        width = store.memory_width
         depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
         try:
             words = placeholder_words(width, depth, PLACEHOLDER_SEED + index)
