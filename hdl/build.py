@@ -59,7 +59,7 @@ from golden.pot_format import DEFAULT_BITS, check_bits
 
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
-from .reports import format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
+from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, run_tool, tool_command
 
 __all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
@@ -132,7 +132,6 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     from boards.icebreaker import estimate_resources, fit_problems
-    from golden.checkpoint import sha256_of_checkpoint
     from golden.model_loading import load_integer_model
 
     start = time.perf_counter()
@@ -183,17 +182,9 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
             "ebr_used": usage.used("ebr"), "ebr_total": usage.available("ebr"),
             "spram_used": usage.used("spram"), "spram_total": usage.available("spram"),
             "dsp_used": usage.used("dsp"), "dsp_total": usage.available("dsp"),
-            "target_mhz": round(top.frequency / 1e6, 6), "fmax_mhz": round(clock[1], 2) if clock else None,
-            "pes": rows * columns, "rows": rows, "cols": columns, "pe": pe,
-            "bits": bits if pe == "pot" else None, "act_bits": integer_model.act_bits, "acc_bits": top.engine.acc_bits,
-            "layers": len(layout.layers), "rom_bytes": estimate["code_bytes"], "codes": codes,
-            "peak_macs_per_s": rows * columns * top.frequency,
-            "baud": top.baud, "uart_divisor": top.divisor, "max_tokens": top.identity.max_tokens,
-            "columns_per_word": top.identity.columns_per_word, "code_banks": top.identity.banks,
-            "layout_digest": top.identity.digest.hex(), "seed": seed,
-            "lc_estimate": estimate["lc"], "ebr_estimate": estimate["ebr"],
-            "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
-            "bias_width": top.engine.bias_store.width, "patch_seconds": round(patch_seconds, 2),
+            **board_top_report(top, integer_model, pe=pe, bits=bits, estimate=estimate, clock=clock, seed=seed,
+                               checkpoint=checkpoint),
+            "codes": codes, "bias_width": top.engine.bias_store.width, "patch_seconds": round(patch_seconds, 2),
             "build_seconds": round(time.perf_counter() - start, 1),
         }
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -25,6 +25,7 @@ from golden.atomic import atomic_directory
 from golden.cli import UserError
 from golden.pot_format import DEFAULT_BITS
 
+from .reports import board_top_report
 from .reports_ecp5 import ecp5_failure, read_ecp5_log, read_ecp5_report
 from .toolchain import ToolError, run_tool, tool_command
 
@@ -124,7 +125,6 @@ def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, column
     """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict
     (the keys of `hdl.build.build_icebreaker`'s, SPRAM 0 of 0)."""
     from boards.ulx3s import LFE5U_85F, estimate_resources, fit_problems
-    from golden.checkpoint import sha256_of_checkpoint
     from golden.model_loading import load_integer_model
 
     start = time.perf_counter()
@@ -154,16 +154,8 @@ def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, column
             "spram_used": 0, "spram_total": 0,
             "dsp_used": usage.used("dsp"), "dsp_total": usage.available("dsp") or LFE5U_85F["dsp"],
             "ff_used": usage.used("ff"),
-            "target_mhz": round(top.frequency / 1e6, 6), "fmax_mhz": round(clock[1], 2) if clock else None,
-            "pes": rows * columns, "rows": rows, "cols": columns, "pe": pe,
-            "bits": bits if pe == "pot" else None, "act_bits": integer_model.act_bits,
-            "acc_bits": top.engine.acc_bits, "layers": len(layout.layers), "rom_bytes": estimate["code_bytes"],
-            "peak_macs_per_s": rows * columns * top.frequency,
-            "baud": top.baud, "uart_divisor": top.divisor, "max_tokens": top.identity.max_tokens,
-            "columns_per_word": top.identity.columns_per_word, "code_banks": top.identity.banks,
-            "layout_digest": top.identity.digest.hex(), "seed": seed,
-            "lc_estimate": estimate["lc"], "ebr_estimate": estimate["ebr"],
-            "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
+            **board_top_report(top, integer_model, pe=pe, bits=bits, estimate=estimate, clock=clock, seed=seed,
+                               checkpoint=checkpoint),
             "build_seconds": None,
         }
         report["build_seconds"] = round(time.perf_counter() - start, 1)

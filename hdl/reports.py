@@ -9,7 +9,8 @@ the same in text (``Info: Max frequency for clock 'x': 41.23 MHz (PASS at
 import json
 import re
 
-__all__ = ["Utilisation", "read_nextpnr_report", "read_nextpnr_log", "pnr_failure", "format_table"]
+__all__ = ["Utilisation", "read_nextpnr_report", "read_nextpnr_log", "pnr_failure", "format_table",
+           "board_top_report"]
 
 # nextpnr's iCE40 cell kinds.
 ICE40_KINDS = {"lc": "ICESTORM_LC", "ebr": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM", "dsp": "ICESTORM_DSP",
@@ -92,3 +93,23 @@ def format_table(rows):
     """A two-column text table of (label, value) pairs."""
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def board_top_report(top, integer_model, *, pe, bits, estimate, clock, seed, checkpoint):
+    """The part of a board build's ``report.json`` every board shares: the array, its formats and clock,
+    the host link's identity, the resource estimate and the model (`top`: a `boards.hosted_top.HostedEngineTop`;
+    `clock`: nextpnr's (name, Fmax MHz) of the main clock, or None)."""
+    from golden.checkpoint import sha256_of_checkpoint
+    engine, identity = top.engine, top.identity
+    return {
+        "target_mhz": round(top.frequency / 1e6, 6), "fmax_mhz": round(clock[1], 2) if clock else None,
+        "pes": engine.rows * engine.columns, "rows": engine.rows, "cols": engine.columns, "pe": pe,
+        "bits": bits if pe == "pot" else None, "act_bits": integer_model.act_bits, "acc_bits": engine.acc_bits,
+        "layers": len(engine.layout.layers), "rom_bytes": estimate["code_bytes"],
+        "peak_macs_per_s": engine.rows * engine.columns * top.frequency,
+        "baud": top.baud, "uart_divisor": top.divisor, "max_tokens": identity.max_tokens,
+        "columns_per_word": identity.columns_per_word, "code_banks": identity.banks,
+        "layout_digest": identity.digest.hex(), "seed": seed,
+        "lc_estimate": estimate["lc"], "ebr_estimate": estimate["ebr"],
+        "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
+    }
