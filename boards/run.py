@@ -19,7 +19,6 @@ driver against it through cocotb (`boards.board_tb`), UART pins and all. The
 Verilator build is cached in build/board-sim/.
 """
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.atomic import atomic_write
-from golden.cli import HelpFormatter, UserError, run
+from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR, REPO_DIR
 from golden.pot_format import DEFAULT_BITS
 
@@ -350,24 +349,9 @@ def run_sim(args):
 
 # -- command line -----------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
-
-
 def parse_args(argv):
     from hdl.build import DEFAULT_COLUMNS, DEFAULT_ROWS
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m boards.run", formatter_class=HelpFormatter,
         description="Run every linear layer of a checkpoint on the iCEBreaker (or its simulation) "
                     "and check each accumulator against golden.",
@@ -380,12 +364,12 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="the checkpoint the bitstream was built from")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="layers to run, or all")
-    parser.add_argument("--tokens", metavar="T", type=_positive_int, default=DEFAULT_TOKENS,
+    parser.add_argument("--tokens", metavar="T", type=positive_int, default=DEFAULT_TOKENS,
                         help="tokens of val text per layer")
-    parser.add_argument("--baud", metavar="BAUD", type=_positive_int, default=DEFAULT_BAUD, help="with --port")
+    parser.add_argument("--baud", metavar="BAUD", type=positive_int, default=DEFAULT_BAUD, help="with --port")
     sim = parser.add_argument_group("with --sim, the build to simulate (as python -m hdl.build)")
-    sim.add_argument("--rows", metavar="R", type=_positive_int, default=DEFAULT_ROWS, help="array rows")
-    sim.add_argument("--cols", metavar="C", type=_positive_int, default=DEFAULT_COLUMNS, help="array columns")
+    sim.add_argument("--rows", metavar="R", type=positive_int, default=DEFAULT_ROWS, help="array rows")
+    sim.add_argument("--cols", metavar="C", type=positive_int, default=DEFAULT_COLUMNS, help="array columns")
     sim.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits")
     sim.add_argument("--pe", metavar="KIND", choices=("pot", "int8"), default="pot", help="pot or int8")
     sim.add_argument("--sim-dir", metavar="DIR", default=str(SIM_BUILD_DIR), help="Verilator build cache")

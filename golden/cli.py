@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["UserError", "run", "HelpFormatter"]
+__all__ = ["UserError", "run", "HelpFormatter", "ArgumentParser", "positive_int"]
 
 
 class UserError(ValueError):
@@ -29,6 +29,24 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
                 or action.default == argparse.SUPPRESS:
             return help_text
         return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit status 2), without the usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text):
+    """An argparse type: a positive integer, or the error argparse reports as one line."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
 
 
 def _user_errors():

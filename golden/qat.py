@@ -541,19 +541,10 @@ def plot(record, path):
 
 # -- command line -------------------------------------------------------------------------
 
-class _HelpFormatter(HelpFormatter):
-    """golden's help format, without "(default: None)" after options whose help says what they default to."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.required or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parse_args(argv):
     d = QatSettings()
     parser = argparse.ArgumentParser(
-        prog="python -m golden.qat", formatter_class=_HelpFormatter,
+        prog="python -m golden.qat", formatter_class=HelpFormatter,
         description="Quantization-aware training of a GPT-2 onto power-of-two weights; writes a Hugging Face "
                     "directory whose linear weights are the PoT values.",
         epilog="example:\n  python -m golden.qat --bits 4 --out golden/models/shakespeare_char_qat4 "

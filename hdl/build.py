@@ -53,7 +53,7 @@ import time
 from pathlib import Path
 
 from golden.atomic import atomic_directory
-from golden.cli import HelpFormatter, UserError, run
+from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
@@ -214,16 +214,6 @@ def report_table(report):
     ])
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
-
-
 def _frequency(text):
     try:
         value = float(text)
@@ -234,14 +224,8 @@ def _frequency(text):
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """A bad argument: one line on stderr, exit status 2, no usage dump."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv):
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m hdl.build", formatter_class=HelpFormatter,
         description="Build an FPGA bitstream of the PoT engine holding every linear layer of a checkpoint.",
         epilog="examples:\n"
@@ -258,9 +242,9 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
-    parser.add_argument("--rows", metavar="R", type=_positive_int, default=DEFAULT_ROWS,
+    parser.add_argument("--rows", metavar="R", type=positive_int, default=DEFAULT_ROWS,
                         help="array rows (tokens at once)")
-    parser.add_argument("--cols", metavar="C", type=_positive_int, default=DEFAULT_COLUMNS,
+    parser.add_argument("--cols", metavar="C", type=positive_int, default=DEFAULT_COLUMNS,
                         help="array columns (output channels at once)")
     parser.add_argument("--pe", metavar="KIND", choices=("pot", "int8"), default="pot",
                         help="PE: pot (barrel shifter) or int8 (multiplier reference)")

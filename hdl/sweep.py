@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golden.atomic import atomic_write
-from golden.cli import HelpFormatter, UserError, run
+from golden.cli import ArgumentParser, HelpFormatter, UserError, run
 from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
@@ -765,14 +765,8 @@ class _Formatter(HelpFormatter):
         return f"{action.help} (default: {default})"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """A bad argument: one line on stderr, exit status 2, no usage dump."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv):
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m hdl.sweep", formatter_class=_Formatter,
         description="Synthesize, place and route the engine at many array sizes with PoT and INT8 PEs, and "
                     "tabulate logic cells, block RAM, DSP, Fmax and MAC/s.",
