@@ -7,9 +7,10 @@ import pytest
 
 from golden.gptq import gptq_layer, gptq_pot
 from golden.gpt2 import GPT2, GPT2Config
-from golden.integer_model import MODEL_METHODS, method_names, quantize_weights, with_quantized_weights
+from golden.integer_model import MODEL_METHODS, method_names, quantize_weights
 from golden.pot_format import PotFormat
 from golden.quantize import quantize
+from tiny_checkpoints import train_tiny_char_model
 
 
 def real_like_layer(k=48, n=32, rows=2000, seed=0):
@@ -145,35 +146,10 @@ def test_bad_model_inputs():
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory):
     """A 2-layer character GPT-2 trained briefly on tiny Shakespeare, saved as Hugging Face saves it."""
-    torch = pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0")
-    transformers = pytest.importorskip("transformers", reason="pip install 'potgen[torch]'")
-    from golden.data import Vocab, write_tokens
-    from golden.paths import SHAKESPEARE_TEXT
-
-    path = tmp_path_factory.mktemp("gptq_model")
-    text = SHAKESPEARE_TEXT.read_text(encoding="utf-8")[:120_000]
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab.size, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                     resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, bos_token_id=None, eos_token_id=None)
-    model = transformers.GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                          # a tiny model: more threads only contend
-    for _ in range(150):
-        start = rng.integers(0, 100_000 - 65, 16)
-        batch = torch.tensor(np.stack([ids[s:s + 65] for s in start]).astype(np.int64))
-        loss = model(batch[:, :-1], labels=batch[:, :-1]).loss          # transformers shifts the labels
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    model.eval().save_pretrained(path, safe_serialization=True)
-    write_tokens(path / "train.bin", ids[:100_000])
-    write_tokens(path / "val.bin", ids[100_000:])
-    return path
+    pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0")
+    pytest.importorskip("transformers", reason="pip install 'potgen[torch]'")
+    return train_tiny_char_model(tmp_path_factory.mktemp("gptq_model"), chars=120_000, train_chars=100_000,
+                                 n_positions=64, steps=150)
 
 
 def test_lower_delta_ce_than_nearest_through_eval(trained_checkpoint, tmp_path):

@@ -11,11 +11,11 @@ transformers = pytest.importorskip("transformers", reason="pip install 'potgen[t
 from golden import qat  # noqa: E402
 from golden.cli import run  # noqa: E402
 from golden.checkpoint import load_checkpoint  # noqa: E402
-from golden.data import Vocab, save_vocab, write_tokens  # noqa: E402
+from golden.data import write_tokens  # noqa: E402
 from golden.integer_model import quantize_weights, with_quantized_weights  # noqa: E402
-from golden.paths import SHAKESPEARE_TEXT  # noqa: E402
 from golden.pot_format import MAX_BITS, MIN_BITS  # noqa: E402
 from golden.quantize import quantize  # noqa: E402
+from tiny_checkpoints import train_tiny_char_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -30,31 +30,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A 2-layer character GPT-2 trained briefly on tiny Shakespeare: HF directory with vocab and splits."""
-    path = tmp_path_factory.mktemp("qat_source")
-    text = SHAKESPEARE_TEXT.read_text(encoding="utf-8")[:60_000]
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab.size, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                                     resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, bos_token_id=None, eos_token_id=None)
-    model = transformers.GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for _ in range(120):
-        start = rng.integers(0, 54_000 - 33, 16)
-        batch = torch.tensor(np.stack([ids[s:s + 33] for s in start]).astype(np.int64))
-        loss = model(batch[:, :-1], labels=batch[:, :-1]).loss          # transformers shifts the labels
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    model.eval().save_pretrained(path, safe_serialization=True)
-    save_vocab(vocab, path)
-    write_tokens(path / "train.bin", ids[:54_000])
-    write_tokens(path / "val.bin", ids[54_000:])
-    return path
+    return train_tiny_char_model(tmp_path_factory.mktemp("qat_source"), chars=60_000, train_chars=54_000,
+                                 n_positions=32, steps=120)
 
 
 def weights_like_a_layer(seed, k=40, n=24):
