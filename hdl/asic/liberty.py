@@ -7,7 +7,9 @@ characterised also carry input pin capacitances and NLDM delay and transition
 tables, so a static timing analyser can time a mapped netlist.
 """
 
-__all__ = ["liberty_text", "LIBRARY_NAME"]
+import re
+
+__all__ = ["liberty_text", "evaluate", "LIBRARY_NAME"]
 
 LIBRARY_NAME = "sky130_fd_sc_hd__potgen"
 
@@ -77,7 +79,11 @@ def liberty_text(cells, timing=None, *, corner="tt_025C_1v80"):
                 text.append("      clock : true;\n")
             if pin in caps:
                 text.append(f"      capacitance : {caps[pin]:.6g};\n")
-            text.append(_timing_groups(info.get("constraints", {}).get(pin, []), "delay_template", slews, loads))
+            if cell.flop and pin == cell.flop[0] and "setup" in info:
+                text.append(f"      timing () {{\n        related_pin : \"{cell.flop[1]}\";\n"
+                            f"        timing_type : setup_rising;\n"
+                            f"        rise_constraint (scalar) {{ values (\"{info['setup']:.6g}\"); }}\n"
+                            f"        fall_constraint (scalar) {{ values (\"{info['setup']:.6g}\"); }}\n      }}\n")
             text.append("    }\n")
         for pin in cell.outputs:
             text.append(f"    pin ({pin}) {{\n      direction : output;\n      function : \"{cell.functions[pin]}\";\n")
@@ -86,3 +92,66 @@ def liberty_text(cells, timing=None, *, corner="tt_025C_1v80"):
         text.append("  }\n")
         body.append("".join(text))
     return "".join(head) + "".join(body) + "}\n"
+
+
+def evaluate(expression, values):
+    """Value (0 or 1) of Liberty boolean `expression` for `values` ({pin: 0/1}).
+
+    Grammar: ``|`` (or, also ``+``) binds loosest, then ``^``, then ``&`` (also
+    ``*`` or a space), then prefix ``!`` and postfix ``'``; parentheses group.
+    """
+    tokens = [t for t in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|[01]|[!&|^()*+']", expression)]
+    position = 0
+
+    def peek():
+        return tokens[position] if position < len(tokens) else None
+
+    def take():
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def parse_or():
+        value = parse_xor()
+        while peek() in ("|", "+"):
+            take()
+            value |= parse_xor()
+        return value
+
+    def parse_xor():
+        value = parse_and()
+        while peek() == "^":
+            take()
+            value ^= parse_and()
+        return value
+
+    def parse_and():
+        value = parse_not()
+        while peek() is not None and peek() not in ("|", "+", "^", ")"):
+            if peek() in ("&", "*"):
+                take()
+            value &= parse_not()
+        return value
+
+    def parse_not():
+        if peek() == "!":
+            take()
+            return 1 - parse_not()
+        token = take()
+        if token == "(":
+            value = parse_or()
+            if take() != ")":
+                raise ValueError(f"unbalanced parentheses in {expression!r}")
+        elif token in ("0", "1"):
+            value = int(token)
+        else:
+            value = int(values[token])
+        while peek() == "'":
+            take()
+            value = 1 - value
+        return value
+
+    result = parse_or()
+    if position != len(tokens):
+        raise ValueError(f"cannot parse {expression!r} at token {position}")
+    return result

