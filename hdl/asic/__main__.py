@@ -8,8 +8,6 @@ Writes ``asic.json``, ``asic.png`` and the Liberty files to ``--out`` and prints
 the table on stdout; progress goes to stderr.
 """
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 

@@ -130,6 +130,17 @@ def _arcs(cell):
     return arcs
 
 
+def _measure(delay, transition, trigger, trigger_edge, output, output_edge, *, after=None):
+    """.meas lines: 50%-50% `delay` from `trigger` to `output`, 20%-80% `transition` of `output`."""
+    half, lo, hi = VDD / 2, 0.2 * VDD, 0.8 * VDD
+    td = "" if after is None else f"TD={after:.4f}n "
+    a0, a1 = (lo, hi) if output_edge == "RISE" else (hi, lo)
+    return [f".meas tran {delay} TRIG v({trigger}) VAL={half} {td}{trigger_edge}=1 "
+            f"TARG v({output}) VAL={half} {td}{output_edge}=1",
+            f".meas tran {transition} TRIG v({output}) VAL={a0} {td}{output_edge}=1 "
+            f"TARG v({output}) VAL={a1} {td}{output_edge}=1"]
+
+
 def _combinational_deck(cell):
     lines, probes = [], []
     for a, (out, pin, vectors, sense) in enumerate(_arcs(cell)):
@@ -148,15 +159,9 @@ def _combinational_deck(cell):
                     # The input rises first, then falls; the output follows or opposes it.
                     out_first = "RISE" if evaluate(cell.functions[out], {**vector, pin: 1}) else "FALL"
                     out_second = "FALL" if out_first == "RISE" else "RISE"
-                    half, lo, hi = VDD / 2, 0.2 * VDD, 0.8 * VDD
                     for k, (edge_in, edge_out) in enumerate((("RISE", out_first), ("FALL", out_second))):
-                        d = f"d{k}_{tag}"
-                        t = f"t{k}_{tag}"
-                        lines.append(f".meas tran {d} TRIG v(in_{tag}) VAL={half} {edge_in}=1 "
-                                     f"TARG v(out_{tag}) VAL={half} {edge_out}=1")
-                        a0, a1 = (lo, hi) if edge_out == "RISE" else (hi, lo)
-                        lines.append(f".meas tran {t} TRIG v(out_{tag}) VAL={a0} {edge_out}=1 "
-                                     f"TARG v(out_{tag}) VAL={a1} {edge_out}=1")
+                        d, t = f"d{k}_{tag}", f"t{k}_{tag}"
+                        lines += _measure(d, t, f"in_{tag}", edge_in, f"out_{tag}", edge_out)
                         probes.append((out, pin, sense, s, l, edge_out, d, t))
     return lines, probes
 
@@ -178,7 +183,7 @@ def _flop_deck(cell):
     d_pin, clk_pin = cell.flop
     q_pin = cell.outputs[0]
     lines, probes = [], []
-    half, lo, hi = VDD / 2, 0.2 * VDD, 0.8 * VDD
+    half = VDD / 2
     # Clock-to-Q: a first clock edge loads D = 0 (the flop's power-up state is arbitrary), the
     # second loads 1 (Q rises), the third 0 (Q falls). Each measurement starts just before its edge.
     edges = (_T_EDGE1 - 0.2, _T_EDGE1 + 1.3, _T_EDGE2 + 1.0)
@@ -197,12 +202,7 @@ def _flop_deck(cell):
                       f"C{tag} q_{tag} 0 {load}p"]
             for k, edge in enumerate(("RISE", "FALL")):
                 d, t = f"d{k}_{tag}", f"t{k}_{tag}"
-                td = f"TD={edges[k + 1] - 0.01:.4f}n"
-                lines.append(f".meas tran {d} TRIG v(c_{tag}) VAL={half} {td} RISE=1 "
-                             f"TARG v(q_{tag}) VAL={half} {td} {edge}=1")
-                a0, a1 = (lo, hi) if edge == "RISE" else (hi, lo)
-                lines.append(f".meas tran {t} TRIG v(q_{tag}) VAL={a0} {td} {edge}=1 "
-                             f"TARG v(q_{tag}) VAL={a1} {td} {edge}=1")
+                lines += _measure(d, t, f"c_{tag}", "RISE", f"q_{tag}", edge, after=edges[k + 1] - 0.01)
                 probes.append((q_pin, clk_pin, "non_unate", s, l, edge, d, t))
     # Setup: D changes `offset` before the clock edge at _T_EDGE2 (Q starts at the opposite value).
     setup_probes = []
@@ -323,13 +323,11 @@ def fo4_delay(cells, cache_dir):
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())["fo4"]
     lines = [f"Vin a 0 {_ramp(True, _NOMINAL_SLEW)}"]
-    stage = {"a": "b", "b": "c", "c": "d"}
     lines.append(_instance("1", inv, {"A": "a", "Y": "b"}))
     for k in range(4):                      # b drives four inverters, c (the one timed) drives four more
         lines.append(_instance(f"b{k}", inv, {"A": "b", "Y": "c" if k == 0 else f"nb{k}"}))
         lines.append(_instance(f"c{k}", inv, {"A": "c", "Y": "d" if k == 0 else f"nc{k}"}))
         lines.append(_instance(f"d{k}", inv, {"A": "d", "Y": f"nd{k}"}))
-    del stage
     half = VDD / 2
     lines += [f".meas tran fall TRIG v(b) VAL={half} RISE=1 TARG v(c) VAL={half} FALL=1",
               f".meas tran rise TRIG v(b) VAL={half} FALL=1 TARG v(c) VAL={half} RISE=1",

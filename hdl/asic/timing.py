@@ -50,7 +50,8 @@ def critical_path(work_dir, liberty_path, timing, *, netlist="mapped.v"):
         raise ToolError("OpenSTA (`sta`) not found; install it (apt-get install opensta, or ./setup.sh)")
     work = Path(work_dir)
     (work / "sta.v").write_text(_sta_netlist((work / netlist).read_text()))
-    shutil.copyfile(liberty_path, work / "timed.lib")
+    if Path(liberty_path).resolve() != (work / "timed.lib").resolve():
+        shutil.copyfile(liberty_path, work / "timed.lib")
     clock_to_q = _clock_to_q(timing)
     (work / "sta.tcl").write_text(f"""\
 read_liberty timed.lib
