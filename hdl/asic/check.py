@@ -14,7 +14,9 @@ through ``proc``, ``flatten`` and ``wreduce`` (which drops register bits nothing
 reads, as synthesis does, so that they are not left as unmatched points).
 """
 
+import hashlib
 import itertools
+import json
 import random
 import re
 import shutil
@@ -123,18 +125,29 @@ def prove_equivalent(work_dir, *, rtl="top.il", netlist="mapped.v", liberty="cel
 
     Returns False when Yosys finds unproven or failing points (the log,
     ``equiv.log``, says which); raises ToolError if Yosys itself fails otherwise.
+    A verdict already reached in `work_dir` for the same files is returned again
+    (proving a multiplier takes minutes).
     """
     work = Path(work_dir)
     if liberty != "cells.lib":
         shutil.copyfile(work / liberty, work / "cells.lib")
-    (work / "equiv.ys").write_text(_EQUIV.format(rtl=rtl, netlist=netlist))
+    script = _EQUIV.format(rtl=rtl, netlist=netlist)
+    digest = hashlib.sha256("\0".join([script] + [(work / f).read_text() for f in (rtl, netlist, "cells.lib")])
+                            .encode()).hexdigest()
+    verdict = work / "equiv.verdict.json"
+    if verdict.exists():
+        stored = json.loads(verdict.read_text())
+        if stored.get("inputs") == digest:
+            return stored["proven"]
+    (work / "equiv.ys").write_text(script)
     try:
-        log = run_tool("YOSYS", ["-l", "equiv.log", "-q", "-s", "equiv.ys"], cwd=work)
+        run_tool("YOSYS", ["-l", "equiv.log", "-q", "-s", "equiv.ys"], cwd=work)
     except ToolError:
         log = (work / "equiv.log").read_text() if (work / "equiv.log").exists() else ""
-        if "unproven $equiv" in log or "Found" in log and "are unproven" in log:
-            return False
-        raise
+        if "unproven $equiv" not in log:
+            raise
     log = (work / "equiv.log").read_text()
     found = re.search(r"Of those cells (\d+) are proven and (\d+) are unproven", log)
-    return bool(found) and int(found.group(2)) == 0 and int(found.group(1)) > 0
+    proven = bool(found) and int(found.group(2)) == 0 and int(found.group(1)) > 0
+    verdict.write_text(json.dumps({"inputs": digest, "proven": proven}))
+    return proven

@@ -105,7 +105,10 @@ class Design:
 
 
 def designs(*, pes, bits, sizes, act_bits, acc_bits, engine=True, hardwired=True):
-    """The design points for `pes` and array `sizes` ([(rows, cols)]): PE, arrays, engines, hard-wired."""
+    """The design points for `pes` and array `sizes` ([(rows, cols)]): PE, arrays, engines, hard-wired.
+
+    The hard-wired point is built for PoT only (`HardwiredDot` also takes INT8 weights, but
+    64 constant multipliers took Yosys over 7 minutes here)."""
     PotFormat(bits)                                   # validate the code width before any work
     points = []
     for pe in pes:
@@ -116,6 +119,6 @@ def designs(*, pes, bits, sizes, act_bits, acc_bits, engine=True, hardwired=True
         points += [Design("array", pe, b, r, c, act_bits, acc_bits) for r, c in sizes]
         if engine:
             points += [Design("engine", pe, b, r, c, act_bits, acc_bits) for r, c in sizes]
-        if hardwired and pe != "int8-booth":
+        if hardwired and pe == "pot":
             points.append(Design("hardwired", pe, b, 1, HARDWIRED_K, act_bits, acc_bits))
     return points
