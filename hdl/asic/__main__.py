@@ -16,11 +16,10 @@ from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 from golden.datapath import DEFAULT_ACT_BITS, check_acc_bits, check_act_bits
 from golden.pot_format import DEFAULT_BITS, PotFormat
 
+from ..bench import DEFAULT_ACC_BITS
 from ..toolchain import ToolError, tool_command
 
 __all__ = ["main"]
-
-DEFAULT_ACC_BITS = 24
 
 EPILOG = """\
 examples:
