@@ -48,6 +48,7 @@ from .pot_format import PotFormat, check_bits
 from .quantize import quantize
 
 __all__ = ["RESIDUAL_HEADROOM", "TABLE_KINDS", "IntFormats", "CompiledModel", "CompileError", "compile_model",
+           "compile_checkpoint",
            "program_of", "multiplier"]
 
 #: The residual scale leaves this factor above the largest calibrated residual before saturation.
@@ -196,7 +197,7 @@ def multiplier(ratio, mult_bits, what):
     ``mult`` is normalised into ``[2**(mult_bits-1), 2**mult_bits)``; a ratio
     so small that the shift would pass 62 keeps shift 62 and a smaller mult
     (possibly 0); a zero ratio gives (0, 0). A ratio that would need a
-    negative shift (``ratio >= 2**(mult_bits-1)``) does not fit: CompileError
+    negative shift (``ratio`` of ``2**mult_bits - 0.5`` or more) does not fit: CompileError
     naming `what` and the ratio.
     """
     ratio = np.asarray(ratio, np.float64)
@@ -212,7 +213,7 @@ def multiplier(ratio, mult_bits, what):
     if np.any(shift < 0):
         bad = float(ratio[shift < 0].flat[0])
         raise CompileError(f"{what}: rescale ratio {bad:.6g} needs a multiplier of more than "
-                           f"{mult_bits} bits (at most {2.0 ** (mult_bits - 1):.6g})")
+                           f"{mult_bits} bits (below {2.0 ** mult_bits - 0.5:.6g})")
     deep = shift > _MAX_PRODUCT_BITS
     mult[deep] = np.floor(np.ldexp(safe[deep], _MAX_PRODUCT_BITS) + 0.5).astype(np.int64)
     shift = np.minimum(shift, _MAX_PRODUCT_BITS)
@@ -339,7 +340,7 @@ def compile_model(model, *, calib_tokens, bits=4, method="pot-channel", weights=
     table_method = method if method in ("pot-channel", "pot-tensor", "paper") else "pot-channel"
     res_scale = RESIDUAL_HEADROOM * _scale(stats["residual"], formats.res_bits)
     act = {name: _scale(value, A) for name, value in stats.items()}
-    tensors = {"exp2.table": exp2_table(formats.exp_frac_bits, formats.exp_bits)}
+    tensors = {"exp2.lut": exp2_table(formats.exp_frac_bits, formats.exp_bits)}
     mb = formats.mult_bits
 
     def requantiser(prefix, ratio):
@@ -418,3 +419,21 @@ def _gamma_shift(gain, frac_bits, gamma_bits, what):
     if shift < 0:
         raise CompileError(f"{what}: gain {largest:.6g} over its output scale does not fit {gamma_bits} signed bits")
     return shift
+
+
+def compile_checkpoint(checkpoint=None, *, bits=4, method="pot-channel", formats=None, calib=None,
+                       calib_tokens=None):
+    """Load `checkpoint` (default: the model the hardware runs), quantize its linear layers and compile it.
+
+    Calibration text and quantization follow `golden.model_loading` (the
+    checkpoint's train split, ``DEFAULT_CALIB_TOKENS`` tokens), so the linear
+    layers get the same codes as every other command's.
+    """
+    from .checkpoint import load_checkpoint
+    from .model_loading import DEFAULT_CALIB_TOKENS, calibration_windows
+    from .paths import HARDWARE_MODEL_DIR
+
+    checkpoint = checkpoint or HARDWARE_MODEL_DIR
+    model = load_checkpoint(checkpoint)
+    tokens = calibration_windows(model, checkpoint, calib, calib_tokens or DEFAULT_CALIB_TOKENS)
+    return compile_model(model, calib_tokens=tokens, bits=bits, method=method, formats=formats)

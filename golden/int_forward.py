@@ -162,7 +162,7 @@ class IntegerForward:
         cache.values[layer, :, :, start:end] = v
         keys, values = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
         y = int_ops.attention(q, keys, values, start=start, score_mult=t[name + ".score.mult"],
-                              score_shift=t[name + ".score.shift"], table=t["exp2.table"],
+                              score_shift=t[name + ".score.shift"], table=t["exp2.lut"],
                               exp_frac_bits=f.exp_frac_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
                               out_mult=t[name + ".out.mult"], out_shift=t[name + ".out.shift"], out_bits=f.act_bits,
                               matmul=self._matmul)
@@ -191,7 +191,7 @@ class IntegerForward:
         t = self._t
         return int_ops.sample(logits, state, inv_temperature=inv_temperature, top_k=top_k,
                               logit_mult=int(t["sampler.logit.mult"]), logit_shift=int(t["sampler.logit.shift"]),
-                              table=t["exp2.table"], exp_frac_bits=self.formats.exp_frac_bits)
+                              table=t["exp2.lut"], exp_frac_bits=self.formats.exp_frac_bits)
 
     def generate(self, prompt, count, *, inv_temperature=0, top_k=None, seed=0):
         """Yield up to `count` token ids after `prompt` (ids), stopping at the context length.

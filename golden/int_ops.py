@@ -20,7 +20,7 @@ Saturation
 Reciprocals
     One per row, never per element: ``reciprocal(v, bits)`` is a restoring
     divide of ``2**sh`` by ``v`` with ``sh = bit_length(v) + bits - 2``, so the
-    quotient ``R = floor(2**sh / v)`` lies in ``(2**(bits-2), 2**(bits-1)]``:
+    quotient ``R = floor(2**sh / v)`` lies in ``[2**(bits-2), 2**(bits-1)]``:
     a ``bits``-bit unsigned number with ``bits - 2`` significant bits whatever
     the size of ``v``, and ``x / v ~ (x * R) >> sh``.
 Square roots
@@ -101,7 +101,7 @@ def isqrt(v):
 def reciprocal(v, bits):
     """The normalised reciprocal of each positive int64 ``v``: ``(R, sh)`` with ``R = floor(2**sh / v)``.
 
-    ``sh = bit_length(v) + bits - 2``, so ``2**(bits-2) < R <= 2**(bits-1)``
+    ``sh = bit_length(v) + bits - 2``, so ``2**(bits-2) <= R <= 2**(bits-1)``
     (``bits`` unsigned bits) and ``x / v`` is ``(x * R) >> sh`` to a relative
     error below ``2**-(bits-2)``. ``v`` must be below ``2**(63 - bits)``.
     """
