@@ -26,7 +26,10 @@ _FLOAT64_EXACT = 1 << 53
 
 
 def int_matmul(x, w, bound):
-    """Exact ``x @ w`` of integer arrays (int64 result); `bound` bounds ``K * max|x| * max|w|``."""
+    """Exact ``x @ w`` of integer arrays (int64 result); `bound` bounds ``K * max|x| * max|w|``.
+
+    ``w`` may already be float64 (a constant converted once): it must then hold integers.
+    """
     if bound < _FLOAT64_EXACT:
         return (np.ascontiguousarray(x, np.float64) @ np.ascontiguousarray(w, np.float64)).astype(np.int64)
     return np.ascontiguousarray(x, np.int64) @ np.ascontiguousarray(w, np.int64)
@@ -66,13 +69,14 @@ class IntegerForward:
             if op["op"] == "linear":
                 name = op["name"]
                 w = fmt.to_int(t[name + ".codes"]).astype(np.int64)
-                bound = w.shape[0] * qmax * (1 << fmt.emax) + int(np.abs(t[name + ".bias"]).max())
-                self._linear[name] = (w, bound)
+                bound = w.shape[0] * qmax * (1 << fmt.emax)
+                self._linear[name] = (w.astype(np.float64) if bound < _FLOAT64_EXACT else w, bound)
         head = "wte" if self.config.tied_head else "lm_head.weight"
         self._tables = {name: self._table_values(t[name + ".table"])
                         for name in ("wte", "wpe", head)}
         head_w = np.ascontiguousarray(self._tables[head].T)
-        self._head = (head_w, head_w.shape[0] * qmax * int(np.abs(head_w).max()))
+        bound = head_w.shape[0] * qmax * int(np.abs(head_w).max())
+        self._head = (head_w.astype(np.float64) if bound < _FLOAT64_EXACT else head_w, bound)
         hd = self.config.head_dim
         self._score_bound = hd * qmax * qmax
         self._value_bound = self.config.n_positions * (1 << (f.exp_bits - 1)) * qmax

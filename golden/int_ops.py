@@ -56,14 +56,17 @@ def round_shift(x, shift):
     shift : int or int array (broadcast against ``x``)
         From 0 (``x`` unchanged) to 62.
     """
-    x = np.asarray(x, np.int64)
-    shift = np.asarray(shift, np.int64)
+    x, shift = _int64(x), _int64(shift)
     return (x + ((np.int64(1) << shift) >> 1)) >> shift
+
+
+def _int64(x):
+    return x if type(x) is np.ndarray and x.dtype == np.int64 else np.asarray(x, np.int64)
 
 
 def saturate(x, bits):
     """Clip to ``bits``-bit two's complement, ``[-2**(bits-1), 2**(bits-1) - 1]``. int64."""
-    return np.minimum(np.maximum(np.asarray(x, np.int64), -(1 << (bits - 1))), (1 << (bits - 1)) - 1)
+    return np.minimum(np.maximum(_int64(x), -(1 << (bits - 1))), (1 << (bits - 1)) - 1)
 
 
 def requantize(acc, mult, shift, out_bits):
@@ -73,7 +76,7 @@ def requantize(acc, mult, shift, out_bits):
     per channel (broadcast along the last axis). The product ``acc * mult`` is
     exact: the compiler checks that it stays below ``2**62``.
     """
-    return saturate(round_shift(np.asarray(acc, np.int64) * np.asarray(mult, np.int64), shift), out_bits)
+    return saturate(round_shift(_int64(acc) * _int64(mult), shift), out_bits)
 
 
 def bit_length(v):
