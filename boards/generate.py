@@ -18,7 +18,8 @@ accumulators out) goes to the back-end:
 
 `golden`, `sim` and `board` return the same integers, so for the same seed
 they produce the same text. `integer` samples with its own integer sampler
-(xorshift32, temperature as ``round(256 / T)``), so its text is its own. Tokens are decoded one at a time with a KV cache,
+(xorshift32, temperature as ``round(256 / T)``), so its text is its own.
+Tokens are decoded one at a time with a KV cache,
 so each step sends one token through every layer (the array's batch-1 case).
 """
 
@@ -52,12 +53,8 @@ class Generator:
         The context is the prompt plus what has been generated, up to the
         model's n_positions; generation stops there.
         """
-        ids = self.vocab.encode(prompt)
-        if len(ids) == 0:
-            raise UserError("The prompt is empty; give at least one character")
+        ids = prompt_ids(self.vocab, prompt, self.model.config.n_positions)
         limit = self.model.config.n_positions
-        if len(ids) >= limit:
-            raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
         rng = np.random.default_rng(seed)
         cache = KVCache()
         logits = self.model.forward(ids.astype(np.int64), linear=self.linear, cache=cache)[-1]
@@ -69,24 +66,25 @@ class Generator:
                 logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
 
 
+def prompt_ids(vocab, prompt, limit):
+    """The prompt's token ids; UserError when it is empty or fills the context of `limit` positions."""
+    ids = vocab.encode(prompt)
+    if len(ids) == 0:
+        raise UserError("The prompt is empty; give at least one character")
+    if len(ids) >= limit:
+        raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
+    return ids
+
+
 class IntegerGenerator:
     """Sampling from the whole integer forward (`golden.int_forward.IntegerForward`), sampler included."""
 
     def __init__(self, forward, vocab):
-        self.forward, self.vocab, self.model = forward, vocab, forward
-
-    @property
-    def config(self):
-        return self.forward.config
+        self.forward, self.vocab = forward, vocab
 
     def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
         """Yield the generated characters one at a time (same contract as `Generator.stream`)."""
-        ids = self.vocab.encode(prompt)
-        if len(ids) == 0:
-            raise UserError("The prompt is empty; give at least one character")
-        limit = self.forward.config.n_positions
-        if len(ids) >= limit:
-            raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
+        ids = prompt_ids(self.vocab, prompt, self.forward.config.n_positions)
         for token in self.forward.generate(ids, tokens, inv_temperature=inv_temperature(temperature),
                                            top_k=top_k, seed=seed):
             yield self.vocab.decode([token])

@@ -32,7 +32,7 @@ from .cli import UserError
 from .compile import CompiledModel
 
 __all__ = ["COMPILED_KIND", "COMPILED_FORMAT_VERSION", "IMAGE_NAME", "write_compiled", "read_compiled",
-           "is_compiled"]
+           "read_manifest", "is_compiled", "summary"]
 
 COMPILED_KIND = "compiled-forward"
 COMPILED_FORMAT_VERSION = 1
@@ -75,6 +75,17 @@ def write_compiled(compiled, out, *, checkpoint):
     return manifest
 
 
+def read_manifest(folder):
+    """The parsed manifest.json of an export folder (either kind); UserError when absent or not JSON."""
+    folder = Path(folder)
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"{folder} is not a potgen export: no manifest.json") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{folder}/manifest.json is not valid JSON: {error}") from None
+
+
 def is_compiled(folder):
     """Whether `folder` holds a manifest of a compiled forward (not a ROM export)."""
     try:
@@ -89,12 +100,7 @@ def read_compiled(folder):
     Raises UserError naming the file or tensor that is missing or does not match.
     """
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder} is not a potgen export: no manifest.json") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{folder}/manifest.json is not valid JSON: {error}") from None
+    manifest = read_manifest(folder)
     if manifest.get("kind") != COMPILED_KIND or manifest.get("format_version") != COMPILED_FORMAT_VERSION:
         raise UserError(f"{folder}: not a compiled forward of format version {COMPILED_FORMAT_VERSION}")
     path = folder / manifest["image"]["file"]

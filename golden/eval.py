@@ -237,7 +237,8 @@ def main(argv=None):
     bits = [check_bits(b) for b in args.bits]
     act_bits = None if args.act_bits == 0 else check_act_bits(args.act_bits)
     if act_bits is None and set(args.forward) - {"float"}:
-        raise UserError(f"--forward {' '.join(args.forward)} needs activation bits; --act-bits 0 leaves float rows only")
+        raise UserError(f"--forward {' '.join(args.forward)} needs activation bits; "
+                        f"--act-bits 0 leaves float rows only")
     methods = args.methods or method_names()
     for method in methods:
         if method not in method_names():

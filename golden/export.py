@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .artefact import is_compiled, read_compiled, summary, write_compiled
+from .artefact import is_compiled, read_compiled, read_manifest, summary, write_compiled
 from .atomic import atomic_directory
 from .checkpoint import sha256_of_checkpoint
 from .cli import HelpFormatter, UserError, run
@@ -142,12 +142,7 @@ def load(folder):
     Raises UserError naming the file when a hash does not match or a file is missing.
     """
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder} is not a potgen export: no manifest.json") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{folder}/manifest.json is not valid JSON: {error}") from None
+    manifest = read_manifest(folder)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{folder}: export format version {manifest.get('format_version')!r} "
                         f"is not the supported {FORMAT_VERSION}")
@@ -199,7 +194,8 @@ def parse_args(argv):
         description="Export the weight ROM images of a quantized GPT-2 checkpoint, or verify an export.",
         epilog="examples:\n  python -m golden.export --bits 4 --cols 16 --out build/roms\n"
                "  python -m golden.export --verify build/roms\n"
-               "  python -m golden.export --compiled --out build/compiled && python -m golden.export --verify build/compiled")
+               "  python -m golden.export --compiled --out build/compiled\n"
+               "  python -m golden.export --verify build/compiled")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
