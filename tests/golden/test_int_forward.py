@@ -8,7 +8,7 @@ import pytest
 from golden.artefact import read_compiled, write_compiled
 from golden.checkpoint import load_checkpoint
 from golden.compile import CompileError, IntFormats, compile_checkpoint, compile_model, multiplier, program_of
-from golden.eval import cross_entropy, windows
+from golden.eval import cross_entropy, integer_formats, windows
 from golden.export import main as export_main
 from golden.gpt2 import GPT2
 from golden.int_forward import IntegerForward
@@ -30,11 +30,12 @@ def test_artefact_is_integers_and_program(tiny_compiled):
     assert tiny_compiled.tensors["exp2.lut"].shape == (256,)
 
 
-@pytest.mark.parametrize("tables", ["int", "pot"])
+@pytest.mark.parametrize("tables", ["int", "pot", "pot-head"])
 def test_decode_with_kv_cache_equals_the_whole_window(tiny_checkpoint, tables):
     """Token-by-token decode against the KV cache gives the window's logits bit for bit."""
-    compiled = compile_checkpoint(tiny_checkpoint, bits=4,
-                                  formats=IntFormats(tables=tables, table_bits=4 if tables == "pot" else 8))
+    compiled = compile_checkpoint(tiny_checkpoint, bits=4, formats=integer_formats(8, tables, 4))
+    head = compiled.program[-1]["table"]
+    assert head == ("head.table" if tables == "pot-head" else "wte.table") and head in compiled.tensors
     forward = IntegerForward(compiled)
     ids = np.random.default_rng(0).integers(0, compiled.config.vocab_size, compiled.config.n_positions)
     whole = forward.forward(ids)
