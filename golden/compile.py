@@ -51,7 +51,7 @@ from .pot_format import PotFormat, check_bits
 from .quantize import quantize
 
 __all__ = ["RESIDUAL_HEADROOM", "TABLE_KINDS", "IntFormats", "CompiledModel", "CompileError", "compile_model",
-           "compile_checkpoint",
+           "compile_checkpoint", "parse_int_formats",
            "program_of", "multiplier"]
 
 #: The residual scale leaves this factor above the largest calibrated residual before saturation.
@@ -133,6 +133,29 @@ class IntFormats:
                                  f"not {getattr(self, kind)!r}")
             if getattr(self, kind) == "pot":
                 check_bits(getattr(self, bits))
+
+
+def parse_int_formats(items):
+    """``["exp_frac_bits=6", ...]`` (a command line's ``--int-format``) as a dict of IntFormats overrides.
+
+    Raises ValueError naming an unknown field or a value that is not an integer
+    (the format fields ``tables`` and ``head`` take their names).
+    """
+    overrides = {}
+    known = {f.name: f.type for f in fields(IntFormats)}
+    for item in items or ():
+        name, _, value = item.partition("=")
+        if name not in known or not value:
+            raise ValueError(f"--int-format {item!r}: give NAME=VALUE with NAME one of {', '.join(known)}")
+        if name in ("tables", "head"):
+            overrides[name] = value
+            continue
+        try:
+            overrides[name] = int(value)
+        except ValueError:
+            raise ValueError(f"--int-format {item!r}: {name} takes an integer") from None
+    IntFormats(**overrides)                                   # range checks, one line each
+    return overrides
 
 
 @dataclass

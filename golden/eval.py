@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .cli import HelpFormatter, UserError, run
-from .compile import IntFormats, compile_model
+from .compile import IntFormats, compile_model, parse_int_formats
 from .datapath import DEFAULT_ACT_BITS, check_act_bits
 from .int_forward import IntegerForward
 from .integer_model import method_names, quantize_model, quantize_weights, with_quantized_weights
@@ -88,13 +88,14 @@ def cross_entropy(forward_loss, inputs, targets, progress=None):
 TABLE_CHOICES = ("int", "pot", "pot-head")
 
 
-def integer_formats(act_bits, tables, bits):
+def integer_formats(act_bits, tables, bits, overrides=None):
     """The `IntFormats` of an integer row: ``tables`` "int" (8-bit), "pot" (codes of `bits` bits) or
-    "pot-head" (8-bit embeddings, PoT head)."""
+    "pot-head" (8-bit embeddings, PoT head); `overrides` (``--int-format``) replace any field."""
     embed = "pot" if tables == "pot" else "int"
     head = "int" if tables == "int" else "pot"
-    return IntFormats(act_bits=act_bits, tables=embed, table_bits=INT_TABLE_BITS if embed == "int" else bits,
-                      head=head, head_bits=INT_TABLE_BITS if head == "int" else bits)
+    fields = {"act_bits": act_bits, "tables": embed, "table_bits": INT_TABLE_BITS if embed == "int" else bits,
+              "head": head, "head_bits": INT_TABLE_BITS if head == "int" else bits}
+    return IntFormats(**{**fields, **(overrides or {})})
 
 
 def tables_label(formats):
@@ -106,7 +107,7 @@ def tables_label(formats):
 
 def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=DEFAULT_ACT_BITS, block=None,
              max_tokens=None, calib_tokens=None, pot_scale=False, reference=None, progress=True,
-             forwards=DEFAULT_FORWARDS, tables=("int",)):
+             forwards=DEFAULT_FORWARDS, tables=("int",), int_formats=None):
     """Run the study; returns the JSON-ready result dictionary (without the checkpoint paths).
 
     `reference`, a float model, becomes the baseline of every ΔCE instead of `model`'s own float CE.
@@ -137,7 +138,7 @@ def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=D
                 integer = quantize_model(model, calib_tokens=calib_tokens, bits=b, act_bits=act_bits, weights=weights)
                 row_runs.append(({"forward": "linear", "act_bits": act_bits}, integer.loss))
             for kind in tables if "integer" in forwards else ():
-                formats = integer_formats(act_bits, kind, b)
+                formats = integer_formats(act_bits, kind, b, int_formats)
                 compiled = compile_model(model, calib_tokens=calib_tokens, bits=b, method=method, weights=weights,
                                          formats=formats)
                 row_runs.append(({"forward": "integer", "act_bits": act_bits,
@@ -232,6 +233,8 @@ def parse_args(argv):
     parser.add_argument("--tables", metavar="T", nargs="+", choices=TABLE_CHOICES, default=["int"],
                         help="embedding and head tables of the integer rows: int (8-bit), pot (codes of --bits), "
                              "pot-head (8-bit embeddings, PoT head)")
+    parser.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
+                        help="integer rows: override a width of golden.compile.IntFormats, e.g. exp_frac_bits=6")
     parser.add_argument("--pot-scale", action="store_true", help="restrict channel scales to powers of two")
     parser.add_argument("--block", metavar="T", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--max-tokens", metavar="N", type=int, help="score at most N positions (default: all)")
@@ -253,6 +256,7 @@ def main(argv=None):
     # Check every argument before any work starts.
     bits = [check_bits(b) for b in args.bits]
     act_bits = None if args.act_bits == 0 else check_act_bits(args.act_bits)
+    int_formats = parse_int_formats(args.int_format)
     if act_bits is None and args.forward and set(args.forward) - {"float"}:
         raise UserError(f"--forward {' '.join(args.forward)} needs activation bits; "
                         f"--act-bits 0 leaves float rows only")
@@ -283,7 +287,7 @@ def main(argv=None):
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
                       reference=reference, progress=not args.quiet, forwards=args.forward or DEFAULT_FORWARDS,
-                      tables=args.tables)
+                      tables=args.tables, int_formats=int_formats)
     result = {"checkpoint": str(args.checkpoint),
               **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result}
     print(format_table(result))

@@ -7,7 +7,8 @@ import pytest
 
 from golden.artefact import read_compiled, write_compiled
 from golden.checkpoint import load_checkpoint
-from golden.compile import CompileError, IntFormats, compile_checkpoint, compile_model, multiplier, program_of
+from golden.compile import (CompileError, IntFormats, compile_checkpoint, compile_model, multiplier,
+                            parse_int_formats, program_of)
 from golden.eval import cross_entropy, integer_formats, windows
 from golden.export import main as export_main
 from golden.gpt2 import GPT2
@@ -143,3 +144,22 @@ def test_default_model_integer_forward_full_val():
     inputs, targets = windows(split_tokens(DEFAULT_MODEL_DIR, "val", model.config.vocab_size), 128)
     assert cross_entropy(IntegerForward(compiled).loss, inputs, targets) < cross_entropy(model.loss, inputs,
                                                                                           targets) + 0.3
+
+
+@pytest.mark.parametrize("items, message", [
+    (["exp_bits=x"], "exp_bits takes an integer"),
+    (["nope=3"], "give NAME=VALUE with NAME one of act_bits"),
+    (["exp_frac_bits=0"], "exp_frac_bits must be an integer from 1 to 12, not 0"),
+])
+def test_int_format_overrides_wrong(items, message):
+    with pytest.raises(ValueError, match=message):
+        parse_int_formats(items)
+
+
+def test_narrower_exp_table_is_a_parameter(tiny_checkpoint, tmp_path):
+    out = tmp_path / "c"
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--compiled", "--out", str(out), "--quiet",
+                        "--int-format", "exp_frac_bits=6", "head=pot", "head_bits=4"]) == 0
+    _, compiled = read_compiled(out)
+    assert compiled.tensors["exp2.lut"].shape == (64,) and compiled.formats.head == "pot"
+    assert IntegerForward(compiled).forward(np.arange(5)).shape == (5, compiled.config.vocab_size)
