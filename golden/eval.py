@@ -1,7 +1,7 @@
 """Quality study: cross-entropy of a GPT-2 with PoT weights against the float model.
 
     python -m golden.eval [--checkpoint PATH] [--data FILE.bin] [--bits 3 4 5 6] [--methods ...]
-                          [--act-bits 8] [--forward float linear integer] [--tables int pot]
+                          [--act-bits 8] [--forward float linear integer] [--tables int pot pot-head]
                           [--block T] [--max-tokens N] [--reference PATH] [--json OUT] [--plot OUT.png]
 
 Protocol: the token file is cut from its start into contiguous, non-overlapping
@@ -60,6 +60,7 @@ DEFAULT_BITS_SWEEP = (3, 4, 5, 6)
 FORWARDS = ("float", "linear", "integer")
 DEFAULT_FORWARDS = ("float", "linear")
 INT_TABLE_BITS = 8
+TABLE_CHOICES = ("int", "pot", "pot-head")
 _WINDOWS_PER_BATCH = 32
 
 
@@ -83,9 +84,6 @@ def cross_entropy(forward_loss, inputs, targets, progress=None):
         if progress is not None:
             progress.update(len(inputs[batch]))
     return total / len(inputs)
-
-
-TABLE_CHOICES = ("int", "pot", "pot-head")
 
 
 def integer_formats(act_bits, tables, bits, overrides=None):
