@@ -211,8 +211,9 @@ def parse_args(argv):
                         help=f"quantizers (default: all of {', '.join(method_names())})")
     parser.add_argument("--act-bits", metavar="A", type=int, default=DEFAULT_ACT_BITS,
                         help="activation bits of the linear and integer rows, 2..16 (0: no such rows)")
-    parser.add_argument("--forward", metavar="F", nargs="+", choices=FORWARDS, default=list(DEFAULT_FORWARDS),
-                        help=f"which rows: {', '.join(FORWARDS)} (the ops that are integer; see the module doc)")
+    parser.add_argument("--forward", metavar="F", nargs="+", choices=FORWARDS, default=None,
+                        help=f"which rows: {', '.join(FORWARDS)}, the ops that are integer (default: "
+                             f"{' '.join(DEFAULT_FORWARDS)}; float only with --act-bits 0)")
     parser.add_argument("--tables", metavar="T", nargs="+", choices=("int", "pot"), default=["int"],
                         help="embedding and head tables of the integer rows: int (8-bit) or pot (codes)")
     parser.add_argument("--pot-scale", action="store_true", help="restrict channel scales to powers of two")
@@ -236,7 +237,7 @@ def main(argv=None):
     # Check every argument before any work starts.
     bits = [check_bits(b) for b in args.bits]
     act_bits = None if args.act_bits == 0 else check_act_bits(args.act_bits)
-    if act_bits is None and set(args.forward) - {"float"}:
+    if act_bits is None and args.forward and set(args.forward) - {"float"}:
         raise UserError(f"--forward {' '.join(args.forward)} needs activation bits; "
                         f"--act-bits 0 leaves float rows only")
     methods = args.methods or method_names()
@@ -265,7 +266,8 @@ def main(argv=None):
 
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
-                      reference=reference, progress=not args.quiet, forwards=args.forward, tables=args.tables)
+                      reference=reference, progress=not args.quiet, forwards=args.forward or DEFAULT_FORWARDS,
+                      tables=args.tables)
     result = {"checkpoint": str(args.checkpoint),
               **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result}
     print(format_table(result))
