@@ -26,7 +26,7 @@ def test_isqrt_exhaustive(value_bits):
     assert got == isqrt(v).tolist()
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=4, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), value_bits=st.sampled_from([45, 62, 33]))
 def test_isqrt_wide(seed, value_bits):
     """Random radicands of every length, squares and squares minus one, the largest value."""
@@ -59,7 +59,7 @@ def test_reciprocal_exhaustive():
     assert got == golden_reciprocal(v, 16)
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=4, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), value_bits=st.sampled_from([23, 24, 40]), bits=st.integers(3, 20))
 def test_reciprocal_wide(seed, value_bits, bits):
     """Random v of every length, powers of two and their neighbours (R = 2**(bits-1) exactly at a power of two)."""

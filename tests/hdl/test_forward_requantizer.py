@@ -48,7 +48,7 @@ def test_corners():
     assert got == golden(acc, mult, shift, out_bits)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), acc_bits=st.integers(2, 30), mult_bits=st.integers(1, 18),
        out_bits=st.integers(2, 20))
 def test_random(seed, acc_bits, mult_bits, out_bits):
