@@ -1,0 +1,70 @@
+"""Every whole-forward unit sized from a compiled artefact (golden's `CompiledModel`).
+
+The widths come from the artefact, not from constants here: the
+accumulator of the widest linear layer, the largest requantiser shift, the
+layer norms' row length and formats, the tables of the first layer.
+"""
+
+import numpy as np
+
+from golden.datapath import pot_acc_bits
+
+from .embedding_unit import EmbeddingUnit
+from .exp2_unit import Exp2Unit
+from .gelu_table import GeluTable
+from .isqrt_unit import IsqrtUnit
+from .layer_norm_unit import LayerNormUnit
+from .reciprocal_unit import ReciprocalUnit
+from .requantizer import Requantizer
+from .xorshift32 import Xorshift32
+
+__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "units_for"]
+
+
+def linear_acc_bits(compiled):
+    """The exact accumulator width of the widest linear layer (codes, activations and bias of the artefact)."""
+    t, f = compiled.tensors, compiled.formats
+    widths = [pot_acc_bits(t[op["name"] + ".codes"].shape[0], f.act_bits, compiled.bits,
+                           int(np.abs(t[op["name"] + ".bias"]).max()))
+              for op in compiled.program if op["op"] == "linear"]
+    return max(widths)
+
+
+def requantizer_for(compiled, *, to="act"):
+    """The linear layers' `Requantizer`: onto activations (``to="act"``) or the residual (``"residual"``)."""
+    t, f = compiled.tensors, compiled.formats
+    shifts = [int(np.max(t[op["name"] + ".shift"])) for op in compiled.program if op["op"] == "linear"]
+    return Requantizer(acc_bits=linear_acc_bits(compiled), mult_bits=f.mult_bits,
+                       shift_bits=max(1, max(shifts).bit_length()),
+                       out_bits=f.act_bits if to == "act" else f.res_bits)
+
+
+def layer_norm_for(compiled):
+    """The `LayerNormUnit` of the artefact's row length and formats (eps port as wide as its eps)."""
+    f, t = compiled.formats, compiled.tensors
+    eps = max(int(t[op["name"] + ".eps"]) for op in compiled.program if op["op"] == "layer_norm")
+    return LayerNormUnit(d=compiled.config.n_embd, res_bits=f.res_bits, frac_bits=f.ln_frac_bits,
+                         inv_bits=f.ln_inv_bits, gamma_bits=f.ln_gamma_bits, eps_bits=max(1, eps.bit_length()),
+                         out_bits=f.act_bits)
+
+
+def units_for(compiled):
+    """``{name: component}`` of every unit, sized from `compiled`."""
+    t, f = compiled.tensors, compiled.formats
+    ln = layer_norm_for(compiled)
+    root_bits = (ln.d_bits + 1) // 2
+    units = {
+        "requantizer (to act)": requantizer_for(compiled, to="act"),
+        "requantizer (to residual)": requantizer_for(compiled, to="residual"),
+        "isqrt": IsqrtUnit(value_bits=ln.d_bits),
+        "reciprocal": ReciprocalUnit(value_bits=root_bits, bits=f.ln_inv_bits),
+        "layer norm": ln,
+        "exp2": Exp2Unit(table=t["exp2.lut"], frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, z_bits=24),
+        "gelu table": GeluTable(table=t["h.0.mlp.gelu"], act_bits=f.act_bits),
+        "xorshift32": Xorshift32(),
+    }
+    if f.tables == "int":
+        units["embedding"] = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"],
+                                           wte_shift=t["wte.shift"], wpe_mult=t["wpe.mult"],
+                                           wpe_shift=t["wpe.shift"], res_bits=f.res_bits)
+    return units
