@@ -9,6 +9,7 @@ import numpy as np
 
 from golden.datapath import pot_acc_bits
 
+from .attention_unit import AttentionUnit
 from .embedding_unit import EmbeddingUnit
 from .exp2_unit import Exp2Unit
 from .gelu_table import GeluTable
@@ -16,9 +17,10 @@ from .isqrt_unit import IsqrtUnit
 from .layer_norm_unit import LayerNormUnit
 from .reciprocal_unit import ReciprocalUnit
 from .requantizer import Requantizer
+from .sampler import Sampler
 from .xorshift32 import Xorshift32
 
-__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "units_for"]
+__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "units_for"]
 
 
 def linear_acc_bits(compiled):
@@ -48,8 +50,29 @@ def layer_norm_for(compiled):
                          out_bits=f.act_bits)
 
 
-def units_for(compiled):
-    """``{name: component}`` of every unit, sized from `compiled`."""
+def attention_for(compiled, *, positions=None):
+    """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context)."""
+    c, f, t = compiled.config, compiled.formats, compiled.tensors
+    return AttentionUnit(d=c.n_embd, n_head=c.n_head, n_layer=c.n_layer, positions=positions or c.n_positions,
+                         act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
+                         exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
+                         mult_bits=f.mult_bits)
+
+
+def sampler_for(compiled):
+    """The `Sampler` of `compiled`'s vocabulary and formats."""
+    f = compiled.formats
+    return Sampler(vocab_size=compiled.config.vocab_size, logit_bits=f.logit_bits, table=compiled.tensors["exp2.lut"],
+                   exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, mult_bits=f.mult_bits)
+
+
+def units_for(compiled, *, cache_positions=4):
+    """``{name: component}`` of every unit, sized from `compiled`.
+
+    The attention unit's KV cache is given `cache_positions` positions: at the
+    model's context the cache is SPRAM's (262 Kbit at 64 positions for the
+    default model), which synthesis alone would spread over logic.
+    """
     t, f = compiled.tensors, compiled.formats
     ln = layer_norm_for(compiled)
     root_bits = (ln.d_bits + 1) // 2
@@ -62,6 +85,8 @@ def units_for(compiled):
         "exp2": Exp2Unit(table=t["exp2.lut"], frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, z_bits=24),
         "gelu table": GeluTable(table=t["h.0.mlp.gelu"], act_bits=f.act_bits),
         "xorshift32": Xorshift32(),
+        "sampler": sampler_for(compiled),
+        f"attention (cache of {cache_positions} positions)": attention_for(compiled, positions=cache_positions),
     }
     if f.tables == "int":
         units["embedding"] = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"],
