@@ -1,79 +1,10 @@
-"""Simulation helpers for the whole-forward units (tests/hdl/test_forward_*.py).
+"""Simulation helpers for the whole-forward units (tests/hdl/test_forward_*.py)."""
 
-`stream_through` drives a unit's input streams and collects an output
-stream in Amaranth's simulator, with seeded random gaps on both sides so
-every test also exercises back-pressure.
-"""
-
-import numpy as np
-from amaranth.sim import Simulator
+from hdl.forward.simulation import run_streams, set_payload
 
 __all__ = ["set_payload", "stream_through"]
 
 
-def set_payload(ctx, payload, value):
-    """Set a stream payload from an int or a dict of field -> int (nested dicts for nested structs)."""
-    if isinstance(value, dict):
-        for name, item in value.items():
-            set_payload(ctx, getattr(payload, name), item)
-    else:
-        ctx.set(payload, int(value))
-
-
-def stream_through(dut, inputs, output, count, *, seed=0, gap=0.25, setup=None, max_cycles=2_000_000):
-    """Send ``inputs`` (``{stream name: [payload, ...]}``) and return `count` payloads of stream `output`.
-
-    Each input stream gets its own producer; the consumer holds ``ready`` low
-    on a fraction `gap` of cycles and producers idle as often (seeded by
-    `seed`). `setup(ctx)` runs first (configuration ports). Payloads of a
-    struct output are returned as dicts of ints, others as ints.
-    """
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    got = []
-    started = []
-
-    def producer(name, items, rng):
-        async def bench(ctx):
-            port = getattr(dut, name)
-            while not started:
-                await ctx.tick()
-            for item in items:
-                while rng.random() < gap:
-                    await ctx.tick()
-                set_payload(ctx, port.payload, item)
-                ctx.set(port.valid, 1)
-                await ctx.tick().until(port.ready)
-                ctx.set(port.valid, 0)
-        return bench
-
-    async def consumer(ctx):
-        if setup is not None:
-            setup(ctx)
-        started.append(True)
-        port = getattr(dut, output)
-        rng = np.random.default_rng(seed + 1)
-        cycles = 0
-        while len(got) < count:
-            ready = rng.random() >= gap
-            ctx.set(port.ready, ready)
-            await ctx.delay(1e-8)
-            if ready and ctx.get(port.valid):
-                got.append(_value(ctx.get(port.payload)))
-            await ctx.tick()
-            cycles += 1
-            assert cycles < max_cycles, f"{len(got)} of {count} outputs after {cycles} cycles"
-        ctx.set(port.ready, 0)
-
-    for index, (name, items) in enumerate(inputs.items()):
-        sim.add_testbench(producer(name, list(items), np.random.default_rng(seed + 2 + index)))
-    sim.add_testbench(consumer)
-    sim.run()
-    return got
-
-
-def _value(payload):
-    if isinstance(payload, int):
-        return payload
-    shape = payload.shape()
-    return {name: _value(getattr(payload, name)) for name, _ in shape}
+def stream_through(dut, inputs, output, count, *, seed=0, gap=0.25, setup=None):
+    """`hdl.forward.simulation.run_streams` with a quarter of the cycles idle on each side: the payloads out."""
+    return run_streams(dut, inputs, output, count, seed=seed, gap=gap, setup=setup)[0]
