@@ -25,8 +25,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .decode_linear import DecodeLinear
-from .units import layer_norm_for
+from .units import decode_linear_for, layer_norm_for
 
 __all__ = ["LayerNormLinear"]
 
@@ -63,9 +62,7 @@ class LayerNormLinear(wiring.Component):
         self._norm = layer_norm_for(compiled)
         self._gamma, self._beta = np.asarray(t[norm + ".gamma"]), np.asarray(t[norm + ".beta"])
         self._eps, self._gamma_shift = int(t[norm + ".eps"]), int(t[norm + ".shift"])
-        self._linear = DecodeLinear(codes=t[linear + ".codes"], bias=t[linear + ".bias"], mult=t[linear + ".mult"],
-                                    shift=t[linear + ".shift"], bits=compiled.bits, act_bits=f.act_bits,
-                                    out_bits=f.act_bits, rows=rows, columns=columns, mult_bits=f.mult_bits)
+        self._linear = decode_linear_for(compiled, linear, rows=rows, columns=columns)
         super().__init__({"x": In(stream.Signature(signed(f.res_bits))),
                           "o": Out(stream.Signature(signed(f.act_bits)))})
 

@@ -10,6 +10,7 @@ import numpy as np
 from golden.datapath import pot_acc_bits
 
 from .attention_unit import AttentionUnit
+from .decode_linear import DecodeLinear
 from .embedding_unit import EmbeddingUnit
 from .exp2_unit import Exp2Unit
 from .gelu_table import GeluTable
@@ -20,7 +21,8 @@ from .requantizer import Requantizer
 from .sampler import Sampler
 from .xorshift32 import Xorshift32
 
-__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "units_for"]
+__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "embedding_for",
+           "gelu_for", "decode_linear_for", "units_for"]
 
 
 def linear_acc_bits(compiled):
@@ -66,6 +68,30 @@ def sampler_for(compiled):
                    exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, mult_bits=f.mult_bits)
 
 
+def embedding_for(compiled):
+    """The `EmbeddingUnit` of `compiled`'s integer tables (``tables="int"``)."""
+    t, f = compiled.tensors, compiled.formats
+    if f.tables != "int":
+        raise ValueError(f"the embedding unit reads integer tables, not tables={f.tables!r}")
+    return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
+                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=f.res_bits)
+
+
+def gelu_for(compiled, layer=0):
+    """The `GeluTable` of layer `layer` of `compiled`."""
+    return GeluTable(table=compiled.tensors[f"h.{layer}.mlp.gelu"], act_bits=compiled.formats.act_bits)
+
+
+def decode_linear_for(compiled, name, *, rows=4, columns=3):
+    """The `DecodeLinear` of linear layer `name` of `compiled` on a ``rows x columns`` split-K array."""
+    t, f = compiled.tensors, compiled.formats
+    to = next(op["to"] for op in compiled.program if op["op"] == "linear" and op["name"] == name)
+    return DecodeLinear(codes=t[name + ".codes"], bias=t[name + ".bias"], mult=t[name + ".mult"],
+                        shift=t[name + ".shift"], bits=compiled.bits, act_bits=f.act_bits,
+                        out_bits=f.act_bits if to == "act" else f.res_bits, rows=rows, columns=columns,
+                        mult_bits=f.mult_bits)
+
+
 def units_for(compiled, *, cache_positions=4):
     """``{name: component}`` of every unit, sized from `compiled`.
 
@@ -83,13 +109,12 @@ def units_for(compiled, *, cache_positions=4):
         "reciprocal": ReciprocalUnit(value_bits=root_bits, bits=f.ln_inv_bits),
         "layer norm": ln,
         "exp2": Exp2Unit(table=t["exp2.lut"], frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, z_bits=24),
-        "gelu table": GeluTable(table=t["h.0.mlp.gelu"], act_bits=f.act_bits),
+        "gelu table": gelu_for(compiled),
         "xorshift32": Xorshift32(),
         "sampler": sampler_for(compiled),
         f"attention (cache of {cache_positions} positions)": attention_for(compiled, positions=cache_positions),
     }
     if f.tables == "int":
-        units["embedding"] = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"],
-                                           wte_shift=t["wte.shift"], wpe_mult=t["wpe.mult"],
-                                           wpe_shift=t["wpe.shift"], res_bits=f.res_bits)
+        units["embedding"] = embedding_for(compiled)
+    units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
     return units
