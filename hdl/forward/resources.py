@@ -1,6 +1,6 @@
 """Resources of every whole-forward unit on iCE40: Yosys ``synth_ice40 -dsp``, then nextpnr packing.
 
-    python -m hdl.forward.resources [--checkpoint DIR] [--no-pack] [--json]
+    python -m hdl.forward.resources [--checkpoint DIR] [--only NAME] [--no-pack] [--json]
 
 Each unit is sized from the checkpoint's compiled artefact (`hdl.forward.units`)
 and synthesized alone; the table gives Yosys's cell counts (SB_LUT4,
@@ -46,13 +46,19 @@ def synthesize_unit(component, name, work_dir, *, pack=True):
     return result
 
 
-def unit_resources(compiled, *, pack=True, progress=None):
-    """``[{"unit", ...synthesize_unit's figures}]`` for every unit of `compiled` (`hdl.forward.units.units_for`)."""
+def unit_resources(compiled, *, pack=True, only=None, progress=None):
+    """``[{"unit", ...synthesize_unit's figures}]`` for the units of `compiled` (`hdl.forward.units.units_for`).
+
+    `only`: a substring; only units whose name contains it.
+    """
     from .units import units_for
 
     rows = []
+    units = {label: unit for label, unit in units_for(compiled).items() if only is None or only in label}
+    if not units:
+        raise ValueError(f"no unit name contains {only!r}")
     with tempfile.TemporaryDirectory(prefix="potgen-forward-") as work:
-        for index, (label, unit) in enumerate(units_for(compiled).items()):
+        for index, (label, unit) in enumerate(units.items()):
             row = {"unit": label, **synthesize_unit(unit, f"unit{index}", work, pack=pack)}
             rows.append(row)
             if progress:
@@ -79,6 +85,7 @@ def main(argv=None):
         epilog="example: python -m hdl.forward.resources --json > build/forward_units.json")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
     p.add_argument("--bits", metavar="b", type=int, default=4, help="PoT code width of the linear layers")
+    p.add_argument("--only", metavar="NAME", default=None, help="only the units whose name contains NAME")
     p.add_argument("--no-pack", action="store_true", help="skip nextpnr packing (no logic-cell counts)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = p.parse_args(argv)
@@ -89,7 +96,7 @@ def main(argv=None):
         if args.checkpoint is not None and not Path(args.checkpoint).exists():
             raise ValueError(f"checkpoint {args.checkpoint} does not exist")
         compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
-        rows = unit_resources(compiled, pack=not args.no_pack,
+        rows = unit_resources(compiled, pack=not args.no_pack, only=args.only,
                               progress=lambda row: print(f"synthesized {row['unit']}", file=sys.stderr))
     except (TypeError, ValueError, CompileError, ToolError) as error:
         print(f"error: {error}", file=sys.stderr)

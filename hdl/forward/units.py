@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Every whole-forward unit sized from a compiled artefact (golden's `CompiledModel`).
 
 The widths come from the artefact, not from constants here: the

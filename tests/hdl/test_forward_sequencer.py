@@ -41,3 +41,14 @@ def test_decode_plan(compiled_default):
     assert split["beats"] == 4 * (64 * 17 + 22 * 17 + 86 * 17 + 22 * 65)
     assert split["bound_beats"] == split["beats"] and split["utilisation"] > 0.94
     assert plan(compiled_default, rows=2, columns=16, code_bits_per_cycle=48)["bound_utilisation"] == 0.375
+
+
+def test_decode_plan_cli_bad_shape(capsys):
+    from hdl.forward.decode_plan import main
+
+    assert main(["--shapes", "2x0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: array shape '2x0' is not RxC or os:RxC with positive R and C"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "example: python -m hdl.forward.decode_plan" in capsys.readouterr().out
