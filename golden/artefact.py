@@ -129,6 +129,7 @@ def summary(manifest):
         f"vocab {config['vocab_size']}, context {config['n_positions']}",
         f"formats    w{manifest['bits']} a{formats['act_bits']} residual {formats['res_bits']} "
         f"logits {formats['logit_bits']} tables {formats['tables']}{formats['table_bits']} "
+        f"head {formats['head']}{formats['head_bits']} "
         f"mult {formats['mult_bits']} exp {formats['exp_bits']}/{1 << formats['exp_frac_bits']} entries",
         f"program    {len(manifest['program'])} operations",
         f"image      {manifest['image']['bytes']} bytes in {len(manifest['tensors'])} tensors"])

@@ -17,10 +17,13 @@ design point of the iCE40UP5K / ECP5 forward):
   accumulators, then per output channel a requantiser ``(mult, shift)`` with
   ``mult`` a ``mult_bits`` unsigned mantissa, onto the next tensor's scale
   (``act_bits`` saturated) or onto the residual's (added, ``res_bits`` saturated);
-- embeddings and head: one table of ``table_bits`` integers (``tables="int"``)
-  or PoT codes (``tables="pot"``) with a scale per row (token); lookup is a
-  per-row requantiser into the residual, the head the same array as a linear
-  layer whose per-row requantiser gives ``logit_bits`` logits;
+- embeddings and head: tables of ``table_bits`` signed integers
+  (``tables="int"``) or PoT codes (``tables="pot"``) with a scale per row
+  (token or position); lookup is a per-row requantiser into the residual. The
+  head has its own format (``head``, ``head_bits``): it runs on the PoT array
+  like a linear layer (``head="pot"``) or on integer multipliers, and a
+  per-row requantiser gives ``logit_bits`` logits. A tied head whose format is
+  the embeddings' shares their table; otherwise the head has its own;
 - layer norm, attention, GELU and sampling: :mod:`golden.int_ops`.
 
 Scales are static, calibrated on the calibration text by a float forward with
@@ -48,7 +51,7 @@ from .pot_format import PotFormat, check_bits
 from .quantize import quantize
 
 __all__ = ["RESIDUAL_HEADROOM", "TABLE_KINDS", "IntFormats", "CompiledModel", "CompileError", "compile_model",
-           "compile_checkpoint",
+           "compile_checkpoint", "parse_int_formats",
            "program_of", "multiplier"]
 
 #: The residual scale leaves this factor above the largest calibrated residual before saturation.
@@ -88,9 +91,11 @@ class IntFormats:
     logit_bits : int
         The head's logits: signed.
     tables : "int" or "pot"
-        Embedding and head tables as signed integers or as PoT codes.
+        Embedding tables (wte, wpe) as signed integers or as PoT codes.
     table_bits : int
         Their width (PoT code width for "pot", 3..8).
+    head, head_bits : str, int
+        The same for the head's table.
     """
 
     act_bits: int = 8
@@ -106,12 +111,15 @@ class IntFormats:
     logit_bits: int = 16
     tables: str = "int"
     table_bits: int = 8
+    head: str = "int"
+    head_bits: int = 8
 
     def __post_init__(self):
         check_act_bits(self.act_bits)
         limits = {"res_bits": (4, 24), "mult_bits": (2, 24), "ln_frac_bits": (1, 20), "ln_inv_bits": (4, 24),
                   "ln_gamma_bits": (4, 24), "exp_frac_bits": (1, 12), "exp_bits": (4, 24),
-                  "recip_bits": (4, 24), "avg_frac_bits": (0, 16), "logit_bits": (4, 32), "table_bits": (2, 16)}
+                  "recip_bits": (4, 24), "avg_frac_bits": (0, 16), "logit_bits": (4, 32), "table_bits": (2, 16),
+                  "head_bits": (2, 16)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
@@ -119,10 +127,35 @@ class IntFormats:
         if self.ln_frac_bits > self.ln_inv_bits - 1:
             raise ValueError(f"ln_frac_bits must be at most ln_inv_bits - 1 = {self.ln_inv_bits - 1}, "
                              f"not {self.ln_frac_bits}")
-        if self.tables not in TABLE_KINDS:
-            raise ValueError(f"tables must be one of {', '.join(map(repr, TABLE_KINDS))}, not {self.tables!r}")
-        if self.tables == "pot":
-            check_bits(self.table_bits)
+        for kind, bits in (("tables", "table_bits"), ("head", "head_bits")):
+            if getattr(self, kind) not in TABLE_KINDS:
+                raise ValueError(f"{kind} must be one of {', '.join(map(repr, TABLE_KINDS))}, "
+                                 f"not {getattr(self, kind)!r}")
+            if getattr(self, kind) == "pot":
+                check_bits(getattr(self, bits))
+
+
+def parse_int_formats(items):
+    """``["exp_frac_bits=6", ...]`` (a command line's ``--int-format``) as a dict of IntFormats overrides.
+
+    Raises ValueError naming an unknown field or a value that is not an integer
+    (the format fields ``tables`` and ``head`` take their names).
+    """
+    overrides = {}
+    known = {f.name: f.type for f in fields(IntFormats)}
+    for item in items or ():
+        name, _, value = item.partition("=")
+        if name not in known or not value:
+            raise ValueError(f"--int-format {item!r}: give NAME=VALUE with NAME one of {', '.join(known)}")
+        if name in ("tables", "head"):
+            overrides[name] = value
+            continue
+        try:
+            overrides[name] = int(value)
+        except ValueError:
+            raise ValueError(f"--int-format {item!r}: {name} takes an integer") from None
+    IntFormats(**overrides)                                   # range checks, one line each
+    return overrides
 
 
 @dataclass
@@ -166,7 +199,7 @@ class CompiledModel:
                    dict(description["scales"]))
 
 
-def program_of(config):
+def program_of(config, head_table="wte.table"):
     """The operations of GPT-2's forward on the integer registers ``x`` (residual) and ``a`` (activations).
 
     ``embed``: x = wte[token] + wpe[position] (per-row requantisers, saturated to res_bits).
@@ -175,7 +208,8 @@ def program_of(config):
     ``linear`` name, to "residual": x = saturate(x + requantize(acc(a), ...), res_bits).
     ``attention`` name: a (q | k | v) appends k, v to the layer's KV cache, a = int_ops.attention(...).
     ``gelu`` name: a = name.table[a + 2**(act_bits-1)].
-    ``head``: logits = requantize(acc(a) with the head table, head.mult, head.shift, logit_bits).
+    ``head`` (table: "wte.table" or "head.table"): logits = requantize(acc(a) with that table, head.mult,
+    head.shift, logit_bits).
     """
     program = [{"op": "embed"}]
     for i in range(config.n_layer):
@@ -188,7 +222,7 @@ def program_of(config):
                     {"op": "linear", "name": h + "mlp.c_fc", "to": "act"},
                     {"op": "gelu", "name": h + "mlp"},
                     {"op": "linear", "name": h + "mlp.c_proj", "to": "residual"}]
-    return program + [{"op": "layer_norm", "name": "ln_f"}, {"op": "head"}]
+    return program + [{"op": "layer_norm", "name": "ln_f"}, {"op": "head", "table": head_table}]
 
 
 def multiplier(ratio, mult_bits, what):
@@ -283,19 +317,19 @@ def _scale(absmax, bits):
     return absmax / ((1 << (bits - 1)) - 1) if absmax > 0 else 1.0
 
 
-def _table(matrix, formats, method, what):
+def _table(matrix, kind, bits, method, what):
     """A (rows, d) float table as (integers or PoT codes (rows, d), int values (rows, d), unit per row)."""
     matrix = np.asarray(matrix, np.float64)
-    if formats.tables == "int":
-        qmax = (1 << (formats.table_bits - 1)) - 1
+    if kind == "int":
+        qmax = (1 << (bits - 1)) - 1
         absmax = np.abs(matrix).max(axis=1)
         unit = np.where(absmax > 0, absmax / qmax, 1.0)
         values = np.clip(np.floor(matrix / unit[:, None] + 0.5), -qmax, qmax).astype(np.int64)
-        return values.astype(np.int8 if formats.table_bits <= 8 else np.int16), values, unit
-    fmt = PotFormat(formats.table_bits)
+        return values.astype(np.int8 if bits <= 8 else np.int16), values, unit
+    fmt = PotFormat(bits)
     if fmt.emax >= _MAX_PRODUCT_BITS // 2:
-        raise CompileError(f"{what}: PoT tables of {formats.table_bits} bits are too wide; use at most 6")
-    pot = quantize(matrix.T.astype(np.float32), formats.table_bits, method, name=what)    # channels = rows
+        raise CompileError(f"{what}: PoT tables of {bits} bits are too wide; use at most 6")
+    pot = quantize(matrix.T.astype(np.float32), bits, method, name=what)    # channels = rows
     codes = np.ascontiguousarray(pot.codes.T)
     return codes, fmt.to_int(codes).astype(np.int64), np.ldexp(pot.scales.astype(np.float64), -fmt.emax)
 
@@ -347,13 +381,12 @@ def compile_model(model, *, calib_tokens, bits=4, method="pot-channel", weights=
         tensors[prefix + ".mult"], tensors[prefix + ".shift"] = multiplier(ratio, mb, prefix)
 
     # Embeddings: per-row requantisers into the residual.
-    tables = {}
-    for name in ("wte", "wpe") + (() if config.tied_head else ("lm_head.weight",)):
-        stored, values, unit = _table(model.params[name], formats, table_method, name)
+    for name in ("wte", "wpe"):
+        stored, _, unit = _table(model.params[name], formats.tables, formats.table_bits, table_method, name)
         tensors[name + ".table"] = stored
-        tables[name] = (values, unit)
-        if name != "lm_head.weight":
-            requantiser(name, unit / res_scale)
+        requantiser(name, unit / res_scale)
+        if name == "wte":
+            wte_unit = unit
 
     # Layer norms: gains and biases with the output scale folded in.
     F = formats.ln_frac_bits
@@ -399,11 +432,17 @@ def compile_model(model, *, calib_tokens, bits=4, method="pot-channel", weights=
 
     # Head: the token table (or lm_head) on the PoT array, per-row requantisers onto one logit scale.
     logit_scale = RESIDUAL_HEADROOM * _scale(stats["logits"], formats.logit_bits)
-    _, unit = tables["wte" if config.tied_head else "lm_head.weight"]
+    head_table = "wte.table"
+    if config.tied_head and (formats.head, formats.head_bits) == (formats.tables, formats.table_bits):
+        unit = wte_unit
+    else:
+        head_table = "head.table"
+        tensors[head_table], _, unit = _table(model.params["wte" if config.tied_head else "lm_head.weight"],
+                                              formats.head, formats.head_bits, table_method, "head")
     requantiser("head", unit * act["ln_f"] / logit_scale)
     requantiser("sampler.logit", logit_scale * math.log2(math.e) * (1 << formats.exp_frac_bits))
     tensors = {name: np.asarray(value) for name, value in tensors.items()}
-    return CompiledModel(config, formats, bits, tensors, program_of(config),
+    return CompiledModel(config, formats, bits, tensors, program_of(config, head_table),
                          {"residual": float(res_scale), "logits": float(logit_scale)})
 
 

@@ -1,7 +1,7 @@
 """Quality study: cross-entropy of a GPT-2 with PoT weights against the float model.
 
     python -m golden.eval [--checkpoint PATH] [--data FILE.bin] [--bits 3 4 5 6] [--methods ...]
-                          [--act-bits 8] [--forward float linear integer] [--tables int pot]
+                          [--act-bits 8] [--forward float linear integer] [--tables int pot pot-head]
                           [--block T] [--max-tokens N] [--reference PATH] [--json OUT] [--plot OUT.png]
 
 Protocol: the token file is cut from its start into contiguous, non-overlapping
@@ -26,8 +26,9 @@ which operations were integer:
     The whole forward in integers (`golden.compile`, `golden.int_forward`):
     embeddings, layer norms, attention and softmax, GELU, residuals and the
     head, one row per ``--tables`` format of the embedding and head tables
-    (``int``: 8-bit integers; ``pot``: PoT codes of the weights' width). Only
-    the scoring of its integer logits is float.
+    (``int``: 8-bit integers; ``pot``: PoT codes of the weights' width;
+    ``pot-head``: 8-bit embeddings and a PoT head). Only the scoring of its
+    integer logits is float.
 
 ΔCE is taken against the checkpoint's own float weights, or with ``--reference``
 against another float model on the same windows: the model a QAT checkpoint was
@@ -45,7 +46,7 @@ from tqdm import tqdm
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint
 from .cli import HelpFormatter, UserError, run
-from .compile import IntFormats, compile_model
+from .compile import IntFormats, compile_model, parse_int_formats
 from .datapath import DEFAULT_ACT_BITS, check_act_bits
 from .int_forward import IntegerForward
 from .integer_model import method_names, quantize_model, quantize_weights, with_quantized_weights
@@ -59,6 +60,7 @@ DEFAULT_BITS_SWEEP = (3, 4, 5, 6)
 FORWARDS = ("float", "linear", "integer")
 DEFAULT_FORWARDS = ("float", "linear")
 INT_TABLE_BITS = 8
+TABLE_CHOICES = ("int", "pot", "pot-head")
 _WINDOWS_PER_BATCH = 32
 
 
@@ -84,14 +86,26 @@ def cross_entropy(forward_loss, inputs, targets, progress=None):
     return total / len(inputs)
 
 
-def integer_formats(act_bits, tables, bits):
-    """The `IntFormats` of an integer row: ``tables`` "int" (8-bit) or "pot" (codes of `bits` bits)."""
-    return IntFormats(act_bits=act_bits, tables=tables, table_bits=INT_TABLE_BITS if tables == "int" else bits)
+def integer_formats(act_bits, tables, bits, overrides=None):
+    """The `IntFormats` of an integer row: ``tables`` "int" (8-bit), "pot" (codes of `bits` bits) or
+    "pot-head" (8-bit embeddings, PoT head); `overrides` (``--int-format``) replace any field."""
+    embed = "pot" if tables == "pot" else "int"
+    head = "int" if tables == "int" else "pot"
+    fields = {"act_bits": act_bits, "tables": embed, "table_bits": INT_TABLE_BITS if embed == "int" else bits,
+              "head": head, "head_bits": INT_TABLE_BITS if head == "int" else bits}
+    return IntFormats(**{**fields, **(overrides or {})})
+
+
+def tables_label(formats):
+    """How a row names its table formats: "int8", "pot4", "int8+pot4 head"."""
+    label = f"{formats.tables}{formats.table_bits}"
+    head = f"{formats.head}{formats.head_bits}"
+    return label if head == label else f"{label}+{head} head"
 
 
 def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=DEFAULT_ACT_BITS, block=None,
              max_tokens=None, calib_tokens=None, pot_scale=False, reference=None, progress=True,
-             forwards=DEFAULT_FORWARDS, tables=("int",)):
+             forwards=DEFAULT_FORWARDS, tables=("int",), int_formats=None):
     """Run the study; returns the JSON-ready result dictionary (without the checkpoint paths).
 
     `reference`, a float model, becomes the baseline of every ΔCE instead of `model`'s own float CE.
@@ -122,11 +136,11 @@ def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=D
                 integer = quantize_model(model, calib_tokens=calib_tokens, bits=b, act_bits=act_bits, weights=weights)
                 row_runs.append(({"forward": "linear", "act_bits": act_bits}, integer.loss))
             for kind in tables if "integer" in forwards else ():
-                formats = integer_formats(act_bits, kind, b)
+                formats = integer_formats(act_bits, kind, b, int_formats)
                 compiled = compile_model(model, calib_tokens=calib_tokens, bits=b, method=method, weights=weights,
                                          formats=formats)
                 row_runs.append(({"forward": "integer", "act_bits": act_bits,
-                                  "tables": f"{kind}{formats.table_bits}"}, IntegerForward(compiled).loss))
+                                  "tables": tables_label(formats)}, IntegerForward(compiled).loss))
             for fields, loss in row_runs:
                 ce = ce_of(loss)
                 rows.append({"method": method, "bits": b, **fields, "ce": ce,
@@ -141,19 +155,19 @@ def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=D
 
 
 def format_table(result):
-    lines = [f"{'method':<12} {'bits':>4} {'act bits':>8} {'forward':>8} {'tables':>6} {'CE':>8} {'ppl':>8} "
+    lines = [f"{'method':<12} {'bits':>4} {'act bits':>8} {'forward':>8} {'tables':>15} {'CE':>8} {'ppl':>8} "
              f"{'ΔCE':>8}"]
     if "reference" in result:
         reference = result["reference"]
-        lines.append(f"{'reference':<12} {'-':>4} {'-':>8} {'float':>8} {'-':>6} {reference['ce']:8.4f} "
+        lines.append(f"{'reference':<12} {'-':>4} {'-':>8} {'float':>8} {'-':>15} {reference['ce']:8.4f} "
                      f"{reference['ppl']:8.3f} {'':>8}")
     delta = f"{result['float']['delta']:+8.4f}" if "delta" in result["float"] else f"{'':>8}"
-    lines.append(f"{'float':<12} {'-':>4} {'-':>8} {'float':>8} {'-':>6} {result['float']['ce']:8.4f} "
+    lines.append(f"{'float':<12} {'-':>4} {'-':>8} {'float':>8} {'-':>15} {result['float']['ce']:8.4f} "
                  f"{result['float']['ppl']:8.3f} {delta}")
     for row in result["rows"]:
         act = "float" if row["act_bits"] is None else str(row["act_bits"])
         forward = row.get("forward", "float" if row["act_bits"] is None else "linear")
-        lines.append(f"{row['method']:<12} {row['bits']:>4} {act:>8} {forward:>8} {row.get('tables', '-'):>6} "
+        lines.append(f"{row['method']:<12} {row['bits']:>4} {act:>8} {forward:>8} {row.get('tables', '-'):>15} "
                      f"{row['ce']:8.4f} {row['ppl']:8.3f} {row['delta']:+8.4f}")
     return "\n".join(lines)
 
@@ -214,8 +228,11 @@ def parse_args(argv):
     parser.add_argument("--forward", metavar="F", nargs="+", choices=FORWARDS, default=None,
                         help=f"which rows: {', '.join(FORWARDS)}, the ops that are integer (default: "
                              f"{' '.join(DEFAULT_FORWARDS)}; float only with --act-bits 0)")
-    parser.add_argument("--tables", metavar="T", nargs="+", choices=("int", "pot"), default=["int"],
-                        help="embedding and head tables of the integer rows: int (8-bit) or pot (codes)")
+    parser.add_argument("--tables", metavar="T", nargs="+", choices=TABLE_CHOICES, default=["int"],
+                        help="embedding and head tables of the integer rows: int (8-bit), pot (codes of --bits), "
+                             "pot-head (8-bit embeddings, PoT head)")
+    parser.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
+                        help="integer rows: override a width of golden.compile.IntFormats, e.g. exp_frac_bits=6")
     parser.add_argument("--pot-scale", action="store_true", help="restrict channel scales to powers of two")
     parser.add_argument("--block", metavar="T", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--max-tokens", metavar="N", type=int, help="score at most N positions (default: all)")
@@ -237,6 +254,7 @@ def main(argv=None):
     # Check every argument before any work starts.
     bits = [check_bits(b) for b in args.bits]
     act_bits = None if args.act_bits == 0 else check_act_bits(args.act_bits)
+    int_formats = parse_int_formats(args.int_format)
     if act_bits is None and args.forward and set(args.forward) - {"float"}:
         raise UserError(f"--forward {' '.join(args.forward)} needs activation bits; "
                         f"--act-bits 0 leaves float rows only")
@@ -267,7 +285,7 @@ def main(argv=None):
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
                       reference=reference, progress=not args.quiet, forwards=args.forward or DEFAULT_FORWARDS,
-                      tables=args.tables)
+                      tables=args.tables, int_formats=int_formats)
     result = {"checkpoint": str(args.checkpoint),
               **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result}
     print(format_table(result))

@@ -208,8 +208,11 @@ def parse_args(argv):
     parser.add_argument("--verify", metavar="DIR", help="check an export's hashes and contents instead")
     parser.add_argument("--compiled", action="store_true",
                         help="export the compiled whole integer forward (default folder build/compiled)")
-    parser.add_argument("--tables", metavar="T", choices=("int", "pot"), default="int",
-                        help="with --compiled: embedding and head tables as 8-bit integers or PoT codes of --bits")
+    parser.add_argument("--tables", metavar="T", choices=("int", "pot", "pot-head"), default="int",
+                        help="with --compiled: embedding and head tables as 8-bit integers (int), PoT codes of "
+                             "--bits (pot), or 8-bit embeddings and a PoT head (pot-head)")
+    parser.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
+                        help="with --compiled: override a width of golden.compile.IntFormats, e.g. exp_frac_bits=6")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -245,10 +248,11 @@ def main(argv=None):
 
 
 def _export_compiled(args, bits):
-    from .compile import IntFormats, compile_checkpoint
+    from .compile import compile_checkpoint, parse_int_formats
+    from .eval import integer_formats
     if args.layers != ["all"]:
         raise UserError("--compiled exports the whole forward; --layers does not apply")
-    formats = IntFormats(act_bits=args.act_bits, tables=args.tables, table_bits=bits if args.tables == "pot" else 8)
+    formats = integer_formats(args.act_bits, args.tables, bits, parse_int_formats(args.int_format))
     out = BUILD_DIR / "compiled" if args.out == str(BUILD_DIR / "roms") else args.out
     compiled = compile_checkpoint(args.checkpoint, bits=bits, method=args.method, formats=formats)
     manifest = write_compiled(compiled, out, checkpoint=args.checkpoint)

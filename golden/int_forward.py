@@ -71,20 +71,22 @@ class IntegerForward:
                 w = fmt.to_int(t[name + ".codes"]).astype(np.int64)
                 bound = w.shape[0] * qmax * (1 << fmt.emax)
                 self._linear[name] = (w.astype(np.float64) if bound < _FLOAT64_EXACT else w, bound)
-        head = "wte" if self.config.tied_head else "lm_head.weight"
-        self._tables = {name: self._table_values(t[name + ".table"])
-                        for name in ("wte", "wpe", head)}
-        head_w = np.ascontiguousarray(self._tables[head].T)
+        self._tables = {name: self._table_values(t[name + ".table"], f.tables, f.table_bits) for name in ("wte", "wpe")}
+        head_table = next(op["table"] for op in compiled.program if op["op"] == "head")
+        kind, bits = (f.tables, f.table_bits) if head_table == "wte.table" else (f.head, f.head_bits)
+        head_w = np.ascontiguousarray(self._table_values(t[head_table], kind, bits).T)
         bound = head_w.shape[0] * qmax * int(np.abs(head_w).max())
         self._head = (head_w.astype(np.float64) if bound < _FLOAT64_EXACT else head_w, bound)
         hd = self.config.head_dim
         self._score_bound = hd * qmax * qmax
         self._value_bound = self.config.n_positions * (1 << (f.exp_bits - 1)) * qmax
 
-    def _table_values(self, stored):
-        if self.formats.tables == "int":
+    @staticmethod
+    def _table_values(stored, kind, bits):
+        """The integers a table stands for: itself ("int") or its PoT codes' values in units of 2**-Emax."""
+        if kind == "int":
             return stored.astype(np.int64)
-        return PotFormat(self.formats.table_bits).to_int(stored).astype(np.int64)
+        return PotFormat(bits).to_int(stored).astype(np.int64)
 
     @property
     def logit_scale(self):

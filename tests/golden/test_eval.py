@@ -147,15 +147,16 @@ def test_integer_forward_rows(hf_checkpoint, tmp_path, capsys):
     path, _ = hf_checkpoint
     out = tmp_path / "eval.json"
     assert main(["--checkpoint", str(path), "--bits", "4", "--methods", "pot-channel", "--forward", "float",
-                 "linear", "integer", "--tables", "int", "pot", "--json", str(out), "--quiet",
+                 "linear", "integer", "--tables", "int", "pot", "pot-head", "--json", str(out), "--quiet",
                  "--calib-tokens", "512"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["forward"], r.get("tables")) for r in rows] == [("float", None), ("linear", None),
-                                                                ("integer", "int8"), ("integer", "pot4")]
-    float_row, linear_row, integer_row, _ = rows
+                                                                ("integer", "int8"), ("integer", "pot4"),
+                                                                ("integer", "int8+pot4 head")]
+    float_row, linear_row, integer_row, _, _ = rows
     assert integer_row["act_bits"] == 8 and abs(integer_row["ce"] - linear_row["ce"]) < 0.1
     assert integer_row["delta"] == pytest.approx(integer_row["ce"] - json.loads(out.read_text())["float"]["ce"])
-    assert " integer   int8 " in capsys.readouterr().out
+    assert "integer  int8+pot4 head" in capsys.readouterr().out
 
 
 def test_integer_forward_needs_activation_bits(hf_checkpoint, capsys):

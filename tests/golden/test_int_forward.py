@@ -7,8 +7,9 @@ import pytest
 
 from golden.artefact import read_compiled, write_compiled
 from golden.checkpoint import load_checkpoint
-from golden.compile import CompileError, IntFormats, compile_checkpoint, compile_model, multiplier, program_of
-from golden.eval import cross_entropy, windows
+from golden.compile import (CompileError, IntFormats, compile_checkpoint, compile_model, multiplier,
+                            parse_int_formats, program_of)
+from golden.eval import cross_entropy, integer_formats, windows
 from golden.export import main as export_main
 from golden.gpt2 import GPT2
 from golden.int_forward import IntegerForward
@@ -30,11 +31,12 @@ def test_artefact_is_integers_and_program(tiny_compiled):
     assert tiny_compiled.tensors["exp2.lut"].shape == (256,)
 
 
-@pytest.mark.parametrize("tables", ["int", "pot"])
+@pytest.mark.parametrize("tables", ["int", "pot", "pot-head"])
 def test_decode_with_kv_cache_equals_the_whole_window(tiny_checkpoint, tables):
     """Token-by-token decode against the KV cache gives the window's logits bit for bit."""
-    compiled = compile_checkpoint(tiny_checkpoint, bits=4,
-                                  formats=IntFormats(tables=tables, table_bits=4 if tables == "pot" else 8))
+    compiled = compile_checkpoint(tiny_checkpoint, bits=4, formats=integer_formats(8, tables, 4))
+    head = compiled.program[-1]["table"]
+    assert head == ("head.table" if tables == "pot-head" else "wte.table") and head in compiled.tensors
     forward = IntegerForward(compiled)
     ids = np.random.default_rng(0).integers(0, compiled.config.vocab_size, compiled.config.n_positions)
     whole = forward.forward(ids)
@@ -142,3 +144,22 @@ def test_default_model_integer_forward_full_val():
     inputs, targets = windows(split_tokens(DEFAULT_MODEL_DIR, "val", model.config.vocab_size), 128)
     assert cross_entropy(IntegerForward(compiled).loss, inputs, targets) < cross_entropy(model.loss, inputs,
                                                                                           targets) + 0.3
+
+
+@pytest.mark.parametrize("items, message", [
+    (["exp_bits=x"], "exp_bits takes an integer"),
+    (["nope=3"], "give NAME=VALUE with NAME one of act_bits"),
+    (["exp_frac_bits=0"], "exp_frac_bits must be an integer from 1 to 12, not 0"),
+])
+def test_int_format_overrides_wrong(items, message):
+    with pytest.raises(ValueError, match=message):
+        parse_int_formats(items)
+
+
+def test_narrower_exp_table_is_a_parameter(tiny_checkpoint, tmp_path):
+    out = tmp_path / "c"
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--compiled", "--out", str(out), "--quiet",
+                        "--int-format", "exp_frac_bits=6", "head=pot", "head_bits=4"]) == 0
+    _, compiled = read_compiled(out)
+    assert compiled.tensors["exp2.lut"].shape == (64,) and compiled.formats.head == "pot"
+    assert IntegerForward(compiled).forward(np.arange(5)).shape == (5, compiled.config.vocab_size)
