@@ -45,13 +45,15 @@ SPRAM_BITS, SPRAM_WIDTH, UP5K_SPRAMS = 256 * 1024, 16, 4
 def linear_shapes(compiled):
     """``[(name, K, N, on_array)]`` of every product of one token: the linear layers, then the head.
 
-    ``on_array`` is False for the head of ``tables="int"`` (8-bit integer
-    weights, which the PoT array cannot multiply).
+    ``on_array`` is False for a head of integer weights (``"int"`` format:
+    8-bit integers, which the PoT array cannot multiply).
     """
-    t = compiled.tensors
+    t, f = compiled.tensors, compiled.formats
     shapes = [(op["name"], *t[op["name"] + ".codes"].shape, True) for op in compiled.program if op["op"] == "linear"]
-    head = t["wte.table" if compiled.config.tied_head else "lm_head.weight.table"]
-    return shapes + [("head", head.shape[1], head.shape[0], compiled.formats.tables == "pot")]
+    table = next(op.get("table", "wte.table") for op in compiled.program if op["op"] == "head")
+    kind = f.tables if table == "wte.table" else f.head
+    head = t[table]
+    return shapes + [("head", head.shape[1], head.shape[0], kind == "pot")]
 
 
 def _ceil(a, b):
@@ -155,8 +157,7 @@ def main(argv=None):
           f"{context} positions")
     for name, k, n, on_array in linear_shapes(compiled):
         if not on_array:
-            print(f"not on the PoT array: {name} ({k} x {n} = {k * n} MACs of {compiled.formats.table_bits}-bit "
-                  f"integer table weights)")
+            print(f"not on the PoT array: {name} ({k} x {n} = {k * n} MACs of integer table weights)")
     print(f"{'mapping':<19}{'array':>7}{'PEs':>5}{'beats':>8}{'util':>7}{'bits/beat':>11}{'bound beats':>13}"
           f"{'bound util':>12}")
     for r in rows:
