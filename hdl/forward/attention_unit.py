@@ -9,6 +9,7 @@ from golden.datapath import check_act_bits
 
 from .arith import check_int, round_shift
 from .exp2_unit import Exp2Unit
+from .handshake import call_states
 from .reciprocal_unit import ReciprocalUnit
 from .requantizer import Requantizer
 
@@ -201,16 +202,10 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [z_valid.eq(b_valid), z.eq(round_shift(gap, self.score_shift))]
                 with m.If(exp2.o.valid & (exps == self.position)):
                     m.next = "RECIPROCAL"
-            with m.State("RECIPROCAL"):
-                m.d.comb += [recip_unit.i.valid.eq(1), recip_unit.i.payload.eq(total)]
-                with m.If(recip_unit.i.ready):
-                    m.next = "RECIPROCAL_WAIT"
-            with m.State("RECIPROCAL_WAIT"):
-                m.d.comb += recip_unit.o.ready.eq(1)
-                with m.If(recip_unit.o.valid):
-                    m.d.sync += [recip.eq(recip_unit.o.payload.recip), shift.eq(recip_unit.o.payload.shift),
-                                 key.eq(0), channel.eq(0), acc.eq(0)]
-                    m.next = "VALUES"
+            call_states(m, "RECIPROCAL", recip_unit, total,
+                        lambda result: [recip.eq(result.recip), shift.eq(result.shift), key.eq(0), channel.eq(0),
+                                        acc.eq(0)],
+                        after="VALUES")
             with m.State("VALUES"):                        # acc_i = sum_j e_j v_ji, j inner
                 m.d.comb += [issuing.eq(key <= self.position), v_read.addr.eq(row + head * hd + channel)]
                 m.d.sync += b_last.eq(key == self.position)

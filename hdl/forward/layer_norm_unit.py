@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from golden.datapath import check_act_bits
 
 from .arith import check_int, round_shift, saturate
+from .handshake import call_states
 from .isqrt_unit import IsqrtUnit
 from .reciprocal_unit import ReciprocalUnit
 
@@ -182,25 +183,10 @@ class LayerNormUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += big_d.eq(d * s2 - square + self.eps)
                     m.next = "ROOT"
-            with m.State("ROOT"):
-                m.d.comb += [root_unit.i.valid.eq(1), root_unit.i.payload.eq(big_d)]
-                with m.If(root_unit.i.ready):
-                    m.next = "ROOT_WAIT"
-            with m.State("ROOT_WAIT"):
-                m.d.comb += root_unit.o.ready.eq(1)
-                with m.If(root_unit.o.valid):
-                    m.d.sync += root.eq(root_unit.o.payload)
-                    m.next = "RECIPROCAL"
-            with m.State("RECIPROCAL"):
-                m.d.comb += [recip_unit.i.valid.eq(1), recip_unit.i.payload.eq(root)]
-                with m.If(recip_unit.i.ready):
-                    m.next = "RECIPROCAL_WAIT"
-            with m.State("RECIPROCAL_WAIT"):
-                m.d.comb += recip_unit.o.ready.eq(1)
-                with m.If(recip_unit.o.valid):
-                    m.d.sync += [recip.eq(recip_unit.o.payload.recip), shift.eq(recip_unit.o.payload.shift),
-                                 index.eq(0)]
-                    m.next = "NORMALISE"
+            call_states(m, "ROOT", root_unit, big_d, lambda result: root.eq(result), after="RECIPROCAL")
+            call_states(m, "RECIPROCAL", recip_unit, root,
+                        lambda result: [recip.eq(result.recip), shift.eq(result.shift), index.eq(0)],
+                        after="NORMALISE")
             with m.State("NORMALISE"):
                 m.d.comb += [self.affine.ready.eq(advance), taking.eq(self.affine.valid)]
                 with m.If(advance & self.affine.valid):

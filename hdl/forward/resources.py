@@ -3,7 +3,7 @@
     python -m hdl.forward.resources [--checkpoint DIR] [--only NAME] [--no-pack] [--json]
 
 Each unit is sized from the checkpoint's compiled artefact (`hdl.forward.units`)
-and synthesized alone; the table gives Yosys's cell counts (SB_LUT4,
+and synthesized alone (`hdl.bench.synthesize` with DSP inference); the table gives Yosys's cell counts (SB_LUT4,
 SB_CARRY, flip-flops, SB_MAC16 DSPs, SB_RAM40_4K EBRs) and nextpnr's packed
 logic cells (ICESTORM_LC). The iCE40UP5K has 5,280 LC, 8 DSP and 30 EBR.
 Figures come from the tools' own reports; nothing is estimated here.
@@ -11,43 +11,20 @@ Figures come from the tools' own reports; nothing is estimated here.
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
 
-from ..toolchain import ToolError, run_tool, tool_command
+from ..bench import synthesize
+from ..toolchain import ToolError, tool_command
 
-__all__ = ["synthesize_unit", "unit_resources", "main"]
+__all__ = ["unit_resources", "main"]
 
 UP5K = {"lc": 5280, "dsp": 8, "ebr": 30}
 
 
-def synthesize_unit(component, name, work_dir, *, pack=True):
-    """Synthesize `component` for iCE40 with DSP inference; return {"lut4", "carry", "dff", "dsp", "ebr", "lc"}."""
-    from amaranth.back import verilog
-
-    work = Path(work_dir) / name
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "top.v").write_text(verilog.convert(component, name="top", emit_src=False))
-    (work / "synth.ys").write_text("read_verilog top.v\nsynth_ice40 -dsp -top top -json top.json\n"
-                                   "tee -q -o stat.json stat -json\n")
-    run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.out")
-    cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
-    result = {"lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0),
-              "dff": sum(n for cell, n in cells.items() if cell.startswith("SB_DFF")),
-              "dsp": cells.get("SB_MAC16", 0), "ebr": cells.get("SB_RAM40_4K", 0), "lc": None}
-    if pack:
-        log = run_tool("NEXTPNR_ICE40", ["--up5k", "--package", "sg48", "--json", "top.json", "--pack-only",
-                                         "-l", "nextpnr.log"], cwd=work, log_path=work / "nextpnr.out")
-        text = (work / "nextpnr.log").read_text() if (work / "nextpnr.log").exists() else log
-        found = re.search(r"ICESTORM_LC:\s+(\d+)", text)
-        result["lc"] = int(found.group(1)) if found else None
-    return result
-
-
 def unit_resources(compiled, *, pack=True, only=None, progress=None):
-    """``[{"unit", ...synthesize_unit's figures}]`` for the units of `compiled` (`hdl.forward.units.units_for`).
+    """``[{"unit", ...hdl.bench.synthesize's figures}]`` for the units of `compiled` (`hdl.forward.units.units_for`).
 
     `only`: a substring; only units whose name contains it.
     """
@@ -59,7 +36,7 @@ def unit_resources(compiled, *, pack=True, only=None, progress=None):
         raise ValueError(f"no unit name contains {only!r}")
     with tempfile.TemporaryDirectory(prefix="potgen-forward-") as work:
         for index, (label, unit) in enumerate(units.items()):
-            row = {"unit": label, **synthesize_unit(unit, f"unit{index}", work, pack=pack)}
+            row = {"unit": label, **synthesize(unit, f"unit{index}", work, pack=pack, dsp=True)}
             rows.append(row)
             if progress:
                 progress(row)
