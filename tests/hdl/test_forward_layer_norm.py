@@ -107,7 +107,7 @@ def test_random_formats(seed, d, res_bits, frac_bits, out_bits):
     dut = LayerNormUnit(d=d, res_bits=res_bits, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=gamma_bits,
                         out_bits=out_bits)
     gamma = rng.integers(-(1 << (gamma_bits - 1)), 1 << (gamma_bits - 1), d)
-    beta = rng.integers(-(1 << (dut.beta_bits - 3)), 1 << (dut.beta_bits - 3), d)
+    beta = rng.integers(-(1 << (dut.beta_bits - 6)), 1 << (dut.beta_bits - 6), d)
     beta[-1] = -(1 << (dut.beta_bits - 1))                                # the declared extreme (saturates)
     eps = int(rng.integers(1, 1 << 12))
     shift = max(0, dut.n_bits + gamma_bits - out_bits - int(rng.integers(0, 4)))    # most outputs in range
