@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from golden.int_forward import IntegerForward
 from golden.int_ops import attention, exp2_table
 from hdl.forward.attention_unit import AttentionUnit
+from hdl.forward.units import attention_for
 
 
 def run_steps(dut, steps, constants):
@@ -110,3 +112,19 @@ def test_default_model(compiled_default, last):
 def test_wrong():
     with pytest.raises(ValueError, match="multiple of n_head"):
         AttentionUnit(d=10, n_head=4, n_layer=1, positions=4, table=exp2_table(8, 16))
+
+
+def test_default_model_real_activations(compiled_default):
+    """Layer 0 of the default model on a real prompt: golden's own q, k, v (ln_1 -> c_attn), eight positions."""
+    c, t = compiled_default.config, compiled_default.tensors
+    forward = IntegerForward(compiled_default)
+    ids = np.array([[18, 47, 56, 57, 58, 1, 15, 47]])                 # "First Ci" in the character vocabulary
+    qkv = forward._linear_op("h.0.attn.c_attn", forward._layer_norm("h.0.ln_1", forward._embed(ids, 0)), "act")
+    want = forward._attention("h.0.attn", 0, qkv, forward.new_cache(), 0)[0]
+    d = c.n_embd
+    steps = [(0, p, qkv[0, p, d:2 * d], qkv[0, p, 2 * d:], qkv[0, p, :d]) for p in range(ids.shape[1])]
+    constants = {"score_mult": int(t["h.0.attn.score.mult"]), "score_shift": int(t["h.0.attn.score.shift"]),
+                 "out_mult": int(t["h.0.attn.out.mult"]), "out_shift": int(t["h.0.attn.out.shift"])}
+    got = run_steps(attention_for(compiled_default, positions=16), steps, constants)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 20
