@@ -14,7 +14,6 @@ achieved). The head is not on the PoT array for ``tables="int"`` and is
 listed apart.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from golden.cli import ArgumentParser, HelpFormatter, positive_int, run  # noqa: E402
 from golden.compile import compile_checkpoint  # noqa: E402
 from golden.int_forward import IntegerForward  # noqa: E402
 from hdl.forward.decode_plan import spram_context  # noqa: E402
@@ -91,19 +91,18 @@ def per_token(figures, n_layer, position, sample="sample T=1"):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="example: python benchmarks/bench_forward_units.py --rows 4 --cols 3 --freq 36")
+    p = ArgumentParser(prog="python benchmarks/bench_forward_units.py", formatter_class=HelpFormatter,
+                       description="Simulated cycles of each whole-forward unit for one decode token of the default "
+                                   "model, and the token they add up to.",
+                       epilog="example: python benchmarks/bench_forward_units.py --rows 4 --cols 3 --freq 36")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
-    p.add_argument("--rows", type=int, default=4, help="split-K array rows")
-    p.add_argument("--cols", type=int, default=3, help="split-K array columns")
+    p.add_argument("--rows", type=positive_int, default=4, help="split-K array rows")
+    p.add_argument("--cols", type=positive_int, default=3, help="split-K array columns")
     p.add_argument("--freq", type=float, default=36.0, help="clock in MHz for tokens/s")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
-    if args.rows < 1 or args.cols < 1 or args.freq <= 0:
-        print(f"error: rows and cols must be positive and freq above 0, not {args.rows}, {args.cols}, {args.freq}",
-              file=sys.stderr)
-        return 2
+    if not args.freq > 0:
+        raise ValueError(f"--freq must be above 0 MHz, not {args.freq}")
     compiled = compile_checkpoint(args.checkpoint)
     _, context = spram_context(compiled)
     last = min(context, compiled.config.n_positions) - 1
@@ -129,4 +128,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, "python benchmarks/bench_forward_units.py")

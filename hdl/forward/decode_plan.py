@@ -34,7 +34,8 @@ What bounds it: the code stream
 
 import argparse
 import json
-import sys
+
+from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 
 __all__ = ["SPRAM_BITS", "SPRAM_WIDTH", "linear_shapes", "plan", "spram_context", "main"]
 
@@ -116,39 +117,40 @@ def _rows_of(compiled, shapes, bandwidth):
     return rows
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m hdl.forward.decode_plan", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Beats, PE utilisation and code bandwidth of one decode token's linear layers, for today's "
-                    "output-stationary mapping and the split-K mapping, on given array shapes.",
-        epilog="example: python -m hdl.forward.decode_plan --shapes os:2x16,2x16,4x3,1x12")
-    p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
-    p.add_argument("--bits", metavar="b", type=int, default=4, help="PoT code width")
-    p.add_argument("--shapes", default="os:2x16,2x16,4x4,4x3,1x12",
-                   help="comma-separated RxC (split-K) or os:RxC (output-stationary)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    args = p.parse_args(argv)
+def _shapes(text):
+    """An argparse type: ``RxC`` (split-K) or ``os:RxC`` (output-stationary) items, comma-separated."""
     shapes = []
-    for item in args.shapes.split(","):
+    for item in text.split(","):
         mapping, _, size = item.rpartition(":")
         try:
             r, c = (int(v) for v in size.lower().split("x"))
             if r < 1 or c < 1 or mapping not in ("", "os"):
                 raise ValueError
         except ValueError:
-            print(f"error: array shape {item!r} is not RxC or os:RxC with positive R and C", file=sys.stderr)
-            return 2
+            raise argparse.ArgumentTypeError(f"array shape {item!r} is not RxC or os:RxC with positive R and C") \
+                from None
         shapes.append(("output-stationary" if mapping == "os" else "split-k", r, c))
-    from golden.compile import CompileError, compile_checkpoint
+    return shapes
 
-    try:
-        compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
-    except (ValueError, CompileError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+
+def main(argv=None):
+    p = ArgumentParser(
+        prog="python -m hdl.forward.decode_plan", formatter_class=HelpFormatter,
+        description="Beats, PE utilisation and code bandwidth of one decode token's linear layers, for today's "
+                    "output-stationary mapping and the split-K mapping, on given array shapes.",
+        epilog="example: python -m hdl.forward.decode_plan --shapes os:2x16,2x16,4x3,1x12")
+    p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
+    p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width")
+    p.add_argument("--shapes", type=_shapes, default="os:2x16,2x16,4x4,4x3,1x12",
+                   help="comma-separated RxC (split-K) or os:RxC (output-stationary)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = p.parse_args(argv)
+    from golden.compile import compile_checkpoint
+
+    compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
     code_sprams, context = spram_context(compiled)
     bandwidth = code_sprams * SPRAM_WIDTH
-    rows = _rows_of(compiled, shapes, bandwidth)
+    rows = _rows_of(compiled, args.shapes, bandwidth)
     if args.json:
         print(json.dumps({"code_sprams": code_sprams, "code_bits_per_cycle": bandwidth, "kv_context": context,
                           "plans": rows}, indent=1))
@@ -168,4 +170,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, "python -m hdl.forward.decode_plan")

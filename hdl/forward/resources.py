@@ -9,14 +9,14 @@ logic cells (ICESTORM_LC). The iCE40UP5K has 5,280 LC, 8 DSP and 30 EBR.
 Figures come from the tools' own reports; nothing is estimated here.
 """
 
-import argparse
 import json
 import sys
 import tempfile
-from pathlib import Path
+
+from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 
 from ..bench import synthesize
-from ..toolchain import ToolError, tool_command
+from ..toolchain import tool_command
 
 __all__ = ["unit_resources", "main"]
 
@@ -55,33 +55,27 @@ def _table(rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        prog="python -m hdl.forward.resources", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = ArgumentParser(
+        prog="python -m hdl.forward.resources", formatter_class=HelpFormatter,
         description="Synthesize each whole-forward unit, sized from a compiled checkpoint, for the iCE40UP5K "
                     "and print LUT4 / carry / DFF / DSP / EBR / logic cells per unit.",
-        epilog="example: python -m hdl.forward.resources --json > build/forward_units.json")
+        epilog="example: python -m hdl.forward.resources --only sampler --json > build/forward_units.json")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
-    p.add_argument("--bits", metavar="b", type=int, default=4, help="PoT code width of the linear layers")
+    p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
     p.add_argument("--only", metavar="NAME", default=None, help="only the units whose name contains NAME")
     p.add_argument("--no-pack", action="store_true", help="skip nextpnr packing (no logic-cell counts)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = p.parse_args(argv)
-    from golden.compile import CompileError, compile_checkpoint
+    from golden.compile import compile_checkpoint
 
-    try:
-        tool_command("YOSYS")
-        if args.checkpoint is not None and not Path(args.checkpoint).exists():
-            raise ValueError(f"checkpoint {args.checkpoint} does not exist")
-        compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
-        rows = unit_resources(compiled, pack=not args.no_pack, only=args.only,
-                              progress=lambda row: print(f"synthesized {row['unit']}", file=sys.stderr))
-    except (TypeError, ValueError, CompileError, ToolError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    tool_command("YOSYS")
+    compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
+    rows = unit_resources(compiled, pack=not args.no_pack, only=args.only,
+                          progress=lambda row: print(f"synthesized {row['unit']}", file=sys.stderr))
     print(json.dumps({"device": "iCE40UP5K", "budget": UP5K, "units": rows}, indent=1) if args.json
           else _table(rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, "python -m hdl.forward.resources")

@@ -47,8 +47,11 @@ def test_decode_plan(compiled_default):
 def test_decode_plan_cli_bad_shape(capsys):
     from hdl.forward.decode_plan import main
 
-    assert main(["--shapes", "2x0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: array shape '2x0' is not RxC or os:RxC with positive R and C"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shapes", "4x3,2x0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("python -m hdl.forward.decode_plan: error: argument --shapes: "
+                                               "array shape '2x0' is not RxC or os:RxC with positive R and C")
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
