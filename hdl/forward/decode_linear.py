@@ -44,7 +44,10 @@ class DecodeLinear(wiring.Component):
     through the `Requantizer` one channel per cycle while the next tile
     accumulates (a drain beat waits only if the previous tile's channels are
     still in the requantiser's queue). So a layer takes
-    ``tiles * (chunk + 1)`` beats plus the pipeline's fill.
+    ``tiles * (chunk + 1)`` beats, after the ``K`` cycles that load the
+    activations into the banks (not yet overlapped with the layer before)
+    and before a few cycles of pipeline (c_attn of the default model on 4 x 3:
+    64 + 1,088 + 8 = 1,160 cycles in simulation).
 
     Parameters
     ----------

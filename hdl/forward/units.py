@@ -118,4 +118,8 @@ def units_for(compiled, *, cache_positions=4):
     if f.tables == "int":
         units["embedding"] = embedding_for(compiled)
     units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
+    from .sequencer import LayerNormLinear
+
+    units["sequencer stage 1: ln_1 + c_attn"] = LayerNormLinear(compiled=compiled, norm="h.0.ln_1",
+                                                                linear="h.0.attn.c_attn")
     return units
