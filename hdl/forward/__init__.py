@@ -6,7 +6,8 @@ alone against it in simulation.
   `LayerNormUnit` (``layer_norm``), `Exp2Unit` (``exp2``), `GeluTable` (``gelu_lookup``),
   `Xorshift32` (``xorshift32``), `Sampler` (``sample``), `AttentionUnit` (``attention`` with the
   KV cache), `EmbeddingUnit` (the program's ``embed``), `DecodeLinear` (a ``linear`` op on the
-  split-K PoT array), `LayerNormLinear` (:mod:`hdl.forward.sequencer`, stage 1 of the sequencer).
+  split-K PoT array), `LinearResidual` (a ``linear`` op to the residual, with the add),
+  `LayerNormLinear` (:mod:`hdl.forward.sequencer`, stage 1 of the sequencer).
 - :mod:`hdl.forward.units`: every unit sized from a compiled artefact.
 - :mod:`hdl.forward.decode_plan`: the batch-1 decode mapping, its utilisation and code bandwidth.
 - :mod:`hdl.forward.resources`: Yosys ``synth_ice40`` figures (LC / DSP / EBR) of every unit.

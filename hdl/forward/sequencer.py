@@ -14,9 +14,10 @@ stream into the next unit's input and the residual memory.
 This stage builds the first link of that chain, `LayerNormLinear`: a residual
 row in, ``layer_norm`` then a ``linear`` layer to activations out, with the
 layer norm's gains and biases and the layer's codes, biases and requantisers
-taken from the compiled artefact. Still to come: the program counter over
-all operations, the residual adds (``to: residual``), attention, GELU and
-the head in the chain, and the board top.
+taken from the compiled artefact; `hdl.forward.linear_residual.LinearResidual`
+is the other kind of linear step (``to: residual``, with the add). Still to
+come: the program counter over all operations with the residual memory,
+attention, GELU and the head in the chain, and the board top.
 """
 
 import numpy as np

@@ -118,7 +118,10 @@ def units_for(compiled, *, cache_positions=4):
     if f.tables == "int":
         units["embedding"] = embedding_for(compiled)
     units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
+    from .linear_residual import LinearResidual
     from .sequencer import LayerNormLinear
+
+    units["linear to residual: mlp.c_proj + add (4x3)"] = LinearResidual(compiled=compiled, linear="h.0.mlp.c_proj")
 
     units["sequencer stage 1: ln_1 + c_attn"] = LayerNormLinear(compiled=compiled, norm="h.0.ln_1",
                                                                 linear="h.0.attn.c_attn")
