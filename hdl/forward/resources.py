@@ -44,12 +44,12 @@ def unit_resources(compiled, *, pack=True, only=None, progress=None):
 
 
 def _table(rows):
-    head = f"{'unit':<36}{'LUT4':>7}{'CARRY':>7}{'DFF':>7}{'DSP':>5}{'EBR':>5}{'LC':>7}{'LC % UP5K':>11}"
+    head = f"{'unit':<44}{'LUT4':>7}{'CARRY':>7}{'DFF':>7}{'DSP':>5}{'EBR':>5}{'LC':>7}{'LC % UP5K':>11}"
     lines = [head, "-" * len(head)]
     for r in rows:
         lc = "-" if r["lc"] is None else str(r["lc"])
         share = "-" if r["lc"] is None else f"{100 * r['lc'] / UP5K['lc']:.1f}"
-        lines.append(f"{r['unit']:<36}{r['lut4']:>7}{r['carry']:>7}{r['dff']:>7}{r['dsp']:>5}{r['ebr']:>5}"
+        lines.append(f"{r['unit']:<44}{r['lut4']:>7}{r['carry']:>7}{r['dff']:>7}{r['dsp']:>5}{r['ebr']:>5}"
                      f"{lc:>7}{share:>11}")
     return "\n".join(lines)
 
