@@ -276,7 +276,9 @@ def hf_model(checkpoint):
         config = transformers.GPT2Config(
             vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer,
             n_head=c.n_head, activation_function=c.activation, layer_norm_epsilon=c.layer_norm_epsilon,
-            tie_word_embeddings=c.tied_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            n_inner=c.n_inner, scale_attn_weights=c.scale_attn_weights,
+            scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+            reorder_and_upcast_attn=c.reorder_and_upcast_attn, tie_word_embeddings=c.tied_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
             bos_token_id=None, eos_token_id=None)
         model = transformers.GPT2LMHeadModel(config)
         state = {_hf_key(name): torch.from_numpy(np.array(value)) for name, value in golden_model.params.items()}
