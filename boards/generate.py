@@ -24,11 +24,12 @@ import time
 import numpy as np
 
 from golden.cli import HelpFormatter, UserError, run
-from golden.data import load_vocab
+from golden.checkpoint import load_checkpoint
 from golden.gpt2 import KVCache
-from golden.model_loading import checkpoint_dir, load_integer_model
+from golden.model_loading import load_integer_model
 from golden.paths import HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
+from golden.tokens import add_calib_arguments, load_tokenizer
 
 __all__ = ["BACKENDS", "Generator", "main"]
 
@@ -42,24 +43,33 @@ class Generator:
         self.model, self.vocab, self.linear = model, vocab, linear
 
     def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
-        """Yield the generated characters one at a time.
+        """Yield the generated text one token at a time.
 
         The context is the prompt plus what has been generated, up to the
-        model's n_positions; generation stops there.
+        model's n_positions; generation stops there. `vocab` is the checkpoint's
+        tokenizer (`golden.tokens.load_tokenizer`): a byte-level BPE token can
+        end inside a UTF-8 character, so what is yielded is the text the
+        generated tokens decode to so far, less what was yielded before; a
+        token that leaves a character unfinished yields "" until it completes.
         """
         ids = self.vocab.encode(prompt)
         if len(ids) == 0:
             raise UserError("The prompt is empty; give at least one character")
         limit = self.model.config.n_positions
         if len(ids) >= limit:
-            raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
+            raise UserError(f"The prompt has {len(ids)} tokens; the model's context is {limit}")
         rng = np.random.default_rng(seed)
         cache = KVCache()
         logits = self.model.forward(ids.astype(np.int64), linear=self.linear, cache=cache)[-1]
         count = min(tokens, limit - len(ids))
+        generated, shown = [], ""
         for index in range(count):
             token = sample(logits, rng, temperature, top_k)
-            yield self.vocab.decode([token])
+            generated.append(token)
+            text = self.vocab.decode(generated)
+            complete = index + 1 == count or not text.endswith("\ufffd")
+            yield text[len(shown):] if complete else ""
+            shown = text if complete else shown
             if index + 1 < count:                        # the last token's logits would go unused
                 logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
 
@@ -98,9 +108,10 @@ def parse_args(argv):
         epilog="examples:\n  python -m boards.generate --prompt 'ROMEO:' --tokens 200\n"
                "  python -m boards.generate --backend sim --tokens 16 --seed 1")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
-                        help="GPT-2 checkpoint with vocab.json beside it")
+                        help="GPT-2 checkpoint with its tokenizer beside it: the project's character vocab.json, "
+                             "or Hugging Face's tokenizer.json or GPT-2's vocab.json + merges.txt")
     parser.add_argument("--prompt", metavar="TEXT", default="ROMEO:\n", help="text to continue")
-    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="characters to generate")
+    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="tokens to generate")
     parser.add_argument("--temperature", metavar="T", type=float, default=0.8, help="sampling temperature (0: greedy)")
     parser.add_argument("--top-k", metavar="K", type=int, default=None, help="sample among the K likeliest only")
     parser.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed")
@@ -109,6 +120,7 @@ def parse_args(argv):
     parser.add_argument("--rows", metavar="R", type=int, default=1, help="array rows (sim back-end)")
     parser.add_argument("--cols", metavar="C", type=int, default=16, help="array columns (sim back-end)")
     parser.add_argument("--port", metavar="DEV", help="serial port of the board (board back-end)")
+    add_calib_arguments(parser)
     parser.add_argument("--stats", action="store_true", help="print tokens/s on stderr at the end")
     return parser.parse_args(argv)
 
@@ -123,9 +135,12 @@ def main(argv=None):
         raise UserError(f"--top-k must be a positive integer, not {args.top_k}")
     if args.backend == "board" and not args.port:
         raise UserError("The board back-end needs --port (e.g. /dev/ttyUSB1); without a board, use --backend sim")
-    integer_model = load_integer_model(args.checkpoint, bits=args.bits)
-    vocab = load_vocab(checkpoint_dir(args.checkpoint))
-    vocab.encode(args.prompt)                                        # a bad character fails before any work
+    vocab = load_tokenizer(args.checkpoint, load_checkpoint(args.checkpoint).config.vocab_size)
+    if vocab is None:
+        raise UserError(f"The checkpoint {args.checkpoint} has no tokenizer beside it (vocab.json, tokenizer.json, "
+                        f"or vocab.json + merges.txt) to encode the prompt and decode what it generates")
+    prompt_ids = vocab.encode(args.prompt)                           # a bad character fails before any work
+    integer_model = load_integer_model(args.checkpoint, bits=args.bits, calib=args.calib)
     linear, session = make_linear(args.backend, integer_model, args)
     generator = Generator(integer_model.model, vocab, linear)
     start, count = time.perf_counter(), 0
@@ -143,7 +158,7 @@ def main(argv=None):
     if args.stats:
         seconds = time.perf_counter() - start
         cycles = getattr(session, "cycles", None)
-        per_token = f", {cycles / (count + len(args.prompt) - 1):.0f} simulated cycles per token" if cycles else ""
+        per_token = f", {cycles / (count + len(prompt_ids) - 1):.0f} simulated cycles per token" if cycles else ""
         print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s{per_token}",
               file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ from .ice40_pll import ICE40PLL, pll_settings
 from .spram_code_store import SPRAMCodeStore
 
 __all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor",
-           "code_columns_per_word", "estimate_resources", "fit_problems"]
+           "code_columns_per_word", "code_memories", "code_fit_problem", "estimate_resources", "fit_problems"]
 
 #: The FT2232H's fastest standard rate: 12 MHz / 4.
 DEFAULT_BAUD = 3_000_000
@@ -56,18 +56,39 @@ def estimate_resources(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):
     from amaranth.utils import ceil_log2
     if codes not in CODE_MEMORIES:
         raise ValueError(f"Codes must be in one of {', '.join(CODE_MEMORIES)}, not {codes!r}")
-    per_word = code_columns_per_word(layout)
-    banks = -(-layout.columns // per_word)
-    sprams = banks * -(-layout.code_depth // SPRAM_WORDS) if codes == "spram" else 0
-    code_ebr = banks * _ebr_blocks(per_word * layout.code_bits, layout.code_depth) if codes == "ebr" else 0
+    code = code_memories(layout.code_depth, columns=layout.columns, code_bits=layout.code_bits, codes=codes)
+    banks, sprams, code_ebr = code["banks"], code["spram"], code["code_ebr"]
     max_slots = max(layer.slots for layer in layout.layers)
     bias_bits = max([2] + [abs(int(b)).bit_length() + 1 for b in layout.bias_images.flat])
     ebr = (rows * _ebr_blocks(act_bits, 2 << ceil_log2(layout.max_k))                         # activations
            + rows * _ebr_blocks(acc_bits, 1 << ceil_log2(2 * max_slots * layout.columns))     # results
            + _ebr_blocks(min(bias_bits, acc_bits), layout.bias_depth * layout.columns))       # biases
     lc = rows * layout.columns * _lc_per_pe(pe, act_bits, acc_bits, layout.bits) + _lc_fixed(layout.columns)
-    return {"code_bytes": layout.code_depth * layout.columns * layout.code_bits // 8, "banks": banks,
+    return {"code_bytes": code["code_bytes"], "banks": banks,
             "spram": sprams, "ebr": ebr + code_ebr, "code_ebr": code_ebr, "lc": int(lc)}
+
+
+def code_memories(code_depth, *, columns, code_bits, codes="spram"):
+    """Code bytes, code banks, SPRAMs and block RAMs of `columns` code ROMs of `code_depth` entries."""
+    per_word = SPRAM_BITS // code_bits
+    banks = -(-columns // per_word)
+    return {"code_bytes": code_depth * columns * code_bits // 8, "banks": banks,
+            "spram": banks * -(-code_depth // SPRAM_WORDS) if codes == "spram" else 0,
+            "code_ebr": banks * _ebr_blocks(per_word * code_bits, code_depth) if codes == "ebr" else 0}
+
+
+def code_fit_problem(layer_shapes, *, columns, code_bits, codes="spram"):
+    """Why the codes of layers of `layer_shapes` ((K, N) pairs) cannot fit the iCE40UP5K's memory; None if
+    they may. Needs only the shapes, so a build refuses a model too large before quantizing it."""
+    depth = sum(-(-n // columns) * k for k, n in layer_shapes)
+    need = code_memories(depth, columns=columns, code_bits=code_bits, codes=codes)
+    if codes == "spram" and need["spram"] > UP5K["spram"]:
+        return (f"{need['code_bytes']:,} bytes of {code_bits}-bit codes need {need['spram']} SPRAMs; the chip has "
+                f"{UP5K['spram']} ({UP5K['spram'] * SPRAM_WORDS * SPRAM_BITS // 8:,} bytes)")
+    if codes == "ebr" and need["code_ebr"] > UP5K["ebr"]:
+        return (f"{need['code_bytes']:,} bytes of {code_bits}-bit codes need {need['code_ebr']} block RAMs; the "
+                f"chip has {UP5K['ebr']} ({UP5K['ebr'] * 4096 // 8:,} bytes)")
+    return None
 
 
 def fit_problems(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):

@@ -1,6 +1,6 @@
 """Quality study: cross-entropy of a GPT-2 with PoT weights against the float model.
 
-    python -m golden.eval [--checkpoint PATH] [--data FILE.bin] [--bits 3 4 5 6] [--methods ...]
+    python -m golden.eval [--checkpoint PATH] [--data FILE.bin|.txt] [--calib FILE] [--bits 3 4 5 6] [--methods ...]
                           [--act-bits 8] [--block T] [--max-tokens N] [--reference PATH]
                           [--json OUT] [--plot OUT.png]
 
@@ -15,7 +15,9 @@ nats over every scored position; ppl = exp(CE).
 For every method and bit width there are two rows: PoT weights with float
 activations (``act_bits`` null), and the whole integer datapath of the array
 (activations quantized to ``--act-bits`` with static per-layer scales calibrated
-on ``--calib`` text, integer biases, exact accumulation, dequantization).
+on ``--calib`` text, integer biases, exact accumulation, dequantization). The
+calibration text is ``--calib``, else the checkpoint's train.bin, else its val.bin,
+else the ``--data`` text; the JSON's ``calibration`` says which.
 
 ΔCE is taken against the checkpoint's own float weights, or with ``--reference``
 against another float model on the same windows: the model a QAT checkpoint was
@@ -35,9 +37,10 @@ from .checkpoint import load_checkpoint
 from .cli import HelpFormatter, UserError, run
 from .datapath import DEFAULT_ACT_BITS, check_act_bits
 from .integer_model import method_names, quantize_model, quantize_weights, with_quantized_weights
-from .model_loading import DEFAULT_CALIB_TOKENS, calibration_windows, split_tokens
+from .model_loading import DEFAULT_CALIB_TOKENS, split_tokens
 from .paths import DEFAULT_MODEL_DIR
 from .pot_format import check_bits
+from .tokens import add_calib_arguments, calibration_tokens
 
 __all__ = ["windows", "cross_entropy", "evaluate", "main"]
 
@@ -159,7 +162,9 @@ def parse_args(argv):
                "      --methods pot-channel --reference golden/models/shakespeare_char")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
-    parser.add_argument("--data", metavar="FILE.bin", help="uint16 token file (default: the checkpoint's val.bin)")
+    parser.add_argument("--data", metavar="FILE", help="text to score: a uint16 .bin token file or a UTF-8 .txt "
+                                                       "encoded with the checkpoint's tokenizer "
+                                                       "(default: the checkpoint's val.bin)")
     parser.add_argument("--bits", metavar="B", type=int, nargs="+", default=list(DEFAULT_BITS_SWEEP),
                         help="weight code widths, 3..8")
     parser.add_argument("--methods", metavar="M", nargs="+", default=None,
@@ -169,10 +174,7 @@ def parse_args(argv):
     parser.add_argument("--pot-scale", action="store_true", help="restrict channel scales to powers of two")
     parser.add_argument("--block", metavar="T", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--max-tokens", metavar="N", type=int, help="score at most N positions (default: all)")
-    parser.add_argument("--calib", metavar="FILE.bin",
-                        help="calibration text (default: the checkpoint's train.bin, else its val.bin)")
-    parser.add_argument("--calib-tokens", metavar="N", type=int, default=DEFAULT_CALIB_TOKENS,
-                        help="calibration tokens")
+    add_calib_arguments(parser, DEFAULT_CALIB_TOKENS)
     parser.add_argument("--reference", metavar="PATH",
                         help="float model whose CE on the same windows is the ΔCE baseline, e.g. the model a "
                              "QAT checkpoint was trained from (default: the checkpoint's own float weights)")
@@ -209,13 +211,15 @@ def main(argv=None):
             raise UserError(f"--reference {args.reference} takes at most {reference.config.n_positions} positions, "
                             f"not the {block} of the windows")
     tokens = split_tokens(args.checkpoint, "val", model.config.vocab_size, args.data)
-    calib_inputs = calibration_windows(model, args.checkpoint, args.calib, args.calib_tokens, args.block)
+    calibration = calibration_tokens(args.checkpoint, model.config.vocab_size, args.calib, args.data)
+    calib_inputs = windows(calibration.tokens, args.block or model.config.n_positions, args.calib_tokens)[0]
 
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
                       reference=reference, progress=not args.quiet)
     result = {"checkpoint": str(args.checkpoint),
-              **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result}
+              **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result,
+              "calibration": {**calibration.describe(), "tokens": int(calib_inputs.size)}}
     print(format_table(result))
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=2) + "\n")

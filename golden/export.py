@@ -1,7 +1,7 @@
 """Exporting weight ROM images of a quantized checkpoint, and reading them back.
 
     python -m golden.export [--checkpoint PATH] [--bits b] [--method M] [--rows R] [--cols C]
-                            [--layers NAMES|all] [--out DIR]
+                            [--layers NAMES|all] [--calib FILE] [--out DIR]
     python -m golden.export --verify DIR
 
 The images are laid out exactly as the array's Memories hold them
@@ -44,11 +44,12 @@ from .checkpoint import sha256_of_checkpoint
 from .cli import HelpFormatter, UserError, run
 from .datapath import DEFAULT_ACT_BITS, check_acc_bits
 from .integer_model import method_names
-from .model_loading import load_integer_model
+from .model_loading import DEFAULT_CALIB_TOKENS, load_integer_model
 from .paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from .pot_format import DEFAULT_BITS, check_bits, pack_codes, unpack_codes
 from .quantize import DEFAULT_METHOD
 from .rom_layout import check_columns
+from .tokens import add_calib_arguments
 
 __all__ = ["FORMAT_VERSION", "ExportedLayer", "export", "load", "main"]
 
@@ -201,6 +202,7 @@ def parse_args(argv):
     parser.add_argument("--cols", metavar="C", type=int, default=DEFAULT_COLUMNS, help="array columns")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="linear layers, or all")
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "roms"), help="export folder")
+    add_calib_arguments(parser, DEFAULT_CALIB_TOKENS)
     parser.add_argument("--verify", metavar="DIR", help="check an export's hashes and contents instead")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -221,7 +223,7 @@ def main(argv=None):
         raise UserError(f"Row count must be a positive integer, not {args.rows}")
     names = None if args.layers == ["all"] else args.layers
     integer_model = load_integer_model(args.checkpoint, bits=bits, method=args.method, act_bits=args.act_bits,
-                                       names=names)
+                                       names=names, calib=args.calib, calib_tokens=args.calib_tokens)
     manifest = export(integer_model, args.out, rows=args.rows, columns=args.cols, checkpoint=args.checkpoint,
                       method=args.method, progress=not args.quiet)
     print(summary_table(manifest))
