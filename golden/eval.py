@@ -42,10 +42,12 @@ from .paths import DEFAULT_MODEL_DIR
 from .pot_format import check_bits
 from .tokens import add_calib_arguments, calibration_tokens
 
-__all__ = ["windows", "cross_entropy", "evaluate", "main"]
+__all__ = ["windows", "windows_per_batch", "cross_entropy", "evaluate", "main"]
 
 DEFAULT_BITS_SWEEP = (3, 4, 5, 6)
 _WINDOWS_PER_BATCH = 32
+#: Largest logits array (floats) of one batch: GPT-2's 50,257-token head makes 206 MB a window of 1,024.
+_BATCH_LOGITS = 1 << 26
 
 
 def windows(tokens, block, max_tokens=None):
@@ -59,11 +61,17 @@ def windows(tokens, block, max_tokens=None):
     return flat[:-1].reshape(count, block), flat[1:].reshape(count, block)
 
 
-def cross_entropy(forward_loss, inputs, targets, progress=None):
-    """Mean CE over every position, batching windows; `forward_loss(inputs, targets)` is a batch mean."""
+def windows_per_batch(block, vocab_size):
+    """Windows scored at once: up to 32, fewer when their logits would pass `_BATCH_LOGITS` floats."""
+    return max(1, min(_WINDOWS_PER_BATCH, _BATCH_LOGITS // (block * vocab_size)))
+
+
+def cross_entropy(forward_loss, inputs, targets, progress=None, batch_windows=_WINDOWS_PER_BATCH):
+    """Mean CE over every position, `batch_windows` windows at a time; `forward_loss(inputs, targets)` is a
+    batch mean."""
     total = 0.0
-    for start in range(0, len(inputs), _WINDOWS_PER_BATCH):
-        batch = slice(start, start + _WINDOWS_PER_BATCH)
+    for start in range(0, len(inputs), batch_windows):
+        batch = slice(start, start + batch_windows)
         total += forward_loss(inputs[batch], targets[batch]) * len(inputs[batch])
         if progress is not None:
             progress.update(len(inputs[batch]))
@@ -81,8 +89,10 @@ def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=D
     runs = 1 + (reference is not None) + len(methods) * len(bits) * (1 if act_bits is None else 2)
     bar = tqdm(total=runs * len(inputs), unit="win", desc="eval", disable=not progress, file=sys.stderr)
 
+    batch_windows = windows_per_batch(block, model.config.vocab_size)
+
     def ce_of(loss):
-        return float(cross_entropy(loss, inputs, targets, bar))
+        return float(cross_entropy(loss, inputs, targets, bar, batch_windows))
 
     float_ce = ce_of(model.loss)
     baseline = float_ce if reference is None else ce_of(reference.loss)

@@ -215,13 +215,16 @@ class GPT2:
             params[self._check_linear_name(name) + ".weight"] = array
         return GPT2(self.config, params)
 
-    def forward(self, tokens, linear=None, cache=None):
+    def forward(self, tokens, linear=None, cache=None, head=True):
         """Logits, float32 ``(T, vocab)`` for tokens ``(T,)`` or ``(B, T, vocab)`` for ``(B, T)``.
 
         ``linear(name, x)`` computes every block's linear layer ``name`` on
         ``x`` of shape ``(..., K)`` and returns ``(..., N)``; None is the float
         layer ``x @ W + b``. With a :class:`KVCache`, ``tokens`` continue the
-        sequence the cache has seen, and the cache grows by them.
+        sequence the cache has seen, and the cache grows by them. With
+        ``head=False`` the head is skipped and the result is the final layer
+        norm's output ``(..., d)``: what a caller that only watches the linear
+        layers (calibration) needs, without GPT-2's 50,257-wide logits.
         """
         start = cache.length if cache is not None else 0
         batch = self._check_tokens(tokens, "tokens", start)                          # (B, T)
@@ -237,8 +240,10 @@ class GPT2:
         if cache is not None:
             cache.length += batch.shape[1]
         x = self._norm("ln_f", x)
-        head = self.params["wte" if self.config.tied_head else "lm_head.weight"]     # (vocab, d)
-        logits = _matmul(x, head.T)                                                  # (B, T, vocab)
+        if not head:
+            return x if np.ndim(tokens) == 2 else x[0]
+        weight = self.params["wte" if self.config.tied_head else "lm_head.weight"]   # (vocab, d)
+        logits = _matmul(x, weight.T)                                                # (B, T, vocab)
         return logits if np.ndim(tokens) == 2 else logits[0]
 
     def loss(self, tokens, targets, linear=None):
@@ -248,8 +253,10 @@ class GPT2:
         targets = self._check_tokens(targets, "targets").reshape(-1)
         logits = self.forward(tokens, linear).reshape(targets.size, -1)
         top = logits.max(axis=-1, keepdims=True)
-        log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]             # log-sum-exp
+        logits -= top                                                              # in place: (B T, vocab)
         picked = logits[np.arange(targets.size), targets]
+        np.exp(logits, out=logits)
+        log_z = np.log(logits.sum(axis=-1))                                        # log-sum-exp, less top
         return float(np.mean(log_z - picked, dtype=np.float64))
 
     # -- pieces of the forward ---------------------------------------------------------
@@ -266,13 +273,19 @@ class GPT2:
                 k = np.concatenate([cache.keys[block], k], axis=2)                  # (B, H, start + T, hd)
                 v = np.concatenate([cache.values[block], v], axis=2)
             cache.keys[block], cache.values[block] = k, v
-        att = q @ k.swapaxes(-1, -2)                                               # (B, H, T, start + T)
-        att *= np.float32(self.config.attention_scale(block or 0))
-        att += np.triu(np.full((T, start + T), -np.inf, dtype=np.float32), start + 1)   # causal mask
-        att -= att.max(axis=-1, keepdims=True)
-        np.exp(att, out=att)
-        att /= att.sum(axis=-1, keepdims=True)
-        return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, H * hd)
+        scale = np.float32(self.config.attention_scale(block or 0))
+        out = np.empty_like(q)                                                     # (B, H, T, hd)
+        for first in range(0, T, _QUERY_BLOCK):     # causal: a block of queries needs the keys up to its last
+            last = min(T, first + _QUERY_BLOCK)
+            seen = start + last
+            att = q[:, :, first:last] @ k[:, :, :seen].swapaxes(-1, -2)          # (B, H, last - first, seen)
+            att *= scale
+            att += np.triu(np.full((last - first, seen), -np.inf, dtype=np.float32), start + first + 1)  # mask
+            att -= att.max(axis=-1, keepdims=True)
+            np.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)
+            np.matmul(att, v[:, :, :seen], out=out[:, :, first:last])
+        return out.transpose(0, 2, 1, 3).reshape(B, T, H * hd)
 
     def _norm(self, name, x):
         """Layer norm ``name`` (``h.{i}.ln_1``, ``h.{i}.ln_2`` or ``ln_f``) over the last axis."""
@@ -312,6 +325,12 @@ class GPT2:
             bad = array[(array < 0) | (array >= self.config.vocab_size)].flat[0]
             raise ValueError(f"{what} holds id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
         return array.astype(np.int64, copy=False).reshape(-1, array.shape[-1])
+
+
+#: Queries whose causal attention is computed at once: a longer sequence goes in blocks, each against the keys
+#: it can see, so scores stay in cache and the masked half is not computed. Sequences up to this length
+#: take one block (every shipped model: the same float operations as one whole-sequence pass).
+_QUERY_BLOCK = 128
 
 
 def _matmul(x, w):

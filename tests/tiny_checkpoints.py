@@ -73,3 +73,50 @@ def train_tiny_char_model(path, *, chars, train_chars, n_positions, steps):
     write_tokens(path / "train.bin", ids[:split])
     write_tokens(path / "val.bin", ids[split:])
     return path
+
+
+#: GPT-2 124M's exact configuration (openai-community/gpt2's config.json, less its task-specific keys).
+GPT2_124M = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+             "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
+
+
+def write_gpt2_124m_shape_checkpoint(path, *, n_layer=12, seed=0):
+    """A randomly initialised GPT-2 of 124M's exact shapes (transformers' own init, std 0.02), saved as
+    Hugging Face saves it (config.json + model.safetensors, nothing beside it: no tokenizer, no splits),
+    as a downloaded checkpoint is; `n_layer` may cut the depth. Needs torch and transformers."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(**{**GPT2_124M, "n_layer": n_layer}, resid_pdrop=0, embd_pdrop=0,
+                                     attn_pdrop=0)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(path, safe_serialization=True)
+    for extra in set(p.name for p in path.iterdir()) - {"config.json", "model.safetensors"}:
+        (path / extra).unlink()
+    return path
+
+
+def train_bpe_tokenizer(vocab_size=300):
+    """A byte-level BPE (GPT-2's kind) trained with Hugging Face's tokenizers on tiny Shakespeare."""
+    import tokenizers
+
+    from golden.paths import SHAKESPEARE_TEXT
+
+    tokenizer = tokenizers.ByteLevelBPETokenizer()
+    tokenizer.train([str(SHAKESPEARE_TEXT)], vocab_size=vocab_size, min_frequency=2, show_progress=False)
+    return tokenizer
+
+
+def write_bpe_checkpoint(path, tokenizer, *, form="tokenizer.json", **shape):
+    """A random GPT-2 (as `write_tiny_checkpoint`) of `tokenizer`'s vocabulary, with that tokenizer beside it as
+    ``tokenizer.json`` (`form` "tokenizer.json") or GPT-2's ``vocab.json`` + ``merges.txt`` ("vocab+merges"),
+    and no token splits (as a downloaded checkpoint)."""
+    write_tiny_checkpoint(path, vocab_size=tokenizer.get_vocab_size(), **shape)
+    for name in ("vocab.json", "train.bin", "val.bin"):
+        (path / name).unlink()
+    if form == "tokenizer.json":
+        tokenizer.save(str(path / "tokenizer.json"))
+    else:
+        tokenizer.save_model(str(path))
+    return path
