@@ -75,7 +75,11 @@ def _sha256(path):
 
 
 def _hex_lines(values, width):
+    """One ``width``-bit hex word a line; codes (uint8, at most 8 bits) go through a table of every line."""
     digits = -(-width // 4)
+    if isinstance(values, np.ndarray) and values.dtype == np.uint8 and width <= 8:
+        table = np.frombuffer("".join(f"{v:0{digits}x}\n" for v in range(1 << width)).encode(), np.uint8)
+        return table.reshape(1 << width, digits + 1)[values].tobytes().decode()
     return "".join(f"{int(v):0{digits}x}\n" for v in values)
 
 
@@ -184,6 +188,9 @@ def summary_table(manifest):
                      f"{layer['bytes'] / (4 * weights):>7.1%} {layer['bytes'] / weights:>7.1%}")
     lines.append(f"{'total':<18} {'':>10} {total_weights:>9} {bits:>4} {total_bytes:>8} "
                  f"{total_bytes / (4 * total_weights):>7.1%} {total_bytes / total_weights:>7.1%}")
+    lines.append(f"{len(manifest['layers'])} layers, {total_weights:,} weights: {total_bytes:,} bytes at {bits} bits "
+                 f"against {4 * total_weights:,} in fp32 ({4 * total_weights / total_bytes:.1f}x) and "
+                 f"{total_weights:,} in int8 ({total_weights / total_bytes:.1f}x)")
     return "\n".join(lines)
 
 

@@ -97,7 +97,7 @@ def write_gpt2_124m_shape_checkpoint(path, *, n_layer=12, seed=0):
     return path
 
 
-def train_bpe_tokenizer(vocab_size=300):
+def train_bpe_tokenizer(vocab_size=500):
     """A byte-level BPE (GPT-2's kind) trained with Hugging Face's tokenizers on tiny Shakespeare."""
     import tokenizers
 
