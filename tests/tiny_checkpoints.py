@@ -81,19 +81,36 @@ GPT2_124M = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer":
 
 
 def write_gpt2_124m_shape_checkpoint(path, *, n_layer=12, seed=0):
-    """A randomly initialised GPT-2 of 124M's exact shapes (transformers' own init, std 0.02), saved as
-    Hugging Face saves it (config.json + model.safetensors, nothing beside it: no tokenizer, no splits),
-    as a downloaded checkpoint is; `n_layer` may cut the depth. Needs torch and transformers."""
-    import torch
-    import transformers
+    """A randomly initialised GPT-2 of 124M's exact shapes, saved as Hugging Face saves it (config.json +
+    model.safetensors, nothing beside it: no tokenizer, no splits), as a downloaded checkpoint is; `n_layer`
+    may cut the depth. The init is GPT-2's (transformers' ``_init_weights``): weights normal with std 0.02,
+    the residual projections 0.02 / sqrt(2 n_layer), biases 0, layer norms 1 and 0. numpy only (a few seconds)."""
+    from safetensors.numpy import save_file
 
-    torch.manual_seed(seed)
-    config = transformers.GPT2Config(**{**GPT2_124M, "n_layer": n_layer}, resid_pdrop=0, embd_pdrop=0,
-                                     attn_pdrop=0)
-    transformers.utils.logging.disable_progress_bar()
-    transformers.GPT2LMHeadModel(config).eval().save_pretrained(path, safe_serialization=True)
-    for extra in set(p.name for p in path.iterdir()) - {"config.json", "model.safetensors"}:
-        (path / extra).unlink()
+    rng = np.random.default_rng(seed)
+    config = {**GPT2_124M, "n_layer": n_layer}
+    d, vocab = config["n_embd"], config["vocab_size"]
+
+    def normal(shape, std=0.02):
+        array = rng.standard_normal(shape, dtype=np.float32)
+        array *= np.float32(std)
+        return array
+
+    tensors = {"transformer.wte.weight": normal((vocab, d)), "transformer.wpe.weight": normal((config["n_positions"], d)),
+               "transformer.ln_f.weight": np.ones(d, np.float32), "transformer.ln_f.bias": np.zeros(d, np.float32)}
+    for i in range(n_layer):
+        for name, (k, n) in {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d), "mlp.c_fc": (d, 4 * d),
+                             "mlp.c_proj": (4 * d, d)}.items():
+            std = 0.02 / np.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
+            tensors[f"transformer.h.{i}.{name}.weight"] = normal((k, n), std)
+            tensors[f"transformer.h.{i}.{name}.bias"] = np.zeros(n, np.float32)
+        for ln in ("ln_1", "ln_2"):
+            tensors[f"transformer.h.{i}.{ln}.weight"] = np.ones(d, np.float32)
+            tensors[f"transformer.h.{i}.{ln}.bias"] = np.zeros(d, np.float32)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                  **config, "tie_word_embeddings": True}))
     return path
 
 
