@@ -77,17 +77,20 @@ def code_memories(code_depth, *, columns, code_bits, codes="spram"):
             "code_ebr": banks * _ebr_blocks(per_word * code_bits, code_depth) if codes == "ebr" else 0}
 
 
-def code_fit_problem(layer_shapes, *, columns, code_bits, codes="spram"):
-    """Why the codes of layers of `layer_shapes` ((K, N) pairs) cannot fit the iCE40UP5K's memory; None if
-    they may. Needs only the shapes, so a build refuses a model too large before quantizing it."""
-    depth = sum(-(-n // columns) * k for k, n in layer_shapes)
-    need = code_memories(depth, columns=columns, code_bits=code_bits, codes=codes)
-    if codes == "spram" and need["spram"] > UP5K["spram"]:
-        return (f"{need['code_bytes']:,} bytes of {code_bits}-bit codes need {need['spram']} SPRAMs; the chip has "
-                f"{UP5K['spram']} ({UP5K['spram'] * SPRAM_WORDS * SPRAM_BITS // 8:,} bytes)")
-    if codes == "ebr" and need["code_ebr"] > UP5K["ebr"]:
-        return (f"{need['code_bytes']:,} bytes of {code_bits}-bit codes need {need['code_ebr']} block RAMs; the "
-                f"chip has {UP5K['ebr']} ({UP5K['ebr'] * 4096 // 8:,} bytes)")
+def code_fit_problem(code_depth, *, columns, code_bits, pe="pot", codes="spram"):
+    """Why `columns` code ROMs of `code_depth` entries cannot fit the iCE40UP5K's memory, with what to change;
+    None if they may. Needs only the shapes (`code_depth` of (K, N) layers is the sum of ``ceil(N / columns)
+    * K``), so a build refuses a model too large before quantizing it."""
+    need = code_memories(code_depth, columns=columns, code_bits=code_bits, codes=codes)
+    smaller = ("--pe pot" if pe == "int8" else "fewer --bits") + " or a smaller model"
+    if need["spram"] > UP5K["spram"]:
+        capacity = UP5K["spram"] * SPRAM_WORDS * SPRAM_BITS // 8 // 1024
+        return (f"{need['code_bytes'] / 1024:.1f} KiB of codes ({code_depth} words per column group, "
+                f"{need['banks']} groups) need {need['spram']} SPRAMs of {UP5K['spram']} ({capacity} KiB); "
+                f"use {smaller}")
+    if need["code_ebr"] > UP5K["ebr"]:
+        return (f"{need['code_bytes'] / 1024:.1f} KiB of codes need {need['code_ebr']} block RAMs of {UP5K['ebr']} "
+                f"({UP5K['ebr'] * 4096 // 8 // 1024} KiB); use --codes spram, {smaller}")
     return None
 
 
@@ -95,12 +98,9 @@ def fit_problems(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):
     """Why the board top for `layout` cannot fit the iCE40UP5K, with what to change; empty if it may."""
     need = estimate_resources(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
     problems = []
-    if need["spram"] > UP5K["spram"]:
-        capacity = UP5K["spram"] * SPRAM_WORDS * SPRAM_BITS // 8 // 1024
-        problems.append(f"{need['code_bytes'] / 1024:.1f} KiB of codes ({layout.code_depth} words per column "
-                        f"group, {need['banks']} groups) need {need['spram']} SPRAMs of {UP5K['spram']} "
-                        f"({capacity} KiB); use " + ("--pe pot" if pe == "int8" else "fewer --bits")
-                        + " or a smaller model")
+    if codes == "spram":        # block RAM codes are weighed with the buffers below
+        problems += filter(None, [code_fit_problem(layout.code_depth, columns=layout.columns,
+                                                   code_bits=layout.code_bits, pe=pe)])
     if need["code_ebr"] and need["ebr"] > UP5K["ebr"]:
         problems.append(f"{need['code_bytes'] / 1024:.1f} KiB of codes need {need['code_ebr']} block RAMs, and the "
                         f"buffers {need['ebr'] - need['code_ebr']} more, of {UP5K['ebr']}; use --codes spram, "

@@ -138,10 +138,10 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
 
     start = time.perf_counter()
     model = load_checkpoint(checkpoint)            # a model whose codes cannot fit fails now, not after quantizing
-    problem = code_fit_problem([model.weight(name).shape for name in model.linear_names], columns=columns,
-                               code_bits=bits if pe == "pot" else 8, codes=codes)
+    depth = sum(-(-n // columns) * k for k, n in (model.weight(name).shape for name in model.linear_names))
+    problem = code_fit_problem(depth, columns=columns, code_bits=bits if pe == "pot" else 8, pe=pe, codes=codes)
     if problem:
-        raise UserError(f"won't fit the iCE40UP5K: {checkpoint}: {problem}; use fewer --bits or a smaller model")
+        raise UserError(f"won't fit the iCE40UP5K: {problem}")
     for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEBRAM", "ICEPACK"):
         tool_command(variable)                     # a missing tool fails now, not after quantizing
     _say(f"quantizing {checkpoint} to " + (f"{bits}-bit PoT codes" if pe == "pot" else "INT8 weights"), quiet)

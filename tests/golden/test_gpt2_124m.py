@@ -94,8 +94,8 @@ def test_icebreaker_refuses_before_quantizing(gpt2_1_layer, tmp_path, capsys):
                                             "--out", str(tmp_path / "build")], capsys)
     weights = 768 * (2304 + 768 + 3072 + 3072)
     assert status == 2 and err.count("\n") == 1 and out == ""
-    assert f"won't fit the iCE40UP5K: {gpt2_1_layer}: {weights // 2:,} bytes of 4-bit codes need" in err
-    assert "the chip has 4 (131,072 bytes)" in err
+    assert f"won't fit the iCE40UP5K: {weights / 2 / 1024:.1f} KiB of codes" in err          # 3,600 KiB
+    assert "SPRAMs of 4 (128 KiB); use fewer --bits or a smaller model" in err
     assert not (tmp_path / "build").exists()
 
 
