@@ -12,7 +12,7 @@ they agree on three things:
   size (or that size padded up to a multiple of 64, as nanoGPT pads GPT-2's
   50,257 to 50,304).
 - **A token file** (`read_token_file`): a uint16 ``.bin`` (nanoGPT's format),
-  or a UTF-8 ``.txt`` encoded with the checkpoint's own tokenizer.
+  or UTF-8 text (``.txt``, or any name but ``.bin``) encoded with the checkpoint's own tokenizer.
 - **Where calibration text comes from** (`calibration_tokens`): ``--calib``,
   else the checkpoint's ``train.bin``, else its ``val.bin``, else the text the
   command was given (``--data``); with none of these, one line naming ``--calib``.
@@ -29,13 +29,12 @@ import numpy as np
 from .data import MAX_TOKEN_ID, VOCAB_FILE, DataError, default_split, load_vocab, read_tokens
 from .paths import DEFAULT_MODEL_DIR
 
-__all__ = ["HF_TOKENIZER_FILE", "MERGES_FILE", "TEXT_SUFFIXES", "TOKEN_SUFFIXES", "HFTokenizer", "TokenSource",
+__all__ = ["HF_TOKENIZER_FILE", "MERGES_FILE", "TOKEN_SUFFIXES", "HFTokenizer", "TokenSource",
            "load_tokenizer", "read_token_file", "encode_text_file", "calibration_tokens", "add_calib_arguments", "checkpoint_dir"]
 
 HF_TOKENIZER_FILE = "tokenizer.json"
 MERGES_FILE = "merges.txt"
 TOKEN_SUFFIXES = (".bin",)
-TEXT_SUFFIXES = (".txt",)
 _INSTALL_HINT = "pip install 'potgen[tokenizers]' (Hugging Face's tokenizers package)"
 
 
@@ -172,7 +171,8 @@ def _sizes_match(tokenizer_size, vocab_size):
 # -- token files -----------------------------------------------------------------------
 
 def read_token_file(path, checkpoint, vocab_size, tokenizer=None):
-    """Token ids of `path`: a uint16 ``.bin``, or a UTF-8 ``.txt`` encoded with the checkpoint's tokenizer.
+    """Token ids of `path`: a uint16 ``.bin``, or UTF-8 text (``.txt``, or any other name: WikiText's
+    ``wiki.test.raw``) encoded with the checkpoint's tokenizer.
 
     `tokenizer`, if given, is used instead of loading the one beside `checkpoint`.
 
@@ -186,8 +186,6 @@ def read_token_file(path, checkpoint, vocab_size, tokenizer=None):
     path = Path(path)
     if path.suffix in TOKEN_SUFFIXES:
         return read_tokens(path, vocab_size=vocab_size)
-    if path.suffix not in TEXT_SUFFIXES:
-        raise DataError(f"Token data {str(path)!r} must be a uint16 .bin token file or a UTF-8 .txt text file")
     return encode_text_file(path, checkpoint, vocab_size, tokenizer)
 
 
@@ -260,7 +258,7 @@ def add_calib_arguments(parser, tokens_default=None):
     """Add ``--calib FILE`` (and ``--calib-tokens N`` when `tokens_default` is given) to an argparse parser."""
     parser.add_argument("--calib", metavar="FILE",
                         help="calibration text of the activation scales (and of gptq): a uint16 .bin token file or "
-                             "a UTF-8 .txt encoded with the checkpoint's tokenizer (default: the checkpoint's "
+                             "UTF-8 text (.txt or any name but .bin) encoded with the checkpoint's tokenizer (default: the checkpoint's "
                              "train.bin, else its val.bin)")
     if tokens_default is not None:
         parser.add_argument("--calib-tokens", metavar="N", type=int, default=tokens_default,

@@ -109,8 +109,9 @@ def test_text_outside_a_character_vocabulary_is_refused(tiny_checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("val.csv", b"1,2", r"must be a uint16 \.bin token file or a UTF-8 \.txt"),
+    ("wiki.test.raw", b"abcd1", r"Character '1' at position 4 is not in the vocabulary"),
     ("val.txt", b"\xff\xfe", r"is not UTF-8"),
+    ("val.bin", b"\x01", r"odd length"),
     ("val.txt", b"", r"holds no tokens"),
     ("missing.txt", None, r"does not exist"),
 ])
