@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import MAX_TOKEN_ID, VOCAB_FILE, DataError, default_split, load_vocab, read_tokens
+from .data import MAX_TOKEN_ID, VOCAB_FILE, DataError, default_split, load_vocab, read_text, read_tokens
 from .paths import DEFAULT_MODEL_DIR
 
 __all__ = ["HF_TOKENIZER_FILE", "MERGES_FILE", "TOKEN_SUFFIXES", "HFTokenizer", "TokenSource",
@@ -198,12 +198,7 @@ def encode_text_file(path, checkpoint, vocab_size, tokenizer=None):
         As `read_token_file` for text.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Text file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"Text file {str(path)!r} is not UTF-8: {error}") from None
+    text = read_text(path)
     tokenizer = tokenizer or load_tokenizer(checkpoint, vocab_size)
     if tokenizer is None:
         raise DataError(f"{path} is text, but the checkpoint {checkpoint} has no tokenizer beside it "

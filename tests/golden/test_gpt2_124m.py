@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from golden.cli import run
 from tiny_checkpoints import GPT2_124M, write_gpt2_124m_shape_checkpoint
 
 torch = pytest.importorskip("torch", reason="needs torch: pip install 'potgen[torch]'")
@@ -31,14 +30,6 @@ def tokens(tmp_path_factory):
     return folder
 
 
-def call(main, prog, argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run(main, prog, argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
 def transformers_ce(checkpoint, ids, block, count):
     """transformers' mean CE over `count` windows of `block` inputs cut from the start of `ids`, as golden.eval cuts."""
     model = transformers.GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
@@ -49,12 +40,12 @@ def transformers_ce(checkpoint, ids, block, count):
     return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)))
 
 
-def check_eval(checkpoint, tokens, tmp_path, capsys, block, windows):
+def check_eval(cli, checkpoint, tokens, tmp_path, block, windows):
     from golden.eval import main
-    status, _, err = call(main, "eval", [
+    status, _, err = cli(main, [
         "--checkpoint", str(checkpoint), "--data", str(tokens / "val.bin"), "--calib", str(tokens / "calib.bin"),
         "--calib-tokens", "1024", "--bits", "4", "--methods", "pot-channel", "--act-bits", "0", "--block",
-        str(block), "--max-tokens", str(block * windows), "--json", str(tmp_path / "eval.json"), "--quiet"], capsys)
+        str(block), "--max-tokens", str(block * windows), "--json", str(tmp_path / "eval.json"), "--quiet"])
     assert status == 0, err
     result = json.loads((tmp_path / "eval.json").read_text())
     expected = transformers_ce(checkpoint, np.fromfile(tokens / "val.bin", np.uint16), block, windows)
@@ -65,16 +56,15 @@ def check_eval(checkpoint, tokens, tmp_path, capsys, block, windows):
     return result
 
 
-def test_eval_float_ce_is_transformers(gpt2_1_layer, tokens, tmp_path, capsys):
-    check_eval(gpt2_1_layer, tokens, tmp_path, capsys, block=256, windows=2)
+def test_eval_float_ce_is_transformers(gpt2_1_layer, tokens, tmp_path, cli):
+    check_eval(cli, gpt2_1_layer, tokens, tmp_path, block=128, windows=2)
 
 
 @pytest.mark.slow
-def test_export_writes_every_layer_and_reports_bytes(gpt2_1_layer, tokens, tmp_path, capsys):
+def test_export_writes_every_layer_and_reports_bytes(gpt2_1_layer, tokens, tmp_path, cli):
     from golden.export import main
-    status, out, err = call(main, "export", ["--checkpoint", str(gpt2_1_layer), "--calib", str(tokens / "calib.bin"),
-                                             "--calib-tokens", "1024", "--out", str(tmp_path / "roms"), "--quiet"],
-                            capsys)
+    status, out, err = cli(main, ["--checkpoint", gpt2_1_layer, "--calib", tokens / "calib.bin", "--calib-tokens",
+                                  "1024", "--out", tmp_path / "roms", "--quiet"])
     assert status == 0, err
     manifest = json.loads((tmp_path / "roms" / "manifest.json").read_text())
     shapes = {layer["name"]: (layer["k"], layer["n"]) for layer in manifest["layers"]}
@@ -86,12 +76,11 @@ def test_export_writes_every_layer_and_reports_bytes(gpt2_1_layer, tokens, tmp_p
             f"and {weights:,} in int8 (2.0x)") in out
 
 
-def test_icebreaker_refuses_before_quantizing(gpt2_1_layer, tmp_path, capsys):
+def test_icebreaker_refuses_before_quantizing(gpt2_1_layer, tmp_path, cli):
     """One line with the code bytes against the UP5K's 128 KiB of SPRAM, before any quantization or tool runs
     (no calibration text is given: the refusal comes first)."""
     from hdl.build import main
-    status, out, err = call(main, "build", ["--board", "icebreaker", "--checkpoint", str(gpt2_1_layer),
-                                            "--out", str(tmp_path / "build")], capsys)
+    status, out, err = cli(main, ["--board", "icebreaker", "--checkpoint", gpt2_1_layer, "--out", tmp_path / "build"])
     weights = 768 * (2304 + 768 + 3072 + 3072)
     assert status == 2 and err.count("\n") == 1 and out == ""
     assert f"won't fit the iCE40UP5K: {weights / 2 / 1024:.1f} KiB of codes" in err          # 3,600 KiB
@@ -100,14 +89,13 @@ def test_icebreaker_refuses_before_quantizing(gpt2_1_layer, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_12_layers_eval_and_export(tmp_path, tokens, capsys):
+def test_12_layers_eval_and_export(tmp_path, tokens, cli):
     """The whole 124M: float CE of one 1,024-token window equals transformers'; the export holds all 48 layers."""
     from golden.export import main
     checkpoint = write_gpt2_124m_shape_checkpoint(tmp_path / "model")
-    check_eval(checkpoint, tokens, tmp_path, capsys, block=1024, windows=1)
-    status, out, err = call(main, "export", ["--checkpoint", str(checkpoint), "--calib", str(tokens / "calib.bin"),
-                                             "--calib-tokens", "2048", "--out", str(tmp_path / "roms"), "--quiet"],
-                            capsys)
+    check_eval(cli, checkpoint, tokens, tmp_path, block=1024, windows=1)
+    status, out, err = cli(main, ["--checkpoint", checkpoint, "--calib", tokens / "calib.bin", "--calib-tokens",
+                                  "2048", "--out", tmp_path / "roms", "--quiet"])
     assert status == 0, err
     manifest = json.loads((tmp_path / "roms" / "manifest.json").read_text())
     assert len(manifest["layers"]) == 48

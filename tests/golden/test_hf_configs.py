@@ -12,18 +12,13 @@ from golden.checkpoint import CheckpointError, load_checkpoint
 transformers = pytest.importorskip("transformers", reason="needs transformers: pip install transformers")
 
 
-def random_hf(seed=0, **options):
-    """A random transformers GPT2LMHeadModel (weights std 0.3, so every layer moves the logits)."""
-    config = transformers.GPT2Config(vocab_size=23, n_positions=12, n_embd=16, n_layer=3, n_head=2,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-                                     eos_token_id=0, **options)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            centre = 1.0 if "ln_" in name and name.endswith("weight") else 0.0
-            p.copy_(centre + 0.3 * torch.randn(p.shape, generator=generator))
-    return model
+@pytest.fixture
+def random_hf(make_hf_model):
+    """A random 3-layer transformers GPT2LMHeadModel with config fields `options` (as config.json names them)."""
+    def make(seed=0, activation_function="gelu_new", tie_word_embeddings=True, **options):
+        return make_hf_model(n_layer=3, seed=seed, activation=activation_function, tied=tie_word_embeddings,
+                             **options)
+    return make
 
 
 def compare(hf, directory):
@@ -42,13 +37,13 @@ def test_every_activation_of_transformers_is_computed_or_refused():
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_activation_logits_match_transformers(tmp_path, activation):
+def test_activation_logits_match_transformers(random_hf, tmp_path, activation):
     difference, scale = compare(random_hf(activation_function=activation), tmp_path)
     assert difference < 1e-4 and scale > 0.5
 
 
 @pytest.mark.parametrize("activation", ["relu", "quick_gelu", "tanh", "laplace"])
-def test_activation_changes_the_logits(tmp_path, activation):
+def test_activation_changes_the_logits(random_hf, tmp_path, activation):
     """The activation is not lost on the way: golden's logits differ from the same weights with gelu_new."""
     hf = random_hf(activation_function=activation)
     hf.save_pretrained(tmp_path)
@@ -75,7 +70,7 @@ OPTIONS = [
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_config_options_match_transformers(tmp_path, options, attention):
+def test_config_options_match_transformers(random_hf, tmp_path, options, attention):
     hf = random_hf(seed=3, **options)
     hf.config._attn_implementation = attention            # reorder_and_upcast_attn is eager's own path
     difference, scale = compare(hf, tmp_path)
@@ -87,7 +82,7 @@ def test_config_options_match_transformers(tmp_path, options, attention):
 
 @pytest.mark.parametrize("options", [{"scale_attn_by_inverse_layer_idx": True}, {"scale_attn_weights": False},
                                      {"layer_norm_epsilon": 1e-1}])
-def test_config_option_changes_the_logits(tmp_path, options):
+def test_config_option_changes_the_logits(random_hf, tmp_path, options):
     random_hf(seed=3, **options).save_pretrained(tmp_path)
     batch = np.arange(12) % 23
     logits = load_checkpoint(tmp_path).forward(batch)
@@ -98,18 +93,14 @@ def test_config_option_changes_the_logits(tmp_path, options):
     assert np.abs(load_checkpoint(tmp_path).forward(batch) - logits).max() > 1e-2
 
 
-def test_refused_activation_from_the_command_line(tmp_path, capsys):
+def test_refused_activation_from_the_command_line(random_hf, tmp_path, cli):
     """A config value golden cannot compute: one line, status 2, nothing written."""
-    from golden.cli import run
     from golden.export import main
     random_hf().save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "activation_function": "prelu"}))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run(main, "export", ["--checkpoint", str(tmp_path / "model"), "--out", str(tmp_path / "roms")])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1
+    status, _, err = cli(main, ["--checkpoint", tmp_path / "model", "--out", tmp_path / "roms"])
+    assert status == 2 and err.count("\n") == 1
     assert "activation_function 'prelu' is not supported" in err
     assert not (tmp_path / "roms").exists()
     with pytest.raises(CheckpointError):

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from golden.cli import run
 from golden.data import DataError, Vocab
 from golden.paths import SHAKESPEARE_TEXT
 from golden.tokens import HFTokenizer, calibration_tokens, load_tokenizer, read_token_file
@@ -36,15 +35,6 @@ def texts(tmp_path):
     (tmp_path / "val.txt").write_text(TEXT[-6000:], encoding="utf-8")
     (tmp_path / "calib.txt").write_text(TEXT[:20000], encoding="utf-8")
     return tmp_path
-
-
-def call(main, prog, argv, capsys):
-    """Run a command line as its __main__ does; returns (status, stdout, stderr)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run(main, prog, argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 # -- tokenizers ------------------------------------------------------------------------
@@ -150,65 +140,65 @@ def test_calibration_order(tmp_path):
 
 # -- the commands on a downloaded-like checkpoint ------------------------------------------
 
-def test_eval_on_a_bpe_checkpoint_with_text_files(bpe_checkpoint, texts, capsys):
+def test_eval_on_a_bpe_checkpoint_with_text_files(bpe_checkpoint, texts, cli):
     """The issue's first complaint: --data given, nothing beside the checkpoint; calibration comes from --data,
     then from --calib, and the JSON says which."""
     from golden.eval import main
     common = ["--checkpoint", str(bpe_checkpoint), "--data", str(texts / "val.txt"), "--bits", "4", "--methods",
               "pot-channel", "--act-bits", "8", "--calib-tokens", "256", "--max-tokens", "512", "--quiet"]
-    status, out, err = call(main, "eval", [*common, "--json", str(texts / "a.json")], capsys)
+    status, out, err = cli(main, [*common, "--json", str(texts / "a.json")])
     assert status == 0, err
     result = json.loads((texts / "a.json").read_text())
     assert result["calibration"] == {"origin": "--data", "path": str(texts / "val.txt"), "tokens": 256}
     assert result["tokens"] == 512 and 4 < result["float"]["ce"] < 8          # random weights, 500 tokens
-    status, _, err = call(main, "eval", [*common, "--calib", str(texts / "calib.txt"), "--json",
-                                         str(texts / "b.json")], capsys)
+    status, _, err = cli(main, [*common, "--calib", str(texts / "calib.txt"), "--json",
+                                         str(texts / "b.json")])
     assert status == 0, err
     calibration = json.loads((texts / "b.json").read_text())["calibration"]
     assert calibration["origin"] == "--calib" and calibration["path"].endswith("calib.txt")
 
 
-def test_export_without_calibration_names_calib(bpe_checkpoint, texts, capsys):
+def test_export_without_calibration_names_calib(bpe_checkpoint, texts, cli):
     from golden.export import main
     out = texts / "roms"
-    status, _, err = call(main, "export", ["--checkpoint", str(bpe_checkpoint), "--out", str(out), "--quiet"], capsys)
+    status, _, err = cli(main, ["--checkpoint", str(bpe_checkpoint), "--out", str(out), "--quiet"])
     assert status == 2 and err.count("\n") == 1 and "give --calib FILE" in err and not out.exists()
-    status, stdout, err = call(main, "export", ["--checkpoint", str(bpe_checkpoint), "--calib", str(texts / "calib.txt"),
-                                                "--out", str(out), "--quiet"], capsys)
+    status, stdout, err = cli(main, ["--checkpoint", str(bpe_checkpoint), "--calib", str(texts / "calib.txt"),
+                                                "--out", str(out), "--quiet"])
     assert status == 0, err
     assert (out / "manifest.json").is_file() and "in fp32" in stdout and "in int8" in stdout
 
 
-def test_commands_refuse_a_mismatched_tokenizer(bpe, texts, capsys):
+def test_commands_refuse_a_mismatched_tokenizer(bpe, texts, cli):
     """A tokenizer of another vocabulary size: one line, status 2, nothing written."""
     from golden.eval import main
     write_tiny_checkpoint(texts / "other", vocab_size=280)
     for name in ("vocab.json", "train.bin", "val.bin"):
         (texts / "other" / name).unlink()
     bpe.save(str(texts / "other" / "tokenizer.json"))
-    status, _, err = call(main, "eval", ["--checkpoint", str(texts / "other"), "--data", str(texts / "val.txt"),
-                                         "--json", str(texts / "x.json"), "--quiet"], capsys)
+    status, _, err = cli(main, ["--checkpoint", str(texts / "other"), "--data", str(texts / "val.txt"),
+                                         "--json", str(texts / "x.json"), "--quiet"])
     assert status == 2 and err.count("\n") == 1
     assert "has 500 tokens but the checkpoint's vocabulary has 280" in err and not (texts / "x.json").exists()
 
 
-def test_eval_of_text_outside_the_character_vocabulary(tiny_checkpoint, tmp_path, capsys):
+def test_eval_of_text_outside_the_character_vocabulary(tiny_checkpoint, tmp_path, cli):
     from golden.eval import main
     (tmp_path / "val.txt").write_text("abc\nQ", encoding="utf-8")
-    status, _, err = call(main, "eval", ["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "val.txt"),
-                                         "--json", str(tmp_path / "x.json"), "--quiet"], capsys)
+    status, _, err = cli(main, ["--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "val.txt"),
+                                         "--json", str(tmp_path / "x.json"), "--quiet"])
     assert status == 2 and err.count("\n") == 1
     assert "Character '\\n' at position 3" in err and not (tmp_path / "x.json").exists()
 
 
-def test_generate_prints_decoded_bpe_text(bpe_checkpoint, texts, capsys):
+def test_generate_prints_decoded_bpe_text(bpe_checkpoint, texts, cli):
     """boards.generate on a BPE checkpoint prints the prompt and the text of the greedy continuation, which is
     what repeated whole-sequence argmax steps of the integer model decode to."""
     from boards.generate import main
     from golden.model_loading import load_integer_model
     argv = ["--checkpoint", str(bpe_checkpoint), "--calib", str(texts / "calib.txt"), "--prompt", "ROMEO: my lord",
             "--tokens", "12", "--temperature", "0"]
-    status, out, err = call(main, "generate", argv, capsys)
+    status, out, err = cli(main, argv)
     assert status == 0, err
     tokenizer = load_tokenizer(bpe_checkpoint, 500)
     integer = load_integer_model(bpe_checkpoint, calib=texts / "calib.txt")
