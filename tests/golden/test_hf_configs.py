@@ -105,3 +105,19 @@ def test_refused_activation_from_the_command_line(random_hf, tmp_path, cli):
     assert not (tmp_path / "roms").exists()
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "model")
+
+
+def test_long_sequences_attend_in_blocks(make_hf_model, tmp_path):
+    """Past 128 positions golden's attention runs in blocks of queries: still transformers' logits, and a KV
+    cache fed in two pieces (the second starting mid-block) gives the logits of the whole sequence."""
+    from golden.gpt2 import KVCache
+    hf = make_hf_model(n_layer=2, n_embd=16, n_head=2, n_positions=300, seed=5)
+    hf.save_pretrained(tmp_path)
+    model = load_checkpoint(tmp_path)
+    batch = np.random.default_rng(2).integers(0, 23, (2, 300))
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(batch)).logits.numpy()
+    assert np.abs(model.forward(batch) - expected).max() < 1e-4
+    cache = KVCache()
+    pieces = [model.forward(batch[0, :170], cache=cache), model.forward(batch[0, 170:], cache=cache)]
+    assert np.abs(np.concatenate(pieces) - expected[0]).max() < 1e-4
