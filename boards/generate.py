@@ -30,13 +30,14 @@ import time
 import numpy as np
 
 from golden.cli import HelpFormatter, UserError, run
-from golden.data import load_vocab
+from golden.checkpoint import load_checkpoint
 from golden.gpt2 import KVCache
-from golden.model_loading import checkpoint_dir, load_integer_model
+from golden.model_loading import load_integer_model
 from golden.paths import HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
+from golden.tokens import add_calib_arguments, load_tokenizer
 
-__all__ = ["BACKENDS", "Generator", "IntegerGenerator", "inv_temperature", "main"]
+__all__ = ["BACKENDS", "Generator", "IntegerGenerator", "decoded", "inv_temperature", "main"]
 
 BACKENDS = ("float", "golden", "integer", "sim", "board")
 
@@ -48,12 +49,15 @@ class Generator:
         self.model, self.vocab, self.linear = model, vocab, linear
 
     def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
-        """Yield the generated characters one at a time.
+        """Yield the generated text one token at a time (see `decoded`).
 
         The context is the prompt plus what has been generated, up to the
         model's n_positions; generation stops there.
         """
         ids = prompt_ids(self.vocab, prompt, self.model.config.n_positions)
+        return decoded(self.vocab, self._tokens(ids, tokens, temperature, top_k, seed))
+
+    def _tokens(self, ids, tokens, temperature, top_k, seed):
         limit = self.model.config.n_positions
         rng = np.random.default_rng(seed)
         cache = KVCache()
@@ -61,9 +65,28 @@ class Generator:
         count = min(tokens, limit - len(ids))
         for index in range(count):
             token = sample(logits, rng, temperature, top_k)
-            yield self.vocab.decode([token])
+            yield token
             if index + 1 < count:                        # the last token's logits would go unused
                 logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
+
+
+def decoded(vocab, tokens):
+    """Yield, per token of `tokens`, the text it adds: what the tokens so far decode to, less what was yielded.
+
+    `vocab` is the checkpoint's tokenizer (`golden.tokens.load_tokenizer`). A byte-level BPE token can end
+    inside a UTF-8 character; such a token yields "" and the character comes whole with the token that ends
+    it (or, if generation stops first, as the tokenizer decodes the part)."""
+    generated, shown = [], ""
+    for token in tokens:
+        generated.append(int(token))
+        text = vocab.decode(generated)
+        if text.endswith("\ufffd"):
+            yield ""
+            continue
+        yield text[len(shown):]
+        shown = text
+    if generated and shown != (text := vocab.decode(generated)):
+        yield text[len(shown):]
 
 
 def prompt_ids(vocab, prompt, limit):
@@ -72,7 +95,7 @@ def prompt_ids(vocab, prompt, limit):
     if len(ids) == 0:
         raise UserError("The prompt is empty; give at least one character")
     if len(ids) >= limit:
-        raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
+        raise UserError(f"The prompt has {len(ids)} tokens; the model's context is {limit}")
     return ids
 
 
@@ -83,11 +106,10 @@ class IntegerGenerator:
         self.forward, self.vocab = forward, vocab
 
     def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
-        """Yield the generated characters one at a time (same contract as `Generator.stream`)."""
+        """Yield the generated text one token at a time (same contract as `Generator.stream`)."""
         ids = prompt_ids(self.vocab, prompt, self.forward.config.n_positions)
-        for token in self.forward.generate(ids, tokens, inv_temperature=inv_temperature(temperature),
-                                           top_k=top_k, seed=seed):
-            yield self.vocab.decode([token])
+        return decoded(self.vocab, self.forward.generate(ids, tokens, inv_temperature=inv_temperature(temperature),
+                                                         top_k=top_k, seed=seed))
 
 
 def inv_temperature(temperature):
@@ -137,7 +159,8 @@ def integer_generator(args, vocab):
 
     inv_temperature(args.temperature)
     seed_state(args.seed)
-    compiled = read_compiled(args.compiled)[1] if args.compiled else compile_checkpoint(args.checkpoint, bits=args.bits)
+    compiled = read_compiled(args.compiled)[1] if args.compiled else compile_checkpoint(args.checkpoint, bits=args.bits,
+                                                                                          calib=args.calib)
     if compiled.config.vocab_size != vocab.size:
         raise UserError(f"The compiled model has {compiled.config.vocab_size} tokens, the vocabulary {vocab.size}")
     if args.top_k is not None and args.top_k > vocab.size:
@@ -153,9 +176,10 @@ def parse_args(argv):
                "  python -m boards.generate --backend sim --tokens 16 --seed 1\n"
                "  python -m boards.generate --backend integer --seed 7 --top-k 10")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
-                        help="GPT-2 checkpoint with vocab.json beside it")
+                        help="GPT-2 checkpoint with its tokenizer beside it: the project's character vocab.json, "
+                             "or Hugging Face's tokenizer.json or GPT-2's vocab.json + merges.txt")
     parser.add_argument("--prompt", metavar="TEXT", default="ROMEO:\n", help="text to continue")
-    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="characters to generate")
+    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="tokens to generate")
     parser.add_argument("--temperature", metavar="T", type=float, default=0.8, help="sampling temperature (0: greedy)")
     parser.add_argument("--top-k", metavar="K", type=int, default=None, help="sample among the K likeliest only")
     parser.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed")
@@ -166,6 +190,7 @@ def parse_args(argv):
     parser.add_argument("--port", metavar="DEV", help="serial port of the board (board back-end)")
     parser.add_argument("--compiled", metavar="DIR", help="integer back-end: run this golden.export --compiled folder "
                                                           "(default: compile the checkpoint)")
+    add_calib_arguments(parser)
     parser.add_argument("--stats", action="store_true", help="print tokens/s on stderr at the end")
     return parser.parse_args(argv)
 
@@ -182,12 +207,15 @@ def main(argv=None):
         raise UserError("The board back-end needs --port (e.g. /dev/ttyUSB1); without a board, use --backend sim")
     if args.compiled and args.backend != "integer":
         raise UserError(f"--compiled runs on the integer back-end, not {args.backend}")
-    vocab = load_vocab(checkpoint_dir(args.checkpoint))
+    vocab = load_tokenizer(args.checkpoint, load_checkpoint(args.checkpoint).config.vocab_size)
+    if vocab is None:
+        raise UserError(f"The checkpoint {args.checkpoint} has no tokenizer beside it (vocab.json, tokenizer.json, "
+                        f"or vocab.json + merges.txt) to encode the prompt and decode what it generates")
     vocab.encode(args.prompt)                                        # a bad character fails before any work
     if args.backend == "integer":
         generator, session = integer_generator(args, vocab), None
     else:
-        integer_model = load_integer_model(args.checkpoint, bits=args.bits)
+        integer_model = load_integer_model(args.checkpoint, bits=args.bits, calib=args.calib)
         linear, session = make_linear(args.backend, integer_model, args)
         generator = Generator(integer_model.model, vocab, linear)
     start, count = time.perf_counter(), 0

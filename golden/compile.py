@@ -360,7 +360,12 @@ def compile_model(model, *, calib_tokens, bits=4, method="pot-channel", weights=
     bits = check_bits(bits)
     config = model.config
     d, hd, A = config.n_embd, config.head_dim, formats.act_bits
-    if PotFormat(bits).emax + A + math.ceil(math.log2(4 * d)) + 2 > _MAX_PRODUCT_BITS - formats.mult_bits:
+    for field, plain in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False)):
+        if getattr(config, field) is not plain:      # the integer attention scales by 1 / sqrt(head_dim) only
+            raise CompileError(f"{field} {getattr(config, field)!r} is not supported by the integer forward; "
+                               f"only {plain!r}")
+    if PotFormat(bits).emax + A + math.ceil(math.log2(max(d, config.inner_dim))) + 2 > \
+            _MAX_PRODUCT_BITS - formats.mult_bits:
         raise CompileError(f"{bits}-bit codes: the accumulators of this model would not leave room for a "
                            f"{formats.mult_bits}-bit multiplier in {_MAX_PRODUCT_BITS} bits; use at most 6 bits")
     ln_bits = 2 * formats.res_bits + 2 * math.ceil(math.log2(d)) + 1

@@ -1,6 +1,6 @@
 """Quality study: cross-entropy of a GPT-2 with PoT weights against the float model.
 
-    python -m golden.eval [--checkpoint PATH] [--data FILE.bin] [--bits 3 4 5 6] [--methods ...]
+    python -m golden.eval [--checkpoint PATH] [--data FILE] [--calib FILE] [--bits 3 4 5 6] [--methods ...]
                           [--act-bits 8] [--forward float linear integer] [--tables int pot pot-head]
                           [--block T] [--max-tokens N] [--reference PATH] [--json OUT] [--plot OUT.png]
 
@@ -30,6 +30,10 @@ which operations were integer:
     ``pot-head``: 8-bit embeddings and a PoT head). Only the scoring of its
     integer logits is float.
 
+The calibration text is ``--calib``, else the checkpoint's train.bin, else its
+val.bin, else the ``--data`` text (a uint16 .bin or UTF-8 text encoded with the
+checkpoint's tokenizer); the JSON's ``calibration`` says which.
+
 ΔCE is taken against the checkpoint's own float weights, or with ``--reference``
 against another float model on the same windows: the model a QAT checkpoint was
 trained from, whose weights are already PoT values and so are their own float.
@@ -50,11 +54,12 @@ from .compile import IntFormats, compile_model, parse_int_formats
 from .datapath import DEFAULT_ACT_BITS, check_act_bits
 from .int_forward import IntegerForward
 from .integer_model import method_names, quantize_model, quantize_weights, with_quantized_weights
-from .model_loading import DEFAULT_CALIB_TOKENS, calibration_windows, split_tokens
+from .model_loading import DEFAULT_CALIB_TOKENS, split_tokens
 from .paths import DEFAULT_MODEL_DIR
 from .pot_format import check_bits
+from .tokens import add_calib_arguments, calibration_tokens
 
-__all__ = ["windows", "cross_entropy", "evaluate", "main"]
+__all__ = ["windows", "windows_per_batch", "cross_entropy", "evaluate", "main"]
 
 DEFAULT_BITS_SWEEP = (3, 4, 5, 6)
 FORWARDS = ("float", "linear", "integer")
@@ -62,6 +67,8 @@ DEFAULT_FORWARDS = ("float", "linear")
 INT_TABLE_BITS = 8
 TABLE_CHOICES = ("int", "pot", "pot-head")
 _WINDOWS_PER_BATCH = 32
+#: Largest logits array (floats) of one batch: GPT-2's 50,257-token head makes 206 MB a window of 1,024.
+_BATCH_LOGITS = 1 << 26
 
 
 def windows(tokens, block, max_tokens=None):
@@ -75,11 +82,17 @@ def windows(tokens, block, max_tokens=None):
     return flat[:-1].reshape(count, block), flat[1:].reshape(count, block)
 
 
-def cross_entropy(forward_loss, inputs, targets, progress=None):
-    """Mean CE over every position, batching windows; `forward_loss(inputs, targets)` is a batch mean."""
+def windows_per_batch(block, vocab_size):
+    """Windows scored at once: up to 32, fewer when their logits would pass `_BATCH_LOGITS` floats."""
+    return max(1, min(_WINDOWS_PER_BATCH, _BATCH_LOGITS // (block * vocab_size)))
+
+
+def cross_entropy(forward_loss, inputs, targets, progress=None, batch_windows=_WINDOWS_PER_BATCH):
+    """Mean CE over every position, `batch_windows` windows at a time; `forward_loss(inputs, targets)` is a
+    batch mean."""
     total = 0.0
-    for start in range(0, len(inputs), _WINDOWS_PER_BATCH):
-        batch = slice(start, start + _WINDOWS_PER_BATCH)
+    for start in range(0, len(inputs), batch_windows):
+        batch = slice(start, start + batch_windows)
         total += forward_loss(inputs[batch], targets[batch]) * len(inputs[batch])
         if progress is not None:
             progress.update(len(inputs[batch]))
@@ -119,8 +132,10 @@ def evaluate(model, tokens, *, bits=DEFAULT_BITS_SWEEP, methods=None, act_bits=D
     runs = 1 + (reference is not None) + len(methods) * len(bits) * per_weights
     bar = tqdm(total=runs * len(inputs), unit="win", desc="eval", disable=not progress, file=sys.stderr)
 
+    batch_windows = windows_per_batch(block, model.config.vocab_size)
+
     def ce_of(loss):
-        return float(cross_entropy(loss, inputs, targets, bar))
+        return float(cross_entropy(loss, inputs, targets, bar, batch_windows))
 
     float_ce = ce_of(model.loss)
     baseline = float_ce if reference is None else ce_of(reference.loss)
@@ -218,7 +233,9 @@ def parse_args(argv):
                "      --methods pot-channel --forward float linear integer --tables int pot")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
-    parser.add_argument("--data", metavar="FILE.bin", help="uint16 token file (default: the checkpoint's val.bin)")
+    parser.add_argument("--data", metavar="FILE", help="text to score: a uint16 .bin token file or a UTF-8 .txt "
+                                                       "encoded with the checkpoint's tokenizer "
+                                                       "(default: the checkpoint's val.bin)")
     parser.add_argument("--bits", metavar="B", type=int, nargs="+", default=list(DEFAULT_BITS_SWEEP),
                         help="weight code widths, 3..8")
     parser.add_argument("--methods", metavar="M", nargs="+", default=None,
@@ -236,10 +253,7 @@ def parse_args(argv):
     parser.add_argument("--pot-scale", action="store_true", help="restrict channel scales to powers of two")
     parser.add_argument("--block", metavar="T", type=int, help="window length (default: the model's n_positions)")
     parser.add_argument("--max-tokens", metavar="N", type=int, help="score at most N positions (default: all)")
-    parser.add_argument("--calib", metavar="FILE.bin",
-                        help="calibration text (default: the checkpoint's train.bin, else its val.bin)")
-    parser.add_argument("--calib-tokens", metavar="N", type=int, default=DEFAULT_CALIB_TOKENS,
-                        help="calibration tokens")
+    add_calib_arguments(parser, DEFAULT_CALIB_TOKENS)
     parser.add_argument("--reference", metavar="PATH",
                         help="float model whose CE on the same windows is the ΔCE baseline, e.g. the model a "
                              "QAT checkpoint was trained from (default: the checkpoint's own float weights)")
@@ -280,14 +294,16 @@ def main(argv=None):
             raise UserError(f"--reference {args.reference} takes at most {reference.config.n_positions} positions, "
                             f"not the {block} of the windows")
     tokens = split_tokens(args.checkpoint, "val", model.config.vocab_size, args.data)
-    calib_inputs = calibration_windows(model, args.checkpoint, args.calib, args.calib_tokens, args.block)
+    calibration = calibration_tokens(args.checkpoint, model.config.vocab_size, args.calib, args.data)
+    calib_inputs = windows(calibration.tokens, args.block or model.config.n_positions, args.calib_tokens)[0]
 
     result = evaluate(model, tokens, bits=bits, methods=methods, act_bits=act_bits, block=args.block,
                       max_tokens=args.max_tokens, calib_tokens=calib_inputs, pot_scale=args.pot_scale,
                       reference=reference, progress=not args.quiet, forwards=args.forward or DEFAULT_FORWARDS,
                       tables=args.tables, int_formats=int_formats)
     result = {"checkpoint": str(args.checkpoint),
-              **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result}
+              **({"reference_checkpoint": str(args.reference)} if reference is not None else {}), **result,
+              "calibration": {**calibration.describe(), "tokens": int(calib_inputs.size)}}
     print(format_table(result))
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=2) + "\n")

@@ -1,8 +1,8 @@
 """Exporting weight ROM images of a quantized checkpoint, and reading them back.
 
     python -m golden.export [--checkpoint PATH] [--bits b] [--method M] [--rows R] [--cols C]
-                            [--layers NAMES|all] [--out DIR]
-    python -m golden.export --compiled [--checkpoint PATH] [--bits b] [--tables int|pot] [--out DIR]
+                            [--layers NAMES|all] [--calib FILE] [--out DIR]
+    python -m golden.export --compiled [--checkpoint PATH] [--bits b] [--tables int|pot] [--calib FILE] [--out DIR]
     python -m golden.export --verify DIR
 
 The images are laid out exactly as the array's Memories hold them
@@ -51,11 +51,12 @@ from .checkpoint import sha256_of_checkpoint
 from .cli import HelpFormatter, UserError, run
 from .datapath import DEFAULT_ACT_BITS, check_acc_bits
 from .integer_model import method_names
-from .model_loading import load_integer_model
+from .model_loading import DEFAULT_CALIB_TOKENS, load_integer_model
 from .paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from .pot_format import DEFAULT_BITS, check_bits, pack_codes, unpack_codes
 from .quantize import DEFAULT_METHOD
 from .rom_layout import check_columns
+from .tokens import add_calib_arguments
 
 __all__ = ["FORMAT_VERSION", "ExportedLayer", "export", "load", "main"]
 
@@ -81,7 +82,11 @@ def _sha256(path):
 
 
 def _hex_lines(values, width):
+    """One ``width``-bit hex word a line; codes (uint8, at most 8 bits) go through a table of every line."""
     digits = -(-width // 4)
+    if isinstance(values, np.ndarray) and values.dtype == np.uint8 and width <= 8:
+        table = np.frombuffer("".join(f"{v:0{digits}x}\n" for v in range(1 << width)).encode(), np.uint8)
+        return table.reshape(1 << width, digits + 1)[values].tobytes().decode()
     return "".join(f"{int(v):0{digits}x}\n" for v in values)
 
 
@@ -185,6 +190,9 @@ def summary_table(manifest):
                      f"{layer['bytes'] / (4 * weights):>7.1%} {layer['bytes'] / weights:>7.1%}")
     lines.append(f"{'total':<18} {'':>10} {total_weights:>9} {bits:>4} {total_bytes:>8} "
                  f"{total_bytes / (4 * total_weights):>7.1%} {total_bytes / total_weights:>7.1%}")
+    lines.append(f"{len(manifest['layers'])} layers, {total_weights:,} weights: {total_bytes:,} bytes at {bits} bits "
+                 f"against {4 * total_weights:,} in fp32 ({4 * total_weights / total_bytes:.1f}x) and "
+                 f"{total_weights:,} in int8 ({total_weights / total_bytes:.1f}x)")
     return "\n".join(lines)
 
 
@@ -205,6 +213,7 @@ def parse_args(argv):
     parser.add_argument("--cols", metavar="C", type=int, default=DEFAULT_COLUMNS, help="array columns")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="linear layers, or all")
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "roms"), help="export folder")
+    add_calib_arguments(parser, DEFAULT_CALIB_TOKENS)
     parser.add_argument("--verify", metavar="DIR", help="check an export's hashes and contents instead")
     parser.add_argument("--compiled", action="store_true",
                         help="export the compiled whole integer forward (default folder build/compiled)")
@@ -239,7 +248,7 @@ def main(argv=None):
         return _export_compiled(args, bits)
     names = None if args.layers == ["all"] else args.layers
     integer_model = load_integer_model(args.checkpoint, bits=bits, method=args.method, act_bits=args.act_bits,
-                                       names=names)
+                                       names=names, calib=args.calib, calib_tokens=args.calib_tokens)
     manifest = export(integer_model, args.out, rows=args.rows, columns=args.cols, checkpoint=args.checkpoint,
                       method=args.method, progress=not args.quiet)
     print(summary_table(manifest))
@@ -254,7 +263,8 @@ def _export_compiled(args, bits):
         raise UserError("--compiled exports the whole forward; --layers does not apply")
     formats = integer_formats(args.act_bits, args.tables, bits, parse_int_formats(args.int_format))
     out = BUILD_DIR / "compiled" if args.out == str(BUILD_DIR / "roms") else args.out
-    compiled = compile_checkpoint(args.checkpoint, bits=bits, method=args.method, formats=formats)
+    compiled = compile_checkpoint(args.checkpoint, bits=bits, method=args.method, formats=formats, calib=args.calib,
+                                  calib_tokens=args.calib_tokens)
     manifest = write_compiled(compiled, out, checkpoint=args.checkpoint)
     print(summary(manifest))
     print(f"wrote {out}")
