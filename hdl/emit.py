@@ -43,9 +43,10 @@ from golden.integer_model import quantize_model
 from golden.model_loading import calibration_windows
 
 from .engine import Engine
+from .readmem import RomFile, readmem_roms
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
-           "calibration_tokens", "emit", "main"]
+           "calibration_tokens", "emit", "engine_verilog", "rom_files", "main"]
 
 #: Name of the emitted top module.
 TOP_NAME = "potgen_engine"
@@ -177,28 +178,53 @@ def describe(engine, scales, *, files, parameters):
     }
 
 
-def emit(engine, scales, out_dir, *, parameters=None):
+def rom_files(engine):
+    """The `hdl.readmem.RomFile` of each ROM of `engine`: its code stores' and its bias store's hex files."""
+    roms = [RomFile(module=f"{TOP_NAME}.code_store_{g}", memory="memory", file=f"code_store_{g}.hex",
+                    words=tuple(engine.layout.group_words(g * engine.columns_per_word, engine.columns_per_word)),
+                    width=engine.code_word_width)
+            for g in range(len(engine.code_stores))]
+    bias = engine.bias_store
+    return roms + [RomFile(module=f"{TOP_NAME}.bias_store", memory="memory", file="bias_store.hex",
+                           words=tuple(bias.words), width=bias.width)]
+
+
+def engine_verilog(engine, *, inline_roms=False):
+    """The Verilog of `engine` (top module `TOP_NAME`): ROMs read from their hex files with ``$readmemh``
+    (`rom_files`), or with ``inline_roms`` every ROM word written into the Verilog as Amaranth emits it."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(engine, name=TOP_NAME, emit_src=False)
+    return text if inline_roms else readmem_roms(text, rom_files(engine))
+
+
+def emit(engine, scales, out_dir, *, parameters=None, inline_roms=False, verify=None):
     """Write the Verilog, ROM hex files and engine.json of `engine` into `out_dir`, atomically.
 
     The files are written into a temporary directory beside `out_dir` which
-    then replaces it, so `out_dir` is never left half written.
-    """
-    from amaranth.back import verilog
+    then replaces it, so `out_dir` is never left half written. The Verilog
+    reads the ROMs from the hex files (``$readmemh``, file names relative to
+    `out_dir`), unless `inline_roms` writes their words into it.
 
+    `verify`, if given, is called with the temporary directory once every
+    file is written and before it replaces `out_dir`; whatever it raises
+    leaves `out_dir` as it was.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    files = {"code_stores": [f"code_store_{g}.hex" for g in range(len(engine.code_stores))],
-             "bias_store": "bias_store.hex"}
-    description = describe(engine, scales, files=files, parameters=parameters or {})
-    text = verilog.convert(engine, name=TOP_NAME, emit_src=False)
+    roms = rom_files(engine)
+    files = {"code_stores": [rom.file for rom in roms[:-1]], "bias_store": roms[-1].file}
+    description = describe(engine, scales, files=files,
+                           parameters=dict(parameters or {}, roms="inline" if inline_roms else "readmemh"))
+    text = engine_verilog(engine, inline_roms=inline_roms)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (tmp / f"{TOP_NAME}.v").write_text(text)
-        for g, name in enumerate(files["code_stores"]):
-            words = engine.layout.group_words(g * engine.columns_per_word, engine.columns_per_word)
-            (tmp / name).write_text(_hex_lines(words, engine.code_word_width))
-        (tmp / files["bias_store"]).write_text(_hex_lines(engine.bias_store.words, engine.bias_store.width))
+        for rom in roms:
+            (tmp / rom.file).write_text(_hex_lines(rom.words, rom.width))
         (tmp / "engine.json").write_text(json.dumps(description, indent=1) + "\n")
+        if verify is not None:
+            verify(tmp)
         os.chmod(tmp, 0o755)
         old = None
         if out_dir.exists():
