@@ -43,10 +43,11 @@ from golden.integer_model import quantize_model
 from golden.model_loading import calibration_windows
 
 from .engine import Engine
+from .hex_rom import HexFileROM, hex_file_code_store, hex_rom_verilog
 from .readmem import RomFile, readmem_roms
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
-           "calibration_tokens", "emit", "engine_verilog", "rom_files", "main"]
+           "calibration_tokens", "emit", "engine_verilog", "make_engine", "rom_files", "main"]
 
 #: Name of the emitted top module.
 TOP_NAME = "potgen_engine"
@@ -178,6 +179,16 @@ def describe(engine, scales, *, files, parameters):
     }
 
 
+def make_engine(layout, *, inline_roms=False, **parameters):
+    """The `Engine` of `layout` that `emit` writes: its code ROMs read from hex files
+    (`hdl.hex_rom.HexFileROM`), or with `inline_roms` Amaranth memories holding the codes."""
+    return Engine(layout=layout, code_store=None if inline_roms else hex_file_code_store, **parameters)
+
+
+def _inline(engine):
+    return not all(isinstance(store, HexFileROM) for store in engine.code_stores)
+
+
 def rom_files(engine):
     """The `hdl.readmem.RomFile` of each ROM of `engine`: its code stores' and its bias store's hex files."""
     roms = [RomFile(module=f"{TOP_NAME}.code_store_{g}", memory="memory", file=f"code_store_{g}.hex",
@@ -189,22 +200,29 @@ def rom_files(engine):
                            words=tuple(bias.words), width=bias.width)]
 
 
-def engine_verilog(engine, *, inline_roms=False):
-    """The Verilog of `engine` (top module `TOP_NAME`): ROMs read from their hex files with ``$readmemh``
-    (`rom_files`), or with ``inline_roms`` every ROM word written into the Verilog as Amaranth emits it."""
+def engine_verilog(engine):
+    """The Verilog of `engine` (top module `TOP_NAME`, from `make_engine`).
+
+    Its ROMs read their hex files (`rom_files`) with ``$readmemh``: the code
+    stores are `hdl.hex_rom.HexFileROM` instances (the module is appended),
+    and the bias store's inline initialiser is replaced by `hdl.readmem`. An
+    engine made with ``inline_roms`` keeps every ROM word in the Verilog.
+    """
     from amaranth.back import verilog
 
     text = verilog.convert(engine, name=TOP_NAME, emit_src=False)
-    return text if inline_roms else readmem_roms(text, rom_files(engine))
+    if _inline(engine):
+        return text
+    return readmem_roms(text, rom_files(engine)[-1:]) + hex_rom_verilog()
 
 
-def emit(engine, scales, out_dir, *, parameters=None, inline_roms=False, verify=None):
+def emit(engine, scales, out_dir, *, parameters=None, verify=None):
     """Write the Verilog, ROM hex files and engine.json of `engine` into `out_dir`, atomically.
 
     The files are written into a temporary directory beside `out_dir` which
     then replaces it, so `out_dir` is never left half written. The Verilog
     reads the ROMs from the hex files (``$readmemh``, file names relative to
-    `out_dir`), unless `inline_roms` writes their words into it.
+    `out_dir`), unless `engine` was made with ``inline_roms`` (`make_engine`).
 
     `verify`, if given, is called with the temporary directory once every
     file is written and before it replaces `out_dir`; whatever it raises
@@ -215,8 +233,8 @@ def emit(engine, scales, out_dir, *, parameters=None, inline_roms=False, verify=
     roms = rom_files(engine)
     files = {"code_stores": [rom.file for rom in roms[:-1]], "bias_store": roms[-1].file}
     description = describe(engine, scales, files=files,
-                           parameters=dict(parameters or {}, roms="inline" if inline_roms else "readmemh"))
-    text = engine_verilog(engine, inline_roms=inline_roms)
+                           parameters=dict(parameters or {}, roms="inline" if _inline(engine) else "readmemh"))
+    text = engine_verilog(engine)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (tmp / f"{TOP_NAME}.v").write_text(text)
@@ -269,6 +287,9 @@ def _parser():
     p.add_argument("--calib", metavar="FILE.bin",
                    help="calibration tokens for the activation scales (default: the checkpoint's train.bin)")
     p.add_argument("--columns-per-word", metavar="G", type=int, default=1, help="columns per code word")
+    p.add_argument("--inline-roms", action="store_true",
+                   help="write every ROM word into the Verilog instead of reading the hex files with $readmemh "
+                        "(large and slow to convert and parse for a real model)")
     p.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "verilog"), help="output directory")
     return p
 
@@ -304,7 +325,7 @@ def run(args):
         # Calibrated as every other command calibrates: golden.model_loading's train-split windows.
         layout, scales = build_layout(model, bits, args.method, args.cols, names, args.act_bits,
                                       tokens=calibration_windows(model, args.checkpoint, args.calib))
-        engine = Engine(layout=layout, rows=args.rows, act_bits=args.act_bits, acc_bits=args.acc_bits,
+        engine = make_engine(layout, inline_roms=args.inline_roms, rows=args.rows, act_bits=args.act_bits, acc_bits=args.acc_bits,
                         pe=args.pe, columns_per_word=args.columns_per_word)
     except (TypeError, ValueError) as error:
         raise UserError(str(error)) from None

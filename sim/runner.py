@@ -171,13 +171,12 @@ def _unit(vectors, layer):
 def _emit_engine(layout, *, rows, act_bits, acc_bits, pe, columns_per_word, scales, out_dir):
     """Generate the Engine and write it with `hdl.emit.emit`; returns (Verilog files, top, engine.json dict)."""
     try:
-        from hdl.emit import TOP_NAME, LayerScales, emit
-        from hdl.engine import Engine
+        from hdl.emit import TOP_NAME, LayerScales, emit, make_engine
     except ImportError as error:
         raise SimError(f"The DUT generator is not available ({error}); hdl/engine.py and hdl/emit.py "
                        f"are needed") from None
-    engine = Engine(layout=layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe,
-                    columns_per_word=columns_per_word)
+    engine = make_engine(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe,
+                         columns_per_word=columns_per_word)
     layer_scales = {name: LayerScales(act_scale, weight_scales, unit)
                     for name, (act_scale, weight_scales, unit) in scales.items()}
     with warnings.catch_warnings():
