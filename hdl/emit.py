@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +46,16 @@ from golden.model_loading import calibration_windows
 from .engine import Engine
 from .hex_rom import HexFileROM, hex_file_code_store, hex_rom_verilog
 from .readmem import RomFile, readmem_roms
+from .toolchain import ToolError
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
            "calibration_tokens", "emit", "engine_verilog", "make_engine", "rom_files", "main"]
 
 #: Name of the emitted top module.
 TOP_NAME = "potgen_engine"
+
+#: Tokens each layer is simulated on before emission: one tile of the default array.
+DEFAULT_VERIFY_TOKENS = 4
 
 #: The array of the iCEBreaker goal: 4 tokens x 16 channels at once.
 DEFAULT_ROWS, DEFAULT_COLUMNS = 4, 16
@@ -109,18 +114,19 @@ def activation_absmax(model, names, tokens):
     return {name: float(np.abs(x).max()) for name, x in _layer_inputs(model, names, tokens).items()}
 
 
-def build_layout(model, bits, method, columns, layers, act_bits, tokens=None):
-    """Quantize the named linear layers of `model` into a `RomLayout` for `columns` columns.
+def quantize_layers(model, bits, method, layers, act_bits, tokens=None):
+    """Golden's `golden.integer_model.quantize_model` of the named linear layers of `model`: static
+    activation scales calibrated on `tokens` (`calibration_tokens` by default), biases rounded onto each
+    layer's accumulator grid. `bits` None quantizes to INT8 (`method` is then unused)."""
+    return quantize_model(model, calib_tokens=calibration_tokens(model) if tokens is None else tokens,
+                          bits=bits or DEFAULT_BITS, method=method or DEFAULT_METHOD, act_bits=act_bits,
+                          pe="int8" if bits is None else "pot", names=list(layers))
 
-    `bits` None quantizes to INT8 (`method` is then unused). Returns
-    ``(layout, {name: LayerScales})``. The quantization is golden's
-    (`golden.integer_model.quantize_model`): static activation scales
-    calibrated on `tokens` (`calibration_tokens` by default), biases rounded
-    onto each layer's accumulator grid.
-    """
-    integer = quantize_model(model, calib_tokens=calibration_tokens(model) if tokens is None else tokens,
-                             bits=bits or DEFAULT_BITS, method=method or DEFAULT_METHOD, act_bits=act_bits,
-                             pe="int8" if bits is None else "pot", names=list(layers))
+
+def build_layout(model, bits, method, columns, layers, act_bits, tokens=None):
+    """Quantize the named linear layers of `model` (`quantize_layers`) into a `RomLayout` for `columns`
+    columns. Returns ``(layout, {name: LayerScales})``."""
+    integer = quantize_layers(model, bits, method, layers, act_bits, tokens)
     return integer.layout(columns), layer_scales(integer)
 
 
@@ -287,6 +293,11 @@ def _parser():
     p.add_argument("--calib", metavar="FILE.bin",
                    help="calibration tokens for the activation scales (default: the checkpoint's train.bin)")
     p.add_argument("--columns-per-word", metavar="G", type=int, default=1, help="columns per code word")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the simulation before emission (Verilator, every layer on a few tokens of the "
+                        "checkpoint's val text, bit-exact against golden)")
+    p.add_argument("--verify-tokens", metavar="T", type=int, default=DEFAULT_VERIFY_TOKENS,
+                   help="tokens of text each layer is simulated on before emission")
     p.add_argument("--inline-roms", action="store_true",
                    help="write every ROM word into the Verilog instead of reading the hex files with $readmemh "
                         "(large and slow to convert and parse for a real model)")
@@ -314,25 +325,66 @@ def _select(model, spec):
     return names
 
 
+def verify_tokens(model, checkpoint, count):
+    """`count` tokens of real text to verify on: the start of the checkpoint's val split, else of its train
+    split (`golden.model_loading.split_tokens`)."""
+    from golden.cli import UserError as NoSplit
+    from golden.model_loading import split_tokens
+
+    for split in ("val", "train"):
+        try:
+            tokens = split_tokens(checkpoint, split, model.config.vocab_size)
+        except NoSplit:
+            continue
+        if tokens.size >= count:
+            return tokens[:min(count, model.config.n_positions)].astype(np.int64)
+    raise UserError(f"no text to verify on: the checkpoint {checkpoint} has no val.bin or train.bin of "
+                    f"{count} tokens beside it (or give --no-verify)")
+
+
+def verifier(integer, names, tokens, engine, *, quiet=False):
+    """The `emit` hook that simulates the emitted folder (`sim.verify.verify_emitted`) and prints its time."""
+    def verify(folder):
+        from sim.verify import VerifyError, verify_emitted
+        try:
+            result = verify_emitted(folder, integer, tokens, names=names, acc_bits=engine.acc_bits,
+                                    rows=engine.rows, columns=engine.columns,
+                                    columns_per_word=engine.columns_per_word)
+        except VerifyError as error:
+            raise UserError(f"{error}; nothing written") from None
+        if not quiet:
+            print(f"verified: {result.summary()}", file=sys.stderr)
+        return result
+    return verify
+
+
 def run(args):
+    start = time.perf_counter()
     try:
         model = load_checkpoint(args.checkpoint)
     except CheckpointError as error:
         raise UserError(str(error)) from None
     names = _select(model, args.layers)
     bits = None if args.pe == "int8" else args.bits
+    if args.verify_tokens < 1:
+        raise UserError(f"--verify-tokens must be a positive integer, not {args.verify_tokens}")
+    tokens = None if args.no_verify else verify_tokens(model, args.checkpoint, args.verify_tokens)
     try:
         # Calibrated as every other command calibrates: golden.model_loading's train-split windows.
-        layout, scales = build_layout(model, bits, args.method, args.cols, names, args.act_bits,
-                                      tokens=calibration_windows(model, args.checkpoint, args.calib))
-        engine = make_engine(layout, inline_roms=args.inline_roms, rows=args.rows, act_bits=args.act_bits, acc_bits=args.acc_bits,
-                        pe=args.pe, columns_per_word=args.columns_per_word)
+        integer = quantize_layers(model, bits, args.method, names, args.act_bits,
+                                  tokens=calibration_windows(model, args.checkpoint, args.calib))
+        engine = make_engine(integer.layout(args.cols), inline_roms=args.inline_roms, rows=args.rows,
+                             act_bits=args.act_bits, acc_bits=args.acc_bits,
+                             pe=args.pe, columns_per_word=args.columns_per_word)
     except (TypeError, ValueError) as error:
         raise UserError(str(error)) from None
     print(f"emitting {len(names)} layers, {engine.rows} x {engine.columns} {engine.pe} PEs, "
           f"acc {engine.acc_bits} bits -> {args.out}", file=sys.stderr)
-    return emit(engine, scales, args.out, parameters={"checkpoint": str(args.checkpoint), "method": args.method,
-                                                      "layers": names})
+    verify = None if args.no_verify else verifier(integer, names, tokens, engine)
+    description = emit(engine, layer_scales(integer), args.out, verify=verify,
+                       parameters={"checkpoint": str(args.checkpoint), "method": args.method, "layers": names})
+    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return description
 
 
 def main(argv=None):
@@ -353,6 +405,9 @@ def _main(args):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

@@ -14,14 +14,15 @@ HEX_ROM_MODULE = "potgen_hex_rom"
 def hex_rom_verilog():
     """The Verilog of `HEX_ROM_MODULE`: a synchronous-read ROM (one cycle, the output holds while ``en`` is
     low) of ``DEPTH`` words of ``WIDTH`` bits, read at elaboration from the hex file ``FILE`` (one word a
-    line). Yosys maps it to block RAM like any initialised memory; Verilator reads the file at start."""
+    line; the module's default, no file, is only there for tools that elaborate it unparameterized).
+    Yosys maps it to block RAM like any initialised memory; Verilator reads the file at start."""
     return f"""
 (* generator = "potgen hdl.hex_rom" *)
 module {HEX_ROM_MODULE} #(
   parameter WIDTH = 4,
   parameter DEPTH = 1,
   parameter ADDR_WIDTH = 1,
-  parameter FILE = "rom.hex"
+  parameter FILE = ""
 ) (
   input clk,
   input en,
@@ -29,7 +30,9 @@ module {HEX_ROM_MODULE} #(
   output reg [WIDTH-1:0] data
 );
   reg [WIDTH-1:0] memory [0:DEPTH-1];
-  initial $readmemh(FILE, memory);
+  generate if (FILE != "") begin : load
+    initial $readmemh(FILE, memory);
+  end endgenerate
   always @(posedge clk) begin
     if (en) begin
       data <= memory[addr];
