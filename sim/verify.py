@@ -7,12 +7,15 @@ golden. The vectors are the model's own: `golden.vectors.capture_vectors`
 of the integer model the engine was made from, on a few tokens of real text,
 so every layer the engine holds is run through the very files the user gets.
 
-The simulation is `sim.runner.SimBuild` on a copy of the folder; its build
-and runs go into a temporary folder under ``build/sim/verify/`` that is
-removed afterwards (the Verilator runtime objects stay cached in
-``build/sim/``, as for `sim.regress`).
+The simulation is `sim.runner.SimBuild` of the folder's Verilog, compiled
+once into ``build/sim/verify/<hash>/`` and reused while the Verilog is the
+same: the ROM words are read from the hex files when the simulation starts,
+so a model of the same shapes with other weights costs only the run. The run
+reads a copy of the folder's hex files, in a temporary folder removed
+afterwards (kept when a layer fails).
 """
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -47,15 +50,28 @@ class Verification:
 
 
 def _copy_emitter(folder):
-    """A `SimBuild` emitter that copies the emitted `folder` (the files under test) into the build's rtl/."""
+    """A `SimBuild` emitter that copies the Verilog and engine.json of the emitted `folder` into the build's rtl/."""
     folder = Path(folder)
 
     def copy_emitted(layout, *, out_dir, **_):
-        shutil.copytree(folder, out_dir, dirs_exist_ok=True)
-        description = json.loads((Path(out_dir) / "engine.json").read_text())
-        return [Path(out_dir) / f"{description['top']}.v"], description["top"], description
+        description = json.loads((folder / "engine.json").read_text())
+        verilog = f"{description['top']}.v"
+        for name in (verilog, "engine.json"):
+            shutil.copy2(folder / name, Path(out_dir) / name)
+        return [Path(out_dir) / verilog], description["top"], description
 
     return copy_emitted
+
+
+def _design_key(folder):
+    """What the compiled simulation depends on: the Verilog (the ROM words are read from files at run time,
+    or are in the Verilog when inline) and engine.json's ports and parameters."""
+    description = json.loads((Path(folder) / "engine.json").read_text())
+    digest = hashlib.sha256((Path(folder) / f"{description['top']}.v").read_bytes())
+    digest.update(json.dumps([description["ports"], description["payloads"], description["parameters"],
+                              [(layer["name"], layer["k"], layer["n"]) for layer in description["layers"]]],
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def verify_emitted(folder, integer_model, tokens, *, names=None, acc_bits, rows, columns, columns_per_word=1,
@@ -90,13 +106,17 @@ def verify_emitted(folder, integer_model, tokens, *, names=None, acc_bits, rows,
     layers, acc_bits, exact = capture_vectors(integer_model, tokens, names, acc_bits)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="verify.", dir=root))
+    work = Path(tempfile.mkdtemp(prefix="run.", dir=root))
     write_vectors(work / "vectors", layers, pe=integer_model.pe, bits=integer_model.bits,
                   act_bits=integer_model.act_bits, acc_bits=acc_bits, exact_acc_bits=exact, method=None)
     vectors = load_vectors(work / "vectors", check_golden=False)     # just made by golden
     config = SimConfig(simulator="verilator", rows=rows, cols=columns, columns_per_word=columns_per_word)
-    build = SimBuild(vectors, config, names=names, root=work, emitter=_copy_emitter(folder)).build()
-    results = build.run(names, seed=seed)
+    # The compiled design is kept under root/ by its Verilog and reused whatever the ROM words; the
+    # simulation runs in a copy of `folder`, reading its hex files.
+    build = SimBuild(vectors, config, names=names, root=root, emitter=_copy_emitter(folder),
+                     design=_design_key(folder)).build()
+    shutil.copytree(folder, work / "rom")
+    results = build.run(names, seed=seed, rom_dir=work / "rom")
     failed = [result for result in results if not result["ok"]]
     if failed:      # the vectors, the design and the simulation log stay for a look
         raise VerifyError(f"the emitted design differs from golden: {failed[0]['message']} (kept in {work})")

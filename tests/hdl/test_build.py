@@ -83,6 +83,7 @@ def test_build_default_design(default_shaped_checkpoint, tmp_path):
     weights = default_shaped_checkpoint / "model.safetensors"
     assert report["model_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert report["build_seconds"] > 0
+    assert 0 < report["verify_seconds"] and "bit-exact in Verilator" in result.stderr   # simulated before writing
     assert "logic cells" in result.stdout and f"{used['lc']} / 5280" in result.stdout
     assert (out / "top.bin").stat().st_size == 104090         # an iCE40UP5K bitstream
     assert "SB_SPRAM256KA" in (out / "top.v").read_text() and "SB_PLL40_PAD" in (out / "top.v").read_text()
