@@ -1,16 +1,29 @@
 """Emit the engine of a model as Verilog, ROM hex files and a JSON description.
 
 ``python -m hdl.emit`` quantizes the linear layers of a GPT-2 checkpoint,
-builds an `hdl.engine.Engine` over them and writes into ``--out``:
+builds an `hdl.engine.Engine` over them, simulates it and writes into ``--out``:
 
 ``potgen_engine.v``
-    The engine, top module ``potgen_engine`` (``amaranth.back.verilog``).
+    The engine, top module ``potgen_engine`` (``amaranth.back.verilog``). Its
+    ROMs read the hex files beside it with ``$readmemh`` (the code stores are
+    `hdl.hex_rom.HexFileROM` instances of the ``potgen_hex_rom`` module at
+    the end of the file; the bias store's initialiser is rewritten by
+    `hdl.readmem`), so the Verilog stays small and swapping the hex files
+    swaps the weights. ``--inline-roms`` writes every word into the Verilog
+    instead, as Amaranth emits memories.
 ``code_store_<g>.hex``, ``bias_store.hex``
     The ROM contents, one hexadecimal word per line (``$readmemh``), one file
-    per code store (group of columns) and one for the bias store.
+    per code store (group of columns) and one for the bias store, in
+    `golden.rom_layout`'s order.
 ``engine.json``
     Ports with widths, parameters, the layer table (name, K, N, slots, bases,
     activation scale, per-channel weight scales) and the ROM files.
+
+Before the folder replaces ``--out`` the emitted files are simulated in
+Verilator on a few tokens of the checkpoint's val text per layer
+(`sim.verify`), and nothing is written if one accumulator differs from
+golden; ``--no-verify`` skips that. (The entry point composes the flow; the
+hardware modules never import sim/.)
 
 The layer-level quantization here is deliberately small: weights by
 `golden.quantize`, activation scales from the absolute maximum of each

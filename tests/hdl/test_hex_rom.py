@@ -131,3 +131,19 @@ def test_yosys_reads_files(emitted):
                              (f"\\{TOP_NAME}.bias_store", "bias_store.hex", bias_width)):
         words = _hex(folder / file)
         assert inits[key] == "".join(format(w, f"0{width}b") for w in reversed(words)), file
+
+
+def test_inline_roms(tmp_path):
+    """--inline-roms: Amaranth's memories with every word in the Verilog, no $readmemh; the same hex files."""
+    from hdl.emit import main
+
+    checkpoint = tiny_checkpoint(tmp_path / "model", n_embd=8)
+    args = ["--checkpoint", str(checkpoint), "--layers", ",".join(NAMES), "--rows", "2", "--cols", "3", "--no-verify"]
+    assert main([*args, "--inline-roms", "--out", str(tmp_path / "inline")]) == 0
+    assert main([*args, "--out", str(tmp_path / "files")]) == 0
+    text = (tmp_path / "inline" / f"{TOP_NAME}.v").read_text()
+    assert "$readmemh" not in text and HEX_ROM_MODULE not in text and "memory[0] =" in text
+    assert json.loads((tmp_path / "inline" / "engine.json").read_text())["parameters"]["roms"] == "inline"
+    for name in ("code_store_0.hex", "code_store_2.hex", "bias_store.hex"):
+        assert (tmp_path / "inline" / name).read_text() == (tmp_path / "files" / name).read_text()
+    assert len(text) > (tmp_path / "files" / f"{TOP_NAME}.v").stat().st_size
