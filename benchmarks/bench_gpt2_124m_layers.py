@@ -19,12 +19,15 @@ splits beside it, then runs and times, each as the user would type it:
 4. ``python -m hdl.emit --no-verify`` of both layers, and with ``--inline``
    also ``--inline-roms``: the size of potgen_engine.v and the time, side by side.
 
-Prints one line per step (command, wall seconds, what it said) and a table.
+Prints one line per step (command, wall and CPU seconds, what it said) and a
+table; CPU seconds (the command and its children) are the figure to compare on
+a machine others share.
 Every command is the real CLI in a subprocess; nothing is timed in-process.
 """
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -53,11 +56,21 @@ def checkpoint(path, n_layer):
     return path, True
 
 
+def _child_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+CPU = {}
+
+
 def timed(args, cwd=REPO):
-    """Run `args` (a command list) in `cwd`; returns (wall seconds, stdout, stderr); exits on failure."""
-    start = time.perf_counter()
+    """Run `args` (a command list) in `cwd`; returns (wall seconds, stdout, stderr); exits on failure.
+    The CPU seconds it and its children used go into ``CPU[wall seconds]`` (the machine may be shared)."""
+    start, cpu = time.perf_counter(), _child_cpu()
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    CPU[seconds] = _child_cpu() - cpu
     if result.returncode != 0:
         sys.exit(f"bench_gpt2_124m_layers: {' '.join(map(str, args[:3]))} failed: "
                  f"{(result.stderr.strip().splitlines() or ['(no output)'])[-1]}")
@@ -65,7 +78,8 @@ def timed(args, cwd=REPO):
 
 
 def say(step, command, seconds, note=""):
-    print(f"{step:<26} {seconds:8.1f} s  {note}", flush=True)
+    cpu = f"(cpu {CPU[seconds]:.1f} s)" if seconds in CPU else ""
+    print(f"{step:<26} {seconds:8.1f} s {cpu:>14}  {note}", flush=True)
     print(f"    $ {' '.join(map(str, command))}", file=sys.stderr, flush=True)
 
 
@@ -139,8 +153,9 @@ def main():
 
     print()
     width = max(map(len, table))
+    print(f"{'command':<{width}}  {'wall':>9}  {'cpu':>9}")
     for name, seconds in table.items():
-        print(f"{name:<{width}}  {seconds:7.1f} s")
+        print(f"{name:<{width}}  {seconds:7.1f} s  {CPU[seconds]:7.1f} s")
     return 0
 
 
