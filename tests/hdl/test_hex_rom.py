@@ -10,12 +10,12 @@ import pytest
 
 from golden.checkpoint import load_checkpoint
 from golden.model_loading import calibration_windows
-from golden.pot_format import PotFormat
 from hdl.emit import TOP_NAME, emit, layer_scales, make_engine, quantize_layers
 from hdl.hex_rom import HEX_ROM_MODULE, HexFileROM, hex_file_code_store
 from hdl.toolchain import run_tool
 
 from hdl_cases import tiny_checkpoint
+from test_emit import expected_code_words
 
 NAMES = ["h.0.attn.c_attn", "h.0.mlp.c_proj"]
 
@@ -55,28 +55,14 @@ def _hex(path):
 
 
 def test_code_files_order(emitted):
-    """Word a of code_store_<g>.hex holds, for column c = 2g + j in bits 5j.., the code of weight (k, c + 3 * slot)
-    of the layer whose entries a falls in (a = base + slot * K + k); channels past N the zero code."""
+    """code_store_<g>.hex holds the words of columns 2g, 2g + 1 computed from golden's codes with plain loops
+    (`test_emit.expected_code_words`)."""
     folder, integer = emitted
-    columns, per_word, bits = 3, 2, 5
-    zero = PotFormat(bits).zero_code
-    expected = {g: [] for g in range(2)}
-    for name in NAMES:
-        codes = integer.layers[name].codes
-        k_count, n_count = codes.shape
-        for slot in range(-(-n_count // columns)):
-            for k in range(k_count):
-                for g in range(2):
-                    word = 0
-                    for j in range(per_word):
-                        column, n = g * per_word + j, g * per_word + j + columns * slot
-                        code = int(codes[k, n]) if column < columns and n < n_count else zero
-                        word |= code << (bits * j)
-                    expected[g].append(word)
     assert sorted(p.name for p in folder.iterdir()) == ["bias_store.hex", "code_store_0.hex", "code_store_1.hex",
                                                         "engine.json", f"{TOP_NAME}.v"]
+    codes = [integer.layers[name].codes for name in NAMES]
     for g in range(2):
-        assert _hex(folder / f"code_store_{g}.hex") == expected[g]
+        assert _hex(folder / f"code_store_{g}.hex") == expected_code_words(codes, 3, 2 * g, 2, 5)
 
 
 def test_bias_file_order(emitted):
