@@ -136,7 +136,7 @@ def main():
     table["hdl.emit --no-verify ($readmemh)"] = seconds
     (out / "read.ys").write_text("read_verilog emit/potgen_engine.v\nhierarchy -check -top potgen_engine\nproc\n")
     from hdl.toolchain import tool_command
-    command = [*tool_command("YOSYS"), "-q", "-l", "read.log", "-s", "read.ys"]
+    command = [tool_command("YOSYS"), "-q", "-l", "read.log", "-s", "read.ys"]
     seconds, _, _ = timed(command, cwd=out)
     say("yosys read + hierarchy", command, seconds, "read every ROM file")
     table["yosys read_verilog; hierarchy -check; proc"] = seconds
