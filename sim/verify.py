@@ -65,10 +65,13 @@ def _copy_emitter(folder):
 
 def _design_key(folder):
     """What the compiled simulation depends on: the Verilog (the ROM words are read from files at run time,
-    or are in the Verilog when inline) and engine.json's ports and parameters."""
+    or are in the Verilog when inline) and engine.json's ports, hardware parameters and layer shapes (not
+    which checkpoint or quantizer made the words)."""
     description = json.loads((Path(folder) / "engine.json").read_text())
     digest = hashlib.sha256((Path(folder) / f"{description['top']}.v").read_bytes())
-    digest.update(json.dumps([description["ports"], description["payloads"], description["parameters"],
+    hardware = {key: value for key, value in description["parameters"].items()
+                if key not in ("checkpoint", "method", "origin", "layers")}
+    digest.update(json.dumps([description["ports"], description["payloads"], hardware,
                               [(layer["name"], layer["k"], layer["n"]) for layer in description["layers"]]],
                              sort_keys=True, default=str).encode())
     return digest.hexdigest()
