@@ -56,6 +56,7 @@ from golden.atomic import atomic_directory
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
+from golden.tokens import add_calib_arguments
 
 from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, compose_icebreaker
 
@@ -128,21 +129,27 @@ def start_verification(integer_model, checkpoint, engine, tokens, quiet):
 
 
 def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False,
+                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False, calib=None,
                      verify_tokens=DEFAULT_VERIFY_TOKENS):
     """Quantize, check the fit, compose, verify the engine in simulation (`start_verification`, unless
     `verify_tokens` is 0) beside synthesis, place and route, pack; returns the report dict. A mismatch
     raises `sim.verify.VerifyError` and nothing is written."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-    from boards.icebreaker import estimate_resources, fit_problems
+    from boards.icebreaker import code_fit_problem, estimate_resources, fit_problems
+    from golden.checkpoint import load_checkpoint
     from golden.model_loading import load_integer_model
 
     start = time.perf_counter()
+    model = load_checkpoint(checkpoint)            # a model whose codes cannot fit fails now, not after quantizing
+    depth = sum(-(-n // columns) * k for k, n in (model.weight(name).shape for name in model.linear_names))
+    problem = code_fit_problem(depth, columns=columns, code_bits=bits if pe == "pot" else 8, pe=pe, codes=codes)
+    if problem:
+        raise UserError(f"won't fit the iCE40UP5K: {problem}")
     for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEBRAM", "ICEPACK"):
         tool_command(variable)                     # a missing tool fails now, not after quantizing
     _say(f"quantizing {checkpoint} to " + (f"{bits}-bit PoT codes" if pe == "pot" else "INT8 weights"), quiet)
-    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
+    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe, calib=calib)
     layout = integer_model.layout(columns)
     acc_bits = integer_model.acc_bits()
     shapes = dict(rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
@@ -261,6 +268,7 @@ def parse_args(argv):
     parser.add_argument("--codes", metavar="WHERE", choices=("spram", "ebr"), default="spram",
                         help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
                              "(block RAM in the bitstream, for a small model; --patch then swaps the weights too)")
+    add_calib_arguments(parser)
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
                         help="output folder (<board> stands for the board's name)")
     parser.add_argument("--patch", action="store_true",
@@ -330,7 +338,7 @@ def main(argv=None):
         build = build_icebreaker
     options = {"codes": args.codes} if args.board == "icebreaker" else {}     # the ULX3S's are in block RAM
     report = build(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
-                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet,
+                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, calib=args.calib,
                    verify_tokens=0 if args.no_verify else args.verify_tokens, **options)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     _say(f"wrote {out}", args.quiet)

@@ -55,6 +55,7 @@ from golden.pot_format import DEFAULT_BITS
 from golden.quantize import DEFAULT_METHOD, METHODS
 from golden.integer_model import quantize_model
 from golden.model_loading import calibration_windows
+from golden.tokens import add_calib_arguments
 
 from .engine import Engine
 from .hex_rom import HexFileROM, hex_file_code_store, hex_rom_verilog
@@ -303,8 +304,7 @@ def _parser():
                    help="accumulator width in bits, or 'exact' for the layers' exact width")
     p.add_argument("--method", metavar="M", choices=sorted(METHODS), default=DEFAULT_METHOD,
                    help=f"quantization method: {', '.join(sorted(METHODS))}")
-    p.add_argument("--calib", metavar="FILE.bin",
-                   help="calibration tokens for the activation scales (default: the checkpoint's train.bin)")
+    add_calib_arguments(p)
     p.add_argument("--columns-per-word", metavar="G", type=int, default=1, help="columns per code word")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the simulation before emission (Verilator, every layer on a few tokens of the "
@@ -338,9 +338,9 @@ def _select(model, spec):
     return names
 
 
-def verify_tokens(model, checkpoint, count):
+def verify_tokens(model, checkpoint, count, fallback=None):
     """`count` tokens of real text to verify on: the start of the checkpoint's val split, else of its train
-    split (`golden.model_loading.split_tokens`)."""
+    split (`golden.model_loading.split_tokens`), else of `fallback` (the calibration text, when given)."""
     from golden.cli import UserError as NoSplit
     from golden.model_loading import split_tokens
 
@@ -351,6 +351,8 @@ def verify_tokens(model, checkpoint, count):
             continue
         if tokens.size >= count:
             return tokens[:min(count, model.config.n_positions)].astype(np.int64)
+    if fallback is not None and np.size(fallback) >= count:
+        return np.asarray(fallback).reshape(-1)[:min(count, model.config.n_positions)].astype(np.int64)
     raise UserError(f"no text to verify on: the checkpoint {checkpoint} has no val.bin or train.bin of "
                     f"{count} tokens beside it (or give --no-verify)")
 
@@ -381,11 +383,11 @@ def run(args):
     bits = None if args.pe == "int8" else args.bits
     if args.verify_tokens < 1:
         raise UserError(f"--verify-tokens must be a positive integer, not {args.verify_tokens}")
-    tokens = None if args.no_verify else verify_tokens(model, args.checkpoint, args.verify_tokens)
     try:
         # Calibrated as every other command calibrates: golden.model_loading's train-split windows.
-        integer = quantize_layers(model, bits, args.method, names, args.act_bits,
-                                  tokens=calibration_windows(model, args.checkpoint, args.calib))
+        calibration = calibration_windows(model, args.checkpoint, args.calib)
+        tokens = None if args.no_verify else verify_tokens(model, args.checkpoint, args.verify_tokens, calibration)
+        integer = quantize_layers(model, bits, args.method, names, args.act_bits, tokens=calibration)
         engine = make_engine(integer.layout(args.cols), inline_roms=args.inline_roms, rows=args.rows,
                              act_bits=args.act_bits, acc_bits=args.acc_bits,
                              pe=args.pe, columns_per_word=args.columns_per_word)
