@@ -39,20 +39,21 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from golden.paths import BUILD_DIR  # noqa: E402
 
+from tiny_checkpoints import GPT2_124M, write_tiny_checkpoint  # noqa: E402
+
 LAYERS = ("h.0.mlp.c_fc", "h.0.mlp.c_proj")
-GPT2_124M = {"n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
+SHAPE = {key: GPT2_124M[key] for key in ("n_embd", "n_head", "vocab_size", "n_positions")}
 
 
 def checkpoint(path, n_layer):
-    """GPT-2 124M's configuration with random weights at `path` (reused when its config matches)."""
-    from tiny_checkpoints import write_tiny_checkpoint
-
+    """GPT-2 124M's configuration with random weights and biases (`tiny_checkpoints.write_tiny_checkpoint`),
+    token splits beside it, at `path` (reused when its config matches)."""
     config = path / "config.json"
     if config.is_file():
         have = json.loads(config.read_text())
-        if all(have.get(key) == value for key, value in dict(GPT2_124M, n_layer=n_layer).items()):
+        if all(have.get(key) == value for key, value in dict(SHAPE, n_layer=n_layer).items()):
             return path, False
-    write_tiny_checkpoint(path, n_layer=n_layer, tokens=1 << 16, seed=124, **GPT2_124M)
+    write_tiny_checkpoint(path, n_layer=n_layer, tokens=1 << 16, seed=124, **SHAPE)
     return path, True
 
 

@@ -11,7 +11,7 @@ from golden.vectors import load_vectors
 from golden.vectors import main as vectors_main
 from hdl.toolchain import run_tool
 from sim.regress import main as regress_main
-from tiny_checkpoints import write_tiny_checkpoint
+from tiny_checkpoints import GPT2_124M, write_tiny_checkpoint
 
 LAYERS = ["h.0.mlp.c_fc", "h.0.mlp.c_proj"]
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def vectors(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt2_124m")
-    checkpoint = write_tiny_checkpoint(root / "model", n_layer=1, n_embd=768, n_head=12, vocab_size=50257,
-                                       n_positions=1024, tokens=20000, seed=124)
+    shape = {key: GPT2_124M[key] for key in ("n_embd", "n_head", "vocab_size", "n_positions")}
+    checkpoint = write_tiny_checkpoint(root / "model", n_layer=1, tokens=20000, seed=124, **shape)
     assert vectors_main(["--checkpoint", str(checkpoint), "--layers", *LAYERS, "--tokens", "2",
                          "--out", str(root / "vectors")]) == 0
     return load_vectors(root / "vectors")
