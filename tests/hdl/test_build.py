@@ -169,7 +169,7 @@ def test_place_and_route_failure_is_one_line(small_checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_build_refuses_mismatch(small_checkpoint, tmp_path, monkeypatch):
-    """Code files one step off golden's codes in the engine simulated beside synthesis: the build writes
+    """ROM files one step off golden's words in the engine simulated beside synthesis: the build writes
     nothing and says which accumulator differed."""
     _tools_or_skip()
     import hdl.emit
@@ -178,7 +178,7 @@ def test_build_refuses_mismatch(small_checkpoint, tmp_path, monkeypatch):
 
     hex_lines = hdl.emit._hex_lines
     monkeypatch.setattr(hdl.emit, "_hex_lines", lambda words, width: hex_lines(
-        [(int(w) + 1) % (1 << width) for w in words] if width == 4 else words, width))
+        [(int(w) + 1) % (1 << width) for w in words], width))
     out = tmp_path / "x"
     with pytest.raises(VerifyError, match="the emitted design differs from golden: layer h.0.attn.c_attn"):
         main(["--board", "icebreaker", "--checkpoint", str(small_checkpoint), "--rows", "1", "--cols", "4",
