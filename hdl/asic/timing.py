@@ -38,9 +38,36 @@ def _clock_to_q(timing):
     return max(arc["cell_rise"][0][-1], arc["cell_fall"][0][-1])
 
 
+def _bits(term, widths):
+    """The single-bit references a netlist term stands for, most significant first."""
+    term = term.strip()
+    ranged = re.fullmatch(r"(\S+)\s*\[(\d+):(\d+)\]", term)
+    if ranged:
+        name, hi, lo = ranged.group(1), int(ranged.group(2)), int(ranged.group(3))
+        return [f"{name}[{i}]" for i in range(hi, lo - 1, -1)]
+    if "[" in term or term not in widths:
+        return [term]
+    hi, lo = widths[term]
+    return [f"{term}[{i}]" for i in range(hi, lo - 1, -1)]
+
+
+def _split_assign(match, widths):
+    def side(text):
+        text = text.strip()
+        parts = text[1:-1].split(",") if text.startswith("{") else [text]
+        return [bit for part in parts for bit in _bits(part, widths)]
+    lhs, rhs = side(match.group(1)), side(match.group(2))
+    if len(lhs) != len(rhs):
+        return match.group(0)
+    return "\n".join(f"  assign {a} = {b};" for a, b in zip(lhs, rhs))
+
+
 def _sta_netlist(text):
-    # OpenSTA (2019) does not accept `signed` port declarations.
-    return re.sub(r"\b(input|output|wire)\s+signed\b", r"\1", text)
+    """The netlist in the Verilog subset OpenSTA (2019) reads: no `signed`, one bit per assign."""
+    text = re.sub(r"\b(input|output|wire)\s+signed\b", r"\1", text)
+    widths = {name: (int(hi), int(lo)) for hi, lo, name in
+              re.findall(r"^\s*(?:wire|input|output)\s+\[(\d+):(\d+)\]\s+(\S+);", text, re.M)}
+    return re.sub(r"^\s*assign\s+(.+?)\s*=\s*(.+?);", lambda m: _split_assign(m, widths), text, flags=re.M)
 
 
 def critical_path(work_dir, liberty_path, timing, *, netlist="mapped.v"):
