@@ -2,6 +2,7 @@
 
     python -m hdl.sweep [--board icebreaker|ulx3s] [--top board|engine] [--sizes RxC ...]
                         [--pe pot int8 int8-dsp] [--bits B ...] [-j N] [--out DIR] [--json]
+    python -m hdl.sweep --fill [--board ...] [--top ...] [--pe ...] [--seed S ...]
 
 Every point is the board top `hdl.build` makes (the same `hdl.engine.Engine`
 behind the same UART host link, codes in SPRAM on the iCEBreaker and in block
@@ -30,6 +31,14 @@ is not rebuilt (``--rebuild`` to force it, e.g. after the gateware changed:
 each result records a digest of hdl/ and boards/). The table is printed and
 written to ``sweep.json``, ``sweep.csv`` and ``sweep.md``, with the plots
 ``cells_vs_pes.png``, ``fmax_vs_pes.png`` and ``macs_vs_cells.png``.
+
+``--fill`` replaces the list of sizes by a search (`hdl.sweep_fill`): per PE
+kind, the largest array that fits the chosen top, bracketed by the resource
+estimate and settled by a few place-and-route runs; it is then built at every
+``--seed`` and ``sweep.json`` records it under ``"best"`` (per kind ``pe``,
+``rows``, ``cols``, ``pes``, ``lc_used``, the median ``fmax_mhz`` and
+``macs_per_s``) with the MAC/s ratios under ``"best_ratios"``. Its points are
+kept under ``build/sweep/<board>[-engine]-fill/seed<S>/``.
 """
 
 import argparse
@@ -838,7 +847,8 @@ def parse_args(argv):
                              "(estimate, then a few place-and-route runs) and record it under \"best\"")
     parser.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=1, help="points built at once")
     parser.add_argument("--out", metavar="DIR", default=None,
-                        help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine)")
+                        help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine, "
+                             "each with -fill appended under --fill)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild points already finished in --out")
     parser.add_argument("--json", action="store_true", help="print sweep.json instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
