@@ -2,7 +2,8 @@
 
 ``python -m hdl.sweep --fill`` calls `fill`. The board's resource estimate
 ranks every array shape (one shape per PE count: the one the estimate finds
-cheapest) and brackets the search; each run of the flow then corrects the
+cheapest, counts whose shape costs more than a larger one's left out) and
+brackets the search; each run of the flow then corrects the
 estimate by the ratio of the cells nextpnr packed to the cells estimated
 (a point that does not fit still reports its packed count), and the next run
 is the largest PE count the corrected estimate says fits, between the
@@ -21,9 +22,9 @@ __all__ = ["ROW_LC", "Candidate", "candidates", "search", "fill", "best_entry"]
 
 #: Logic cells a row adds besides its PEs, which the board estimate leaves out (activation and result
 #: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers); only ranks
-#: shapes. Measured on the iCE40UP5K board top: 6 x 7 packs 5559 cells, 3 x 14 5213, where the estimate
-#: puts 6 x 7 252 cells below 3 x 14, so three more rows cost about 600.
-ROW_LC = 150
+#: shapes. Fitted to the iCE40UP5K engine-alone top: 4 x 11 packs 4546 cells, 3 x 16 4792, 7 x 7 5391,
+#: i.e. about 78 per PE, 23 per column and 183 per row.
+ROW_LC = 180
 #: Statuses that mean "does not fit" (anything else but "ok" is a failure of the flow).
 NO_FIT = ("no-fit", "no-fit-estimate")
 
@@ -38,7 +39,8 @@ class Candidate:
 
 def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
     """Per PE count the shape of least estimated cells (plus `ROW_LC` per row) whose block RAM, SPRAM and
-    DSP estimates fit the chip and whose cell estimate is within the sweep's margin; sorted by PEs."""
+    DSP estimates fit the chip and whose cell estimate is within the sweep's margin, sorted by PEs; a count
+    whose shape ranks no cheaper than one of more PEs is left out."""
     capacity = board.capacity
     best = {}
     for cols in range(1, max_cols + 1):
@@ -53,7 +55,13 @@ def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
             rank = estimate["lc"] + ROW_LC * rows
             if point.pes not in best or rank < best[point.pes][0]:
                 best[point.pes] = (rank, Candidate(point, estimate["lc"]))
-    return [best[pes][1] for pes in sorted(best)]
+    # Keep a shape only if every shape of fewer PEs ranks cheaper, so that cost grows along the list and
+    # a shape that does not fit says the same of every later one.
+    frontier = []
+    for pes in sorted(best, reverse=True):
+        if not frontier or best[pes][0] < frontier[-1][0]:
+            frontier.append(best[pes])
+    return [candidate for _, candidate in reversed(frontier)]
 
 
 def search(shapes, capacity_lc, build):
