@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 from .sweep import ESTIMATE_MARGIN, Point, estimate_point, make_setting, quantizer, sweep
 
-__all__ = ["ROW_LC", "Candidate", "candidates", "search", "fill", "best_entry"]
+__all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "Candidate", "candidates", "search", "fill", "best_entry"]
 
 #: Logic cells a row adds besides its PEs, which the board estimate leaves out (activation and result
-#: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers); only ranks
-#: shapes. Fitted to the iCE40UP5K engine-alone top: 4 x 11 packs 4546 cells, 3 x 16 4792, 7 x 7 5391,
-#: i.e. about 78 per PE, 23 per column and 183 per row.
+#: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers), and what the
+#: estimate's 36 cells per column overstate; only rank shapes. Fitted to the iCE40UP5K engine-alone top:
+#: 4 x 11 packs 4546 cells, 3 x 16 4792, 7 x 7 5391, i.e. about 78 per PE, 23 per column and 183 per row
+#: (the board top agrees: 4 x 10 5010, 3 x 14 5071).
 ROW_LC = 180
+COLUMN_OVERESTIMATE = 13
 #: Statuses that mean "does not fit" (anything else but "ok" is a failure of the flow).
 NO_FIT = ("no-fit", "no-fit-estimate")
 
@@ -38,7 +40,8 @@ class Candidate:
 
 
 def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
-    """Per PE count the shape of least estimated cells (plus `ROW_LC` per row) whose block RAM, SPRAM and
+    """Per PE count the shape of least estimated cells (plus `ROW_LC` per row, less `COLUMN_OVERESTIMATE` per
+    column) whose block RAM, SPRAM and
     DSP estimates fit the chip and whose cell estimate is within the sweep's margin, sorted by PEs; a count
     whose shape ranks no cheaper than one of more PEs is left out."""
     capacity = board.capacity
@@ -52,7 +55,7 @@ def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
                 continue
             if estimate["lc"] > ESTIMATE_MARGIN * capacity["lc"]:
                 continue
-            rank = estimate["lc"] + ROW_LC * rows
+            rank = estimate["lc"] + ROW_LC * rows - COLUMN_OVERESTIMATE * cols
             if point.pes not in best or rank < best[point.pes][0]:
                 best[point.pes] = (rank, Candidate(point, estimate["lc"]))
     # Keep a shape only if every shape of fewer PEs ranks cheaper, so that cost grows along the list and
