@@ -2,9 +2,11 @@
 
     python benchmarks/bench_generate.py [--tokens N] [--report build/icebreaker/report.json] [--no-sim]
 
-Runs the same greedy generation of N tokens on the float, golden and sim
-back-ends (one run, side by side), checks that golden and sim produce the same
-text, and prints tokens/s and, for sim, the simulated cycles per decoded token.
+Runs the same greedy generation of N tokens on the float, golden, integer
+(the whole forward in integers, `golden.int_forward`) and sim back-ends (one
+run, side by side), checks that golden and sim produce the same text, and
+prints tokens/s, the integer forward's speed over golden's, and, for sim, the
+simulated cycles per decoded token.
 Then projects tokens/s on the board from the build report (its Fmax and array
 shape) and the UART rate (each decoded token sends one token of activations
 through every layer and reads back its accumulators: `boards.protocol`'s
@@ -19,7 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from boards.generate import Generator  # noqa: E402
+from boards.generate import Generator, IntegerGenerator  # noqa: E402
+from golden.compile import compile_model  # noqa: E402
+from golden.int_forward import IntegerForward  # noqa: E402
+from golden.model_loading import calibration_windows  # noqa: E402
 from boards.protocol import HEADER, value_bytes  # noqa: E402
 from golden.data import load_vocab  # noqa: E402
 from golden.model_loading import load_integer_model  # noqa: E402
@@ -63,6 +68,10 @@ def main():
     rows.append(("float (numpy)", seconds, None))
     golden_text, seconds = timed(Generator(integer.model, vocab, integer.linear), args.tokens)
     rows.append(("golden (numpy integer datapath)", seconds, None))
+    compiled = compile_model(integer.model, calib_tokens=calibration_windows(integer.model, HARDWARE_MODEL_DIR),
+                             weights={name: layer.weights for name, layer in integer.layers.items()})
+    _, seconds = timed(IntegerGenerator(IntegerForward(compiled), vocab), args.tokens)
+    rows.append(("integer (numpy whole forward)", seconds, None))
     cycles_per_token = args.cycles_per_token
     if not args.no_sim:
         from sim.engine_session import EngineSession
@@ -78,6 +87,7 @@ def main():
     for name, seconds, cycles in rows:
         print(f"{name:<34} {seconds:8.2f} {args.tokens / seconds:9.1f} "
               f"{'' if cycles is None else f'{cycles:13.0f}'}")
+    print(f"integer whole forward / golden linear datapath: {rows[1][1] / rows[2][1]:.2f}x the tokens/s")
 
     report_path = Path(args.report)
     if not report_path.is_file() or cycles_per_token is None:

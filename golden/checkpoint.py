@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .gpt2 import ACTIVATIONS, GPT2, GPT2Config
+from .gpt2 import GPT2, GPT2Config
 
 __all__ = ["CheckpointError", "load_checkpoint", "sha256_of_checkpoint"]
 
@@ -132,20 +132,7 @@ def _read_hf(path, files):
     n_positions = cfg.get("n_positions", cfg.get("n_ctx"))
     if n_positions is None:
         raise CheckpointError(f"{where}: missing key 'n_positions' (or 'n_ctx')")
-    # Options of transformers' GPT-2 that would change the logits and that this model does not have.
-    if cfg.get("n_inner") not in (None, 4 * cfg["n_embd"]):
-        raise CheckpointError(f"{where}: n_inner {cfg['n_inner']!r} is not supported; "
-                              f"only 4 * n_embd = {4 * cfg['n_embd']}")
-    if cfg.get("scale_attn_weights", True) is not True:
-        raise CheckpointError(f"{where}: scale_attn_weights {cfg['scale_attn_weights']!r} is not supported; only true")
-    if cfg.get("scale_attn_by_inverse_layer_idx", False) is not False:
-        raise CheckpointError(f"{where}: scale_attn_by_inverse_layer_idx {cfg['scale_attn_by_inverse_layer_idx']!r} "
-                              f"is not supported; only false")
-    activation = cfg.get("activation_function", "gelu_new")
-    if activation not in ACTIVATIONS:
-        raise CheckpointError(f"{where}: activation_function {activation!r} is not supported; "
-                              f"supported: {', '.join(map(repr, ACTIVATIONS))}")
-
+    options = _hf_options(cfg, where)
     state = {}
     for file in files:
         state.update(_read_safetensors(file) if file.suffix == ".safetensors" else _read_torch(file))
@@ -156,9 +143,34 @@ def _read_hf(path, files):
             continue
         params[{"wte.weight": "wte", "wpe.weight": "wpe"}.get(name, name)] = array
     tied = _split_head(params, path, tied_in_config=cfg.get("tie_word_embeddings", True))
-    return _config(path, vocab_size=cfg["vocab_size"], n_positions=n_positions, n_embd=cfg["n_embd"],
-                   n_layer=cfg["n_layer"], n_head=cfg["n_head"], activation=activation,
-                   layer_norm_epsilon=cfg.get("layer_norm_epsilon", 1e-5), tied_head=tied), params
+    return _config(where, vocab_size=cfg["vocab_size"], n_positions=n_positions, n_embd=cfg["n_embd"],
+                   n_layer=cfg["n_layer"], n_head=cfg["n_head"], tied_head=tied, **options), params
+
+
+#: config.json key -> (GPT2Config field, transformers' default) of the options that change the logits.
+HF_OPTIONS = {
+    "activation_function": ("activation", "gelu_new"),
+    "layer_norm_epsilon": ("layer_norm_epsilon", 1e-5),
+    "n_inner": ("n_inner", None),
+    "scale_attn_weights": ("scale_attn_weights", True),
+    "scale_attn_by_inverse_layer_idx": ("scale_attn_by_inverse_layer_idx", False),
+    "reorder_and_upcast_attn": ("reorder_and_upcast_attn", False),
+}
+
+
+def _hf_options(cfg, where):
+    """GPT2Config fields of a config.json's options; a value golden cannot compute is one line naming the key."""
+    if cfg.get("add_cross_attention", False) is not False:
+        raise CheckpointError(f"{where}: add_cross_attention {cfg['add_cross_attention']!r} is not supported; "
+                              f"only false (a decoder without an encoder)")
+    options = {field: cfg.get(key, default) for key, (field, default) in HF_OPTIONS.items()}
+    try:
+        GPT2Config(vocab_size=1, n_positions=1, n_embd=1, n_layer=1, n_head=1, **options)
+    except ValueError as error:                 # GPT2Config's message names its field: name the key instead
+        field, rest = str(error).split(" ", 1)
+        key = next((key for key, (name, _) in HF_OPTIONS.items() if name == field), field)
+        raise CheckpointError(f"{where}: {key} {rest}") from None
+    return options
 
 
 def _read_safetensors(file):

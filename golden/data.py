@@ -30,6 +30,7 @@ __all__ = [
     "save_vocab",
     "read_tokens",
     "write_tokens",
+    "read_text",
     "prepare_char_dataset",
     "default_split",
 ]
@@ -262,6 +263,23 @@ def write_tokens(path, tokens) -> Path:
     return path
 
 
+def read_text(path) -> str:
+    """The contents of the UTF-8 text file `path`.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Text file {str(path)!r} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"Text file {str(path)!r} is not UTF-8: {e}") from None
+
+
 def prepare_char_dataset(text_path, out_dir) -> Vocab:
     """Write ``vocab.json``, ``train.bin`` (first 90%) and ``val.bin`` (last 10%) of a text file.
 
@@ -275,12 +293,7 @@ def prepare_char_dataset(text_path, out_dir) -> Vocab:
         splits at least one character.
     """
     text_path = Path(text_path)
-    if not text_path.is_file():
-        raise DataError(f"Text file {str(text_path)!r} does not exist")
-    try:
-        text = text_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"Text file {str(text_path)!r} is not UTF-8: {e}") from None
+    text = read_text(text_path)
     n = len(text)
     cut = int(n * TRAIN_FRACTION)
     if cut < 1 or cut >= n:

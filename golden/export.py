@@ -1,7 +1,8 @@
 """Exporting weight ROM images of a quantized checkpoint, and reading them back.
 
     python -m golden.export [--checkpoint PATH] [--bits b] [--method M] [--rows R] [--cols C]
-                            [--layers NAMES|all] [--out DIR]
+                            [--layers NAMES|all] [--calib FILE] [--out DIR]
+    python -m golden.export --compiled [--checkpoint PATH] [--bits b] [--tables int|pot] [--calib FILE] [--out DIR]
     python -m golden.export --verify DIR
 
 The images are laid out exactly as the array's Memories hold them
@@ -27,6 +28,11 @@ entry ``slot * K + k``), packed by `golden.pot_format`. An export folder holds:
 
 `load` reads a folder back, checks every hash, and returns the codes, biases
 and scales of each layer in channel order, identical to the quantizer's.
+
+``--compiled`` writes instead the whole integer forward compiled from the
+checkpoint (`golden.compile`, `golden.artefact`: one image of every constant
+and a manifest with the formats, the program and hashes); ``--verify`` checks
+either kind of folder.
 """
 
 import argparse
@@ -39,16 +45,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .artefact import is_compiled, read_compiled, read_manifest, summary, write_compiled
 from .atomic import atomic_directory
 from .checkpoint import sha256_of_checkpoint
 from .cli import HelpFormatter, UserError, run
 from .datapath import DEFAULT_ACT_BITS, check_acc_bits
 from .integer_model import method_names
-from .model_loading import load_integer_model
+from .model_loading import DEFAULT_CALIB_TOKENS, load_integer_model
 from .paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from .pot_format import DEFAULT_BITS, check_bits, pack_codes, unpack_codes
 from .quantize import DEFAULT_METHOD
 from .rom_layout import check_columns
+from .tokens import add_calib_arguments
 
 __all__ = ["FORMAT_VERSION", "ExportedLayer", "export", "load", "main"]
 
@@ -74,7 +82,11 @@ def _sha256(path):
 
 
 def _hex_lines(values, width):
+    """One ``width``-bit hex word a line; codes (uint8, at most 8 bits) go through a table of every line."""
     digits = -(-width // 4)
+    if isinstance(values, np.ndarray) and values.dtype == np.uint8 and width <= 8:
+        table = np.frombuffer("".join(f"{v:0{digits}x}\n" for v in range(1 << width)).encode(), np.uint8)
+        return table.reshape(1 << width, digits + 1)[values].tobytes().decode()
     return "".join(f"{int(v):0{digits}x}\n" for v in values)
 
 
@@ -135,12 +147,7 @@ def load(folder):
     Raises UserError naming the file when a hash does not match or a file is missing.
     """
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder} is not a potgen export: no manifest.json") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{folder}/manifest.json is not valid JSON: {error}") from None
+    manifest = read_manifest(folder)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{folder}: export format version {manifest.get('format_version')!r} "
                         f"is not the supported {FORMAT_VERSION}")
@@ -183,6 +190,9 @@ def summary_table(manifest):
                      f"{layer['bytes'] / (4 * weights):>7.1%} {layer['bytes'] / weights:>7.1%}")
     lines.append(f"{'total':<18} {'':>10} {total_weights:>9} {bits:>4} {total_bytes:>8} "
                  f"{total_bytes / (4 * total_weights):>7.1%} {total_bytes / total_weights:>7.1%}")
+    lines.append(f"{len(manifest['layers'])} layers, {total_weights:,} weights: {total_bytes:,} bytes at {bits} bits "
+                 f"against {4 * total_weights:,} in fp32 ({4 * total_weights / total_bytes:.1f}x) and "
+                 f"{total_weights:,} in int8 ({total_weights / total_bytes:.1f}x)")
     return "\n".join(lines)
 
 
@@ -191,7 +201,9 @@ def parse_args(argv):
         prog="python -m golden.export", formatter_class=HelpFormatter,
         description="Export the weight ROM images of a quantized GPT-2 checkpoint, or verify an export.",
         epilog="examples:\n  python -m golden.export --bits 4 --cols 16 --out build/roms\n"
-               "  python -m golden.export --verify build/roms")
+               "  python -m golden.export --verify build/roms\n"
+               "  python -m golden.export --compiled --out build/compiled\n"
+               "  python -m golden.export --verify build/compiled")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
@@ -201,13 +213,26 @@ def parse_args(argv):
     parser.add_argument("--cols", metavar="C", type=int, default=DEFAULT_COLUMNS, help="array columns")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="linear layers, or all")
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "roms"), help="export folder")
+    add_calib_arguments(parser, DEFAULT_CALIB_TOKENS)
     parser.add_argument("--verify", metavar="DIR", help="check an export's hashes and contents instead")
+    parser.add_argument("--compiled", action="store_true",
+                        help="export the compiled whole integer forward (default folder build/compiled)")
+    parser.add_argument("--tables", metavar="T", choices=("int", "pot", "pot-head"), default="int",
+                        help="with --compiled: embedding and head tables as 8-bit integers (int), PoT codes of "
+                             "--bits (pot), or 8-bit embeddings and a PoT head (pot-head)")
+    parser.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
+                        help="with --compiled: override a width of golden.compile.IntFormats, e.g. exp_frac_bits=6")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.verify and is_compiled(args.verify):
+        manifest, compiled = read_compiled(args.verify)
+        print(summary(manifest))
+        print(f"{args.verify}: {len(compiled.tensors)} tensors, every hash matches")
+        return 0
     if args.verify:
         manifest, layers = load(args.verify)
         print(summary_table(manifest))
@@ -219,13 +244,30 @@ def main(argv=None):
     check_columns(args.cols)
     if args.rows < 1:
         raise UserError(f"Row count must be a positive integer, not {args.rows}")
+    if args.compiled:
+        return _export_compiled(args, bits)
     names = None if args.layers == ["all"] else args.layers
     integer_model = load_integer_model(args.checkpoint, bits=bits, method=args.method, act_bits=args.act_bits,
-                                       names=names)
+                                       names=names, calib=args.calib, calib_tokens=args.calib_tokens)
     manifest = export(integer_model, args.out, rows=args.rows, columns=args.cols, checkpoint=args.checkpoint,
                       method=args.method, progress=not args.quiet)
     print(summary_table(manifest))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _export_compiled(args, bits):
+    from .compile import compile_checkpoint, parse_int_formats
+    from .eval import integer_formats
+    if args.layers != ["all"]:
+        raise UserError("--compiled exports the whole forward; --layers does not apply")
+    formats = integer_formats(args.act_bits, args.tables, bits, parse_int_formats(args.int_format))
+    out = BUILD_DIR / "compiled" if args.out == str(BUILD_DIR / "roms") else args.out
+    compiled = compile_checkpoint(args.checkpoint, bits=bits, method=args.method, formats=formats, calib=args.calib,
+                                  calib_tokens=args.calib_tokens)
+    manifest = write_compiled(compiled, out, checkpoint=args.checkpoint)
+    print(summary(manifest))
+    print(f"wrote {out}")
     return 0
 
 

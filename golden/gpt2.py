@@ -20,73 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .activations import ACTIVATIONS, REFUSED, erf, gelu, gelu_new
+
 __all__ = ["GPT2Config", "GPT2", "KVCache", "ACTIVATIONS", "erf", "gelu", "gelu_new"]
-
-
-# -- activations ---------------------------------------------------------------------
-
-def erf(x):
-    """The error function, elementwise, in the dtype of ``x`` (float32 or float64).
-
-    numpy has no erf. This is the complementary error function of Numerical
-    Recipes (2nd ed., ``erfcc``, a Chebyshev fit), whose relative error in
-    ``erfc`` is below 1.2e-7 everywhere, so ``|erf(x) - math.erf(x)| < 1.2e-7``
-    in float64 (plus rounding in float32).
-    """
-    x = np.asarray(x)
-    flat = x.astype(x.dtype if x.dtype in (np.float32, np.float64) else np.float64).reshape(-1)
-    return ((1 - _erfc_abs(flat)) * np.sign(flat)).reshape(x.shape)
-
-
-#: Numerical Recipes' ``erfcc`` polynomial in t = 1 / (1 + |x| / 2), highest power first.
-_ERFC_COEFFS = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807,
-                -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223)
-
-
-def _erfc_abs(x):
-    """erfc(|x|) = t exp(-x^2 + P(t)), in the dtype of ``x``; accurate to 1.2e-7 relative."""
-    z2 = x * x
-    t = np.abs(x)
-    t *= 0.5
-    t += 1
-    np.reciprocal(t, out=t)
-    poly = np.full_like(t, _ERFC_COEFFS[0])
-    for c in _ERFC_COEFFS[1:]:  # Horner, in place: this runs on every MLP activation
-        poly *= t
-        poly += x.dtype.type(c)
-    poly -= z2
-    np.exp(poly, out=poly)
-    poly *= t
-    return poly
-
-
-def gelu(x):
-    """Exact GELU, ``x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))``: torch's ``nn.GELU()``, nanoGPT's.
-
-    Written as ``0.5 x erfc(-x / sqrt 2)`` so that the negative tail keeps its
-    relative accuracy. Runs in blocks that stay in cache (about 1.6x faster
-    than whole-array passes on an MLP activation).
-    """
-    x = np.asarray(x)
-    flat, out = np.ascontiguousarray(x).reshape(-1), np.empty(x.size, x.dtype)
-    for start in range(0, x.size, 1 << 16):
-        block = flat[start:start + (1 << 16)]
-        half_erfc = _erfc_abs(block * x.dtype.type(1 / math.sqrt(2)))
-        half_erfc *= 0.5                                                  # 0.5 erfc(|x| / sqrt 2)
-        np.subtract(1, half_erfc, out=half_erfc, where=block >= 0)       # Phi(x)
-        np.multiply(block, half_erfc, out=out[start:start + block.size])
-    return out.reshape(x.shape)
-
-
-def gelu_new(x):
-    """The tanh approximation of GELU used by GPT-2 (Hugging Face ``gelu_new``)."""
-    x = np.asarray(x)
-    c = x.dtype.type(math.sqrt(2 / math.pi))
-    return 0.5 * x * (1 + np.tanh(c * (x + x.dtype.type(0.044715) * (x * x * x))))
-
-
-#: Activation name (as in a Hugging Face config) -> function.
-ACTIVATIONS = {"gelu_new": gelu_new, "gelu": gelu}
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -101,12 +37,23 @@ class GPT2Config:
         Vocabulary size, context length, width, depth and attention heads;
         ``n_embd`` must be a multiple of ``n_head``.
     activation : str
-        ``"gelu_new"`` (GPT-2's tanh approximation) or ``"gelu"`` (exact, nanoGPT's).
+        The MLP activation, a name of transformers' ``ACT2FN`` (`golden.activations`):
+        ``"gelu_new"`` (GPT-2's tanh approximation), ``"gelu"`` (exact, nanoGPT's), ...
     layer_norm_epsilon : float
         Added to the variance in every layer norm.
     tied_head : bool
         True when the head is the token embedding ``wte``; False when the model
         has its own ``lm_head.weight``.
+    n_inner : int or None
+        Width of the MLP's hidden layer (``mlp.c_fc``'s outputs); None is GPT-2's ``4 * n_embd``.
+    scale_attn_weights : bool
+        Divide the attention scores by ``sqrt(head_dim)`` (GPT-2 does).
+    scale_attn_by_inverse_layer_idx : bool
+        Also divide block ``i``'s attention scores by ``i + 1`` (Mistral's GPT-2 option).
+    reorder_and_upcast_attn : bool
+        transformers' mixed-precision option: the scale is applied inside the
+        score matmul, in float32. In a float32 forward it computes the same
+        scores, so it is recorded and changes nothing here.
 
     Raises
     ------
@@ -122,6 +69,10 @@ class GPT2Config:
     activation: str = "gelu_new"
     layer_norm_epsilon: float = 1e-5
     tied_head: bool = True
+    n_inner: int | None = None
+    scale_attn_weights: bool = True
+    scale_attn_by_inverse_layer_idx: bool = False
+    reorder_and_upcast_attn: bool = False
 
     def __post_init__(self):
         for field in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -130,28 +81,48 @@ class GPT2Config:
                 raise ValueError(f"{field} must be a positive integer, not {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd must be a multiple of n_head, not {self.n_embd!r} with n_head {self.n_head!r}")
+        if self.activation in REFUSED:
+            raise ValueError(f"activation {self.activation!r} is not supported: {REFUSED[self.activation]}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} is not supported; "
                              f"supported: {', '.join(map(repr, ACTIVATIONS))}")
-        if not (isinstance(self.layer_norm_epsilon, (int, float)) and 0 < self.layer_norm_epsilon < 1):
+        if isinstance(self.layer_norm_epsilon, bool) or not (
+                isinstance(self.layer_norm_epsilon, (int, float)) and 0 < self.layer_norm_epsilon < 1):
             raise ValueError(f"layer_norm_epsilon must be a float in (0, 1), not {self.layer_norm_epsilon!r}")
-        if not isinstance(self.tied_head, bool):
-            raise ValueError(f"tied_head must be a bool, not {self.tied_head!r}")
+        if self.n_inner is not None and (not isinstance(self.n_inner, (int, np.integer))
+                                         or isinstance(self.n_inner, bool) or self.n_inner < 1):
+            raise ValueError(f"n_inner must be a positive integer or None, not {self.n_inner!r}")
+        for field in ("tied_head", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+                      "reorder_and_upcast_attn"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field} must be a bool, not {getattr(self, field)!r}")
 
     @property
     def head_dim(self):
         return self.n_embd // self.n_head
 
+    @property
+    def inner_dim(self):
+        """Width of the MLP's hidden layer: ``n_inner``, or ``4 * n_embd`` when it is None."""
+        return 4 * self.n_embd if self.n_inner is None else int(self.n_inner)
+
+    def attention_scale(self, block):
+        """The factor block ``block``'s attention scores ``q . k`` are multiplied by, as transformers takes it."""
+        scale = 1 / math.sqrt(self.head_dim) if self.scale_attn_weights else 1.0
+        if self.scale_attn_by_inverse_layer_idx:
+            scale /= float(block + 1)
+        return scale
+
     def param_shapes(self):
         """Canonical parameter name -> shape, in forward order."""
-        d, shapes = self.n_embd, {"wte": (self.vocab_size, self.n_embd), "wpe": (self.n_positions, self.n_embd)}
+        d, f, shapes = self.n_embd, self.inner_dim, {"wte": (self.vocab_size, self.n_embd), "wpe": (self.n_positions, self.n_embd)}
         for i in range(self.n_layer):
             for name, shape in (("ln_1.weight", (d,)), ("ln_1.bias", (d,)),
                                 ("attn.c_attn.weight", (d, 3 * d)), ("attn.c_attn.bias", (3 * d,)),
                                 ("attn.c_proj.weight", (d, d)), ("attn.c_proj.bias", (d,)),
                                 ("ln_2.weight", (d,)), ("ln_2.bias", (d,)),
-                                ("mlp.c_fc.weight", (d, 4 * d)), ("mlp.c_fc.bias", (4 * d,)),
-                                ("mlp.c_proj.weight", (4 * d, d)), ("mlp.c_proj.bias", (d,))):
+                                ("mlp.c_fc.weight", (d, f)), ("mlp.c_fc.bias", (f,)),
+                                ("mlp.c_proj.weight", (f, d)), ("mlp.c_proj.bias", (d,))):
                 shapes[f"h.{i}.{name}"] = shape
         shapes.update({"ln_f.weight": (d,), "ln_f.bias": (d,)})
         if not self.tied_head:
@@ -244,13 +215,16 @@ class GPT2:
             params[self._check_linear_name(name) + ".weight"] = array
         return GPT2(self.config, params)
 
-    def forward(self, tokens, linear=None, cache=None):
+    def forward(self, tokens, linear=None, cache=None, head=True):
         """Logits, float32 ``(T, vocab)`` for tokens ``(T,)`` or ``(B, T, vocab)`` for ``(B, T)``.
 
         ``linear(name, x)`` computes every block's linear layer ``name`` on
         ``x`` of shape ``(..., K)`` and returns ``(..., N)``; None is the float
         layer ``x @ W + b``. With a :class:`KVCache`, ``tokens`` continue the
-        sequence the cache has seen, and the cache grows by them.
+        sequence the cache has seen, and the cache grows by them. With
+        ``head=False`` the head is skipped and the result is the final layer
+        norm's output ``(..., d)``: what a caller that only watches the linear
+        layers (calibration) needs, without GPT-2's 50,257-wide logits.
         """
         start = cache.length if cache is not None else 0
         batch = self._check_tokens(tokens, "tokens", start)                          # (B, T)
@@ -266,8 +240,10 @@ class GPT2:
         if cache is not None:
             cache.length += batch.shape[1]
         x = self._norm("ln_f", x)
-        head = self.params["wte" if self.config.tied_head else "lm_head.weight"]     # (vocab, d)
-        logits = _matmul(x, head.T)                                                  # (B, T, vocab)
+        if not head:
+            return x if np.ndim(tokens) == 2 else x[0]
+        weight = self.params["wte" if self.config.tied_head else "lm_head.weight"]   # (vocab, d)
+        logits = _matmul(x, weight.T)                                                # (B, T, vocab)
         return logits if np.ndim(tokens) == 2 else logits[0]
 
     def loss(self, tokens, targets, linear=None):
@@ -277,8 +253,10 @@ class GPT2:
         targets = self._check_tokens(targets, "targets").reshape(-1)
         logits = self.forward(tokens, linear).reshape(targets.size, -1)
         top = logits.max(axis=-1, keepdims=True)
-        log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]             # log-sum-exp
+        logits -= top                                                              # in place: (B T, vocab)
         picked = logits[np.arange(targets.size), targets]
+        np.exp(logits, out=logits)
+        log_z = np.log(logits.sum(axis=-1))                                        # log-sum-exp, less top
         return float(np.mean(log_z - picked, dtype=np.float64))
 
     # -- pieces of the forward ---------------------------------------------------------
@@ -295,13 +273,19 @@ class GPT2:
                 k = np.concatenate([cache.keys[block], k], axis=2)                  # (B, H, start + T, hd)
                 v = np.concatenate([cache.values[block], v], axis=2)
             cache.keys[block], cache.values[block] = k, v
-        att = q @ k.swapaxes(-1, -2)                                               # (B, H, T, start + T)
-        att *= np.float32(1 / math.sqrt(hd))
-        att += np.triu(np.full((T, start + T), -np.inf, dtype=np.float32), start + 1)   # causal mask
-        att -= att.max(axis=-1, keepdims=True)
-        np.exp(att, out=att)
-        att /= att.sum(axis=-1, keepdims=True)
-        return (att @ v).transpose(0, 2, 1, 3).reshape(B, T, H * hd)
+        scale = np.float32(self.config.attention_scale(block or 0))
+        out = np.empty_like(q)                                                     # (B, H, T, hd)
+        for first in range(0, T, _QUERY_BLOCK):     # causal: a block of queries needs the keys up to its last
+            last = min(T, first + _QUERY_BLOCK)
+            seen = start + last
+            att = q[:, :, first:last] @ k[:, :, :seen].swapaxes(-1, -2)          # (B, H, last - first, seen)
+            att *= scale
+            att += np.triu(np.full((last - first, seen), -np.inf, dtype=np.float32), start + first + 1)  # mask
+            att -= att.max(axis=-1, keepdims=True)
+            np.exp(att, out=att)
+            att /= att.sum(axis=-1, keepdims=True)
+            np.matmul(att, v[:, :, :seen], out=out[:, :, first:last])
+        return out.transpose(0, 2, 1, 3).reshape(B, T, H * hd)
 
     def _norm(self, name, x):
         """Layer norm ``name`` (``h.{i}.ln_1``, ``h.{i}.ln_2`` or ``ln_f``) over the last axis."""
@@ -341,6 +325,12 @@ class GPT2:
             bad = array[(array < 0) | (array >= self.config.vocab_size)].flat[0]
             raise ValueError(f"{what} holds id {bad}, outside the vocabulary [0, {self.config.vocab_size})")
         return array.astype(np.int64, copy=False).reshape(-1, array.shape[-1])
+
+
+#: Queries whose causal attention is computed at once: a longer sequence goes in blocks, each against the keys
+#: it can see, so scores stay in cache and the masked half is not computed. Sequences up to this length
+#: take one block (every shipped model: the same float operations as one whole-sequence pass).
+_QUERY_BLOCK = 128
 
 
 def _matmul(x, w):

@@ -140,7 +140,7 @@ def calibrate_activations(model, tokens):
         absmax[name] = max(absmax.get(name, 0.0), float(np.abs(x).max()))
         return x @ model.weight(name) + model.bias(name)
 
-    model.forward(np.asarray(tokens), linear=recording_linear)
+    model.forward(np.asarray(tokens), linear=recording_linear, head=False)
     return absmax
 
 

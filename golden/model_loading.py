@@ -5,8 +5,6 @@ host driver, generation) goes through `load_integer_model`, so they agree on
 what "the default model", "its calibration text" and "its val text" mean.
 """
 
-from pathlib import Path
-
 from .checkpoint import load_checkpoint
 from .cli import UserError
 from .data import default_split, read_tokens
@@ -15,33 +13,28 @@ from .integer_model import quantize_model
 from .paths import DEFAULT_MODEL_DIR
 from .pot_format import DEFAULT_BITS
 from .quantize import DEFAULT_METHOD
+from .tokens import calibration_tokens, checkpoint_dir, read_token_file
 
 __all__ = ["DEFAULT_CALIB_TOKENS", "checkpoint_dir", "split_tokens", "calibration_windows", "load_integer_model"]
 
 DEFAULT_CALIB_TOKENS = 8192
 
 
-def checkpoint_dir(checkpoint):
-    """The folder a checkpoint's vocab.json and token splits sit in."""
-    path = Path(checkpoint or DEFAULT_MODEL_DIR)
-    return path if path.is_dir() else path.parent
-
-
-def split_tokens(checkpoint, split, vocab_size, explicit=None):
-    """Tokens of `explicit` (a .bin path) or of the checkpoint's own `split` ("train" / "val")."""
-    path = Path(explicit) if explicit else default_split(checkpoint_dir(checkpoint), split)
+def split_tokens(checkpoint, split, vocab_size, explicit=None, option="--data"):
+    """Tokens of `explicit` (a .bin or .txt file, given as `option`) or of the checkpoint's own `split`."""
+    if explicit:
+        return read_token_file(explicit, checkpoint, vocab_size)
+    path = default_split(checkpoint_dir(checkpoint), split)
     if path is None:
-        raise UserError(f"The checkpoint {checkpoint} has no {split}.bin beside it; give a token file")
+        raise UserError(f"No {split} text: give {option} FILE (a uint16 .bin token file or a UTF-8 .txt); "
+                        f"the checkpoint {checkpoint} has no {split}.bin beside it")
     return read_tokens(path, vocab_size=vocab_size)
 
 
-def calibration_windows(model, checkpoint, calib=None, calib_tokens=DEFAULT_CALIB_TOKENS, block=None):
-    """Calibration inputs (W, block) from `calib` or the checkpoint's train split (else its val split)."""
+def calibration_windows(model, checkpoint, calib=None, calib_tokens=DEFAULT_CALIB_TOKENS, block=None, data=None):
+    """Calibration inputs (W, block) of `golden.tokens.calibration_tokens` (`calib`, train.bin, val.bin, `data`)."""
     from .eval import windows
-    try:
-        tokens = split_tokens(checkpoint, "train", model.config.vocab_size, calib)
-    except UserError:
-        tokens = split_tokens(checkpoint, "val", model.config.vocab_size)
+    tokens = calibration_tokens(checkpoint, model.config.vocab_size, calib, data).tokens
     return windows(tokens, block or model.config.n_positions, calib_tokens)[0]
 
 

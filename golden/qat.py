@@ -1,6 +1,6 @@
 """Quantization-aware training (QAT) of a GPT-2 onto golden's power-of-two grid.
 
-    python -m golden.qat [--checkpoint PATH] [--train FILE.bin] [--val FILE.bin] --bits 4 [--method M]
+    python -m golden.qat [--checkpoint PATH] [--train FILE] [--val FILE] [--calib FILE] --bits 4 [--method M]
                          [--steps N] [--lr LR] [--batch-size B] [--block T] [--seed S] [--plot OUT.png] --out DIR
 
 The checkpoint is loaded into ``transformers.GPT2LMHeadModel``; each block's
@@ -83,11 +83,13 @@ import numpy as np
 from .atomic import atomic_directory
 from .checkpoint import load_checkpoint
 from .cli import HelpFormatter, UserError, run
-from .data import TRAIN_FILE, VAL_FILE, VOCAB_FILE, default_split, read_tokens
+from .data import TRAIN_FILE, VAL_FILE, VOCAB_FILE
 from .eval import DEFAULT_CALIB_TOKENS, windows
+from .model_loading import split_tokens
 from .paths import DEFAULT_MODEL_DIR
 from .pot_format import DEFAULT_BITS, PotFormat, check_bits
 from .quantize import METHODS, quantize
+from .tokens import HF_TOKENIZER_FILE, MERGES_FILE, read_token_file
 
 __all__ = ["QAT_METHODS", "QatSettings", "pot_values", "PotFakeQuant", "hf_model", "fake_quantize",
            "quantized_state", "train_qat", "main"]
@@ -276,7 +278,9 @@ def hf_model(checkpoint):
         config = transformers.GPT2Config(
             vocab_size=c.vocab_size, n_positions=c.n_positions, n_embd=c.n_embd, n_layer=c.n_layer,
             n_head=c.n_head, activation_function=c.activation, layer_norm_epsilon=c.layer_norm_epsilon,
-            tie_word_embeddings=c.tied_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            n_inner=c.n_inner, scale_attn_weights=c.scale_attn_weights,
+            scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+            reorder_and_upcast_attn=c.reorder_and_upcast_attn, tie_word_embeddings=c.tied_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
             bos_token_id=None, eos_token_id=None)
         model = transformers.GPT2LMHeadModel(config)
         state = {_hf_key(name): torch.from_numpy(np.array(value)) for name, value in golden_model.params.items()}
@@ -375,11 +379,12 @@ def evaluate_ce(model, inputs, targets, batch=32):
     return total / len(inputs)
 
 
-def train_qat(checkpoint, train_tokens, val_tokens, settings, progress=True):
+def train_qat(checkpoint, train_tokens, val_tokens, settings, progress=True, calib_tokens=None):
     """Run QAT; returns (model with PoT weights and no quantizers, record for qat.json).
 
     ``train_tokens`` / ``val_tokens`` are token arrays; the model is a
-    ``GPT2LMHeadModel`` whose linear weights are the PoT values.
+    ``GPT2LMHeadModel`` whose linear weights are the PoT values. gptq-pot's
+    initial quantization calibrates on ``calib_tokens`` (default: the train tokens).
     """
     import torch
     import transformers
@@ -402,7 +407,7 @@ def train_qat(checkpoint, train_tokens, val_tokens, settings, progress=True):
     context = golden_model.config.n_positions
     val_inputs, val_targets = windows(val_tokens, context)
     probe_inputs, probe_targets = windows(val_tokens, context, settings.eval_tokens or None)
-    calib_inputs, _ = windows(train_tokens, context, settings.calib_tokens)
+    calib_inputs, _ = windows(train_tokens if calib_tokens is None else calib_tokens, context, settings.calib_tokens)
 
     teacher = None
     if settings.distill > 0:
@@ -501,7 +506,7 @@ def save(model, record, source, out):
     transformers.utils.logging.disable_progress_bar()
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        for name in (VOCAB_FILE, TRAIN_FILE, VAL_FILE):
+        for name in (VOCAB_FILE, HF_TOKENIZER_FILE, MERGES_FILE, TRAIN_FILE, VAL_FILE):
             if (source_dir / name).is_file():
                 shutil.copyfile(source_dir / name, tmp / name)
         (tmp / QAT_JSON).write_text(json.dumps(record, indent=2) + "\n")
@@ -553,8 +558,11 @@ def parse_args(argv):
                "--methods pot-channel")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
-    parser.add_argument("--train", metavar="FILE.bin", help="uint16 train tokens (default: the checkpoint's train.bin)")
-    parser.add_argument("--val", metavar="FILE.bin", help="uint16 val tokens (default: the checkpoint's val.bin)")
+    parser.add_argument("--train", metavar="FILE", help="train text: uint16 .bin tokens or a UTF-8 .txt encoded with "
+                                                        "the checkpoint's tokenizer (default: the checkpoint's train.bin)")
+    parser.add_argument("--val", metavar="FILE", help="val text, .bin or .txt (default: the checkpoint's val.bin)")
+    parser.add_argument("--calib", metavar="FILE", help="text gptq-pot calibrates on, .bin or .txt (default: the "
+                                                        "train text)")
     parser.add_argument("--out", metavar="DIR", required=True, help="output directory (replaced whole)")
     parser.add_argument("--bits", metavar="B", type=int, default=d.bits, help="weight code width, 3..8")
     parser.add_argument("--method", metavar="M", default=d.method,
@@ -577,22 +585,12 @@ def parse_args(argv):
     parser.add_argument("--eval-tokens", metavar="N", type=int, default=d.eval_tokens,
                         help="val tokens of each periodic estimate, 0: all (the final val CE uses the whole split)")
     parser.add_argument("--calib-tokens", metavar="N", type=int, default=d.calib_tokens,
-                        help="train tokens that gptq-pot calibrates on")
+                        help="tokens of the calibration text that gptq-pot calibrates on")
     parser.add_argument("--seed", metavar="S", type=int, default=d.seed, help="random seed")
     parser.add_argument("--threads", metavar="N", type=int, default=d.threads, help="torch CPU threads")
     parser.add_argument("--plot", metavar="OUT.png", help="plot train loss and val CE against steps")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
-
-
-def _split(explicit, checkpoint, split, option):
-    if explicit:
-        return Path(explicit)
-    path = Path(checkpoint)
-    found = default_split(path if path.is_dir() else path.parent, split)
-    if found is None:
-        raise UserError(f"The checkpoint {checkpoint} has no {split}.bin beside it; pass {option}")
-    return found
 
 
 def main(argv=None):
@@ -614,10 +612,12 @@ def main(argv=None):
     except ImportError as error:
         raise UserError(f"QAT needs torch and transformers ({error}); pip install 'potgen[torch]'") from None
     checkpoint = args.checkpoint
-    load_checkpoint(checkpoint)                            # a one-line error before the splits are looked for
-    train_tokens = read_tokens(_split(args.train, checkpoint, "train", "--train"))
-    val_tokens = read_tokens(_split(args.val, checkpoint, "val", "--val"))
-    model, record = train_qat(checkpoint, train_tokens, val_tokens, settings, progress=not args.quiet)
+    vocab_size = load_checkpoint(checkpoint).config.vocab_size   # a one-line error before the splits are looked for
+    train_tokens = split_tokens(checkpoint, "train", vocab_size, args.train, "--train")
+    val_tokens = split_tokens(checkpoint, "val", vocab_size, args.val, "--val")
+    calib_tokens = None if args.calib is None else read_token_file(args.calib, checkpoint, vocab_size)
+    model, record = train_qat(checkpoint, train_tokens, val_tokens, settings, progress=not args.quiet,
+                              calib_tokens=calib_tokens)
     save(model, record, checkpoint, out)
     if args.plot:
         plot(record, args.plot)

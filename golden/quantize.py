@@ -118,8 +118,37 @@ def _canonical(weight, scales, exponent, is_zero, fmt, per_channel):
     return PotWeights(codes=codes, scales=scales.astype(np.float32), bits=fmt.bits)
 
 
+_FLOAT64_BIAS = 1023
+
+
+def _nearest_magnitudes(ratio, fmt):
+    """`round_to_pot`'s magnitudes ``2**-e`` (or 0) of ratios ``|w| / s >= 0`` (float64), from their bits.
+
+    A float64 ``r = 1.f * 2**p`` is nearest (ties up) to ``2**(p + 1)`` when the top bit of ``f`` is set
+    (``r >= 1.5 * 2**p``, the linear midpoint) and to ``2**p`` otherwise: the biased exponent of the
+    level is ``((bits >> 51) + 1) >> 1``. Clipped to ``2**-Emax .. 1`` and zero below ``2**-(Emax+1)``,
+    these are exactly `round_to_pot`'s levels, about 3x faster (this runs 65 times per weight)."""
+    bits = ratio.view(np.int64)
+    exponent = bits >> 51
+    exponent += 1
+    exponent >>= 1
+    np.clip(exponent, _FLOAT64_BIAS - fmt.emax, _FLOAT64_BIAS, out=exponent)
+    exponent <<= 52
+    magnitudes = exponent.view(np.float64)
+    np.copyto(magnitudes, 0.0, where=bits < np.float64(np.ldexp(1.0, -(fmt.emax + 1))).view(np.int64))
+    return magnitudes
+
+
+#: Columns whose scale search runs at once: a (K, 64) float64 block of a GPT-2 124M layer stays in cache.
+_SEARCH_COLUMNS = 64
+
+
 def _search_scales(weight, fmt, per_channel, pot_scale):
-    """The MSE-best scale per channel (or one per tensor) among the candidate grid."""
+    """The MSE-best scale per channel (or one per tensor) among the candidate grid.
+
+    The squared errors of every candidate are computed a block of columns at a time (each column's sum
+    runs over K in the same order as a whole-matrix ``sum(axis=0)``), then the candidates are compared in
+    order as one pass would."""
     magnitude = np.abs(weight).astype(np.float64)
     group_max = magnitude.max(axis=0) if per_channel else np.full(weight.shape[1], magnitude.max())
     group_max = np.where(group_max > 0, group_max, 1.0)
@@ -130,12 +159,20 @@ def _search_scales(weight, fmt, per_channel, pot_scale):
     else:
         factors = np.exp2(-np.arange(_SEARCH_OCTAVES * _SEARCH_STEPS_PER_OCTAVE + 1) / _SEARCH_STEPS_PER_OCTAVE)
         bases = group_max
+    scales = np.stack([(bases * factor).astype(np.float32).astype(np.float64) for factor in factors])
+    errors = np.empty(scales.shape)                                      # (candidates, N)
+    for first in range(0, weight.shape[1], _SEARCH_COLUMNS):
+        columns = slice(first, first + _SEARCH_COLUMNS)
+        block = np.ascontiguousarray(magnitude[:, columns])
+        for index, scale in enumerate(scales[:, columns]):
+            quantized = _nearest_magnitudes(block / scale, fmt)
+            quantized *= scale
+            np.subtract(block, quantized, out=quantized)
+            quantized *= quantized
+            errors[index, columns] = quantized.sum(axis=0)
     best_scale = bases.astype(np.float32).astype(np.float64)
     best_error = np.full(weight.shape[1], np.inf)
-    for factor in factors:
-        scale = (bases * factor).astype(np.float32).astype(np.float64)
-        exponent, is_zero = round_to_pot(magnitude / scale, fmt.bits)
-        error = ((magnitude - scale * _magnitudes(exponent, is_zero)) ** 2).sum(axis=0)
+    for scale, error in zip(scales, errors):
         if not per_channel:
             error = np.full_like(error, error.sum())
         better = error < best_error                              # strict: ties keep the larger scale

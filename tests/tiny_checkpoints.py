@@ -37,39 +37,65 @@ def write_tiny_checkpoint(path, *, n_layer=2, n_embd=16, n_head=2, vocab_size=23
     return path
 
 
-def train_tiny_char_model(path, *, chars, train_chars, n_positions, steps):
-    """A 2-layer, 32-wide character GPT-2 trained briefly (AdamW, lr 1e-2, 16 windows a step, seed 0, one
-    thread) on the first `chars` characters of tiny Shakespeare, saved as Hugging Face saves it, with
-    vocab.json and train.bin (the first `train_chars`) / val.bin (the rest). Needs torch and transformers."""
-    import torch
-    import transformers
+#: GPT-2 124M's exact configuration (openai-community/gpt2's config.json, less its task-specific keys).
+GPT2_124M = {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+             "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
 
-    from golden.data import Vocab, save_vocab, write_tokens
+
+def write_gpt2_124m_shape_checkpoint(path, *, n_layer=12, seed=0):
+    """A randomly initialised GPT-2 of 124M's exact shapes, saved as Hugging Face saves it (config.json +
+    model.safetensors, nothing beside it: no tokenizer, no splits), as a downloaded checkpoint is; `n_layer`
+    may cut the depth. The init is GPT-2's (transformers' ``_init_weights``): weights normal with std 0.02,
+    the residual projections 0.02 / sqrt(2 n_layer), biases 0, layer norms 1 and 0. numpy only (a few seconds)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    config = {**GPT2_124M, "n_layer": n_layer}
+    d, vocab = config["n_embd"], config["vocab_size"]
+
+    def normal(shape, std=0.02):
+        array = rng.standard_normal(shape, dtype=np.float32)
+        array *= np.float32(std)
+        return array
+
+    tensors = {"transformer.wte.weight": normal((vocab, d)), "transformer.wpe.weight": normal((config["n_positions"], d)),
+               "transformer.ln_f.weight": np.ones(d, np.float32), "transformer.ln_f.bias": np.zeros(d, np.float32)}
+    for i in range(n_layer):
+        for name, (k, n) in {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d), "mlp.c_fc": (d, 4 * d),
+                             "mlp.c_proj": (4 * d, d)}.items():
+            std = 0.02 / np.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
+            tensors[f"transformer.h.{i}.{name}.weight"] = normal((k, n), std)
+            tensors[f"transformer.h.{i}.{name}.bias"] = np.zeros(n, np.float32)
+        for ln in ("ln_1", "ln_2"):
+            tensors[f"transformer.h.{i}.{ln}.weight"] = np.ones(d, np.float32)
+            tensors[f"transformer.h.{i}.{ln}.bias"] = np.zeros(d, np.float32)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                  **config, "tie_word_embeddings": True}))
+    return path
+
+
+def train_bpe_tokenizer(vocab_size=500):
+    """A byte-level BPE (GPT-2's kind) trained with Hugging Face's tokenizers on tiny Shakespeare."""
+    import tokenizers
+
     from golden.paths import SHAKESPEARE_TEXT
 
-    text = SHAKESPEARE_TEXT.read_text(encoding="utf-8")[:chars]
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    split = train_chars
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=vocab.size, n_positions=n_positions, n_embd=32, n_layer=2,
-                                     n_head=4, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, bos_token_id=None,
-                                     eos_token_id=None)
-    model = transformers.GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                          # a tiny model: more threads only contend
-    for _ in range(steps):
-        start = rng.integers(0, split - n_positions - 1, 16)
-        batch = torch.tensor(np.stack([ids[s:s + n_positions + 1] for s in start]).astype(np.int64))
-        loss = model(batch[:, :-1], labels=batch[:, :-1]).loss          # transformers shifts the labels
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    model.eval().save_pretrained(path, safe_serialization=True)
-    save_vocab(vocab, path)
-    write_tokens(path / "train.bin", ids[:split])
-    write_tokens(path / "val.bin", ids[split:])
+    tokenizer = tokenizers.ByteLevelBPETokenizer()
+    tokenizer.train([str(SHAKESPEARE_TEXT)], vocab_size=vocab_size, min_frequency=2, show_progress=False)
+    return tokenizer
+
+
+def write_bpe_checkpoint(path, tokenizer, *, form="tokenizer.json", **shape):
+    """A random GPT-2 (as `write_tiny_checkpoint`) of `tokenizer`'s vocabulary, with that tokenizer beside it as
+    ``tokenizer.json`` (`form` "tokenizer.json") or GPT-2's ``vocab.json`` + ``merges.txt`` ("vocab+merges"),
+    and no token splits (as a downloaded checkpoint)."""
+    write_tiny_checkpoint(path, vocab_size=tokenizer.get_vocab_size(), **shape)
+    for name in ("vocab.json", "train.bin", "val.bin"):
+        (path / name).unlink()
+    if form == "tokenizer.json":
+        tokenizer.save(str(path / "tokenizer.json"))
+    else:
+        tokenizer.save_model(str(path))
     return path

@@ -64,3 +64,41 @@ def test_bad_input(tiny_checkpoint, args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(main, "generate", ["--checkpoint", str(tiny_checkpoint), *args])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def integer_text(checkpoint, capsys, *args):
+    assert main(["--checkpoint", str(checkpoint), "--backend", "integer", "--prompt", "ab", "--tokens", "24",
+                 *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_integer_backend_same_seed_same_text(tiny_checkpoint, tmp_path, capsys):
+    """The whole integer forward, sampler included: a seed gives one text; another seed, another text."""
+    first = integer_text(tiny_checkpoint, capsys, "--seed", "3")
+    assert first.startswith("ab") and len(first.rstrip("\n")) == 26
+    assert integer_text(tiny_checkpoint, capsys, "--seed", "3") == first
+    assert integer_text(tiny_checkpoint, capsys, "--seed", "4") != first
+    from golden.export import main as export_main
+    export_main(["--checkpoint", str(tiny_checkpoint), "--compiled", "--out", str(tmp_path / "c"), "--quiet"])
+    capsys.readouterr()
+    assert integer_text(tiny_checkpoint, capsys, "--seed", "3", "--compiled", str(tmp_path / "c")) == first
+    greedy = integer_text(tiny_checkpoint, capsys, "--temperature", "0", "--seed", "1")
+    assert integer_text(tiny_checkpoint, capsys, "--top-k", "1", "--seed", "2") == greedy
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temperature", "0.001"], "--temperature 0.001 does not fit the integer sampler"),
+    (["--top-k", "24"], "--top-k must be at most the vocabulary size 23, not 24"),
+    (["--seed", "-1"], "Seed must be an integer from 0 to 4294967294, not -1"),
+])
+def test_integer_backend_bad_input(tiny_checkpoint, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(main, "generate", ["--checkpoint", str(tiny_checkpoint), "--backend", "integer", "--prompt", "a", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_compiled_needs_the_integer_backend(tiny_checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        run(main, "generate", ["--checkpoint", str(tiny_checkpoint), "--compiled", "x"])
+    assert "--compiled runs on the integer back-end, not golden" in capsys.readouterr().err

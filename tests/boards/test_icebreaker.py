@@ -108,3 +108,80 @@ def test_sim_top_every_layer():
     assert log[0][1] == Status.OK and log[0][2] == top.identity
     assert [entry[1:] for entry in log[1:]] == [(Status.OK, True)] + [(Status.OK, None), (Status.OK, True),
                                                                       (Status.OK, True)] * 2
+
+
+def test_sim_top_line_errors_and_a_run_cut_short():
+    """The error paths of the real top, UART pins to engine: a byte with a bad stop bit (which the UART
+    drops) inside LAYER and inside RUN is answered LINE_ERROR, never OK, and a RUN's results are dropped,
+    both when the RUN then waits for its missing byte and when a later byte completes its length; a RUN
+    the host stops sending is answered TIMEOUT; after each, the next LAYER and RUN are exact."""
+    timeout = 4e-6                                      # 144 cycles at 36 MHz: 3.6 idle characters
+    top, layers = make_top(timeout=timeout)
+    layout = top.engine.layout
+    rng = np.random.default_rng(2)
+    log = []
+
+    async def send(ctx, data, bad=None):
+        """`data` over the pins; byte index `bad` (if any) with a bad stop bit."""
+        for i, byte in enumerate(data):
+            await send_bytes(ctx, top.rx, bytes([byte]), DIVISOR, bad_stop=i == bad)
+
+    async def answer(ctx):
+        status, length = struct.unpack("<BH", await receive_bytes(ctx, top.tx, 3, DIVISOR, limit=20000))
+        return Status(status), await receive_bytes(ctx, top.tx, length, DIVISOR, limit=20000)
+
+    async def exact_run(ctx, index):
+        name, codes, bias = layers[index]
+        await send(ctx, encode_request(Command.LAYER, bytes([index])))
+        status, _ = await answer(ctx)
+        x = rng.integers(-128, 128, size=(2, codes.shape[0]))
+        await send(ctx, encode_request(Command.RUN, encode_activations(x, 8)))
+        status_run, payload = await answer(ctx)
+        got = decode_results(payload, 2, codes.shape[1], top.engine.acc_bits)
+        expected = pot_accumulate(x, codes, bias, 4, 8, top.engine.acc_bits)
+        return status, status_run, np.array_equal(got, expected)
+
+    async def host(ctx):
+        for bank, words in enumerate(code_banks(layout, 4)):
+            await send(ctx, encode_request(Command.LOAD, encode_load(bank, 0, words)[3:]))
+            log.append(("load", (await answer(ctx))[0]))
+        # LAYER whose argument byte is damaged on the line.
+        await send(ctx, encode_request(Command.LAYER, bytes([1])), bad=3)
+        log.append(("bad layer", *await answer(ctx)))
+        log.append(("exact after bad layer", *await exact_run(ctx, 0)))
+        # RUN with a damaged activation byte in the middle of the batch.
+        codes = layers[1][1]
+        request = encode_request(Command.RUN, encode_activations(rng.integers(-128, 128, size=(2, codes.shape[0])), 8))
+        await send(ctx, encode_request(Command.LAYER, bytes([1])))
+        log.append(("layer", (await answer(ctx))[0]))
+        await send(ctx, request, bad=len(request) // 2)                 # one byte short: it times out
+        log.append(("bad run", *await answer(ctx)))
+        log.append(("exact after bad run", *await exact_run(ctx, 1)))
+        await send(ctx, encode_request(Command.LAYER, bytes([1])))
+        log.append(("layer", (await answer(ctx))[0]))
+        await send(ctx, request + b"\x00", bad=len(request) // 2)         # a later byte completes the length
+        log.append(("bad run, full length", *await answer(ctx)))
+        log.append(("exact after bad run", *await exact_run(ctx, 1)))
+        # RUN that stops after half its activations: the link waits `timeout`, finishes the batch with zeros
+        # and drops its results.
+        await send(ctx, encode_request(Command.LAYER, bytes([0])))
+        log.append(("layer", (await answer(ctx))[0]))
+        codes = layers[0][1]
+        request = encode_request(Command.RUN, encode_activations(rng.integers(-128, 128, size=(2, codes.shape[0])), 8))
+        await send(ctx, request[:len(request) // 2])
+        log.append(("cut run", *await answer(ctx)))
+        log.append(("exact after cut run", *await exact_run(ctx, 0)))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    sim.run()
+    assert log == [("load", Status.OK),
+                   ("bad layer", Status.LINE_ERROR, b""), ("exact after bad layer", Status.OK, Status.OK, True),
+                   ("layer", Status.OK),
+                   ("bad run", Status.LINE_ERROR, b""), ("exact after bad run", Status.OK, Status.OK, True),
+                   ("layer", Status.OK),
+                   ("bad run, full length", Status.LINE_ERROR, b""),
+                   ("exact after bad run", Status.OK, Status.OK, True),
+                   ("layer", Status.OK),
+                   ("cut run", Status.TIMEOUT, b""), ("exact after cut run", Status.OK, Status.OK, True)]

@@ -14,11 +14,12 @@ def make_hf_model():
     transformers = pytest.importorskip("transformers", reason="needs transformers: pip install transformers")
 
     def make(*, n_layer=2, n_embd=16, n_head=2, vocab_size=23, n_positions=12, tied=True,
-             activation="gelu_new", seed=0):
+             activation="gelu_new", seed=0, **options):
+        """`options` are further GPT2Config fields (n_inner, scale_attn_by_inverse_layer_idx, ...)."""
         config = transformers.GPT2Config(
             vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
             activation_function=activation, tie_word_embeddings=tied, resid_pdrop=0.0, embd_pdrop=0.0,
-            attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+            attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, **options)
         model = transformers.GPT2LMHeadModel(config).eval()
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -27,3 +28,17 @@ def make_hf_model():
                 p.copy_(centre + 0.3 * torch.randn(p.shape, generator=generator))
         return model
     return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run a command's ``main`` as its ``__main__`` does: ``cli(main, argv) -> (status, stdout, stderr)``."""
+    from golden.cli import run
+
+    def call(main, argv):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run(main, "python -m potgen-command", [str(arg) for arg in argv])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+    return call

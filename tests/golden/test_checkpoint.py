@@ -336,17 +336,28 @@ def test_error_not_finite(hf_dir):
     raises(hf_dir, r"tensor 'wte' has 3 NaN/Inf values")
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu_pytorch_tanh", "silu"])
-def test_error_activation(hf_dir, activation):
+@pytest.mark.parametrize("activation, message", [
+    ("swiglu", "is not supported; supported: 'gelu_new', 'gelu'"),
+    ("prelu", "is not supported: its learned slope"),
+    ("xielu", "is not supported: its learned alpha_p"),
+])
+def test_error_activation(hf_dir, activation, message):
     edit_config(hf_dir, activation_function=activation)
-    raises(hf_dir, rf"activation_function '{activation}' is not supported; supported: 'gelu_new', 'gelu'")
+    raises(hf_dir, rf"activation_function '{activation}' {message}")
 
 
-@pytest.mark.parametrize("key, value", [("n_inner", 7), ("scale_attn_by_inverse_layer_idx", True),
-                                        ("scale_attn_weights", False)])
-def test_error_config_options_that_change_the_logits(hf_dir, key, value):
+@pytest.mark.parametrize("key, value, message", [
+    ("n_inner", 0, "must be a positive integer or None, not 0"),
+    ("n_inner", 7.5, "must be a positive integer or None, not 7.5"),
+    ("scale_attn_weights", "yes", "must be a bool, not 'yes'"),
+    ("scale_attn_by_inverse_layer_idx", 1, "must be a bool, not 1"),
+    ("reorder_and_upcast_attn", None, "must be a bool, not None"),
+    ("layer_norm_epsilon", -1e-5, r"must be a float in \(0, 1\), not -1e-05"),
+    ("add_cross_attention", True, "True is not supported; only false"),
+])
+def test_error_config_options(hf_dir, key, value, message):
     edit_config(hf_dir, **{key: value})
-    raises(hf_dir, rf"{key} {value!r} is not supported")
+    raises(hf_dir, rf"config\.json: {key} {message}")
 
 
 def test_error_config_shape(hf_dir):

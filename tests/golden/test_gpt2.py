@@ -46,7 +46,8 @@ def from_hf(hf):
 # -- configuration and construction --------------------------------------------------
 
 @pytest.mark.parametrize("field, value", [("vocab_size", 0), ("n_positions", -3), ("n_embd", 2.5),
-                                          ("n_layer", True), ("n_head", 5), ("activation", "relu"),
+                                          ("n_layer", True), ("n_head", 5), ("activation", "prelu"),
+                                          ("activation", "swiglu"), ("n_inner", 0), ("scale_attn_weights", 1),
                                           ("layer_norm_epsilon", 0.0), ("tied_head", "yes")])
 def test_config_wrong(field, value):
     fields = dict(vocab_size=23, n_positions=12, n_embd=16, n_layer=2, n_head=2)
@@ -56,8 +57,8 @@ def test_config_wrong(field, value):
 
 
 def test_config_activation_wrong_lists_supported():
-    with pytest.raises(ValueError, match="'relu'.*'gelu_new', 'gelu'"):
-        GPT2Config(23, 12, 16, 2, 2, activation="relu")
+    with pytest.raises(ValueError, match="'swiglu'.*'gelu_new', 'gelu'"):
+        GPT2Config(23, 12, 16, 2, 2, activation="swiglu")
 
 
 def test_init_missing_tensor():
@@ -246,7 +247,7 @@ def test_gelu_matches_torch():
     reference = np.array([0.5 * v * math.erfc(-v / math.sqrt(2)) for v in tail.astype(np.float64)])
     assert np.max(np.abs(gelu(tail) / reference - 1)) < 3e-5  # float32 rounding of exp(-x^2 / 2)
     assert np.abs(gelu(x) - gelu_new(x)).max() > 1e-4  # the two are different functions
-    assert set(ACTIVATIONS) == {"gelu_new", "gelu"}
+    assert ACTIVATIONS["gelu_new"] is gelu_new and ACTIVATIONS["gelu"] is gelu
 
 
 def test_kv_cache_gives_the_logits_of_the_whole_sequence(tiny_checkpoint):

@@ -10,7 +10,7 @@ from golden.gpt2 import GPT2, GPT2Config
 from golden.integer_model import MODEL_METHODS, method_names, quantize_weights
 from golden.pot_format import PotFormat
 from golden.quantize import quantize
-from tiny_checkpoints import train_tiny_char_model
+from golden.paths import DEFAULT_MODEL_DIR
 
 
 def real_like_layer(k=48, n=32, rows=2000, seed=0):
@@ -141,22 +141,15 @@ def test_bad_model_inputs():
         gptq_pot(model, bits=2, calib_tokens=tokens)
 
 
-# -- on a small trained model, through the quality CLI -----------------------------------------
+# -- on the shipped model, through the quality CLI ---------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory):
-    """A 2-layer character GPT-2 trained briefly on tiny Shakespeare, saved as Hugging Face saves it."""
-    pytest.importorskip("torch", reason="needs torch: pip install torch==2.13.0")
-    pytest.importorskip("transformers", reason="pip install 'potgen[torch]'")
-    return train_tiny_char_model(tmp_path_factory.mktemp("gptq_model"), chars=120_000, train_chars=100_000,
-                                 n_positions=64, steps=150)
-
-
-def test_lower_delta_ce_than_nearest_through_eval(trained_checkpoint, tmp_path):
+def test_lower_delta_ce_than_nearest_through_eval(tmp_path):
+    """On the shipped float model, a fixed file whose nearest rounding costs a known, material 0.17 (4-bit)
+    and 0.32 (3-bit) nats, gptq-pot loses less than half of that: nothing here depends on a training run."""
     from golden.eval import main
 
     out = tmp_path / "eval.json"
-    assert main(["--checkpoint", str(trained_checkpoint), "--bits", "3", "4", "--methods", "pot-channel", "gptq-pot",
+    assert main(["--checkpoint", str(DEFAULT_MODEL_DIR), "--bits", "3", "4", "--methods", "pot-channel", "gptq-pot",
                  "--act-bits", "0", "--max-tokens", "8192", "--calib-tokens", "4096", "--json", str(out),
                  "--quiet"]) == 0
     rows = {(r["method"], r["bits"]): r["delta"] for r in json.loads(out.read_text())["rows"]}

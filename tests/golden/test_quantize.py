@@ -149,3 +149,17 @@ def test_int8_reference():
     assert q.weights.dtype == np.int8
     assert q.weights[:, 0].tolist() == [64, -127, 0] and q.weights[:, 1].tolist() == [-127, 64, 0]
     np.testing.assert_allclose(q.dequantize(), weight, atol=2.0 / 127)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.integers(3, 8),
+       ratios=st.lists(st.floats(min_value=0, max_value=1e300, allow_nan=False, allow_infinity=False), min_size=1,
+                       max_size=40))
+def test_scale_search_magnitudes_are_round_to_pot(bits, ratios):
+    """The scale search's bit-level rounding gives round_to_pot's magnitudes for every ratio, midpoints included."""
+    from golden.quantize import _nearest_magnitudes
+    fmt = PotFormat(bits)
+    edges = [np.ldexp(1.0, -(fmt.emax + 1))] + [np.ldexp(1.5, -e) for e in range(fmt.emax + 2)]
+    r = np.array(ratios + edges + [np.nextafter(x, 0) for x in edges], dtype=np.float64)
+    exponent, is_zero = round_to_pot(r, bits)
+    assert np.array_equal(_nearest_magnitudes(r.copy(), fmt), np.where(is_zero, 0.0, np.ldexp(1.0, -exponent)))
