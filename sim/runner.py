@@ -171,13 +171,12 @@ def _unit(vectors, layer):
 def _emit_engine(layout, *, rows, act_bits, acc_bits, pe, columns_per_word, scales, out_dir):
     """Generate the Engine and write it with `hdl.emit.emit`; returns (Verilog files, top, engine.json dict)."""
     try:
-        from hdl.emit import TOP_NAME, LayerScales, emit
-        from hdl.engine import Engine
+        from hdl.emit import TOP_NAME, LayerScales, emit, make_engine
     except ImportError as error:
         raise SimError(f"The DUT generator is not available ({error}); hdl/engine.py and hdl/emit.py "
                        f"are needed") from None
-    engine = Engine(layout=layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe,
-                    columns_per_word=columns_per_word)
+    engine = make_engine(layout, rows=rows, act_bits=act_bits, acc_bits=acc_bits, pe=pe,
+                         columns_per_word=columns_per_word)
     layer_scales = {name: LayerScales(act_scale, weight_scales, unit)
                     for name, (act_scale, weight_scales, unit) in scales.items()}
     with warnings.catch_warnings():
@@ -237,9 +236,13 @@ class SimBuild:
         ``emitter(layout, *, rows, act_bits, acc_bits, pe, columns_per_word, scales, out_dir)`` ->
         ``(Verilog files, top module, engine.json dict or None)``, `scales` mapping each layer to
         ``(act_scale, weight scales, unit)``; default: `hdl.engine.Engine` written by `hdl.emit.emit`.
+    design : str, optional
+        What the emitter's Verilog is (e.g. a hash of its text), given when the design reads its ROMs
+        from hex files at run time: the build is then reused for any ROM contents (it stands in the
+        identity for the layout and the emitter), and `run` is given the folder of the hex files.
     """
 
-    def __init__(self, vectors, config, *, names=None, root=SIM_BUILD_DIR, emitter=None):
+    def __init__(self, vectors, config, *, names=None, root=SIM_BUILD_DIR, emitter=None, design=None):
         self.vectors, self.config = vectors, config
         self.names = list(names or vectors.layers)
         missing = [name for name in self.names if name not in vectors.layers]
@@ -251,10 +254,10 @@ class SimBuild:
         find_simulator(config.simulator)
         self.identity = {
             "config": asdict(config), "pe": vectors.pe, "bits": vectors.bits, "act_bits": vectors.act_bits,
-            "acc_bits": vectors.acc_bits, "layers": self.names, "layout": _layout_digest(self.layout),
+            "acc_bits": vectors.acc_bits, "layers": self.names, "layout": _layout_digest(self.layout) if design is None else None,
             "sources": _sources_digest(), "simulator": simulator_version(config.simulator),
             "cocotb": metadata.version("cocotb"), "amaranth": metadata.version("amaranth"),
-            "emitter": _callable_identity(self.emitter),
+            "emitter": _callable_identity(self.emitter) if design is None else design,
         }
         self.digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
         self.directory = Path(root) / self.digest
@@ -425,8 +428,10 @@ class SimBuild:
     def layer_index(self, name):
         return [p.name for p in self.layout.layers].index(name)
 
-    def run(self, names=None, *, seed=1, valid_gap=0.3, ready_stall=0.3, run_id="0", on_result=None):
+    def run(self, names=None, *, seed=1, valid_gap=0.3, ready_stall=0.3, run_id="0", on_result=None, rom_dir=None):
         """Simulate the layers `names` (default all) in one simulator process; one result dict per layer.
+
+        The simulator runs in `rom_dir` (default the build's rtl/), where ``$readmemh`` finds the hex files.
 
         `on_result(result)` is called as each layer finishes (from this thread).
         A layer that the simulator never reported (it crashed, or stopped at
@@ -455,7 +460,7 @@ class SimBuild:
         def simulate():
             try:
                 runner.test(test_module="sim.engine_tb", hdl_toplevel=self.top, hdl_toplevel_lang="verilog",
-                            build_dir=self.sim_dir, test_dir=self.rtl_dir, results_xml=str(run_dir / "results.xml"),
+                            build_dir=self.sim_dir, test_dir=rom_dir or self.rtl_dir, results_xml=str(run_dir / "results.xml"),
                             seed=seed, plusargs=plusargs, extra_env={"POTGEN_SIM_PLAN": str(run_dir / "plan.json")},
                             log_file=log, waves=self.config.waves, timescale=_TIMESCALE)
             except SystemExit as error:       # cocotb's runner exits on failing tests under pytest

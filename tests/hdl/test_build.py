@@ -83,6 +83,7 @@ def test_build_default_design(default_shaped_checkpoint, tmp_path):
     weights = default_shaped_checkpoint / "model.safetensors"
     assert report["model_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert report["build_seconds"] > 0
+    assert 0 < report["verify_seconds"] and "bit-exact in Verilator" in result.stderr   # simulated before writing
     assert "logic cells" in result.stdout and f"{used['lc']} / 5280" in result.stdout
     assert (out / "top.bin").stat().st_size == 104090         # an iCE40UP5K bitstream
     assert "SB_SPRAM256KA" in (out / "top.v").read_text() and "SB_PLL40_PAD" in (out / "top.v").read_text()
@@ -164,3 +165,22 @@ def test_place_and_route_failure_is_one_line(small_checkpoint, tmp_path):
            "--cols" in line
     assert f"(logs: {out}.failed)" in line and (tmp_path / "x.failed" / "nextpnr.log").is_file()
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_build_refuses_mismatch(small_checkpoint, tmp_path, monkeypatch):
+    """ROM files one step off golden's words in the engine simulated beside synthesis: the build writes
+    nothing and says which accumulator differed."""
+    _tools_or_skip()
+    import hdl.emit
+    from hdl.build import main
+    from sim.verify import VerifyError
+
+    hex_lines = hdl.emit._hex_lines
+    monkeypatch.setattr(hdl.emit, "_hex_lines", lambda words, width: hex_lines(
+        [(int(w) + 1) % (1 << width) for w in words], width))
+    out = tmp_path / "x"
+    with pytest.raises(VerifyError, match="the emitted design differs from golden: layer h.0.attn.c_attn"):
+        main(["--board", "icebreaker", "--checkpoint", str(small_checkpoint), "--rows", "1", "--cols", "4",
+              "--quiet", "--out", str(out)])
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

@@ -99,7 +99,7 @@ def test_emit(checkpoint, tmp_path, capsys):
     calib = tmp_path / "calib.bin"
     np.random.default_rng(0).integers(0, 11, 300).astype(np.uint16).tofile(calib)
     assert main(["--checkpoint", str(checkpoint), "--layers", "h.0.attn.c_proj,h.0.mlp.c_fc", "--rows", "2",
-                 "--cols", "3", "--columns-per-word", "2", "--calib", str(calib), "--out", str(out)]) == 0
+                 "--cols", "3", "--columns-per-word", "2", "--calib", str(calib), "--no-verify", "--out", str(out)]) == 0
     files = sorted(p.name for p in out.iterdir())
     assert files == ["bias_store.hex", "code_store_0.hex", "code_store_1.hex", "engine.json", f"{TOP_NAME}.v"]
     description = json.loads((out / "engine.json").read_text())
@@ -131,11 +131,12 @@ def test_emit_smallest(checkpoint, tmp_path):
     """R = 1, C = 1, one layer, INT8: the degenerate widths still make valid Verilog."""
     out = tmp_path / "v"
     assert main(["--checkpoint", str(checkpoint), "--layers", "h.0.attn.c_proj", "--rows", "1", "--cols", "1",
-                 "--pe", "int8", "--acc-bits", "12", "--out", str(out)]) == 0
+                 "--pe", "int8", "--acc-bits", "12", "--no-verify", "--out", str(out)]) == 0
     assert json.loads((out / "engine.json").read_text())["parameters"]["acc_bits"] == 12
     yosys_check(out / f"{TOP_NAME}.v")
     # Writing again replaces the directory atomically.
-    assert main(["--checkpoint", str(checkpoint), "--layers", "h.0.attn.c_proj", "--cols", "2", "--out", str(out)]) == 0
+    assert main(["--checkpoint", str(checkpoint), "--layers", "h.0.attn.c_proj", "--cols", "2", "--no-verify",
+                 "--out", str(out)]) == 0
     assert json.loads((out / "engine.json").read_text())["parameters"]["columns"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["v"]
 

@@ -1,0 +1,45 @@
+"""Amaranth expressions for the forward's one rounding and its saturation (:mod:`golden.int_ops`).
+
+These build combinational logic inside a component's ``elaborate``; they are
+not components. Widths are the caller's: every function returns a value wide
+enough to hold its exact result.
+"""
+
+from amaranth import Const, Mux, signed
+
+__all__ = ["check_int", "round_shift", "saturate", "saturate_limits"]
+
+
+def check_int(name, value, low, high=None):
+    """`value` as an int if it is an integer in ``[low, high]``; else TypeError / ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < low or (high is not None and value > high):
+        allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {allowed}, not {value}")
+    return value
+
+
+def round_shift(x, shift):
+    """``floor((x + 2**(shift-1)) / 2**shift)`` (round half up), ``x`` for ``shift == 0``; `x` signed.
+
+    Formed as ``((x >> (shift - 1)) + 1) >> 1``: one arithmetic barrel shift
+    and an increment, no half-step constant of variable position. Equal to
+    golden's because ``floor((floor(y) + 1) / 2) = floor((y + 1) / 2)``.
+    `shift` may be a constant or a (unsigned) signal.
+    """
+    if isinstance(shift, int):
+        return x if shift == 0 else ((x >> (shift - 1)) + 1) >> 1
+    partial = x >> (shift - 1)[:len(shift)]
+    return Mux(shift == 0, x, (partial + 1) >> 1)
+
+
+def saturate_limits(bits):
+    """``(-2**(bits-1), 2**(bits-1) - 1)``."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def saturate(x, bits):
+    """`x` clipped to ``bits``-bit two's complement, as a ``signed(bits)`` value."""
+    low, high = saturate_limits(bits)
+    return Mux(x > high, Const(high, signed(bits)), Mux(x < low, Const(low, signed(bits)), x[:bits].as_signed()))

@@ -1,0 +1,128 @@
+# amaranth: UnusedElaboratable=no
+"""Every whole-forward unit sized from a compiled artefact (golden's `CompiledModel`).
+
+The widths come from the artefact, not from constants here: the
+accumulator of the widest linear layer, the largest requantiser shift, the
+layer norms' row length and formats, the tables of the first layer.
+"""
+
+import numpy as np
+
+from golden.datapath import pot_acc_bits
+
+from .attention_unit import AttentionUnit
+from .decode_linear import DecodeLinear
+from .embedding_unit import EmbeddingUnit
+from .exp2_unit import Exp2Unit
+from .gelu_table import GeluTable
+from .isqrt_unit import IsqrtUnit
+from .layer_norm_unit import LayerNormUnit
+from .reciprocal_unit import ReciprocalUnit
+from .requantizer import Requantizer
+from .sampler import Sampler
+from .xorshift32 import Xorshift32
+
+__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "embedding_for",
+           "gelu_for", "decode_linear_for", "units_for"]
+
+
+def linear_acc_bits(compiled):
+    """The exact accumulator width of the widest linear layer (codes, activations and bias of the artefact)."""
+    t, f = compiled.tensors, compiled.formats
+    widths = [pot_acc_bits(t[op["name"] + ".codes"].shape[0], f.act_bits, compiled.bits,
+                           int(np.abs(t[op["name"] + ".bias"]).max()))
+              for op in compiled.program if op["op"] == "linear"]
+    return max(widths)
+
+
+def requantizer_for(compiled, *, to="act"):
+    """The linear layers' `Requantizer`: onto activations (``to="act"``) or the residual (``"residual"``)."""
+    t, f = compiled.tensors, compiled.formats
+    shifts = [int(np.max(t[op["name"] + ".shift"])) for op in compiled.program if op["op"] == "linear"]
+    return Requantizer(acc_bits=linear_acc_bits(compiled), mult_bits=f.mult_bits,
+                       shift_bits=max(1, max(shifts).bit_length()),
+                       out_bits=f.act_bits if to == "act" else f.res_bits)
+
+
+def layer_norm_for(compiled):
+    """The `LayerNormUnit` of the artefact's row length and formats (eps port as wide as its eps)."""
+    f, t = compiled.formats, compiled.tensors
+    eps = max(int(t[op["name"] + ".eps"]) for op in compiled.program if op["op"] == "layer_norm")
+    return LayerNormUnit(d=compiled.config.n_embd, res_bits=f.res_bits, frac_bits=f.ln_frac_bits,
+                         inv_bits=f.ln_inv_bits, gamma_bits=f.ln_gamma_bits, eps_bits=max(1, eps.bit_length()),
+                         out_bits=f.act_bits)
+
+
+def attention_for(compiled, *, positions=None):
+    """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context)."""
+    c, f, t = compiled.config, compiled.formats, compiled.tensors
+    return AttentionUnit(d=c.n_embd, n_head=c.n_head, n_layer=c.n_layer, positions=positions or c.n_positions,
+                         act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
+                         exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
+                         mult_bits=f.mult_bits)
+
+
+def sampler_for(compiled):
+    """The `Sampler` of `compiled`'s vocabulary and formats."""
+    f = compiled.formats
+    return Sampler(vocab_size=compiled.config.vocab_size, logit_bits=f.logit_bits, table=compiled.tensors["exp2.lut"],
+                   exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, mult_bits=f.mult_bits)
+
+
+def embedding_for(compiled):
+    """The `EmbeddingUnit` of `compiled`'s integer tables (``tables="int"``)."""
+    t, f = compiled.tensors, compiled.formats
+    if f.tables != "int":
+        raise ValueError(f"the embedding unit reads integer tables, not tables={f.tables!r}")
+    return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
+                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=f.res_bits)
+
+
+def gelu_for(compiled, layer=0):
+    """The `GeluTable` of layer `layer` of `compiled`."""
+    return GeluTable(table=compiled.tensors[f"h.{layer}.mlp.gelu"], act_bits=compiled.formats.act_bits)
+
+
+def decode_linear_for(compiled, name, *, rows=4, columns=3):
+    """The `DecodeLinear` of linear layer `name` of `compiled` on a ``rows x columns`` split-K array."""
+    t, f = compiled.tensors, compiled.formats
+    to = next(op["to"] for op in compiled.program if op["op"] == "linear" and op["name"] == name)
+    return DecodeLinear(codes=t[name + ".codes"], bias=t[name + ".bias"], mult=t[name + ".mult"],
+                        shift=t[name + ".shift"], bits=compiled.bits, act_bits=f.act_bits,
+                        out_bits=f.act_bits if to == "act" else f.res_bits, rows=rows, columns=columns,
+                        mult_bits=f.mult_bits)
+
+
+def units_for(compiled, *, cache_positions=4):
+    """``{name: component}`` of every unit, sized from `compiled`.
+
+    The attention unit's KV cache is given `cache_positions` positions: at the
+    model's context the cache is SPRAM's (262 Kbit at 64 positions for the
+    default model), which synthesis alone would spread over logic.
+    """
+    t, f = compiled.tensors, compiled.formats
+    ln = layer_norm_for(compiled)
+    root_bits = (ln.d_bits + 1) // 2
+    units = {
+        "requantizer (to act)": requantizer_for(compiled, to="act"),
+        "requantizer (to residual)": requantizer_for(compiled, to="residual"),
+        "isqrt": IsqrtUnit(value_bits=ln.d_bits),
+        "reciprocal": ReciprocalUnit(value_bits=root_bits, bits=f.ln_inv_bits),
+        "layer norm": ln,
+        "exp2": Exp2Unit(table=t["exp2.lut"], frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, z_bits=24),
+        "gelu table": gelu_for(compiled),
+        "xorshift32": Xorshift32(),
+        "sampler": sampler_for(compiled),
+        f"attention (cache of {cache_positions} positions)": attention_for(compiled, positions=cache_positions),
+    }
+    if f.tables == "int":
+        units["embedding"] = embedding_for(compiled)
+    units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
+    from .linear_residual import LinearResidual
+    from .sequencer import LayerNormLinear
+
+    units["linear to residual: mlp.c_proj + add (4x3)"] = LinearResidual(compiled=compiled, linear="h.0.mlp.c_proj")
+
+    units["sequencer stage 1: ln_1 + c_attn"] = LayerNormLinear(compiled=compiled, norm="h.0.ln_1",
+                                                                linear="h.0.attn.c_attn")
+    return units

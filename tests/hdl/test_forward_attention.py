@@ -1,0 +1,130 @@
+# amaranth: UnusedElaboratable=no
+"""The attention unit against golden.int_ops.attention, one decode position at a time on its own KV cache."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.int_forward import IntegerForward
+from golden.int_ops import attention, exp2_table
+from hdl.forward.attention_unit import AttentionUnit
+from hdl.forward.units import attention_for
+
+
+def run_steps(dut, steps, constants):
+    """`steps`: [(layer, position, k (d,), v (d,), q (d,))]; returns the (d,) outputs of each step."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    outputs = []
+
+    async def bench(ctx):
+        for name, value in constants.items():
+            ctx.set(getattr(dut, name), value)
+        for layer, position, k, v, q in steps:
+            ctx.set(dut.layer, layer)
+            ctx.set(dut.position, position)
+            for kk, vv in zip(k, v):
+                ctx.set(dut.kv.payload.k, int(kk))
+                ctx.set(dut.kv.payload.v, int(vv))
+                ctx.set(dut.kv.valid, 1)
+                await ctx.tick().until(dut.kv.ready)
+            ctx.set(dut.kv.valid, 0)
+            for value in q:
+                ctx.set(dut.q.payload, int(value))
+                ctx.set(dut.q.valid, 1)
+                await ctx.tick().until(dut.q.ready)
+            ctx.set(dut.q.valid, 0)
+            ctx.set(dut.o.ready, 1)
+            got = []
+            while len(got) < len(q):
+                await ctx.delay(1e-8)
+                if ctx.get(dut.o.valid):
+                    got.append(ctx.get(dut.o.payload))
+                await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+            outputs.append(got)
+
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(outputs)
+
+
+def golden_steps(steps, *, n_layer, positions, d, n_head, constants, table, act_bits=8):
+    hd = d // n_head
+    cache_k = np.zeros((n_layer, positions, d), np.int64)
+    cache_v = np.zeros_like(cache_k)
+    want = []
+    for layer, position, k, v, q in steps:
+        cache_k[layer, position], cache_v[layer, position] = k, v
+        heads = lambda a: a.reshape(-1, n_head, hd).transpose(1, 0, 2)       # noqa: E731  (H, S, hd)
+        y = attention(heads(np.asarray(q)[None]), heads(cache_k[layer, :position + 1]),
+                      heads(cache_v[layer, :position + 1]), start=position,
+                      score_mult=constants["score_mult"], score_shift=constants["score_shift"], table=table,
+                      exp_frac_bits=8, recip_bits=16, avg_frac_bits=8, out_mult=constants["out_mult"],
+                      out_shift=constants["out_shift"], out_bits=act_bits)
+        want.append(y.transpose(1, 0, 2).reshape(-1))
+    return np.array(want)
+
+
+def random_steps(rng, n_layer, positions, d, order):
+    steps = []
+    for layer, position in order:
+        k, v, q = rng.integers(-128, 128, (3, d))
+        steps.append((layer, position, k, v, q))
+    return steps
+
+
+def test_small_cache():
+    """Two layers, six positions, every position in turn, and an all-extreme step (largest scores, -128 values)."""
+    d, n_head, n_layer, positions = 8, 2, 2, 6
+    table = exp2_table(8, 16)
+    constants = {"score_mult": 61727, "score_shift": 18, "out_mult": 39231, "out_shift": 23}
+    dut = AttentionUnit(d=d, n_head=n_head, n_layer=n_layer, positions=positions, table=table)
+    assert (dut.head_dim, dut.score_bits, dut.sum_bits, dut.mean_bits) == (4, 18, 19, 17)
+    rng = np.random.default_rng(8)
+    order = [(layer, p) for p in range(positions) for layer in range(n_layer)]
+    steps = random_steps(rng, n_layer, positions, d, order)
+    layer, position, k, v, q = steps[-1]
+    steps[-1] = (layer, position, np.full(d, -128), np.full(d, -128), np.full(d, -128))
+    want = golden_steps(steps, n_layer=n_layer, positions=positions, d=d, n_head=n_head, constants=constants,
+                        table=table)
+    np.testing.assert_array_equal(run_steps(dut, steps, constants), want)
+
+
+@pytest.mark.parametrize("last", [40, pytest.param(127, marks=pytest.mark.slow)])
+def test_default_model(compiled_default, last):
+    """The default model's shape and layer-2 constants: positions 0, 1 and `last` (127: the whole context)."""
+    c, f, t = compiled_default.config, compiled_default.formats, compiled_default.tensors
+    constants = {"score_mult": int(t["h.2.attn.score.mult"]), "score_shift": int(t["h.2.attn.score.shift"]),
+                 "out_mult": int(t["h.2.attn.out.mult"]), "out_shift": int(t["h.2.attn.out.shift"])}
+    dut = AttentionUnit(d=c.n_embd, n_head=c.n_head, n_layer=c.n_layer, positions=c.n_positions,
+                        act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
+                        exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
+                        mult_bits=f.mult_bits)
+    assert dut.cache_bits == 2 * 4 * 128 * 64 * 8
+    rng = np.random.default_rng(9)
+    steps = random_steps(rng, c.n_layer, c.n_positions, c.n_embd, [(2, 0), (2, 1), (2, last)])
+    want = golden_steps(steps, n_layer=c.n_layer, positions=c.n_positions, d=c.n_embd, n_head=c.n_head,
+                        constants=constants, table=t["exp2.lut"])
+    np.testing.assert_array_equal(run_steps(dut, steps, constants), want)
+
+
+def test_wrong():
+    with pytest.raises(ValueError, match="multiple of n_head"):
+        AttentionUnit(d=10, n_head=4, n_layer=1, positions=4, table=exp2_table(8, 16))
+
+
+def test_default_model_real_activations(compiled_default):
+    """Layer 0 of the default model on a real prompt: golden's own q, k, v (ln_1 -> c_attn), eight positions."""
+    c, t = compiled_default.config, compiled_default.tensors
+    forward = IntegerForward(compiled_default)
+    ids = np.array([[18, 47, 56, 57, 58, 1, 15, 47]])                 # "First Ci" in the character vocabulary
+    qkv = forward._linear_op("h.0.attn.c_attn", forward._layer_norm("h.0.ln_1", forward._embed(ids, 0)), "act")
+    want = forward._attention("h.0.attn", 0, qkv, forward.new_cache(), 0)[0]
+    d = c.n_embd
+    steps = [(0, p, qkv[0, p, d:2 * d], qkv[0, p, 2 * d:], qkv[0, p, :d]) for p in range(ids.shape[1])]
+    constants = {"score_mult": int(t["h.0.attn.score.mult"]), "score_shift": int(t["h.0.attn.score.shift"]),
+                 "out_mult": int(t["h.0.attn.out.mult"]), "out_shift": int(t["h.0.attn.out.shift"])}
+    got = run_steps(attention_for(compiled_default, positions=16), steps, constants)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 20

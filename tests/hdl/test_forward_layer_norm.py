@@ -1,0 +1,118 @@
+# amaranth: UnusedElaboratable=no
+"""The layer norm unit against golden.int_ops.layer_norm, on the default model's compiled layer norms."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from golden.int_ops import layer_norm
+from hdl.forward.layer_norm_unit import LayerNormUnit
+
+from forward_cases import stream_through
+
+
+def run_rows(dut, rows, gamma, beta, eps, gamma_shift, seed=0, gap=0.25):
+    rows = np.asarray(rows)
+    affine = [{"gamma": g, "beta": b} for g, b in zip(gamma, beta)] * len(rows)
+
+    def setup(ctx):
+        ctx.set(dut.eps, int(eps))
+        ctx.set(dut.gamma_shift, int(gamma_shift))
+
+    got = stream_through(dut, {"x": rows.reshape(-1), "affine": affine}, "o", rows.size, seed=seed, gap=gap,
+                         setup=setup)
+    return np.array(got).reshape(rows.shape)
+
+
+def golden_rows(rows, gamma, beta, eps, gamma_shift, frac_bits=10, inv_bits=16, out_bits=8):
+    return layer_norm(np.asarray(rows), gamma, beta, gamma_shift=gamma_shift, eps=eps, frac_bits=frac_bits,
+                      inv_bits=inv_bits, out_bits=out_bits)
+
+
+def edge_rows(rng, d, res_bits):
+    lo, hi = -(1 << (res_bits - 1)), (1 << (res_bits - 1)) - 1
+    spike = np.zeros(d, np.int64)
+    spike[d // 2] = lo
+    return np.stack([np.full(d, 7), np.full(d, lo), np.resize([lo, hi], d), spike, np.zeros(d, np.int64),
+                     rng.integers(lo, hi + 1, d), rng.integers(-40, 40, d)])
+
+
+def test_init():
+    dut = LayerNormUnit(d=64)
+    assert (dut.d, dut.log2_d, dut.s1_bits, dut.d_bits, dut.n_bits, dut.beta_bits) == (64, 6, 22, 43, 16, 32)
+    assert dut.pipeline_depth == 4
+    with pytest.raises(ValueError, match="frac_bits"):
+        LayerNormUnit(d=64, frac_bits=16, inv_bits=16)
+    with pytest.raises(TypeError, match="d must be an integer"):
+        LayerNormUnit(d=64.0)
+
+
+@pytest.mark.parametrize("name", ["h.0.ln_1", "ln_f"])
+def test_default_model(compiled_default, name):
+    """Edge rows and calibrated-looking random rows through a compiled layer norm of the default model."""
+    t = compiled_default.tensors
+    f = compiled_default.formats
+    gamma, beta, eps, shift = t[name + ".gamma"], t[name + ".beta"], int(t[name + ".eps"]), int(t[name + ".shift"])
+    rng = np.random.default_rng(17)
+    rows = np.concatenate([edge_rows(rng, 64, f.res_bits), rng.normal(0, 3000, (3, 64)).round().astype(np.int64)])
+    dut = LayerNormUnit(d=64, res_bits=f.res_bits, frac_bits=f.ln_frac_bits, inv_bits=f.ln_inv_bits,
+                        gamma_bits=f.ln_gamma_bits, out_bits=f.act_bits)
+    want = golden_rows(rows, gamma, beta, eps, shift, f.ln_frac_bits, f.ln_inv_bits, f.act_bits)
+    np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shift), want)
+    assert len(np.unique(want)) > 50                                     # not a saturated test
+
+
+def test_row_cycles(compiled_default):
+    """With no gaps a row takes at most `max_row_cycles`."""
+    d = 16
+    dut = LayerNormUnit(d=d)
+    rows = np.arange(2 * d).reshape(2, d) * 100
+    gamma, beta = np.full(d, 1 << 12), np.zeros(d, np.int64)
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    done = []
+
+    async def bench(ctx):
+        ctx.set(dut.eps, 1)
+        ctx.set(dut.gamma_shift, 12)
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.x.valid, 1)
+        ctx.set(dut.affine.valid, 1)
+        ctx.set(dut.affine.payload.gamma, 1 << 12)
+        cycles = outputs = 0
+        for value in rows[0]:
+            ctx.set(dut.x.payload, int(value))
+            await ctx.tick()
+            cycles += 1
+        ctx.set(dut.x.valid, 0)
+        while outputs < d:
+            outputs += ctx.get(dut.o.valid)
+            await ctx.tick()
+            cycles += 1
+        done.append(cycles)
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert done[0] <= dut.max_row_cycles
+
+
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 5, 16, 24]), res_bits=st.integers(6, 16),
+       frac_bits=st.integers(1, 12), out_bits=st.integers(4, 8))
+def test_random_formats(seed, d, res_bits, frac_bits, out_bits):
+    """Random shapes and formats, random gains and biases of the full declared widths, eps from 1."""
+    rng = np.random.default_rng(seed)
+    inv_bits, gamma_bits = max(4, frac_bits + int(rng.integers(1, 6))), int(rng.integers(4, 17))
+    dut = LayerNormUnit(d=d, res_bits=res_bits, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=gamma_bits,
+                        out_bits=out_bits)
+    gamma = rng.integers(-(1 << (gamma_bits - 1)), 1 << (gamma_bits - 1), d)
+    beta = rng.integers(-(1 << (dut.beta_bits - 6)), 1 << (dut.beta_bits - 6), d)
+    beta[-1] = -(1 << (dut.beta_bits - 1))                                # the declared extreme (saturates)
+    eps = int(rng.integers(1, 1 << 12))
+    shift = max(0, dut.n_bits + gamma_bits - out_bits - int(rng.integers(0, 4)))    # most outputs in range
+    lo, hi = -(1 << (res_bits - 1)), 1 << (res_bits - 1)
+    rows = np.concatenate([edge_rows(rng, d, res_bits)[:4], rng.integers(lo, hi, (2, d))])
+    want = golden_rows(rows, gamma, beta, eps, shift, frac_bits, inv_bits, out_bits)
+    np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shift, seed=seed % 100), want)
+    assert np.mean(np.abs(want[:, :-1]) < (1 << (out_bits - 1)) - 1) > 0.3      # not a saturated test
