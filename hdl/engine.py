@@ -118,6 +118,11 @@ class Engine(wiring.Component):
             acc_bits = (int8_acc_bits(layout.max_k, self._act_bits, bias_max) if pe == "int8"
                         else pot_acc_bits(layout.max_k, self._act_bits, self._bits, bias_max))
         self._acc_bits = check_acc_bits(acc_bits)
+        # The array sums terms only (the bias is added as results leave), so its accumulators need the
+        # width of the largest sum of K terms, not of that sum plus a bias.
+        sum_bits = (int8_acc_bits(layout.max_k, self._act_bits) if pe == "int8"
+                    else pot_acc_bits(layout.max_k, self._act_bits, self._bits))
+        self._sum_bits = min(self._acc_bits, sum_bits)
         self._columns_per_word = check_columns_per_word(columns_per_word, layout.code_bits)
         if code_store is not None and not callable(code_store):
             raise TypeError(f"Code store must be None or a callable, not {code_store!r}")
@@ -193,6 +198,12 @@ class Engine(wiring.Component):
     acc_width = acc_bits
 
     @property
+    def sum_bits(self):
+        """Width of the array's accumulators and result buffers: `acc_bits`, or less when that holds a bias
+        on top of the largest sum of K terms (the sums are then exact and sign-extended for the bias)."""
+        return self._sum_bits
+
+    @property
     def pe(self):
         return self._pe
 
@@ -253,13 +264,14 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         layout, layers = self._layout, self._layout.layers
-        R, C, A, W = self._rows, self.columns, self._act_bits, self._acc_bits
+        R, C, A = self._rows, self.columns, self._act_bits
         k_max = layout.max_k
         k_bits = ceil_log2(k_max)
         depth_bits = ceil_log2(self._result_depth)
         layer_shape = self.layer.shape()
 
-        m.submodules.array = array = SystolicArray(rows=R, columns=C, act_bits=A, acc_bits=W, bits=self._bits,
+        S = self._sum_bits
+        m.submodules.array = array = SystolicArray(rows=R, columns=C, act_bits=A, acc_bits=S, bits=self._bits,
                                                    pe=self._pe, broadcast_rows=self._broadcast_rows)
         for i, store in enumerate(self._code_stores):
             m.submodules[f"code_store_{i}"] = store
@@ -420,7 +432,7 @@ class Engine(wiring.Component):
         written = []
         result_read = []
         for r in range(R):
-            mem = m.submodules[f"result_memory_{r}"] = memory.Memory(shape=unsigned(W), depth=D, init=[],
+            mem = m.submodules[f"result_memory_{r}"] = memory.Memory(shape=unsigned(S), depth=D, init=[],
                                                                      attrs=_NO_COLLISIONS)
             port = mem.write_port()
             pointer = Signal(depth_bits + 2, name=f"written_{r}")
@@ -492,7 +504,7 @@ class Engine(wiring.Component):
         m.d.comb += [bias_store.read.addr.eq(emit["bias_base"] + emit_n), bias_store.read.en.eq(advance)]
 
         read_valid, read_row, read_last = Signal(), Signal(range(R)), Signal()
-        read_data = Signal(W)
+        read_data = Signal(S)
         with m.Switch(read_row):
             for r in range(R):
                 with m.Case(r):

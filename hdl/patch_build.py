@@ -41,7 +41,7 @@ from .bram_patch import SLICE_WORDS, bit_slices, hex_lines, patch_asc, placehold
 from .code_store import CodeStore
 from .toolchain import run_tool, tool_command
 
-__all__ = ["PATCH_DIR", "FORMAT_VERSION", "prepare", "finish", "patch"]
+__all__ = ["PATCH_DIR", "FORMAT_VERSION", "prepare", "prepare_engine", "finish", "patch"]
 
 PATCH_DIR = "patch"
 FORMAT_VERSION = 1
@@ -58,21 +58,32 @@ def _patchable(top):
     return stores
 
 
+def prepare_engine(engine):
+    """Give the bias store of an engine without a board top (`hdl.sweep_top.EngineHarness`) placeholder
+    words, so that it is in block RAM as in a board build; returns its manifest record."""
+    record, _ = _use_placeholder("bias_store", "bias", engine.bias_store, PLACEHOLDER_SEED + 1)
+    return record
+
+
+def _use_placeholder(name, kind, store, seed):
+    width = store.memory_width
+    depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
+    try:
+        words = placeholder_words(width, depth, seed)
+    except ValueError as error:
+        raise UserError(f"the {name} memory cannot be made patchable: {error}") from None
+    store.use_placeholder(words)
+    return {"name": name, "kind": kind, "width": width, "depth": depth, "words": store.depth,
+            "placeholder": f"{name}.placeholder.hex"}, words
+
+
 def prepare(top):
     """Give each checkpoint-dependent block RAM of `top` (`_patchable`) random placeholder words;
     returns their records for the manifest. UserError if one is too narrow for icebram (under 4 bits)."""
     records, slices = [], set()
     for index, (name, kind, store) in enumerate(_patchable(top)):
-        width = store.memory_width
-        depth = -(-store.depth // SLICE_WORDS) * SLICE_WORDS
-        try:
-            words = placeholder_words(width, depth, PLACEHOLDER_SEED + index)
-        except ValueError as error:
-            raise UserError(f"the {name} memory cannot be made patchable: {error}") from None
-        slices.update(bit_slices(words, width))
-        store.use_placeholder(words)
-        record = {"name": name, "kind": kind, "width": width, "depth": depth, "words": store.depth,
-                  "placeholder": f"{name}.placeholder.hex"}
+        record, words = _use_placeholder(name, kind, store, PLACEHOLDER_SEED + index)
+        slices.update(bit_slices(words, record["width"]))
         if kind == "codes":
             record.update(first_column=store.first_column, columns_per_word=store.columns_per_word)
         if kind == "identity":

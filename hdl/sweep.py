@@ -2,6 +2,7 @@
 
     python -m hdl.sweep [--board icebreaker|ulx3s] [--top board|engine] [--sizes RxC ...]
                         [--pe pot int8 int8-dsp] [--bits B ...] [-j N] [--out DIR] [--json]
+    python -m hdl.sweep --fill [--board ...] [--top ...] [--pe ...] [--seed S ...]
 
 Every point is the board top `hdl.build` makes (the same `hdl.engine.Engine`
 behind the same UART host link, codes in SPRAM on the iCEBreaker and in block
@@ -30,6 +31,14 @@ is not rebuilt (``--rebuild`` to force it, e.g. after the gateware changed:
 each result records a digest of hdl/ and boards/). The table is printed and
 written to ``sweep.json``, ``sweep.csv`` and ``sweep.md``, with the plots
 ``cells_vs_pes.png``, ``fmax_vs_pes.png`` and ``macs_vs_cells.png``.
+
+``--fill`` replaces the list of sizes by a search (`hdl.sweep_fill`): per PE
+kind, the largest array that fits the chosen top, bracketed by the resource
+estimate and settled by a few place-and-route runs; it is then built at every
+``--seed`` and ``sweep.json`` records it under ``"best"`` (per kind ``pe``,
+``rows``, ``cols``, ``pes``, ``lc_used``, the median ``fmax_mhz`` and
+``macs_per_s``) with the MAC/s ratios under ``"best_ratios"``. Its points are
+kept under ``build/sweep/<board>[-engine]-fill/seed<S>/``.
 """
 
 import argparse
@@ -137,16 +146,23 @@ class _ICEBreaker:
         _check_baud(pll_settings(12e6, frequency).output_hz)
 
     def compose(self, integer_model, rows, cols, frequency, top="board"):
+        # As `hdl.build` does, the checkpoint's block RAMs (biases, identity) get placeholder words, which
+        # keeps them in block RAM however small (Yosys maps a small ROM with known contents to LUTs).
+        from . import patch_build
         if top == "board":
             from boards.icebreaker import compose_icebreaker
-            return compose_icebreaker(integer_model, rows=rows, columns=cols, frequency=frequency)
+            top = compose_icebreaker(integer_model, rows=rows, columns=cols, frequency=frequency)
+            _placeholders(patch_build.prepare, top)
+            return top
         from boards.ice40_pll import ICE40PLL
         from boards.icebreaker import code_columns_per_word
         from boards.spram_code_store import SPRAMCodeBanks
         layout = integer_model.layout(cols)
         banks = SPRAMCodeBanks()
-        return _harness(integer_model, layout, rows, code_columns_per_word(layout), banks,
-                        ICE40PLL(frequency=frequency))
+        harness = _harness(integer_model, layout, rows, code_columns_per_word(layout), banks,
+                           ICE40PLL(frequency=frequency))
+        _placeholders(patch_build.prepare_engine, harness.engine)
+        return harness
 
     def estimate(self, layout, point, act_bits, acc_bits):
         from boards.icebreaker import estimate_resources
@@ -248,6 +264,14 @@ def _harness(integer_model, layout, rows, columns_per_word, banks, clock):
     engine = Engine(layout=layout, rows=rows, act_bits=integer_model.act_bits, pe=integer_model.pe,
                     columns_per_word=columns_per_word, code_store=banks)
     return EngineHarness(engine=engine, code_stores=banks.stores, clock=clock)
+
+
+def _placeholders(prepare, design):
+    """`prepare(design)`, unless a memory is too narrow for a placeholder (then it stays as it is)."""
+    try:
+        prepare(design)
+    except UserError:
+        pass
 
 
 def _check_baud(clock):
@@ -376,16 +400,23 @@ class _Quantized:
         return self._models[key]
 
 
+def estimate_point(board, point, top, quantized):
+    """The board's resource estimate of `point` (``lc``, ``ebr``, ``dsp``, and ``spram`` on the iCE40), less
+    the host link for the engine-alone top; returns ``(estimate, acc_bits)``."""
+    integer_model = quantized(point)
+    acc_bits = integer_model.acc_bits()
+    estimate = board.estimate(integer_model.layout(point.cols), point, integer_model.act_bits, acc_bits)
+    if top == "engine":
+        estimate["lc"] -= HOST_LINK_LC
+    return estimate, acc_bits
+
+
 def _prepare(board, point, setting, quantized, work, key):
     """Compose the point's top and write the tools' inputs (main thread: Amaranth). Returns the result
     so far and whether the flow must run."""
     result = _base_result(board, point, setting, key)
     integer_model = quantized(point)
-    layout = integer_model.layout(point.cols)
-    acc_bits = integer_model.acc_bits()
-    estimate = board.estimate(layout, point, integer_model.act_bits, acc_bits)
-    if setting["top"] == "engine":
-        estimate["lc"] -= HOST_LINK_LC
+    estimate, acc_bits = estimate_point(board, point, setting["top"], quantized)
     result.update(act_bits=integer_model.act_bits, acc_bits=acc_bits, lc_estimate=estimate["lc"],
                   ebr_estimate=estimate["ebr"], synth_opts=board.synth_opts(point))
     over = _over_estimate(estimate, board.capacity)
@@ -474,15 +505,21 @@ def make_setting(board, checkpoint, *, top="board", layers=None, freq_mhz=None, 
             "sources_sha256": sources_digest()}
 
 
-def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None):
+def quantizer(setting):
+    """A callable giving the integer model of a point (by engine PE and bits), each quantized once."""
+    return _Quantized(setting["model"], setting["layers"])
+
+
+def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None, quantized=None):
     """Build every point not already finished in `out`; returns the results in point order.
 
-    `setting` is `make_setting`'s; `progress`, if given, is called with each result as it is finished.
+    `setting` is `make_setting`'s; `progress`, if given, is called with each result as it is finished;
+    `quantized` is a `quantizer` to share between calls.
     """
     board = BOARDS[setting["board"]]
     out = Path(out)
-    checkpoint, names, seed = setting["model"], setting["layers"], setting["seed"]
-    quantized = _Quantized(checkpoint, names)
+    seed = setting["seed"]
+    quantized = quantized or quantizer(setting)
     results = {}
     pending = []
     for point in sweep_points:
@@ -592,13 +629,14 @@ def table(setting, results, summary):
     head = (f"{'point':<18} {'PEs':>4} {'status':<15} {'LC':>11} {'EBR':>7} {'DSP':>7} {'Fmax MHz':>8} "
             f"{'GMAC/s':>7} {'MMAC/s/kLC':>10}")
     lines = [f"{setting['device']} ({setting['board']}, {setting['top']} top), target {setting['freq_mhz']:g} MHz, "
-             f"seed {setting['seed']}, "
+             f"seed {' '.join(map(str, setting.get('seeds', [setting['seed']])))}, "
              f"layer {', '.join(setting['layers'])} (LC = {lc_name})", head, "-" * len(head)]
     for r in results:
         lc = f"{_fmt(r['lc_used'])}/{r['lc_total']}" if r["lc_used"] is not None else f"~{_fmt(r['lc_estimate'])}"
         gmacs = _fmt(r["peak_macs_per_s"] and r["peak_macs_per_s"] / 1e9, ".2f")
         per_klc = _fmt(r["macs_per_lc"] and r["macs_per_lc"] * 1e3 / 1e6, ".1f")
-        lines.append(f"{r['label']:<18} {r['pes']:>4} {r['status']:<15} {lc:>11} "
+        label = f"{r['label']} s{r['seed']}" if len(setting.get("seeds", [])) > 1 else r["label"]
+        lines.append(f"{label:<18} {r['pes']:>4} {r['status']:<15} {lc:>11} "
                      f"{_fmt(r['ebr_used'])!s:>3}/{r['ebr_total']:<3} {_fmt(r['dsp_used'])!s:>3}/{r['dsp_total']:<3} "
                      f"{_fmt(r['fmax_mhz'], '.2f'):>8} {gmacs:>7} {per_klc:>10}")
     for r in results:
@@ -704,16 +742,24 @@ def plot(results, setting, out):
     return paths
 
 
-def write_outputs(setting, results, out, argv=None):
-    """sweep.json, sweep.csv, sweep.md and the plots; returns the summary."""
+def write_outputs(setting, results, out, argv=None, best=None):
+    """sweep.json, sweep.csv, sweep.md and the plots; returns the summary. With `best` (a fill's per-kind
+    largest fits, `hdl.sweep_fill.fill`) sweep.json and sweep.md also hold those and their ratios, and the
+    plots show the points of the first seed."""
     out = Path(out)
-    summary = summarize(results)
+    first_seed = [r for r in results if r["seed"] == (setting["seeds"][0] if "seeds" in setting else r["seed"])]
+    summary = summarize(first_seed)
     document = dict(setting)
     document.update(command=" ".join(["python -m hdl.sweep", *(argv or [])]), summary=summary, points=results)
+    text = markdown(setting, results, summary)
+    if best is not None:
+        from .sweep_fill import best_markdown, ratios
+        document.update(best=best, best_ratios=ratios(best))
+        text += best_markdown(best, setting["seeds"])
     atomic_write(out / "sweep.json", json.dumps(document, indent=2) + "\n")
     atomic_write(out / "sweep.csv", _csv(results))
-    atomic_write(out / "sweep.md", markdown(setting, results, summary))
-    plot(results, setting, out)
+    atomic_write(out / "sweep.md", text)
+    plot(first_seed, setting, out)
     return summary
 
 
@@ -773,6 +819,7 @@ def parse_args(argv):
         epilog="examples:\n"
                "  python -m hdl.sweep --sizes 2x4 4x8 6x8 --pe pot int8 int8-dsp --bits 4\n"
                "  python -m hdl.sweep --board ulx3s --sizes 4x8 8x8 -j 2 --json\n"
+               "  python -m hdl.sweep --fill --pe pot int8-dsp --seed 1 2 3\n"
                f"default sizes: icebreaker {' '.join(_ICEBreaker.default_sizes)}; "
                f"ulx3s {' '.join(_ULX3S.default_sizes)}")
     parser.add_argument("--board", metavar="BOARD", choices=tuple(BOARDS), default="icebreaker",
@@ -792,10 +839,16 @@ def parse_args(argv):
                         help="linear layers the engine holds (default: the first of largest K)")
     parser.add_argument("--freq", metavar="MHZ", type=_frequency, default=None,
                         help="clock target of place and route (default: icebreaker 48, ulx3s 90)")
-    parser.add_argument("--seed", metavar="S", type=int, default=DEFAULT_SEED, help="nextpnr placement seed")
+    parser.add_argument("--seed", metavar="S", type=int, nargs="+", default=[DEFAULT_SEED],
+                        help="nextpnr placement seed (several only with --fill: the largest fit is built at each "
+                             "and its Fmax is their median)")
+    parser.add_argument("--fill", action="store_true",
+                        help="instead of --sizes, search per PE kind the largest array that fits the chip "
+                             "(estimate, then a few place-and-route runs) and record it under \"best\"")
     parser.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=1, help="points built at once")
     parser.add_argument("--out", metavar="DIR", default=None,
-                        help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine)")
+                        help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine, "
+                             "each with -fill appended under --fill)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild points already finished in --out")
     parser.add_argument("--json", action="store_true", help="print sweep.json instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -810,12 +863,19 @@ def main(argv=None):
     checkpoint = Path(args.checkpoint)
     if not checkpoint.exists():
         raise UserError(f"No checkpoint at {checkpoint}")
+    seeds = list(dict.fromkeys(args.seed))
+    if args.fill:
+        if args.sizes:
+            raise UserError("--fill searches the array sizes itself; drop --sizes")
+        return _main_fill(args, argv, board, checkpoint, seeds)
+    if len(seeds) > 1:
+        raise UserError(f"several seeds ({' '.join(map(str, seeds))}) need --fill; a sweep takes one --seed")
     sizes = args.sizes or [_size(size) for size in board.default_sizes]
     sweep_points = points(list(dict.fromkeys(sizes)), list(dict.fromkeys(args.pe)), list(dict.fromkeys(args.bits)))
     default_out = board.name + ("-engine" if args.top == "engine" else "")
     out = Path(args.out) if args.out else BUILD_DIR / "sweep" / default_out
 
-    setting = make_setting(board, checkpoint, top=args.top, layers=args.layers, freq_mhz=args.freq, seed=args.seed)
+    setting = make_setting(board, checkpoint, top=args.top, layers=args.layers, freq_mhz=args.freq, seed=seeds[0])
 
     from tqdm import tqdm
     bar = tqdm(total=len(sweep_points), unit="point", file=sys.stderr, disable=args.quiet, desc="hdl.sweep")
@@ -838,6 +898,40 @@ def main(argv=None):
     failed = [r["label"] for r in results if r["status"] == "error"]
     if failed:
         raise ToolError(f"{len(failed)} point(s) failed ({', '.join(failed)}); see their logs in {out}")
+    return 0
+
+
+def _main_fill(args, argv, board, checkpoint, seeds):
+    from tqdm import tqdm
+
+    from .sweep_fill import best_table, fill
+    kinds = [(pe, b) for pe in dict.fromkeys(args.pe) for b in (dict.fromkeys(args.bits) if pe == "pot" else [None])]
+    default_out = board.name + ("-engine" if args.top == "engine" else "") + "-fill"
+    out = Path(args.out) if args.out else BUILD_DIR / "sweep" / default_out
+    bar = tqdm(unit="build", file=sys.stderr, disable=args.quiet, desc="hdl.sweep --fill")
+
+    def progress(result):
+        bar.set_postfix_str(f"{result['label']} seed {result['seed']}: {result['status']} "
+                            f"{_fmt(result['lc_used'])} LC", refresh=False)
+        bar.update()
+
+    try:
+        setting, results, best = fill(board, checkpoint, kinds=kinds, top=args.top, layers=args.layers,
+                                      freq_mhz=args.freq, seeds=seeds, out=out, rebuild=args.rebuild,
+                                      progress=progress)
+    finally:
+        bar.close()
+    setting = dict(setting, seeds=seeds)
+    summary = write_outputs(setting, results, out, argv, best=best)
+    if args.json:
+        print((out / "sweep.json").read_text(), end="")
+    else:
+        print(table(setting, results, summary) + "\n" + best_table(best, seeds))
+    if not args.quiet:
+        print(f"hdl.sweep: wrote {out}/sweep.json, sweep.csv, sweep.md and plots", file=sys.stderr)
+    failed = [f"{r['label']} (seed {r['seed']})" for r in results if r["status"] == "error"]
+    if failed:
+        raise ToolError(f"{len(failed)} build(s) failed ({', '.join(failed)}); see their logs in {out}")
     return 0
 
 

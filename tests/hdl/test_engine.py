@@ -54,6 +54,7 @@ def test_init(layout):
     assert (engine.pe, engine.pes, engine.n_layers, engine.columns_per_word) == ("pot", 6, 2, 1)
     assert engine.broadcast_rows == 4
     assert engine.acc_bits == pot_acc_bits(5, 8, 4, 1000)
+    assert engine.sum_bits == pot_acc_bits(5, 8, 4)          # the array sums terms; the bias is added after
     assert engine.result_depth == 32                      # 2 * 3 slots * 3 columns, rounded up
     assert len(engine.code_stores) == 3 and engine.bias_store.depth == layout.bias_depth * 3
     members = engine.signature.members
@@ -63,6 +64,7 @@ def test_init(layout):
     Fragment.get(engine, None)
     wide = Engine(layout=layout, rows=1, act_bits=4, acc_bits=12, columns_per_word=2, result_depth=16)
     assert (wide.acc_bits, wide.code_word_width, len(wide.code_stores), wide.result_depth) == (12, 8, 2, 16)
+    assert wide.sum_bits == 12                                             # a wrapping width is kept as it is
     Fragment.get(wide, None)
 
 
@@ -71,6 +73,7 @@ def test_init_int8():
     layers = cases(rng, None, 8, [(4, 5)])
     engine = Engine(layout=RomLayout(layers, columns=2, bits=None), rows=1, pe="int8")
     assert engine.bits is None and engine.acc_bits == int8_acc_bits(4, 8, 1000)
+    assert engine.sum_bits == int8_acc_bits(4, 8)
     Fragment.get(engine, None)
 
 

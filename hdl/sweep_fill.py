@@ -1,0 +1,179 @@
+"""Fill the chip: per PE kind, the largest array that fits the board top, found with few place-and-route runs.
+
+``python -m hdl.sweep --fill`` calls `fill`. The board's resource estimate
+ranks every array shape (one shape per PE count: the one the estimate finds
+cheapest, counts whose shape costs more than a larger one's left out) and
+brackets the search; each run of the flow then corrects the
+estimate by the ratio of the cells nextpnr packed to the cells estimated
+(a point that does not fit still reports its packed count), and the next run
+is the largest PE count the corrected estimate says fits, between the
+largest count known to fit and the smallest known not to. The search ends
+when those two are neighbours in the list, typically after three or four
+runs. The largest fit is then built at every further seed and its Fmax is
+the median over the seeds.
+"""
+
+import statistics
+from dataclasses import dataclass
+
+from .sweep import ESTIMATE_MARGIN, Point, estimate_point, make_setting, quantizer, sweep
+
+__all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "Candidate", "candidates", "search", "fill", "best_entry"]
+
+#: Logic cells a row adds besides its PEs, which the board estimate leaves out (activation and result
+#: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers), and what the
+#: estimate's 36 cells per column overstate; only rank shapes. Fitted to the iCE40UP5K engine-alone top:
+#: 4 x 11 packs 4546 cells, 3 x 16 4792, 7 x 7 5391, i.e. about 78 per PE, 23 per column and 183 per row
+#: (the board top agrees: 4 x 10 5010, 3 x 14 5071).
+ROW_LC = 180
+COLUMN_OVERESTIMATE = 13
+#: Statuses that mean "does not fit" (anything else but "ok" is a failure of the flow).
+NO_FIT = ("no-fit", "no-fit-estimate")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The shape tried for one PE count, with the board's estimate of its logic cells."""
+
+    point: Point
+    lc_estimate: int
+
+
+def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
+    """Per PE count the shape of least estimated cells (plus `ROW_LC` per row, less `COLUMN_OVERESTIMATE` per
+    column) whose block RAM, SPRAM and
+    DSP estimates fit the chip and whose cell estimate is within the sweep's margin, sorted by PEs; a count
+    whose shape ranks no cheaper than one of more PEs is left out."""
+    capacity = board.capacity
+    best = {}
+    for cols in range(1, max_cols + 1):
+        for rows in range(1, max_rows + 1):
+            point = Point(pe, bits, rows, cols)
+            estimate, _ = estimate_point(board, point, top, quantized)
+            if any(estimate.get(kind, 0) > capacity[kind] for kind in ("ebr", "spram", "dsp")
+                   if capacity.get(kind) is not None):
+                continue
+            if estimate["lc"] > ESTIMATE_MARGIN * capacity["lc"]:
+                continue
+            rank = estimate["lc"] + ROW_LC * rows - COLUMN_OVERESTIMATE * cols
+            if point.pes not in best or rank < best[point.pes][0]:
+                best[point.pes] = (rank, Candidate(point, estimate["lc"]))
+    # Keep a shape only if every shape of fewer PEs ranks cheaper, so that cost grows along the list and
+    # a shape that does not fit says the same of every later one.
+    frontier = []
+    for pes in sorted(best, reverse=True):
+        if not frontier or best[pes][0] < frontier[-1][0]:
+            frontier.append(best[pes])
+    return [candidate for _, candidate in reversed(frontier)]
+
+
+def search(shapes, capacity_lc, build):
+    """The index in `shapes` of the largest that fits, by `build(candidate) -> result`; None if none fits.
+
+    Each step builds the largest untried shape the corrected estimate fits (else the smallest untried one
+    above the largest fit), and the correction is the last build's packed / estimated cells."""
+    fits, fails, scale = None, None, 1.0
+    while True:
+        window = [i for i in range(len(shapes)) if (fits is None or i > fits) and (fails is None or i < fails)]
+        if not window:
+            return fits
+        predicted = [i for i in window if shapes[i].lc_estimate * scale <= capacity_lc]
+        pick = predicted[-1] if predicted else window[0]
+        result = build(shapes[pick])
+        if result["lc_used"] and shapes[pick].lc_estimate > 0:
+            scale = result["lc_used"] / shapes[pick].lc_estimate
+        if result["status"] == "ok":
+            fits = pick
+        else:
+            fails = pick
+
+
+def best_entry(results):
+    """The "best" record of one PE kind from its results at every seed: median Fmax over the seeds that routed."""
+    ok = [r for r in results if r["status"] == "ok"]
+    if not ok:
+        return None
+    first = ok[0]
+    fmax = round(statistics.median(r["fmax_mhz"] for r in ok), 2)
+    return {"pe": first["kind"], "rows": first["rows"], "cols": first["cols"], "pes": first["pes"],
+            "lc_used": first["lc_used"], "fmax_mhz": fmax, "macs_per_s": round(first["pes"] * fmax * 1e6),
+            "seeds": [r["seed"] for r in ok], "fmax_mhz_per_seed": [r["fmax_mhz"] for r in ok],
+            "failed_seeds": [r["seed"] for r in results if r["status"] != "ok"]}
+
+
+def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, seeds=(1,), out, rebuild=False,
+         progress=None, max_rows=None, max_cols=None):
+    """Search the largest array of every kind ``(pe, bits)`` in `kinds`; returns ``(setting, results, best)``.
+
+    `results` holds every build (search at the first seed, then the largest fit at the others), `best`
+    maps each kind's series name (``pot-b4``, ``int8-dsp``) to `best_entry` (None if nothing fits).
+    Points are built under ``out/seed<S>/<label>/`` and reused like the sweep's.
+    """
+    settings = {seed: make_setting(board, checkpoint, top=top, layers=layers, freq_mhz=freq_mhz, seed=seed)
+                for seed in seeds}
+    first = settings[seeds[0]]
+    quantized = quantizer(first)
+    max_cols = max_cols or max(shape[1] for shape in first["layer_shapes"])
+    max_rows = max_rows or 64
+    results, best = [], {}
+    from .sweep import BOARDS
+    board = BOARDS[first["board"]]
+
+    def build(point, seed):
+        (result,) = sweep([point], settings[seed], out=out / f"seed{seed}", rebuild=rebuild, progress=progress,
+                          quantized=quantized)
+        results.append(result)
+        return result
+
+    for pe, bits in kinds:
+        shapes = candidates(board, top, quantized, pe, bits, max_rows=max_rows, max_cols=max_cols)
+        index = search(shapes, board.capacity["lc"], lambda candidate: build(candidate.point, seeds[0]))
+        kind = Point(pe, bits, 1, 1).kind
+        if index is None:
+            best[kind] = None
+            continue
+        point = shapes[index].point
+        runs = [r for r in results if r["label"] == point.label and r["seed"] == seeds[0]]
+        runs += [build(point, seed) for seed in seeds[1:]]
+        best[kind] = best_entry(runs)
+    return first, results, best
+
+
+def ratios(best):
+    """MAC/s of each PoT kind's largest fit over each INT8 kind's: ``{"pot-b4/int8-dsp": 6.1, ...}``."""
+    out = {}
+    for kind, entry in best.items():
+        if not kind.startswith("pot") or entry is None:
+            continue
+        for other in ("int8", "int8-dsp"):
+            if best.get(other):
+                out[f"{kind}/{other}"] = round(entry["macs_per_s"] / best[other]["macs_per_s"], 2)
+    return out
+
+
+def best_table(best, seeds):
+    """The human lines of the fill: per kind the largest fit and its median Fmax, then the ratios."""
+    lines = ["", f"largest array that fits, per PE kind (Fmax: median of seeds {' '.join(map(str, seeds))}):"]
+    for kind, entry in best.items():
+        if entry is None:
+            lines.append(f"  {kind:<9} nothing fits")
+            continue
+        per_seed = ", ".join(f"{f:.2f}" for f in entry["fmax_mhz_per_seed"])
+        lines.append(f"  {kind:<9} {entry['rows']}x{entry['cols']} = {entry['pes']} PEs, {entry['lc_used']} LC, "
+                     f"{entry['fmax_mhz']:.2f} MHz ({per_seed}), {entry['macs_per_s'] / 1e9:.2f} GMAC/s"
+                     + (f"; failed at seed {', '.join(map(str, entry['failed_seeds']))}"
+                        if entry["failed_seeds"] else ""))
+    for name, ratio in ratios(best).items():
+        lines.append(f"  MAC/s {name} = {ratio:.2f}x")
+    return "\n".join(lines)
+
+
+def best_markdown(best, seeds):
+    lines = ["", f"| PE kind | largest that fits | PEs | LC | Fmax (MHz, median of seeds {', '.join(map(str, seeds))}) "
+                 "| peak GMAC/s |", "|---|---|---:|---:|---:|---:|"]
+    for kind, entry in best.items():
+        if entry is not None:
+            lines.append(f"| {kind} | {entry['rows']} x {entry['cols']} | {entry['pes']} | {entry['lc_used']} | "
+                         f"{entry['fmax_mhz']:.2f} | {entry['macs_per_s'] / 1e9:.2f} |")
+    lines += [""] + [f"- peak MAC/s {name}: **{ratio:.2f}x**" for name, ratio in ratios(best).items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,110 @@
+# amaranth: UnusedElaboratable=no
+"""hdl.sweep --fill: the bracketed search (against a model chip, no tools), the median over seeds, the
+command line, and one real fill through Yosys and nextpnr (slow)."""
+
+import json
+
+import pytest
+
+import hdl.sweep
+from golden.cli import run
+from hdl.sweep import Point, main
+from hdl.sweep_fill import Candidate, best_entry, ratios, search
+from hdl.toolchain import ToolError, tool_command
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+def chip(capacity, true_scale, shapes):
+    """A model flow: a shape packs `true_scale` times its estimate and fits if that is within `capacity`."""
+    built = []
+
+    def build(candidate):
+        built.append(candidate.point.pes)
+        lc = round(candidate.lc_estimate * true_scale)
+        return {"status": "ok" if lc <= capacity else "no-fit", "lc_used": lc}
+    return built, build
+
+
+def shapes_of(pes_list, per_pe=90, fixed=1400):
+    return [Candidate(Point("pot", 4, 1, n), fixed + per_pe * n) for n in pes_list]
+
+
+@pytest.mark.parametrize("true_scale", [0.8, 0.95, 1.0, 1.07, 1.3])
+def test_search_finds_the_largest_fit_in_few_builds(true_scale):
+    shapes = shapes_of(range(1, 80))
+    built, build = chip(5280, true_scale, shapes)
+    index = search(shapes, 5280, build)
+    fitting = [i for i, c in enumerate(shapes) if round(c.lc_estimate * true_scale) <= 5280]
+    assert index == max(fitting)
+    assert len(built) <= 4 and len(set(built)) == len(built)       # no shape built twice
+
+
+def test_search_nothing_fits():
+    shapes = shapes_of([10, 20, 30])
+    built, build = chip(100, 1.0, shapes)
+    assert search(shapes, 100, build) is None
+    assert built == [10]
+
+
+def test_search_treats_a_failed_build_as_no_fit():
+    shapes = shapes_of([4, 8, 12])
+    calls = []
+
+    def build(candidate):
+        calls.append(candidate.point.pes)
+        return {"status": "error" if candidate.point.pes == 12 else "ok", "lc_used": None}
+    assert search(shapes, 10_000, build) == 1 and calls == [12, 8]
+
+
+def result(seed, fmax, status="ok", pes=48):
+    return {"kind": "pot-b4", "rows": 4, "cols": 12, "pes": pes, "lc_used": 5100, "seed": seed,
+            "status": status, "fmax_mhz": fmax}
+
+
+def test_best_entry_takes_the_median_over_seeds():
+    best = best_entry([result(1, 40.0), result(2, 44.5), result(3, 41.25)])
+    assert best == {"pe": "pot-b4", "rows": 4, "cols": 12, "pes": 48, "lc_used": 5100, "fmax_mhz": 41.25,
+                    "macs_per_s": 48 * 41_250_000, "seeds": [1, 2, 3], "fmax_mhz_per_seed": [40.0, 44.5, 41.25],
+                    "failed_seeds": []}
+    partial = best_entry([result(1, 40.0), result(2, None, "no-fit"), result(3, 42.0)])
+    assert partial["fmax_mhz"] == 41.0 and partial["failed_seeds"] == [2]
+    assert best_entry([result(1, None, "no-fit")]) is None
+    dsp = dict(best, pe="int8-dsp", pes=8, macs_per_s=8 * 45_000_000)
+    assert ratios({"pot-b4": best, "int8-dsp": dsp}) == {"pot-b4/int8-dsp": round(48 * 41.25 / (8 * 45), 2)}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fill", "--sizes", "2x2"], "--fill searches the array sizes itself; drop --sizes"),
+    (["--seed", "1", "2"], "several seeds (1 2) need --fill"),
+])
+def test_fill_arguments_wrong(argv, message, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(hdl.sweep, "run_tool", lambda *a, **k: pytest.fail("a tool ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        run(main, "python -m hdl.sweep", ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_fill_ice40_dsp(tiny_checkpoint, tmp_path, capsys):
+    """The real flow: INT8 in the UP5K's eight DSPs fills to eight PEs, built at two seeds; a rerun builds
+    nothing."""
+    for variable in ("YOSYS", "NEXTPNR_ICE40"):
+        try:
+            tool_command(variable)
+        except ToolError as error:
+            pytest.skip(str(error))
+    out = tmp_path / "fill"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--quiet", "--fill", "--pe", "int8-dsp",
+            "--seed", "1", "2"]
+    assert main(argv) == 0
+    document = json.loads((out / "sweep.json").read_text())
+    best = document["best"]["int8-dsp"]
+    assert best["pes"] == 8 and best["rows"] * best["cols"] == 8 and best["seeds"] == [1, 2]
+    assert best["fmax_mhz"] == pytest.approx(sum(best["fmax_mhz_per_seed"]) / 2, abs=0.01)
+    assert best["macs_per_s"] == pytest.approx(8 * best["fmax_mhz"] * 1e6, rel=1e-6)
+    assert 0 < best["lc_used"] <= 5280 and document["seeds"] == [1, 2]
+    assert "largest array that fits" in capsys.readouterr().out
+    assert (out / "seed2" / f"int8-dsp-{best['rows']}x{best['cols']}" / "result.json").is_file()
