@@ -7,10 +7,10 @@ the iCEBreaker top at context 64, over 64 tokens, and the test checkpoint over 6
 
 import pytest
 
-from boards.forward_protocol import encode_generate
+from boards.forward_protocol import Command, encode_generate
 from boards.forward_sim import ForwardSim
 from boards.forward_top import ForwardTop, compose_forward
-from boards.protocol import Command, encode_request
+from boards.protocol import encode_request
 from golden.int_forward import IntegerForward
 
 from tiny_checkpoints import write_tiny_checkpoint
