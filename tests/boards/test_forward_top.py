@@ -18,14 +18,6 @@ from tiny_checkpoints import write_tiny_checkpoint
 TINY_SHAPE = dict(n_layer=2, n_embd=16, n_head=2, vocab_size=23, n_positions=80)
 
 
-def _verilator_or_skip():
-    from sim.tools import SimulatorMissing, find_simulator
-    try:
-        find_simulator("verilator")
-    except SimulatorMissing as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from golden.compile import compile_checkpoint
@@ -33,9 +25,8 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_ulx3s(tiny, tmp_path_factory):
+def tiny_ulx3s(verilator, tiny, tmp_path_factory):
     """The ULX3S top for the test checkpoint at its whole context, built for Verilator once for the module."""
-    _verilator_or_skip()
     return ForwardSim(tiny, board="ulx3s", sim_dir=tmp_path_factory.mktemp("forward_sim"))
 
 
@@ -97,10 +88,9 @@ def test_sim_tiny_ulx3s_64_tokens(tiny, tiny_ulx3s):
 
 
 @pytest.mark.slow
-def test_sim_default_model_icebreaker_64_tokens(tmp_path):
+def test_sim_default_model_icebreaker_64_tokens(verilator, tmp_path):
     """The default model on the iCEBreaker top at context 64: 63 tokens after a one-token prompt, and greedy
     after a longer prompt, exactly the integer golden's."""
-    _verilator_or_skip()
     from golden.compile import compile_checkpoint
     compiled = compile_checkpoint()
     sim = ForwardSim(compiled, board="icebreaker", context=64, sim_dir=tmp_path)
