@@ -19,6 +19,7 @@ from amaranth.lib import wiring
 from boards.forward_link import ForwardLink
 from boards.forward_protocol import Command, ForwardIdentity, encode_generate
 from boards.protocol import Status, encode_request
+from boards.hosted_top import connect_uart
 from boards.uart import UART
 from uart_host import run_link
 
@@ -48,10 +49,8 @@ class Bench(wiring.Component):
         m.submodules.link = self.link
         if self.uart is not None:
             m.submodules.uart = self.uart
-            m.d.comb += [self.uart.rx.eq(self.rx), self.tx.eq(self.uart.tx),
-                         self.link.line_error.eq(self.uart.overrun | self.uart.frame_error)]
-            wiring.connect(m, self.uart.o_stream, self.link.rx)
-            wiring.connect(m, self.link.tx, self.uart.i_stream)
+            connect_uart(m, platform, on_board=False, uart=self.uart, link=self.link, pll=None, led=None,
+                         rx=self.rx, tx=self.tx)
         return m
 
 

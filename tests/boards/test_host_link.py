@@ -18,6 +18,7 @@ from amaranth.lib.memory import Memory
 from boards.host_link import HostLink
 from boards.protocol import (Command, Identity, Status, decode_results, encode_activations, encode_load,
                              encode_request, load_checksum)
+from boards.hosted_top import connect_uart
 from boards.uart import UART
 from uart_host import run_link
 
@@ -61,10 +62,8 @@ class Bench(wiring.Component):
         m.submodules.link = self.link
         if self.uart is not None:
             m.submodules.uart = self.uart
-            m.d.comb += [self.uart.rx.eq(self.rx), self.tx.eq(self.uart.tx),
-                         self.link.line_error.eq(self.uart.overrun | self.uart.frame_error)]
-            wiring.connect(m, self.uart.o_stream, self.link.rx)
-            wiring.connect(m, self.link.tx, self.uart.i_stream)
+            connect_uart(m, platform, on_board=False, uart=self.uart, link=self.link, pll=None, led=None,
+                         rx=self.rx, tx=self.tx)
         for i, memory in enumerate(self.banks):
             m.submodules[f"bank{i}"] = memory
             port = memory.write_port()
