@@ -115,8 +115,9 @@ class ForwardCore(wiring.Component):
         Exactly ``count`` sampled ids.
     busy : ``Out(1)``
         From ``start`` taken to the last token taken.
-    logits : ``Out(stream.Signature(signed(logit_bits), always_ready=True))``
-        Observation: each logit as the sampler takes it (ignore it or watch it; it never stalls the core).
+    logits : ``Out(wiring.Signature({"valid": Out(1), "payload": Out(signed(logit_bits))}))``
+        Observation: each logit as the sampler takes it, a stream without ``ready`` (ignore it or watch
+        it; it never stalls the core).
     position : ``Out(range(context))``
         Observation: the position being computed.
     """
@@ -153,7 +154,7 @@ class ForwardCore(wiring.Component):
             "prompt": In(stream.Signature(range(V))),
             "token": Out(stream.Signature(range(V))),
             "busy": Out(1),
-            "logits": Out(stream.Signature(signed(f.logit_bits), always_ready=True)),
+            "logits": Out(wiring.Signature({"valid": Out(1), "payload": Out(signed(f.logit_bits))})),
             "position": Out(range(context)),
         })
 
