@@ -15,7 +15,7 @@ from .head_unit import head_for
 from .program_linear import ProgramLinear, program_layers
 from .units import layer_norm_for, sampler_for
 
-__all__ = ["ForwardCore", "core_steps"]
+__all__ = ["ForwardCore", "core_steps", "NORM", "LINEAR", "ATTENTION", "HEAD"]
 
 #: Step kinds of the core's program table.
 NORM, LINEAR, ATTENTION, HEAD = range(4)
