@@ -8,12 +8,11 @@ from amaranth.lib.wiring import In, Out
 import numpy as np
 
 from .arith import check_int
-from .attention_unit import AttentionUnit
 from .embedding_unit import EmbeddingUnit
 from .gelu_table import GeluTable
 from .head_unit import head_for
 from .program_linear import ProgramLinear, program_layers
-from .units import layer_norm_for, sampler_for
+from .units import attention_for, layer_norm_for, sampler_for
 
 __all__ = ["ForwardCore", "core_steps", "NORM", "LINEAR", "ATTENTION", "HEAD"]
 
@@ -104,6 +103,8 @@ class ForwardCore(wiring.Component):
         The PoT array of the linear layers.
     head_lanes : int
         Multipliers of the head.
+    attention_lanes : int
+        Channels per cycle of the attention (a power of two dividing the head dimension; clipped to it).
 
     Members
     -------
@@ -122,20 +123,18 @@ class ForwardCore(wiring.Component):
         Observation: the position being computed.
     """
 
-    def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4):
+    def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4):
         c, f, t = compiled.config, compiled.formats, compiled.tensors
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
+        attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)
         self._steps = core_steps(compiled)
         V, d = c.vocab_size, c.n_embd
         self._norm = layer_norm_for(compiled)
         self._norm_names = [s["name"] for s in self._steps if s["kind"] == NORM]
         self._linear = ProgramLinear(layers=program_layers(compiled), bits=compiled.bits, act_bits=f.act_bits,
                                      res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits)
-        self._attention = AttentionUnit(d=d, n_head=c.n_head, n_layer=c.n_layer, positions=context,
-                                        act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
-                                        exp_bits=f.exp_bits, recip_bits=f.recip_bits,
-                                        avg_frac_bits=f.avg_frac_bits, mult_bits=f.mult_bits)
+        self._attention = attention_for(compiled, positions=context, lanes=attention_lanes)
         if f.tables != "int":
             raise ValueError(f"the forward core reads integer embedding tables, not tables={f.tables!r}")
         self._embedding = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"][:context], wte_mult=t["wte.mult"],
@@ -192,7 +191,7 @@ class ForwardCore(wiring.Component):
     def memories(self):
         """``[(name, width, depth)]`` of every memory of the core (see the class docstring)."""
         c, f = self._compiled.config, self._compiled.formats
-        d, V, P, L = c.n_embd, c.vocab_size, self._context, c.n_layer
+        d, V, P = c.n_embd, c.vocab_size, self._context
         a = self._attention
         n_norm = len(self._norm_names)
         emb = self._embedding
@@ -201,9 +200,8 @@ class ForwardCore(wiring.Component):
                  ("ln_gamma", len(self._norm.affine.payload.gamma), n_norm * d),
                  ("ln_beta", len(self._norm.affine.payload.beta), n_norm * d)]
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
-                + [("kv_keys", f.act_bits, L * P * d), ("kv_values", f.act_bits, L * P * d),
-                   ("attention_query", f.act_bits, d), ("attention_scores", a.score_bits, P),
-                   ("attention_weights", f.exp_bits, P), ("attention_exp2", f.exp_bits, lut)]
+                + [("kv_" + name if name in ("keys", "values") else "attention_" + name, width, depth)
+                   for name, width, depth in a.memories]
                 + [("wte", f.table_bits, V * d), ("wte_mult", f.mult_bits, V), ("wte_shift", 6, V),
                    ("wpe", f.table_bits, emb.positions * d), ("wpe_mult", f.mult_bits, P), ("wpe_shift", 6, P)]
                 + self._head.memories

@@ -53,13 +53,14 @@ def layer_norm_for(compiled):
                          out_bits=f.act_bits)
 
 
-def attention_for(compiled, *, positions=None):
-    """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context)."""
+def attention_for(compiled, *, positions=None, lanes=1):
+    """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context) and
+    `lanes` channels per cycle."""
     c, f, t = compiled.config, compiled.formats, compiled.tensors
     return AttentionUnit(d=c.n_embd, n_head=c.n_head, n_layer=c.n_layer, positions=positions or c.n_positions,
                          act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
                          exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
-                         mult_bits=f.mult_bits)
+                         mult_bits=f.mult_bits, lanes=lanes)
 
 
 def sampler_for(compiled):
