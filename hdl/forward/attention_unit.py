@@ -20,7 +20,7 @@ class AttentionUnit(wiring.Component):
     """``golden.int_ops.attention`` for one new position (batch-1 decode), with the KV cache of every layer.
 
     ``kv`` appends the new position's keys and values (``d`` pairs, channel
-    order) to layer ``layer``'s cache at ``position``; ``q`` then brings the
+    order, two cycles a pair) to layer ``layer``'s cache at ``position``; ``q`` then brings the
     ``d`` query values and the unit answers ``d`` outputs in channel order.
     Per head ``h`` (``hd = d / n_head`` channels), for the keys
     ``j = 0 .. position``:
@@ -134,7 +134,7 @@ class AttentionUnit(wiring.Component):
         """``[(name, width, depth)]``: the KV cache (``keys``, ``values``), ``query``, ``scores``, ``weights``, ``exp2``."""
         L, A, P = self._lanes, self._act_bits, self._positions
         cache = self._n_layer * P * self._d // L
-        return [("keys", L * A, cache), ("values", L * A, cache), ("query", L * A, self._d // L),
+        return [("kv_cache", L * A, 2 * cache), ("query", L * A, self._d // L),
                 ("scores", self.score_bits, P), ("weights", self._exp_bits, P),
                 ("exp2", self._exp_bits, len(self._exp_args["table"]))]
 
@@ -147,14 +147,13 @@ class AttentionUnit(wiring.Component):
         m.submodules.requantizer = requant = Requantizer(acc_bits=self.mean_bits, mult_bits=self._mult_bits,
                                                          shift_bits=6, out_bits=A)
         wiring.connect(m, requant.o, wiring.flipped(self.o))
-        depth = self._n_layer * P * words
-        m.submodules.keys = keys = memory.Memory(shape=L * A, depth=depth, init=[])
-        m.submodules.values = values = memory.Memory(shape=L * A, depth=depth, init=[])
+        # The KV cache: one memory, one write and one read port never used in the same cycle (so a
+        # single-port RAM can hold it); row (layer, j): the key's words, then the value's.
+        m.submodules.cache = cache = memory.Memory(shape=L * A, depth=2 * self._n_layer * P * words, init=[])
         m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
         m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
         m.submodules.weights = weights = memory.Memory(shape=self._exp_bits, depth=P, init=[])
-        k_write, k_read = keys.write_port(granularity=A), keys.read_port()
-        v_write, v_read = values.write_port(granularity=A), values.read_port()
+        cache_write, cache_read = cache.write_port(granularity=A), cache.read_port()
         q_write, q_read = query.write_port(granularity=A), query.read_port()
         s_write, s_read = scores.write_port(), scores.read_port()
         e_write, e_read = weights.write_port(), weights.read_port()
@@ -166,7 +165,8 @@ class AttentionUnit(wiring.Component):
         group = Signal(range(groups + 1))                 # channels group * L .. of the head
         key = Signal(range(P + 1))                        # j, issued
         index = Signal(range(d + 1))                      # kv / q load counter
-        row = (self.layer * P + key) * words              # cache word of (layer, j, channel 0)
+        row = (self.layer * P + key) * 2 * words          # cache word of (layer, j, key channel 0)
+        second = Signal()                                 # loading: the value of the pair (the key went first)
         issuing = Signal()
         # Issue stage -> data stage (memories answer) -> accumulate stage.
         b_valid, b_last, b_key = Signal(), Signal(), Signal(range(P))
@@ -186,9 +186,10 @@ class AttentionUnit(wiring.Component):
 
         load_word = index[lane_bits:]
         load_lane = 1 << index[:lane_bits] if L > 1 else 1
-        cache_word = (self.layer * P + self.position) * words + load_word
-        m.d.comb += [k_write.addr.eq(cache_word), v_write.addr.eq(cache_word),
-                     k_write.data.eq(Cat(*[self.kv.payload.k] * L)), v_write.data.eq(Cat(*[self.kv.payload.v] * L)),
+        cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
+        m.d.comb += [cache_write.addr.eq(cache_word),
+                     cache_write.data.eq(Cat(*[Mux(second, self.kv.payload.v, self.kv.payload.k)] * L)),
+                     cache_read.addr.eq(row + Mux(values_phase, words, 0) + head * groups + group),
                      q_write.addr.eq(load_word), q_write.data.eq(Cat(*[self.q.payload] * L)),
                      s_read.addr.eq(key), e_read.addr.eq(key),
                      exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z), exp2.o.ready.eq(1),
@@ -199,25 +200,24 @@ class AttentionUnit(wiring.Component):
         # One multiplier per lane, shared: q . k in the scores, e * v in the values.
         weight = Cat(e_read.data, 0).as_signed()
         for i in range(L):
-            m.d.sync += products[i].eq(Mux(values_phase, weight, lane(q_read.data, i))
-                                       * Mux(values_phase, lane(v_read.data, i), lane(k_read.data, i)))
+            m.d.sync += products[i].eq(Mux(values_phase, weight, lane(q_read.data, i)) * lane(cache_read.data, i))
         with m.If(exp2.o.valid):
             m.d.sync += [total.eq(total + exp2.o.payload), exps.eq(exps + 1)]
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.kv.ready.eq(1), self.q.ready.eq(~self.kv.valid)]
-                m.d.comb += [k_write.en.eq(Mux(self.kv.valid, load_lane, 0)),
-                             v_write.en.eq(Mux(self.kv.valid, load_lane, 0)),
+                m.d.comb += [self.kv.ready.eq(second), self.q.ready.eq(~self.kv.valid),
+                             cache_write.en.eq(Mux(self.kv.valid, load_lane, 0)),
                              q_write.en.eq(Mux(self.q.valid & ~self.kv.valid, load_lane, 0))]
-                with m.If(self.kv.valid | self.q.valid):
+                with m.If(self.kv.valid):
+                    m.d.sync += second.eq(~second)
+                with m.If((self.kv.valid & second) | (self.q.valid & ~self.kv.valid)):
                     m.d.sync += index.eq(Mux(index == d - 1, 0, index + 1))
                 with m.If(self.q.valid & ~self.kv.valid & (index == d - 1)):
                     m.d.sync += [head.eq(0), key.eq(0), group.eq(0)] + [acc.eq(0) for acc in accs]
                     m.next = "SCORES"
             with m.State("SCORES"):                        # s_j = sum_i q_i k_ji, i inner, L at a time
-                m.d.comb += [issuing.eq(key <= self.position), k_read.addr.eq(row + head * groups + group),
-                             q_read.addr.eq(head * groups + group)]
+                m.d.comb += [issuing.eq(key <= self.position), q_read.addr.eq(head * groups + group)]
                 m.d.sync += b_last.eq(group == groups - 1)
                 with m.If(issuing):
                     m.d.sync += [group.eq(Mux(group == groups - 1, 0, group + 1)),
@@ -244,7 +244,7 @@ class AttentionUnit(wiring.Component):
                                         values_phase.eq(1)] + [acc.eq(0) for acc in accs],
                         after="VALUES")
             with m.State("VALUES"):                        # acc_i = sum_j e_j v_ji, j inner, L channels at once
-                m.d.comb += [issuing.eq(key <= self.position), v_read.addr.eq(row + head * groups + group)]
+                m.d.comb += issuing.eq(key <= self.position)
                 m.d.sync += b_last.eq(key == self.position)
                 with m.If(issuing):
                     m.d.sync += key.eq(key + 1)

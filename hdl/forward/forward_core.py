@@ -86,8 +86,9 @@ class ForwardCore(wiring.Component):
     - the linear engine's ``codes`` (every layer's code words),
       ``bias`` / ``mult`` / ``shift`` (every output channel) and its
       ``rows`` activation banks;
-    - the attention's ``keys`` and ``values`` (``n_layer context d`` each: the
-      KV cache), ``query``, ``scores``, ``weights``;
+    - the attention's ``kv_cache`` (``2 n_layer context d`` values, ``lanes``
+      per word; one write and one read port, never in the same cycle, so one
+      single-port SPRAM holds it), ``query``, ``scores``, ``weights``;
     - the embedding's ``wte`` / ``wpe`` tables (wpe only ``context`` rows)
       and requantisers; the head's table, requantisers and banks; the GELU
       tables (``n_layer 2**act_bits``); the sampler's logits and weights; two
@@ -200,7 +201,7 @@ class ForwardCore(wiring.Component):
                  ("ln_gamma", len(self._norm.affine.payload.gamma), n_norm * d),
                  ("ln_beta", len(self._norm.affine.payload.beta), n_norm * d)]
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
-                + [("kv_" + name if name in ("keys", "values") else "attention_" + name, width, depth)
+                + [(name if name == "kv_cache" else "attention_" + name, width, depth)
                    for name, width, depth in a.memories]
                 + [("wte", f.table_bits, V * d), ("wte_mult", f.mult_bits, V), ("wte_shift", 6, V),
                    ("wpe", f.table_bits, emb.positions * d), ("wpe_mult", f.mult_bits, P), ("wpe_shift", 6, P)]
