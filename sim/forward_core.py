@@ -1,5 +1,8 @@
 """`hdl.forward.forward_core.ForwardCore` in Verilator (through cocotb): tokens and cycles per token.
 
+    python -m sim.forward_core [--checkpoint DIR] [--context 64] [--rows 4 --columns 3]
+        [--head-lanes 4] [--attention-lanes 4] [--temperature T --top-k K --seed S] [--json]
+
 `simulate_core` emits the core for a compiled model, builds it once per
 design (``build/sim/forward_core/<hash of the Verilog>/``, reused while the
 hash matches; concurrent builds of one design wait for each other) and runs
@@ -13,14 +16,16 @@ import hashlib
 import json
 import os
 import sys
+import time
 
 from golden.atomic import atomic_write
+from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 from golden.paths import BUILD_DIR, REPO_DIR
 
 from .runner import _VERILATOR_ARGS, SimError, _verilator_runner, locked
 from .tools import find_simulator, simulator_environment
 
-__all__ = ["FORWARD_SIM_DIR", "Request", "simulate_core", "token_cycles"]
+__all__ = ["FORWARD_SIM_DIR", "Request", "simulate_core", "token_cycles", "measure", "main"]
 
 FORWARD_SIM_DIR = BUILD_DIR / "sim" / "forward_core"
 
@@ -96,3 +101,92 @@ def simulate_core(core, requests, *, root=FORWARD_SIM_DIR, log=None):
         raise SimError(f"the forward core's simulation finished {len(done)} of {len(requests)} requests; "
                        f"log: {run_dir / 'sim.log'}")
     return done
+
+
+def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, seed=0, log=None, **shape):
+    """One generation filling `context` on a `ForwardCore` of `compiled` (``shape``: its array and lanes).
+
+    Returns a dict: the core's shape, ``tokens`` and whether they equal
+    golden's (``IntegerForward.generate``), and ``cycles_per_token``
+    ``{"position_1": .., "full_context": ..}`` (the last position a
+    generation of this context runs, ``context - 2``); with a one-token
+    prompt, position 1 is the second forward. Raises ValueError for a prompt
+    that leaves no two tokens to make.
+    """
+    from golden.int_forward import IntegerForward
+    from hdl.forward.forward_core import ForwardCore
+
+    V = compiled.config.vocab_size
+    count = context - len(prompt)
+    if count < 2 or len(prompt) > 2:
+        raise ValueError(f"the prompt must have 1 or 2 tokens and leave at least 2 of the context {context}, "
+                         f"not {len(prompt)}")
+    core = ForwardCore(compiled=compiled, context=context, **shape)
+    top_k = V if top_k is None else top_k
+    request = Request(prompt, count, inv_temperature=inv_temperature, top_k=top_k, seed=seed)
+    began = time.perf_counter()
+    result, = simulate_core(core, [request], log=log)
+    want = list(IntegerForward(compiled).generate(list(prompt), count, inv_temperature=inv_temperature,
+                                                  top_k=None if top_k == V else top_k, seed=seed))
+    cycles = token_cycles(result, len(prompt))
+    return {"context": context, "rows": core.rows, "columns": core.columns, "head_lanes": core.head_lanes,
+            "attention_lanes": core.attention_lanes, "inv_temperature": inv_temperature, "top_k": top_k,
+            "tokens": result["tokens"], "golden": result["tokens"] == want,
+            "cycles_per_token": {"position_1": cycles[1], "full_context": cycles[context - 2]},
+            "mean_cycles_per_token": (result["cycles"][-1] - result["cycles"][0]) / (count - 1),
+            "wall_s": time.perf_counter() - began}
+
+
+def main(argv=None):
+    p = ArgumentParser(
+        prog="python -m sim.forward_core", formatter_class=HelpFormatter,
+        description="Build the whole-forward core for a compiled checkpoint in Verilator, generate one sequence "
+                    "filling the context, check its tokens against golden's integer forward, and print the cycles "
+                    "per token at position 1 and at the full context (and tokens/s at a clock).",
+        epilog="example: python -m sim.forward_core --context 64 --rows 4 --columns 3 --attention-lanes 4 --mhz 36")
+    p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
+    p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
+    p.add_argument("--context", type=positive_int, default=64, help="KV cache positions built")
+    p.add_argument("--rows", type=positive_int, default=4, help="rows of the PoT array (K chunks)")
+    p.add_argument("--columns", type=positive_int, default=3, help="columns of the PoT array (output channels)")
+    p.add_argument("--head-lanes", type=positive_int, default=4, help="multipliers of the head")
+    p.add_argument("--attention-lanes", type=positive_int, default=4, help="channels per cycle of the attention")
+    p.add_argument("--prompt", default="0", help="prompt token ids, comma-separated (1 or 2)")
+    p.add_argument("--inv-temperature", type=int, default=0, help="round(256 / T); 0 is greedy")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k largest (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--mhz", type=float, default=36.0, help="clock for the tokens/s column")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = p.parse_args(argv)
+    try:
+        prompt = [int(v) for v in args.prompt.split(",")]
+    except ValueError:
+        p.error(f"argument --prompt: {args.prompt!r} is not comma-separated token ids")
+    from golden.compile import compile_checkpoint
+
+    compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
+    V = compiled.config.vocab_size
+    if any(not 0 <= t < V for t in prompt):
+        p.error(f"argument --prompt: ids must be from 0 to {V - 1}")
+    if args.context > compiled.config.n_positions:
+        p.error(f"argument --context: at most the model's {compiled.config.n_positions} positions")
+    figures = measure(compiled, context=args.context, prompt=prompt, inv_temperature=args.inv_temperature,
+                      top_k=args.top_k, seed=args.seed, rows=args.rows, columns=args.columns,
+                      head_lanes=args.head_lanes, attention_lanes=args.attention_lanes,
+                      log=lambda line: print(line, file=sys.stderr))
+    figures["mhz"] = args.mhz
+    figures["tokens_per_s"] = args.mhz * 1e6 / figures["cycles_per_token"]["full_context"]
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    else:
+        c = figures["cycles_per_token"]
+        print(f"{'array':>6}{'head':>6}{'attn':>6}{'context':>9}{'cycles @1':>11}{'@full':>9}{'mean':>9}"
+              f"{'tok/s @' + format(args.mhz, 'g') + ' MHz':>18}{'golden':>8}")
+        print(f"{figures['rows']:>3}x{figures['columns']:<2}{figures['head_lanes']:>6}{figures['attention_lanes']:>6}"
+              f"{args.context:>9}{c['position_1']:>11}{c['full_context']:>9}{figures['mean_cycles_per_token']:>9.0f}"
+              f"{figures['tokens_per_s']:>18.0f}{'equal' if figures['golden'] else 'DIFFER':>8}")
+    return 0 if figures["golden"] else 1
+
+
+if __name__ == "__main__":
+    run(main, "python -m sim.forward_core")

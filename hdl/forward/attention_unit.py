@@ -147,8 +147,9 @@ class AttentionUnit(wiring.Component):
         m.submodules.requantizer = requant = Requantizer(acc_bits=self.mean_bits, mult_bits=self._mult_bits,
                                                          shift_bits=6, out_bits=A)
         wiring.connect(m, requant.o, wiring.flipped(self.o))
-        # The KV cache: one memory, one write and one read port never used in the same cycle (so a
-        # single-port RAM can hold it); row (layer, j): the key's words, then the value's.
+        # The KV cache: one memory, its write and read ports on one address and never used in the same
+        # cycle (so a single-port RAM, an iCE40 SPRAM, can hold it); row (layer, j): the key's words, then
+        # the value's.
         m.submodules.cache = cache = memory.Memory(shape=L * A, depth=2 * self._n_layer * P * words, init=[])
         m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
         m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
@@ -187,9 +188,13 @@ class AttentionUnit(wiring.Component):
         load_word = index[lane_bits:]
         load_lane = 1 << index[:lane_bits] if L > 1 else 1
         cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
-        m.d.comb += [cache_write.addr.eq(cache_word),
+        # One address for both ports (the load's in IDLE, the reads' otherwise): a single-port RAM's pattern.
+        cache_address = Signal(range(2 * self._n_layer * P * words))
+        loading = Signal()
+        m.d.comb += [cache_address.eq(Mux(loading, cache_word,
+                                          row + Mux(values_phase, words, 0) + head * groups + group)),
+                     cache_write.addr.eq(cache_address), cache_read.addr.eq(cache_address),
                      cache_write.data.eq(Cat(*[Mux(second, self.kv.payload.v, self.kv.payload.k)] * L)),
-                     cache_read.addr.eq(row + Mux(values_phase, words, 0) + head * groups + group),
                      q_write.addr.eq(load_word), q_write.data.eq(Cat(*[self.q.payload] * L)),
                      s_read.addr.eq(key), e_read.addr.eq(key),
                      exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z), exp2.o.ready.eq(1),
@@ -206,7 +211,7 @@ class AttentionUnit(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.kv.ready.eq(second), self.q.ready.eq(~self.kv.valid),
+                m.d.comb += [self.kv.ready.eq(second), self.q.ready.eq(~self.kv.valid), loading.eq(1),
                              cache_write.en.eq(Mux(self.kv.valid, load_lane, 0)),
                              q_write.en.eq(Mux(self.q.valid & ~self.kv.valid, load_lane, 0))]
                 with m.If(self.kv.valid):

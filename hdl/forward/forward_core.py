@@ -179,6 +179,14 @@ class ForwardCore(wiring.Component):
         return self._linear.columns
 
     @property
+    def head_lanes(self):
+        return self._head.lanes
+
+    @property
+    def attention_lanes(self):
+        return self._attention.lanes
+
+    @property
     def steps(self):
         """The program table (`core_steps`)."""
         return list(self._steps)
