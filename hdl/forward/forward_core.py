@@ -133,6 +133,9 @@ class ForwardCore(wiring.Component):
         V, d = c.vocab_size, c.n_embd
         self._norm = layer_norm_for(compiled)
         self._norm_names = [s["name"] for s in self._steps if s["kind"] == NORM]
+        # The gains' and biases' memories are as wide as their widest value (the unit's ports are wider).
+        self._ln_bits = [max(2, max(int(abs(v)) for n in self._norm_names for v in t[n + suffix]).bit_length() + 1)
+                         for suffix in (".gamma", ".beta")]
         self._linear = ProgramLinear(layers=program_layers(compiled), bits=compiled.bits, act_bits=f.act_bits,
                                      res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits)
         self._attention = attention_for(compiled, positions=context, lanes=attention_lanes)
@@ -206,8 +209,7 @@ class ForwardCore(wiring.Component):
         emb = self._embedding
         lut = 1 << f.exp_frac_bits
         return ([("residual", f.res_bits, d), ("activations", f.act_bits, self._act_depth),
-                 ("ln_gamma", len(self._norm.affine.payload.gamma), n_norm * d),
-                 ("ln_beta", len(self._norm.affine.payload.beta), n_norm * d)]
+                 ("ln_gamma", self._ln_bits[0], n_norm * d), ("ln_beta", self._ln_bits[1], n_norm * d)]
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
                 + [(name if name == "kv_cache" else "attention_" + name, width, depth)
                    for name, width, depth in a.memories]
@@ -271,10 +273,10 @@ class ForwardCore(wiring.Component):
                                                                init=[])
         gamma_values = [int(v) for name in self._norm_names for v in t[name + ".gamma"]]
         beta_values = [int(v) for name in self._norm_names for v in t[name + ".beta"]]
-        m.submodules.ln_gamma = gammas = memory.Memory(shape=norm.affine.payload.gamma.shape(),
-                                                       depth=len(gamma_values), init=gamma_values)
-        m.submodules.ln_beta = betas = memory.Memory(shape=norm.affine.payload.beta.shape(),
-                                                     depth=len(beta_values), init=beta_values)
+        m.submodules.ln_gamma = gammas = memory.Memory(shape=signed(self._ln_bits[0]), depth=len(gamma_values),
+                                                       init=gamma_values)
+        m.submodules.ln_beta = betas = memory.Memory(shape=signed(self._ln_bits[1]), depth=len(beta_values),
+                                                     init=beta_values)
         x_write, x_read = residual.write_port(), residual.read_port()
         a_write, a_read, a_read2 = activations.write_port(), activations.read_port(), activations.read_port()
         gamma_read, beta_read = gammas.read_port(), betas.read_port()

@@ -12,6 +12,7 @@ from golden.datapath import pot_acc_bits
 
 from .attention_unit import AttentionUnit
 from .decode_linear import DecodeLinear
+from .head_unit import head_for
 from .embedding_unit import EmbeddingUnit
 from .exp2_unit import Exp2Unit
 from .gelu_table import GeluTable
@@ -115,10 +116,16 @@ def units_for(compiled, *, cache_positions=4):
         "xorshift32": Xorshift32(),
         "sampler": sampler_for(compiled),
         f"attention (cache of {cache_positions} positions)": attention_for(compiled, positions=cache_positions),
+        f"attention, 4 lanes (cache of {cache_positions} positions)": attention_for(compiled,
+                                                                                 positions=cache_positions, lanes=4),
     }
     if f.tables == "int":
         units["embedding"] = embedding_for(compiled)
     units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
+    try:
+        units["head (4 lanes)"] = head_for(compiled, lanes=4)
+    except ValueError:                          # a PoT head table: not the head unit's format
+        pass
     from .linear_residual import LinearResidual
     from .sequencer import LayerNormLinear
 
