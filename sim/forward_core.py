@@ -1,7 +1,8 @@
 """`hdl.forward.forward_core.ForwardCore` in Verilator (through cocotb): tokens and cycles per token.
 
     python -m sim.forward_core [--checkpoint DIR] [--context 64] [--rows 4 --columns 3]
-        [--head-lanes 4] [--attention-lanes 4] [--temperature T --top-k K --seed S] [--json]
+        [--head-lanes 4] [--attention-lanes 4] [--attention-units 1] [--inv-temperature N --top-k K --seed S]
+        [--mhz 36] [--json]
 
 `simulate_core` emits the core for a compiled model, builds it once per
 design (``build/sim/forward_core/<hash of the Verilog>/``, reused while the
@@ -130,7 +131,8 @@ def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, se
                                                   top_k=None if top_k == V else top_k, seed=seed))
     cycles = token_cycles(result, len(prompt))
     return {"context": context, "rows": core.rows, "columns": core.columns, "head_lanes": core.head_lanes,
-            "attention_lanes": core.attention_lanes, "inv_temperature": inv_temperature, "top_k": top_k,
+            "attention_lanes": core.attention_lanes, "attention_units": core.attention_units,
+            "inv_temperature": inv_temperature, "top_k": top_k,
             "tokens": result["tokens"], "golden": result["tokens"] == want,
             "cycles_per_token": {"position_1": cycles[1], "full_context": cycles[context - 2]},
             "mean_cycles_per_token": (result["cycles"][-1] - result["cycles"][0]) / (count - 1),
@@ -151,6 +153,8 @@ def main(argv=None):
     p.add_argument("--columns", type=positive_int, default=3, help="columns of the PoT array (output channels)")
     p.add_argument("--head-lanes", type=positive_int, default=4, help="multipliers of the head")
     p.add_argument("--attention-lanes", type=positive_int, default=4, help="channels per cycle of the attention")
+    p.add_argument("--attention-units", type=positive_int, default=1,
+                   help="attention units side by side, each on n_head / units heads")
     p.add_argument("--prompt", default="0", help="prompt token ids, comma-separated (1 or 2)")
     p.add_argument("--inv-temperature", type=int, default=0, help="round(256 / T); 0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k largest (default: all)")
@@ -173,6 +177,7 @@ def main(argv=None):
     figures = measure(compiled, context=args.context, prompt=prompt, inv_temperature=args.inv_temperature,
                       top_k=args.top_k, seed=args.seed, rows=args.rows, columns=args.columns,
                       head_lanes=args.head_lanes, attention_lanes=args.attention_lanes,
+                      attention_units=args.attention_units,
                       log=lambda line: print(line, file=sys.stderr))
     figures["mhz"] = args.mhz
     figures["tokens_per_s"] = args.mhz * 1e6 / figures["cycles_per_token"]["full_context"]
@@ -180,9 +185,10 @@ def main(argv=None):
         print(json.dumps(figures, indent=1))
     else:
         c = figures["cycles_per_token"]
-        print(f"{'array':>6}{'head':>6}{'attn':>6}{'context':>9}{'cycles @1':>11}{'@full':>9}{'mean':>9}"
+        print(f"{'array':>6}{'head':>6}{'attn':>6}{'units':>6}{'context':>9}{'cycles @1':>11}{'@full':>9}{'mean':>9}"
               f"{'tok/s @' + format(args.mhz, 'g') + ' MHz':>18}{'golden':>8}")
         print(f"{figures['rows']:>3}x{figures['columns']:<2}{figures['head_lanes']:>6}{figures['attention_lanes']:>6}"
+              f"{figures['attention_units']:>6}"
               f"{args.context:>9}{c['position_1']:>11}{c['full_context']:>9}{figures['mean_cycles_per_token']:>9.0f}"
               f"{figures['tokens_per_s']:>18.0f}{'equal' if figures['golden'] else 'DIFFER':>8}")
     return 0 if figures["golden"] else 1

@@ -59,6 +59,11 @@ def core_steps(compiled):
     return steps
 
 
+def _unit_memory(name, unit):
+    """The core's name of attention unit `unit`'s memory `name`: ``kv_cache``, ``attention_query``, .. (+ unit)."""
+    return (name if name == "kv_cache" else "attention_" + name) + (str(unit) if unit else "")
+
+
 class ForwardCore(wiring.Component):
     """`golden.int_forward.IntegerForward.generate` in hardware: prompt ids in, sampled token ids out.
 
@@ -106,6 +111,9 @@ class ForwardCore(wiring.Component):
         Multipliers of the head.
     attention_lanes : int
         Channels per cycle of the attention (a power of two dividing the head dimension; clipped to it).
+    attention_units : int
+        `AttentionUnit` s working side by side, each on ``n_head / attention_units`` heads with its own
+        slice of the KV cache (dividing ``n_head``; 1: the heads one after another).
 
     Members
     -------
@@ -124,7 +132,8 @@ class ForwardCore(wiring.Component):
         Observation: the position being computed.
     """
 
-    def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4):
+    def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4,
+                 attention_units=1):
         c, f, t = compiled.config, compiled.formats, compiled.tensors
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
@@ -138,7 +147,9 @@ class ForwardCore(wiring.Component):
                          for suffix in (".gamma", ".beta")]
         self._linear = ProgramLinear(layers=program_layers(compiled), bits=compiled.bits, act_bits=f.act_bits,
                                      res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits)
-        self._attention = attention_for(compiled, positions=context, lanes=attention_lanes)
+        check_int("attention_units", attention_units, 1, c.n_head)
+        self._attentions = [attention_for(compiled, positions=context, lanes=attention_lanes,
+                                          groups=attention_units) for _ in range(attention_units)]
         if f.tables != "int":
             raise ValueError(f"the forward core reads integer embedding tables, not tables={f.tables!r}")
         self._embedding = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"][:context], wte_mult=t["wte.mult"],
@@ -187,7 +198,11 @@ class ForwardCore(wiring.Component):
 
     @property
     def attention_lanes(self):
-        return self._attention.lanes
+        return self._attentions[0].lanes
+
+    @property
+    def attention_units(self):
+        return len(self._attentions)
 
     @property
     def steps(self):
@@ -204,15 +219,14 @@ class ForwardCore(wiring.Component):
         """``[(name, width, depth)]`` of every memory of the core (see the class docstring)."""
         c, f = self._compiled.config, self._compiled.formats
         d, V, P = c.n_embd, c.vocab_size, self._context
-        a = self._attention
         n_norm = len(self._norm_names)
         emb = self._embedding
         lut = 1 << f.exp_frac_bits
         return ([("residual", f.res_bits, d), ("activations", f.act_bits, self._act_depth),
                  ("ln_gamma", self._ln_bits[0], n_norm * d), ("ln_beta", self._ln_bits[1], n_norm * d)]
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
-                + [(name if name == "kv_cache" else "attention_" + name, width, depth)
-                   for name, width, depth in a.memories]
+                + [(_unit_memory(name, g), width, depth)
+                   for g, unit in enumerate(self._attentions) for name, width, depth in unit.memories]
                 + [("wte", f.table_bits, V * d), ("wte_mult", f.mult_bits, V), ("wte_shift", 6, V),
                    ("wpe", f.table_bits, emb.positions * d), ("wpe_mult", f.mult_bits, P), ("wpe_shift", 6, P)]
                 + self._head.memories
@@ -226,7 +240,10 @@ class ForwardCore(wiring.Component):
         d, steps = c.n_embd, self._steps
         m.submodules.norm = norm = self._norm
         m.submodules.linear = linear = self._linear
-        m.submodules.attention = attention = self._attention
+        attentions = self._attentions
+        for g, unit in enumerate(attentions):
+            m.submodules[f"attention{g}"] = unit
+        G, width = len(attentions), d // len(attentions)
         m.submodules.embedding = embedding = self._embedding
         m.submodules.head = head = self._head
         m.submodules.gelu = gelu = self._gelu
@@ -259,11 +276,6 @@ class ForwardCore(wiring.Component):
 
         m.d.comb += [norm.eps.eq(norm_constant(".eps")), norm.gamma_shift.eq(norm_constant(".shift")),
                      linear.select.eq(index_of), gelu.layer.eq(gelu_of),
-                     attention.layer.eq(index_of),
-                     attention.score_mult.eq(layer_constant(".score.mult")),
-                     attention.score_shift.eq(layer_constant(".score.shift")),
-                     attention.out_mult.eq(layer_constant(".out.mult")),
-                     attention.out_shift.eq(layer_constant(".out.shift")),
                      sampler.logit_mult.eq(int(t["sampler.logit.mult"])),
                      sampler.logit_shift.eq(int(t["sampler.logit.shift"]))]
 
@@ -320,9 +332,8 @@ class ForwardCore(wiring.Component):
         sink_a = writer("sink_a", a_write, self._act_depth)
         m.d.comb += [norm.x.payload.eq(x_read.data), linear.x.payload.eq(x_read.data),
                      norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
-                     linear.a.payload.eq(a_read.data), attention.q.payload.eq(a_read.data),
+                     linear.a.payload.eq(a_read.data),
                      head.a.payload.eq(a_read.data),
-                     attention.kv.payload.k.eq(a_read.data), attention.kv.payload.v.eq(a_read2.data),
                      source_g["count"].eq(d), source_g["base"].eq(index_of * d),
                      norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready),
                      source_x["count"].eq(d), kv["count"].eq(d), kv["base"].eq(2 * d)]
@@ -339,10 +350,28 @@ class ForwardCore(wiring.Component):
         current = Signal(range(self.vocab_size))
         inv_temperature, top_k = Signal(16), Signal(range(self.vocab_size + 1))
         m.d.comb += [sampler.inv_temperature.eq(inv_temperature), sampler.top_k.eq(top_k),
-                     attention.position.eq(position), self.position.eq(position),
+                     self.position.eq(position),
                      sampler.seed.payload.eq(self.start.payload.seed + 1),
                      embedding.i.payload.token.eq(current), embedding.i.payload.position.eq(position)]
         wants_logits = position + 1 >= prompt_length
+
+        # The attention units: channel c of k, v, q goes to unit c // width; outputs leave unit by unit.
+        group, channel = Signal(range(G)), Signal(range(width))
+        out_group, out_channel = Signal(range(G)), Signal(range(width))
+        for unit in attentions:
+            m.d.comb += [unit.layer.eq(index_of), unit.position.eq(position),
+                         unit.score_mult.eq(layer_constant(".score.mult")),
+                         unit.score_shift.eq(layer_constant(".score.shift")),
+                         unit.out_mult.eq(layer_constant(".out.mult")),
+                         unit.out_shift.eq(layer_constant(".out.shift")),
+                         unit.q.payload.eq(a_read.data),
+                         unit.kv.payload.k.eq(a_read.data), unit.kv.payload.v.eq(a_read2.data)]
+
+        def count_channel(taken):
+            with m.If(taken):
+                m.d.sync += channel.eq(channel + 1)
+                with m.If(channel == width - 1):
+                    m.d.sync += [channel.eq(0), group.eq(Mux(group == G - 1, 0, group + 1))]
 
         def next_step():
             """The step after this one."""
@@ -428,15 +457,26 @@ class ForwardCore(wiring.Component):
                     with m.If(sink_a["written"] == n_of):
                         next_step()
             with m.State("KV"):                           # keys (act d..2d) and values (2d..3d) into the cache
-                m.d.comb += [attention.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(attention.kv.ready),
-                             kv["ready"].eq(attention.kv.ready)]
+                for g, unit in enumerate(attentions):
+                    with m.If(group == g):
+                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready),
+                                     kv["ready"].eq(unit.kv.ready)]
+                count_channel(source_a["valid"] & source_a["ready"])
                 with m.If(source_a["done"]):
                     m.d.comb += [source_a["start"].eq(1), source_a["count"].eq(d), source_a["base"].eq(0)]
                     m.next = "QUERY"
             with m.State("QUERY"):
-                m.d.comb += [attention.q.valid.eq(source_a["valid"]), source_a["ready"].eq(attention.q.ready),
-                             attention.o.ready.eq(1), sink_a["valid"].eq(attention.o.valid),
-                             sink_a["data"].eq(attention.o.payload)]
+                for g, unit in enumerate(attentions):
+                    with m.If(group == g):
+                        m.d.comb += [unit.q.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.q.ready)]
+                    with m.If(out_group == g):
+                        m.d.comb += [unit.o.ready.eq(1), sink_a["valid"].eq(unit.o.valid),
+                                     sink_a["data"].eq(unit.o.payload)]
+                count_channel(source_a["valid"] & source_a["ready"])
+                with m.If(sink_a["valid"]):
+                    m.d.sync += out_channel.eq(out_channel + 1)
+                    with m.If(out_channel == width - 1):
+                        m.d.sync += [out_channel.eq(0), out_group.eq(Mux(out_group == G - 1, 0, out_group + 1))]
                 with m.If(sink_a["written"] == d):
                     next_step()
             with m.State("HEAD"):                         # ln_f's output -> head -> sampler -> token

@@ -85,7 +85,8 @@ def golden_run(forward, prompt, count, inv_temperature, top_k, seed):
 
 
 def check_requests(compiled, requests, **core_args):
-    """Run `requests` on a `ForwardCore` of `compiled` (back-pressure both sides); assert golden's tokens and logits."""
+    """Run `requests` on a `ForwardCore` of `compiled` (back-pressure both sides); assert golden's tokens and
+    logits. Returns the results and the core."""
     forward = IntegerForward(compiled)
     V = compiled.config.vocab_size
     core = ForwardCore(compiled=compiled, **core_args)
@@ -94,7 +95,7 @@ def check_requests(compiled, requests, **core_args):
         want_tokens, want_logits = golden_run(forward, *request)
         assert tokens == want_tokens, request
         np.testing.assert_array_equal(np.array(logits).reshape(-1, V), want_logits.reshape(-1, V))
-    return results
+    return results, core
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +122,19 @@ def test_generate(one_layer):
     V = one_layer.config.vocab_size
     requests = [([3, 1, 4], 5, 0, V, 0), ([5], 4, 300, V, 7), ([2, 7, 1, 8], 3, 180, 4, 1),
                 ([2, 7, 1, 8], 3, 180, 4, 2), ([9, 9], 0, 0, V, 0), ([0, 5] * 5 + [1], 1, 256, 2, 3)]
-    results = check_requests(one_layer, requests, context=12, rows=2, columns=3, head_lanes=3)
+    results, _ = check_requests(one_layer, requests, context=12, rows=2, columns=3, head_lanes=3)
     assert len(set(results[1][0])) > 1 and results[2][0] != results[3][0]
 
 
 def test_two_layers(two_layers):
-    """Two layers of four heads, on a 3 x 2 array: greedy and sampled, the context filled."""
+    """Two layers of four heads, on a 3 x 2 array, two attention units of two heads side by side: greedy and
+    sampled, the context filled."""
     V = two_layers.config.vocab_size
-    check_requests(two_layers, [([6, 2], 3, 0, V, 0), ([11], 5, 128, 5, 9)], context=6, rows=3, columns=2)
+    _, core = check_requests(two_layers, [([6, 2], 3, 0, V, 0), ([11], 5, 128, 5, 9)], context=6, rows=3,
+                             columns=2, attention_units=2, attention_lanes=2)
+    memories = {name: (width, depth) for name, width, depth in core.memories}
+    # two units of 2 heads x 4 channels, 2 lanes: (key, value) x 2 layers x 6 positions x 8 channels / 2 per word
+    assert memories["kv_cache"] == memories["kv_cache1"] == (16, 2 * 2 * 6 * 8 // 2)
 
 
 @pytest.mark.slow
@@ -136,7 +142,7 @@ def test_two_layers_long(two_layers):
     """The two-layer model at its whole context, 16 positions, in every sampling mode."""
     V = two_layers.config.vocab_size
     check_requests(two_layers, [([1, 2, 3], 13, 0, V, 0), ([4], 15, 200, V, 11), ([7, 7], 14, 400, 3, 12)],
-                   context=16, rows=4, columns=3, head_lanes=2)
+                   context=16, rows=4, columns=3, head_lanes=2, attention_units=4)
 
 
 @pytest.mark.slow
