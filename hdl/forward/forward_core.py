@@ -263,6 +263,17 @@ class ForwardCore(wiring.Component):
         layers = program_layers(self._compiled)
         n_of = table([layers[s["index"]].n if s["kind"] == LINEAR else d for s in steps])
         k_of = table([layers[s["index"]].k if s["kind"] == LINEAR else d for s in steps])
+        # A layer norm or attention whose output is the next linear layer's (or the head's) whole input streams
+        # it straight into that unit too, which then needs no load from the activation buffer.
+        feeds = [s["kind"] in (NORM, ATTENTION) and i + 1 < len(steps) and
+                 ((steps[i + 1]["kind"] == LINEAR and layers[steps[i + 1]["index"]].k == d) or
+                  (steps[i + 1]["kind"] == HEAD and s["kind"] == NORM)) for i, s in enumerate(steps)]
+        feeds_of = table(feeds)
+        feeds_head_of = table([f and steps[i + 1]["kind"] == HEAD for i, f in enumerate(feeds)])
+        preloaded_of = table([i > 0 and feeds[i - 1] for i in range(len(steps))])
+        select_of = table([s["index"] if s["kind"] == LINEAR else
+                           steps[i + 1]["index"] if feeds[i] and steps[i + 1]["kind"] == LINEAR else 0
+                           for i, s in enumerate(steps)])
         add_of = table([s["kind"] == LINEAR and layers[s["index"]].add for s in steps])
         ln_f_step = len(steps) - 2
 
@@ -275,7 +286,7 @@ class ForwardCore(wiring.Component):
             return Array(Const(v, range(max(values) + 1)) for v in values)[index_of]
 
         m.d.comb += [norm.eps.eq(norm_constant(".eps")), norm.gamma_shift.eq(norm_constant(".shift")),
-                     linear.select.eq(index_of), gelu.layer.eq(gelu_of),
+                     linear.select.eq(select_of), gelu.layer.eq(gelu_of),
                      sampler.logit_mult.eq(int(t["sampler.logit.mult"])),
                      sampler.logit_shift.eq(int(t["sampler.logit.shift"]))]
 
@@ -373,6 +384,16 @@ class ForwardCore(wiring.Component):
                 with m.If(channel == width - 1):
                     m.d.sync += [channel.eq(0), group.eq(Mux(group == G - 1, 0, group + 1))]
 
+        def to_next(valid, payload):
+            """Offer an output to the next step's unit too when this step feeds it; the readiness to take it."""
+            ready = Signal()
+            m.d.comb += ready.eq(1)
+            with m.If(feeds_of & feeds_head_of):
+                m.d.comb += [head.a.valid.eq(valid), head.a.payload.eq(payload), ready.eq(head.a.ready)]
+            with m.Elif(feeds_of):
+                m.d.comb += [linear.a.valid.eq(valid), linear.a.payload.eq(payload), ready.eq(linear.a.ready)]
+            return ready
+
         def next_step():
             """The step after this one."""
             m.d.sync += step.eq(step + 1)
@@ -419,7 +440,7 @@ class ForwardCore(wiring.Component):
             with m.State("DISPATCH"):                     # start the step's readers and writers
                 m.d.comb += [sink_a["start"].eq(1), sink_x["start"].eq(1), source_x["start"].eq(1),
                              source_a["start"].eq(1), source_g["start"].eq(1), kv["start"].eq(1),
-                             source_a["count"].eq(k_of),
+                             source_a["count"].eq(Mux(preloaded_of, 0, k_of)),
                              source_a["base"].eq(Mux(kind_of == ATTENTION, d, 0))]
                 with m.If((step == ln_f_step) & ~wants_logits):
                     next_position()
@@ -435,7 +456,8 @@ class ForwardCore(wiring.Component):
                             m.next = "HEAD"
             with m.State("NORM"):
                 m.d.comb += [norm.x.valid.eq(source_x["valid"]), source_x["ready"].eq(norm.x.ready),
-                             norm.o.ready.eq(1), sink_a["valid"].eq(norm.o.valid), sink_a["data"].eq(norm.o.payload)]
+                             norm.o.ready.eq(to_next(norm.o.valid, norm.o.payload)),
+                             sink_a["valid"].eq(norm.o.valid & norm.o.ready), sink_a["data"].eq(norm.o.payload)]
                 with m.If(sink_a["written"] == d):
                     next_step()
             with m.State("LINEAR"):
@@ -470,7 +492,8 @@ class ForwardCore(wiring.Component):
                     with m.If(group == g):
                         m.d.comb += [unit.q.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.q.ready)]
                     with m.If(out_group == g):
-                        m.d.comb += [unit.o.ready.eq(1), sink_a["valid"].eq(unit.o.valid),
+                        m.d.comb += [unit.o.ready.eq(to_next(unit.o.valid, unit.o.payload)),
+                                     sink_a["valid"].eq(unit.o.valid & unit.o.ready),
                                      sink_a["data"].eq(unit.o.payload)]
                 count_channel(source_a["valid"] & source_a["ready"])
                 with m.If(sink_a["valid"]):
