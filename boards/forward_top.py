@@ -46,7 +46,7 @@ class Board:
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0),
-          "ulx3s": Board("ulx3s", led="led", default_mhz=60.0)}
+          "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
 
 def _board(name):
