@@ -49,7 +49,7 @@ def test_tops(tiny):
     assert icebreaker.identity.context == 16 and icebreaker.identity.vocab_size == 23
     assert icebreaker.divisor == 12 and icebreaker.identity.clock_hz == round(icebreaker.frequency)
     ulx3s = compose_forward(tiny, board="ulx3s")
-    assert ulx3s.identity.context == 80 and ulx3s.divisor == 20 and ulx3s.frequency == 60e6
+    assert ulx3s.identity.context == 80 and ulx3s.divisor == 15 and ulx3s.frequency == 45e6
     assert ulx3s.identity.digest == icebreaker.identity.digest
     with pytest.raises(ValueError, match="Board must be one of icebreaker, ulx3s, not 'de10'"):
         compose_forward(tiny, board="de10")
