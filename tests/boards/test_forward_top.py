@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The whole-forward board top in Verilator, UART pins included, driven by the host client a real board gets:
 its tokens are exactly the integer golden's (`IntegerForward.generate`), and a malformed GENERATE is answered
 with its error status while the board goes on generating.
