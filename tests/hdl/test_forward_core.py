@@ -162,3 +162,18 @@ def test_default_model_verilator(compiled_default):
         assert result["tokens"] == want, s
         cycles = token_cycles(result, len(prompt))
         print(f"{s}: cycles per token at position 3: {cycles[3]}, at position 62: {cycles[62]}")
+
+
+def test_cycles_cli_bad_input(capsys):
+    """`python -m sim.forward_core` refuses a malformed prompt in one line (exit 2) and answers --help."""
+    from sim.forward_core import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--prompt", "1,x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("python -m sim.forward_core: error: argument --prompt: '1,x' is not "
+                                               "comma-separated token ids")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "example: python -m sim.forward_core" in capsys.readouterr().out
