@@ -1,6 +1,7 @@
 """GELU of an activation: one read of a ``2**act_bits``-entry table (an EBR on iCE40)."""
 
-from amaranth import Module, signed
+import numpy as np
+from amaranth import Cat, Module, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,14 +15,16 @@ __all__ = ["GeluTable"]
 class GeluTable(wiring.Component):
     """``golden.int_ops.gelu_lookup``: ``table[x + 2**(act_bits-1)]``, one value per cycle.
 
-    The address is the activation with its sign bit inverted (no adder); the
-    table is a synchronous-read memory, so on iCE40 it is one SB_RAM40_4K for
-    8-bit activations (256 x 8), initialised by the bitstream.
+    The address is the activation with its sign bit inverted (no adder),
+    below the layer index; the tables of every layer are one synchronous-read
+    memory of ``n_layer * 2**act_bits`` entries, so on iCE40 one SB_RAM40_4K
+    per layer for 8-bit activations (256 x 8), initialised by the bitstream.
 
     Parameters
     ----------
-    table : sequence of int
-        The compiled layer's ``mlp.gelu`` table: ``2**act_bits`` signed ``act_bits`` values.
+    table : sequence of int, or sequence of such sequences
+        The compiled layer's ``mlp.gelu`` table (``2**act_bits`` signed
+        ``act_bits`` values), or one such table per layer.
     act_bits : int
         Activation width (input and output, signed), 2 to 16.
 
@@ -29,21 +32,25 @@ class GeluTable(wiring.Component):
     -------
     i : ``In(stream.Signature(signed(act_bits)))``
     o : ``Out(stream.Signature(signed(act_bits)))``
+    layer : ``In(range(n_layer))``
+        The table used, held while values pass.
     """
 
     def __init__(self, *, table, act_bits=8):
         self._act_bits = check_act_bits(act_bits)
-        table = [int(v) for v in table]
+        tables = [list(table)] if not len(table) or np.ndim(table[0]) == 0 else [list(t) for t in table]
         low, high = saturate_limits(act_bits)
-        if len(table) != 1 << act_bits:
-            raise ValueError(f"table must have {1 << act_bits} entries for {act_bits}-bit activations, "
-                             f"not {len(table)}")
-        bad = [v for v in table if not low <= v <= high]
-        if bad:
-            raise ValueError(f"table entry {bad[0]} does not fit {act_bits} signed bits ({low}..{high})")
-        self._table = tuple(table)
+        for entries in tables:
+            if len(entries) != 1 << act_bits:
+                raise ValueError(f"table must have {1 << act_bits} entries for {act_bits}-bit activations, "
+                                 f"not {len(entries)}")
+            bad = [v for v in entries if not low <= int(v) <= high]
+            if bad:
+                raise ValueError(f"table entry {bad[0]} does not fit {act_bits} signed bits ({low}..{high})")
+        self._tables = tuple(tuple(int(v) for v in entries) for entries in tables)
         super().__init__({"i": In(stream.Signature(signed(act_bits))),
-                          "o": Out(stream.Signature(signed(act_bits)))})
+                          "o": Out(stream.Signature(signed(act_bits))),
+                          "layer": In(range(len(tables)))})
 
     @property
     def act_bits(self):
@@ -51,8 +58,12 @@ class GeluTable(wiring.Component):
 
     @property
     def table(self):
-        """The table, as a tuple of ints (entry ``j`` is the GELU of ``j - 2**(act_bits-1)``)."""
-        return self._table
+        """Layer 0's table, as a tuple of ints (entry ``j`` is the GELU of ``j - 2**(act_bits-1)``)."""
+        return self._tables[0]
+
+    @property
+    def n_layer(self):
+        return len(self._tables)
 
     @property
     def latency(self):
@@ -62,11 +73,12 @@ class GeluTable(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         a = self._act_bits
-        m.submodules.rom = rom = memory.Memory(shape=signed(a), depth=1 << a, init=self._table)
+        init = [v for entries in self._tables for v in entries]
+        m.submodules.rom = rom = memory.Memory(shape=signed(a), depth=len(init), init=init)
         read = rom.read_port()
         advance = ~self.o.valid | self.o.ready
         m.d.comb += [self.i.ready.eq(advance), read.en.eq(advance),
-                     read.addr.eq(self.i.payload.as_unsigned() ^ (1 << (a - 1))),
+                     read.addr.eq(Cat(self.i.payload.as_unsigned() ^ (1 << (a - 1)), self.layer)),
                      self.o.payload.eq(read.data)]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(self.i.valid)

@@ -1,0 +1,187 @@
+"""The LM head: one token's logits from an integer table on a few multiplier lanes."""
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+import numpy as np
+
+from golden.datapath import check_act_bits
+
+from .arith import check_int
+from .requantizer import Requantizer
+
+__all__ = ["HeadUnit", "head_for"]
+
+
+class HeadUnit(wiring.Component):
+    """``requantize(a . table[v], mult[v], shift[v], logit_bits)`` for ``v = 0 .. V-1``: the program's ``head``.
+
+    The ``d`` activations of the token are loaded into `lanes` banks
+    (activation ``i`` in bank ``i % lanes``); then each cycle one word of the
+    table memory (``lanes`` integers of row ``v``, columns ``j lanes ..``)
+    meets one entry of every bank: ``lanes`` signed products (integer
+    multipliers: DSPs where the device has them), summed, accumulated over
+    ``ceil(d / lanes)`` cycles per token ``v``, then requantised per row by
+    the `Requantizer`. A token's logits take ``d + V ceil(d / lanes)`` cycles
+    and a few of pipeline; the whole pipeline stalls while ``o`` is not taken.
+
+    Memories: ``table`` (``lanes * table_bits`` wide, ``V ceil(d / lanes)``
+    deep), ``mult`` and ``shift`` (``V`` deep), ``bank0`` .. (``ceil(d / lanes)``).
+
+    Parameters
+    ----------
+    table : int array (V, d)
+        The head's integer table (``tables="int"``: ``wte.table`` when tied).
+    mult, shift : int arrays (V,)
+        The per-row requantisers (``head.mult``, ``head.shift``).
+    act_bits, logit_bits, mult_bits : int
+        ``IntFormats`` widths.
+    lanes : int
+        Multipliers working at once, 1 to ``d``.
+
+    Members
+    -------
+    a : ``In(stream.Signature(signed(act_bits)))``
+        The ``d`` activations (``ln_f``'s output).
+    o : ``Out(stream.Signature(signed(logit_bits)))``
+        The ``V`` logits, in token order.
+    """
+
+    def __init__(self, *, table, mult, shift, act_bits=8, logit_bits=16, mult_bits=16, lanes=4):
+        self._table = np.asarray(table, np.int64)
+        if self._table.ndim != 2 or not self._table.size:
+            raise ValueError(f"table must be a non-empty (V, d) array, not of shape {self._table.shape}")
+        self._v, self._d = self._table.shape
+        self._act_bits = check_act_bits(act_bits)
+        self._logit_bits = check_int("logit_bits", logit_bits, 2, 32)
+        self._mult_bits = check_int("mult_bits", mult_bits, 1, 32)
+        self._lanes = check_int("lanes", lanes, 1, self._d)
+        self._mult, self._shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+        if self._mult.shape != (self._v,) or self._shift.shape != (self._v,):
+            raise ValueError(f"mult and shift must have {self._v} values (one per token)")
+        if self._mult.min() < 0 or self._mult.max() >= 1 << mult_bits or self._shift.min() < 0 \
+                or self._shift.max() > 62:
+            raise ValueError(f"mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
+        largest = int(np.abs(self._table).max())
+        self._table_bits = max(2, largest.bit_length() + 1)
+        super().__init__({"a": In(stream.Signature(signed(act_bits))),
+                          "o": Out(stream.Signature(signed(logit_bits)))})
+
+    @property
+    def vocab_size(self):
+        return self._v
+
+    @property
+    def d(self):
+        return self._d
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def chunk(self):
+        """Table words per token: ``ceil(d / lanes)``."""
+        return -(-self._d // self._lanes)
+
+    @property
+    def acc_bits(self):
+        """Signed width of ``a . table[v]``: exact for any activations."""
+        return self._act_bits + self._table_bits + (self._d - 1).bit_length() + 1
+
+    @property
+    def cycles(self):
+        """Cycles of one token's logits with no stalls: load, ``V chunk`` words and the pipeline."""
+        return self._d + self._v * self.chunk + 6
+
+    @property
+    def memories(self):
+        """``[(name, width, depth)]`` of the unit's memories."""
+        return [("head_table", self._lanes * self._table_bits, self._v * self.chunk),
+                ("head_mult", self._mult_bits, self._v), ("head_shift", 6, self._v)] + \
+            [(f"head_bank{lane}", self._act_bits, self.chunk) for lane in range(self._lanes)]
+
+    def elaborate(self, platform):
+        m = Module()
+        V, L, chunk, A, T = self._v, self._lanes, self.chunk, self._act_bits, self._table_bits
+        padded = np.zeros((V, chunk * L), np.int64)
+        padded[:, :self._d] = self._table
+        mask = (1 << T) - 1
+        words = [sum((int(value) & mask) << (T * lane) for lane, value in enumerate(row[j * L:(j + 1) * L]))
+                 for row in padded for j in range(chunk)]
+        m.submodules.table = table = memory.Memory(shape=L * T, depth=len(words), init=words)
+        m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist())
+        m.submodules.shift = shifts = memory.Memory(shape=6, depth=V, init=self._shift.tolist())
+        table_read, mult_read, shift_read = table.read_port(), mults.read_port(), shifts.read_port()
+        banks = []
+        for lane in range(L):
+            bank = memory.Memory(shape=signed(A), depth=chunk, init=[])
+            m.submodules[f"bank{lane}"] = bank
+            banks.append((bank.write_port(), bank.read_port()))
+        m.submodules.requantizer = requant = Requantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
+                                                         shift_bits=6, out_bits=self._logit_bits)
+        wiring.connect(m, requant.o, wiring.flipped(self.o))
+
+        # Loading: activation i -> bank i % L, entry i // L.
+        lane, entry, loaded = Signal(range(L)), Signal(range(chunk)), Signal(range(self._d + 1))
+        # Issue (token v, word j) -> memories answer (stage 1) -> products summed (stage 2) -> accumulated.
+        token, j, word = Signal(range(V + 1)), Signal(range(chunk)), Signal(range(len(words) + 1))
+        running, issuing = Signal(), Signal()
+        advance = ~requant.i.valid | requant.i.ready
+        valid1, last1, valid2, last2 = Signal(), Signal(), Signal(), Signal()
+        token1, token2 = Signal(range(V)), Signal(range(V))
+        partial = Signal(signed(A + T + (L - 1).bit_length() + 1))
+        acc = Signal(signed(self.acc_bits))
+        m.d.comb += [issuing.eq(running & (token < V)), table_read.addr.eq(word), table_read.en.eq(advance),
+                     mult_read.addr.eq(token2), mult_read.en.eq(advance),
+                     shift_read.addr.eq(token2), shift_read.en.eq(advance),
+                     requant.i.payload.mult.eq(mult_read.data), requant.i.payload.shift.eq(shift_read.data)]
+        products = []
+        for index, (write, read) in enumerate(banks):
+            m.d.comb += [write.addr.eq(entry), write.data.eq(self.a.payload),
+                         write.en.eq(self.a.valid & self.a.ready & (lane == index)), read.addr.eq(j),
+                         read.en.eq(advance)]
+            weight = table_read.data[T * index:T * (index + 1)].as_signed()
+            products.append(read.data * weight)
+        with m.If(advance):
+            m.d.sync += [valid1.eq(issuing), last1.eq(j == chunk - 1), token1.eq(token),
+                         valid2.eq(valid1), last2.eq(last1), token2.eq(token1), partial.eq(sum(products)),
+                         requant.i.valid.eq(valid2 & last2)]
+            with m.If(valid2):
+                m.d.sync += acc.eq(acc + partial)
+                with m.If(last2):
+                    m.d.sync += [acc.eq(0), requant.i.payload.acc.eq(acc + partial)]
+            with m.If(issuing):
+                m.d.sync += [word.eq(word + 1), j.eq(j + 1)]
+                with m.If(j == chunk - 1):
+                    m.d.sync += [j.eq(0), token.eq(token + 1)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += self.a.ready.eq(1)
+                with m.If(self.a.valid):
+                    m.d.sync += [loaded.eq(loaded + 1), lane.eq(lane + 1)]
+                    with m.If(lane == L - 1):
+                        m.d.sync += [lane.eq(0), entry.eq(entry + 1)]
+                    with m.If(loaded == self._d - 1):
+                        m.d.sync += [loaded.eq(0), lane.eq(0), entry.eq(0), token.eq(0), j.eq(0), word.eq(0),
+                                     running.eq(1)]
+                        m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(~issuing & ~valid1 & ~valid2 & ~requant.i.valid):
+                    m.d.sync += running.eq(0)
+                    m.next = "LOAD"
+        return m
+
+
+def head_for(compiled, *, lanes=4):
+    """The `HeadUnit` of `compiled`: its integer head table (``tables`` / ``head`` format ``"int"`` only)."""
+    t, f = compiled.tensors, compiled.formats
+    name = next(op.get("table", "wte.table") for op in compiled.program if op["op"] == "head")
+    kind = f.tables if name == "wte.table" else f.head
+    if kind != "int":
+        raise ValueError(f"the head unit multiplies an integer table; this artefact's head table {name!r} "
+                         f"is {kind!r} (compile with head='int' and tables='int')")
+    return HeadUnit(table=t[name], mult=t["head.mult"], shift=t["head.shift"], act_bits=f.act_bits,
+                    logit_bits=f.logit_bits, mult_bits=f.mult_bits, lanes=lanes)

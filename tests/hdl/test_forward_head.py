@@ -1,0 +1,46 @@
+# amaranth: UnusedElaboratable=no
+"""The head unit against golden's ``head`` op: logits of real ln_f outputs, several lane counts."""
+
+import numpy as np
+import pytest
+
+from golden.compile import IntFormats
+from golden.int_forward import IntegerForward
+from hdl.forward.head_unit import HeadUnit, head_for
+
+from forward_cases import stream_through, tiny_compiled
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 4])
+def test_tiny_model(tmp_path, lanes):
+    """Two tokens' logits of a tiny model (d 16, V 23), from extreme and random activations."""
+    compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
+    forward = IntegerForward(compiled)
+    rng = np.random.default_rng(lanes)
+    a = rng.integers(-128, 128, (2, 16))
+    a[0] = np.resize([-128, 127], 16)
+    dut = head_for(compiled, lanes=lanes)
+    assert dut.chunk == -(-16 // lanes)
+    got = stream_through(dut, {"a": a.reshape(-1)}, "o", 2 * 23, seed=lanes)
+    np.testing.assert_array_equal(np.array(got).reshape(2, 23), forward._head_op(a))
+
+
+def test_default_model(compiled_default):
+    """The default model's head (65 x 64 int8, 4 lanes) on golden's ln_f output of a real prompt."""
+    forward = IntegerForward(compiled_default)
+    ids = np.array([18, 47, 56])
+    x = forward._embed(ids[None], 0)[0]
+    a = forward._layer_norm("ln_f", x)
+    dut = head_for(compiled_default, lanes=4)
+    assert dut.cycles == 64 + 65 * 16 + 6
+    got = stream_through(dut, {"a": a.reshape(-1)}, "o", 3 * 65, gap=0.1)
+    np.testing.assert_array_equal(np.array(got).reshape(3, 65), forward._head_op(a))
+
+
+def test_wrong(tmp_path):
+    with pytest.raises(ValueError, match="lanes must be from 1 to 4"):
+        HeadUnit(table=np.ones((3, 4)), mult=[1, 1, 1], shift=[0, 0, 0], lanes=5)
+    compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
+    compiled.formats = IntFormats(tables="pot", table_bits=4)
+    with pytest.raises(ValueError, match="is 'pot'"):
+        head_for(compiled)
