@@ -21,7 +21,7 @@ from cocotb.queue import Queue
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 
-__all__ = ["SimPort"]
+__all__ = ["SimPort", "start_board"]
 
 
 class SimPort:
@@ -74,21 +74,19 @@ class SimPort:
         return bytes(out)
 
 
-@cocotb.test()
-async def board_job(dut):
-    """Run the job of POTGEN_BOARD_JOB through the board top, as the host would over the serial port."""
-    from boards.run import exercise, load_job, save_results
+async def start_board(dut, job_path, *, period_ps, timeout_cycles):
+    """Clock and reset the harness, and make the host's port; returns (port, progress, now_s).
 
-    job_path = Path(os.environ["POTGEN_BOARD_JOB"])
-    job = load_job(job_path)
-    period_ps = job["period_ps"]
+    ``progress(event)`` appends the event (a dict, with the simulated time) as a JSON line to
+    ``progress.jsonl`` beside the job, which `boards.board_sim.run_test` hands the caller as it comes;
+    ``now_s()`` is the simulated time in seconds."""
     Clock(dut.clk, period_ps, unit="ps").start()
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 4)
-    port = SimPort(dut, timeout_ps=job["timeout_cycles"] * period_ps)
-    progress_file = job_path.with_name("progress.jsonl")
+    port = SimPort(dut, timeout_ps=timeout_cycles * period_ps)
+    progress_file = Path(job_path).with_name("progress.jsonl")
 
     def progress(event):
         event["sim_ns"] = cocotb.simtime.get_sim_time("ns")
@@ -98,7 +96,19 @@ async def board_job(dut):
     def now_s():
         return cocotb.simtime.get_sim_time("ns") * 1e-9
 
+    return port, progress, now_s
+
+
+@cocotb.test()
+async def board_job(dut):
+    """Run the job of POTGEN_BOARD_JOB through the board top, as the host would over the serial port."""
     from boards.protocol import Client
+    from boards.run import exercise, load_job, save_results
+
+    job_path = Path(os.environ["POTGEN_BOARD_JOB"])
+    job = load_job(job_path)
+    port, progress, now_s = await start_board(dut, job_path, period_ps=job["period_ps"],
+                                              timeout_cycles=job["timeout_cycles"])
     results = await bridge(exercise)(Client(port), job, progress=progress, clock=now_s)
     assert not int(dut.line_error.value), "the host-side UART saw a framing error or lost a byte"
     save_results(job_path, results)

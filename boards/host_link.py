@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .identity_rom import IdentityRom
+from .link_framing import LinkFraming
 from .protocol import MAX_PAYLOAD, Command, Identity, Status, value_bytes
 
 __all__ = ["HostLink", "code_write_signature"]
@@ -138,57 +139,19 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # The FSM's byte streams, each a one-byte register away from the UART's.
-        rx, tx = stream.Signature(8).create(), stream.Signature(8).create()
-        m.d.comb += self.rx.ready.eq(~rx.valid)
-        with m.If(self.rx.valid & ~rx.valid):
-            m.d.sync += [rx.payload.eq(self.rx.payload), rx.valid.eq(1)]
-        with m.If(rx.valid & rx.ready):
-            m.d.sync += rx.valid.eq(0)
-        tx_full, tx_byte = Signal(), Signal(8)
-        m.d.comb += [self.tx.valid.eq(tx_full), self.tx.payload.eq(tx_byte), tx.ready.eq(~tx_full)]
-        with m.If(tx.valid & ~tx_full):
-            m.d.sync += [tx_byte.eq(tx.payload), tx_full.eq(1)]
-        with m.If(self.tx.valid & self.tx.ready):
-            m.d.sync += tx_full.eq(0)
+        framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout)
+        rx, tx = framing.rx, framing.tx
         act_bytes, acc_bytes = self._act_bytes, self._acc_bytes
         identity = self._identity.pack()
 
-        command = Signal(8)
+        command, status, line_err, timed_out = framing.command, framing.status, framing.line_err, framing.timed_out
         is_identify, is_run = Signal(), Signal()            # command == IDENTIFY, RUN
-        remaining = Signal(16)      # request payload bytes still to read
-        resp_len = Signal(16)       # response payload bytes still to send
-        # remaining == 0, == 1 and resp_len == 0, == 1, kept in flip-flops beside them (every
-        # assignment updates both), so that no comparison of a counter is in series with the FSM.
-        rem_zero, rem_one, resp_zero, resp_one = Signal(init=1), Signal(), Signal(init=1), Signal()
-
-        def count_down_remaining():
-            m.d.sync += [remaining.eq(remaining - 1), rem_zero.eq(rem_one), rem_one.eq(remaining == 2)]
-
-        def set_resp_len(value, zero, one):
-            m.d.sync += [resp_len.eq(value), resp_zero.eq(zero), resp_one.eq(one)]
-
-        def count_down_resp_len(step=1):
-            if step == 1:
-                set_resp_len(resp_len - 1, resp_one, resp_len == 2)
-            else:
-                set_resp_len(resp_len - step, resp_len == step, resp_len == step + 1)
-        status = Signal(Status)
-        line_err = Signal()         # the UART lost a byte of this request
+        remaining, resp_len = framing.remaining, framing.resp_len
+        respond, respond_error = framing.respond, framing.respond_error
         index = Signal(range(max(len(identity), 3, acc_bytes) + 1))
         low = Signal(8)             # the low byte of a 16-bit word or activation
         phase = Signal()            # a low byte is held
         draining = Signal()
-
-        # -- no byte from the host for `timeout` cycles inside a request --
-        timer = Signal(range(self._timeout + 1))
-        timed_out = Signal()        # timer == timeout, kept in a flip-flop
-        with m.If(rx.valid):
-            m.d.sync += [timer.eq(0), timed_out.eq(0)]
-        with m.Elif(~timed_out):
-            m.d.sync += [timer.eq(timer + 1), timed_out.eq(timer == self._timeout - 1)]
-        with m.If(self.line_error):
-            m.d.sync += line_err.eq(1)
 
         # -- per-layer constants for RUN's length check --
         layer_in_bytes = Array(Const(k * act_bytes, 16) for k, _ in self._layers)[self.layer]
@@ -204,7 +167,7 @@ class HostLink(wiring.Component):
         checksum = Signal(16)
         write = self.code_write
         too_long = Signal()         # the words of a LOAD would run past the bank's end
-        m.d.sync += too_long.eq(address + (remaining >> 1) > self._bank_words)
+        m.d.sync += too_long.eq(address + (remaining.value >> 1) > self._bank_words)
         m.d.sync += write.en.eq(0)        # the write port is registered: a write is one cycle of en
 
         # -- RUN: bytes (from the host, or zeros when draining) -> activations --
@@ -228,23 +191,6 @@ class HostLink(wiring.Component):
         with m.If(take):
             m.d.sync += held_valid.eq(0)
 
-        def respond(code, length=0):
-            """Answer `code`; an error answer becomes LINE_ERROR if the UART lost a byte of the request,
-            the likely cause of the error. `resp_len` is 0 from Idle until a RUN's length check sets it
-            (and a dropped RUN counts it back to 0), so only a non-zero `length` is written; `index` is
-            cleared in Status."""
-            if code is not Status.OK:
-                code = Mux(line_err, Status.LINE_ERROR, code)
-            m.d.sync += status.eq(code)
-            if length:
-                set_resp_len(length, length == 0, length == 1)
-            m.next = "Status"
-
-        def respond_error(code):
-            """Drop the rest of the payload, then answer `code`."""
-            m.d.sync += status.eq(code)
-            m.next = "Discard"
-
         # The identity byte at `index`, a cycle late: `index` moves only when a byte is taken, and
         # the tx register then takes nothing the next cycle.
         m.submodules.identity_rom = identity_rom = self.identity_rom
@@ -252,48 +198,25 @@ class HostLink(wiring.Component):
         rom_byte = identity_rom.data
 
         with m.FSM(name="link_fsm") as fsm:
-            with m.State("Idle"):
-                m.d.comb += rx.ready.eq(1)
-                m.d.sync += [line_err.eq(0), draining.eq(0), phase.eq(0), index.eq(0), bad_bank.eq(0)]
-                set_resp_len(0, 1, 0)
-                with m.If(rx.valid):
-                    m.d.sync += [command.eq(rx.payload), is_identify.eq(rx.payload == Command.IDENTIFY),
-                                 is_run.eq(rx.payload == Command.RUN)]
-                    m.next = "Length-low"
-
-            with m.State("Length-low"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += [remaining[:8].eq(rx.payload), rem_zero.eq((rx.payload == 0) & (remaining[8:] == 0)),
-                                 rem_one.eq((rx.payload == 1) & (remaining[8:] == 0))]
-                    m.next = "Length-high"
-                with m.Elif(timed_out):
-                    respond(Status.TIMEOUT)
-
-            with m.State("Length-high"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += [remaining[8:].eq(rx.payload), rem_zero.eq((rx.payload == 0) & (remaining[:8] == 0)),
-                                 rem_one.eq((rx.payload == 0) & (remaining[:8] == 1))]
-                    m.next = "Dispatch"
-                with m.Elif(timed_out):
-                    respond(Status.TIMEOUT)
+            framing.request_states(
+                idle=[draining.eq(0), phase.eq(0), index.eq(0), bad_bank.eq(0)],
+                on_command=lambda byte: [is_identify.eq(byte == Command.IDENTIFY), is_run.eq(byte == Command.RUN)])
 
             with m.State("Dispatch"):
                 with m.Switch(command):
                     with m.Case(Command.IDENTIFY):
-                        with m.If(~rem_zero):
+                        with m.If(~remaining.zero):
                             respond_error(Status.BAD_LENGTH)
                         with m.Else():
                             m.next = "End"
                     with m.Case(Command.LOAD):
-                        with m.If((remaining < 5) | ~remaining[0]):
+                        with m.If((remaining.value < 5) | ~remaining.value[0]):
                             respond_error(Status.BAD_LENGTH)
                         with m.Else():
                             m.d.sync += [checksum.eq(0), write.bank.eq(0)]
                             m.next = "Load-header"
                     with m.Case(Command.LAYER):
-                        with m.If(~rem_one):
+                        with m.If(~remaining.one):
                             respond_error(Status.BAD_LENGTH)
                         with m.Else():
                             m.next = "Layer"
@@ -303,21 +226,12 @@ class HostLink(wiring.Component):
                     with m.Default():
                         respond_error(Status.BAD_COMMAND)
 
-            with m.State("Discard"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rem_zero):
-                    respond(status)
-                with m.Elif(rx.valid):
-                    count_down_remaining()
-                with m.Elif(timed_out):
-                    respond(Status.TIMEOUT)
-
             # LOAD: bank, address, then words
             with m.State("Load-header"):
                 m.d.comb += rx.ready.eq(1)
                 with m.If(rx.valid):
                     m.d.sync += index.eq(index + 1)
-                    count_down_remaining()
+                    remaining.count_down(m)
                     with m.Switch(index):
                         with m.Case(0):
                             m.d.sync += [write.bank.eq(rx.payload), bad_bank.eq(rx.payload >= self._banks)]
@@ -326,8 +240,7 @@ class HostLink(wiring.Component):
                         with m.Case(2):
                             m.d.sync += address.eq(rx.payload << 8 | low)
                             m.next = "Load-sum"
-                with m.Elif(timed_out):
-                    respond(Status.TIMEOUT)
+                framing.if_timed_out()
 
             # The bound check is registered (`too_long`) so that it is not in series with the FSM's logic.
             with m.State("Load-sum"):
@@ -341,17 +254,16 @@ class HostLink(wiring.Component):
 
             with m.State("Load-data"):
                 m.d.comb += rx.ready.eq(1)
-                with m.If(rem_zero):
+                with m.If(remaining.zero):
                     m.next = "End"
                 with m.Elif(rx.valid):
                     m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
-                    count_down_remaining()
+                    remaining.count_down(m)
                     with m.If(phase):
                         m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(rx.payload << 8 | low),
                                      address.eq(address + 1),
                                      checksum.eq(checksum + (rx.payload << 8 | low))]
-                with m.Elif(timed_out):
-                    respond(Status.TIMEOUT)
+                framing.if_timed_out()
 
             with m.State("Layer"):
                 m.d.comb += rx.ready.eq(1)
@@ -363,19 +275,18 @@ class HostLink(wiring.Component):
                         respond(Status.OK)
                     with m.Else():
                         respond(Status.LINE_ERROR)
-                with m.Elif(timed_out):
-                    respond(Status.TIMEOUT)
+                framing.if_timed_out()
 
             # RUN: find T with T * K * act_bytes == length, 1 <= T <= max_tokens
             # (the comparisons are registered: Run-compare gives them a cycle)
             with m.State("Run-compare"):
-                m.d.sync += [run_match.eq(run_bytes == remaining), run_resp_zero.eq(run_resp == 0),
+                m.d.sync += [run_match.eq(run_bytes == remaining.value), run_resp_zero.eq(run_resp == 0),
                              run_resp_one.eq(run_resp == 1),
-                             run_over.eq((tokens == self._max_tokens) | (run_bytes > remaining))]
+                             run_over.eq((tokens == self._max_tokens) | (run_bytes > remaining.value))]
                 m.next = "Run-check"
             with m.State("Run-check"):
                 with m.If(run_match):
-                    set_resp_len(run_resp, run_resp_zero, run_resp_one)
+                    resp_len.set(m, run_resp, run_resp_zero, run_resp_one)
                     m.next = "Run-data"
                 with m.Elif(run_over):
                     respond_error(Status.BAD_LENGTH)
@@ -385,7 +296,7 @@ class HostLink(wiring.Component):
                     m.next = "Run-compare"
 
             with m.State("Run-data"):
-                with m.If(rem_zero):
+                with m.If(remaining.zero):
                     with m.If(draining):
                         m.next = "Run-drop"            # status is TIMEOUT
                     with m.Elif(line_err):
@@ -399,22 +310,22 @@ class HostLink(wiring.Component):
                         m.d.comb += rx.ready.eq(act_free & ~draining)
                         with m.If(act_free):
                             m.d.sync += [acts.valid.eq(1), acts.payload.data.eq(value),
-                                         acts.payload.last.eq(rem_one), phase.eq(0)]
-                            count_down_remaining()
+                                         acts.payload.last.eq(remaining.one), phase.eq(0)]
+                            remaining.count_down(m)
                     with m.Else():
                         m.d.comb += rx.ready.eq(~draining)
                         m.d.sync += [phase.eq(1), low.eq(in_byte)]
-                        count_down_remaining()
+                        remaining.count_down(m)
                 with m.Elif(timed_out):
                     # The host stopped mid-batch: finish the batch with zeros, drop its results.
                     m.d.sync += [draining.eq(1), status.eq(Status.TIMEOUT)]
 
             with m.State("Run-drop"):
-                with m.If(resp_zero):
+                with m.If(resp_len.zero):
                     respond(status)
                 with m.Elif(held_valid):
                     m.d.comb += take.eq(1)
-                    count_down_resp_len(acc_bytes)
+                    resp_len.count_down(m, acc_bytes)
 
             # The end of a well-formed request: answer it.
             with m.State("End"):
@@ -426,31 +337,20 @@ class HostLink(wiring.Component):
                     respond(Status.OK, 2)        # LOAD: the checksum
 
             # -- the response: status, length, payload --
-            with m.State("Status"):
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(status)]
-                m.d.sync += index.eq(0)
-                with m.If(tx.ready):
-                    m.next = "Response-length-low"
-            with m.State("Response-length-low"):
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(resp_len[:8])]
-                with m.If(tx.ready):
-                    m.next = "Response-length-high"
-            with m.State("Response-length-high"):
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(resp_len[8:])]
-                with m.If(tx.ready):
-                    with m.If(resp_zero):
-                        m.next = "Idle"
-                    with m.Elif(is_run):
-                        m.next = "Send-results"
-                    with m.Else():
-                        m.next = "Send-bytes"
+            def payload():
+                with m.If(is_run):
+                    m.next = "Send-results"
+                with m.Else():
+                    m.next = "Send-bytes"
+            framing.response_states(on_status=[index.eq(0)], payload=payload)
+
             with m.State("Send-bytes"):
                 m.d.comb += [tx.valid.eq(1),
                              tx.payload.eq(Mux(is_identify, rom_byte, checksum.word_select(index[0], 8)))]
                 with m.If(tx.ready):
                     m.d.sync += index.eq(index + 1)
-                    count_down_resp_len()
-                    with m.If(resp_one):
+                    resp_len.count_down(m)
+                    with m.If(resp_len.one):
                         m.next = "Idle"
             with m.State("Send-results"):
                 wide = Signal(signed(8 * acc_bytes))
@@ -458,10 +358,10 @@ class HostLink(wiring.Component):
                              tx.payload.eq(wide.as_unsigned().word_select(index, 8))]
                 with m.If(tx.valid & tx.ready):
                     m.d.sync += index.eq(Mux(index == acc_bytes - 1, 0, index + 1))
-                    count_down_resp_len()
+                    resp_len.count_down(m)
                     with m.If(index == acc_bytes - 1):
                         m.d.comb += take.eq(1)
-                    with m.If(resp_one):
+                    with m.If(resp_len.one):
                         m.next = "Idle"
         # One flip-flop per state: Yosys keeps the init value (the reset state) and the state
         # decoding then costs no LUT levels in front of the FSM's many enables.

@@ -8,13 +8,34 @@ from .host_link import HostLink
 from .protocol import MAX_PAYLOAD, Identity, layout_digest, value_bytes
 from .uart import UART
 
-__all__ = ["HostedEngineTop", "max_tokens"]
+__all__ = ["HostedEngineTop", "connect_uart", "max_tokens"]
 
 
 def max_tokens(layout, rows, act_bits, acc_bits):
     """Tokens per RUN: the array's rows, fewer if a RUN's request or response would exceed a frame."""
     longest = max(max(layer.k * value_bytes(act_bits), layer.n * value_bytes(acc_bits)) for layer in layout.layers)
     return min(rows, 255, MAX_PAYLOAD // longest)
+
+
+def connect_uart(m, platform, *, on_board, uart, link, pll, led, rx, tx):
+    """Wire a board top's UART between its pins and its host link.
+
+    On the board (`on_board`) the ``sync`` domain is the PLL's, the UART is on the
+    platform's ``uart`` pins and LED `led` shows the PLL's lock; anywhere else the
+    UART is on the top's ports `rx` and `tx` and the clock is the plain ``sync``
+    domain (simulation). The link gets the UART's lost bytes as ``line_error``."""
+    if on_board:
+        m.domains.sync = ClockDomain("sync")          # clocked and reset by the PLL
+        pins = platform.request("uart", 0, dir="-")
+        m.submodules.rx_pin = rx_pin = io.Buffer("i", pins.rx)
+        m.submodules.tx_pin = tx_pin = io.Buffer("o", pins.tx)
+        m.submodules.led_pin = led_pin = io.Buffer("o", platform.request(led, 0, dir="-"))
+        m.d.comb += [uart.rx.eq(rx_pin.i), tx_pin.o.eq(uart.tx), led_pin.o.eq(pll.locked)]
+    else:
+        m.d.comb += [uart.rx.eq(rx), tx.eq(uart.tx)]
+    m.d.comb += link.line_error.eq(uart.overrun | uart.frame_error)
+    wiring.connect(m, uart.o_stream, link.rx)
+    wiring.connect(m, link.tx, uart.i_stream)
 
 
 class HostedEngineTop(wiring.Component):
@@ -114,19 +135,8 @@ class HostedEngineTop(wiring.Component):
         m.submodules.link = link = self._link
         m.submodules.engine = engine = self._engine
 
-        if self.on_board(platform):
-            m.domains.sync = ClockDomain("sync")          # clocked and reset by the PLL
-            pins = platform.request("uart", 0, dir="-")
-            m.submodules.rx_pin = rx_pin = io.Buffer("i", pins.rx)
-            m.submodules.tx_pin = tx_pin = io.Buffer("o", pins.tx)
-            m.submodules.led_pin = led_pin = io.Buffer("o", platform.request(self.LED, 0, dir="-"))
-            m.d.comb += [uart.rx.eq(rx_pin.i), tx_pin.o.eq(uart.tx), led_pin.o.eq(pll.locked)]
-        else:
-            m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx)]
-
-        m.d.comb += link.line_error.eq(uart.overrun | uart.frame_error)
-        wiring.connect(m, uart.o_stream, link.rx)
-        wiring.connect(m, link.tx, uart.i_stream)
+        connect_uart(m, platform, on_board=self.on_board(platform), uart=uart, link=link, pll=pll, led=self.LED,
+                     rx=self.rx, tx=self.tx)
         wiring.connect(m, link.activations, engine.activations)
         wiring.connect(m, engine.results, link.results)
         m.d.comb += engine.layer.eq(link.layer)

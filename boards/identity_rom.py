@@ -6,13 +6,14 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.bram_patch import PatchableContents
 
+from .forward_protocol import ForwardIdentity
 from .protocol import Identity
 
 __all__ = ["IdentityRom"]
 
 
 class IdentityRom(PatchableContents, wiring.Component):
-    """The packed `Identity` (`Identity.SIZE` bytes), read a byte at a time with one cycle of latency.
+    """The packed `Identity` (or `ForwardIdentity`), read a byte at a time with one cycle of latency.
 
     The identity ends in a digest of the model the bitstream holds. It lives in a
     memory rather than in logic so that `hdl.patch_build` can swap it along with
@@ -24,12 +25,12 @@ class IdentityRom(PatchableContents, wiring.Component):
 
     Parameters
     ----------
-    identity : Identity
+    identity : Identity or ForwardIdentity
         What the memory holds.
 
     Attributes
     ----------
-    addr : Signal(range(Identity.SIZE)), in
+    addr : Signal(range(identity.SIZE)), in
         Byte address, sampled every cycle.
     data : Signal(8), out
         The byte at the address of the previous cycle.
@@ -38,11 +39,12 @@ class IdentityRom(PatchableContents, wiring.Component):
     memory_width = 16
 
     def __init__(self, identity):
-        if not isinstance(identity, Identity):
-            raise TypeError(f"Identity must be a boards.protocol.Identity, not {identity!r}")
+        if not isinstance(identity, (Identity, ForwardIdentity)):
+            raise TypeError(f"Identity must be a boards.protocol.Identity or a boards.forward_protocol."
+                            f"ForwardIdentity, not {identity!r}")
         self._identity = identity
         self._words = self.identity_words(identity)
-        super().__init__({"addr": In(range(Identity.SIZE)), "data": Out(8)})
+        super().__init__({"addr": In(range(identity.SIZE)), "data": Out(8)})
 
     @staticmethod
     def identity_words(identity):

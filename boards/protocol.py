@@ -60,7 +60,7 @@ import numpy as np
 
 __all__ = [
     "Command", "Status", "ProtocolError", "Identity", "MAGIC", "VERSION", "MAX_PAYLOAD",
-    "layout_digest", "encode_request", "read_response", "code_banks", "load_chunks",
+    "layout_digest", "encode_request", "read_header", "read_response", "code_banks", "load_chunks",
     "encode_load", "load_checksum", "encode_activations", "decode_results", "value_bytes",
     "Client",
 ]
@@ -172,19 +172,24 @@ def encode_request(command, payload=b""):
     return HEADER.pack(int(command), len(payload)) + payload
 
 
-def read_response(read):
-    """Read one response with ``read(n) -> bytes``; returns (status, payload)."""
+def read_header(read):
+    """Read one response's header with ``read(n) -> bytes``; returns (status, payload length)."""
     header = read(HEADER.size)
     if len(header) != HEADER.size:
         raise ProtocolError(f"No response from the device (got {len(header)} of {HEADER.size} header bytes)")
     status, length = HEADER.unpack(header)
+    try:
+        return Status(status), length
+    except ValueError:
+        raise ProtocolError(f"Unknown status {status:#04x} from the device") from None
+
+
+def read_response(read):
+    """Read one response with ``read(n) -> bytes``; returns (status, payload)."""
+    status, length = read_header(read)
     payload = read(length) if length else b""
     if len(payload) != length:
         raise ProtocolError(f"Response cut short: {len(payload)} of {length} bytes")
-    try:
-        status = Status(status)
-    except ValueError:
-        raise ProtocolError(f"Unknown status {status:#04x} from the device") from None
     return status, payload
 
 

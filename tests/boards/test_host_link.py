@@ -20,7 +20,7 @@ from boards.host_link import HostLink
 from boards.protocol import (Command, Identity, Status, decode_results, encode_activations, encode_load,
                              encode_request, load_checksum)
 from boards.uart import UART
-from uart_host import receive_bytes, send_bytes
+from uart_host import LinkHost
 
 DIVISOR = 4
 LAYERS = [(3, 5), (4, 2)]
@@ -84,43 +84,6 @@ def simulate(script, *, uart=False, cycles=200_000):
     link = bench.link
     batches = []
 
-    class Host:
-        def __init__(self, ctx):
-            self.ctx = ctx
-
-        async def send(self, data, **kwargs):
-            if uart:
-                return await send_bytes(self.ctx, bench.rx, data, DIVISOR, **kwargs)
-            for byte in data:
-                self.ctx.set(link.rx.valid, 1)
-                self.ctx.set(link.rx.payload, byte)
-                await self.ctx.tick().until(link.rx.ready)
-            self.ctx.set(link.rx.valid, 0)
-
-        async def receive(self, count, limit=4 * TIMEOUT):
-            if uart:
-                return await receive_bytes(self.ctx, bench.tx, count, DIVISOR, limit=limit)
-            out = bytearray()
-            self.ctx.set(link.tx.ready, 1)
-            waited = 0
-            while len(out) < count and waited < limit:
-                _, _, valid, payload = await self.ctx.tick().sample(link.tx.valid, link.tx.payload)
-                if valid:
-                    out.append(payload)
-                    waited = 0
-                else:
-                    waited += 1
-            self.ctx.set(link.tx.ready, 0)
-            return bytes(out)
-
-        async def response(self):
-            status, length = struct.unpack("<BH", await self.receive(3))
-            return Status(status), await self.receive(length)
-
-        async def request(self, command, payload=b""):
-            await self.send(encode_request(command, payload))
-            return await self.response()
-
     async def engine(ctx):
         # Polls every cycle (rather than awaiting `until`) so that it ends with the host script.
         values, results = [], []
@@ -144,7 +107,8 @@ def simulate(script, *, uart=False, cycles=200_000):
 
     async def host(ctx):
         nonlocal done
-        await script(ctx, Host(ctx), bench)
+        await script(ctx, LinkHost(ctx, link, divisor=DIVISOR, limit=4 * TIMEOUT,
+                                     pins=(bench.rx, bench.tx) if uart else None), bench)
         done = True
         await ctx.tick().repeat(2)          # let the engine and the watchdog see it and end
 

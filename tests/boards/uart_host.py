@@ -1,6 +1,8 @@
 """The far end of a UART in an Amaranth testbench: bit-banged bytes on the pins."""
 
-__all__ = ["send_bytes", "receive_bytes"]
+import struct
+
+__all__ = ["send_bytes", "receive_bytes", "LinkHost"]
 
 
 async def send_bytes(ctx, pin, data, divisor, *, stop_bits=1, bad_stop=False):
@@ -37,3 +39,56 @@ async def receive_bytes(ctx, pin, count, divisor, *, limit=None):
         assert ctx.get(pin) == 1, "stop bit is not 1"
         out.append(byte)
     return bytes(out)
+
+
+class LinkHost:
+    """The host's end of a board link in an Amaranth testbench: whole requests and responses.
+
+    With `pins` (rx, tx) the bytes go over those UART pins at `divisor` cycles per bit; without,
+    they go straight into the link's ``rx`` stream and out of its ``tx`` stream (a byte a cycle at
+    most), which is what most protocol tests need and much faster. A receive gives up after
+    `limit` cycles without a byte.
+    """
+
+    def __init__(self, ctx, link, *, divisor, limit, pins=None):
+        self.ctx, self.link, self.divisor, self.limit, self.pins = ctx, link, divisor, limit, pins
+
+    async def send(self, data, **kwargs):
+        if self.pins:
+            return await send_bytes(self.ctx, self.pins[0], data, self.divisor, **kwargs)
+        link = self.link
+        for byte in data:
+            self.ctx.set(link.rx.valid, 1)
+            self.ctx.set(link.rx.payload, byte)
+            await self.ctx.tick().until(link.rx.ready)
+        self.ctx.set(link.rx.valid, 0)
+
+    async def receive(self, count, limit=None):
+        limit = self.limit if limit is None else limit
+        if self.pins:
+            return await receive_bytes(self.ctx, self.pins[1], count, self.divisor, limit=limit)
+        link = self.link
+        out = bytearray()
+        self.ctx.set(link.tx.ready, 1)
+        waited = 0
+        while len(out) < count and waited < limit:
+            _, _, valid, payload = await self.ctx.tick().sample(link.tx.valid, link.tx.payload)
+            if valid:
+                out.append(payload)
+                waited = 0
+            else:
+                waited += 1
+        self.ctx.set(link.tx.ready, 0)
+        return bytes(out)
+
+    async def response(self):
+        from boards.protocol import Status
+        header = await self.receive(3)
+        assert len(header) == 3, f"no response header (got {header!r})"
+        status, length = struct.unpack("<BH", header)
+        return Status(status), await self.receive(length)
+
+    async def request(self, command, payload=b""):
+        from boards.protocol import encode_request
+        await self.send(encode_request(command, payload))
+        return await self.response()

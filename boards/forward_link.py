@@ -1,0 +1,279 @@
+"""The board's end of the forward protocol (see `boards.forward_protocol`): UART bytes to and from the core."""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .forward_protocol import ARGUMENTS, Command, ForwardIdentity
+from .identity_rom import IdentityRom
+from .link_framing import LinkFraming
+from .protocol import MAX_PAYLOAD, Status
+
+__all__ = ["ForwardLink", "start_layout"]
+
+
+def start_layout(*, context, vocab_size):
+    """The layout of a generation's settings on the core's ``start`` stream (`hdl.forward.forward_core`)."""
+    return data.StructLayout({
+        "prompt_length": range(context + 1),
+        "count": range(context + 1),
+        "inv_temperature": 16,
+        "top_k": range(vocab_size + 1),
+        "seed": 32,
+    })
+
+
+class ForwardLink(wiring.Component):
+    """Serves IDENTIFY and GENERATE between a UART's byte streams and the whole-forward core.
+
+    A GENERATE's prompt is read whole into a buffer (``context`` ids, one block
+    RAM) and checked before the core hears of it: a request of the wrong
+    length, with an id outside the vocabulary, a top-k of 0 or above the
+    vocabulary, or the one seed whose sampler state would be 0, is answered
+    with its error once its payload is read (`boards.protocol`'s rules, with
+    `boards.link_framing.LinkFraming`, as `boards.host_link.HostLink`), and
+    so is a request cut short or hit by a line error; the core never starts on
+    a request that is not whole and valid, and the link takes the next request.
+    A valid one starts the core with ``count = min(count, context - n)``,
+    answers ``OK`` with ``2 * count`` bytes, hands the core the prompt, then
+    sends each token the core makes (u16) as it comes. A count of 0 is
+    answered at once without starting the core.
+
+    The core's streams are driven from flip-flops (start's payload from the
+    request's registers, the prompt from a register fed by the buffer, the
+    token's ready from a one-token register), so no combinational path runs
+    between the link and the core.
+
+    Parameters
+    ----------
+    identity : ForwardIdentity
+        What IDENTIFY answers; its ``vocab_size`` and ``context`` size the link.
+    timeout : int
+        Cycles without a byte inside a request after which it is answered TIMEOUT.
+
+    Members
+    -------
+    rx : In(stream.Signature(8))
+        Bytes from the UART.
+    tx : Out(stream.Signature(8))
+        Bytes to the UART.
+    line_error : In(1)
+        A pulse for each byte the UART lost (overrun, framing error).
+    start : Out(stream.Signature(start_layout(context, vocab_size)))
+        A generation's settings (see `hdl.forward.forward_core.ForwardCore`).
+    prompt : Out(stream.Signature(range(vocab_size)))
+        The prompt's ids, ``prompt_length`` of them after ``start`` is taken.
+    token : In(stream.Signature(range(vocab_size)))
+        The core's tokens, ``count`` of them.
+    busy : In(1)
+        The core is generating; ``start`` waits while it is high.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a parameter of the wrong kind or out of range.
+    """
+
+    def __init__(self, *, identity, timeout):
+        if not isinstance(identity, ForwardIdentity):
+            raise TypeError(f"Identity must be a boards.forward_protocol.ForwardIdentity, not {identity!r}")
+        if not 1 <= identity.context <= (MAX_PAYLOAD - ARGUMENTS.size) // 2:
+            raise ValueError(f"Context must be 1 to {(MAX_PAYLOAD - ARGUMENTS.size) // 2} (a request's prompt), "
+                             f"not {identity.context}")
+        if not 1 <= identity.vocab_size <= 0xFFFF:
+            raise ValueError(f"Vocabulary size must be 1 to 65535 (ids are u16), not {identity.vocab_size}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+            raise ValueError(f"Timeout must be a positive integer, not {timeout!r}")
+        self._identity = identity
+        self._identity_rom = None          # made on first use: an unused one would be an unused elaboratable
+        self._timeout = timeout
+        vocab, context = identity.vocab_size, identity.context
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "line_error": In(1),
+            "start": Out(stream.Signature(start_layout(context=context, vocab_size=vocab))),
+            "prompt": Out(stream.Signature(range(vocab))),
+            "token": In(stream.Signature(range(vocab))),
+            "busy": In(1),
+        })
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def identity_rom(self):
+        """The memory IDENTIFY is answered from (`IdentityRom`)."""
+        if self._identity_rom is None:
+            self._identity_rom = IdentityRom(self._identity)
+        return self._identity_rom
+
+    @property
+    def context(self):
+        return self._identity.context
+
+    @property
+    def vocab_size(self):
+        return self._identity.vocab_size
+
+    @property
+    def timeout(self):
+        return self._timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout)
+        rx, tx = framing.rx, framing.tx
+        remaining, resp_len = framing.remaining, framing.resp_len
+        vocab, context = self.vocab_size, self.context
+        identity_size = len(self._identity.pack())
+
+        is_identify = Signal()
+        index = Signal(range(identity_size + 1))   # identity byte sent; GENERATE: argument byte read
+        low = Signal(8)                            # the low byte of an id or a token
+        phase = Signal()                           # the high byte is next
+
+        # -- GENERATE's arguments: ARGUMENTS.size bytes shifted in, little-endian --
+        arguments = Signal(8 * ARGUMENTS.size)
+        count, inv_temperature, top_k, seed = (arguments[:16], arguments[16:32], arguments[32:48],
+                                               arguments[48:80])
+        prompt_length = Signal(range(context + 1))
+        tokens = Signal(range(context + 1))        # min(count, context - prompt_length)
+        bad_argument = Signal()
+
+        # -- the prompt buffer: written as the ids arrive, read out to the core once the request is valid --
+        m.submodules.prompt_buffer = buffer = memory.Memory(shape=range(vocab), depth=context, init=[])
+        write, read = buffer.write_port(), buffer.read_port()
+        address = Signal(range(context + 1))
+        fresh = Signal()                           # read.data is the id at `address`
+        m.d.comb += [write.addr.eq(address), read.addr.eq(address), write.data.eq(Cat(low, rx.payload))]
+        prompt = self.prompt
+        with m.If(prompt.ready):
+            m.d.sync += prompt.valid.eq(0)
+
+        # -- tokens: one held in a register, so the core's ready is a flip-flop --
+        held = Signal(range(vocab))
+        held_valid = Signal()
+        m.d.comb += self.token.ready.eq(~held_valid)
+        with m.If(self.token.valid & ~held_valid):
+            m.d.sync += [held.eq(self.token.payload), held_valid.eq(1)]
+
+        m.d.comb += [self.start.payload.prompt_length.eq(prompt_length), self.start.payload.count.eq(tokens),
+                     self.start.payload.inv_temperature.eq(inv_temperature), self.start.payload.top_k.eq(top_k),
+                     self.start.payload.seed.eq(seed)]
+
+        m.submodules.identity_rom = identity_rom = self.identity_rom
+        m.d.comb += identity_rom.addr.eq(index)
+
+        with m.FSM(name="link_fsm") as fsm:
+            framing.request_states(idle=[phase.eq(0), index.eq(0), address.eq(0), bad_argument.eq(0)],
+                                   on_command=lambda byte: [is_identify.eq(byte == Command.IDENTIFY)])
+
+            with m.State("Dispatch"):
+                with m.Switch(framing.command):
+                    with m.Case(Command.IDENTIFY):
+                        with m.If(~remaining.zero):
+                            framing.respond_error(Status.BAD_LENGTH)
+                        with m.Elif(framing.line_err):
+                            framing.respond(Status.LINE_ERROR)
+                        with m.Else():
+                            framing.respond(Status.OK, identity_size)
+                    with m.Case(Command.GENERATE):
+                        with m.If((remaining.value < ARGUMENTS.size + 2) | remaining.value[0]
+                                  | (remaining.value > ARGUMENTS.size + 2 * context)):
+                            framing.respond_error(Status.BAD_LENGTH)
+                        with m.Else():
+                            m.d.sync += prompt_length.eq((remaining.value - ARGUMENTS.size) >> 1)
+                            m.next = "Arguments"
+                    with m.Default():
+                        framing.respond_error(Status.BAD_COMMAND)
+
+            with m.State("Arguments"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(rx.valid):
+                    m.d.sync += [arguments.eq(Cat(arguments[8:], rx.payload)), index.eq(index + 1)]
+                    remaining.count_down(m)
+                    with m.If(index == ARGUMENTS.size - 1):
+                        m.next = "Check-arguments"
+                framing.if_timed_out()
+
+            with m.State("Check-arguments"):
+                m.d.sync += [bad_argument.eq((top_k == 0) | (top_k > vocab) | (seed == 0xFFFF_FFFF)),
+                             tokens.eq(context - prompt_length)]
+                m.next = "Ids"
+
+            with m.State("Ids"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(remaining.zero):
+                    m.next = "Check-ids"
+                with m.Elif(rx.valid):
+                    m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
+                    remaining.count_down(m)
+                    with m.If(phase):
+                        m.d.comb += write.en.eq(1)
+                        m.d.sync += address.eq(address + 1)
+                        with m.If(Cat(low, rx.payload) >= vocab):
+                            m.d.sync += bad_argument.eq(1)
+                framing.if_timed_out()
+
+            with m.State("Check-ids"):
+                # A line error answers LINE_ERROR (`respond` turns the error into it).
+                with m.If(bad_argument | framing.line_err):
+                    framing.respond(Status.BAD_ARGUMENT)
+                with m.Else():
+                    m.d.sync += [tokens.eq(Mux(count < tokens, count, tokens)), address.eq(0), fresh.eq(0)]
+                    m.next = "Count"
+
+            with m.State("Count"):
+                with m.If(tokens == 0):
+                    framing.respond(Status.OK)
+                with m.Else():
+                    resp_len.set(m, tokens << 1, 0, 0)
+                    m.next = "Start"
+
+            with m.State("Start"):
+                m.d.comb += self.start.valid.eq(~self.busy)
+                with m.If(self.start.valid & self.start.ready):
+                    framing.respond(Status.OK)
+
+            def payload():
+                with m.If(is_identify):
+                    m.next = "Identity"
+                with m.Else():
+                    m.next = "Prompt"
+            framing.response_states(on_status=[index.eq(0)], payload=payload)
+
+            # The identity byte at `index` comes a cycle late: `index` moves only when a byte is taken,
+            # and the tx register then takes nothing the next cycle.
+            with m.State("Identity"):
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(identity_rom.data)]
+                with m.If(tx.ready):
+                    m.d.sync += index.eq(index + 1)
+                    resp_len.count_down(m)
+                    with m.If(resp_len.one):
+                        m.next = "Idle"
+
+            # The prompt to the core, an id every other cycle at most (the buffer's read takes one).
+            with m.State("Prompt"):
+                with m.If(~fresh):
+                    m.d.sync += fresh.eq(1)
+                with m.Elif(~prompt.valid | prompt.ready):
+                    m.d.sync += [prompt.valid.eq(1), prompt.payload.eq(read.data), address.eq(address + 1),
+                                 fresh.eq(0)]
+                    with m.If(address == prompt_length - 1):
+                        m.next = "Tokens"
+
+            # Each token as the core makes it: low byte, high byte.
+            with m.State("Tokens"):
+                wide = Signal(16)
+                m.d.comb += [wide.eq(held), tx.valid.eq(held_valid), tx.payload.eq(wide.word_select(phase, 8))]
+                with m.If(tx.valid & tx.ready):
+                    m.d.sync += phase.eq(~phase)
+                    resp_len.count_down(m)
+                    with m.If(phase):
+                        m.d.sync += held_valid.eq(0)
+                    with m.If(resp_len.one):
+                        m.next = "Idle"
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
+        return m

@@ -1,0 +1,135 @@
+"""The whole-forward board top in Verilator, driven over its UART by the host client a real board gets.
+
+`ForwardSim` builds `boards.forward_top.ForwardTop` for a compiled model and
+a board (the same top `hdl.build` builds, with a fast UART and a short request
+timeout), wraps it in `boards.sim_harness.SimHarness`, compiles it with
+Verilator (cached by the Verilog's digest in build/forward-sim/) and runs
+`boards.forward_tb` on it: `exercise` there, with
+`boards.forward_protocol.ForwardClient` over `boards.board_tb.SimPort`, sends
+each request and reads each answer, byte by byte through both UARTs, and
+reports every token as it arrives.
+
+A request is a dict: ``{"prompt": [ids], "count": n, "inv_temperature": i,
+"top_k": k or None, "seed": s}`` for a GENERATE the client checks and sends,
+or ``{"raw": hex}`` for bytes sent as they are (a malformed request, in a
+test), whose answer is read back.
+"""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from golden.paths import BUILD_DIR
+
+from .board_sim import SIM_DIVISOR, build_top, clock_period_ps, run_test
+from .forward_protocol import ForwardIdentity
+from .protocol import ProtocolError, read_response
+
+__all__ = ["ForwardSim", "exercise", "SIM_BUILD_DIR"]
+
+SIM_BUILD_DIR = BUILD_DIR / "forward-sim"
+#: The link's request timeout in simulation, in seconds of simulated time (a few hundred bytes at the
+#: simulation's UART rate; the board's is 0.1 s).
+SIM_TIMEOUT_S = 2e-4
+#: Cycles the host waits for a byte before it gives up (far longer than a token takes).
+READ_TIMEOUT_CYCLES = 50_000_000
+
+
+def _identity_dict(identity):
+    fields = {name: getattr(identity, name) for name in identity.__dataclass_fields__ if not name.startswith("_")}
+    return dict(fields, digest=identity.digest.hex())
+
+
+def exercise(client, job, *, progress=None, clock=time.perf_counter):
+    """Identify the board (it must be `job`'s identity), then send each of `job`'s requests and read its answer.
+
+    `client` is a `boards.forward_protocol.ForwardClient`. Returns one dict per request: ``status`` (the
+    answer's name), and for a GENERATE ``tokens`` with ``sent_s`` and ``token_s`` (the `clock` when it was
+    sent and when each token arrived); for a raw request ``payload`` (hex). Each token is also a progress
+    event ``{"event": "token", "request": i, "token": t}``."""
+    say = progress or (lambda event: None)
+    identity = client.identify()
+    expected = ForwardIdentity(**dict(job["identity"], digest=bytes.fromhex(job["identity"]["digest"])))
+    if identity != expected:
+        raise ProtocolError(f"The board is {identity}, not {expected}")
+    say({"event": "identified"})
+    results = []
+    for index, request in enumerate(job["requests"]):
+        if "raw" in request:
+            client.port.write(bytes.fromhex(request["raw"]))
+            status, payload = read_response(client.port.read)
+            results.append({"status": status.name, "payload": payload.hex()})
+            say({"event": "answer", "request": index, "status": status.name})
+            continue
+        result = {"status": "OK", "tokens": [], "sent_s": clock(), "token_s": []}
+        try:
+            for token in client.generate(request["prompt"], request["count"],
+                                         inv_temperature=request["inv_temperature"], top_k=request["top_k"],
+                                         seed=request["seed"]):
+                result["tokens"].append(token)
+                result["token_s"].append(clock())
+                say({"event": "token", "request": index, "token": token})
+        except ProtocolError as error:
+            if error.status is None:
+                raise
+            result["status"] = error.status.name
+        results.append(result)
+    return results
+
+
+class ForwardSim:
+    """The forward top of `board` for `compiled`, built for Verilator (once per design), to run requests on.
+
+    Parameters
+    ----------
+    compiled : golden.compile.CompiledModel
+    board : str
+        ``"icebreaker"`` or ``"ulx3s"``.
+    context : int, optional
+        Positions the top holds (default `boards.forward_top.default_context`).
+    sim_dir : path
+        The Verilator build cache.
+    say : callable, optional
+        ``say(message)`` for a line of progress (the Verilator build).
+    core_options
+        More `hdl.forward.forward_core.ForwardCore` parameters.
+    """
+
+    def __init__(self, compiled, *, board="icebreaker", context=None, sim_dir=SIM_BUILD_DIR, say=None,
+                 **core_options):
+        from .forward_top import compose_forward
+        from .sim_harness import SimHarness
+
+        self.top = compose_forward(compiled, board=board, context=context, divisor=SIM_DIVISOR,
+                                   timeout=SIM_TIMEOUT_S, **core_options)
+        self.runner, self.build_dir = build_top(SimHarness(self.top), sim_dir, say or (lambda message: None))
+        self.results = None
+
+    @property
+    def identity(self):
+        return self.top.identity
+
+    def run(self, requests):
+        """Run `requests` (see the module) in one simulation. A generator of progress events (dicts with
+        ``sim_ns``; a ``"token"`` event for each token as it arrives); when it ends, `results` holds
+        `exercise`'s answers. UserError, naming the log, if the simulation failed."""
+        self.results = None
+        run_dir = self.build_dir / "runs" / f"{os.getpid()}-{time.monotonic_ns()}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        job_path = run_dir / "job.json"
+        job_path.write_text(json.dumps({
+            "identity": _identity_dict(self.identity), "requests": list(requests),
+            "period_ps": clock_period_ps(self.top.frequency), "timeout_cycles": READ_TIMEOUT_CYCLES}))
+        results = run_dir / "results.json"
+        yield from run_test(self.runner, self.build_dir, run_dir, test_module="boards.forward_tb",
+                            env={"POTGEN_FORWARD_JOB": str(job_path)}, results=results)
+        self.results = json.loads(Path(results).read_text())
+        shutil.rmtree(run_dir, ignore_errors=True)          # kept only when something went wrong
+
+    def generate(self, requests):
+        """`run` to its end; returns the results."""
+        for _ in self.run(requests):
+            pass
+        return self.results

@@ -1,0 +1,184 @@
+"""The whole-forward board top: PLL clock, UART, the forward link and the forward core (iCEBreaker or ULX3S)."""
+
+from dataclasses import dataclass
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .forward_link import ForwardLink
+from .forward_protocol import ForwardIdentity
+from .hosted_top import connect_uart
+from .icebreaker import DEFAULT_BAUD, uart_divisor
+from .uart import UART
+
+__all__ = ["BOARDS", "ForwardTop", "compose_forward", "default_context", "DEFAULT_TIMEOUT"]
+
+#: Seconds without a byte inside a request before it is answered TIMEOUT (far longer than any gap in a
+#: host's write).
+DEFAULT_TIMEOUT = 0.1
+#: The context the iCEBreaker holds by default (the issue's floor).
+ICEBREAKER_CONTEXT = 64
+
+
+@dataclass(frozen=True)
+class Board:
+    """What the top needs to know of a board: its PLL, the LED that shows the PLL's lock, its platform."""
+
+    name: str
+    led: str
+    default_mhz: float
+
+    def pll(self, frequency):
+        if self.name == "icebreaker":
+            from .ice40_pll import ICE40PLL
+            return ICE40PLL(frequency=frequency)
+        from .ecp5_pll import ECP5PLL
+        return ECP5PLL(frequency=frequency)
+
+    def on_board(self, platform):
+        from amaranth.vendor import LatticePlatform, SiliconBluePlatform
+        if self.name == "icebreaker":
+            return isinstance(platform, SiliconBluePlatform)
+        return isinstance(platform, LatticePlatform) and platform.family == "ecp5"
+
+
+#: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
+#: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
+BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0),
+          "ulx3s": Board("ulx3s", led="led", default_mhz=60.0)}
+
+
+def _board(name):
+    if name not in BOARDS:
+        raise ValueError(f"Board must be one of {', '.join(BOARDS)}, not {name!r}")
+    return BOARDS[name]
+
+
+class ForwardTop(wiring.Component):
+    """Everything on the board: the whole-forward core behind a UART serving IDENTIFY and GENERATE.
+
+    The host sends a prompt and the generation's settings and reads the tokens
+    as the core samples them (`boards.forward_protocol`); `ForwardLink` checks
+    each request before the core starts. On the board's platform the clock is
+    the board's PLL (`frequency`), the UART is the board's USB serial pins, and
+    an LED lights once the PLL has locked. Anywhere else the same top
+    simulates: `rx` and `tx` are its ports and the clock is the plain ``sync``
+    domain (`boards.sim_harness.SimHarness` puts a host-side UART on them).
+
+    Parameters
+    ----------
+    core : hdl.forward.forward_core.ForwardCore
+        The core, with ``compiled``, ``context``, ``vocab_size`` and the ports
+        ``start``, ``prompt``, ``token``, ``busy``.
+    board : str
+        ``"icebreaker"`` or ``"ulx3s"``.
+    frequency : float
+        The system clock in Hz (the PLL's target; the identity reports what it makes).
+    baud : float
+        UART bit rate; the divisor is ``round(clock / baud)``, whose rate must be within 2% of `baud`.
+    divisor : int, optional
+        UART clock cycles per bit, overriding `baud` (simulation uses 4).
+    timeout : float
+        Seconds without a byte inside a request before it is answered TIMEOUT.
+
+    Members
+    -------
+    rx : In(1)
+        UART input (simulation; on the board it is the pin).
+    tx : Out(1)
+        UART output.
+
+    Raises
+    ------
+    ValueError
+        On an unknown board, a clock the PLL or the baud rate cannot be made from, or a bad timeout.
+    """
+
+    def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
+        self._board = _board(board)
+        if isinstance(frequency, bool) or not isinstance(frequency, (int, float)) or frequency <= 0:
+            raise ValueError(f"Frequency must be a positive number of Hz, not {frequency!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"Timeout must be a positive number of seconds, not {timeout!r}")
+        self._pll = self._board.pll(frequency)
+        if divisor is None:
+            divisor = uart_divisor(self._pll.frequency, baud)
+        self._uart = UART(divisor=divisor)
+        self._core = core
+        self._identity = ForwardIdentity.of(core.compiled, context=core.context, clock_hz=self._pll.frequency,
+                                            divisor=divisor)
+        self._link = ForwardLink(identity=self._identity, timeout=max(16, round(timeout * self._pll.frequency)))
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    @property
+    def core(self):
+        return self._core
+
+    @property
+    def board(self):
+        return self._board.name
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def identity_rom(self):
+        """The memory the link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
+        return self._link.identity_rom
+
+    @property
+    def link(self):
+        return self._link
+
+    @property
+    def divisor(self):
+        return self._uart.divisor
+
+    @property
+    def frequency(self):
+        """The clock the PLL makes on the board, in Hz."""
+        return self._pll.frequency
+
+    @property
+    def baud(self):
+        return self._pll.frequency / self._uart.divisor
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pll = pll = self._pll
+        m.submodules.uart = uart = self._uart
+        m.submodules.link = link = self._link
+        m.submodules.core = core = self._core
+        connect_uart(m, platform, on_board=self._board.on_board(platform), uart=uart, link=link, pll=pll,
+                     led=self._board.led, rx=self.rx, tx=self.tx)
+        # Field by field: the link's start layout and the core's are the same fields in the same order.
+        m.d.comb += [core.start.valid.eq(link.start.valid), link.start.ready.eq(core.start.ready),
+                     core.start.payload.as_value().eq(link.start.payload.as_value())]
+        wiring.connect(m, link.prompt, core.prompt)
+        wiring.connect(m, core.token, link.token)
+        m.d.comb += link.busy.eq(core.busy)
+        return m
+
+
+def default_context(board, compiled):
+    """The positions a forward top of `board` holds for `compiled` by default: the model's whole context on
+    the ULX3S, 64 (at most the model's) on the iCEBreaker."""
+    n_positions = compiled.config.n_positions
+    return n_positions if _board(board).name == "ulx3s" else min(ICEBREAKER_CONTEXT, n_positions)
+
+
+def compose_forward(compiled, *, board, context=None, frequency=None, divisor=None, timeout=DEFAULT_TIMEOUT,
+                    **core_options):
+    """The forward top of `board` for `compiled` (a `golden.compile.CompiledModel`) holding `context` positions
+    (default `default_context`), clocked at `frequency` Hz (default the board's), with `core_options` for
+    `hdl.forward.forward_core.ForwardCore`. `hdl.build` builds this top and `boards.generate --backend sim`
+    simulates it, so both run the same hardware."""
+    from hdl.forward.forward_core import ForwardCore
+
+    spec = _board(board)
+    context = default_context(board, compiled) if context is None else context
+    core = ForwardCore(compiled=compiled, context=context, **core_options)
+    return ForwardTop(core=core, board=board, frequency=frequency or spec.default_mhz * 1e6, divisor=divisor,
+                      timeout=timeout)
