@@ -4,27 +4,25 @@
                                  [--int-format NAME=VALUE ...] [--json]
 
 The forward design (`hdl.forward.forward_core.ForwardCore`) holds on the chip
-everything one token needs, sized here from the compiled artefact
-(`golden.compile.CompiledModel`), not from constants:
+everything one token needs; its memories are the core's own
+(``ForwardCore.memories``, sized from the compiled artefact), grouped here as
 
 codes
     the linear layers' PoT codes, ``sum K N bits``, read once per token in
     order (the split-K array's code stream, `hdl.forward.decode_plan`);
 KV cache
-    ``2 n_layer context d act_bits``, written once and read every token;
-constants (read once per token, in order)
-    embedding tables (``wte``; ``wpe`` for the built context only) and their
-    per-row requantisers, the linear layers' biases, requantiser mantissas and
-    shifts, the head's per-token requantisers, the layer norms' gains and
-    offsets; each group one memory as wide as its widest value;
+    keys and values, ``n_layer context d act_bits`` each;
+constants (read in order every token)
+    the embedding tables (``wte``; ``wpe`` for the built context only; a
+    token reads one row of each) and their requantisers, the head's table
+    and requantisers, the linear layers' biases, requantiser mantissas and
+    shifts, the layer norms' gains and offsets;
 tables (read at random)
-    the GELU table of each layer, the exp2 table of the attention unit and of
-    the sampler;
+    the GELU tables, the exp2 tables of the attention unit and of the sampler;
 working buffers
-    the memories of the stage-1 units at this context: the residual, the
-    split-K array's activation banks (one bank per row, for the layer being
-    read and the one being written), the layer norm's row, the attention
-    unit's query, scores and weights, the sampler's logits and weights.
+    the residual, activations, the array's banks, the layer norm's row, the
+    attention unit's query, scores and weights, the sampler's logits and
+    weights (and any memory the core adds that the budget does not know).
 
 Boards
     iCE40UP5K (iCEBreaker): 4 SPRAM of 16384 x 16 bits, 30 EBR of 4 Kbit
@@ -35,7 +33,8 @@ Placement (`place`)
     UP5K: the codes take whole SPRAMs of their own (their bandwidth feeds the
     array); tables and buffers take EBR (random access); the constants take
     EBR while it lasts, then the SPRAM beside the KV cache; the KV cache takes
-    what SPRAM is left. ECP5: everything in DP16KD. A memory takes whole
+    what SPRAM is left. (SPRAM has no initial contents: codes and constants
+    there must be written at start, as the linear design's host does.) ECP5: everything in DP16KD. A memory takes whole
     blocks of its best shape; nothing is packed across memories.
 
 `fit` searches the largest context that fits (at most the model's
@@ -137,74 +136,41 @@ def _ops(compiled, kind):
     return [op for op in compiled.program if op["op"] == kind]
 
 
+#: How the budget treats each of `ForwardCore.memories` (by name, or by the name's prefix before a digit).
+_KINDS = {"linear_codes": "codes", "kv_keys": "kv", "kv_values": "kv",
+          **dict.fromkeys(("ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wte", "wte_mult",
+                           "wte_shift", "wpe", "wpe_mult", "wpe_shift", "head_table", "head_mult", "head_shift"),
+                          "constant"),
+          **dict.fromkeys(("attention_exp2", "sampler_exp2", "gelu"), "table")}
+#: Constants of which a token reads one row (the embedding's): the rest are read whole every token.
+_ROW_READ = ("wte", "wte_mult", "wte_shift", "wpe", "wpe_mult", "wpe_shift")
+
+
 def forward_memories(compiled, *, context, rows=4, columns=3):
-    """Every memory of the forward design for `compiled` at `context` positions, as `MemoryNeed`s."""
-    c, f, t = compiled.config, compiled.formats, compiled.tensors
+    """Every memory of the forward core for `compiled` at `context` positions, as `MemoryNeed`s.
+
+    The memories are the core's own (`hdl.forward.forward_core.ForwardCore.memories`: names, widths and
+    depths as elaborated); a name the budget does not know is a working buffer (block RAM).
+    """
+    from .forward_core import ForwardCore
+
+    c = compiled.config
     if not 1 <= context <= c.n_positions:
         raise ValueError(f"context must be from 1 to the model's {c.n_positions} positions, not {context}")
-    linears = [op["name"] for op in _ops(compiled, "linear")]
-    d, V, n_layer = c.n_embd, c.vocab_size, c.n_layer
-    needs = []
-
-    code_bits = sum(t[name + ".codes"].size for name in linears) * compiled.bits
-    word = rows * columns * compiled.bits
-    needs.append(MemoryNeed("linear codes", "codes", word, -(-code_bits // word), code_bits))
-    per_position = 2 * n_layer * d
-    needs.append(MemoryNeed("KV cache", "kv", f.act_bits, per_position * context, per_position * context * f.act_bits))
-
-    def constant(name, values, width, read_all=True, per_token=None):
-        values = np.asarray(values)
-        depth = values.size
-        bits = width * depth if read_all else per_token
-        needs.append(MemoryNeed(name, "constant", width, depth, bits))
-
-    head_op = _ops(compiled, "head")[0]
-    table = head_op.get("table", "wte.table")
-    wte = t["wte.table"]
-    wte_bits = f.table_bits
-    tied = table == "wte.table"
-    # wte: one row per token for the embedding, the whole table per token for a tied head
-    constant("wte table", wte, wte_bits, read_all=tied, per_token=d * wte_bits)
-    constant("wte row requantisers", t["wte.mult"], _unsigned_width(t["wte.mult"]) + _unsigned_width(t["wte.shift"]),
-             read_all=False, per_token=_unsigned_width(t["wte.mult"]) + _unsigned_width(t["wte.shift"]))
-    constant("wpe table", t["wpe.table"][:context], wte_bits, read_all=False, per_token=d * wte_bits)
-    wpe_width = _unsigned_width(t["wpe.mult"]) + _unsigned_width(t["wpe.shift"])
-    constant("wpe row requantisers", t["wpe.mult"][:context], wpe_width, read_all=False, per_token=wpe_width)
-    if not tied:
-        constant("head table", t[table], f.head_bits)
-    constant("head requantisers", t["head.mult"], _unsigned_width(t["head.mult"]) + _unsigned_width(t["head.shift"]))
-
-    biases = np.concatenate([t[name + ".bias"] for name in linears])
-    mults = np.concatenate([t[name + ".mult"] for name in linears])
-    shifts = np.concatenate([t[name + ".shift"] for name in linears])
-    constant("linear biases", biases, _signed_width(biases))
-    constant("requantiser mults", mults, _unsigned_width(mults))
-    constant("requantiser shifts", shifts, _unsigned_width(shifts))
-    norms = [op["name"] for op in _ops(compiled, "layer_norm")]
-    gammas = np.concatenate([t[name + ".gamma"] for name in norms])
-    betas = np.concatenate([t[name + ".beta"] for name in norms])
-    constant("layer norm gains", gammas, _signed_width(gammas))
-    constant("layer norm offsets", betas, _signed_width(betas))
-
-    for op in _ops(compiled, "gelu"):
-        lut = t[op["name"] + ".gelu"]
-        needs.append(MemoryNeed(f"GELU table {op['name']}", "table", f.act_bits, lut.size, 0))
-    exp_table = t["exp2.lut"]
-    for user in ("attention", "sampler"):
-        needs.append(MemoryNeed(f"exp2 table ({user})", "table", _unsigned_width(exp_table), exp_table.size, 0))
-
-    k_max = max(t[name + ".codes"].shape[0] for name in linears)
-    n_max = max(t[name + ".codes"].shape[1] for name in linears)
-    chunk = -(-max(k_max, n_max) // rows)
-    head_dim = d // c.n_head
-    score_bits = 2 * f.act_bits + (head_dim - 1).bit_length()
-    buffers = [("residual", f.res_bits, d), ("layer norm row", f.res_bits, d),
-               *[(f"activation bank {r} (in)", f.act_bits, chunk) for r in range(rows)],
-               *[(f"activation bank {r} (out)", f.act_bits, chunk) for r in range(rows)],
-               ("attention query", f.act_bits, d), ("attention scores", score_bits, context),
-               ("attention weights", f.exp_bits, context), ("logits", f.logit_bits, V),
-               ("sampler weights", f.exp_bits, V)]
-    needs += [MemoryNeed(name, "buffer", width, depth, 0) for name, width, depth in buffers]
+    core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns)
+    d, needs = c.n_embd, []
+    for name, width, depth in core.memories:
+        kind = _KINDS.get(name, "buffer")
+        if kind == "codes":
+            token_bits = sum(compiled.tensors[op["name"] + ".codes"].size for op in compiled.program
+                             if op["op"] == "linear") * compiled.bits
+        elif kind == "kv":
+            token_bits = width * depth
+        elif kind == "constant":
+            token_bits = width * (d if name in ("wte", "wpe") else 1) if name in _ROW_READ else width * depth
+        else:
+            token_bits = 0
+        needs.append(MemoryNeed(name, kind, width, depth, token_bits))
     return needs
 
 
@@ -336,15 +302,19 @@ def options(compiled, board, *, clock_hz, rows=4, columns=3, checkpoint=None, fo
     base = asdict(formats or compiled.formats)
     result = {"flash": flash_stream(compiled, board, context=min(64, compiled.config.n_positions),
                                     clock_hz=clock_hz, rows=rows, columns=columns), "formats": []}
+    square = {"rows": 4, "columns": 4}
+    if (rows, columns) != (4, 4):
+        reached = fit(compiled, board, **square)
+        result["array"] = {**square, "context": reached["context"], "limit": reached["limit"]}
     pot_tables = {"tables": "pot", "table_bits": compiled.bits, "head": "pot", "head_bits": compiled.bits}
-    trials = [{"mult_bits": 8}, pot_tables, {"mult_bits": 8, **pot_tables}]
+    trials = [{"mult_bits": 8}, {"mult_bits": 8, "ln_gamma_bits": 8}, pot_tables]
     for override in trials:
         try:
             other = compile_checkpoint(checkpoint, bits=compiled.bits, formats=IntFormats(**{**base, **override}))
-        except (CompileError, ValueError) as error:
+            reached = fit(other, board, rows=rows, columns=columns)
+        except (CompileError, ValueError) as error:          # the compiler's or the core's refusal
             result["formats"].append({"override": override, "error": str(error)})
             continue
-        reached = fit(other, board, rows=rows, columns=columns)
         result["formats"].append({"override": override, "context": reached["context"], "limit": reached["limit"]})
     return result
 
@@ -384,9 +354,13 @@ def _option_lines(board, found, clock_hz):
              f"{board.flash_bits_per_cycle} bits per cycle (quad SPI at half the clock) -> at most "
              f"{flash['tokens_per_s_bound']:,.0f} tokens/s at {clock_hz / 1e6:g} MHz from the flash alone; "
              f"streaming, the largest context is {flash['largest_context']}"]
+    if "array" in found:
+        array = found["array"]
+        lines.append(f"  a {array['rows']} x {array['columns']} array (no padding of K and N, codes in 3 SPRAM): "
+                     f"context {array['context']} (limited by {array['limit']})")
     for trial in found["formats"]:
         label = " ".join(f"{k}={v}" for k, v in trial["override"].items())
-        lines.append(f"  --int-format {label}: " + (f"does not compile ({trial['error']})" if "error" in trial else
+        lines.append(f"  --int-format {label}: " + (f"not possible: {trial['error']}" if "error" in trial else
                                                      f"context {trial['context']} (limited by {trial['limit']})"))
     return lines
 
@@ -405,6 +379,8 @@ def main(argv=None):
     p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
     p.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
                    help="override a width of golden.compile.IntFormats, e.g. mult_bits=8")
+    p.add_argument("--rows", metavar="R", type=positive_int, default=4, help="the core's PoT array rows")
+    p.add_argument("--columns", metavar="C", type=positive_int, default=3, help="the core's PoT array columns")
     p.add_argument("--context", metavar="N", type=positive_int, default=None,
                    help="positions of the KV cache (default: the largest that fits)")
     p.add_argument("--clock", metavar="MHZ", type=float, default=None,
@@ -418,11 +394,12 @@ def main(argv=None):
     compiled = compile_checkpoint(args.checkpoint, bits=args.bits, formats=formats)
     if args.context is not None and args.context > compiled.config.n_positions:
         raise UserError(f"--context {args.context}: the model has {compiled.config.n_positions} positions")
-    reached = fit(compiled, board)
+    shape = {"rows": args.rows, "columns": args.columns}
+    reached = fit(compiled, board, **shape)
     context = args.context or reached["context"] or 1
-    budget = place(forward_memories(compiled, context=context), board)
+    budget = place(forward_memories(compiled, context=context, **shape), board)
     clock_hz = (args.clock or _default_clock_mhz(board)) * 1e6
-    found = options(compiled, board, clock_hz=clock_hz, checkpoint=args.checkpoint, formats=formats) \
+    found = options(compiled, board, clock_hz=clock_hz, checkpoint=args.checkpoint, formats=formats, **shape) \
         if board.sprams and (not budget["fits"] or reached["context"] < compiled.config.n_positions) else None
     if args.json:
         print(json.dumps({"board": board.name, "device": board.device, "context": context,
