@@ -46,11 +46,13 @@ context. Bits and blocks are exact for the layout above; the built core's
 own figures come from nextpnr (`hdl.build --design forward`).
 """
 
+import gc
 import json
-import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from amaranth.hdl import UnusedElaboratable
 
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 
@@ -157,9 +159,14 @@ def forward_memories(compiled, *, context, rows=4, columns=3):
     c = compiled.config
     if not 1 <= context <= c.n_positions:
         raise ValueError(f"context must be from 1 to the model's {c.n_positions} positions, not {context}")
-    core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns)
+    with warnings.catch_warnings():               # the core is made for its memory list, never elaborated
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns)
+        memories = core.memories
+        del core
+        gc.collect()
     d, needs = c.n_embd, []
-    for name, width, depth in core.memories:
+    for name, width, depth in memories:
         kind = _KINDS.get(name, "buffer")
         if kind == "codes":
             token_bits = sum(compiled.tensors[op["name"] + ".codes"].size for op in compiled.program

@@ -40,45 +40,52 @@ def test_block_shapes():
     assert UP5K.spram_words_of(48, 10) == 30
 
 
-def test_memories_follow_the_artefact(hardware):
+def test_memories_are_the_cores(hardware):
     c = hardware.config
     needs = {n.name: n for n in forward_memories(hardware, context=64)}
-    linear_codes = sum(v.size for k, v in hardware.tensors.items() if k.endswith(".codes"))
-    assert needs["linear codes"].bits >= linear_codes * 4
-    assert needs["linear codes"].token_bits == linear_codes * 4
-    assert needs["KV cache"].bits == 2 * c.n_layer * 64 * c.n_embd * 8
-    assert needs["wpe table"].depth == 64 * c.n_embd                  # only the built context's rows
-    assert needs["linear biases"].depth == sum(hardware.tensors[k].size for k in hardware.tensors
-                                               if k.endswith(".bias") and k.startswith("h."))
-    assert needs["layer norm offsets"].width == 26                   # |beta| up to 23,307,950
-    assert sum(n.kind == "table" for n in needs.values()) == c.n_layer + 2
+    linear_codes = sum(hardware.tensors[op["name"] + ".codes"].size for op in hardware.program
+                       if op["op"] == "linear")
+    codes = needs["linear_codes"]
+    assert codes.kind == "codes" and codes.width == 4 * 3 * 4 and codes.token_bits == linear_codes * 4
+    assert codes.bits > linear_codes * 4                  # N = 64 and 256 padded to 66 and 258 columns
+    assert needs["kv_keys"].bits == needs["kv_values"].bits == c.n_layer * 64 * c.n_embd * 8
+    assert needs["wpe"].depth == 64 * c.n_embd and needs["wpe"].token_bits == c.n_embd * 8   # one row a token
+    assert needs["linear_bias"].kind == "constant" and needs["linear_bias"].token_bits == needs["linear_bias"].bits
+    assert {n for n, need in needs.items() if need.kind == "table"} == {"gelu", "attention_exp2", "sampler_exp2"}
     with pytest.raises(ValueError, match="context"):
         forward_memories(hardware, context=c.n_positions + 1)
 
 
-def test_up5k_default_model_context_is_limited_by_spram(hardware):
+def test_up5k_default_model(hardware):
+    """The 4 x 3 core's codes take all 4 SPRAMs; a 4 x 4 array's take 3, and the context is then SPRAM-bound."""
     budget = place(forward_memories(hardware, context=64), UP5K)
-    assert budget["code_sprams"] == 3                  # 786,432 bits of 4-bit codes: exactly 3 SPRAMs
-    by_name = _by_name(budget)
-    assert by_name["KV cache"]["spram_words"] == 16384  # 64 positions: the 4th SPRAM whole
-    assert not budget["fits"] and "SPRAM of 4" in budget["over"][0]
-    reached = fit(hardware, UP5K)
-    assert 0 < reached["context"] < 64
-    assert "SPRAM" in reached["limit"]
-    assert reached["budget"]["fits"] and reached["budget"]["blocks"] <= 30
-    assert not place(forward_memories(hardware, context=reached["context"] + 1), UP5K)["fits"]
+    assert budget["code_sprams"] == 4 and not budget["fits"]
+    assert fit(hardware, UP5K)["context"] == 0
     line = refusal(hardware, UP5K, 64)
     assert "\n" not in line and line.startswith("the forward design won't fit the iCE40UP5K at context 64")
-    assert f"the largest context that fits is {reached['context']}" in line
-    assert refusal(hardware, UP5K, reached["context"]) is None
+    assert "no context fits" in line
+
+    square = {"rows": 4, "columns": 4}
+    budget = place(forward_memories(hardware, context=64, **square), UP5K)
+    assert budget["code_sprams"] == 3                  # 786,432 bits of 4-bit codes: exactly 3 SPRAMs
+    by_name = _by_name(budget)
+    assert by_name["kv_keys"]["spram_words"] + by_name["kv_values"]["spram_words"] == 16384   # the 4th, whole
+    assert not budget["fits"]
+    reached = fit(hardware, UP5K, **square)
+    assert 0 < reached["context"] < 64 and "SPRAM" in reached["limit"]
+    assert reached["budget"]["fits"] and reached["budget"]["blocks"] <= 30
+    assert not place(forward_memories(hardware, context=reached["context"] + 1, **square), UP5K)["fits"]
+    assert refusal(hardware, UP5K, reached["context"], **square) is None
+    assert f"the largest context that fits is {reached['context']}" in refusal(hardware, UP5K, 64, **square)
 
 
-def test_up5k_flash_streaming_reaches_64(hardware):
-    flash = flash_stream(hardware, UP5K, context=64, clock_hz=36e6)
+def test_up5k_flash_streaming(hardware):
+    square = {"rows": 4, "columns": 4}
+    flash = flash_stream(hardware, UP5K, context=64, clock_hz=36e6, **square)
     assert flash["fits"] and flash["largest_context"] == 64
-    budget = place(forward_memories(hardware, context=64), UP5K, flash=True)
+    budget = place(forward_memories(hardware, context=64, **square), UP5K, flash=True)
     streamed = [row for row in budget["placement"] if row["where"] == "flash"]
-    needs = {n.name: n for n in forward_memories(hardware, context=64)}
+    needs = {n.name: n for n in forward_memories(hardware, context=64, **square)}
     assert streamed and flash["bytes_per_token"] == sum(needs[row["name"]].token_bits for row in streamed) // 8
     assert flash["cycles_per_token"] == -(-flash["bytes_per_token"] * 8 // 2)
 
