@@ -3,6 +3,7 @@
     python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
                         [--pe pot|int8] [--freq MHZ] [--seed S] [--codes spram|ebr] [--out DIR]
     python -m hdl.build --board icebreaker --patch --roms DIR [--build DIR] [--out DIR]
+    python -m hdl.build --board icebreaker|ulx3s --design forward [--context N] [--int-format NAME=VALUE ...]
 
 Without ``--checkpoint`` it builds the model the hardware runs by default,
 `golden.paths.HARDWARE_MODEL_DIR` (the embedded model after 4-bit PoT QAT).
@@ -39,6 +40,13 @@ patch swaps the weights themselves. The board's IDENTIFY answer is in block RAM
 too (`boards.identity_rom.IdentityRom`) and is patched with the rest, so the
 patched board names the new model's layout digest and `boards.host` loads and
 runs that model, and refuses the old one.
+
+``--design forward`` builds the whole forward instead (`hdl.build_forward`): a
+prompt in, tokens out, the KV cache on the chip; the checkpoint is weighed
+against the board's memories first (`hdl.forward.budget`) and refused in one
+line if it does not fit, and the report gains ``design``, ``context``,
+``cycles_per_token`` (simulated) and ``tokens_per_s``. ``--design linear`` (the
+default) is the engine described here; its report says ``"design": "linear"``.
 
 ``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
 the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
@@ -243,7 +251,8 @@ def _frequency(text):
 def parse_args(argv):
     parser = ArgumentParser(
         prog="python -m hdl.build", formatter_class=HelpFormatter,
-        description="Build an FPGA bitstream of the PoT engine holding every linear layer of a checkpoint.",
+        description="Build an FPGA bitstream of a checkpoint: the PoT engine holding every linear layer (--design "
+                    "linear) or the whole forward with its sampler (--design forward).",
         epilog="examples:\n"
                "  python -m hdl.build --board icebreaker\n"
                "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
@@ -269,9 +278,9 @@ def parse_args(argv):
     parser.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
                         help="forward: override a width of golden.compile.IntFormats, e.g. mult_bits=8")
     parser.add_argument("--rows", metavar="R", type=positive_int,
-                        help=f"linear: array rows (tokens at once; default {DEFAULT_ROWS})")
+                        help=f"linear: array rows, tokens at once (default: {DEFAULT_ROWS})")
     parser.add_argument("--cols", metavar="C", type=positive_int,
-                        help=f"linear: array columns (output channels at once; default {DEFAULT_COLUMNS})")
+                        help=f"linear: array columns, output channels at once (default: {DEFAULT_COLUMNS})")
     parser.add_argument("--pe", metavar="KIND", choices=("pot", "int8"), default="pot",
                         help="PE: pot (barrel shifter) or int8 (multiplier reference)")
     parser.add_argument("--freq", metavar="MHZ", type=_frequency,
