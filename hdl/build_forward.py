@@ -38,9 +38,12 @@ from .forward.budget import fit, forward_memories, place, refusal
 from .reports import format_table, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, run_tool, tool_command
 
-__all__ = ["DESIGNS", "build_forward", "check_budget", "forward_report_table"]
+__all__ = ["DESIGNS", "FORWARD_FREQ_MHZ", "build_forward", "check_budget", "forward_report_table"]
 
 DESIGNS = ("linear", "forward")
+#: The forward design's default clocks: a multiple of 3 MHz (UART at 3 Mbaud) below the Fmax nextpnr reaches
+#: (ECP5: 48.5 MHz for a tiny checkpoint's core at seed 1, which fails at the linear design's 60 MHz).
+FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 45.0}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
 
 
