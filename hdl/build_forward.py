@@ -71,7 +71,7 @@ def check_budget(compiled, board, context):
     return context
 
 
-def _measure_in_background(compiled, context, quiet):
+def _measure_in_background(compiled, board, context, quiet):
     """Start `sim.forward_cycles.measure_cycles` in a thread; returns a callable that waits for its result."""
     from sim.forward_cycles import measure_cycles
 
@@ -79,11 +79,11 @@ def _measure_in_background(compiled, context, quiet):
 
     def work():
         try:
-            result.update(measure_cycles(compiled, context=context))
+            result.update(measure_cycles(compiled, board=board, context=context))
         except BaseException as error:          # noqa: BLE001 - re-raised in the caller's thread
             failure.append(error)
 
-    _say(f"simulating the core for its cycles per token (positions 1 and {context - 1}), beside synthesis ...",
+    _say(f"simulating the board top for its cycles per token (positions 1 to {context - 2}), beside synthesis ...",
          quiet)
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -93,7 +93,7 @@ def _measure_in_background(compiled, context, quiet):
         if failure:
             raise failure[0]
         _say(f"simulated: {result['position_1']} cycles per token at position 1, {result['full_context']} at "
-             f"position {context - 1}", quiet)
+             f"position {context - 2}", quiet)
         return dict(result)
     return wait
 
@@ -160,7 +160,7 @@ def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bit
     _say(f"forward core for {compiled.config.n_layer} layers, d {compiled.config.n_embd}, vocab "
          f"{compiled.config.vocab_size}, context {context}; budget: {budget['blocks']} {chip.block_name}"
          + (f", {budget['sprams']} SPRAM" if chip.sprams else "") + f"; clock {top.frequency / 1e6:g} MHz", quiet)
-    wait_cycles = _measure_in_background(compiled, context, quiet) if simulate else None
+    wait_cycles = _measure_in_background(compiled, board, context, quiet) if simulate else None
 
     with atomic_directory(out) as work:
         try:
@@ -215,7 +215,7 @@ def forward_report_table(report):
     rows += [("DSP", count("dsp")), ("clock", f"{report['target_mhz']:g} MHz (Fmax {fmax})")]
     if cycles["full_context"]:
         rows += [("cycles/token", f"{cycles['position_1']} at position 1, {cycles['full_context']} at position "
-                                  f"{report['context'] - 1} (simulated)"),
+                                  f"{cycles['full_context_position']} (simulated)"),
                  ("tokens/s", f"{report['tokens_per_s']:,.0f} at the full context ({report['tokens_per_s_fmax']:,.0f} "
                               f"at Fmax)" if report["tokens_per_s_fmax"] else f"{report['tokens_per_s']:,.0f}")]
     rows += [("UART", f"{report['baud'] / 1e6:g} Mbaud"),
