@@ -230,8 +230,12 @@ def place(needs, board, *, flash=False):
     if blocks > board.blocks:
         over.append(f"{blocks} {board.block_name} of {board.blocks}")
     if board.sprams and sprams > board.sprams:
-        over.append(f"{sprams} SPRAM of {board.sprams} ({code_sprams} for the codes, "
-                    f"{shared_words} words of KV cache and constants for the other {board.sprams - code_sprams})")
+        room = max(0, board.sprams - code_sprams) * board.spram_words
+        excess = shared_words - room
+        over.append(f"{sprams} SPRAM of {board.sprams} ({code_sprams} for the codes, {shared_words} words of KV "
+                    f"cache and constants for the other {board.sprams - code_sprams}: "
+                    f"{excess * board.spram_width / 1024:.1f} Kbit too many)" if excess > 0 else
+                    f"{sprams} SPRAM of {board.sprams} (the codes need {code_sprams})")
     return {"placement": [rows[n.name] for n in needs], "blocks": blocks, "sprams": sprams,
             "code_sprams": code_sprams, "spram_words": shared_words, "flash_bytes_per_token": flash_bits // 8,
             "fits": not over, "over": over}
@@ -403,7 +407,7 @@ def main(argv=None):
         raise UserError(f"--context {args.context}: the model has {compiled.config.n_positions} positions")
     shape = {"rows": args.rows, "columns": args.columns}
     reached = fit(compiled, board, **shape)
-    context = args.context or reached["context"] or 1
+    context = args.context or reached["context"] or min(64, compiled.config.n_positions)
     budget = place(forward_memories(compiled, context=context, **shape), board)
     clock_hz = (args.clock or _default_clock_mhz(board)) * 1e6
     found = options(compiled, board, clock_hz=clock_hz, checkpoint=args.checkpoint, formats=formats, **shape) \
