@@ -46,7 +46,8 @@ def board_rows(paths):
         if not cycles or not cycles.get("full_context"):
             raise SystemExit(f"{path}: the build has no simulated cycles (it was built with --no-verify)")
         clock = min(report["fmax_mhz"] or report["target_mhz"], report["target_mhz"]) * 1e6
-        label = f"{report['board']} forward (context {report['context']}, {clock / 1e6:.1f} MHz)"
+        model = Path(report["model"]).name
+        label = f"{report['board']} forward ({model}, context {report['context']}, {clock / 1e6:.1f} MHz)"
         rows.append((label, clock / cycles["position_1"], clock / cycles["full_context"], report))
     return rows
 
@@ -110,11 +111,12 @@ def main(argv=None):
     host = args.tokens / seconds
     linear, linear_text = linear_projection(integer, Path(args.linear_report), args.tokens, not args.no_sim)
 
-    print(f"{'back-end':<52}{'tokens/s':>11}{'at position 1':>15}")
+    print(f"{'back-end':<72}{'tokens/s':>11}{'at position 1':>15}")
     for label, first, full, _ in boards:
-        print(f"{label:<52}{full:>11,.0f}{first:>15,.0f}")
-    print(f"{'linear-only iCEBreaker projection (UART-bound)':<52}{linear:>11,.0f}")
-    print(f"{f'host numpy integer forward ({args.tokens} tokens, greedy)':<52}{host:>11,.0f}")
+        print(f"{label:<72}{full:>11,.0f}{first:>15,.0f}")
+    print(f"{'linear-only iCEBreaker projection (' + HARDWARE_MODEL_DIR.name + ')':<72}{linear:>11,.0f}")
+    print(f"{f'host numpy integer forward ({HARDWARE_MODEL_DIR.name}, {args.tokens} tokens, greedy)':<72}"
+          f"{host:>11,.0f}")
     print(linear_text)
     for label, first, full, report in boards:
         print(f"{report['board']} forward at the full context: {full / linear:,.1f}x the linear-only projection, "
