@@ -7,7 +7,10 @@ alone against it in simulation.
   `Xorshift32` (``xorshift32``), `Sampler` (``sample``), `AttentionUnit` (``attention`` with the
   KV cache), `EmbeddingUnit` (the program's ``embed``), `DecodeLinear` (a ``linear`` op on the
   split-K PoT array), `LinearResidual` (a ``linear`` op to the residual, with the add),
-  `LayerNormLinear` (:mod:`hdl.forward.sequencer`, stage 1 of the sequencer).
+  `LayerNormLinear` (:mod:`hdl.forward.sequencer`, stage 1 of the sequencer), `ProgramLinear` (every
+  linear layer of the program on one array), `HeadUnit` (the head's logits on multiplier lanes).
+- `ForwardCore` (:mod:`hdl.forward.forward_core`): the whole forward of one token at a time with the
+  sampler, a token in and a token out (``sim.forward_core`` runs it in Verilator).
 - :mod:`hdl.forward.units`: every unit sized from a compiled artefact.
 - :mod:`hdl.forward.decode_plan`: the batch-1 decode mapping, its utilisation and code bandwidth.
 - :mod:`hdl.forward.resources`: Yosys ``synth_ice40`` figures (LC / DSP / EBR) of every unit.

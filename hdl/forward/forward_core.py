@@ -8,14 +8,13 @@ from amaranth.lib.wiring import In, Out
 import numpy as np
 
 from .arith import check_int
-from .attention_unit import AttentionUnit
 from .embedding_unit import EmbeddingUnit
 from .gelu_table import GeluTable
 from .head_unit import head_for
 from .program_linear import ProgramLinear, program_layers
-from .units import layer_norm_for, sampler_for
+from .units import attention_for, layer_norm_for, sampler_for
 
-__all__ = ["ForwardCore", "core_steps"]
+__all__ = ["ForwardCore", "core_steps", "NORM", "LINEAR", "ATTENTION", "HEAD"]
 
 #: Step kinds of the core's program table.
 NORM, LINEAR, ATTENTION, HEAD = range(4)
@@ -60,6 +59,11 @@ def core_steps(compiled):
     return steps
 
 
+def _unit_memory(name, unit):
+    """The core's name of attention unit `unit`'s memory `name`: ``kv_cache``, ``attention_query``, .. (+ unit)."""
+    return (name if name == "kv_cache" else "attention_" + name) + (str(unit) if unit else "")
+
+
 class ForwardCore(wiring.Component):
     """`golden.int_forward.IntegerForward.generate` in hardware: prompt ids in, sampled token ids out.
 
@@ -87,8 +91,9 @@ class ForwardCore(wiring.Component):
     - the linear engine's ``codes`` (every layer's code words),
       ``bias`` / ``mult`` / ``shift`` (every output channel) and its
       ``rows`` activation banks;
-    - the attention's ``keys`` and ``values`` (``n_layer context d`` each: the
-      KV cache), ``query``, ``scores``, ``weights``;
+    - the attention's ``kv_cache`` (``2 n_layer context d`` values, ``lanes``
+      per word; one write and one read port, never in the same cycle, so one
+      single-port SPRAM holds it), ``query``, ``scores``, ``weights``;
     - the embedding's ``wte`` / ``wpe`` tables (wpe only ``context`` rows)
       and requantisers; the head's table, requantisers and banks; the GELU
       tables (``n_layer 2**act_bits``); the sampler's logits and weights; two
@@ -104,6 +109,11 @@ class ForwardCore(wiring.Component):
         The PoT array of the linear layers.
     head_lanes : int
         Multipliers of the head.
+    attention_lanes : int
+        Channels per cycle of the attention (a power of two dividing the head dimension; clipped to it).
+    attention_units : int
+        `AttentionUnit` s working side by side, each on ``n_head / attention_units`` heads with its own
+        slice of the KV cache (dividing ``n_head``; 1: the heads one after another).
 
     Members
     -------
@@ -115,26 +125,31 @@ class ForwardCore(wiring.Component):
         Exactly ``count`` sampled ids.
     busy : ``Out(1)``
         From ``start`` taken to the last token taken.
-    logits : ``Out(stream.Signature(signed(logit_bits), always_ready=True))``
-        Observation: each logit as the sampler takes it (ignore it or watch it; it never stalls the core).
+    logits : ``Out(wiring.Signature({"valid": Out(1), "payload": Out(signed(logit_bits))}))``
+        Observation: each logit as the sampler takes it, a stream without ``ready`` (ignore it or watch
+        it; it never stalls the core).
     position : ``Out(range(context))``
         Observation: the position being computed.
     """
 
-    def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4):
+    def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4,
+                 attention_units=1):
         c, f, t = compiled.config, compiled.formats, compiled.tensors
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
+        attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)
         self._steps = core_steps(compiled)
         V, d = c.vocab_size, c.n_embd
         self._norm = layer_norm_for(compiled)
         self._norm_names = [s["name"] for s in self._steps if s["kind"] == NORM]
+        # The gains' and biases' memories are as wide as their widest value (the unit's ports are wider).
+        self._ln_bits = [max(2, max(int(abs(v)) for n in self._norm_names for v in t[n + suffix]).bit_length() + 1)
+                         for suffix in (".gamma", ".beta")]
         self._linear = ProgramLinear(layers=program_layers(compiled), bits=compiled.bits, act_bits=f.act_bits,
                                      res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits)
-        self._attention = AttentionUnit(d=d, n_head=c.n_head, n_layer=c.n_layer, positions=context,
-                                        act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
-                                        exp_bits=f.exp_bits, recip_bits=f.recip_bits,
-                                        avg_frac_bits=f.avg_frac_bits, mult_bits=f.mult_bits)
+        check_int("attention_units", attention_units, 1, c.n_head)
+        self._attentions = [attention_for(compiled, positions=context, lanes=attention_lanes,
+                                          groups=attention_units) for _ in range(attention_units)]
         if f.tables != "int":
             raise ValueError(f"the forward core reads integer embedding tables, not tables={f.tables!r}")
         self._embedding = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"][:context], wte_mult=t["wte.mult"],
@@ -153,7 +168,7 @@ class ForwardCore(wiring.Component):
             "prompt": In(stream.Signature(range(V))),
             "token": Out(stream.Signature(range(V))),
             "busy": Out(1),
-            "logits": Out(stream.Signature(signed(f.logit_bits), always_ready=True)),
+            "logits": Out(wiring.Signature({"valid": Out(1), "payload": Out(signed(f.logit_bits))})),
             "position": Out(range(context)),
         })
 
@@ -178,6 +193,18 @@ class ForwardCore(wiring.Component):
         return self._linear.columns
 
     @property
+    def head_lanes(self):
+        return self._head.lanes
+
+    @property
+    def attention_lanes(self):
+        return self._attentions[0].lanes
+
+    @property
+    def attention_units(self):
+        return len(self._attentions)
+
+    @property
     def steps(self):
         """The program table (`core_steps`)."""
         return list(self._steps)
@@ -191,18 +218,15 @@ class ForwardCore(wiring.Component):
     def memories(self):
         """``[(name, width, depth)]`` of every memory of the core (see the class docstring)."""
         c, f = self._compiled.config, self._compiled.formats
-        d, V, P, L = c.n_embd, c.vocab_size, self._context, c.n_layer
-        a = self._attention
+        d, V, P = c.n_embd, c.vocab_size, self._context
         n_norm = len(self._norm_names)
         emb = self._embedding
         lut = 1 << f.exp_frac_bits
         return ([("residual", f.res_bits, d), ("activations", f.act_bits, self._act_depth),
-                 ("ln_gamma", len(self._norm.affine.payload.gamma), n_norm * d),
-                 ("ln_beta", len(self._norm.affine.payload.beta), n_norm * d)]
+                 ("ln_gamma", self._ln_bits[0], n_norm * d), ("ln_beta", self._ln_bits[1], n_norm * d)]
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
-                + [("kv_keys", f.act_bits, L * P * d), ("kv_values", f.act_bits, L * P * d),
-                   ("attention_query", f.act_bits, d), ("attention_scores", a.score_bits, P),
-                   ("attention_weights", f.exp_bits, P), ("attention_exp2", f.exp_bits, lut)]
+                + [(_unit_memory(name, g), width, depth)
+                   for g, unit in enumerate(self._attentions) for name, width, depth in unit.memories]
                 + [("wte", f.table_bits, V * d), ("wte_mult", f.mult_bits, V), ("wte_shift", 6, V),
                    ("wpe", f.table_bits, emb.positions * d), ("wpe_mult", f.mult_bits, P), ("wpe_shift", 6, P)]
                 + self._head.memories
@@ -216,7 +240,10 @@ class ForwardCore(wiring.Component):
         d, steps = c.n_embd, self._steps
         m.submodules.norm = norm = self._norm
         m.submodules.linear = linear = self._linear
-        m.submodules.attention = attention = self._attention
+        attentions = self._attentions
+        for g, unit in enumerate(attentions):
+            m.submodules[f"attention{g}"] = unit
+        G, width = len(attentions), d // len(attentions)
         m.submodules.embedding = embedding = self._embedding
         m.submodules.head = head = self._head
         m.submodules.gelu = gelu = self._gelu
@@ -236,6 +263,17 @@ class ForwardCore(wiring.Component):
         layers = program_layers(self._compiled)
         n_of = table([layers[s["index"]].n if s["kind"] == LINEAR else d for s in steps])
         k_of = table([layers[s["index"]].k if s["kind"] == LINEAR else d for s in steps])
+        # A layer norm or attention whose output is the next linear layer's (or the head's) whole input streams
+        # it straight into that unit too, which then needs no load from the activation buffer.
+        feeds = [s["kind"] in (NORM, ATTENTION) and i + 1 < len(steps) and
+                 ((steps[i + 1]["kind"] == LINEAR and layers[steps[i + 1]["index"]].k == d) or
+                  (steps[i + 1]["kind"] == HEAD and s["kind"] == NORM)) for i, s in enumerate(steps)]
+        feeds_of = table(feeds)
+        feeds_head_of = table([f and steps[i + 1]["kind"] == HEAD for i, f in enumerate(feeds)])
+        preloaded_of = table([i > 0 and feeds[i - 1] for i in range(len(steps))])
+        select_of = table([s["index"] if s["kind"] == LINEAR else
+                           steps[i + 1]["index"] if feeds[i] and steps[i + 1]["kind"] == LINEAR else 0
+                           for i, s in enumerate(steps)])
         add_of = table([s["kind"] == LINEAR and layers[s["index"]].add for s in steps])
         ln_f_step = len(steps) - 2
 
@@ -248,12 +286,7 @@ class ForwardCore(wiring.Component):
             return Array(Const(v, range(max(values) + 1)) for v in values)[index_of]
 
         m.d.comb += [norm.eps.eq(norm_constant(".eps")), norm.gamma_shift.eq(norm_constant(".shift")),
-                     linear.select.eq(index_of), gelu.layer.eq(gelu_of),
-                     attention.layer.eq(index_of),
-                     attention.score_mult.eq(layer_constant(".score.mult")),
-                     attention.score_shift.eq(layer_constant(".score.shift")),
-                     attention.out_mult.eq(layer_constant(".out.mult")),
-                     attention.out_shift.eq(layer_constant(".out.shift")),
+                     linear.select.eq(select_of), gelu.layer.eq(gelu_of),
                      sampler.logit_mult.eq(int(t["sampler.logit.mult"])),
                      sampler.logit_shift.eq(int(t["sampler.logit.shift"]))]
 
@@ -263,10 +296,10 @@ class ForwardCore(wiring.Component):
                                                                init=[])
         gamma_values = [int(v) for name in self._norm_names for v in t[name + ".gamma"]]
         beta_values = [int(v) for name in self._norm_names for v in t[name + ".beta"]]
-        m.submodules.ln_gamma = gammas = memory.Memory(shape=norm.affine.payload.gamma.shape(),
-                                                       depth=len(gamma_values), init=gamma_values)
-        m.submodules.ln_beta = betas = memory.Memory(shape=norm.affine.payload.beta.shape(),
-                                                     depth=len(beta_values), init=beta_values)
+        m.submodules.ln_gamma = gammas = memory.Memory(shape=signed(self._ln_bits[0]), depth=len(gamma_values),
+                                                       init=gamma_values)
+        m.submodules.ln_beta = betas = memory.Memory(shape=signed(self._ln_bits[1]), depth=len(beta_values),
+                                                     init=beta_values)
         x_write, x_read = residual.write_port(), residual.read_port()
         a_write, a_read, a_read2 = activations.write_port(), activations.read_port(), activations.read_port()
         gamma_read, beta_read = gammas.read_port(), betas.read_port()
@@ -310,9 +343,8 @@ class ForwardCore(wiring.Component):
         sink_a = writer("sink_a", a_write, self._act_depth)
         m.d.comb += [norm.x.payload.eq(x_read.data), linear.x.payload.eq(x_read.data),
                      norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
-                     linear.a.payload.eq(a_read.data), attention.q.payload.eq(a_read.data),
+                     linear.a.payload.eq(a_read.data),
                      head.a.payload.eq(a_read.data),
-                     attention.kv.payload.k.eq(a_read.data), attention.kv.payload.v.eq(a_read2.data),
                      source_g["count"].eq(d), source_g["base"].eq(index_of * d),
                      norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready),
                      source_x["count"].eq(d), kv["count"].eq(d), kv["base"].eq(2 * d)]
@@ -329,10 +361,38 @@ class ForwardCore(wiring.Component):
         current = Signal(range(self.vocab_size))
         inv_temperature, top_k = Signal(16), Signal(range(self.vocab_size + 1))
         m.d.comb += [sampler.inv_temperature.eq(inv_temperature), sampler.top_k.eq(top_k),
-                     attention.position.eq(position), self.position.eq(position),
+                     self.position.eq(position),
                      sampler.seed.payload.eq(self.start.payload.seed + 1),
                      embedding.i.payload.token.eq(current), embedding.i.payload.position.eq(position)]
         wants_logits = position + 1 >= prompt_length
+
+        # The attention units: channel c of k, v, q goes to unit c // width; outputs leave unit by unit.
+        group, channel = Signal(range(G)), Signal(range(width))
+        out_group, out_channel = Signal(range(G)), Signal(range(width))
+        for unit in attentions:
+            m.d.comb += [unit.layer.eq(index_of), unit.position.eq(position),
+                         unit.score_mult.eq(layer_constant(".score.mult")),
+                         unit.score_shift.eq(layer_constant(".score.shift")),
+                         unit.out_mult.eq(layer_constant(".out.mult")),
+                         unit.out_shift.eq(layer_constant(".out.shift")),
+                         unit.q.payload.eq(a_read.data),
+                         unit.kv.payload.k.eq(a_read.data), unit.kv.payload.v.eq(a_read2.data)]
+
+        def count_channel(taken):
+            with m.If(taken):
+                m.d.sync += channel.eq(channel + 1)
+                with m.If(channel == width - 1):
+                    m.d.sync += [channel.eq(0), group.eq(Mux(group == G - 1, 0, group + 1))]
+
+        def to_next(valid, payload):
+            """Offer an output to the next step's unit too when this step feeds it; the readiness to take it."""
+            ready = Signal()
+            m.d.comb += ready.eq(1)
+            with m.If(feeds_of & feeds_head_of):
+                m.d.comb += [head.a.valid.eq(valid), head.a.payload.eq(payload), ready.eq(head.a.ready)]
+            with m.Elif(feeds_of):
+                m.d.comb += [linear.a.valid.eq(valid), linear.a.payload.eq(payload), ready.eq(linear.a.ready)]
+            return ready
 
         def next_step():
             """The step after this one."""
@@ -380,7 +440,7 @@ class ForwardCore(wiring.Component):
             with m.State("DISPATCH"):                     # start the step's readers and writers
                 m.d.comb += [sink_a["start"].eq(1), sink_x["start"].eq(1), source_x["start"].eq(1),
                              source_a["start"].eq(1), source_g["start"].eq(1), kv["start"].eq(1),
-                             source_a["count"].eq(k_of),
+                             source_a["count"].eq(Mux(preloaded_of, 0, k_of)),
                              source_a["base"].eq(Mux(kind_of == ATTENTION, d, 0))]
                 with m.If((step == ln_f_step) & ~wants_logits):
                     next_position()
@@ -396,7 +456,8 @@ class ForwardCore(wiring.Component):
                             m.next = "HEAD"
             with m.State("NORM"):
                 m.d.comb += [norm.x.valid.eq(source_x["valid"]), source_x["ready"].eq(norm.x.ready),
-                             norm.o.ready.eq(1), sink_a["valid"].eq(norm.o.valid), sink_a["data"].eq(norm.o.payload)]
+                             norm.o.ready.eq(to_next(norm.o.valid, norm.o.payload)),
+                             sink_a["valid"].eq(norm.o.valid & norm.o.ready), sink_a["data"].eq(norm.o.payload)]
                 with m.If(sink_a["written"] == d):
                     next_step()
             with m.State("LINEAR"):
@@ -418,15 +479,27 @@ class ForwardCore(wiring.Component):
                     with m.If(sink_a["written"] == n_of):
                         next_step()
             with m.State("KV"):                           # keys (act d..2d) and values (2d..3d) into the cache
-                m.d.comb += [attention.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(attention.kv.ready),
-                             kv["ready"].eq(attention.kv.ready)]
+                for g, unit in enumerate(attentions):
+                    with m.If(group == g):
+                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready),
+                                     kv["ready"].eq(unit.kv.ready)]
+                count_channel(source_a["valid"] & source_a["ready"])
                 with m.If(source_a["done"]):
                     m.d.comb += [source_a["start"].eq(1), source_a["count"].eq(d), source_a["base"].eq(0)]
                     m.next = "QUERY"
             with m.State("QUERY"):
-                m.d.comb += [attention.q.valid.eq(source_a["valid"]), source_a["ready"].eq(attention.q.ready),
-                             attention.o.ready.eq(1), sink_a["valid"].eq(attention.o.valid),
-                             sink_a["data"].eq(attention.o.payload)]
+                for g, unit in enumerate(attentions):
+                    with m.If(group == g):
+                        m.d.comb += [unit.q.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.q.ready)]
+                    with m.If(out_group == g):
+                        m.d.comb += [unit.o.ready.eq(to_next(unit.o.valid, unit.o.payload)),
+                                     sink_a["valid"].eq(unit.o.valid & unit.o.ready),
+                                     sink_a["data"].eq(unit.o.payload)]
+                count_channel(source_a["valid"] & source_a["ready"])
+                with m.If(sink_a["valid"]):
+                    m.d.sync += out_channel.eq(out_channel + 1)
+                    with m.If(out_channel == width - 1):
+                        m.d.sync += [out_channel.eq(0), out_group.eq(Mux(out_group == G - 1, 0, out_group + 1))]
                 with m.If(sink_a["written"] == d):
                     next_step()
             with m.State("HEAD"):                         # ln_f's output -> head -> sampler -> token

@@ -169,6 +169,12 @@ class ProgramLinear(wiring.Component):
         return self._acc_bits
 
     @property
+    def bias_bits(self):
+        """Width of the bias memory: the widest bias of any layer (signed), not the accumulator's."""
+        largest = max(int(np.abs(x.bias).max()) for x in self._layers)
+        return largest.bit_length() + 1
+
+    @property
     def out_bits(self):
         return self._out_bits
 
@@ -202,7 +208,7 @@ class ProgramLinear(wiring.Component):
     def memories(self):
         """``[(name, width, depth)]`` of the engine's memories."""
         return [("codes", self._format.bits * self._rows * self._columns, self.code_depth),
-                ("bias", self._acc_bits, self.channels), ("mult", self._mult_bits, self.channels),
+                ("bias", self.bias_bits, self.channels), ("mult", self._mult_bits, self.channels),
                 ("shift", 6, self.channels)] + \
             [(f"bank{r}", self._act_bits, self.max_chunk) for r in range(self._rows)]
 
@@ -237,7 +243,7 @@ class ProgramLinear(wiring.Component):
             m.submodules[f"bank{r}"] = bank
             banks.append((bank.write_port(), bank.read_port()))
         constants = {}
-        for name, shape in (("bias", signed(self._acc_bits)), ("mult", self._mult_bits), ("shift", 6)):
+        for name, shape in (("bias", signed(self.bias_bits)), ("mult", self._mult_bits), ("shift", 6)):
             values = [int(v) for x in layers for v in getattr(x, name)]
             rom = memory.Memory(shape=shape, depth=len(values), init=values)
             m.submodules[name] = rom

@@ -15,9 +15,10 @@ This stage builds the first link of that chain, `LayerNormLinear`: a residual
 row in, ``layer_norm`` then a ``linear`` layer to activations out, with the
 layer norm's gains and biases and the layer's codes, biases and requantisers
 taken from the compiled artefact; `hdl.forward.linear_residual.LinearResidual`
-is the other kind of linear step (``to: residual``, with the add). Still to
-come: the program counter over all operations with the residual memory,
-attention, GELU and the head in the chain, and the board top.
+is the other kind of linear step (``to: residual``, with the add). The
+program counter over all operations, with the residual memory, attention,
+GELU, the head and the sampler in the chain, is
+`hdl.forward.forward_core.ForwardCore`.
 """
 
 import numpy as np

@@ -12,6 +12,7 @@ from golden.datapath import pot_acc_bits
 
 from .attention_unit import AttentionUnit
 from .decode_linear import DecodeLinear
+from .head_unit import head_for
 from .embedding_unit import EmbeddingUnit
 from .exp2_unit import Exp2Unit
 from .gelu_table import GeluTable
@@ -53,13 +54,17 @@ def layer_norm_for(compiled):
                          out_bits=f.act_bits)
 
 
-def attention_for(compiled, *, positions=None):
-    """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context)."""
+def attention_for(compiled, *, positions=None, lanes=1, groups=1):
+    """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context) and
+    `lanes` channels per cycle; with `groups` (dividing ``n_head``), the unit of one group of
+    ``n_head / groups`` heads (``d / groups`` channels), of which `groups` work side by side."""
     c, f, t = compiled.config, compiled.formats, compiled.tensors
-    return AttentionUnit(d=c.n_embd, n_head=c.n_head, n_layer=c.n_layer, positions=positions or c.n_positions,
+    if c.n_head % groups:
+        raise ValueError(f"attention groups must divide n_head {c.n_head}, not {groups}")
+    return AttentionUnit(d=c.n_embd // groups, n_head=c.n_head // groups, n_layer=c.n_layer, positions=positions or c.n_positions,
                          act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
                          exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
-                         mult_bits=f.mult_bits)
+                         mult_bits=f.mult_bits, lanes=lanes)
 
 
 def sampler_for(compiled):
@@ -114,10 +119,16 @@ def units_for(compiled, *, cache_positions=4):
         "xorshift32": Xorshift32(),
         "sampler": sampler_for(compiled),
         f"attention (cache of {cache_positions} positions)": attention_for(compiled, positions=cache_positions),
+        f"attention, 4 lanes (cache of {cache_positions} positions)": attention_for(compiled,
+                                                                                 positions=cache_positions, lanes=4),
     }
     if f.tables == "int":
         units["embedding"] = embedding_for(compiled)
     units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
+    try:
+        units["head (4 lanes)"] = head_for(compiled, lanes=4)
+    except ValueError:                          # a PoT head table: not the head unit's format
+        pass
     from .linear_residual import LinearResidual
     from .sequencer import LayerNormLinear
 

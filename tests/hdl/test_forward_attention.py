@@ -74,12 +74,14 @@ def random_steps(rng, n_layer, positions, d, order):
     return steps
 
 
-def test_small_cache():
-    """Two layers, six positions, every position in turn, and an all-extreme step (largest scores, -128 values)."""
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_small_cache(lanes):
+    """Two layers, six positions, every position in turn, and an all-extreme step (largest scores, -128 values);
+    one, two and four channels per cycle."""
     d, n_head, n_layer, positions = 8, 2, 2, 6
     table = exp2_table(8, 16)
     constants = {"score_mult": 61727, "score_shift": 18, "out_mult": 39231, "out_shift": 23}
-    dut = AttentionUnit(d=d, n_head=n_head, n_layer=n_layer, positions=positions, table=table)
+    dut = AttentionUnit(d=d, n_head=n_head, n_layer=n_layer, positions=positions, table=table, lanes=lanes)
     assert (dut.head_dim, dut.score_bits, dut.sum_bits, dut.mean_bits) == (4, 18, 19, 17)
     rng = np.random.default_rng(8)
     order = [(layer, p) for p in range(positions) for layer in range(n_layer)]
@@ -112,6 +114,8 @@ def test_default_model(compiled_default, last):
 def test_wrong():
     with pytest.raises(ValueError, match="multiple of n_head"):
         AttentionUnit(d=10, n_head=4, n_layer=1, positions=4, table=exp2_table(8, 16))
+    with pytest.raises(ValueError, match="power of two dividing the head dimension 6, not 3"):
+        AttentionUnit(d=12, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), lanes=3)
 
 
 def test_default_model_real_activations(compiled_default):
@@ -125,6 +129,6 @@ def test_default_model_real_activations(compiled_default):
     steps = [(0, p, qkv[0, p, d:2 * d], qkv[0, p, 2 * d:], qkv[0, p, :d]) for p in range(ids.shape[1])]
     constants = {"score_mult": int(t["h.0.attn.score.mult"]), "score_shift": int(t["h.0.attn.score.shift"]),
                  "out_mult": int(t["h.0.attn.out.mult"]), "out_shift": int(t["h.0.attn.out.shift"])}
-    got = run_steps(attention_for(compiled_default, positions=16), steps, constants)
+    got = run_steps(attention_for(compiled_default, positions=16, lanes=4), steps, constants)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) > 20

@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 
 from golden import int_ops
 from golden.int_forward import IntegerForward
-from hdl.forward.forward_core import ForwardCore, core_steps
+from hdl.forward.forward_core import ATTENTION, HEAD, LINEAR, NORM, ForwardCore, core_steps
 
 from forward_cases import tiny_compiled
 
@@ -84,27 +84,96 @@ def golden_run(forward, prompt, count, inv_temperature, top_k, seed):
     return tokens, np.array(rows[:len(tokens)])
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_compiled(tmp_path_factory.mktemp("core") / "model", n_layer=2, n_embd=16, n_head=2, vocab_size=23,
-                         n_positions=16)
-
-
-def test_steps(tiny):
-    kinds = [s["kind"] for s in core_steps(tiny)]
-    assert len(kinds) == 2 * 7 + 2 and [s["gelu"] for s in core_steps(tiny) if s["gelu"] is not None] == [0, 1]
-
-
-def test_generate(tiny):
-    """Greedy, temperature, temperature + top-k (two seeds) and count 0, one core, back-pressure on both sides."""
-    forward = IntegerForward(tiny)
-    V = tiny.config.vocab_size
-    core = ForwardCore(compiled=tiny, context=12, rows=2, columns=3, head_lanes=3)
-    requests = [([3, 1, 4], 9, 0, V, 0), ([5], 6, 300, V, 7), ([2, 7, 1, 8], 5, 180, 4, 1),
-                ([2, 7, 1, 8], 5, 180, 4, 2), ([9, 9], 0, 0, V, 0), ([0] * 11, 1, 256, 2, 3)]
-    results = run_core(core, requests, gap=0.2, seed=1)
+def check_requests(compiled, requests, **core_args):
+    """Run `requests` on a `ForwardCore` of `compiled` (back-pressure both sides); assert golden's tokens and
+    logits. Returns the results and the core."""
+    forward = IntegerForward(compiled)
+    V = compiled.config.vocab_size
+    core = ForwardCore(compiled=compiled, **core_args)
+    results = run_core(core, requests, gap=0.2, seed=len(requests))
     for request, (tokens, logits, _) in zip(requests, results):
         want_tokens, want_logits = golden_run(forward, *request)
         assert tokens == want_tokens, request
         np.testing.assert_array_equal(np.array(logits).reshape(-1, V), want_logits.reshape(-1, V))
-    assert len(set(results[1][0])) > 1
+    return results, core
+
+
+@pytest.fixture(scope="module")
+def one_layer(tmp_path_factory):
+    return tiny_compiled(tmp_path_factory.mktemp("core") / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23,
+                         n_positions=16)
+
+
+@pytest.fixture(scope="module")
+def two_layers(tmp_path_factory):
+    return tiny_compiled(tmp_path_factory.mktemp("core") / "model", n_layer=2, n_embd=16, n_head=4, vocab_size=29,
+                         n_positions=16, seed=3)
+
+
+def test_steps(two_layers):
+    steps = core_steps(two_layers)
+    assert [s["kind"] for s in steps] == [NORM, LINEAR, ATTENTION, LINEAR, NORM, LINEAR, LINEAR] * 2 + [NORM, HEAD]
+    assert [s["gelu"] for s in steps if s["gelu"] is not None] == [0, 1]
+    assert [s["index"] for s in steps if s["kind"] == LINEAR] == list(range(8))
+
+
+def test_generate(one_layer):
+    """Greedy, temperature, temperature + top-k (two seeds), count 0 and a prompt filling the context but one."""
+    V = one_layer.config.vocab_size
+    requests = [([3, 1, 4], 5, 0, V, 0), ([5], 4, 300, V, 7), ([2, 7, 1, 8], 3, 180, 4, 1),
+                ([2, 7, 1, 8], 3, 180, 4, 2), ([9, 9], 0, 0, V, 0), ([0, 5] * 5 + [1], 1, 256, 2, 3)]
+    results, _ = check_requests(one_layer, requests, context=12, rows=2, columns=3, head_lanes=3)
+    assert len(set(results[1][0])) > 1 and results[2][0] != results[3][0]
+
+
+def test_two_layers(two_layers):
+    """Two layers of four heads, on a 3 x 2 array, two attention units of two heads side by side: greedy and
+    sampled, the context filled."""
+    V = two_layers.config.vocab_size
+    _, core = check_requests(two_layers, [([6, 2], 3, 0, V, 0), ([11], 5, 128, 5, 9)], context=6, rows=3,
+                             columns=2, attention_units=2, attention_lanes=2)
+    memories = {name: (width, depth) for name, width, depth in core.memories}
+    # two units of 2 heads x 4 channels, 2 lanes: (key, value) x 2 layers x 6 positions x 8 channels / 2 per word
+    assert memories["kv_cache"] == memories["kv_cache1"] == (16, 2 * 2 * 6 * 8 // 2)
+
+
+@pytest.mark.slow
+def test_two_layers_long(two_layers):
+    """The two-layer model at its whole context, 16 positions, in every sampling mode."""
+    V = two_layers.config.vocab_size
+    check_requests(two_layers, [([1, 2, 3], 13, 0, V, 0), ([4], 15, 200, V, 11), ([7, 7], 14, 400, 3, 12)],
+                   context=16, rows=4, columns=3, head_lanes=2, attention_units=4)
+
+
+@pytest.mark.slow
+def test_default_model_verilator(compiled_default):
+    """The default model at context 64 in Verilator: 3 prompt tokens and 61 generated (the whole context),
+    greedy and sampled, equal to golden's; prints the cycles per token."""
+    from sim.forward_core import Request, simulate_core, token_cycles
+
+    forward = IntegerForward(compiled_default)
+    prompt = [18, 47, 56]                       # "Fir" in the character vocabulary
+    settings = [{"top_k": 65}, {"inv_temperature": 205, "top_k": 10, "seed": 5}]
+    core = ForwardCore(compiled=compiled_default, context=64)
+    results = simulate_core(core, [Request(prompt, 61, **s) for s in settings])
+    for s, result in zip(settings, results):
+        want = list(forward.generate(prompt, 61, inv_temperature=s.get("inv_temperature", 0),
+                                     top_k=None if s["top_k"] == 65 else s["top_k"], seed=s.get("seed", 0)))
+        assert result["tokens"] == want, s
+        cycles = token_cycles(result, len(prompt))
+        print(f"{s}: cycles per token at position 3: {cycles[3]}, at position 62: {cycles[62]}")
+
+
+def test_cycles_cli_bad_input(capsys):
+    """`python -m sim.forward_core` refuses a malformed prompt in one line (exit 2) and answers --help."""
+    from sim.forward_core import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--prompt", "1,x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("python -m sim.forward_core: error: argument --prompt: '1,x' is not "
+                                               "comma-separated token ids")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "example: python -m sim.forward_core" in capsys.readouterr().out
