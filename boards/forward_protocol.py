@@ -43,7 +43,7 @@ from golden.int_ops import XORSHIFT_SEED_MAX
 from .protocol import MAGIC, MAX_PAYLOAD, ProtocolError, Status, encode_request, read_header, read_response
 
 __all__ = ["Command", "VERSION", "DESIGN", "ARGUMENTS", "ForwardIdentity", "compiled_digest", "inv_temperature",
-           "check_generate", "encode_generate", "ForwardClient"]
+           "check_generate", "encode_generate", "ForwardClient", "open_board"]
 
 #: The protocol version a forward build answers (the linear design's is `boards.protocol.VERSION`, 1).
 VERSION = 2
@@ -223,3 +223,26 @@ class ForwardClient:
             if len(data) != 2:
                 raise ProtocolError(f"The board stopped after {index} of {expected} tokens")
             yield int.from_bytes(data, "little")
+
+
+def open_board(port, compiled, *, baud, timeout=2.0):
+    """A `ForwardClient` on serial port `port` (a name, or an object with read/write), identified and checked
+    to be a forward build of `compiled`; ProtocolError naming what differs otherwise. Close its ``port``."""
+    from .host import open_serial
+
+    if isinstance(port, str):
+        port = open_serial(port, baud=baud, timeout=timeout)
+    try:
+        client = ForwardClient(port)
+        identity = client.identify()
+        expected = ForwardIdentity.of(compiled, context=identity.context, clock_hz=identity.clock_hz,
+                                      divisor=identity.divisor)
+        wrong = identity.mismatches(expected)
+        if wrong:
+            detail = ", ".join(f"{name} {getattr(identity, name)!r} (this model: {getattr(expected, name)!r})"
+                               for name in wrong)
+            raise ProtocolError(f"The board holds another model: {detail}; flash the bitstream built from it")
+    except BaseException:
+        getattr(port, "close", lambda: None)()
+        raise
+    return client

@@ -133,3 +133,25 @@ class ForwardSim:
         for _ in self.run(requests):
             pass
         return self.results
+
+    def tokens(self, prompt, count, *, inv_temperature=0, top_k=None, seed=0):
+        """Yield the simulated board's tokens for one GENERATE as they arrive (the signature of
+        `golden.int_forward.IntegerForward.generate`); `results` then holds its answer."""
+        request = {"prompt": [int(i) for i in prompt], "count": int(count), "inv_temperature": inv_temperature,
+                   "top_k": top_k, "seed": seed}
+        for event in self.run([request]):
+            if event["event"] == "token":
+                yield event["token"]
+        if self.results[0]["status"] != "OK":
+            raise ProtocolError(f"GENERATE answered {self.results[0]['status']}")
+
+    def tokens_per_s(self):
+        """Tokens per second of the simulated board at its clock, UART included, over the last `tokens`
+        (from the first token to the last), and the seconds from the request to the first token."""
+        result = self.results[0]
+        times = result["token_s"]
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+        return rate, (times[0] - result["sent_s"]) if times else float("nan")
+
+    def close(self):
+        """Nothing to close: each run is its own simulation."""

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .forward_link import ForwardLink
 from .forward_protocol import ForwardIdentity
-from .hosted_top import connect_uart
+from .hosted_top import UARTBoardTop, connect_uart
 from .icebreaker import DEFAULT_BAUD, uart_divisor
 from .uart import UART
 
@@ -46,7 +46,7 @@ class Board:
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0),
-          "ulx3s": Board("ulx3s", led="led", default_mhz=60.0)}
+          "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
 
 def _board(name):
@@ -55,7 +55,7 @@ def _board(name):
     return BOARDS[name]
 
 
-class ForwardTop(wiring.Component):
+class ForwardTop(UARTBoardTop, wiring.Component):
     """Everything on the board: the whole-forward core behind a UART serving IDENTIFY and GENERATE.
 
     The host sends a prompt and the generation's settings and reads the tokens
@@ -120,30 +120,8 @@ class ForwardTop(wiring.Component):
         return self._board.name
 
     @property
-    def identity(self):
-        return self._identity
-
-    @property
-    def identity_rom(self):
-        """The memory the link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
-        return self._link.identity_rom
-
-    @property
     def link(self):
         return self._link
-
-    @property
-    def divisor(self):
-        return self._uart.divisor
-
-    @property
-    def frequency(self):
-        """The clock the PLL makes on the board, in Hz."""
-        return self._pll.frequency
-
-    @property
-    def baud(self):
-        return self._pll.frequency / self._uart.divisor
 
     def elaborate(self, platform):
         m = Module()

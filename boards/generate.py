@@ -1,26 +1,41 @@
-"""Generate text with every linear layer computed by the PoT datapath.
+"""Generate text: on the whole-forward board (or its simulation), or with the host doing the model's work.
 
     python -m boards.generate [--checkpoint PATH] [--prompt TEXT] [--tokens N] [--temperature T]
-                              [--top-k K] [--seed S] [--backend float|golden|integer|sim|board] [--port DEV]
+                              [--top-k K] [--seed S] [--backend float|golden|integer|sim|board]
+                              [--design forward|linear] [--board icebreaker|ulx3s] [--port DEV]
 
-The host does embeddings, layer norm, attention, GELU, softmax, the head and
-the per-channel scales; every linear layer's integer work (activations in,
-accumulators out) goes to the back-end:
+``integer`` the whole forward in integers on the host (`golden.int_forward`),
+            sampler included: the reference every whole-forward hardware back-end
+            must equal token for token (``--compiled DIR`` runs an artefact
+            written by ``golden.export --compiled``);
+``sim``     the board top in Verilator, UART pins included, driven by the host
+            client a real board gets;
+``board``   a real board over its serial port (``--port``).
+
+With ``--design forward`` (the default) ``sim`` and ``board`` run the whole
+forward on the FPGA (`boards.forward_top`): the host sends the prompt's ids
+and the settings (`boards.forward_protocol`) and prints each token as the
+board sends it; they give exactly the ``integer`` back-end's tokens for the
+same prompt, settings and seed. ``--backend sim --board icebreaker|ulx3s``
+picks the top (and ``--context`` the positions it holds); the Verilator build
+is cached in build/forward-sim/. Bad input (a prompt longer than the board's
+context, ids outside the vocabulary, a top-k of 0 or above it, a temperature
+whose ``round(256 / T)`` does not fit 16 bits) is refused before anything is
+built or sent.
+
+With ``--design linear`` (the earlier design) the host does embeddings, layer
+norm, attention, GELU, softmax, the head and the per-channel scales, and only
+each linear layer's integer work goes to the back-end:
 
 ``float``   the float model (no quantization), for comparison;
 ``golden``  the numpy integer datapath (`golden.datapath`);
-``integer`` the whole forward in integers (`golden.int_forward`), sampler
-            included: the reference every whole-forward hardware back-end
-            must equal token for token (``--compiled DIR`` runs an artefact
-            written by ``golden.export --compiled``);
 ``sim``     the engine's emitted Verilog in Verilator, kept alive across tokens;
-``board``   the iCEBreaker over its UART, through the host driver.
+``board``   the iCEBreaker's linear build over its UART, through the host driver.
 
-`golden`, `sim` and `board` return the same integers, so for the same seed
-they produce the same text. `integer` samples with its own integer sampler
-(xorshift32, temperature as ``round(256 / T)``), so its text is its own.
-Tokens are decoded one at a time with a KV cache,
-so each step sends one token through every layer (the array's batch-1 case).
+`golden`, linear `sim` and linear `board` return the same integers, so for the
+same seed they produce the same text; `float` and `golden` sample in floating
+point, so their text is their own. Tokens are decoded one at a time with a KV
+cache, so each step sends one token through every layer (batch-1 decode).
 """
 
 import argparse
@@ -37,9 +52,13 @@ from golden.paths import HARDWARE_MODEL_DIR
 from golden.pot_format import DEFAULT_BITS
 from golden.tokens import add_calib_arguments, load_tokenizer
 
-__all__ = ["BACKENDS", "Generator", "IntegerGenerator", "decoded", "inv_temperature", "main"]
+from .forward_protocol import inv_temperature
+
+__all__ = ["BACKENDS", "DESIGNS", "Generator", "TokenGenerator", "IntegerGenerator", "decoded", "inv_temperature",
+           "main"]
 
 BACKENDS = ("float", "golden", "integer", "sim", "board")
+DESIGNS = ("forward", "linear")
 
 
 class Generator:
@@ -89,38 +108,38 @@ def decoded(vocab, tokens):
         yield text[len(shown):]
 
 
-def prompt_ids(vocab, prompt, limit):
-    """The prompt's token ids; UserError when it is empty or fills the context of `limit` positions."""
+def prompt_ids(vocab, prompt, limit, holder="model"):
+    """The prompt's token ids; UserError when it is empty or fills the context of `limit` positions (the
+    `holder`'s: the model's, or the board's)."""
     ids = vocab.encode(prompt)
     if len(ids) == 0:
         raise UserError("The prompt is empty; give at least one character")
     if len(ids) >= limit:
-        raise UserError(f"The prompt has {len(ids)} tokens; the model's context is {limit}")
+        raise UserError(f"The prompt has {len(ids)} tokens; the {holder}'s context is {limit}")
     return ids
 
 
-class IntegerGenerator:
-    """Sampling from the whole integer forward (`golden.int_forward.IntegerForward`), sampler included."""
+class TokenGenerator:
+    """Sampling by a whole-forward generator of token ids: `generate(ids, count, *, inv_temperature, top_k,
+    seed)` (`golden.int_forward.IntegerForward.generate`, `boards.forward_protocol.ForwardClient.generate`,
+    `boards.forward_sim.ForwardSim.tokens`), holding `context` positions."""
 
-    def __init__(self, forward, vocab):
-        self.forward, self.vocab = forward, vocab
+    def __init__(self, generate, vocab, context):
+        self.generate, self.vocab, self.context = generate, vocab, context
 
     def stream(self, prompt, tokens, *, temperature=1.0, top_k=None, seed=0):
         """Yield the generated text one token at a time (same contract as `Generator.stream`)."""
-        ids = prompt_ids(self.vocab, prompt, self.forward.config.n_positions)
-        return decoded(self.vocab, self.forward.generate(ids, tokens, inv_temperature=inv_temperature(temperature),
-                                                         top_k=top_k, seed=seed))
+        ids = prompt_ids(self.vocab, prompt, self.context)
+        return decoded(self.vocab, self.generate(ids, tokens, inv_temperature=inv_temperature(temperature),
+                                                 top_k=top_k, seed=seed))
 
 
-def inv_temperature(temperature):
-    """The integer sampler's temperature setting ``round(256 / T)`` (0 for greedy), 1..65535."""
-    if temperature == 0:
-        return 0
-    value = int(np.floor(256 / temperature + 0.5)) if temperature > 0 else -1
-    if not 1 <= value <= 65535:
-        raise UserError(f"--temperature {temperature} does not fit the integer sampler, which holds "
-                        f"round(256 / T) in 16 bits: T from {256 / 65535.5:.4f} to 512, or 0 (greedy)")
-    return value
+class IntegerGenerator(TokenGenerator):
+    """Sampling from the whole integer forward (`golden.int_forward.IntegerForward`), sampler included."""
+
+    def __init__(self, forward, vocab):
+        super().__init__(forward.generate, vocab, forward.config.n_positions)
+        self.forward = forward
 
 
 def sample(logits, rng, temperature, top_k):
@@ -150,31 +169,65 @@ def make_linear(backend, integer_model, args):
     return integer_model.offloaded_linear(session.accumulate), session
 
 
-def integer_generator(args, vocab):
-    """The integer back-end: a compiled artefact (``--compiled``) or the checkpoint compiled now."""
+def compiled_model(args, vocab):
+    """The whole forward's artefact: ``--compiled`` read back, or the checkpoint compiled now."""
     from golden.artefact import read_compiled
     from golden.compile import compile_checkpoint
+
+    compiled = read_compiled(args.compiled)[1] if args.compiled else compile_checkpoint(args.checkpoint, bits=args.bits,
+                                                                                          calib=args.calib)
+    if compiled.config.vocab_size != vocab.size:
+        raise UserError(f"The compiled model has {compiled.config.vocab_size} tokens, the vocabulary {vocab.size}")
+    return compiled
+
+
+def integer_generator(args, vocab):
+    """The integer back-end: a compiled artefact (``--compiled``) or the checkpoint compiled now."""
     from golden.int_forward import IntegerForward
     from golden.int_ops import seed_state
 
     inv_temperature(args.temperature)
     seed_state(args.seed)
-    compiled = read_compiled(args.compiled)[1] if args.compiled else compile_checkpoint(args.checkpoint, bits=args.bits,
-                                                                                          calib=args.calib)
-    if compiled.config.vocab_size != vocab.size:
-        raise UserError(f"The compiled model has {compiled.config.vocab_size} tokens, the vocabulary {vocab.size}")
+    compiled = compiled_model(args, vocab)
     if args.top_k is not None and args.top_k > vocab.size:
         raise UserError(f"--top-k must be at most the vocabulary size {vocab.size}, not {args.top_k}")
     return IntegerGenerator(IntegerForward(compiled), vocab)
 
 
+def forward_generator(args, vocab):
+    """The whole-forward design's sim or board back-end, and its session. Every request is checked
+    (`boards.forward_protocol.check_generate`) before the Verilator build or the first byte to the board."""
+    from .forward_protocol import check_generate, open_board
+    from .forward_top import default_context
+
+    settings = {"inv_temperature": inv_temperature(args.temperature), "top_k": args.top_k, "seed": args.seed}
+    compiled = compiled_model(args, vocab)
+    if args.backend == "board":
+        client = open_board(args.port, compiled, baud=args.baud)
+        ids = prompt_ids(vocab, args.prompt, client.identity.context, "board")
+        check_generate(ids, args.tokens, vocab_size=vocab.size, context=client.identity.context, **settings)
+        return TokenGenerator(client.generate, vocab, client.identity.context), client.port
+    from .forward_sim import ForwardSim
+    n_positions = compiled.config.n_positions
+    context = default_context(args.board, compiled) if args.context is None else args.context
+    if not 1 <= context <= n_positions:
+        raise UserError(f"--context must be 1 to the model's {n_positions} positions, not {context}")
+    ids = prompt_ids(vocab, args.prompt, context, "board")
+    check_generate(ids, args.tokens, vocab_size=vocab.size, context=context, **settings)
+    session = ForwardSim(compiled, board=args.board, context=context,
+                         say=lambda message: print(f"boards.generate: {message}", file=sys.stderr, flush=True))
+    return TokenGenerator(session.tokens, vocab, context), session
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m boards.generate", formatter_class=HelpFormatter,
-        description="Generate text with every linear layer on the PoT datapath (golden, RTL simulation or board).",
+        description="Generate text on the whole-forward FPGA design (a board or its simulation), or on the host.",
         epilog="examples:\n  python -m boards.generate --prompt 'ROMEO:' --tokens 200\n"
-               "  python -m boards.generate --backend sim --tokens 16 --seed 1\n"
-               "  python -m boards.generate --backend integer --seed 7 --top-k 10")
+               "  python -m boards.generate --backend integer --seed 7 --top-k 10\n"
+               "  python -m boards.generate --backend sim --board icebreaker --tokens 60 --seed 7 --top-k 10\n"
+               "  python -m boards.generate --backend board --port /dev/ttyUSB1 --tokens 60\n"
+               "  python -m boards.generate --backend sim --design linear --tokens 16 --seed 1")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="GPT-2 checkpoint with its tokenizer beside it: the project's character vocab.json, "
                              "or Hugging Face's tokenizer.json or GPT-2's vocab.json + merges.txt")
@@ -183,13 +236,22 @@ def parse_args(argv):
     parser.add_argument("--temperature", metavar="T", type=float, default=0.8, help="sampling temperature (0: greedy)")
     parser.add_argument("--top-k", metavar="K", type=int, default=None, help="sample among the K likeliest only")
     parser.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed")
-    parser.add_argument("--backend", choices=BACKENDS, default="golden", help="where the linear layers run")
+    parser.add_argument("--backend", choices=BACKENDS, default="golden",
+                        help="where the model runs (sim and board: the --design on an FPGA)")
+    parser.add_argument("--design", choices=DESIGNS, default="forward",
+                        help="sim and board: the whole forward on the FPGA, or only its linear layers")
+    parser.add_argument("--board", choices=("icebreaker", "ulx3s"), default="icebreaker",
+                        help="forward sim: the board top to simulate")
+    parser.add_argument("--context", metavar="N", type=int, default=None,
+                        help="forward sim: positions the top holds (default: the board's, 64 on the iCEBreaker, "
+                             "the model's on the ULX3S)")
+    parser.add_argument("--baud", metavar="BAUD", type=int, default=3_000_000, help="board: the UART's rate")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits")
-    parser.add_argument("--rows", metavar="R", type=int, default=1, help="array rows (sim back-end)")
-    parser.add_argument("--cols", metavar="C", type=int, default=16, help="array columns (sim back-end)")
+    parser.add_argument("--rows", metavar="R", type=int, default=1, help="array rows (linear sim back-end)")
+    parser.add_argument("--cols", metavar="C", type=int, default=16, help="array columns (linear sim back-end)")
     parser.add_argument("--port", metavar="DEV", help="serial port of the board (board back-end)")
-    parser.add_argument("--compiled", metavar="DIR", help="integer back-end: run this golden.export --compiled folder "
-                                                          "(default: compile the checkpoint)")
+    parser.add_argument("--compiled", metavar="DIR", help="integer and forward back-ends: run this golden.export "
+                                                          "--compiled folder (default: compile the checkpoint)")
     add_calib_arguments(parser)
     parser.add_argument("--stats", action="store_true", help="print tokens/s on stderr at the end")
     return parser.parse_args(argv)
@@ -203,10 +265,14 @@ def main(argv=None):
         raise UserError(f"--temperature must be >= 0, not {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise UserError(f"--top-k must be a positive integer, not {args.top_k}")
+    if args.context is not None and args.context < 1:
+        raise UserError(f"--context must be a positive integer, not {args.context}")
     if args.backend == "board" and not args.port:
         raise UserError("The board back-end needs --port (e.g. /dev/ttyUSB1); without a board, use --backend sim")
-    if args.compiled and args.backend != "integer":
-        raise UserError(f"--compiled runs on the integer back-end, not {args.backend}")
+    forward = args.backend == "integer" or (args.backend in ("sim", "board") and args.design == "forward")
+    if args.compiled and not forward:
+        raise UserError(f"--compiled runs on the integer back-end or the forward design, not {args.backend}"
+                        + (f" with --design {args.design}" if args.backend in ("sim", "board") else ""))
     vocab = load_tokenizer(args.checkpoint, load_checkpoint(args.checkpoint).config.vocab_size)
     if vocab is None:
         raise UserError(f"The checkpoint {args.checkpoint} has no tokenizer beside it (vocab.json, tokenizer.json, "
@@ -214,6 +280,8 @@ def main(argv=None):
     vocab.encode(args.prompt)                                        # a bad character fails before any work
     if args.backend == "integer":
         generator, session = integer_generator(args, vocab), None
+    elif forward:
+        generator, session = forward_generator(args, vocab)
     else:
         integer_model = load_integer_model(args.checkpoint, bits=args.bits, calib=args.calib)
         linear, session = make_linear(args.backend, integer_model, args)
@@ -234,6 +302,10 @@ def main(argv=None):
         seconds = time.perf_counter() - start
         cycles = getattr(session, "cycles", None)
         per_token = f", {cycles / (count + len(args.prompt) - 1):.0f} simulated cycles per token" if cycles else ""
+        if hasattr(session, "tokens_per_s"):
+            rate, first = session.tokens_per_s()
+            per_token = (f"; the simulated {args.board} at {session.top.frequency / 1e6:g} MHz: {rate:.0f} tokens/s "
+                         f"(UART included), first token {first * 1e3:.2f} ms after the request")
         print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s{per_token}",
               file=sys.stderr)
     return 0

@@ -12,9 +12,24 @@ import numpy as np
 
 from .protocol import Client, ProtocolError, code_banks, layout_digest
 
-__all__ = ["BoardSession"]
+__all__ = ["BoardSession", "open_serial"]
 
 DEFAULT_BAUD = 3_000_000
+
+
+def open_serial(name, *, baud, timeout):
+    """Serial port `name` at `baud`, reads giving up after `timeout` seconds, its input buffer emptied;
+    ValueError (one line) without pyserial or when it does not open."""
+    try:
+        import serial
+    except ImportError:
+        raise ValueError("A board session needs pyserial: pip install pyserial") from None
+    try:
+        port = serial.Serial(name, baud, timeout=timeout)
+    except serial.SerialException as error:
+        raise ValueError(f"Cannot open {name}: {error}") from None
+    port.reset_input_buffer()
+    return port
 
 
 class BoardSession:
@@ -43,15 +58,7 @@ class BoardSession:
     def open(cls, port, integer_model, *, baud=DEFAULT_BAUD, timeout=2.0, progress=None):
         """Open serial port `port` (a name, or an object with read/write), check the board, load the codes."""
         if isinstance(port, str):
-            try:
-                import serial
-            except ImportError:
-                raise ValueError("A board session needs pyserial: pip install pyserial") from None
-            try:
-                port = serial.Serial(port, baud, timeout=timeout)
-            except serial.SerialException as error:
-                raise ValueError(f"Cannot open {port}: {error}") from None
-            port.reset_input_buffer()
+            port = open_serial(port, baud=baud, timeout=timeout)
         close = getattr(port, "close", lambda: None)
         try:
             client = Client(port)

@@ -4,7 +4,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .identity_rom import IdentityRom
+from .identity_rom import ServesIdentity
 from .link_framing import LinkFraming
 from .protocol import MAX_PAYLOAD, Command, Identity, Status, value_bytes
 
@@ -27,7 +27,7 @@ def _check_positive(value, what):
     return value
 
 
-class HostLink(wiring.Component):
+class HostLink(ServesIdentity, wiring.Component):
     """Serves the host link protocol between a UART's byte streams and the engine.
 
     It parses requests from `rx`, writes code words through `code_write`,
@@ -101,7 +101,6 @@ class HostLink(wiring.Component):
         if not 1 <= _check_positive(word_width, "Word width") <= 16:
             raise ValueError(f"Code words must be at most 16 bits, not {word_width}")
         self._identity = identity
-        self._identity_rom = None          # made on first use: an unused one would be an unused elaboratable
         self._layers = layers
         self._act_bits, self._acc_bits = act_bits, acc_bits
         self._max_tokens = max_tokens
@@ -117,17 +116,6 @@ class HostLink(wiring.Component):
             "results": In(stream.Signature(data.StructLayout({"data": signed(acc_bits), "last": 1}))),
             "code_write": Out(code_write_signature(banks, bank_words, word_width)),
         })
-
-    @property
-    def identity(self):
-        return self._identity
-
-    @property
-    def identity_rom(self):
-        """The memory IDENTIFY is answered from (`IdentityRom`), which a bitstream patch rewrites."""
-        if self._identity_rom is None:
-            self._identity_rom = IdentityRom(self._identity)
-        return self._identity_rom
 
     @property
     def max_tokens(self):

@@ -8,7 +8,7 @@ from .host_link import HostLink
 from .protocol import MAX_PAYLOAD, Identity, layout_digest, value_bytes
 from .uart import UART
 
-__all__ = ["HostedEngineTop", "connect_uart", "max_tokens"]
+__all__ = ["HostedEngineTop", "UARTBoardTop", "connect_uart", "max_tokens"]
 
 
 def max_tokens(layout, rows, act_bits, acc_bits):
@@ -38,7 +38,34 @@ def connect_uart(m, platform, *, on_board, uart, link, pll, led, rx, tx):
     wiring.connect(m, link.tx, uart.i_stream)
 
 
-class HostedEngineTop(wiring.Component):
+class UARTBoardTop:
+    """What a board top behind a UART link answers (`HostedEngineTop`, `boards.forward_top.ForwardTop`): its
+    ``_identity``, its ``_link``'s identity ROM, and its ``_pll``'s clock and ``_uart``'s rate."""
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def identity_rom(self):
+        """The memory the link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
+        return self._link.identity_rom
+
+    @property
+    def divisor(self):
+        return self._uart.divisor
+
+    @property
+    def frequency(self):
+        """The clock the PLL makes on the board, in Hz."""
+        return self._pll.frequency
+
+    @property
+    def baud(self):
+        return self._pll.frequency / self._uart.divisor
+
+
+class HostedEngineTop(UARTBoardTop, wiring.Component):
     """The engine, its writable code banks, a UART and the host link that serves IDENTIFY, LOAD, LAYER and
     RUN (`boards.protocol`), clocked by a board PLL.
 
@@ -101,28 +128,6 @@ class HostedEngineTop(wiring.Component):
     @property
     def engine(self):
         return self._engine
-
-    @property
-    def identity(self):
-        return self._identity
-
-    @property
-    def identity_rom(self):
-        """The memory the host link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
-        return self._link.identity_rom
-
-    @property
-    def divisor(self):
-        return self._uart.divisor
-
-    @property
-    def frequency(self):
-        """The clock the PLL makes on the board, in Hz."""
-        return self._pll.frequency
-
-    @property
-    def baud(self):
-        return self._pll.frequency / self._uart.divisor
 
     @property
     def code_stores(self):

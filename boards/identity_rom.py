@@ -9,7 +9,7 @@ from hdl.bram_patch import PatchableContents
 from .forward_protocol import ForwardIdentity
 from .protocol import Identity
 
-__all__ = ["IdentityRom"]
+__all__ = ["IdentityRom", "ServesIdentity"]
 
 
 class IdentityRom(PatchableContents, wiring.Component):
@@ -73,3 +73,22 @@ class IdentityRom(PatchableContents, wiring.Component):
         m.d.sync += high.eq(self.addr[0])
         m.d.comb += self.data.eq(port.data.word_select(high, 8))
         return m
+
+
+class ServesIdentity:
+    """For a link that answers IDENTIFY (`boards.host_link.HostLink`, `boards.forward_link.ForwardLink`):
+    its `identity` (``self._identity``) and the `IdentityRom` it is answered from, made on first use
+    (an unused one would be an unused elaboratable)."""
+
+    _identity_rom = None
+
+    @property
+    def identity(self):
+        return self._identity
+
+    @property
+    def identity_rom(self):
+        """The memory IDENTIFY is answered from (`IdentityRom`), which a bitstream patch can rewrite."""
+        if self._identity_rom is None:
+            self._identity_rom = IdentityRom(self._identity)
+        return self._identity_rom

@@ -15,13 +15,13 @@ import pytest
 from amaranth import Module
 from amaranth.hdl import Fragment
 from amaranth.lib import wiring
-from amaranth.sim import Simulator
 
 from boards.forward_link import ForwardLink
 from boards.forward_protocol import Command, ForwardIdentity, encode_generate
 from boards.protocol import Status, encode_request
+from boards.hosted_top import connect_uart
 from boards.uart import UART
-from uart_host import LinkHost
+from uart_host import run_link
 
 DIVISOR = 4
 VOCAB, CONTEXT = 23, 8
@@ -49,10 +49,8 @@ class Bench(wiring.Component):
         m.submodules.link = self.link
         if self.uart is not None:
             m.submodules.uart = self.uart
-            m.d.comb += [self.uart.rx.eq(self.rx), self.tx.eq(self.uart.tx),
-                         self.link.line_error.eq(self.uart.overrun | self.uart.frame_error)]
-            wiring.connect(m, self.uart.o_stream, self.link.rx)
-            wiring.connect(m, self.link.tx, self.uart.i_stream)
+            connect_uart(m, platform, on_board=False, uart=self.uart, link=self.link, pll=None, led=None,
+                         rx=self.rx, tx=self.tx)
         return m
 
 
@@ -64,11 +62,11 @@ def simulate(script, *, uart=False, cycles=100_000, seed=0):
     log = []
     rng = np.random.default_rng(seed)
 
-    async def core(ctx):
+    async def core(ctx, done):
         # Polls every cycle (rather than awaiting `until`) so that it ends with the host script, and
         # stalls at random, as the real core does while it computes.
         pending, prompt, settings, tokens = 0, [], None, []
-        while not done:
+        while not done():
             stall = rng.random() < 0.3
             ctx.set(link.start.ready, settings is None and not stall)
             ctx.set(link.prompt.ready, pending > 0 and not stall)
@@ -94,28 +92,7 @@ def simulate(script, *, uart=False, cycles=100_000, seed=0):
                 if not tokens:
                     settings = None
 
-    async def host(ctx):
-        nonlocal done
-        await script(ctx, LinkHost(ctx, link, divisor=DIVISOR, limit=4 * TIMEOUT,
-                                   pins=(bench.rx, bench.tx) if uart else None))
-        done = True
-        await ctx.tick().repeat(2)
-
-    async def watchdog(ctx):
-        for _ in range(cycles):
-            if done:
-                return
-            await ctx.tick()
-        raise AssertionError(f"the host script did not finish in {cycles} cycles")
-
-    done = False
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(host)
-    sim.add_process(core)
-    sim.add_process(watchdog)
-    sim.run()
-    assert done
+    run_link(bench, link, script, core, uart=uart, divisor=DIVISOR, limit=4 * TIMEOUT, cycles=cycles)
     return log
 
 

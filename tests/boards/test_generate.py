@@ -101,4 +101,4 @@ def test_integer_backend_bad_input(tiny_checkpoint, args, message, capsys):
 def test_compiled_needs_the_integer_backend(tiny_checkpoint, capsys):
     with pytest.raises(SystemExit):
         run(main, "generate", ["--checkpoint", str(tiny_checkpoint), "--compiled", "x"])
-    assert "--compiled runs on the integer back-end, not golden" in capsys.readouterr().err
+    assert "--compiled runs on the integer back-end or the forward design, not golden" in capsys.readouterr().err

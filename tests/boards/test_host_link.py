@@ -14,13 +14,13 @@ from amaranth import Module
 from amaranth.hdl import Fragment
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from boards.host_link import HostLink
 from boards.protocol import (Command, Identity, Status, decode_results, encode_activations, encode_load,
                              encode_request, load_checksum)
+from boards.hosted_top import connect_uart
 from boards.uart import UART
-from uart_host import LinkHost
+from uart_host import run_link
 
 DIVISOR = 4
 LAYERS = [(3, 5), (4, 2)]
@@ -62,10 +62,8 @@ class Bench(wiring.Component):
         m.submodules.link = self.link
         if self.uart is not None:
             m.submodules.uart = self.uart
-            m.d.comb += [self.uart.rx.eq(self.rx), self.tx.eq(self.uart.tx),
-                         self.link.line_error.eq(self.uart.overrun | self.uart.frame_error)]
-            wiring.connect(m, self.uart.o_stream, self.link.rx)
-            wiring.connect(m, self.link.tx, self.uart.i_stream)
+            connect_uart(m, platform, on_board=False, uart=self.uart, link=self.link, pll=None, led=None,
+                         rx=self.rx, tx=self.tx)
         for i, memory in enumerate(self.banks):
             m.submodules[f"bank{i}"] = memory
             port = memory.write_port()
@@ -84,10 +82,10 @@ def simulate(script, *, uart=False, cycles=200_000):
     link = bench.link
     batches = []
 
-    async def engine(ctx):
+    async def engine(ctx, done):
         # Polls every cycle (rather than awaiting `until`) so that it ends with the host script.
         values, results = [], []
-        while not done:
+        while not done():
             ctx.set(link.activations.ready, not results)
             ctx.set(link.results.valid, bool(results))
             if results:
@@ -105,28 +103,8 @@ def simulate(script, *, uart=False, cycles=200_000):
                     batches.append((layer, x))
                     results, values = list(stand_in(layer, x).flat), []
 
-    async def host(ctx):
-        nonlocal done
-        await script(ctx, LinkHost(ctx, link, divisor=DIVISOR, limit=4 * TIMEOUT,
-                                     pins=(bench.rx, bench.tx) if uart else None), bench)
-        done = True
-        await ctx.tick().repeat(2)          # let the engine and the watchdog see it and end
-
-    async def watchdog(ctx):
-        for _ in range(cycles):
-            if done:
-                return
-            await ctx.tick()
-        raise AssertionError(f"the host script did not finish in {cycles} cycles")
-
-    done = False
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(host)
-    sim.add_process(engine)
-    sim.add_process(watchdog)
-    sim.run()
-    assert done
+    run_link(bench, link, lambda ctx, host: script(ctx, host, bench), engine, uart=uart, divisor=DIVISOR,
+             limit=4 * TIMEOUT, cycles=cycles)
     return batches
 
 

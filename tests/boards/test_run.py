@@ -22,14 +22,6 @@ def _write_checkpoint(path, **shape):
     return module.write_tiny_checkpoint(path, **shape)
 
 
-def _verilator_or_skip():
-    from sim.tools import SimulatorMissing, find_simulator
-    try:
-        find_simulator("verilator")
-    except SimulatorMissing as error:
-        pytest.skip(str(error))
-
-
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
     return _write_checkpoint(tmp_path_factory.mktemp("small"), n_layer=1, n_embd=16, n_head=2)
@@ -48,9 +40,8 @@ def run_cli(*args):
                           capture_output=True, text=True)
 
 
-def test_sim_small_every_layer(small_checkpoint, tmp_path):
+def test_sim_small_every_layer(verilator, small_checkpoint, tmp_path):
     """A 1 x 4 array: codes loaded over the UART, every layer, 3 tokens (two RUNs of a 1-row array... three)."""
-    _verilator_or_skip()
     result = run_cli("--sim", "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4, "--tokens", 3,
                      "--sim-dir", tmp_path, "--json", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -59,10 +50,9 @@ def test_sim_small_every_layer(small_checkpoint, tmp_path):
     assert all(layer["mismatches"] == 0 and layer["tokens"] == 3 for layer in report["layers"])
 
 
-def test_sim_default_design_every_layer(default_shaped_checkpoint, tmp_path):
+def test_sim_default_design_every_layer(verilator, default_shaped_checkpoint, tmp_path):
     """The default build (2 x 16, codes in 4 SPRAMs) in Verilator: all 96 KiB of codes loaded over the
     UART, then every linear layer on real activations, each accumulator equal to golden."""
-    _verilator_or_skip()
     result = run_cli("--sim", "--checkpoint", default_shaped_checkpoint, "--tokens", 3, "--sim-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -124,8 +114,7 @@ def test_bad_arguments(args, message):
     assert len(errors) == 1 and message in errors[0], result.stderr
 
 
-def test_unknown_layer(small_checkpoint, tmp_path):
-    _verilator_or_skip()
+def test_unknown_layer(verilator, small_checkpoint, tmp_path):
     result = run_cli("--sim", "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4, "--layers", "h.9.mlp",
                      "--sim-dir", tmp_path, "--quiet")
     assert result.returncode == 2 and "No layer 'h.9.mlp'" in result.stderr and "Traceback" not in result.stderr

@@ -92,3 +92,35 @@ class LinkHost:
         from boards.protocol import encode_request
         await self.send(encode_request(command, payload))
         return await self.response()
+
+
+def run_link(bench, link, script, device, *, uart, divisor, limit, cycles):
+    """Simulate `bench` holding `link`: `script(ctx, host)` is the host (a `LinkHost`, over the pins `bench.rx`
+    and `bench.tx` with `uart`, else on the link's streams) and `device(ctx, done)` plays the link's far side,
+    polling every cycle until ``done()`` (the script has ended); fails if the script takes over `cycles`."""
+    from amaranth.sim import Simulator
+
+    state = {"done": False}
+
+    async def host(ctx):
+        await script(ctx, LinkHost(ctx, link, divisor=divisor, limit=limit, pins=(bench.rx, bench.tx) if uart else None))
+        state["done"] = True
+        await ctx.tick().repeat(2)          # let the device and the watchdog see it and end
+
+    async def far_side(ctx):
+        await device(ctx, lambda: state["done"])
+
+    async def watchdog(ctx):
+        for _ in range(cycles):
+            if state["done"]:
+                return
+            await ctx.tick()
+        raise AssertionError(f"the host script did not finish in {cycles} cycles")
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    sim.add_process(far_side)
+    sim.add_process(watchdog)
+    sim.run()
+    assert state["done"]
