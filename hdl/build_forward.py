@@ -39,13 +39,18 @@ from .forward.budget import fit, forward_memories, place, refusal
 from .reports import format_table, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, run_tool, tool_command
 
-__all__ = ["DESIGNS", "FORWARD_FREQ_MHZ", "build_forward", "check_budget", "forward_report_table"]
+__all__ = ["DESIGNS", "FORWARD_FREQ_MHZ", "FORWARD_CORES", "build_forward", "check_budget", "forward_report_table"]
 
 DESIGNS = ("linear", "forward")
 #: The forward design's default clocks: a multiple of 3 MHz (UART at 3 Mbaud) below the Fmax nextpnr reaches
 #: (ECP5, seed 1: 36.2 MHz for the default model's core at context 128, 48.5-50.9 MHz for a tiny checkpoint's;
 #: the critical path is in the attention unit).
 FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
+#: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the 4 x 3 array its three
+#: code SPRAMs can feed; on the ECP5-85F the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head
+#: (`hdl.forward.forward_core`'s fastest measured shape at context 128).
+FORWARD_CORES = {"icebreaker": {"rows": 4, "columns": 3, "head_lanes": 4, "attention_lanes": 4},
+                 "ulx3s": {"rows": 16, "columns": 16, "head_lanes": 16, "attention_lanes": 16, "attention_units": 4}}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
 
 
@@ -54,7 +59,7 @@ def _say(message, quiet=False):
         print(f"hdl.build: {message}", file=sys.stderr, flush=True)
 
 
-def check_budget(compiled, board, context):
+def check_budget(compiled, board, context, core):
     """The context to build (`context`, or the board top's default) once the memory budget allows it.
 
     Raises `UserError` (one line: what the memories need against the chip, the largest context that fits).
@@ -67,13 +72,13 @@ def check_budget(compiled, board, context):
         context = default_context(board, compiled)
     elif context > n_positions:
         raise UserError(f"--context {context}: the model has {n_positions} positions")
-    problem = refusal(compiled, chip, context)
+    problem = refusal(compiled, chip, context, **core)
     if problem:
         raise UserError(problem)
     return context
 
 
-def _measure_in_background(compiled, board, context, quiet):
+def _measure_in_background(compiled, board, context, core, quiet):
     """Start `sim.forward_cycles.measure_cycles` in a thread; returns a callable that waits for its result."""
     from sim.forward_cycles import measure_cycles
 
@@ -81,7 +86,7 @@ def _measure_in_background(compiled, board, context, quiet):
 
     def work():
         try:
-            result.update(measure_cycles(compiled, board=board, context=context))
+            result.update(measure_cycles(compiled, board=board, context=context, **core))
         except BaseException as error:          # noqa: BLE001 - re-raised in the caller's thread
             failure.append(error)
 
@@ -143,7 +148,7 @@ def _chip_refusal(error, board):
 
 
 def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bits=4, formats=None, calib=None,
-                  quiet=False, simulate=True):
+                  quiet=False, simulate=True, core=None):
     """Compile, weigh, compose, simulate beside synthesis, place and route, pack; returns the report dict.
 
     `formats`: a `golden.compile.IntFormats` (None: the defaults). `simulate` False skips the cycle count
@@ -159,15 +164,17 @@ def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bit
         tool_command(variable)                     # a missing tool fails now, not after compiling
     _say(f"compiling {checkpoint} into the integer forward ({bits}-bit codes)", quiet)
     compiled = compile_checkpoint(checkpoint, bits=bits, formats=formats, calib=calib)
-    context = check_budget(compiled, board, context)
+    core = {**FORWARD_CORES[board], **(core or {})}
+    context = check_budget(compiled, board, context, core)
     chip = BUDGET_BOARDS[board]
-    budget = place(forward_memories(compiled, context=context), chip)
-    reached = fit(compiled, chip)
-    top = compose_forward(compiled, board=board, context=context, frequency=freq_mhz * 1e6)
-    _say(f"forward core for {compiled.config.n_layer} layers, d {compiled.config.n_embd}, vocab "
+    budget = place(forward_memories(compiled, context=context, **core), chip)
+    reached = fit(compiled, chip, **core)
+    top = compose_forward(compiled, board=board, context=context, frequency=freq_mhz * 1e6, **core)
+    _say(f"forward core ({core['rows']} x {core['columns']} array, " + ", ".join(
+        f"{k} {v}" for k, v in core.items() if k not in ("rows", "columns")) + f") for {compiled.config.n_layer} layers, d {compiled.config.n_embd}, vocab "
          f"{compiled.config.vocab_size}, context {context}; budget: {budget['blocks']} {chip.block_name}"
          + (f", {budget['sprams']} SPRAM" if chip.sprams else "") + f"; clock {top.frequency / 1e6:g} MHz", quiet)
-    wait_cycles = _measure_in_background(compiled, board, context, quiet) if simulate else None
+    wait_cycles = _measure_in_background(compiled, board, context, core, quiet) if simulate else None
 
     with atomic_directory(out) as work:
         try:
@@ -191,7 +198,7 @@ def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bit
             "tokens_per_s": round(top.frequency / full, 1) if full else None,
             "tokens_per_s_fmax": round(fmax * 1e6 / full, 1) if full and fmax else None,
             "baud": top.baud, "uart_divisor": top.divisor,
-            "n_layer": compiled.config.n_layer, "n_embd": compiled.config.n_embd,
+            "core": core, "n_layer": compiled.config.n_layer, "n_embd": compiled.config.n_embd,
             "vocab_size": compiled.config.vocab_size, "bits": compiled.bits, "act_bits": compiled.formats.act_bits,
             "budget": {"blocks": budget["blocks"], "block_kind": chip.block_name, "sprams": budget["sprams"],
                        "largest_context": reached["context"], "limit": reached["limit"]},
@@ -235,13 +242,14 @@ def main_forward(args, out):
     """`hdl.build.main` for ``--design forward``: the parsed `args`, the output folder `out`."""
     from golden.compile import IntFormats, parse_int_formats
 
-    if args.pe != "pot" or args.codes != "spram" or args.rows is not None or args.cols is not None:
-        raise UserError("--pe, --codes, --rows and --cols shape the linear design; the forward design's core is "
+    if args.pe != "pot" or args.codes != "spram":
+        raise UserError("--pe and --codes shape the linear design; the forward design's core is "
                         "sized from the checkpoint (leave them out, or use --design linear)")
     formats = IntFormats(**parse_int_formats(args.int_format))
     report = build_forward(args.board, Path(args.checkpoint), out, context=args.context, freq_mhz=args.freq,
                            seed=args.seed, bits=args.bits, formats=formats, calib=args.calib, quiet=args.quiet,
-                           simulate=not args.no_verify)
+                           simulate=not args.no_verify,
+                           core={k: v for k, v in (("rows", args.rows), ("columns", args.cols)) if v is not None})
     print(json.dumps(report, indent=2) if args.json else forward_report_table(report))
     _say(f"wrote {out}", args.quiet)
     return 0

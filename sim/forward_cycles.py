@@ -14,10 +14,10 @@ furthest a token can be made from (its attention reads ``context - 1`` keys).
 __all__ = ["measure_cycles"]
 
 
-def measure_cycles(compiled, *, board, context, say=None):
+def measure_cycles(compiled, *, board, context, say=None, **core_options):
     """``{"position_1", "full_context", "full_context_position", "per_position"}``: simulated cycles.
 
-    ``per_position[j - 1]`` is the cycles of position ``j`` (1 .. ``context - 2``). Needs ``context >= 3``.
+    `core_options` go to `ForwardCore` (array shape, lanes). ``per_position[j - 1]`` is the cycles of position ``j`` (1 .. ``context - 2``). Needs ``context >= 3``.
     The tokens are checked against `golden.int_forward.IntegerForward.generate` (a mismatch raises
     `AssertionError` naming the first differing token): a cycle count of wrong hardware is no figure.
     """
@@ -27,7 +27,7 @@ def measure_cycles(compiled, *, board, context, say=None):
 
     if context < 3:
         raise ValueError(f"cycles per token need a context of at least 3 positions, not {context}")
-    sim = ForwardSim(compiled, board=board, context=context, say=say)
+    sim = ForwardSim(compiled, board=board, context=context, say=say, **core_options)
     prompt, count = [0], context - 1
     (result,) = sim.generate([{"prompt": prompt, "count": count, "inv_temperature": 0, "top_k": None, "seed": 0}])
     expected = [int(t) for t in IntegerForward(compiled).generate(prompt, count, inv_temperature=0, top_k=None,

@@ -11,7 +11,7 @@ codes
     the linear layers' PoT codes, ``sum K N bits``, read once per token in
     order (the split-K array's code stream, `hdl.forward.decode_plan`);
 KV cache
-    keys and values, ``n_layer context d act_bits`` each;
+    keys and values, ``2 n_layer context d act_bits`` bits (one memory per attention unit);
 constants (read in order every token)
     the embedding tables (``wte``; ``wpe`` for the built context only; a
     token reads one row of each) and their requantisers, the head's table
@@ -139,7 +139,7 @@ def _ops(compiled, kind):
 
 
 #: How the budget treats each of `ForwardCore.memories` (by name, or by the name's prefix before a digit).
-_KINDS = {"linear_codes": "codes", "kv_keys": "kv", "kv_values": "kv",
+_KINDS = {"linear_codes": "codes", "kv_cache": "kv",
           **dict.fromkeys(("ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wte", "wte_mult",
                            "wte_shift", "wpe", "wpe_mult", "wpe_shift", "head_table", "head_mult", "head_shift"),
                           "constant"),
@@ -148,11 +148,12 @@ _KINDS = {"linear_codes": "codes", "kv_keys": "kv", "kv_values": "kv",
 _ROW_READ = ("wte", "wte_mult", "wte_shift", "wpe", "wpe_mult", "wpe_shift")
 
 
-def forward_memories(compiled, *, context, rows=4, columns=3):
+def forward_memories(compiled, *, context, rows=4, columns=3, **core_options):
     """Every memory of the forward core for `compiled` at `context` positions, as `MemoryNeed`s.
 
     The memories are the core's own (`hdl.forward.forward_core.ForwardCore.memories`: names, widths and
-    depths as elaborated); a name the budget does not know is a working buffer (block RAM).
+    depths as elaborated, for the core of `rows` x `columns` and `core_options`, e.g. lanes); a name the
+    budget does not know is a working buffer (block RAM).
     """
     from .forward_core import ForwardCore
 
@@ -161,20 +162,21 @@ def forward_memories(compiled, *, context, rows=4, columns=3):
         raise ValueError(f"context must be from 1 to the model's {c.n_positions} positions, not {context}")
     with warnings.catch_warnings():               # the core is made for its memory list, never elaborated
         warnings.simplefilter("ignore", UnusedElaboratable)
-        core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns)
+        core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns, **core_options)
         memories = core.memories
         del core
         gc.collect()
     d, needs = c.n_embd, []
     for name, width, depth in memories:
-        kind = _KINDS.get(name, "buffer")
+        base = next((name[:len(name) - cut] for cut in (0, 1, 2) if name[:len(name) - cut] in _KINDS), name)
+        kind = _KINDS.get(base, "buffer")             # "kv_cache3": the 4th attention unit's slice of the cache
         if kind == "codes":
             token_bits = sum(compiled.tensors[op["name"] + ".codes"].size for op in compiled.program
                              if op["op"] == "linear") * compiled.bits
         elif kind == "kv":
             token_bits = width * depth
         elif kind == "constant":
-            token_bits = width * (d if name in ("wte", "wpe") else 1) if name in _ROW_READ else width * depth
+            token_bits = width * (d if base in ("wte", "wpe") else 1) if base in _ROW_READ else width * depth
         else:
             token_bits = 0
         needs.append(MemoryNeed(name, kind, width, depth, token_bits))
@@ -241,10 +243,10 @@ def place(needs, board, *, flash=False):
             "fits": not over, "over": over}
 
 
-def _largest(compiled, board, *, rows, columns, flash=False):
+def _largest(compiled, board, *, rows, columns, flash=False, **core):
     """The largest context (0: none) whose memories fit `board` (fitting shrinks with the context: bisect)."""
     def fits(context):
-        return place(forward_memories(compiled, context=context, rows=rows, columns=columns), board,
+        return place(forward_memories(compiled, context=context, rows=rows, columns=columns, **core), board,
                      flash=flash)["fits"]
     low, high = 0, compiled.config.n_positions
     while low < high:
@@ -256,31 +258,31 @@ def _largest(compiled, board, *, rows, columns, flash=False):
     return low
 
 
-def _limit(compiled, board, context, rows, columns):
+def _limit(compiled, board, context, rows, columns, **core):
     """What stops `context + 1` positions: the model's own context, or the memory that overflows."""
     if context >= compiled.config.n_positions:
         return f"the model's context ({compiled.config.n_positions} positions)"
-    after = place(forward_memories(compiled, context=context + 1, rows=rows, columns=columns), board)
+    after = place(forward_memories(compiled, context=context + 1, rows=rows, columns=columns, **core), board)
     if board.sprams and after["sprams"] > board.sprams:
         return (f"SPRAM: {after['code_sprams']} of {board.sprams} hold the codes, the KV cache shares the rest with "
                 f"the constants the {board.blocks} {board.block_name} cannot hold")
     return f"{board.block_name}: {after['blocks']} needed of {board.blocks} at {context + 1} positions"
 
 
-def fit(compiled, board, *, rows=4, columns=3):
+def fit(compiled, board, *, rows=4, columns=3, **core):
     """``{"context": the largest that fits (0: none), "limit": what limits it, "budget": place(...) there}``."""
-    best = _largest(compiled, board, rows=rows, columns=columns)
-    budget = place(forward_memories(compiled, context=max(best, 1), rows=rows, columns=columns), board)
-    limit = _limit(compiled, board, best, rows, columns) if best else "; ".join(budget["over"]) + " at 1 position"
+    best = _largest(compiled, board, rows=rows, columns=columns, **core)
+    budget = place(forward_memories(compiled, context=max(best, 1), rows=rows, columns=columns, **core), board)
+    limit = _limit(compiled, board, best, rows, columns, **core) if best else "; ".join(budget["over"]) + " at 1 position"
     return {"context": best, "limit": limit, "budget": budget}
 
 
-def refusal(compiled, board, context, *, rows=4, columns=3):
+def refusal(compiled, board, context, *, rows=4, columns=3, **core):
     """The one line a build gives if `compiled` at `context` positions does not fit `board`; None if it fits."""
-    budget = place(forward_memories(compiled, context=context, rows=rows, columns=columns), board)
+    budget = place(forward_memories(compiled, context=context, rows=rows, columns=columns, **core), board)
     if budget["fits"]:
         return None
-    best = fit(compiled, board, rows=rows, columns=columns)
+    best = fit(compiled, board, rows=rows, columns=columns, **core)
     after = (f"the largest context that fits is {best['context']} (limited by {best['limit']})" if best["context"]
              else "no context fits")
     return (f"the forward design won't fit the {board.device} at context {context}: needs "

@@ -46,7 +46,7 @@ def test_default_model_refused_on_the_up5k(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("--board", "icebreaker", "--context", "8"), "--context and --int-format go with --design forward"),
-    (("--board", "ulx3s", "--design", "forward", "--rows", "2"), "--pe, --codes, --rows and --cols shape the"),
+    (("--board", "ulx3s", "--design", "forward", "--pe", "int8"), "--pe and --codes shape the linear design"),
     (("--board", "ulx3s", "--design", "forward", "--context", "999"), "--context 999: the model has 128 positions"),
     (("--board", "ulx3s", "--design", "forward", "--int-format", "mult_bits=99"), "mult_bits must be an integer"),
     (("--board", "ulx3s", "--design", "both"), "argument --design: invalid choice"),

@@ -48,9 +48,11 @@ def test_memories_are_the_cores(hardware):
     codes = needs["linear_codes"]
     assert codes.kind == "codes" and codes.width == 4 * 3 * 4 and codes.token_bits == linear_codes * 4
     assert codes.bits > linear_codes * 4                  # N = 64 and 256 padded to 66 and 258 columns
-    assert needs["kv_keys"].bits == needs["kv_values"].bits == c.n_layer * 64 * c.n_embd * 8
+    assert needs["kv_cache"].kind == "kv" and needs["kv_cache"].bits == 2 * c.n_layer * 64 * c.n_embd * 8
     assert needs["wpe"].depth == 64 * c.n_embd and needs["wpe"].token_bits == c.n_embd * 8   # one row a token
     assert needs["linear_bias"].kind == "constant" and needs["linear_bias"].token_bits == needs["linear_bias"].bits
+    units = {n.name: n.kind for n in forward_memories(hardware, context=64, attention_units=4, attention_lanes=16)}
+    assert units["kv_cache3"] == "kv" and units["attention_exp23"] == "table" and units["head_bank3"] == "buffer"
     assert {n for n, need in needs.items() if need.kind == "table"} == {"gelu", "attention_exp2", "sampler_exp2"}
     with pytest.raises(ValueError, match="context"):
         forward_memories(hardware, context=c.n_positions + 1)
@@ -69,7 +71,7 @@ def test_up5k_default_model(hardware):
     budget = place(forward_memories(hardware, context=64, **square), UP5K)
     assert budget["code_sprams"] == 3                  # 786,432 bits of 4-bit codes: exactly 3 SPRAMs
     by_name = _by_name(budget)
-    assert by_name["kv_keys"]["spram_words"] + by_name["kv_values"]["spram_words"] == 16384   # the 4th, whole
+    assert by_name["kv_cache"]["spram_words"] == 16384       # the 4th SPRAM, whole
     assert not budget["fits"]
     reached = fit(hardware, UP5K, **square)
     assert 0 < reached["context"] < 64 and "SPRAM" in reached["limit"]
