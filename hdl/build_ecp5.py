@@ -153,7 +153,7 @@ def build_ulx3s(checkpoint, out, *, bits=DEFAULT_BITS, rows=DEFAULT_ROWS, column
                                seed=seed, verilog=True)
         clock = usage.main_clock
         report = {
-            "board": "ulx3s", "device": platform.device,
+            "board": "ulx3s", "device": platform.device, "design": "linear",
             "lc_used": usage.used("lc"), "lc_total": usage.available("lc") or LFE5U_85F["lc"],
             "ebr_used": usage.used("ebr"), "ebr_total": usage.available("ebr") or LFE5U_85F["ebr"],
             "spram_used": 0, "spram_total": 0,

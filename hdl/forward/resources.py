@@ -1,26 +1,144 @@
-"""Resources of every whole-forward unit on iCE40: Yosys ``synth_ice40 -dsp``, then nextpnr packing.
+"""Resources of every whole-forward unit on iCE40, and of the whole core on iCE40 and ECP5.
 
     python -m hdl.forward.resources [--checkpoint DIR] [--only NAME] [--no-pack] [--json]
+    python -m hdl.forward.resources --core [--family ice40|ecp5] [--context N] [--checkpoint DIR] [--json]
 
 Each unit is sized from the checkpoint's compiled artefact (`hdl.forward.units`)
 and synthesized alone (`hdl.bench.synthesize` with DSP inference); the table gives Yosys's cell counts (SB_LUT4,
 SB_CARRY, flip-flops, SB_MAC16 DSPs, SB_RAM40_4K EBRs) and nextpnr's packed
 logic cells (ICESTORM_LC). The iCE40UP5K has 5,280 LC, 8 DSP and 30 EBR.
 Figures come from the tools' own reports; nothing is estimated here.
+
+``--core`` synthesizes the whole `ForwardCore` once per family with
+``-noflatten`` (Yosys ``synth_ice40 -dsp`` / ``synth_ecp5``), so each unit's
+cells are counted where they sit in the full design (its subtree of the
+hierarchy: the unit and everything inside it; the core's own sequencer, program
+table and memory readers are the row "core (sequencer)"), and packs the whole
+netlist with nextpnr (``--pack-only``) for the core's logic cells
+(ICESTORM_LC, TRELLIS_COMB). Keeping the hierarchy stops Yosys optimising
+across units, so the sum can be a little above a flattened build's.
 """
 
 import json
+import re
 import sys
 import tempfile
+from collections import Counter
+from pathlib import Path
 
 from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 
 from ..bench import synthesize
-from ..toolchain import tool_command
+from ..toolchain import ToolError, run_tool, tool_command
 
-__all__ = ["unit_resources", "main"]
+__all__ = ["unit_resources", "FAMILIES", "hierarchy_resources", "core_resources", "main"]
 
 UP5K = {"lc": 5280, "dsp": 8, "ebr": 30}
+
+#: Per family: the synthesis command, the cell kinds a row counts (column -> Yosys cells), the device
+#: nextpnr packs for, its logic-cell kind and what the device has.
+FAMILIES = {
+    "ice40": {"synth": "synth_ice40 -dsp", "nextpnr": "NEXTPNR_ICE40", "device": ["--up5k", "--package", "sg48"],
+              "name": "iCE40UP5K", "lc_cell": "ICESTORM_LC",
+              "columns": {"lut4": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",), "dsp": ("SB_MAC16",),
+                          "bram": ("SB_RAM40_4K",), "spram": ("SB_SPRAM256KA",)},
+              "has": {"lc": 5280, "dsp": 8, "bram": 30, "spram": 4}},
+    "ecp5": {"synth": "synth_ecp5", "nextpnr": "NEXTPNR_ECP5", "device": ["--85k", "--package", "CABGA381"],
+             "name": "LFE5U-85F", "lc_cell": "TRELLIS_COMB",
+             "columns": {"lut4": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
+                         "bram": ("DP16KD",), "lutram": ("TRELLIS_DPR16X4",)},
+             "has": {"lc": 83640, "dsp": 156, "bram": 208}},
+}
+
+
+def _subtree_cells(modules, name, memo):
+    """Primitive cells of module `name` and everything instantiated inside it (Yosys ``stat -json`` modules)."""
+    if name not in memo:
+        total = Counter()
+        for cell, count in modules[name]["num_cells_by_type"].items():
+            child = "\\" + cell
+            if child in modules:
+                for kind, n in _subtree_cells(modules, child, memo).items():
+                    total[kind] += n * count
+            else:
+                total[cell] += count
+        memo[name] = total
+    return memo[name]
+
+
+def _columns(cells, family):
+    spec = FAMILIES[family]["columns"]
+    return {column: sum(n for cell, n in cells.items() if any(cell.startswith(p) for p in prefixes))
+            for column, prefixes in spec.items()}
+
+
+def hierarchy_resources(component, family, work, *, pack=True, depth=1):
+    """Synthesize `component` for `family` keeping its hierarchy; returns ``{"units": [...], "total": {...}}``.
+
+    Each unit row is ``{"unit": path below the top, cells by column}`` for the modules `depth` levels down
+    (a unit and all inside it); a row "(own logic)" holds the top's cells outside any unit. ``total`` adds
+    nextpnr's packed logic cells (``lc``, None with `pack` False or without nextpnr).
+    """
+    from amaranth.back import verilog
+
+    spec = FAMILIES[family]
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    from amaranth import Signal
+
+    # The ports are the signature's signals; an always-ready stream's constant ``ready`` is not a port.
+    ports = [value for _, _, value in component.signature.flatten(component) if isinstance(value, Signal)]
+    (work / "top.v").write_text(verilog.convert(component, name="top", ports=ports, emit_src=False))
+    (work / "synth.ys").write_text(f"read_verilog top.v\n{spec['synth']} -noflatten -top top -json top.json\n"
+                                   "tee -q -o stat.json stat -json -top top\n")
+    run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.stdout")
+    modules = json.loads((work / "stat.json").read_text())["modules"]
+    memo, rows = {}, []
+    total = _subtree_cells(modules, "\\top", memo)
+
+    def walk(name, path, level):
+        for cell, count in modules[name]["num_cells_by_type"].items():
+            child = "\\" + cell
+            if child in modules:
+                label = cell.split(".", 1)[1] if "." in cell else cell
+                if level < depth:
+                    walk(child, label, level + 1)
+                else:
+                    rows.append({"unit": label, "instances": count,
+                                 **_columns(Counter({k: v * count for k, v in
+                                                     _subtree_cells(modules, child, memo).items()}), family)})
+    walk("\\top", "", 1)
+    inside = Counter()
+    for row in rows:
+        for column in spec["columns"]:
+            inside[column] += row[column]
+    whole = _columns(total, family)
+    rows.append({"unit": "(own logic)", "instances": 1, **{k: whole[k] - inside[k] for k in whole}})
+    whole["lc"] = _pack(work, family) if pack else None
+    return {"family": family, "device": spec["name"], "units": rows, "total": whole}
+
+
+def _pack(work, family):
+    """nextpnr's packed logic cells of ``top.json`` in `work` (None when nextpnr is missing or refuses)."""
+    spec = FAMILIES[family]
+    try:
+        log = run_tool(spec["nextpnr"], [*spec["device"], "--json", "top.json", "--pack-only", "--log", "pack.log"],
+                       cwd=work, log_path=work / "nextpnr.stdout")
+    except ToolError:
+        log = (work / "pack.log").read_text(errors="replace") if (work / "pack.log").is_file() else ""
+    found = re.findall(rf"{spec['lc_cell']}:\s+(\d+)/", log or "")
+    return int(found[-1]) if found else None
+
+
+def core_resources(compiled, *, family, context, pack=True, work=None, rows=4, columns=3):
+    """`hierarchy_resources` of the `ForwardCore` of `compiled` at `context` positions."""
+    from .forward_core import ForwardCore
+
+    core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns)
+    if work is not None:
+        return hierarchy_resources(core, family, work, pack=pack)
+    with tempfile.TemporaryDirectory(prefix="potgen-core-") as temporary:
+        return hierarchy_resources(core, family, temporary, pack=pack)
 
 
 def unit_resources(compiled, *, pack=True, only=None, progress=None):
@@ -54,22 +172,59 @@ def _table(rows):
     return "\n".join(lines)
 
 
+def _core_table(result):
+    has = FAMILIES[result["family"]]["has"]
+    columns = list(FAMILIES[result["family"]]["columns"])
+    head = f"{'unit':<22}" + "".join(f"{c.upper():>8}" for c in columns)
+    lines = [f"{result['device']}: the forward core, context {result['context']} (hierarchy kept)", head,
+             "-" * len(head)]
+    for row in result["units"]:
+        lines.append(f"{row['unit']:<22}" + "".join(f"{row[c]:>8}" for c in columns))
+    total = result["total"]
+    lines.append("-" * len(head))
+    lines.append(f"{'core':<22}" + "".join(f"{total[c]:>8}" for c in columns))
+    lc = "n/a" if total["lc"] is None else f"{total['lc']} of {has['lc']} ({100 * total['lc'] / has['lc']:.0f}%)"
+    lines.append(f"packed logic cells: {lc}; DSP {total['dsp']} of {has['dsp']}; block RAM {total['bram']} of "
+                 f"{has['bram']}" + (f"; SPRAM {total['spram']} of {has['spram']}" if "spram" in has else ""))
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = ArgumentParser(
         prog="python -m hdl.forward.resources", formatter_class=HelpFormatter,
         description="Synthesize each whole-forward unit, sized from a compiled checkpoint, for the iCE40UP5K "
-                    "and print LUT4 / carry / DFF / DSP / EBR / logic cells per unit.",
-        epilog="example: python -m hdl.forward.resources --only sampler --json > build/forward_units.json")
+                    "and print LUT4 / carry / DFF / DSP / EBR / logic cells per unit; with --core, the whole "
+                    "forward core on iCE40 and ECP5, each unit counted inside it.",
+        epilog="examples:\n"
+               "  python -m hdl.forward.resources --only sampler --json > build/forward_units.json\n"
+               "  python -m hdl.forward.resources --core --family ecp5 --context 128")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
     p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
     p.add_argument("--only", metavar="NAME", default=None, help="only the units whose name contains NAME")
+    p.add_argument("--core", action="store_true", help="the whole ForwardCore, hierarchy kept, per family")
+    p.add_argument("--family", metavar="F", choices=("ice40", "ecp5", "both"), default="both",
+                   help="with --core: ice40, ecp5 or both")
+    p.add_argument("--context", metavar="N", type=positive_int, default=None,
+                   help="with --core: KV cache positions (default: the model's n_positions)")
     p.add_argument("--no-pack", action="store_true", help="skip nextpnr packing (no logic-cell counts)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = p.parse_args(argv)
+    from golden.cli import UserError
     from golden.compile import compile_checkpoint
 
     tool_command("YOSYS")
     compiled = compile_checkpoint(args.checkpoint, bits=args.bits)
+    if args.core:
+        context = args.context or compiled.config.n_positions
+        if context > compiled.config.n_positions:
+            raise UserError(f"--context {context}: the model has {compiled.config.n_positions} positions")
+        results = []
+        for family in (("ice40", "ecp5") if args.family == "both" else (args.family,)):
+            print(f"synthesizing the forward core for {FAMILIES[family]['name']} ...", file=sys.stderr, flush=True)
+            results.append({"context": context, **core_resources(compiled, family=family, context=context,
+                                                                 pack=not args.no_pack)})
+        print(json.dumps(results, indent=1) if args.json else "\n\n".join(map(_core_table, results)))
+        return 0
     rows = unit_resources(compiled, pack=not args.no_pack, only=args.only,
                           progress=lambda row: print(f"synthesized {row['unit']}", file=sys.stderr))
     print(json.dumps({"device": "iCE40UP5K", "budget": UP5K, "units": rows}, indent=1) if args.json

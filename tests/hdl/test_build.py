@@ -143,7 +143,7 @@ def test_help():
     result = build("--help")
     assert result.returncode == 0
     for text in ("--board BOARD", "--rows R", "--freq MHZ", "--seed S", "--out DIR", "(default: 2)",
-                 "(default: icebreaker 36, ulx3s 60)", "python -m hdl.build --board icebreaker"):
+                 "(default: icebreaker 36, ulx3s 60;", "python -m hdl.build --board icebreaker"):
         assert text in result.stdout
 
 

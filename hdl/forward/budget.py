@@ -1,0 +1,438 @@
+"""Where every memory of the whole-forward design goes on a board, and the context that fits.
+
+    python -m hdl.forward.budget --board icebreaker|ulx3s [--checkpoint DIR] [--context N]
+                                 [--int-format NAME=VALUE ...] [--json]
+
+The forward design (`hdl.forward.forward_core.ForwardCore`) holds on the chip
+everything one token needs; its memories are the core's own
+(``ForwardCore.memories``, sized from the compiled artefact), grouped here as
+
+codes
+    the linear layers' PoT codes, ``sum K N bits``, read once per token in
+    order (the split-K array's code stream, `hdl.forward.decode_plan`);
+KV cache
+    keys and values, ``2 n_layer context d act_bits`` bits (one memory per attention unit);
+constants (read in order every token)
+    the embedding tables (``wte``; ``wpe`` for the built context only; a
+    token reads one row of each) and their requantisers, the head's table
+    and requantisers, the linear layers' biases, requantiser mantissas and
+    shifts, the layer norms' gains and offsets;
+tables (read at random)
+    the GELU tables, the exp2 tables of the attention unit and of the sampler;
+working buffers
+    the residual, activations, the array's banks, the layer norm's row, the
+    attention unit's query, scores and weights, the sampler's logits and
+    weights (and any memory the core adds that the budget does not know).
+
+Boards
+    iCE40UP5K (iCEBreaker): 4 SPRAM of 16384 x 16 bits, 30 EBR of 4 Kbit
+    (16 x 256, 8 x 512, 4 x 1024 or 2 x 2048), the 16 MiB quad-SPI flash.
+    LFE5U-85F (ULX3S): 208 DP16KD of 18 Kbit (36 x 512 .. 1 x 16384).
+
+Placement (`place`)
+    UP5K: the codes take whole SPRAMs of their own (their bandwidth feeds the
+    array); tables and buffers take EBR (random access); the constants take
+    EBR while it lasts, then the SPRAM beside the KV cache; the KV cache takes
+    what SPRAM is left. (SPRAM has no initial contents: codes and constants
+    there must be written at start, as the linear design's host does.) ECP5: everything in DP16KD. A memory takes whole
+    blocks of its best shape; nothing is packed across memories.
+
+`fit` searches the largest context that fits (at most the model's
+``n_positions``) and names what limits it; `refusal` is the one line a build
+gives for a checkpoint that does not fit. On the UP5K, `options` prices the
+ways out with figures: streaming the constants from the SPI flash (bytes
+and flash time per token), narrower formats (``--int-format``), a shorter
+context. Bits and blocks are exact for the layout above; the built core's
+own figures come from nextpnr (`hdl.build --design forward`).
+"""
+
+import gc
+import json
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from amaranth.hdl import UnusedElaboratable
+
+from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
+
+__all__ = ["BOARDS", "Board", "MemoryNeed", "forward_memories", "place", "fit", "refusal", "flash_stream",
+           "options", "main"]
+
+
+@dataclass(frozen=True)
+class Board:
+    """A chip's memories: block RAM shapes and count, SPRAMs, and the SPI flash the bitstream comes from.
+
+    ``flash_bits_per_cycle``: what a quad-SPI reader clocked at half the system clock gets, 2 bits per cycle.
+    """
+
+    name: str
+    device: str
+    block_name: str
+    blocks: int
+    block_shapes: tuple
+    sprams: int = 0
+    spram_words: int = 16384
+    spram_width: int = 16
+    flash_bytes: int = 0
+    flash_bits_per_cycle: int = 2
+    lc: int = 0
+    dsp: int = 0
+
+    @property
+    def block_bits(self):
+        return self.block_shapes[0][0] * self.block_shapes[0][1]
+
+    def blocks_of(self, width, depth):
+        """Block RAMs a ``width x depth`` memory takes in its best shape."""
+        return min(-(-width // w) * -(-depth // d) for w, d in self.block_shapes)
+
+    def spram_words_of(self, width, depth):
+        """SPRAM words a ``width x depth`` memory takes (narrow entries packed several to a word)."""
+        if width <= self.spram_width:
+            return -(-depth // (self.spram_width // width))
+        return -(-width // self.spram_width) * depth
+
+
+BOARDS = {
+    "icebreaker": Board(name="icebreaker", device="iCE40UP5K", block_name="EBR", blocks=30,
+                        block_shapes=((16, 256), (8, 512), (4, 1024), (2, 2048)), sprams=4,
+                        flash_bytes=16 << 20, lc=5280, dsp=8),
+    "ulx3s": Board(name="ulx3s", device="LFE5U-85F", block_name="DP16KD", blocks=208,
+                   block_shapes=((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
+                   flash_bytes=32 << 20, lc=83640, dsp=156),
+}
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """One memory of the forward design.
+
+    kind: "codes", "kv", "constant" (read once per token, in order), "table" (random access), "buffer".
+    ``token_bits``: bits read from it per token (what streaming it from flash costs).
+    """
+
+    name: str
+    kind: str
+    width: int
+    depth: int
+    token_bits: int
+
+    @property
+    def bits(self):
+        return self.width * self.depth
+
+
+def _signed_width(values):
+    values = np.asarray(values, dtype=np.int64)
+    low, high = int(values.min()), int(values.max())
+    return max(1, max((-low - 1).bit_length() if low < 0 else 0, high.bit_length()) + 1)
+
+
+def _unsigned_width(values):
+    return max(1, int(np.asarray(values, dtype=np.int64).max()).bit_length())
+
+
+def _ops(compiled, kind):
+    return [op for op in compiled.program if op["op"] == kind]
+
+
+#: How the budget treats each of `ForwardCore.memories` (by name, or by the name's prefix before a digit).
+_KINDS = {"linear_codes": "codes", "kv_cache": "kv",
+          **dict.fromkeys(("ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wte", "wte_mult",
+                           "wte_shift", "wpe", "wpe_mult", "wpe_shift", "head_table", "head_mult", "head_shift"),
+                          "constant"),
+          **dict.fromkeys(("attention_exp2", "sampler_exp2", "gelu"), "table")}
+#: Constants of which a token reads one row (the embedding's): the rest are read whole every token.
+_ROW_READ = ("wte", "wte_mult", "wte_shift", "wpe", "wpe_mult", "wpe_shift")
+
+
+def forward_memories(compiled, *, context, rows=4, columns=3, **core_options):
+    """Every memory of the forward core for `compiled` at `context` positions, as `MemoryNeed`s.
+
+    The memories are the core's own (`hdl.forward.forward_core.ForwardCore.memories`: names, widths and
+    depths as elaborated, for the core of `rows` x `columns` and `core_options`, e.g. lanes); a name the
+    budget does not know is a working buffer (block RAM).
+    """
+    from .forward_core import ForwardCore
+
+    c = compiled.config
+    if not 1 <= context <= c.n_positions:
+        raise ValueError(f"context must be from 1 to the model's {c.n_positions} positions, not {context}")
+    with warnings.catch_warnings():               # the core is made for its memory list, never elaborated
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns, **core_options)
+        memories = core.memories
+        del core
+        gc.collect()
+    d, needs = c.n_embd, []
+    for name, width, depth in memories:
+        base = next((name[:len(name) - cut] for cut in (0, 1, 2) if name[:len(name) - cut] in _KINDS), name)
+        kind = _KINDS.get(base, "buffer")             # "kv_cache3": the 4th attention unit's slice of the cache
+        if kind == "codes":
+            token_bits = sum(compiled.tensors[op["name"] + ".codes"].size for op in compiled.program
+                             if op["op"] == "linear") * compiled.bits
+        elif kind == "kv":
+            token_bits = width * depth
+        elif kind == "constant":
+            token_bits = width * (d if base in ("wte", "wpe") else 1) if base in _ROW_READ else width * depth
+        else:
+            token_bits = 0
+        needs.append(MemoryNeed(name, kind, width, depth, token_bits))
+    return needs
+
+
+def place(needs, board, *, flash=False):
+    """Where each of `needs` goes on `board`.
+
+    Constants go to block RAM first, those that save the most SPRAM words (with `flash`: the most flash bytes
+    per token) per block; the rest go to the SPRAM beside the KV cache or, with `flash`, stay in the SPI flash
+    and are streamed every token.
+
+    Returns ``{"placement": [{"name", "kind", "width", "depth", "bits", "where", "blocks", "spram_words"}],
+    "blocks", "sprams" (SPRAMs taken: whole ones for the codes, then by words), "code_sprams", "spram_words",
+    "flash_bytes_per_token", "fits", "over"}``; "over" names each memory exceeded, with need and capacity.
+    """
+    rows, blocks, code_sprams, shared_words, flash_bits = {}, 0, 0, 0, 0
+
+    def put(need, where, blocks=0, words=0):
+        rows[need.name] = {"name": need.name, "kind": need.kind, "width": need.width, "depth": need.depth,
+                           "bits": need.bits, "where": where, "blocks": blocks, "spram_words": words}
+
+    for need in needs:
+        if board.sprams and need.kind in ("codes", "kv"):
+            words = board.spram_words_of(need.width, need.depth)
+            put(need, "SPRAM", words=words)
+            if need.kind == "codes":
+                code_sprams += -(-words // board.spram_words)
+            else:
+                shared_words += words
+        elif need.kind != "constant" or not board.sprams:
+            put(need, board.block_name, blocks=board.blocks_of(need.width, need.depth))
+            blocks += rows[need.name]["blocks"]
+
+    def saving(need):
+        gain = need.token_bits if flash else board.spram_words_of(need.width, need.depth)
+        return -gain / board.blocks_of(need.width, need.depth)
+
+    for need in sorted((n for n in needs if n.kind == "constant" and board.sprams), key=saving):
+        cost = board.blocks_of(need.width, need.depth)
+        if blocks + cost <= board.blocks:
+            put(need, board.block_name, blocks=cost)
+            blocks += cost
+        elif flash:
+            put(need, "flash")
+            flash_bits += need.token_bits
+        else:
+            put(need, "SPRAM", words=board.spram_words_of(need.width, need.depth))
+            shared_words += rows[need.name]["spram_words"]
+    sprams = code_sprams + -(-shared_words // board.spram_words) if board.sprams else 0
+    over = []
+    if blocks > board.blocks:
+        over.append(f"{blocks} {board.block_name} of {board.blocks}")
+    if board.sprams and sprams > board.sprams:
+        room = max(0, board.sprams - code_sprams) * board.spram_words
+        excess = shared_words - room
+        over.append(f"{sprams} SPRAM of {board.sprams} ({code_sprams} for the codes, {shared_words} words of KV "
+                    f"cache and constants for the other {board.sprams - code_sprams}: "
+                    f"{excess * board.spram_width / 1024:.1f} Kbit too many)" if excess > 0 else
+                    f"{sprams} SPRAM of {board.sprams} (the codes need {code_sprams})")
+    return {"placement": [rows[n.name] for n in needs], "blocks": blocks, "sprams": sprams,
+            "code_sprams": code_sprams, "spram_words": shared_words, "flash_bytes_per_token": flash_bits // 8,
+            "fits": not over, "over": over}
+
+
+def _largest(compiled, board, *, rows, columns, flash=False, **core):
+    """The largest context (0: none) whose memories fit `board` (fitting shrinks with the context: bisect)."""
+    def fits(context):
+        return place(forward_memories(compiled, context=context, rows=rows, columns=columns, **core), board,
+                     flash=flash)["fits"]
+    low, high = 0, compiled.config.n_positions
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _limit(compiled, board, context, rows, columns, **core):
+    """What stops `context + 1` positions: the model's own context, or the memory that overflows."""
+    if context >= compiled.config.n_positions:
+        return f"the model's context ({compiled.config.n_positions} positions)"
+    after = place(forward_memories(compiled, context=context + 1, rows=rows, columns=columns, **core), board)
+    if board.sprams and after["sprams"] > board.sprams:
+        return (f"SPRAM: {after['code_sprams']} of {board.sprams} hold the codes, the KV cache shares the rest with "
+                f"the constants the {board.blocks} {board.block_name} cannot hold")
+    return f"{board.block_name}: {after['blocks']} needed of {board.blocks} at {context + 1} positions"
+
+
+def fit(compiled, board, *, rows=4, columns=3, **core):
+    """``{"context": the largest that fits (0: none), "limit": what limits it, "budget": place(...) there}``."""
+    best = _largest(compiled, board, rows=rows, columns=columns, **core)
+    budget = place(forward_memories(compiled, context=max(best, 1), rows=rows, columns=columns, **core), board)
+    limit = _limit(compiled, board, best, rows, columns, **core) if best else "; ".join(budget["over"]) + " at 1 position"
+    return {"context": best, "limit": limit, "budget": budget}
+
+
+def refusal(compiled, board, context, *, rows=4, columns=3, **core):
+    """The one line a build gives if `compiled` at `context` positions does not fit `board`; None if it fits."""
+    budget = place(forward_memories(compiled, context=context, rows=rows, columns=columns, **core), board)
+    if budget["fits"]:
+        return None
+    best = fit(compiled, board, rows=rows, columns=columns, **core)
+    after = (f"the largest context that fits is {best['context']} (limited by {best['limit']})" if best["context"]
+             else "no context fits")
+    return (f"the forward design won't fit the {board.device} at context {context}: needs "
+            + ", ".join(budget["over"]) + f"; {after}; see python -m hdl.forward.budget --board {board.name}")
+
+
+def flash_stream(compiled, board, *, context, clock_hz, rows=4, columns=3):
+    """The constants block RAM cannot hold at `context` streamed from the SPI flash every token.
+
+    Returns ``{"context", "bytes_per_token", "cycles_per_token", "tokens_per_s_bound", "fits", "largest_context"}``:
+    the flash cycles at ``board.flash_bits_per_cycle`` and the tokens/s they allow if nothing else took time;
+    ``largest_context`` is the largest whose KV cache, tables and buffers fit with the constants streamed.
+    """
+    budget = place(forward_memories(compiled, context=context, rows=rows, columns=columns), board, flash=True)
+    bits = budget["flash_bytes_per_token"] * 8
+    cycles = -(-bits // board.flash_bits_per_cycle)
+    return {"context": context, "bytes_per_token": bits // 8, "cycles_per_token": cycles,
+            "tokens_per_s_bound": clock_hz / cycles if cycles else None, "fits": budget["fits"],
+            "largest_context": _largest(compiled, board, rows=rows, columns=columns, flash=True)}
+
+
+def options(compiled, board, *, clock_hz, rows=4, columns=3, checkpoint=None, formats=None):
+    """Ways to fit `compiled` on `board` (UP5K), each with its figures: flash streaming, narrower formats.
+
+    Narrower formats recompile the checkpoint (`golden.compile.compile_checkpoint`) with one override each;
+    an override the checkpoint cannot compile to is reported with its error.
+    """
+    from golden.compile import CompileError, IntFormats, compile_checkpoint
+
+    base = asdict(formats or compiled.formats)
+    result = {"flash": flash_stream(compiled, board, context=min(64, compiled.config.n_positions),
+                                    clock_hz=clock_hz, rows=rows, columns=columns), "formats": []}
+    square = {"rows": 4, "columns": 4}
+    if (rows, columns) != (4, 4):
+        reached = fit(compiled, board, **square)
+        result["array"] = {**square, "context": reached["context"], "limit": reached["limit"]}
+    pot_tables = {"tables": "pot", "table_bits": compiled.bits, "head": "pot", "head_bits": compiled.bits}
+    trials = [{"mult_bits": 8}, {"mult_bits": 8, "ln_gamma_bits": 8}, pot_tables]
+    for override in trials:
+        try:
+            other = compile_checkpoint(checkpoint, bits=compiled.bits, formats=IntFormats(**{**base, **override}))
+            reached = fit(other, board, rows=rows, columns=columns)
+        except (CompileError, ValueError) as error:          # the compiler's or the core's refusal
+            result["formats"].append({"override": override, "error": str(error)})
+            continue
+        result["formats"].append({"override": override, "context": reached["context"], "limit": reached["limit"]})
+    return result
+
+
+def _table(compiled, board, context, budget, reached):
+    lines = [f"{board.device} ({board.name}): {board.blocks} {board.block_name} of {board.block_bits} bits"
+             + (f", {board.sprams} SPRAM of {board.spram_words} x {board.spram_width}" if board.sprams else ""),
+             f"model: vocab {compiled.config.vocab_size}, d {compiled.config.n_embd}, {compiled.config.n_layer} "
+             f"layers, {compiled.bits}-bit codes; context {context}", ""]
+    head = f"{'memory':<34}{'kind':<10}{'width':>6}{'depth':>8}{'Kbit':>9}  {'where':<8}{'blocks':>7}{'words':>8}"
+    lines += [head, "-" * len(head)]
+    for row in budget["placement"]:
+        lines.append(f"{row['name']:<34}{row['kind']:<10}{row['width']:>6}{row['depth']:>8}"
+                     f"{row['bits'] / 1024:>9.1f}  {row['where']:<8}{row['blocks'] or '':>7}"
+                     f"{row['spram_words'] or '':>8}")
+    lines.append("-" * len(head))
+    kinds = {}
+    for row in budget["placement"]:
+        kinds.setdefault(row["kind"], [0, 0])
+        kinds[row["kind"]][0] += row["blocks"]
+        kinds[row["kind"]][1] += row["bits"]
+    lines.append(f"{board.block_name}: {budget['blocks']} of {board.blocks} ("
+                 + ", ".join(f"{k} {v[0]}" for k, v in kinds.items() if v[0]) + ")")
+    if board.sprams:
+        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} codes, "
+                     f"{budget['spram_words']} words of KV cache and constants)")
+    lines.append("fits" if budget["fits"] else "does NOT fit: " + "; ".join(budget["over"]))
+    lines.append(f"largest context that fits: {reached['context']} (limited by {reached['limit']})")
+    return lines
+
+
+def _option_lines(board, found, clock_hz):
+    flash = found["flash"]
+    lines = ["", "ways to fit:",
+             f"  stream from the SPI flash the constants block RAM cannot hold at context {flash['context']}: "
+             f"{flash['bytes_per_token']:,} bytes per token, {flash['cycles_per_token']:,} cycles at "
+             f"{board.flash_bits_per_cycle} bits per cycle (quad SPI at half the clock) -> at most "
+             f"{flash['tokens_per_s_bound']:,.0f} tokens/s at {clock_hz / 1e6:g} MHz from the flash alone; "
+             f"streaming, the largest context is {flash['largest_context']}"]
+    if "array" in found:
+        array = found["array"]
+        lines.append(f"  a {array['rows']} x {array['columns']} array (no padding of K and N, codes in 3 SPRAM): "
+                     f"context {array['context']} (limited by {array['limit']})")
+    for trial in found["formats"]:
+        label = " ".join(f"{k}={v}" for k, v in trial["override"].items())
+        lines.append(f"  --int-format {label}: " + (f"not possible: {trial['error']}" if "error" in trial else
+                                                     f"context {trial['context']} (limited by {trial['limit']})"))
+    return lines
+
+
+def main(argv=None):
+    p = ArgumentParser(
+        prog="python -m hdl.forward.budget", formatter_class=HelpFormatter,
+        description="Every memory the whole-forward design needs for a compiled checkpoint, where it goes on the "
+                    "board, the largest context that fits and what limits it.",
+        epilog="examples:\n"
+               "  python -m hdl.forward.budget --board icebreaker\n"
+               "  python -m hdl.forward.budget --board ulx3s --context 256 --json\n"
+               "  python -m hdl.forward.budget --board icebreaker --int-format mult_bits=8")
+    p.add_argument("--board", metavar="BOARD", required=True, choices=tuple(BOARDS), help="icebreaker or ulx3s")
+    p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
+    p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
+    p.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
+                   help="override a width of golden.compile.IntFormats, e.g. mult_bits=8")
+    p.add_argument("--rows", metavar="R", type=positive_int, default=4, help="the core's PoT array rows")
+    p.add_argument("--columns", metavar="C", type=positive_int, default=3, help="the core's PoT array columns")
+    p.add_argument("--context", metavar="N", type=positive_int, default=None,
+                   help="positions of the KV cache (default: the largest that fits)")
+    p.add_argument("--clock", metavar="MHZ", type=float, default=None,
+                   help="system clock for the flash figures (default: the board's default build clock)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = p.parse_args(argv)
+    from golden.compile import IntFormats, compile_checkpoint, parse_int_formats
+
+    board = BOARDS[args.board]
+    formats = IntFormats(**parse_int_formats(args.int_format))
+    compiled = compile_checkpoint(args.checkpoint, bits=args.bits, formats=formats)
+    if args.context is not None and args.context > compiled.config.n_positions:
+        raise UserError(f"--context {args.context}: the model has {compiled.config.n_positions} positions")
+    shape = {"rows": args.rows, "columns": args.columns}
+    reached = fit(compiled, board, **shape)
+    context = args.context or reached["context"] or min(64, compiled.config.n_positions)
+    budget = place(forward_memories(compiled, context=context, **shape), board)
+    clock_hz = (args.clock or _default_clock_mhz(board)) * 1e6
+    found = options(compiled, board, clock_hz=clock_hz, checkpoint=args.checkpoint, formats=formats, **shape) \
+        if board.sprams and (not budget["fits"] or reached["context"] < compiled.config.n_positions) else None
+    if args.json:
+        print(json.dumps({"board": board.name, "device": board.device, "context": context,
+                          "largest_context": reached["context"], "limit": reached["limit"], **budget,
+                          "options": found}, indent=1))
+        return 0
+    lines = _table(compiled, board, context, budget, reached)
+    if found:
+        lines += _option_lines(board, found, clock_hz)
+    print("\n".join(lines))
+    return 0
+
+
+def _default_clock_mhz(board):
+    if board.name == "icebreaker":
+        from boards.icebreaker import DEFAULT_FREQ_MHZ
+    else:
+        from ..build_ecp5 import DEFAULT_FREQ_MHZ
+    return DEFAULT_FREQ_MHZ
+
+
+if __name__ == "__main__":
+    run(main, "python -m hdl.forward.budget")

@@ -1,0 +1,93 @@
+"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the linear design
+unchanged by default, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from golden.paths import HARDWARE_MODEL_DIR, REPO_DIR
+from hdl.build import DEFAULT_DESIGN, parse_args
+from hdl.forward.resources import _columns, _subtree_cells
+from hdl.toolchain import ToolError, tool_command
+
+
+def build(*args):
+    return subprocess.run([sys.executable, "-m", "hdl.build", *map(str, args)], cwd=REPO_DIR,
+                          capture_output=True, text=True, timeout=3600)
+
+
+def one_line_error(result):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_default_design_is_linear():
+    assert DEFAULT_DESIGN == "linear"
+    args = parse_args(["--board", "icebreaker"])
+    assert args.design == "linear" and args.rows is None and args.context is None
+    assert parse_args(["--board", "ulx3s", "--design", "forward", "--context", "9"]).context == 9
+
+
+def test_default_model_refused_on_the_up5k(tmp_path):
+    """The hardware model at the iCEBreaker's context 64: one line with SPRAM against the chip and the
+    largest context that fits (none: the 4 x 3 array's padded codes fill the 4 SPRAMs), nothing written, no
+    tool run."""
+    result = build("--board", "icebreaker", "--design", "forward", "--out", tmp_path / "x")
+    line = one_line_error(result)
+    assert "the forward design won't fit the iCE40UP5K at context 64: needs" in line
+    assert "SPRAM of 4 (4 for the codes" in line and "no context fits" in line
+    assert not (tmp_path / "x").exists() and "synthesizing" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--board", "icebreaker", "--context", "8"), "--context and --int-format go with --design forward"),
+    (("--board", "ulx3s", "--design", "forward", "--pe", "int8"), "--pe and --codes shape the linear design"),
+    (("--board", "ulx3s", "--design", "forward", "--context", "999"), "--context 999: the model has 128 positions"),
+    (("--board", "ulx3s", "--design", "forward", "--int-format", "mult_bits=99"), "mult_bits must be an integer"),
+    (("--board", "ulx3s", "--design", "both"), "argument --design: invalid choice"),
+])
+def test_bad_arguments(args, message):
+    assert message in one_line_error(build(*args, "--checkpoint", HARDWARE_MODEL_DIR))
+
+
+def test_subtree_cells_count_every_instance():
+    """A unit's cells are its own and its children's, times how often each is instantiated."""
+    modules = {"\\top": {"num_cells_by_type": {"SB_LUT4": 2, "top.a": 1, "top.b": 2}},
+               "\\top.a": {"num_cells_by_type": {"SB_LUT4": 5, "SB_MAC16": 1, "top.a.pe": 3}},
+               "\\top.a.pe": {"num_cells_by_type": {"SB_LUT4": 7, "SB_DFFE": 2}},
+               "\\top.b": {"num_cells_by_type": {"SB_RAM40_4K": 1, "SB_CARRY": 4}}}
+    memo = {}
+    assert _subtree_cells(modules, "\\top.a", memo) == {"SB_LUT4": 26, "SB_MAC16": 1, "SB_DFFE": 6}
+    total = _columns(_subtree_cells(modules, "\\top", memo), "ice40")
+    assert total == {"lut4": 28, "carry": 8, "ff": 6, "dsp": 1, "bram": 2, "spram": 0}
+
+
+@pytest.mark.slow
+def test_ulx3s_forward_build(tiny_checkpoint, tmp_path):
+    """A tiny checkpoint's forward top on the ULX3S: bitstream, nextpnr's counts, cycles from Verilator
+    (tokens checked against golden on the way), tokens/s from them and the clock."""
+    try:
+        for variable in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK"):
+            tool_command(variable)
+    except ToolError as error:
+        pytest.skip(str(error))
+    out = tmp_path / "ulx3s"
+    result = build("--board", "ulx3s", "--design", "forward", "--checkpoint", tiny_checkpoint, "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert json.loads(result.stdout) == report
+    assert (report["design"], report["board"], report["device"], report["context"]) == \
+        ("forward", "ulx3s", "LFE5U-85F", 32)
+    nextpnr = json.loads((out / "nextpnr.json").read_text())
+    assert report["lc_used"] == nextpnr["utilization"]["TRELLIS_COMB"]["used"]
+    assert report["ebr_used"] == nextpnr["utilization"]["DP16KD"]["used"]
+    cycles = report["cycles_per_token"]
+    assert 0 < cycles["position_1"] < cycles["full_context"] and cycles["full_context_position"] == 30
+    assert report["tokens_per_s"] == round(report["target_mhz"] * 1e6 / cycles["full_context"], 1)
+    assert report["fmax_mhz"] >= report["target_mhz"]
+    assert (out / "top.bit").is_file()
