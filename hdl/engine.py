@@ -4,8 +4,9 @@ from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+import numpy as np
 
-from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, pot_acc_bits
+from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, int8_sum_bits, pot_acc_bits, pot_sum_bits
 
 from .bias_store import BiasStore
 from .code_store import CodeStore, check_columns_per_word, check_layout
@@ -19,6 +20,19 @@ _DESCRIPTOR_DEPTH = 4
 # The engine never reads an address of its activation or result buffers in the cycle it writes
 # it, so Yosys need not build read-during-write logic around the block RAMs.
 _NO_COLLISIONS = {"no_rw_check": 1}
+
+
+def _layout_sum_bits(layout, act_bits):
+    """`golden.datapath.pot_sum_bits` (`int8_sum_bits`) over every layer and slot of `layout`."""
+    widths = [2]
+    for placement in layout.layers:
+        image = layout.code_images[:, placement.code_base:placement.code_base + placement.code_depth]
+        # (column, slot, k) -> (k, channel): the weights of every channel the layer's passes compute.
+        weights = image.reshape(layout.columns, placement.slots, placement.k).transpose(2, 1, 0).reshape(
+            placement.k, -1)
+        widths.append(int8_sum_bits(weights.astype(np.int8), act_bits) if layout.bits is None
+                      else pot_sum_bits(weights, layout.bits, act_bits))
+    return max(widths)
 
 
 class Engine(wiring.Component):
@@ -119,10 +133,9 @@ class Engine(wiring.Component):
                         else pot_acc_bits(layout.max_k, self._act_bits, self._bits, bias_max))
         self._acc_bits = check_acc_bits(acc_bits)
         # The array sums terms only (the bias is added as results leave), so its accumulators need the
-        # width of the largest sum of K terms, not of that sum plus a bias.
-        sum_bits = (int8_acc_bits(layout.max_k, self._act_bits) if pe == "int8"
-                    else pot_acc_bits(layout.max_k, self._act_bits, self._bits))
-        self._sum_bits = min(self._acc_bits, sum_bits)
+        # width of the largest sum the layout's codes can make, not of that sum plus a bias, nor of K
+        # terms of the largest code.
+        self._sum_bits = min(self._acc_bits, _layout_sum_bits(layout, self._act_bits))
         self._columns_per_word = check_columns_per_word(columns_per_word, layout.code_bits)
         if code_store is not None and not callable(code_store):
             raise TypeError(f"Code store must be None or a callable, not {code_store!r}")
@@ -199,8 +212,9 @@ class Engine(wiring.Component):
 
     @property
     def sum_bits(self):
-        """Width of the array's accumulators and result buffers: `acc_bits`, or less when that holds a bias
-        on top of the largest sum of K terms (the sums are then exact and sign-extended for the bias)."""
+        """Width of the array's accumulators and result buffers: `acc_bits`, or less when that is wider than
+        the largest sum the layout's codes make (`golden.datapath.pot_sum_bits`; the sums are then exact
+        and sign-extended for the bias)."""
         return self._sum_bits
 
     @property
