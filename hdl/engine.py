@@ -371,25 +371,13 @@ class Engine(wiring.Component):
         feed = self._lookup(m, feed_layer, "feed", lead=[self.period(p.k) - 1 - p.k for p in layers],
                             beat_last=[self.period(p.k) - 1 for p in layers],
                             slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers],
-                            computes_first=[int(self.period(p.k) - 1 - p.k == 0) for p in layers],
-                            before_last=[self.period(p.k) - 2 for p in layers],
-                            before_lead=[max(0, self.period(p.k) - 2 - p.k) for p in layers],
-                            first_is_last=[int(self.period(p.k) == 2) for p in layers],
-                            first_past_lead=[int(self.period(p.k) - 1 - p.k <= 1) for p in layers])
+                            computes_first=[int(self.period(p.k) - 1 - p.k == 0) for p in layers])
         first_slot = Signal(init=1)              # feed_slot == 0
         start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & room
                  & (~first_slot | descriptors.w_rdy))
         k = Mux(feed_active, feed_k, 0)
-        # Whether the beat is the drain beat (``feed_beat == beat_last``) and past the idle lead
-        # (``feed_beat >= lead``), decided a beat ahead into flip-flops: `compute` steers every code
-        # address counter, and the comparisons in front of it were the engine's critical path.
-        at_last, past_lead = Signal(), Signal()
-        with m.If(start):
-            m.d.sync += [at_last.eq(feed["first_is_last"]), past_lead.eq(feed["first_past_lead"])]
-        with m.Elif(feed_active):
-            m.d.sync += [at_last.eq(feed_beat == feed["before_last"]), past_lead.eq(feed_beat >= feed["before_lead"])]
-        drain = feed_active & at_last                                  # never the start beat (K >= 1)
-        compute = Mux(feed_active, past_lead & ~drain, start & feed["computes_first"])
+        drain = feed_active & (feed_beat == feed["beat_last"])       # never the start beat (K >= 1)
+        compute = Mux(feed_active, (feed_beat >= feed["lead"]) & ~drain, start & feed["computes_first"])
         addr_now = Mux(start & first_slot, feed["code_base"], code_addr)
         with m.If(start & first_slot):
             m.d.sync += code_addr.eq(feed["code_base"] + feed["computes_first"])
