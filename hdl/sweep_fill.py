@@ -24,7 +24,9 @@ __all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "Candidate", "candidates", "search",
 #: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers), and what the
 #: estimate's 36 cells per column overstate; only rank shapes. Fitted to the iCE40UP5K engine-alone top:
 #: 4 x 11 packs 4546 cells, 3 x 16 4792, 7 x 7 5391, i.e. about 78 per PE, 23 per column and 183 per row
-#: (the board top agrees: 4 x 10 5010, 3 x 14 5071).
+#: (the board top agrees: 4 x 10 5010, 3 x 14 5071). Since the engine's buffer read ports lost their
+#: read-before-write logic a row costs about 130 (board top: 4 x 10 4530, 5 x 10 5427, 3 x 15 4935); the
+#: shapes ranked for 36 to 50 PEs are the same either way.
 ROW_LC = 180
 COLUMN_OVERESTIMATE = 13
 #: Statuses that mean "does not fit" (anything else but "ok" is a failure of the flow).
