@@ -34,7 +34,7 @@ __all__ = [
     "MIN_ACT_BITS", "MAX_ACT_BITS", "DEFAULT_ACT_BITS", "INT8_WEIGHT_BITS",
     "check_act_bits", "check_acc_bits",
     "activation_scale", "quantize_activations",
-    "pot_acc_bits", "int8_acc_bits",
+    "pot_acc_bits", "int8_acc_bits", "pot_sum_bits", "int8_sum_bits",
     "pot_matmul", "int8_matmul", "wrap",
     "pot_accumulate", "int8_accumulate",
     "pot_real_unit", "quantize_bias", "dequantize",
@@ -108,6 +108,36 @@ def pot_acc_bits(k, act_bits, bits, bias_max=0):
 def int8_acc_bits(k, act_bits, bias_max=0):
     """The exact accumulator width of the INT8 reference (largest product ``2**(A-1) * 128``)."""
     return _max_bits_of(k, check_act_bits(act_bits), 1 << (INT8_WEIGHT_BITS - 1), bias_max)
+
+
+def pot_sum_bits(codes, bits, act_bits):
+    """The exact width of every sum a column of `codes` (K, N) can make: the smallest two's-complement
+    width that holds ``sum_k x_k * w_kn`` for every column ``n`` and every `act_bits` activation vector.
+
+    Unlike `pot_acc_bits`, which assumes every code is the largest, this looks at the codes themselves;
+    a layer's real weights are mostly small, so it is usually a few bits narrower. An accumulator of this
+    width never wraps on these codes, whatever the activations.
+    """
+    return _sum_bits_of(PotFormat(bits).to_int(np.asarray(codes)), check_act_bits(act_bits))
+
+
+def int8_sum_bits(weights, act_bits):
+    """`pot_sum_bits` for INT8 weights (K, N)."""
+    return _sum_bits_of(np.asarray(weights).astype(np.int64), check_act_bits(act_bits))
+
+
+def _sum_bits_of(values, act_bits):
+    values = np.asarray(values).astype(object)
+    if values.ndim != 2:
+        raise ValueError(f"Weights must be a (K, N) matrix, not of shape {values.shape}")
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    # Per column the largest sum takes x = hi on positive weights and lo on negative ones; the smallest
+    # the other way round.
+    largest = np.maximum(values * hi, values * lo).sum(axis=0) if values.size else np.zeros(1, object)
+    smallest = np.minimum(values * hi, values * lo).sum(axis=0) if values.size else np.zeros(1, object)
+    top = max([0, *(int(v) for v in largest)])
+    bottom = min([0, *(int(v) for v in smallest)])
+    return max(2, top.bit_length() + 1, (-bottom - 1).bit_length() + 1)
 
 
 def _exact_int(values, width):

@@ -4,8 +4,9 @@ from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+import numpy as np
 
-from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, pot_acc_bits
+from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, int8_sum_bits, pot_acc_bits, pot_sum_bits
 
 from .bias_store import BiasStore
 from .code_store import CodeStore, check_columns_per_word, check_layout
@@ -17,8 +18,42 @@ __all__ = ["Engine"]
 _DESCRIPTOR_DEPTH = 4
 
 # The engine never reads an address of its activation or result buffers in the cycle it writes
-# it, so Yosys need not build read-during-write logic around the block RAMs.
+# it, so Yosys need not build read-during-write logic around the block RAMs (see `_ReadPort`).
 _NO_COLLISIONS = {"no_rw_check": 1}
+
+
+class _ReadPort:
+    """A synchronous read port of a buffer memory, built as an asynchronous port and a register.
+
+    It behaves as ``memory.read_port()`` does (``data`` one cycle after ``addr``, held while ``en``
+    is low, the old word if the address is written in the same cycle), but Yosys only honours a
+    memory's ``no_rw_check`` when it merges such a register into the port itself: a synchronous
+    port from Amaranth is taken to need its read-before-write behaviour, which Yosys builds around
+    an iCE40 or ECP5 block RAM from a delayed copy of the write (address, data, enable) and a
+    bypass multiplexer, some 2.5 logic cells per bit of the word. The register is merged into the
+    block RAM's own output register, so it costs nothing.
+    """
+
+    def __init__(self, m, mem, name):
+        self._port = mem.read_port(domain="comb")
+        self.addr = self._port.addr
+        self.en = Signal(init=1, name=f"{name}_en")
+        self.data = Signal.like(self._port.data, name=f"{name}_data", reset_less=True)
+        with m.If(self.en):
+            m.d.sync += self.data.eq(self._port.data)
+
+
+def _layout_sum_bits(layout, act_bits):
+    """`golden.datapath.pot_sum_bits` (`int8_sum_bits`) over every layer and slot of `layout`."""
+    widths = [2]
+    for placement in layout.layers:
+        image = layout.code_images[:, placement.code_base:placement.code_base + placement.code_depth]
+        # (column, slot, k) -> (k, channel): the weights of every channel the layer's passes compute.
+        weights = image.reshape(layout.columns, placement.slots, placement.k).transpose(2, 1, 0).reshape(
+            placement.k, -1)
+        widths.append(int8_sum_bits(weights.astype(np.int8), act_bits) if layout.bits is None
+                      else pot_sum_bits(weights, layout.bits, act_bits))
+    return max(widths)
 
 
 class Engine(wiring.Component):
@@ -119,10 +154,9 @@ class Engine(wiring.Component):
                         else pot_acc_bits(layout.max_k, self._act_bits, self._bits, bias_max))
         self._acc_bits = check_acc_bits(acc_bits)
         # The array sums terms only (the bias is added as results leave), so its accumulators need the
-        # width of the largest sum of K terms, not of that sum plus a bias.
-        sum_bits = (int8_acc_bits(layout.max_k, self._act_bits) if pe == "int8"
-                    else pot_acc_bits(layout.max_k, self._act_bits, self._bits))
-        self._sum_bits = min(self._acc_bits, sum_bits)
+        # width of the largest sum the layout's codes can make, not of that sum plus a bias, nor of K
+        # terms of the largest code.
+        self._sum_bits = min(self._acc_bits, _layout_sum_bits(layout, self._act_bits))
         self._columns_per_word = check_columns_per_word(columns_per_word, layout.code_bits)
         if code_store is not None and not callable(code_store):
             raise TypeError(f"Code store must be None or a callable, not {code_store!r}")
@@ -199,8 +233,9 @@ class Engine(wiring.Component):
 
     @property
     def sum_bits(self):
-        """Width of the array's accumulators and result buffers: `acc_bits`, or less when that holds a bias
-        on top of the largest sum of K terms (the sums are then exact and sign-extended for the bias)."""
+        """Width of the array's accumulators and result buffers: `acc_bits`, or less when that is wider than
+        the largest sum the layout's codes make (`golden.datapath.pot_sum_bits`; the sums are then exact
+        and sign-extended for the bias)."""
         return self._sum_bits
 
     @property
@@ -285,7 +320,7 @@ class Engine(wiring.Component):
             mem = m.submodules[f"act_memory_{r}"] = memory.Memory(shape=signed(A), depth=2 << k_bits, init=[],
                                                                   attrs=_NO_COLLISIONS)
             act_write.append(mem.write_port())
-            act_read.append(mem.read_port())
+            act_read.append(_ReadPort(m, mem, f"act_read_{r}"))
 
         bank_full, set_full, clear_full = Signal(2), Signal(2), Signal(2)
         bank_layer = [Signal(layer_shape, name=f"bank{b}_layer") for b in range(2)]
@@ -441,7 +476,7 @@ class Engine(wiring.Component):
             with m.If(array.valid[r]):
                 m.d.sync += pointer.eq(pointer + 1)
             written.append(pointer)
-            result_read.append(mem.read_port())
+            result_read.append(_ReadPort(m, mem, f"result_read_{r}"))
 
         # -- emitter: token-major, + bias -------------------------------------------------
         desc = data.View(data.StructLayout({"layer": layer_shape, "rows": range(1, R + 1), "final": 1}),

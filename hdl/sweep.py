@@ -131,6 +131,9 @@ class _ICEBreaker:
     default_sizes = ("1x8", "2x4", "3x3", "4x4", "4x6", "4x8", "4x9", "6x6", "5x8", "4x10", "3x14", "4x11", "6x8",
                      "4x12", "8x8")
     lc_name = "logic cells"
+    #: `hdl.sweep_fill.search` ends when its smallest non-fit has at most this fraction more PEs than its
+    #: largest fit (0: when they are neighbours in its list of shapes).
+    fill_within = 0.0
 
     @property
     def capacity(self):
@@ -207,6 +210,8 @@ class _ULX3S(_ICEBreaker):
     default_freq_mhz = 90.0
     default_sizes = ("4x8", "8x8", "12x12")
     lc_name = "LUT4s"
+    #: A full LFE5U-85F run takes tens of minutes: settle the fill to within 4% of PEs.
+    fill_within = 0.04
 
     @property
     def capacity(self):
@@ -789,6 +794,16 @@ def _jobs(text):
     return value
 
 
+def _percent(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"must be a percentage from 0 to 50, not {text!r}")
+    return value
+
+
 def _frequency(text):
     try:
         value = float(text)
@@ -845,6 +860,10 @@ def parse_args(argv):
     parser.add_argument("--fill", action="store_true",
                         help="instead of --sizes, search per PE kind the largest array that fits the chip "
                              "(estimate, then a few place-and-route runs) and record it under \"best\"")
+    parser.add_argument("--fill-within", metavar="PCT", type=_percent, default=None,
+                        help="with --fill, stop when the smallest array known not to fit has at most PCT%% more "
+                             "PEs than the largest known to fit (default: icebreaker 0, i.e. neighbours in the "
+                             "search's list; ulx3s 4)")
     parser.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=1, help="points built at once")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine, "
@@ -918,7 +937,8 @@ def _main_fill(args, argv, board, checkpoint, seeds):
     try:
         setting, results, best = fill(board, checkpoint, kinds=kinds, top=args.top, layers=args.layers,
                                       freq_mhz=args.freq, seeds=seeds, out=out, rebuild=args.rebuild,
-                                      progress=progress)
+                                      progress=progress,
+                                      within=None if args.fill_within is None else args.fill_within / 100)
     finally:
         bar.close()
     setting = dict(setting, seeds=seeds)

@@ -24,7 +24,9 @@ __all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "Candidate", "candidates", "search",
 #: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers), and what the
 #: estimate's 36 cells per column overstate; only rank shapes. Fitted to the iCE40UP5K engine-alone top:
 #: 4 x 11 packs 4546 cells, 3 x 16 4792, 7 x 7 5391, i.e. about 78 per PE, 23 per column and 183 per row
-#: (the board top agrees: 4 x 10 5010, 3 x 14 5071).
+#: (the board top agrees: 4 x 10 5010, 3 x 14 5071). Since the engine's buffer read ports lost their
+#: read-before-write logic a row costs about 130 (board top: 4 x 10 4530, 5 x 10 5427, 3 x 15 4935); the
+#: shapes ranked for 36 to 50 PEs are the same either way.
 ROW_LC = 180
 COLUMN_OVERESTIMATE = 13
 #: Statuses that mean "does not fit" (anything else but "ok" is a failure of the flow).
@@ -67,11 +69,14 @@ def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
     return [candidate for _, candidate in reversed(frontier)]
 
 
-def search(shapes, capacity_lc, build):
+def search(shapes, capacity_lc, build, *, within=0.0):
     """The index in `shapes` of the largest that fits, by `build(candidate) -> result`; None if none fits.
 
     Each step builds the largest untried shape the corrected estimate fits (else the smallest untried one
-    above the largest fit), and the correction is the last build's packed / estimated cells."""
+    above the largest fit), and the correction is the last build's packed / estimated cells. The search
+    ends when the largest fit and the smallest non-fit are neighbours in `shapes`, or, with `within` > 0,
+    when the next shape to build has at most ``1 + within`` times the largest fit's PEs (on a chip whose
+    every run is long, a gain of less than that fraction is not worth a run)."""
     fits, fails, scale = None, None, 1.0
     while True:
         window = [i for i in range(len(shapes)) if (fits is None or i > fits) and (fails is None or i < fails)]
@@ -79,6 +84,8 @@ def search(shapes, capacity_lc, build):
             return fits
         predicted = [i for i in window if shapes[i].lc_estimate * scale <= capacity_lc]
         pick = predicted[-1] if predicted else window[0]
+        if fits is not None and shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes:
+            return fits
         result = build(shapes[pick])
         if result["lc_used"] and shapes[pick].lc_estimate > 0:
             scale = result["lc_used"] / shapes[pick].lc_estimate
@@ -102,12 +109,13 @@ def best_entry(results):
 
 
 def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, seeds=(1,), out, rebuild=False,
-         progress=None, max_rows=None, max_cols=None):
+         progress=None, max_rows=None, max_cols=None, within=None):
     """Search the largest array of every kind ``(pe, bits)`` in `kinds`; returns ``(setting, results, best)``.
 
     `results` holds every build (search at the first seed, then the largest fit at the others), `best`
     maps each kind's series name (``pot-b4``, ``int8-dsp``) to `best_entry` (None if nothing fits).
-    Points are built under ``out/seed<S>/<label>/`` and reused like the sweep's.
+    Points are built under ``out/seed<S>/<label>/`` and reused like the sweep's. `within` is `search`'s
+    (None: the board's ``fill_within``).
     """
     settings = {seed: make_setting(board, checkpoint, top=top, layers=layers, freq_mhz=freq_mhz, seed=seed)
                 for seed in seeds}
@@ -127,7 +135,8 @@ def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, s
 
     for pe, bits in kinds:
         shapes = candidates(board, top, quantized, pe, bits, max_rows=max_rows, max_cols=max_cols)
-        index = search(shapes, board.capacity["lc"], lambda candidate: build(candidate.point, seeds[0]))
+        index = search(shapes, board.capacity["lc"], lambda candidate: build(candidate.point, seeds[0]),
+                       within=board.fill_within if within is None else within)
         kind = Point(pe, bits, 1, 1).kind
         if index is None:
             best[kind] = None

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from golden.datapath import (MAX_ACT_BITS, MIN_ACT_BITS, activation_scale, check_act_bits, dequantize,
-                             int8_acc_bits, int8_accumulate, pot_acc_bits, pot_accumulate, pot_real_unit,
-                             quantize_activations, quantize_bias, wrap)
+                             int8_acc_bits, int8_accumulate, int8_sum_bits, pot_acc_bits, pot_accumulate,
+                             pot_real_unit, pot_sum_bits, quantize_activations, quantize_bias, wrap)
 from golden.pot_format import MAX_BITS, MIN_BITS, PotFormat
 
 
@@ -50,6 +50,59 @@ def test_accumulate_matches_reference_exact_width(layer):
             expected = bias[n] + sum(reference_term(int(x[t, k]), int(codes[k, n]), bits)
                                      for k in range(codes.shape[0]))
             assert int(acc[t, n]) == expected
+
+
+def fits(value, width):
+    return -(1 << (width - 1)) <= value < (1 << (width - 1))
+
+
+def extreme_sums(weights, act_bits):
+    """Per column the largest and the smallest sum any activations make, by choosing each activation."""
+    lo, hi = -2 ** (act_bits - 1), 2 ** (act_bits - 1) - 1
+    out = []
+    for column in weights.T:
+        out.append(sum(max(w * lo, w * hi) for w in column))
+        out.append(sum(min(w * lo, w * hi) for w in column))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(layers())
+def test_sum_bits_is_the_exact_width_of_the_codes_sums(layer):
+    """Every sum the codes make (the extreme ones, and the drawn activations') fits `pot_sum_bits`, and one
+    less bit would not hold an extreme one; never wider than `pot_acc_bits`."""
+    bits, act_bits, x, codes, _ = layer
+    width = pot_sum_bits(codes, bits, act_bits)
+    weights = [[reference_term(1, int(c), bits) for c in row] for row in codes]
+    extremes = extreme_sums(np.array(weights, dtype=object), act_bits)
+    assert all(fits(v, width) for v in extremes)
+    assert width == 2 or not all(fits(v, width - 1) for v in extremes)
+    sums = pot_accumulate(x, codes, np.zeros(codes.shape[1], dtype=np.int64), bits, act_bits)
+    assert all(fits(int(v), width) for v in np.ravel(sums))
+    assert width <= pot_acc_bits(codes.shape[0], act_bits, bits)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(MIN_ACT_BITS, MAX_ACT_BITS), st.integers(1, 12), st.integers(1, 5), st.data())
+def test_int8_sum_bits_is_the_exact_width(act_bits, k, n, data):
+    weight = st.one_of(st.sampled_from([-128, 127, 0]), st.integers(-128, 127))
+    weights = np.array(data.draw(st.lists(weight, min_size=k * n, max_size=k * n)), dtype=np.int64).reshape(k, n)
+    width = int8_sum_bits(weights, act_bits)
+    extremes = extreme_sums(weights.astype(object), act_bits)
+    assert all(fits(v, width) for v in extremes)
+    assert width == 2 or not all(fits(v, width - 1) for v in extremes)
+    assert width <= int8_acc_bits(k, act_bits)
+
+
+def test_sum_bits_of_small_codes():
+    # Two codes of exponent 6 (magnitude 1) and one of 5 (2), all positive: the extremes are 127 * 4 = 508
+    # and -128 * 4 = -512, so 10 bits, against 16 for three codes of the largest term (3 * 128 * 64).
+    fmt = PotFormat(4)
+    codes = fmt.encode(np.array([[0], [0], [0]]), np.array([[6], [6], [5]]))
+    assert pot_sum_bits(codes, 4, 8) == 10 and pot_acc_bits(3, 8, 4) == 16
+    assert pot_sum_bits(np.full((4, 2), fmt.zero_code), 4, 8) == 2
+    with pytest.raises(ValueError, match="a \\(K, N\\) matrix"):
+        pot_sum_bits(np.zeros(3, dtype=np.uint8), 4, 8)
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,8 +7,9 @@ from amaranth.hdl import Fragment
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 
-from golden.datapath import int8_acc_bits, pot_acc_bits
+from golden.datapath import int8_acc_bits, int8_sum_bits, pot_acc_bits, pot_sum_bits
 from golden.paths import DEFAULT_MODEL_DIR
+from golden.pot_format import PotFormat
 from golden.rom_layout import RomLayout
 from hdl.engine import Engine
 
@@ -43,18 +44,23 @@ def tokens(rng, engine, index, count):
 # -- construction ----------------------------------------------------------------------------
 
 @pytest.fixture
-def layout():
-    rng = np.random.default_rng(0)
-    return RomLayout(cases(rng, 4, 8, [(5, 7), (3, 2)]), columns=3, bits=4)
+def layers():
+    return cases(np.random.default_rng(0), 4, 8, [(5, 7), (3, 2)])
 
 
-def test_init(layout):
+@pytest.fixture
+def layout(layers):
+    return RomLayout(layers, columns=3, bits=4)
+
+
+def test_init(layout, layers):
     engine = Engine(layout=layout, rows=2)
     assert (engine.layout, engine.rows, engine.columns, engine.bits, engine.act_bits) == (layout, 2, 3, 4, 8)
     assert (engine.pe, engine.pes, engine.n_layers, engine.columns_per_word) == ("pot", 6, 2, 1)
     assert engine.broadcast_rows == 4
     assert engine.acc_bits == pot_acc_bits(5, 8, 4, 1000)
-    assert engine.sum_bits == pot_acc_bits(5, 8, 4)          # the array sums terms; the bias is added after
+    # The array sums terms only (the bias is added after), as wide as the largest sum these codes make.
+    assert engine.sum_bits == max(pot_sum_bits(codes, 4, 8) for _, codes, _ in layers) <= pot_acc_bits(5, 8, 4)
     assert engine.result_depth == 32                      # 2 * 3 slots * 3 columns, rounded up
     assert len(engine.code_stores) == 3 and engine.bias_store.depth == layout.bias_depth * 3
     members = engine.signature.members
@@ -73,7 +79,7 @@ def test_init_int8():
     layers = cases(rng, None, 8, [(4, 5)])
     engine = Engine(layout=RomLayout(layers, columns=2, bits=None), rows=1, pe="int8")
     assert engine.bits is None and engine.acc_bits == int8_acc_bits(4, 8, 1000)
-    assert engine.sum_bits == int8_acc_bits(4, 8)
+    assert engine.sum_bits == int8_sum_bits(layers[0][1], 8) <= int8_acc_bits(4, 8)
     Fragment.get(engine, None)
 
 
@@ -148,6 +154,32 @@ def test_sim_narrow(rows):
     rng = np.random.default_rng(10 + rows)
     engine = make_engine(rng, 4, 8, [(9, 4), (2, 3)], columns=3, rows=rows, acc_bits=10)
     check(engine, [tokens(rng, engine, 0, 4), tokens(rng, engine, 1, 2)])
+
+
+@pytest.mark.parametrize("bits", [4, None])
+def test_sim_sum_bits_of_the_codes(bits):
+    """Accumulators as narrow as the layout's codes allow (`pot_sum_bits`, far below `pot_acc_bits` for
+    small weights) hold the extreme sums exactly: all-lowest and all-highest activations against columns
+    of one sign each reach both ends of the range."""
+    rng = np.random.default_rng(15)
+    k, n = 7, 4
+    if bits is None:
+        weights = rng.integers(1, 20, size=(k, n)) * np.array([1, -1, 1, -1])
+        weights = weights.astype(np.int8)
+        layers = [("small", weights, np.array([5, -5, 0, 1000]))]
+        narrow, exact = int8_sum_bits(weights, 8), int8_acc_bits(k, 8, 1000)
+    else:
+        fmt = PotFormat(bits)
+        signs = np.broadcast_to(np.array([0, 1, 0, 1]), (k, n))
+        weights = fmt.encode(signs, rng.integers(3, fmt.emax + 1, size=(k, n)))
+        weights[2, 2] = fmt.zero_code
+        layers = [("small", weights, np.array([5, -5, 0, 1000]))]
+        narrow, exact = pot_sum_bits(weights, bits, 8), pot_acc_bits(k, 8, bits, 1000)
+    engine = Engine(layout=RomLayout(layers, columns=3, bits=bits), rows=2, pe="int8" if bits is None else "pot")
+    engine.test_layers = layers
+    assert engine.acc_bits == exact and engine.sum_bits == narrow <= exact - 3
+    x = np.array([[-128] * k, [127] * k, [-128, 127] * 3 + [0]], dtype=np.int64)
+    check(engine, [(0, x)])
 
 
 def test_sim_shapes():

@@ -40,6 +40,25 @@ def test_search_finds_the_largest_fit_in_few_builds(true_scale):
     assert len(built) <= 4 and len(set(built)) == len(built)       # no shape built twice
 
 
+def test_search_within_a_fraction_stops_early():
+    """With `within`, a bracket of fit and non-fit closer than that fraction of PEs is settled in fewer
+    builds than the exact search needs (the packed cells are not proportional to the estimate here)."""
+    shapes = shapes_of(range(100, 1000, 4))
+
+    def flow(built):
+        def build(candidate):
+            built.append(candidate.point.pes)
+            lc = round(0.8 * candidate.lc_estimate + 6000)
+            return {"status": "ok" if lc <= 60_000 else "no-fit", "lc_used": lc}
+        return build
+    largest = max(i for i, c in enumerate(shapes) if 0.8 * c.lc_estimate + 6000 <= 60_000)
+    built, exact = [], []
+    index = search(shapes, 60_000, flow(built), within=0.04)
+    assert index <= largest and shapes[largest].point.pes <= 1.04 * shapes[index].point.pes
+    assert search(shapes, 60_000, flow(exact)) == largest
+    assert len(built) < len(exact)
+
+
 def test_search_nothing_fits():
     shapes = shapes_of([10, 20, 30])
     built, build = chip(100, 1.0, shapes)
