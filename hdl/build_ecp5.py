@@ -73,8 +73,12 @@ def prepare_ecp5(top, work, *, platform=None, synth_opts="", verilog=False):
             target.write_bytes(content.encode() if isinstance(content, str) else content)
 
 
-def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False, bitstream=True):
-    """Synthesize, place and route (and with `bitstream` pack to ``top.bit``) what `prepare_ecp5` wrote.
+def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False, bitstream=True, timeout=None,
+             pack_only=False):
+    """Synthesize, place and route (and with `bitstream` pack to ``top.bit``) what `prepare_ecp5` wrote;
+    nextpnr is stopped after `timeout` seconds if given (ToolError "... timed out after N s"). With
+    `pack_only` nextpnr only packs the netlist into the device's cells (minutes where placing a full chip
+    takes tens), and the Utilisation is its log's count of them, without Fmax.
 
     Returns the `hdl.reports.Utilisation` nextpnr reported (Fmax included).
     Raises `ToolError` with one line; for place and route it says "does not fit"
@@ -87,17 +91,24 @@ def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False,
     args = ["--quiet", "--log", "nextpnr.log", platform._nextpnr_device_options[platform.device],
             "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
             "--json", "top.json", "--lpf", "top.lpf", "--seed", seed, "--report", "nextpnr.json"]
-    if bitstream:
+    if pack_only:
+        args.append("--pack-only")
+        bitstream = False
+    elif bitstream:
         args += ["--textcfg", "top.config"]
     if timing_allow_fail:
         args.append("--timing-allow-fail")
     try:
-        run_tool("NEXTPNR_ECP5", args, cwd=work, log_path=work / "nextpnr.stdout")
-    except ToolError:
+        run_tool("NEXTPNR_ECP5", args, cwd=work, log_path=work / "nextpnr.stdout", timeout=timeout)
+    except ToolError as error:
+        if "timed out" in str(error):
+            raise ToolError(f"place and route {error}") from None
         log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() else ""
         raise ToolError(f"place and route failed: {ecp5_failure(log)}") from None
     (work / "nextpnr.stdout").unlink()
     (work / "top.json").unlink()                   # the netlist: large, and yosys remakes it from top.il
+    if pack_only:
+        return read_ecp5_log((work / "nextpnr.log").read_text())
     if bitstream:
         run_tool("ECPPACK", ["--compress", "--input", "top.config", "--bit", "top.bit"], cwd=work,
                  log_path=work / "ecppack.log")

@@ -45,12 +45,17 @@ def read_ecp5_log(text):
 
 
 def ecp5_failure(text):
-    """One line saying why nextpnr-ecp5 failed, from its log; "does not fit" when it ran out of cells."""
+    """One line saying why nextpnr-ecp5 failed, from its log; "does not fit" when it ran out of cells or the
+    placer found no legal placement ("no legal placement" then, though every kind of cell fits in number)."""
     usage = read_ecp5_log(text)
     over = [f"{ECP5_KINDS[kind]} {used}/{available}" for kind, (used, available) in usage.items()
             if used > available]
+    detail = None
     if over or re.search(r"no BELs remaining|Failed to find a placement|Unable to place|Design uses", text):
         detail = ", ".join(over) or "placement failed"
+    elif re.search(r"Unable to find legal placement|Failed to expand region|utilisation limit", text):
+        detail = "no legal placement"          # packed within the device, but the placer could not legalise it
+    if detail:
         return f"the design does not fit the device ({detail}); use fewer --rows or --cols"
     errors = [line.strip() for line in text.splitlines() if line.startswith("ERROR")]
     return errors[-1] if errors else "nextpnr-ecp5 failed (see its log)"

@@ -71,8 +71,10 @@ TOPS = ("board", "engine")
 HOST_LINK_LC = 700
 #: A point whose estimated need of some resource is above this fraction of the chip is not built.
 ESTIMATE_MARGIN = 1.25
-#: Statuses of a finished point (anything else, e.g. "error", is retried).
-FINISHED = ("ok", "no-fit", "no-fit-estimate")
+#: Statuses of a finished point (anything else, e.g. "error", is retried). "no-place": packed within the
+#: chip but nextpnr found no legal placement; "timeout": nextpnr ran past its time cap (``--pnr-timeout``),
+#: finished only for a cap no longer than the one it ran under.
+FINISHED = ("ok", "no-fit", "no-fit-estimate", "no-place", "timeout", "packed")
 RESULT_FILE = "result.json"
 FORMAT_VERSION = 1
 DEFAULT_SEED = 1
@@ -134,6 +136,14 @@ class _ICEBreaker:
     #: `hdl.sweep_fill.search` ends when its smallest non-fit has at most this fraction more PEs than its
     #: largest fit (0: when they are neighbours in its list of shapes).
     fill_within = 0.0
+    #: Seconds a nextpnr run may take before it is stopped and the point counts as "timeout" (None: no cap).
+    pnr_timeout_s = None
+    #: Fraction of the chip's cells at which a design failed to place in an earlier run (None: the cell
+    #: count is the limit); `hdl.sweep_fill.search` starts below it.
+    place_limit = None
+    #: Whether `hdl.sweep_fill.search` corrects the estimate by packing (``nextpnr --pack-only``) before it
+    #: places anything (worth it where a placement takes tens of minutes).
+    fill_pack = False
 
     @property
     def capacity(self):
@@ -180,16 +190,21 @@ class _ICEBreaker:
         plan = self.platform().prepare(top, name="top", synth_opts=synth_opts)
         _write_plan(plan, work)
 
-    def implement(self, work, seed):
+    def implement(self, work, seed, timeout=None, pack_only=False):
         run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
         try:
             run_tool("NEXTPNR_ICE40", ["--quiet", "--log", "nextpnr.log", "--up5k", "--package", "sg48",
                                        "--json", "top.json", "--pcf", "top.pcf", "--seed", seed,
-                                       "--report", "nextpnr.json", "--timing-allow-fail"],
-                     cwd=work, log_path=work / "nextpnr.stdout")
-        except ToolError:
+                                       "--report", "nextpnr.json", "--timing-allow-fail"]
+                     + (["--pack-only"] if pack_only else []),
+                     cwd=work, log_path=work / "nextpnr.stdout", timeout=timeout)
+        except ToolError as error:
+            if "timed out" in str(error):
+                raise
             why = _no_fit(self.log_usage(work)) or pnr_failure(self.read_log(work))
             raise ToolError(f"place and route failed: {why}") from None
+        if pack_only:
+            return self.log_usage(work)
         usage = read_nextpnr_report((work / "nextpnr.json").read_text())
         if not usage.fmax:
             usage.fmax = read_nextpnr_log(self.read_log(work)).fmax
@@ -212,6 +227,13 @@ class _ULX3S(_ICEBreaker):
     lc_name = "LUT4s"
     #: A full LFE5U-85F run takes tens of minutes: settle the fill to within 4% of PEs.
     fill_within = 0.04
+    #: An LFE5U-85F point that fills most of the chip places and routes in 15-20 min on a shared 2-core
+    #: machine; one that is at the placer's limit runs for 40 min and more before it fails.
+    pnr_timeout_s = 30 * 60
+    #: Session 4's fill: 17 x 50 PoT PEs packed into 67,682 of 83,640 LUT4 (80.9%) and 43,670 FF, and
+    #: nextpnr-ecp5 found no legal placement ("design is probably at utilisation limit", 41 min).
+    place_limit = 0.80
+    fill_pack = True
 
     @property
     def capacity(self):
@@ -250,9 +272,10 @@ class _ULX3S(_ICEBreaker):
         from .build_ecp5 import prepare_ecp5
         prepare_ecp5(top, work, platform=self.platform(), synth_opts=synth_opts)
 
-    def implement(self, work, seed):
+    def implement(self, work, seed, timeout=None, pack_only=False):
         from .build_ecp5 import run_ecp5
-        return run_ecp5(work, platform=self.platform(), seed=seed, timing_allow_fail=True, bitstream=False)
+        return run_ecp5(work, platform=self.platform(), seed=seed, timing_allow_fail=True, bitstream=False,
+                        timeout=timeout, pack_only=pack_only)
 
     def log_usage(self, work):
         from .reports_ecp5 import read_ecp5_log
@@ -310,11 +333,14 @@ def _key(point, setting):
               "layers": setting["layers"], "model_sha256": setting["model_sha256"]}
     if setting["top"] != "board":
         fields["top"] = setting["top"]
+    if setting.get("pack_only"):
+        fields["pack_only"] = True
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _finished(work, key):
-    """The stored result of a point built with the same parameters, or None."""
+def _finished(work, key, timeout=None):
+    """The stored result of a point built with the same parameters, or None (also for a "timeout" under a
+    shorter cap than `timeout`, seconds or None for none)."""
     path = work / RESULT_FILE
     if not path.is_file():
         return None
@@ -322,7 +348,11 @@ def _finished(work, key):
         result = json.loads(path.read_text())
     except ValueError:
         return None
-    return result if result.get("key") == key and result.get("status") in FINISHED else None
+    if result.get("key") != key or result.get("status") not in FINISHED:
+        return None
+    if result["status"] == "timeout" and (timeout is None or (result.get("pnr_timeout_s") or 0) < timeout):
+        return None
+    return result
 
 
 def _main_clock(usage, target_mhz):
@@ -366,6 +396,7 @@ def _base_result(board, point, setting, key):
         "fmax_mhz": None, "target_mhz": None, "peak_macs_per_s": None, "macs_per_lc": None, "critical_path": None,
         "act_bits": None, "acc_bits": None, "layers": setting["layers"],
         "lc_estimate": None, "ebr_estimate": None, "synth_opts": None, "seed": setting["seed"],
+        "pnr_timeout_s": setting.get("pnr_timeout_s"),
         "seconds": None, "model": setting["model"], "model_sha256": setting["model_sha256"],
         "sources_sha256": setting["sources_sha256"], "key": key,
     }
@@ -439,19 +470,32 @@ def _prepare(board, point, setting, quantized, work, key):
     return result, True
 
 
-def _implement(board, result, work, seed):
-    """Run the flow of a prepared point (any thread); fill in and return its result."""
+def _failure_status(message):
+    """The status of a point whose flow failed with ToolError `message`."""
+    if "timed out" in message:
+        return "timeout"
+    if "does not fit" in message:
+        return "no-place" if "no legal placement" in message else "no-fit"
+    return "error"
+
+
+def _implement(board, result, work, seed, timeout=None, pack_only=False):
+    """Run the flow of a prepared point (any thread), nextpnr for at most `timeout` seconds; fill in and
+    return its result. A point that runs out of time keeps the cells nextpnr packed before it was stopped.
+    With `pack_only` nextpnr stops after packing: status "packed" and the cells, no Fmax."""
     start = time.perf_counter()
     try:
-        usage = board.implement(work, seed)
+        usage = board.implement(work, seed, timeout, pack_only)
     except ToolError as error:
         message = str(error)
         _usage_into(result, board.log_usage(work))
-        result.update(status="no-fit" if "does not fit" in message else "error", reason=message)
+        result.update(status=_failure_status(message), reason=message)
     else:
         _usage_into(result, usage)
-        clock = _main_clock(usage, result["target_mhz"])
-        if clock is None:
+        clock = None if pack_only else _main_clock(usage, result["target_mhz"])
+        if pack_only:
+            result.update(status="packed")
+        elif clock is None:
             result.update(status="error", reason="nextpnr reported no Fmax")
         else:
             fmax = round(clock[1], 2)
@@ -482,8 +526,10 @@ def sources_digest():
     return digest.hexdigest()
 
 
-def make_setting(board, checkpoint, *, top="board", layers=None, freq_mhz=None, seed=DEFAULT_SEED):
-    """What every point of a sweep shares: board, top, clock target, seed, layers, model (and its hash).
+def make_setting(board, checkpoint, *, top="board", layers=None, freq_mhz=None, seed=DEFAULT_SEED,
+                 pnr_timeout_s=None):
+    """What every point of a sweep shares: board, top, clock target, seed, nextpnr's time cap (seconds; None:
+    the board's, 0: none), layers, model (and its hash).
 
     Raises
     ------
@@ -504,7 +550,7 @@ def make_setting(board, checkpoint, *, top="board", layers=None, freq_mhz=None, 
         raise UserError(f"No linear layer {unknown[0]!r} in {checkpoint}; it has "
                         f"{', '.join(model.linear_names[:4])}, ... ({len(model.linear_names)} layers)")
     return {"board": board.name, "device": board.family, "top": top, "capacity": board.capacity,
-            "freq_mhz": freq_mhz,
+            "freq_mhz": freq_mhz, "pnr_timeout_s": board.pnr_timeout_s if pnr_timeout_s is None else pnr_timeout_s,
             "seed": seed, "layers": names, "layer_shapes": [list(model.weight(name).shape) for name in names],
             "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
             "sources_sha256": sources_digest()}
@@ -524,13 +570,15 @@ def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None, q
     board = BOARDS[setting["board"]]
     out = Path(out)
     seed = setting["seed"]
+    timeout = setting.get("pnr_timeout_s") or None
+    pack_only = bool(setting.get("pack_only"))
     quantized = quantized or quantizer(setting)
     results = {}
     pending = []
     for point in sweep_points:
         work = out / point.label
         key = _key(point, setting)
-        done = None if rebuild else _finished(work, key)
+        done = None if rebuild else _finished(work, key, setting.get("pnr_timeout_s") or None)
         if done is not None:
             results[point] = done
             if progress:
@@ -556,9 +604,9 @@ def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None, q
                 work.mkdir(parents=True, exist_ok=True)
                 finish(point, work, result)
             elif jobs <= 1:
-                finish(point, work, _implement(board, result, work, seed))
+                finish(point, work, _implement(board, result, work, seed, timeout, pack_only))
             else:
-                future = pool.submit(_implement, board, result, work, seed)
+                future = pool.submit(_implement, board, result, work, seed, timeout, pack_only)
                 future.add_done_callback(lambda f, p=point, w=work: finish(p, w, f.result()))
                 futures.append(future)
         for future in futures:
@@ -586,7 +634,7 @@ def summarize(results):
     for result in results:
         if result["status"] == "ok":
             kinds.setdefault(result["kind"], []).append(result)
-        if result["status"] in ("ok", "no-fit") and result["lc_used"]:
+        if result["status"] in ("ok", "no-fit", "no-place", "timeout") and result["lc_used"]:
             packed.setdefault(result["kind"], []).append((result["pes"], result["lc_used"]))
     summary = {"kinds": {}, "ratios": {}}
     for kind, fitted in kinds.items():
@@ -645,7 +693,7 @@ def table(setting, results, summary):
                      f"{_fmt(r['ebr_used'])!s:>3}/{r['ebr_total']:<3} {_fmt(r['dsp_used'])!s:>3}/{r['dsp_total']:<3} "
                      f"{_fmt(r['fmax_mhz'], '.2f'):>8} {gmacs:>7} {per_klc:>10}")
     for r in results:
-        if r["status"] in ("no-fit", "error") and r["reason"]:
+        if r["status"] in ("no-fit", "no-place", "timeout", "error") and r["reason"]:
             lines.append(f"  {r['label']}: {r['reason']}")
     if summary["kinds"]:
         lines.append("")
@@ -709,7 +757,7 @@ def plot(results, setting, out):
     for kind in kinds:
         ok = series(kind)
         line, = ax.plot([r["pes"] for r in ok], [r["lc_used"] for r in ok], "o-", label=kind)
-        over = [r for r in series(kind, ("no-fit",)) if r["lc_used"]]
+        over = [r for r in series(kind, ("no-fit", "no-place", "timeout")) if r["lc_used"]]
         if over:
             ax.plot([r["pes"] for r in over], [r["lc_used"] for r in over], "x", color=line.get_color(),
                     label=f"{kind} (no fit)")
@@ -747,10 +795,11 @@ def plot(results, setting, out):
     return paths
 
 
-def write_outputs(setting, results, out, argv=None, best=None):
+def write_outputs(setting, results, out, argv=None, best=None, searches=None):
     """sweep.json, sweep.csv, sweep.md and the plots; returns the summary. With `best` (a fill's per-kind
-    largest fits, `hdl.sweep_fill.fill`) sweep.json and sweep.md also hold those and their ratios, and the
-    plots show the points of the first seed."""
+    largest fits, `hdl.sweep_fill.fill`) sweep.json and sweep.md also hold those and their ratios, sweep.json
+    the fill's `searches` (per kind every shape tried and its outcome), and the plots show the points of
+    the first seed."""
     out = Path(out)
     first_seed = [r for r in results if r["seed"] == (setting["seeds"][0] if "seeds" in setting else r["seed"])]
     summary = summarize(first_seed)
@@ -759,7 +808,7 @@ def write_outputs(setting, results, out, argv=None, best=None):
     text = markdown(setting, results, summary)
     if best is not None:
         from .sweep_fill import best_markdown, ratios
-        document.update(best=best, best_ratios=ratios(best))
+        document.update(best=best, best_ratios=ratios(best), searches=searches or {})
         text += best_markdown(best, setting["seeds"])
     atomic_write(out / "sweep.json", json.dumps(document, indent=2) + "\n")
     atomic_write(out / "sweep.csv", _csv(results))
@@ -801,6 +850,16 @@ def _percent(text):
         value = -1.0
     if not 0 <= value <= 50:
         raise argparse.ArgumentTypeError(f"must be a percentage from 0 to 50, not {text!r}")
+    return value
+
+
+def _minutes(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 24 * 60:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes from 0 (no cap) to 1440, not {text!r}")
     return value
 
 
@@ -864,6 +923,10 @@ def parse_args(argv):
                         help="with --fill, stop when the smallest array known not to fit has at most PCT%% more "
                              "PEs than the largest known to fit (default: icebreaker 0, i.e. neighbours in the "
                              "search's list; ulx3s 4)")
+    parser.add_argument("--pnr-timeout", metavar="MIN", type=_minutes, default=None,
+                        help="stop a nextpnr run after MIN minutes; the point is then recorded as \"timeout\" "
+                             "and --fill counts it as not fitting (default: icebreaker none, ulx3s "
+                             f"{_ULX3S.pnr_timeout_s // 60}; 0: none)")
     parser.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=1, help="points built at once")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine, "
@@ -894,7 +957,8 @@ def main(argv=None):
     default_out = board.name + ("-engine" if args.top == "engine" else "")
     out = Path(args.out) if args.out else BUILD_DIR / "sweep" / default_out
 
-    setting = make_setting(board, checkpoint, top=args.top, layers=args.layers, freq_mhz=args.freq, seed=seeds[0])
+    setting = make_setting(board, checkpoint, top=args.top, layers=args.layers, freq_mhz=args.freq, seed=seeds[0],
+                           pnr_timeout_s=None if args.pnr_timeout is None else args.pnr_timeout * 60)
 
     from tqdm import tqdm
     bar = tqdm(total=len(sweep_points), unit="point", file=sys.stderr, disable=args.quiet, desc="hdl.sweep")
@@ -935,14 +999,15 @@ def _main_fill(args, argv, board, checkpoint, seeds):
         bar.update()
 
     try:
-        setting, results, best = fill(board, checkpoint, kinds=kinds, top=args.top, layers=args.layers,
-                                      freq_mhz=args.freq, seeds=seeds, out=out, rebuild=args.rebuild,
-                                      progress=progress,
-                                      within=None if args.fill_within is None else args.fill_within / 100)
+        setting, results, best, searches = fill(
+            board, checkpoint, kinds=kinds, top=args.top, layers=args.layers, freq_mhz=args.freq, seeds=seeds,
+            out=out, rebuild=args.rebuild, progress=progress,
+            within=None if args.fill_within is None else args.fill_within / 100,
+            pnr_timeout_s=None if args.pnr_timeout is None else args.pnr_timeout * 60)
     finally:
         bar.close()
     setting = dict(setting, seeds=seeds)
-    summary = write_outputs(setting, results, out, argv, best=best)
+    summary = write_outputs(setting, results, out, argv, best=best, searches=searches)
     if args.json:
         print((out / "sweep.json").read_text(), end="")
     else:

@@ -29,8 +29,8 @@ __all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "Candidate", "candidates", "search",
 #: shapes ranked for 36 to 50 PEs are the same either way.
 ROW_LC = 180
 COLUMN_OVERESTIMATE = 13
-#: Statuses that mean "does not fit" (anything else but "ok" is a failure of the flow).
-NO_FIT = ("no-fit", "no-fit-estimate")
+#: While nothing fits below a placement failure, the next build aims at this fraction of its packed cells.
+BACKOFF = 0.85
 
 
 @dataclass(frozen=True)
@@ -69,30 +69,82 @@ def candidates(board, top, quantized, pe, bits, *, max_rows, max_cols):
     return [candidate for _, candidate in reversed(frontier)]
 
 
-def search(shapes, capacity_lc, build, *, within=0.0):
+def search(shapes, capacity_lc, build, *, within=0.0, backoff=BACKOFF, place_limit=None, pack=None, packs=1,
+           trace=None):
     """The index in `shapes` of the largest that fits, by `build(candidate) -> result`; None if none fits.
 
-    Each step builds the largest untried shape the corrected estimate fits (else the smallest untried one
-    above the largest fit), and the correction is the last build's packed / estimated cells. The search
-    ends when the largest fit and the smallest non-fit are neighbours in `shapes`, or, with `within` > 0,
-    when the next shape to build has at most ``1 + within`` times the largest fit's PEs (on a chip whose
-    every run is long, a gain of less than that fraction is not worth a run)."""
-    fits, fails, scale = None, None, 1.0
+    A result fits when its ``status`` is "ok"; anything else counts as not fitting: cells over the chip
+    ("no-fit"), no legal placement ("no-place"), nextpnr stopped at its time cap ("timeout"), a failed flow.
+    Each step builds one untried shape between the largest fit and the smallest non-fit, chosen by the
+    estimate corrected by the last build's packed / estimated cells (``lc_used``):
+
+    - while no build has failed to place within the chip's cells, the largest the corrected estimate packs
+      into `capacity_lc` (the estimate's bracket: on the iCE40 the packer's count is the limit);
+    - once one has (it packed ``lc_used`` <= `capacity_lc` cells and still failed, so the placer's limit
+      lies below that count), a bisection of packed cells: the largest shape predicted to pack at most
+      the midpoint between the largest fit's cells and the smallest such failure's, or `backoff` times the
+      failure's cells while nothing fits yet.
+
+    `place_limit` (cells) is a ceiling known beforehand (the board's, from earlier runs): the search starts
+    as if a build of that many cells had failed to place, and forgets it once a build of as many fits.
+    With `pack` (``pack(candidate) -> result``, the flow up to nextpnr's packer: minutes where a placement
+    of a full chip takes tens), the estimate is first corrected by packing the pick, up to `packs` times
+    while the corrected pick moves to a shape not yet packed, and only then is anything placed.
+
+    The search ends when the largest fit and the smallest non-fit are neighbours in `shapes`, or, with
+    `within` > 0, when the smallest non-fit, or the next shape to build, has at most ``1 + within`` times
+    the largest fit's PEs (on a chip whose every run is long, a gain of less than that is not worth a run).
+    With `trace` (a list) every build is appended to it as a dict: ``pes``, ``rows``, ``cols``,
+    ``lc_estimate``, ``lc_predicted``, ``target_lc``, ``rule``, ``status``, ``lc_used``, ``seconds``,
+    ``reason``."""
+    fits = fails = None
+    fit_lc = measured = None
+    prior = place_limit
+    scale = 1.0
+    packed = []
     while True:
         window = [i for i in range(len(shapes)) if (fits is None or i > fits) and (fails is None or i < fails)]
         if not window:
             return fits
-        predicted = [i for i in window if shapes[i].lc_estimate * scale <= capacity_lc]
-        pick = predicted[-1] if predicted else window[0]
-        if fits is not None and shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes:
+        if fits is not None and fails is not None and shapes[fails].point.pes <= (1 + within) * shapes[fits].point.pes:
             return fits
-        result = build(shapes[pick])
-        if result["lc_used"] and shapes[pick].lc_estimate > 0:
-            scale = result["lc_used"] / shapes[pick].lc_estimate
+        limit = min(x for x in (measured, prior, capacity_lc + 1) if x is not None)
+        if limit > capacity_lc:
+            target, rule = capacity_lc, "estimate"
+        elif fit_lc is None:
+            target, rule = backoff * limit, "back off"
+        else:
+            target, rule = (fit_lc + limit) / 2, "bisect"
+        predicted = [i for i in window if shapes[i].lc_estimate * scale <= target]
+        pick = predicted[-1] if predicted else window[0]
+        if fits is not None and shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes and within > 0:
+            return fits
+        calibrating = pack is not None and len(packed) < packs and pick not in packed and fits is None \
+            and fails is None
+        result = (pack if calibrating else build)(shapes[pick])
+        lc_used = result.get("lc_used")
+        if trace is not None:
+            point = shapes[pick].point
+            trace.append({"label": point.label, "pes": point.pes, "rows": point.rows, "cols": point.cols,
+                          "lc_estimate": shapes[pick].lc_estimate,
+                          "lc_predicted": round(shapes[pick].lc_estimate * scale), "target_lc": round(target),
+                          "rule": "pack" if calibrating else rule, "status": result["status"], "lc_used": lc_used,
+                          "seconds": result.get("seconds"), "reason": result.get("reason")})
+        if lc_used and shapes[pick].lc_estimate > 0:
+            scale = lc_used / shapes[pick].lc_estimate
+        if calibrating:
+            packed.append(pick)
+            if result["status"] != "packed" and not lc_used:
+                pack = None                                 # the packer failed: place without it
+            continue
         if result["status"] == "ok":
-            fits = pick
+            fits, fit_lc = pick, lc_used or fit_lc
+            if prior is not None and fit_lc and fit_lc >= prior:
+                prior = None
         else:
             fails = pick
+            if lc_used and lc_used <= capacity_lc and result["status"] != "no-fit":
+                measured = lc_used if measured is None else min(measured, lc_used)
 
 
 def best_entry(results):
@@ -109,21 +161,25 @@ def best_entry(results):
 
 
 def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, seeds=(1,), out, rebuild=False,
-         progress=None, max_rows=None, max_cols=None, within=None):
-    """Search the largest array of every kind ``(pe, bits)`` in `kinds`; returns ``(setting, results, best)``.
+         progress=None, max_rows=None, max_cols=None, within=None, pnr_timeout_s=None):
+    """Search the largest array of every kind ``(pe, bits)`` in `kinds`; returns
+    ``(setting, results, best, searches)``.
 
     `results` holds every build (search at the first seed, then the largest fit at the others), `best`
-    maps each kind's series name (``pot-b4``, ``int8-dsp``) to `best_entry` (None if nothing fits).
+    maps each kind's series name (``pot-b4``, ``int8-dsp``) to `best_entry` (None if nothing fits),
+    `searches` each kind's name to `search`'s trace (every shape tried, why, and its outcome).
     Points are built under ``out/seed<S>/<label>/`` and reused like the sweep's. `within` is `search`'s
-    (None: the board's ``fill_within``).
+    (None: the board's ``fill_within``); `pnr_timeout_s` caps each nextpnr run (None: the board's
+    ``pnr_timeout_s``, 0: no cap), and a run stopped by it counts as not fitting.
     """
-    settings = {seed: make_setting(board, checkpoint, top=top, layers=layers, freq_mhz=freq_mhz, seed=seed)
+    settings = {seed: make_setting(board, checkpoint, top=top, layers=layers, freq_mhz=freq_mhz, seed=seed,
+                                   pnr_timeout_s=pnr_timeout_s)
                 for seed in seeds}
     first = settings[seeds[0]]
     quantized = quantizer(first)
     max_cols = max_cols or max(shape[1] for shape in first["layer_shapes"])
     max_rows = max_rows or 64
-    results, best = [], {}
+    results, best, searches = [], {}, {}
     from .sweep import BOARDS
     board = BOARDS[first["board"]]
 
@@ -133,11 +189,19 @@ def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, s
         results.append(result)
         return result
 
+    def pack(candidate):
+        (result,) = sweep([candidate.point], dict(first, pack_only=True), out=out / "pack", rebuild=rebuild,
+                          progress=progress, quantized=quantized)
+        return result
+
     for pe, bits in kinds:
         shapes = candidates(board, top, quantized, pe, bits, max_rows=max_rows, max_cols=max_cols)
-        index = search(shapes, board.capacity["lc"], lambda candidate: build(candidate.point, seeds[0]),
-                       within=board.fill_within if within is None else within)
         kind = Point(pe, bits, 1, 1).kind
+        searches[kind] = []
+        prior = board.place_limit and round(board.place_limit * board.capacity["lc"])
+        index = search(shapes, board.capacity["lc"], lambda candidate: build(candidate.point, seeds[0]),
+                       within=board.fill_within if within is None else within, place_limit=prior,
+                       pack=pack if board.fill_pack else None, trace=searches[kind])
         if index is None:
             best[kind] = None
             continue
@@ -145,7 +209,7 @@ def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, s
         runs = [r for r in results if r["label"] == point.label and r["seed"] == seeds[0]]
         runs += [build(point, seed) for seed in seeds[1:]]
         best[kind] = best_entry(runs)
-    return first, results, best
+    return first, results, best, searches
 
 
 def ratios(best):

@@ -60,14 +60,23 @@ def tool_environment(*variables):
     return env
 
 
-def run_tool(variable, args, *, cwd, log_path=None, stdin=None):
+def run_tool(variable, args, *, cwd, log_path=None, stdin=None, timeout=None):
     """Run tool `variable` with `args` in `cwd`, its output to `log_path`; raise ToolError on failure.
 
+    With `timeout` (seconds) the tool is killed when it runs longer, and the ToolError says "timed out
+    after N s" (a log the tool writes itself, e.g. nextpnr's ``--log``, keeps what it got to).
     Returns the tool's combined output as text.
     """
     command = [tool_command(variable), *map(str, args)]
-    result = subprocess.run(command, cwd=cwd, input=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    try:
+        result = subprocess.run(command, cwd=cwd, input=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        if log_path is not None:
+            output = expired.stdout or b""
+            with open(log_path, "w") as log:
+                log.write(output.decode(errors="replace") if isinstance(output, bytes) else output)
+        raise ToolError(f"{os.path.basename(command[0])} timed out after {timeout:g} s") from None
     if log_path is not None:
         with open(log_path, "w") as log:
             log.write(result.stdout)

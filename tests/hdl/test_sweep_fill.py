@@ -76,6 +76,61 @@ def test_search_treats_a_failed_build_as_no_fit():
     assert search(shapes, 10_000, build) == 1 and calls == [12, 8]
 
 
+def placer(built, *, capacity, limit, scale=0.9, failure="no-place"):
+    """A model flow with a placement limit below the cell count: a shape packs `scale` times its estimate;
+    it fails (`failure`, with its packed cells) above `limit` cells, and is "no-fit" above `capacity`."""
+    def build(candidate):
+        built.append(candidate.point.pes)
+        lc = round(candidate.lc_estimate * scale)
+        status = "no-fit" if lc > capacity else failure if lc > limit else "ok"
+        return {"status": status, "lc_used": lc, "seconds": 1.0, "reason": None if status == "ok" else status}
+    return build
+
+
+@pytest.mark.parametrize("failure", ["no-place", "timeout"])
+@pytest.mark.parametrize("limit", [0.45, 0.62, 0.80, 0.97])
+def test_search_converges_below_a_placement_limit(failure, limit):
+    """A shape that packs within the chip but does not place (or runs out of time) sets a ceiling of cells;
+    the search bisects under it to the largest shape that places, exactly, without building a shape twice
+    and in few builds, and records each build with its rule and outcome."""
+    capacity = 83_640
+    shapes = [Candidate(Point("pot", 4, 1, n), 6000 + 88 * n) for n in range(48, 1500, 12)]
+    built, trace = [], []
+    index = search(shapes, capacity, placer(built, capacity=capacity, limit=limit * capacity, failure=failure),
+                   trace=trace)
+    placing = [i for i, c in enumerate(shapes) if round(0.9 * c.lc_estimate) <= limit * capacity]
+    assert index == max(placing)
+    assert len(set(built)) == len(built) and len(built) <= 9
+    assert [step["pes"] for step in trace] == built
+    assert trace[0]["rule"] == "estimate" and trace[-1]["status"] in ("ok", failure, "no-fit")
+    if limit < 0.9:
+        assert trace[0]["status"] == failure and {"back off", "bisect"} & {step["rule"] for step in trace}
+    for step in trace:
+        assert step["lc_used"] == round(0.9 * step["lc_estimate"])
+        assert (step["status"] == "ok") == (step["lc_used"] <= limit * capacity)
+
+
+def test_search_placement_limit_within_a_fraction():
+    """With `within`, the bisection stops once the bracket is that close, in fewer builds than the exact
+    search, and never below the largest shape it built that places."""
+    capacity = 83_640
+    shapes = [Candidate(Point("pot", 4, 1, n), 6000 + 88 * n) for n in range(100, 1000, 4)]
+    exact, near = [], []
+    largest = search(shapes, capacity, placer(exact, capacity=capacity, limit=0.62 * capacity))
+    index = search(shapes, capacity, placer(near, capacity=capacity, limit=0.62 * capacity), within=0.04)
+    assert index <= largest and shapes[largest].point.pes <= 1.04 * shapes[index].point.pes
+    assert len(near) < len(exact)
+
+
+def test_search_packing_failures_do_not_set_a_placement_ceiling():
+    """A shape over the chip's cells ("no-fit") leaves the search on the estimate's rule (the iCE40 case)."""
+    shapes = shapes_of(range(1, 80))
+    built, trace = [], []
+    _, build = chip(5280, 1.07, shapes)
+    search(shapes, 5280, lambda c: (built.append(c.point.pes), build(c))[1], trace=trace)
+    assert {step["rule"] for step in trace} == {"estimate"}
+
+
 def result(seed, fmax, status="ok", pes=48):
     return {"kind": "pot-b4", "rows": 4, "cols": 12, "pes": pes, "lc_used": 5100, "seed": seed,
             "status": status, "fmax_mhz": fmax}
