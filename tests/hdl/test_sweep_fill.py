@@ -131,6 +131,31 @@ def test_search_packing_failures_do_not_set_a_placement_ceiling():
     assert {step["rule"] for step in trace} == {"estimate"}
 
 
+def test_search_packs_before_it_places_and_starts_below_a_known_limit():
+    """With a packer, the first step corrects the estimate (which overstates the cells by 25% here) by
+    packing its pick, so the first placement already lands just under `backoff` times the board's known
+    ceiling; when the bisection under that ceiling closes without a failure the search drops it and goes on
+    to the true limit (within 4% here)."""
+    capacity = 83_640
+    shapes = [Candidate(Point("pot", 4, 1, n), 6000 + 100 * n) for n in range(100, 1000, 4)]
+    built, packed, trace = [], [], []
+    place = placer(built, capacity=capacity, limit=0.86 * capacity, scale=0.8)
+
+    def pack(candidate):
+        packed.append(candidate.point.pes)
+        return {"status": "packed", "lc_used": round(0.8 * candidate.lc_estimate), "seconds": 1.0}
+    index = search(shapes, capacity, place, place_limit=round(0.80 * capacity), pack=pack, trace=trace,
+                   within=0.04)
+    largest = max(i for i, c in enumerate(shapes) if round(0.8 * c.lc_estimate) <= 0.86 * capacity)
+    assert index <= largest and shapes[largest].point.pes <= 1.04 * shapes[index].point.pes
+    assert len(packed) == 1 and trace[0]["rule"] == "pack" and trace[0]["status"] == "packed"
+    first = trace[1]
+    assert first["rule"] == "back off" and first["status"] == "ok"
+    assert 0.80 * 0.85 * capacity - 0.8 * 400 < first["lc_used"] <= 0.80 * 0.85 * capacity
+    assert any(step["lc_used"] > 0.80 * capacity and step["status"] == "ok" for step in trace)
+    assert built == [step["pes"] for step in trace[1:]] and len(built) <= 6
+
+
 def result(seed, fmax, status="ok", pes=48):
     return {"kind": "pot-b4", "rows": 4, "cols": 12, "pes": pes, "lc_used": 5100, "seed": seed,
             "status": status, "fmax_mhz": fmax}

