@@ -2,7 +2,7 @@
 
     python -m hdl.sweep [--board icebreaker|ulx3s] [--top board|engine] [--sizes RxC ...]
                         [--pe pot int8 int8-dsp] [--bits B ...] [-j N] [--out DIR] [--json]
-    python -m hdl.sweep --fill [--board ...] [--top ...] [--pe ...] [--seed S ...]
+    python -m hdl.sweep --fill [--board ...] [--top ...] [--pe ...] [--seed S ...] [--pnr-timeout MIN]
 
 Every point is the board top `hdl.build` makes (the same `hdl.engine.Engine`
 behind the same UART host link, codes in SPRAM on the iCEBreaker and in block
@@ -20,9 +20,12 @@ PE kinds: ``pot`` (barrel shifter), ``int8`` (multiplier in the fabric:
 and ``int8-dsp`` (the baseline a user would build today: the multiplies in the
 DSP blocks, ``synth_ice40 -dsp``, 8 SB_MAC16 on the UP5K; ``synth_ecp5``'s
 default MULT18X18D mapping). Points that cannot fit are recorded, not dropped:
-``no-fit`` when nextpnr ran out of cells, ``no-fit-estimate`` when the board's
-resource estimate (`boards.icebreaker.estimate_resources`) exceeds the chip by
-more than 25% and the flow is not run at all.
+``no-fit`` when nextpnr ran out of cells, ``no-place`` when it packed them
+within the chip but found no legal placement, ``timeout`` when nextpnr ran
+past ``--pnr-timeout`` minutes (30 on the ULX3S; the cells it packed are
+kept), ``no-fit-estimate`` when the board's resource estimate
+(`boards.icebreaker.estimate_resources`) exceeds the chip by more than 25% and
+the flow is not run at all.
 
 The output folder (default ``build/sweep/<board>/``, ``<board>-engine/`` for
 the engine alone) holds a folder per point with the tools' inputs and logs and
@@ -33,12 +36,16 @@ written to ``sweep.json``, ``sweep.csv`` and ``sweep.md``, with the plots
 ``cells_vs_pes.png``, ``fmax_vs_pes.png`` and ``macs_vs_cells.png``.
 
 ``--fill`` replaces the list of sizes by a search (`hdl.sweep_fill`): per PE
-kind, the largest array that fits the chosen top, bracketed by the resource
-estimate and settled by a few place-and-route runs; it is then built at every
-``--seed`` and ``sweep.json`` records it under ``"best"`` (per kind ``pe``,
-``rows``, ``cols``, ``pes``, ``lc_used``, the median ``fmax_mhz`` and
-``macs_per_s``) with the MAC/s ratios under ``"best_ratios"``. Its points are
-kept under ``build/sweep/<board>[-engine]-fill/seed<S>/``.
+kind, the largest array that places and routes on the chosen top, bracketed by
+the resource estimate (on the ULX3S corrected first by one ``nextpnr
+--pack-only`` run) and settled by a few place-and-route runs, each capped by
+``--pnr-timeout``; a point that does not place or runs out of time counts as
+not fitting. The largest fit is then built at every ``--seed`` and
+``sweep.json`` records it under ``"best"`` (per kind ``pe``, ``rows``,
+``cols``, ``pes``, ``lc_used``, the median ``fmax_mhz`` and ``macs_per_s``)
+with the MAC/s ratios under ``"best_ratios"`` and every shape the search tried,
+why and with what outcome, under ``"searches"``. Its points are kept under
+``build/sweep/<board>[-engine]-fill/seed<S>/`` (packer runs under ``pack/``).
 """
 
 import argparse
@@ -894,6 +901,7 @@ def parse_args(argv):
                "  python -m hdl.sweep --sizes 2x4 4x8 6x8 --pe pot int8 int8-dsp --bits 4\n"
                "  python -m hdl.sweep --board ulx3s --sizes 4x8 8x8 -j 2 --json\n"
                "  python -m hdl.sweep --fill --pe pot int8-dsp --seed 1 2 3\n"
+               "  python -m hdl.sweep --fill --board ulx3s --pe pot int8-dsp --pnr-timeout 25\n"
                f"default sizes: icebreaker {' '.join(_ICEBreaker.default_sizes)}; "
                f"ulx3s {' '.join(_ULX3S.default_sizes)}")
     parser.add_argument("--board", metavar="BOARD", choices=tuple(BOARDS), default="icebreaker",
@@ -1011,7 +1019,7 @@ def _main_fill(args, argv, board, checkpoint, seeds):
     if args.json:
         print((out / "sweep.json").read_text(), end="")
     else:
-        print(table(setting, results, summary) + "\n" + best_table(best, seeds))
+        print(table(setting, results, summary) + "\n" + best_table(best, seeds, searches))
     if not args.quiet:
         print(f"hdl.sweep: wrote {out}/sweep.json, sweep.csv, sweep.md and plots", file=sys.stderr)
     failed = [f"{r['label']} (seed {r['seed']})" for r in results if r["status"] == "error"]

@@ -1,16 +1,23 @@
-"""Fill the chip: per PE kind, the largest array that fits the board top, found with few place-and-route runs.
+"""Fill the chip: per PE kind, the largest array that places and routes on the board top, in few runs.
 
 ``python -m hdl.sweep --fill`` calls `fill`. The board's resource estimate
 ranks every array shape (one shape per PE count: the one the estimate finds
 cheapest, counts whose shape costs more than a larger one's left out) and
-brackets the search; each run of the flow then corrects the
-estimate by the ratio of the cells nextpnr packed to the cells estimated
-(a point that does not fit still reports its packed count), and the next run
-is the largest PE count the corrected estimate says fits, between the
-largest count known to fit and the smallest known not to. The search ends
-when those two are neighbours in the list, typically after three or four
-runs. The largest fit is then built at every further seed and its Fmax is
-the median over the seeds.
+brackets the search (`search`): each run of the flow corrects the estimate by
+the ratio of the cells nextpnr packed to the cells estimated (a point that
+does not fit still reports its packed count), and the next run is the largest
+PE count the corrected estimate says fits, between the largest count known to
+fit and the smallest known not to. On the iCE40 the packer's count is the
+limit. On the ECP5 the placer fails well below it (no legal placement, or
+nextpnr runs for most of an hour), so there a run that packs within the chip
+but does not place, or that outlives its time cap, sets a ceiling of cells,
+and the search bisects the packed cells between the largest fit and that
+ceiling; it starts from the board's ceiling known from earlier runs and, since
+each placement there takes tens of minutes, corrects the estimate first by one
+run of nextpnr's packer alone. The search ends when the largest fit and the
+smallest non-fit are neighbours in the list (or within the board's
+``fill_within`` fraction of PEs). The largest fit is then built at every
+further seed and its Fmax is the median over the seeds.
 """
 
 import statistics
@@ -229,9 +236,24 @@ def ratios(best):
     return out
 
 
-def best_table(best, seeds):
-    """The human lines of the fill: per kind the largest fit and its median Fmax, then the ratios."""
-    lines = ["", f"largest array that fits, per PE kind (Fmax: median of seeds {' '.join(map(str, seeds))}):"]
+def search_lines(searches):
+    """The human lines of each kind's search: every shape tried, by which rule, and its outcome."""
+    lines = []
+    for kind, steps in (searches or {}).items():
+        lines.append(f"search {kind}:")
+        for step in steps:
+            lc = "-" if step["lc_used"] is None else step["lc_used"]
+            seconds = "" if step["seconds"] is None else f", {step['seconds'] / 60:.1f} min"
+            lines.append(f"  {step['rule']:<9} {step['label']:<16} target {step['target_lc']:>6} LC, predicted "
+                         f"{step['lc_predicted']:>6}: {step['status']:<9} {lc} LC{seconds}")
+    return lines
+
+
+def best_table(best, seeds, searches=None):
+    """The human lines of the fill: each kind's search, per kind the largest fit and its median Fmax, then the
+    ratios."""
+    lines = ["", *search_lines(searches),
+             f"largest array that fits, per PE kind (Fmax: median of seeds {' '.join(map(str, seeds))}):"]
     for kind, entry in best.items():
         if entry is None:
             lines.append(f"  {kind:<9} nothing fits")

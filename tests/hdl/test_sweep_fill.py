@@ -9,7 +9,7 @@ import pytest
 import hdl.sweep
 from golden.cli import run
 from hdl.sweep import Point, main
-from hdl.sweep_fill import Candidate, best_entry, ratios, search
+from hdl.sweep_fill import Candidate, best_entry, ratios, search, search_lines
 from hdl.toolchain import ToolError, tool_command
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -154,6 +154,9 @@ def test_search_packs_before_it_places_and_starts_below_a_known_limit():
     assert 0.80 * 0.85 * capacity - 0.8 * 400 < first["lc_used"] <= 0.80 * 0.85 * capacity
     assert any(step["lc_used"] > 0.80 * capacity and step["status"] == "ok" for step in trace)
     assert built == [step["pes"] for step in trace[1:]] and len(built) <= 6
+    lines = search_lines({"pot-b4": trace})
+    assert lines[0] == "search pot-b4:" and len(lines) == 1 + len(trace)
+    assert lines[1].split()[:2] == ["pack", trace[0]["label"]] and "packed" in lines[1]
 
 
 def result(seed, fmax, status="ok", pes=48):
