@@ -31,7 +31,7 @@ def test_engine_synthesizes(tmp_path):
 def test_main_json(capsys):
     assert main(["--arrays", "1x2", "--no-pack", "--json", "--acc-bits", "16"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["parameters"] == {"act_bits": 8, "bits": 4, "acc_bits": 16}
+    assert out["parameters"] == {"act_bits": 8, "bits": 4, "acc_bits": 16, "broadcast_columns": 4}
     assert [row["design"] for row in out["rows"]] == ["PE", "array 1x2"]
     pe, array = out["rows"]
     assert array["pes"] == 2 and array["pot"]["lut4"] > 2 * pe["pot"]["lut4"]
@@ -51,6 +51,7 @@ def test_main_table(capsys):
     (["--arrays", "4by16"], "array sizes are RxC"),
     (["--bits", "2"], "Weight bits must be from 3 to 8, not 2"),
     (["--acc-bits", "1"], "Accumulator bits"),
+    (["--broadcast-columns", "0"], "Broadcast columns must be a positive integer, not 0"),
 ])
 def test_main_wrong(capsys, args, message):
     assert main([*args, "--no-pack"]) == 2
