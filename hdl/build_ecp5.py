@@ -73,12 +73,13 @@ def prepare_ecp5(top, work, *, platform=None, synth_opts="", verilog=False):
             target.write_bytes(content.encode() if isinstance(content, str) else content)
 
 
-def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False, bitstream=True, timeout=None,
-             pack_only=False):
+def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False, bitstream=True, cpu_limit=None,
+             pack_only=False, synthesize=True):
     """Synthesize, place and route (and with `bitstream` pack to ``top.bit``) what `prepare_ecp5` wrote;
-    nextpnr is stopped after `timeout` seconds if given (ToolError "... timed out after N s"). With
+    nextpnr is stopped after `cpu_limit` seconds of CPU time if given (ToolError "... timed out ..."). With
     `pack_only` nextpnr only packs the netlist into the device's cells (minutes where placing a full chip
-    takes tens), and the Utilisation is its log's count of them, without Fmax.
+    takes tens), and the Utilisation is its log's count of them, without Fmax. With `synthesize` False the
+    netlist ``top.json`` already in `work` is placed (Yosys is not run).
 
     Returns the `hdl.reports.Utilisation` nextpnr reported (Fmax included).
     Raises `ToolError` with one line; for place and route it says "does not fit"
@@ -86,8 +87,9 @@ def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False,
     """
     platform = platform or ulx3s_platform()
     work = Path(work)
-    run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
-    (work / "yosys.stdout").unlink()
+    if synthesize:
+        run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
+        (work / "yosys.stdout").unlink()
     args = ["--quiet", "--log", "nextpnr.log", platform._nextpnr_device_options[platform.device],
             "--package", platform._nextpnr_package_options[platform.package].upper(), "--speed", platform.speed,
             "--json", "top.json", "--lpf", "top.lpf", "--seed", seed, "--report", "nextpnr.json"]
@@ -99,7 +101,7 @@ def run_ecp5(work, *, platform=None, seed=DEFAULT_SEED, timing_allow_fail=False,
     if timing_allow_fail:
         args.append("--timing-allow-fail")
     try:
-        run_tool("NEXTPNR_ECP5", args, cwd=work, log_path=work / "nextpnr.stdout", timeout=timeout)
+        run_tool("NEXTPNR_ECP5", args, cwd=work, log_path=work / "nextpnr.stdout", cpu_limit=cpu_limit)
     except ToolError as error:
         if "timed out" in str(error):
             raise ToolError(f"place and route {error}") from None

@@ -22,8 +22,8 @@ DSP blocks, ``synth_ice40 -dsp``, 8 SB_MAC16 on the UP5K; ``synth_ecp5``'s
 default MULT18X18D mapping). Points that cannot fit are recorded, not dropped:
 ``no-fit`` when nextpnr ran out of cells, ``no-place`` when it packed them
 within the chip but found no legal placement, ``timeout`` when nextpnr ran
-past ``--pnr-timeout`` minutes (30 on the ULX3S; the cells it packed are
-kept), ``no-fit-estimate`` when the board's resource estimate
+past ``--pnr-timeout`` minutes of CPU time (30 on the ULX3S; the cells it
+packed are kept), ``no-fit-estimate`` when the board's resource estimate
 (`boards.icebreaker.estimate_resources`) exceeds the chip by more than 25% and
 the flow is not run at all.
 
@@ -83,6 +83,10 @@ ESTIMATE_MARGIN = 1.25
 #: finished only for a cap no longer than the one it ran under.
 FINISHED = ("ok", "no-fit", "no-fit-estimate", "no-place", "timeout", "packed")
 RESULT_FILE = "result.json"
+#: Yosys's netlist of a point, kept beside the SHA-256 of the top.il it came from when nextpnr ran out of
+#: time on it, so that a rerun under a longer cap skips synthesis (tens of minutes for a full ECP5).
+NETLIST = "top.json"
+NETLIST_STAMP = "top.json.sha256"
 FORMAT_VERSION = 1
 DEFAULT_SEED = 1
 
@@ -143,8 +147,9 @@ class _ICEBreaker:
     #: `hdl.sweep_fill.search` ends when its smallest non-fit has at most this fraction more PEs than its
     #: largest fit (0: when they are neighbours in its list of shapes).
     fill_within = 0.0
-    #: Seconds a nextpnr run may take before it is stopped and the point counts as "timeout" (None: no cap).
-    pnr_timeout_s = None
+    #: Seconds of CPU time a nextpnr run may take before it is stopped and the point counts as "timeout"
+    #: (None: no cap). CPU time, not wall time: the same work however many jobs share the machine.
+    pnr_cpu_limit_s = None
     #: Fraction of the chip's cells at which a design failed to place in an earlier run (None: the cell
     #: count is the limit); `hdl.sweep_fill.search` starts below it.
     place_limit = None
@@ -197,14 +202,15 @@ class _ICEBreaker:
         plan = self.platform().prepare(top, name="top", synth_opts=synth_opts)
         _write_plan(plan, work)
 
-    def implement(self, work, seed, timeout=None, pack_only=False):
-        run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
+    def implement(self, work, seed, timeout=None, pack_only=False, synthesize=True):
+        if synthesize:
+            run_tool("YOSYS", ["-q", "-l", "yosys.log", "top.ys"], cwd=work, log_path=work / "yosys.stdout")
         try:
             run_tool("NEXTPNR_ICE40", ["--quiet", "--log", "nextpnr.log", "--up5k", "--package", "sg48",
                                        "--json", "top.json", "--pcf", "top.pcf", "--seed", seed,
                                        "--report", "nextpnr.json", "--timing-allow-fail"]
                      + (["--pack-only"] if pack_only else []),
-                     cwd=work, log_path=work / "nextpnr.stdout", timeout=timeout)
+                     cwd=work, log_path=work / "nextpnr.stdout", cpu_limit=timeout)
         except ToolError as error:
             if "timed out" in str(error):
                 raise
@@ -234,9 +240,9 @@ class _ULX3S(_ICEBreaker):
     lc_name = "LUT4s"
     #: A full LFE5U-85F run takes tens of minutes: settle the fill to within 4% of PEs.
     fill_within = 0.04
-    #: An LFE5U-85F point that fills most of the chip places and routes in 15-20 min on a shared 2-core
-    #: machine; one that is at the placer's limit runs for 40 min and more before it fails.
-    pnr_timeout_s = 30 * 60
+    #: An LFE5U-85F point that fills most of the chip places and routes in 15-20 min of CPU; one that is at
+    #: the placer's limit runs for 40 min and more before it fails.
+    pnr_cpu_limit_s = 30 * 60
     #: Session 4's fill: 17 x 50 PoT PEs packed into 67,682 of 83,640 LUT4 (80.9%) and 43,670 FF, and
     #: nextpnr-ecp5 found no legal placement ("design is probably at utilisation limit", 41 min).
     place_limit = 0.80
@@ -279,10 +285,10 @@ class _ULX3S(_ICEBreaker):
         from .build_ecp5 import prepare_ecp5
         prepare_ecp5(top, work, platform=self.platform(), synth_opts=synth_opts)
 
-    def implement(self, work, seed, timeout=None, pack_only=False):
+    def implement(self, work, seed, timeout=None, pack_only=False, synthesize=True):
         from .build_ecp5 import run_ecp5
         return run_ecp5(work, platform=self.platform(), seed=seed, timing_allow_fail=True, bitstream=False,
-                        timeout=timeout, pack_only=pack_only)
+                        cpu_limit=timeout, pack_only=pack_only, synthesize=synthesize)
 
     def log_usage(self, work):
         from .reports_ecp5 import read_ecp5_log
@@ -357,7 +363,7 @@ def _finished(work, key, timeout=None):
         return None
     if result.get("key") != key or result.get("status") not in FINISHED:
         return None
-    if result["status"] == "timeout" and (timeout is None or (result.get("pnr_timeout_s") or 0) < timeout):
+    if result["status"] == "timeout" and (timeout is None or (result.get("pnr_cpu_limit_s") or 0) < timeout):
         return None
     return result
 
@@ -403,7 +409,7 @@ def _base_result(board, point, setting, key):
         "fmax_mhz": None, "target_mhz": None, "peak_macs_per_s": None, "macs_per_lc": None, "critical_path": None,
         "act_bits": None, "acc_bits": None, "layers": setting["layers"],
         "lc_estimate": None, "ebr_estimate": None, "synth_opts": None, "seed": setting["seed"],
-        "pnr_timeout_s": setting.get("pnr_timeout_s"),
+        "pnr_cpu_limit_s": setting.get("pnr_cpu_limit_s"),
         "seconds": None, "model": setting["model"], "model_sha256": setting["model_sha256"],
         "sources_sha256": setting["sources_sha256"], "key": key,
     }
@@ -471,7 +477,7 @@ def _prepare(board, point, setting, quantized, work, key):
     result.update(target_mhz=round(top.frequency / 1e6, 6), acc_bits=top.engine.acc_bits)
     work.mkdir(parents=True, exist_ok=True)
     for stale in work.iterdir():
-        if stale.is_file():
+        if stale.is_file() and stale.name not in (NETLIST, NETLIST_STAMP, "yosys.log"):
             stale.unlink()
     board.prepare(top, work, result["synth_opts"])
     return result, True
@@ -487,12 +493,17 @@ def _failure_status(message):
 
 
 def _implement(board, result, work, seed, timeout=None, pack_only=False):
-    """Run the flow of a prepared point (any thread), nextpnr for at most `timeout` seconds; fill in and
-    return its result. A point that runs out of time keeps the cells nextpnr packed before it was stopped.
+    """Run the flow of a prepared point (any thread), nextpnr for at most `timeout` seconds of CPU; fill in and
+    return its result. A point that runs out of time keeps the cells nextpnr packed before it was stopped,
+    and its netlist (`NETLIST`), which a rerun of the same top.il places without synthesizing again.
     With `pack_only` nextpnr stops after packing: status "packed" and the cells, no Fmax."""
     start = time.perf_counter()
+    source = hashlib.sha256((work / "top.il").read_bytes()).hexdigest()
+    stamp = work / NETLIST_STAMP
+    synthesize = not ((work / NETLIST).is_file() and stamp.is_file() and stamp.read_text().strip() == source)
+    result["synthesized"] = synthesize
     try:
-        usage = board.implement(work, seed, timeout, pack_only)
+        usage = board.implement(work, seed, timeout, pack_only, synthesize)
     except ToolError as error:
         message = str(error)
         _usage_into(result, board.log_usage(work))
@@ -510,7 +521,12 @@ def _implement(board, result, work, seed, timeout=None, pack_only=False):
             result.update(status="ok", fmax_mhz=fmax, peak_macs_per_s=peak,
                           macs_per_lc=round(peak / result["lc_used"], 1) if result["lc_used"] else None,
                           critical_path=critical_path(board.read_log(work), clock[0]))
-    for bulky in ("top.json", "top.il", "yosys.stdout", "nextpnr.stdout"):
+    if result["status"] == "timeout" and (work / NETLIST).is_file():
+        stamp.write_text(source + "\n")          # a rerun under a longer cap places this netlist again
+    else:
+        (work / NETLIST).unlink(missing_ok=True)
+        stamp.unlink(missing_ok=True)
+    for bulky in ("top.il", "yosys.stdout", "nextpnr.stdout"):
         (work / bulky).unlink(missing_ok=True)
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
@@ -534,7 +550,7 @@ def sources_digest():
 
 
 def make_setting(board, checkpoint, *, top="board", layers=None, freq_mhz=None, seed=DEFAULT_SEED,
-                 pnr_timeout_s=None):
+                 pnr_cpu_limit_s=None):
     """What every point of a sweep shares: board, top, clock target, seed, nextpnr's time cap (seconds; None:
     the board's, 0: none), layers, model (and its hash).
 
@@ -557,7 +573,7 @@ def make_setting(board, checkpoint, *, top="board", layers=None, freq_mhz=None, 
         raise UserError(f"No linear layer {unknown[0]!r} in {checkpoint}; it has "
                         f"{', '.join(model.linear_names[:4])}, ... ({len(model.linear_names)} layers)")
     return {"board": board.name, "device": board.family, "top": top, "capacity": board.capacity,
-            "freq_mhz": freq_mhz, "pnr_timeout_s": board.pnr_timeout_s if pnr_timeout_s is None else pnr_timeout_s,
+            "freq_mhz": freq_mhz, "pnr_cpu_limit_s": board.pnr_cpu_limit_s if pnr_cpu_limit_s is None else pnr_cpu_limit_s,
             "seed": seed, "layers": names, "layer_shapes": [list(model.weight(name).shape) for name in names],
             "model": str(checkpoint), "model_sha256": sha256_of_checkpoint(checkpoint),
             "sources_sha256": sources_digest()}
@@ -577,7 +593,7 @@ def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None, q
     board = BOARDS[setting["board"]]
     out = Path(out)
     seed = setting["seed"]
-    timeout = setting.get("pnr_timeout_s") or None
+    timeout = setting.get("pnr_cpu_limit_s") or None
     pack_only = bool(setting.get("pack_only"))
     quantized = quantized or quantizer(setting)
     results = {}
@@ -585,7 +601,7 @@ def sweep(sweep_points, setting, *, out, jobs=1, rebuild=False, progress=None, q
     for point in sweep_points:
         work = out / point.label
         key = _key(point, setting)
-        done = None if rebuild else _finished(work, key, setting.get("pnr_timeout_s") or None)
+        done = None if rebuild else _finished(work, key, setting.get("pnr_cpu_limit_s") or None)
         if done is not None:
             results[point] = done
             if progress:
@@ -932,9 +948,10 @@ def parse_args(argv):
                              "PEs than the largest known to fit (default: icebreaker 0, i.e. neighbours in the "
                              "search's list; ulx3s 4)")
     parser.add_argument("--pnr-timeout", metavar="MIN", type=_minutes, default=None,
-                        help="stop a nextpnr run after MIN minutes; the point is then recorded as \"timeout\" "
+                        help="stop a nextpnr run after MIN minutes of CPU time (not wall time: the machine may be "
+                             "shared); the point is then recorded as \"timeout\" "
                              "and --fill counts it as not fitting (default: icebreaker none, ulx3s "
-                             f"{_ULX3S.pnr_timeout_s // 60}; 0: none)")
+                             f"{_ULX3S.pnr_cpu_limit_s // 60}; 0: none)")
     parser.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=1, help="points built at once")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: build/sweep/<board>, build/sweep/<board>-engine, "
@@ -966,7 +983,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else BUILD_DIR / "sweep" / default_out
 
     setting = make_setting(board, checkpoint, top=args.top, layers=args.layers, freq_mhz=args.freq, seed=seeds[0],
-                           pnr_timeout_s=None if args.pnr_timeout is None else args.pnr_timeout * 60)
+                           pnr_cpu_limit_s=None if args.pnr_timeout is None else args.pnr_timeout * 60)
 
     from tqdm import tqdm
     bar = tqdm(total=len(sweep_points), unit="point", file=sys.stderr, disable=args.quiet, desc="hdl.sweep")
@@ -1011,7 +1028,7 @@ def _main_fill(args, argv, board, checkpoint, seeds):
             board, checkpoint, kinds=kinds, top=args.top, layers=args.layers, freq_mhz=args.freq, seeds=seeds,
             out=out, rebuild=args.rebuild, progress=progress,
             within=None if args.fill_within is None else args.fill_within / 100,
-            pnr_timeout_s=None if args.pnr_timeout is None else args.pnr_timeout * 60)
+            pnr_cpu_limit_s=None if args.pnr_timeout is None else args.pnr_timeout * 60)
     finally:
         bar.close()
     setting = dict(setting, seeds=seeds)

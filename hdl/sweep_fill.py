@@ -173,7 +173,7 @@ def best_entry(results):
 
 
 def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, seeds=(1,), out, rebuild=False,
-         progress=None, max_rows=None, max_cols=None, within=None, pnr_timeout_s=None):
+         progress=None, max_rows=None, max_cols=None, within=None, pnr_cpu_limit_s=None):
     """Search the largest array of every kind ``(pe, bits)`` in `kinds`; returns
     ``(setting, results, best, searches)``.
 
@@ -181,11 +181,11 @@ def fill(board, checkpoint, *, kinds, top="board", layers=None, freq_mhz=None, s
     maps each kind's series name (``pot-b4``, ``int8-dsp``) to `best_entry` (None if nothing fits),
     `searches` each kind's name to `search`'s trace (every shape tried, why, and its outcome).
     Points are built under ``out/seed<S>/<label>/`` and reused like the sweep's. `within` is `search`'s
-    (None: the board's ``fill_within``); `pnr_timeout_s` caps each nextpnr run (None: the board's
-    ``pnr_timeout_s``, 0: no cap), and a run stopped by it counts as not fitting.
+    (None: the board's ``fill_within``); `pnr_cpu_limit_s` caps each nextpnr run's CPU time (None: the board's
+    ``pnr_cpu_limit_s``, 0: no cap), and a run stopped by it counts as not fitting.
     """
     settings = {seed: make_setting(board, checkpoint, top=top, layers=layers, freq_mhz=freq_mhz, seed=seed,
-                                   pnr_timeout_s=pnr_timeout_s)
+                                   pnr_cpu_limit_s=pnr_cpu_limit_s)
                 for seed in seeds}
     first = settings[seeds[0]]
     quantized = quantizer(first)

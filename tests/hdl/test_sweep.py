@@ -108,7 +108,7 @@ def test_failure_status(message, status):
 
 def test_a_timeout_is_finished_only_under_as_long_a_cap(tmp_path):
     """A point stopped at a 20-min cap is not rebuilt under 20 min or less, and is under a longer cap or none."""
-    (tmp_path / "result.json").write_text(json.dumps({"key": "k", "status": "timeout", "pnr_timeout_s": 1200}))
+    (tmp_path / "result.json").write_text(json.dumps({"key": "k", "status": "timeout", "pnr_cpu_limit_s": 1200}))
     assert hdl.sweep._finished(tmp_path, "k", 1200)["status"] == "timeout"
     assert hdl.sweep._finished(tmp_path, "k", 600) is not None
     assert hdl.sweep._finished(tmp_path, "k", 1800) is None and hdl.sweep._finished(tmp_path, "k", None) is None

@@ -40,3 +40,11 @@ def test_run_tool_stops_a_tool_at_its_timeout(monkeypatch, tmp_path):
         run_tool("NEXTPNR_ECP5", ["30"], cwd=tmp_path, log_path=tmp_path / "out.log", timeout=0.5)
     assert (tmp_path / "out.log").read_text() == ""
     assert run_tool("NEXTPNR_ECP5", ["0"], cwd=tmp_path, timeout=5) == ""
+
+
+def test_run_tool_stops_a_tool_at_its_cpu_limit(monkeypatch, tmp_path):
+    """A CPU-time cap stops a busy tool after that much work (however loaded the machine), and says so."""
+    monkeypatch.setenv("NEXTPNR_ECP5", "sh")
+    with pytest.raises(ToolError, match=r"^sh timed out after 1 s of CPU time$"):
+        run_tool("NEXTPNR_ECP5", ["-c", "while :; do :; done"], cwd=tmp_path, cpu_limit=1, timeout=60)
+    assert run_tool("NEXTPNR_ECP5", ["-c", "echo done"], cwd=tmp_path, cpu_limit=5) == "done\n"
