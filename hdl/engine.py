@@ -411,8 +411,13 @@ class Engine(wiring.Component):
                             slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers],
                             computes_first=[int(self.period(p.k) - 1 - p.k == 0) for p in layers])
         first_slot = Signal(init=1)              # feed_slot == 0
+        # Room in the descriptor queue, from a flip-flop (the queue's level logic was the board top's
+        # critical path into `start`): two free entries a cycle ago are at least one now, as at most
+        # one descriptor is written per cycle. The queue is then one entry shorter, which it can spare.
+        descriptor_room = Signal(init=1)
+        m.d.sync += descriptor_room.eq(descriptors.level < _DESCRIPTOR_DEPTH - 1)
         start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & room
-                 & (~first_slot | descriptors.w_rdy))
+                 & (~first_slot | descriptor_room))
         k = Mux(feed_active, feed_k, 0)
         drain = feed_active & (feed_beat == feed["beat_last"])       # never the start beat (K >= 1)
         compute = Mux(feed_active, (feed_beat >= feed["lead"]) & ~drain, start & feed["computes_first"])
