@@ -5,7 +5,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
-from .ice40_spram import ICE40SPRAM
+from hdl.ice40_spram import ICE40SPRAM
 
 __all__ = ["SPRAMCodeStore", "SPRAMCodeBanks"]
 
