@@ -40,13 +40,16 @@ class SinglePortMemory(Elaboratable):
         Bits per word (unsigned).
     depth : int
         Words.
+    spram : bool, optional
+        Build it of `ICE40SPRAM` blocks whatever the platform (off the chip they simulate as plain memories,
+        so a test runs the SPRAM arrangement); default: on an iCE40 platform only.
     """
 
-    def __init__(self, *, shape, depth):
+    def __init__(self, *, shape, depth, spram=None):
         for name, value in (("shape", shape), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        self._width, self._depth = shape, depth
+        self._width, self._depth, self._spram = shape, depth, spram
         self._write = self._read = None
         self._granularity = None
 
@@ -94,7 +97,8 @@ class SinglePortMemory(Elaboratable):
         if read is None:
             read = memory.ReadPort.Signature(addr_width=self.addr_width, shape=self._width).create()
         writing = write.en.any()
-        if not isinstance(platform, SiliconBluePlatform):
+        spram = isinstance(platform, SiliconBluePlatform) if self._spram is None else self._spram
+        if not spram:
             m.submodules.memory = mem = memory.Memory(shape=self._width, depth=self._depth, init=[])
             w = mem.write_port(granularity=None if self._granularity == self._width else self._granularity)
             r = mem.read_port()
