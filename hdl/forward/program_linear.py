@@ -15,7 +15,7 @@ from .arith import check_int, saturate
 from .requantizer import Requantizer
 
 __all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "code_words", "column_words", "pack_codes",
-           "program_layers"]
+           "program_code_banks", "program_layers"]
 
 #: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
 #: single-port memories (iCE40 SPRAM) with no initial contents, written through the ``code_write`` port.
@@ -76,6 +76,14 @@ def pack_codes(layers, *, rows, columns, bits, zero_code):
     padded[:total] = flat
     packed = sum(padded[:, r].astype(object) << (bits * r) for r in range(rows))
     return np.array(packed, dtype=object).reshape(depth, columns).T, bases
+
+
+def program_code_banks(compiled, *, rows, columns):
+    """The code banks (`pack_codes`) of the `ProgramLinear` of `compiled`'s program on a ``rows x columns``
+    array: what a host writes into a board whose codes are loaded (``codes="loaded"``)."""
+    fmt = PotFormat(compiled.bits)
+    return pack_codes(program_layers(compiled), rows=rows, columns=columns, bits=fmt.bits,
+                      zero_code=fmt.zero_code)[0]
 
 
 class LinearLayer:
