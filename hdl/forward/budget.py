@@ -93,12 +93,6 @@ class Board:
         """Block RAMs a ``width x depth`` memory takes in its best shape."""
         return min(-(-width // w) * -(-depth // d) for w, d in self.block_shapes)
 
-    def spram_words_of(self, width, depth):
-        """SPRAM words a ``width x depth`` memory takes (narrow entries packed several to a word)."""
-        if width <= self.spram_width:
-            return -(-depth // (self.spram_width // width))
-        return -(-width // self.spram_width) * depth
-
 
 BOARDS = {
     "icebreaker": Board(name="icebreaker", device="iCE40UP5K", block_name="EBR", blocks=30,
@@ -116,7 +110,9 @@ class MemoryNeed:
 
     kind: "codes", "kv", "constant" (read once per token, in order), "table" (random access), "buffer".
     ``token_bits``: bits read from it per token (what streaming it from flash costs). ``banks``: memories
-    of ``width / banks`` bits side by side (the code banks, one per array column).
+    of ``width / banks`` bits side by side (the code banks, one per array column). ``single_port``: the core
+    builds it as `hdl.single_port_memory.SinglePortMemory` (s): SPRAM on the UP5K (the KV cache; the codes
+    when the core loads them, ``codes="loaded"``; initialised codes are block RAM).
     """
 
     name: str
@@ -125,6 +121,7 @@ class MemoryNeed:
     depth: int
     token_bits: int
     banks: int = 1
+    single_port: bool = False
 
     @property
     def sprams(self):
@@ -192,7 +189,8 @@ def forward_memories(compiled, *, context, rows=4, columns=3, **core_options):
             token_bits = width * (d if base in ("wte", "wpe") else 1) if base in _ROW_READ else width * depth
         else:
             token_bits = 0
-        needs.append(MemoryNeed(name, kind, width, depth, token_bits, columns if kind == "codes" else 1))
+        single_port = kind == "kv" or (kind == "codes" and core_options.get("codes", "rom") == "loaded")
+        needs.append(MemoryNeed(name, kind, width, depth, token_bits, columns if kind == "codes" else 1, single_port))
     return needs
 
 
@@ -213,7 +211,7 @@ def place(needs, board, *, flash=False):
                            "bits": need.bits, "where": where, "blocks": blocks, "sprams": sprams}
 
     for need in needs:
-        if board.sprams and need.kind in ("codes", "kv"):
+        if board.sprams and need.single_port:
             put(need, "SPRAM", sprams=need.sprams)
             if need.kind == "codes":
                 code_sprams += need.sprams
@@ -420,9 +418,9 @@ def main(argv=None):
     p.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
                    help="override a width of golden.compile.IntFormats, e.g. mult_bits=8")
     p.add_argument("--rows", metavar="R", type=positive_int, default=None,
-                   help="the core's PoT array rows (default: the board's forward build's)")
+                   help="the core's PoT array rows (default: the iCEBreaker forward build's, 4)")
     p.add_argument("--columns", metavar="C", type=positive_int, default=None,
-                   help="the core's PoT array columns (default: the board's forward build's)")
+                   help="the core's PoT array columns (default: the iCEBreaker forward build's, 3)")
     p.add_argument("--context", metavar="N", type=positive_int, default=None,
                    help="positions of the KV cache (default: the largest that fits)")
     p.add_argument("--clock", metavar="MHZ", type=float, default=None,
@@ -438,8 +436,10 @@ def main(argv=None):
         raise UserError(f"--context {args.context}: the model has {compiled.config.n_positions} positions")
     from ..build_forward import FORWARD_CORES
 
-    shape = {**FORWARD_CORES[board.name], **{k: v for k, v in (("rows", args.rows), ("columns", args.columns))
-                                            if v is not None}}
+    # The iCEBreaker's forward core decides where its memories go (codes loaded into SPRAM, the KV word's
+    # lanes); elsewhere the memories do not depend on the core's speed options.
+    base = FORWARD_CORES["icebreaker"] if board.sprams else {"rows": 4, "columns": 3}
+    shape = {**base, **{k: v for k, v in (("rows", args.rows), ("columns", args.columns)) if v is not None}}
     reached = fit(compiled, board, **shape)
     context = args.context or reached["context"] or min(64, compiled.config.n_positions)
     budget = place(forward_memories(compiled, context=context, **shape), board)
