@@ -382,6 +382,15 @@ def _table(compiled, board, context, budget, reached):
             biggest = sorted((r for r in budget["placement"] if r["blocks"]), key=lambda r: -r["blocks"])[:6]
             lines.append(f"still missing at context {context}: {missing} {board.block_name} (the largest: "
                          + ", ".join(f"{r['name']} {r['blocks']}" for r in biggest) + ")")
+            by_name = {r["name"]: r for r in budget["placement"]}
+            head = next((op for op in compiled.program if op["op"] == "head"), {})
+            if head.get("table") == "wte.table" and "head_table" in by_name and "wte" in by_name:
+                lines.append(f"  the head is tied: head_table holds wte's {by_name['wte']['bits'] // 8:,} bytes again "
+                             f"({by_name['head_table']['blocks']} {board.block_name} one shared table would save)")
+            constant_bits = sum(r["bits"] for r in budget["placement"] if r["kind"] == "constant")
+            lines.append(f"  the constants alone are {constant_bits / 1024:.1f} Kbit against "
+                         f"{board.blocks * board.block_bits / 1024:.0f} Kbit of {board.block_name}: at these formats "
+                         f"they cannot all be block RAM (see the ways to fit)")
     return lines
 
 
