@@ -191,6 +191,8 @@ class ForwardLink(ServesIdentity, wiring.Component):
             load_bank, load_address = Signal(8), Signal(16)
             m.d.sync += code.en.eq(0)
             m.d.comb += [code.bank.eq(load_bank), code.addr.eq(load_address)]
+            with m.If(code.en):                          # the word written this cycle: on to the next address
+                m.d.sync += load_address.eq(load_address + 1)
 
         with m.FSM(name="link_fsm") as fsm:
             framing.request_states(idle=[phase.eq(0), index.eq(0), address.eq(0), bad_argument.eq(0)],
@@ -255,19 +257,9 @@ class ForwardLink(ServesIdentity, wiring.Component):
                             m.d.sync += in_pass.eq(0)
                         m.next = "Load-words"
 
-                with m.State("Load-words"):
-                    m.d.comb += rx.ready.eq(1)
-                    with m.If(remaining.zero):
-                        m.next = "Load-end"
-                    with m.Elif(rx.valid):
-                        m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
-                        remaining.count_down(m)
-                        with m.If(phase):
-                            word = Cat(low, rx.payload)
-                            m.d.sync += [code.en.eq(1), code.data.eq(word), checksum.eq(checksum + word)]
-                    framing.if_timed_out()
-                    with m.If(code.en):                  # the word written this cycle: on to the next address
-                        m.d.sync += load_address.eq(load_address + 1)
+                def write_word(word):
+                    m.d.sync += [code.en.eq(1), code.data.eq(word), checksum.eq(checksum + word)]
+                framing.words_state("Load-words", phase=phase, low=low, on_word=write_word, after="Load-end")
 
                 with m.State("Load-end"):                # the last word is written; the pass goes on from here
                     with m.If(framing.line_err):
@@ -303,19 +295,12 @@ class ForwardLink(ServesIdentity, wiring.Component):
                              tokens.eq(context - prompt_length)]
                 m.next = "Ids"
 
-            with m.State("Ids"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(remaining.zero):
-                    m.next = "Check-ids"
-                with m.Elif(rx.valid):
-                    m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
-                    remaining.count_down(m)
-                    with m.If(phase):
-                        m.d.comb += write.en.eq(1)
-                        m.d.sync += address.eq(address + 1)
-                        with m.If(Cat(low, rx.payload) >= vocab):
-                            m.d.sync += bad_argument.eq(1)
-                framing.if_timed_out()
+            def store_id(word):
+                m.d.comb += write.en.eq(1)
+                m.d.sync += address.eq(address + 1)
+                with m.If(word >= vocab):
+                    m.d.sync += bad_argument.eq(1)
+            framing.words_state("Ids", phase=phase, low=low, on_word=store_id, after="Check-ids")
 
             with m.State("Check-ids"):
                 # A line error answers LINE_ERROR (`respond` turns the error into it).

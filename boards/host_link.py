@@ -240,18 +240,10 @@ class HostLink(ServesIdentity, wiring.Component):
                 with m.Else():
                     m.next = "Load-data"
 
-            with m.State("Load-data"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(remaining.zero):
-                    m.next = "End"
-                with m.Elif(rx.valid):
-                    m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
-                    remaining.count_down(m)
-                    with m.If(phase):
-                        m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(rx.payload << 8 | low),
-                                     address.eq(address + 1),
-                                     checksum.eq(checksum + (rx.payload << 8 | low))]
-                framing.if_timed_out()
+            def write_word(word):
+                m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(word), address.eq(address + 1),
+                             checksum.eq(checksum + word)]
+            framing.words_state("Load-data", phase=phase, low=low, on_word=write_word, after="End")
 
             with m.State("Layer"):
                 m.d.comb += rx.ready.eq(1)
