@@ -218,7 +218,7 @@ def place(needs, board, *, flash=False):
             else:
                 kv_sprams += need.sprams
         elif need.kind != "constant" or not flash:
-            put(need, board.block_name, blocks=board.blocks_of(need.width, need.depth))
+            put(need, board.block_name, blocks=need.banks * board.blocks_of(need.width // need.banks, need.depth))
             blocks += rows[need.name]["blocks"]
 
     def saving(need):
