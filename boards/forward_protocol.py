@@ -20,10 +20,11 @@ included; a request cut short answered ``TIMEOUT``, a byte lost on the line
     on. Response: the sum of the words, mod 2**16 (u16). ``BAD_LENGTH`` if
     the length is under 5 or even; ``BAD_ARGUMENT`` if the bank is not below
     the columns or the words run past ``code_words``; ``BAD_COMMAND`` on a
-    build whose codes are in its bitstream. The codes count as loaded once
-    LOADs have written every bank in order, bank 0 address 0 first, each
-    LOAD going on where the last stopped, none cut short or hit by a line
-    error; any other LOAD makes them not loaded until the next whole pass.
+    build whose codes are in its bitstream. Any LOAD makes the codes not
+    loaded; they count as loaded again once LOADs have written every bank
+    in order, bank 0 address 0 first, each starting where the last whole
+    one stopped (a LOAD cut short may be sent again; one out of order, or
+    hit by a line error, breaks the pass until the next from bank 0 address 0).
 ``GENERATE`` (0x47, ``G``), ``count u16 | inv_temperature u16 | top_k u16 |
     seed u32 | ids u16 * n`` with ``n >= 1``.
     Runs the prompt `ids` from an empty KV cache and samples ``c = min(count,
