@@ -1,6 +1,6 @@
 """Every linear layer of a program on one split-K PoT array: one code memory, channel-indexed requantisers."""
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -145,7 +145,8 @@ class ProgramLinear(wiring.Component):
       ``code_write`` with `code_banks` before the first layer runs);
     - ``bias``, ``mult``, ``shift``: one entry per output channel of every
       layer (layer ``l`` from ``channel_base[l]``), `channels` deep;
-    - ``bank0`` .. : ``rows`` activation banks of `max_chunk` entries.
+    - ``banks``: the ``rows`` activation banks of `max_chunk` entries side by side (one memory: every beat
+      reads entry ``t`` of each; a loaded activation writes its bank's lane).
 
     The layer is chosen by the ``select`` port, held for the whole layer
     (from its first activation to its last output). Outputs are requantised to
@@ -301,7 +302,7 @@ class ProgramLinear(wiring.Component):
         return [("codes", self.code_bits * self._columns, self.code_depth),
                 ("bias", self.bias_bits, self.channels), ("mult", self._mult_bits, self.channels),
                 ("shift", 6, self.channels)] + \
-            [(f"bank{r}", self._act_bits, self.max_chunk) for r in range(self._rows)]
+            [("banks", self._act_bits * self._rows, self.max_chunk)]
 
     @property
     def utilisation(self):
@@ -338,11 +339,9 @@ class ProgramLinear(wiring.Component):
                              write.en.eq(self.code_write.en & (self.code_write.bank == s))]
             m.submodules[f"codes{s}"] = bank
             code_reads.append(bank.read_port())
-        banks = []
-        for r in range(R):
-            bank = memory.Memory(shape=signed(self._act_bits), depth=max_chunk, init=[])
-            m.submodules[f"bank{r}"] = bank
-            banks.append((bank.write_port(), bank.read_port()))
+        A = self._act_bits
+        m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[])
+        bank_write, bank_read = bank_memory.write_port(granularity=A), bank_memory.read_port()
         constants = {}
         for name, shape in (("bias", signed(self.bias_bits)), ("mult", self._mult_bits), ("shift", 6)):
             values = [int(v) for x in layers for v in getattr(x, name)]
@@ -386,13 +385,14 @@ class ProgramLinear(wiring.Component):
                     with m.Case(ph):
                         m.d.comb += word.eq(code_reads[(ph + c) % C].data)
             column_codes.append(word)
-        for r, (write, read) in enumerate(banks):
-            m.d.comb += [write.addr.eq(bank_entry), write.data.eq(self.a.payload),
-                         write.en.eq(self.a.valid & self.a.ready & (bank_index == r)), read.addr.eq(t)]
+        m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
+                     bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t)]
+        for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
                 code = column_codes[c][fmt.bits * r:fmt.bits * (r + 1)]
-                m.d.comb += [pe.x_in.eq(read.data), pe.drain_in.eq(beat_drain), pe.w_in.eq(code)]
+                m.d.comb += [pe.x_in.eq(bank_read.data[A * r:A * (r + 1)].as_signed()), pe.drain_in.eq(beat_drain),
+                             pe.w_in.eq(code)]
                 with m.If(~beat_valid | beat_drain | (beat_columns <= c)):
                     m.d.comb += pe.w_in.eq(fmt.zero_code)
 

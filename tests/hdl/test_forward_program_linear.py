@@ -106,7 +106,7 @@ def test_memories(tmp_path):
     # c_attn 16x48, c_proj 16x16, c_fc 16x64, c_proj 64x16: chunks 4, 4, 4, 16; no padding of N: one column
     # word of 4 codes per (chunk row, channel), dealt to 3 banks
     assert memories["codes"] == (4 * 12, (4 * 48 + 4 * 16 + 4 * 64 + 16 * 16) // 3)
-    assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["bank0"] == (8, 16)
+    assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
 
 
 @pytest.mark.parametrize("codes", ["rom", "loaded"])
