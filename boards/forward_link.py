@@ -230,20 +230,9 @@ class ForwardLink(ServesIdentity, wiring.Component):
                         framing.respond_error(Status.BAD_COMMAND)
 
             if loads:
-                with m.State("Load-header"):             # bank, address low, address high
-                    m.d.comb += rx.ready.eq(1)
-                    with m.If(rx.valid):
-                        m.d.sync += index.eq(index + 1)
-                        remaining.count_down(m)
-                        with m.Switch(index):
-                            with m.Case(0):
-                                m.d.sync += load_bank.eq(rx.payload)
-                            with m.Case(1):
-                                m.d.sync += load_address[:8].eq(rx.payload)
-                            with m.Case(2):
-                                m.d.sync += load_address[8:].eq(rx.payload)
-                                m.next = "Load-check"
-                    framing.if_timed_out()
+                framing.fields_state("Load-header", index=index, after="Load-check", fields=[
+                    lambda byte: [load_bank.eq(byte)], lambda byte: [load_address[:8].eq(byte)],
+                    lambda byte: [load_address[8:].eq(byte)]])
 
                 with m.State("Load-check"):
                     m.d.sync += checksum.eq(0)
