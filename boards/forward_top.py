@@ -98,7 +98,8 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     Raises
     ------
     ValueError
-        On an unknown board, a clock the PLL or the baud rate cannot be made from, or a bad timeout.
+        On an unknown board, a clock the PLL or the baud rate cannot be made from, a bad timeout, or
+        code words wider than a LOAD's 16 bits.
     """
 
     def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
@@ -113,6 +114,9 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         self._uart = UART(divisor=divisor)
         self._core = core
         loads = core.linear.codes == "loaded"
+        if loads and core.linear.code_bits > 16:
+            raise ValueError(f"A LOAD carries 16-bit code words: with the codes loaded by the host, rows x bits "
+                             f"must be at most 16, not {core.rows} x {core.linear.code_bits // core.rows}")
         self._identity = ForwardIdentity.of(core.compiled, context=core.context, clock_hz=self._pll.frequency,
                                             divisor=divisor, rows=core.rows, columns=core.columns,
                                             code_words=core.linear.code_depth if loads else 0, loads_codes=loads)

@@ -68,6 +68,8 @@ def test_tops(tiny):
     assert ulx3s.identity.digest == icebreaker.identity.digest
     with pytest.raises(ValueError, match="Board must be one of icebreaker, ulx3s, not 'de10'"):
         compose_forward(tiny, board="de10")
+    with pytest.raises(ValueError, match="A LOAD carries 16-bit code words: .* not 5 x 4"):
+        compose_forward(tiny, board="icebreaker", rows=5)
 
 
 def test_sim_tiny_ulx3s(tiny, tiny_ulx3s):
