@@ -230,13 +230,20 @@ class ForwardLink(ServesIdentity, wiring.Component):
                         framing.respond_error(Status.BAD_COMMAND)
 
             if loads:
-                framing.fields_state("Load-header", index=index, after="Load-check", fields=[
+                framing.fields_state("Load-header", index=index, after="Load-sum", fields=[
                     lambda byte: [load_bank.eq(byte)], lambda byte: [load_address[:8].eq(byte)],
                     lambda byte: [load_address[8:].eq(byte)]])
 
+                # The checks are registered (`out_of_range`) so that no adder is in series with the FSM's logic.
+                out_of_range = Signal()
+                with m.State("Load-sum"):
+                    m.d.sync += [out_of_range.eq((load_bank >= columns)
+                                                 | (load_address + (remaining.value >> 1) > bank_words)),
+                                 checksum.eq(0)]
+                    m.next = "Load-check"
+
                 with m.State("Load-check"):
-                    m.d.sync += checksum.eq(0)
-                    with m.If((load_bank >= columns) | (load_address + (remaining.value >> 1) > bank_words)):
+                    with m.If(out_of_range):
                         m.d.sync += in_pass.eq(0)
                         framing.respond_error(Status.BAD_ARGUMENT)
                     with m.Else():
