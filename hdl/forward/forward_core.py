@@ -286,9 +286,7 @@ class ForwardCore(wiring.Component):
             return Array(Const(v, range(max(values) + 1)) for v in values)[index_of]
 
         m.d.comb += [norm.eps.eq(norm_constant(".eps")), norm.gamma_shift.eq(norm_constant(".shift")),
-                     linear.select.eq(select_of), gelu.layer.eq(gelu_of),
-                     sampler.logit_mult.eq(int(t["sampler.logit.mult"])),
-                     sampler.logit_shift.eq(int(t["sampler.logit.shift"]))]
+                     linear.select.eq(select_of), gelu.layer.eq(gelu_of)]
 
         # -- memories and their readers / writers ----------------------------------------------
         m.submodules.residual = residual = memory.Memory(shape=signed(f.res_bits), depth=d, init=[])

@@ -70,8 +70,10 @@ def attention_for(compiled, *, positions=None, lanes=1, groups=1):
 def sampler_for(compiled):
     """The `Sampler` of `compiled`'s vocabulary and formats."""
     f = compiled.formats
-    return Sampler(vocab_size=compiled.config.vocab_size, logit_bits=f.logit_bits, table=compiled.tensors["exp2.lut"],
-                   exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, mult_bits=f.mult_bits)
+    t = compiled.tensors
+    return Sampler(vocab_size=compiled.config.vocab_size, logit_bits=f.logit_bits, table=t["exp2.lut"],
+                   exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, logit_mult=int(t["sampler.logit.mult"]),
+                   logit_shift=int(t["sampler.logit.shift"]))
 
 
 def embedding_for(compiled):
