@@ -7,7 +7,7 @@ enough to hold its exact result.
 
 from amaranth import Const, Mux, signed
 
-__all__ = ["check_int", "round_shift", "saturate", "saturate_limits"]
+__all__ = ["check_int", "check_range", "round_shift", "round_shift_within", "saturate", "saturate_limits"]
 
 
 def check_int(name, value, low, high=None):
@@ -32,6 +32,34 @@ def round_shift(x, shift):
         return x if shift == 0 else ((x >> (shift - 1)) + 1) >> 1
     partial = x >> (shift - 1)[:len(shift)]
     return Mux(shift == 0, x, (partial + 1) >> 1)
+
+
+def check_range(name, value, low, high):
+    """`value` as a ``(lo, hi)`` pair of ints with ``low <= lo <= hi <= high``; else TypeError / ValueError."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (low, high) pair of integers, not {value!r}")
+    lo, hi = check_int(name, value[0], low, high), check_int(name, value[1], low, high)
+    if lo > hi:
+        raise ValueError(f"{name} must have low <= high, not {value!r}")
+    return lo, hi
+
+
+def round_shift_within(x, shift, low, high):
+    """`round_shift` of `x` by `shift` when `shift` is known to lie in ``[low, high]``.
+
+    The constant part of the shift is wiring: ``x >> (low - 1)`` first, then
+    a barrel shift of only ``high - low`` places (none when ``low == high``),
+    so a unit whose shifts come from a compiled artefact pays for the range
+    its artefact uses, not for all 64 shifts. Exact because
+    ``floor(floor(x / 2**a) / 2**b) = floor(x / 2**(a + b))``. `shift` outside
+    the range gives a wrong result: the caller guarantees the range.
+    """
+    if low == high:
+        return round_shift(x, low)
+    if low == 0:
+        return round_shift(x, shift)
+    partial = (x >> (low - 1)) >> (shift - low)[:(high - low).bit_length()]
+    return (partial + 1) >> 1
 
 
 def saturate_limits(bits):
