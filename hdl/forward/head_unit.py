@@ -9,7 +9,7 @@ import numpy as np
 from golden.datapath import check_act_bits
 
 from .arith import check_int
-from .requantizer import Requantizer
+from .serial_requantizer import SerialRequantizer
 
 __all__ = ["HeadUnit", "head_for"]
 
@@ -23,11 +23,15 @@ class HeadUnit(wiring.Component):
     meets one entry of every bank: ``lanes`` signed products (integer
     multipliers: DSPs where the device has them), summed, accumulated over
     ``ceil(d / lanes)`` cycles per token ``v``, then requantised per row by
-    the `Requantizer`. A token's logits take ``d + V ceil(d / lanes)`` cycles
-    and a few of pipeline; the whole pipeline stalls while ``o`` is not taken.
+    a `SerialRequantizer` (one bit of ``mult`` per cycle, no multiplier:
+    it works on one token's logit while the next token's dot product
+    runs). A token's logits take ``d + V max(ceil(d / lanes), mult_bits)``
+    cycles and a few of pipeline; the whole pipeline stalls while ``o`` is
+    not taken.
 
     Memories: ``table`` (``lanes * table_bits`` wide, ``V ceil(d / lanes)``
-    deep), ``mult`` and ``shift`` (``V`` deep), ``bank0`` .. (``ceil(d / lanes)``).
+    deep), ``mult`` and ``shift`` (``V`` deep), ``banks`` (``lanes *
+    act_bits`` wide, ``ceil(d / lanes)`` deep, written a lane at a time).
 
     Parameters
     ----------
@@ -91,16 +95,23 @@ class HeadUnit(wiring.Component):
         return self._act_bits + self._table_bits + (self._d - 1).bit_length() + 1
 
     @property
+    def shift_range(self):
+        """The smallest and largest of the per-row shifts (the requantiser's shifter covers only these)."""
+        return int(self._shift.min()), int(self._shift.max())
+
+    @property
     def cycles(self):
-        """Cycles of one token's logits with no stalls: load, ``V chunk`` words and the pipeline."""
-        return self._d + self._v * self.chunk + 6
+        """Cycles of one token's logits with no stalls: load, ``V`` rows of ``max(chunk, mult_bits)`` and the
+        pipeline."""
+        return self._d + self._v * max(self.chunk, self._mult_bits) + self._mult_bits + 6
 
     @property
     def memories(self):
         """``[(name, width, depth)]`` of the unit's memories."""
         return [("head_table", self._lanes * self._table_bits, self._v * self.chunk),
-                ("head_mult", self._mult_bits, self._v), ("head_shift", 6, self._v)] + \
-            [(f"head_bank{lane}", self._act_bits, self.chunk) for lane in range(self._lanes)]
+                ("head_mult", self._mult_bits, self._v),
+                ("head_shift", max(1, self.shift_range[1].bit_length()), self._v),
+                ("head_banks", self._lanes * self._act_bits, self.chunk)]
 
     def elaborate(self, platform):
         m = Module()
@@ -112,15 +123,14 @@ class HeadUnit(wiring.Component):
                  for row in padded for j in range(chunk)]
         m.submodules.table = table = memory.Memory(shape=L * T, depth=len(words), init=words)
         m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist())
-        m.submodules.shift = shifts = memory.Memory(shape=6, depth=V, init=self._shift.tolist())
+        m.submodules.shift = shifts = memory.Memory(shape=max(1, self.shift_range[1].bit_length()), depth=V,
+                                                    init=self._shift.tolist())
         table_read, mult_read, shift_read = table.read_port(), mults.read_port(), shifts.read_port()
-        banks = []
-        for lane in range(L):
-            bank = memory.Memory(shape=signed(A), depth=chunk, init=[])
-            m.submodules[f"bank{lane}"] = bank
-            banks.append((bank.write_port(), bank.read_port()))
-        m.submodules.requantizer = requant = Requantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
-                                                         shift_bits=6, out_bits=self._logit_bits)
+        m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[])
+        bank_write, bank_read = banks.write_port(granularity=A), banks.read_port()
+        m.submodules.requantizer = requant = SerialRequantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
+                                                               shift_range=self.shift_range,
+                                                               out_bits=self._logit_bits)
         wiring.connect(m, requant.o, wiring.flipped(self.o))
 
         # Loading: activation i -> bank i % L, entry i // L.
@@ -138,12 +148,12 @@ class HeadUnit(wiring.Component):
                      shift_read.addr.eq(token2), shift_read.en.eq(advance),
                      requant.i.payload.mult.eq(mult_read.data), requant.i.payload.shift.eq(shift_read.data)]
         products = []
-        for index, (write, read) in enumerate(banks):
-            m.d.comb += [write.addr.eq(entry), write.data.eq(self.a.payload),
-                         write.en.eq(self.a.valid & self.a.ready & (lane == index)), read.addr.eq(j),
-                         read.en.eq(advance)]
+        m.d.comb += [bank_write.addr.eq(entry), bank_read.addr.eq(j), bank_read.en.eq(advance)]
+        for index in range(L):
+            m.d.comb += [bank_write.data[A * index:A * (index + 1)].eq(self.a.payload),
+                         bank_write.en[index].eq(self.a.valid & self.a.ready & (lane == index))]
             weight = table_read.data[T * index:T * (index + 1)].as_signed()
-            products.append(read.data * weight)
+            products.append(bank_read.data[A * index:A * (index + 1)].as_signed() * weight)
         with m.If(advance):
             m.d.sync += [valid1.eq(issuing), last1.eq(j == chunk - 1), token1.eq(token),
                          valid2.eq(valid1), last2.eq(last1), token2.eq(token1), partial.eq(sum(products)),
