@@ -1,10 +1,10 @@
 """The program's ``embed``: one token's residual row from the token and position tables."""
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_int, round_shift, saturate
+from .arith import check_int, round_shift_within, saturate
 
 __all__ = ["EmbeddingUnit"]
 
@@ -28,11 +28,18 @@ class EmbeddingUnit(wiring.Component):
     That is :class:`golden.int_forward.IntegerForward`'s ``embed`` for one
     token ``t`` at position ``p``: each table row has its own requantiser
     (``mult``, ``shift``) into the residual grid. A request reads the two
-    rows' requantisers (one cycle), then streams the ``d`` residual values
-    through a three-stage pipeline (table reads; two products; round, add,
-    saturate). The tables are memories initialised from the compiled
-    artefact (on the iCEBreaker they belong in SPRAM: the default model's
-    are 33 + 66 Kbit).
+    rows' requantisers (one cycle), then streams the ``d`` residual values,
+    one every two cycles, through one multiplier (``table_bits x mult_bits``:
+    one SB_MAC16) that forms the ``wte`` product on even cycles and the
+    ``wpe`` product on odd ones; then round, add, saturate. The tables are
+    memories initialised from the compiled artefact (on the iCEBreaker they
+    belong in SPRAM: the default model's are 33 + 66 Kbit).
+
+    Each table's requantisers are one memory of ``mult`` and ``shift -
+    low`` side by side (``low``: the table's smallest shift; the rounding
+    shifter covers only the table's range of shifts); when every ``mult``
+    has its top bit set (the compiler normalises them), that bit is wiring,
+    not memory: one 16-bit EBR word per row for the default model.
 
     Parameters
     ----------
@@ -85,43 +92,67 @@ class EmbeddingUnit(wiring.Component):
 
     @property
     def row_cycles(self):
-        """Cycles from a request accepted to the row's last value, with no stalls: ``d + 4``."""
-        return self.d + 4
+        """Cycles from a request accepted to the row's last value, with no stalls: ``2 d + 6``."""
+        return 2 * self.d + 6
+
+    def requantiser_words(self, name):
+        """``(words, mult_bits, shift_low, shift_bits, top)`` of table `name`'s requantiser memory: each word
+        ``mult | (shift - shift_low) << mult_bits``, with the top bit ``top`` of every ``mult`` left out
+        (None when the mults do not all have it)."""
+        mult, shift = self._requant[name]
+        bits = _width(mult, False)
+        top = bits - 1 if bits > 1 and min(mult) >> (bits - 1) else None
+        kept = bits if top is None else bits - 1
+        low = min(shift)
+        words = [(m & ((1 << kept) - 1)) | ((s - low) << kept) for m, s in zip(mult, shift)]
+        return words, kept, low, max(1, (max(shift) - low).bit_length()), top
 
     def elaborate(self, platform):
         m = Module()
         d = self.d
-        memories = {}
+        reads, requant = {}, {}
         for name, rows in (("wte", self._wte), ("wpe", self._wpe)):
             flat = [v for row in rows for v in row]
-            mult, shift = self._requant[name]
+            words, kept, low, shift_bits, top = self.requantiser_words(name)
             table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
-            mults = memory.Memory(shape=unsigned(_width(mult, False)), depth=len(mult), init=mult)
-            shifts = memory.Memory(shape=unsigned(6), depth=len(shift), init=shift)
+            requantisers = memory.Memory(shape=unsigned(kept + shift_bits), depth=len(words), init=words)
             m.submodules[name] = table
-            m.submodules[name + "_mult"] = mults
-            m.submodules[name + "_shift"] = shifts
-            memories[name] = (table.read_port(), mults.read_port(), shifts.read_port())
+            m.submodules[name + "_requant"] = requantisers
+            reads[name] = table.read_port()
+            port = requantisers.read_port()
+            mult = port.data[:kept] if top is None else Cat(port.data[:kept], 1)
+            requant[name] = (port, mult, port.data[kept:], low, low + (1 << shift_bits) - 1)
 
         token = Signal(range(self.vocab_size))
         position = Signal(range(self.positions))
         index = Signal(range(d + 1))
+        # Two cycles per value: phase 0, the wte product; phase 1 (tick), the wpe product; stages advance on ticks.
+        phase = Signal()
+        m.d.sync += phase.eq(~phase)
         advance = ~self.o.valid | self.o.ready
+        tick = phase & advance
         v0, v1 = Signal(), Signal()
         taking = Signal()
-        products = {}
         for name, select in (("wte", token), ("wpe", position)):
-            table, mult, shift = memories[name]
-            m.d.comb += [mult.addr.eq(select), shift.addr.eq(select), table.addr.eq(select * d + index),
-                         table.en.eq(advance)]
-            product = Signal(signed(len(table.data) + len(mult.data) + 1), name=name + "_product")
-            shift1 = Signal(6, name=name + "_shift1")
-            with m.If(advance):
-                m.d.sync += [product.eq(table.data * mult.data), shift1.eq(shift.data)]
-            products[name] = round_shift(product, shift1)
-        with m.If(advance):
-            m.d.sync += [v0.eq(taking), v1.eq(v0), self.o.valid.eq(v1),
-                         self.o.payload.eq(saturate(products["wte"] + products["wpe"], self._res_bits))]
+            port = requant[name][0]
+            m.d.comb += [port.addr.eq(select), reads[name].addr.eq(select * d + index), reads[name].en.eq(tick)]
+        product = Mux(phase, reads["wpe"].data, reads["wte"].data) * Mux(phase, requant["wpe"][1], requant["wte"][1])
+        wte_product = Signal(signed(len(product)))
+        wpe_product = Signal(signed(len(product)))
+        wte_rounded = Signal(signed(len(product)))
+
+        def rounded(name, value):
+            _, _, offset, low, high = requant[name]
+            return round_shift_within(value, offset + low, low, high)
+
+        with m.If(~phase):
+            m.d.sync += wte_product.eq(product)
+        with m.If(tick):
+            m.d.sync += [v0.eq(taking), v1.eq(v0), wpe_product.eq(product),
+                         wte_rounded.eq(rounded("wte", wte_product)), self.o.valid.eq(v1),
+                         self.o.payload.eq(saturate(wte_rounded + rounded("wpe", wpe_product), self._res_bits))]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -129,11 +160,11 @@ class EmbeddingUnit(wiring.Component):
                 with m.If(self.i.valid):
                     m.d.sync += [token.eq(self.i.payload.token), position.eq(self.i.payload.position), index.eq(0)]
                     m.next = "REQUANTISERS"
-            with m.State("REQUANTISERS"):            # the mult / shift reads of the two rows
+            with m.State("REQUANTISERS"):            # the requantiser reads of the two rows
                 m.next = "ROW"
             with m.State("ROW"):
                 m.d.comb += taking.eq(1)
-                with m.If(advance):
+                with m.If(tick):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == d - 1):
                         m.next = "DRAIN"

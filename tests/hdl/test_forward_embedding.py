@@ -21,7 +21,7 @@ def test_default_model(compiled_default):
     c = compiled_default.config
     dut = unit_of(compiled_default)
     assert (dut.vocab_size, dut.positions, dut.d, dut.row_cycles) == (c.vocab_size, c.n_positions, c.n_embd,
-                                                                      c.n_embd + 4)
+                                                                      2 * c.n_embd + 6)
     forward = IntegerForward(compiled_default)
     rng = np.random.default_rng(2)
     tokens = np.arange(c.vocab_size)
