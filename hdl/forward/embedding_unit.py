@@ -1,10 +1,11 @@
 """The program's ``embed``: one token's residual row from the token and position tables."""
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import check_int, round_shift_within, saturate
+from .head_unit import TableReadSignature, lane_words
 
 __all__ = ["EmbeddingUnit"]
 
@@ -49,15 +50,21 @@ class EmbeddingUnit(wiring.Component):
         Their per-row requantisers.
     res_bits : int
         Width of the signed residual, 4 to 24.
+    lanes : int or None
+        Hold ``wte`` in the `HeadUnit`'s layout of `lanes` values a word (`head_unit.lane_words`) and serve
+        the tied head's reads of it on ``wte_read`` (one table for both, as golden's compiler shares it).
 
     Members
     -------
     i : ``In(stream.Signature(StructLayout({"token", "position"})))``
     o : ``Out(stream.Signature(signed(res_bits)))``
         The ``d`` residual values of the row, in channel order.
+    wte_read : ``In(TableReadSignature(V ceil(d / lanes), lanes table_bits))``
+        With `lanes` only: reads of the ``wte`` words by the head, served while no request is in progress
+        (the core never runs the two at once).
     """
 
-    def __init__(self, *, wte, wpe, wte_mult, wte_shift, wpe_mult, wpe_shift, res_bits=16):
+    def __init__(self, *, wte, wpe, wte_mult, wte_shift, wpe_mult, wpe_shift, res_bits=16, lanes=None):
         self._wte, self._wpe = _table("wte", wte), _table("wpe", wpe)
         if len(self._wte[0]) != len(self._wpe[0]):
             raise ValueError(f"wte rows have {len(self._wte[0])} values and wpe rows {len(self._wpe[0])}")
@@ -71,8 +78,13 @@ class EmbeddingUnit(wiring.Component):
             if min(mult) < 0 or min(shift) < 0 or max(shift) > 62:
                 raise ValueError(f"{name} multipliers must be non-negative and shifts from 0 to 62")
             self._requant[name] = (mult, shift)
+        self._lanes = None if lanes is None else check_int("lanes", lanes, 1, self.d)
         layout = data.StructLayout({"token": range(self.vocab_size), "position": range(self.positions)})
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(res_bits)))})
+        ports = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(res_bits)))}
+        if self._lanes is not None:
+            self._wte_words, self._wte_bits, self._chunk = lane_words(self._wte, self._lanes)
+            ports["wte_read"] = In(TableReadSignature(len(self._wte_words), self._lanes * self._wte_bits))
+        super().__init__(ports)
 
     @property
     def vocab_size(self):
@@ -89,6 +101,25 @@ class EmbeddingUnit(wiring.Component):
     @property
     def res_bits(self):
         return self._res_bits
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def memories(self):
+        """``[(name, width, depth)]``: ``wte`` (in the head's layout with `lanes`), ``wte_mult`` (each row's
+        mult and shift offset, `requantiser_words`), ``wpe``, ``wpe_mult``."""
+        rows = []
+        for name, table in (("wte", self._wte), ("wpe", self._wpe)):
+            flat = [v for row in table for v in row]
+            if name == "wte" and self._lanes is not None:
+                rows.append((name, self._lanes * self._wte_bits, len(self._wte_words)))
+            else:
+                rows.append((name, _width(flat), len(flat)))
+            words, kept, _, shift_bits, _ = self.requantiser_words(name)
+            rows.append((name + "_mult", kept + shift_bits, len(words)))
+        return rows
 
     @property
     def row_cycles(self):
@@ -114,7 +145,11 @@ class EmbeddingUnit(wiring.Component):
         for name, rows in (("wte", self._wte), ("wpe", self._wpe)):
             flat = [v for row in rows for v in row]
             words, kept, low, shift_bits, top = self.requantiser_words(name)
-            table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
+            if name == "wte" and self._lanes is not None:
+                table = memory.Memory(shape=self._lanes * self._wte_bits, depth=len(self._wte_words),
+                                      init=self._wte_words)
+            else:
+                table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
             requantisers = memory.Memory(shape=unsigned(kept + shift_bits), depth=len(words), init=words)
             m.submodules[name] = table
             m.submodules[name + "_requant"] = requantisers
@@ -136,7 +171,19 @@ class EmbeddingUnit(wiring.Component):
         for name, select in (("wte", token), ("wpe", position)):
             port = requant[name][0]
             m.d.comb += [port.addr.eq(select), reads[name].addr.eq(select * d + index), reads[name].en.eq(tick)]
-        product = Mux(phase, reads["wpe"].data, reads["wte"].data) * Mux(phase, requant["wpe"][1], requant["wte"][1])
+        wte_value = reads["wte"].data
+        if self._lanes is not None:                  # word token * chunk + index // lanes, field index % lanes
+            L, T = self._lanes, self._wte_bits
+            word, lane, lane1 = Signal(range(self._chunk)), Signal(range(L)), Signal(range(L))
+            m.d.comb += [reads["wte"].addr.eq(token * self._chunk + word), self.wte_read.data.eq(reads["wte"].data)]
+            with m.If(tick):
+                m.d.sync += lane1.eq(lane)
+                with m.If(taking):
+                    m.d.sync += [lane.eq(Mux(lane == L - 1, 0, lane + 1)), word.eq(word + (lane == L - 1))]
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [lane.eq(0), word.eq(0)]
+            wte_value = Array(reads["wte"].data[T * k:T * (k + 1)].as_signed() for k in range(L))[lane1]
+        product = Mux(phase, reads["wpe"].data, wte_value) * Mux(phase, requant["wpe"][1], requant["wte"][1])
         wte_product = Signal(signed(len(product)))
         wpe_product = Signal(signed(len(product)))
         wte_rounded = Signal(signed(len(product)))
@@ -157,6 +204,8 @@ class EmbeddingUnit(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
+                if self._lanes is not None:          # the head's reads of the shared wte
+                    m.d.comb += [reads["wte"].addr.eq(self.wte_read.addr), reads["wte"].en.eq(self.wte_read.en)]
                 with m.If(self.i.valid):
                     m.d.sync += [token.eq(self.i.payload.token), position.eq(self.i.payload.position), index.eq(0)]
                     m.next = "REQUANTISERS"

@@ -11,7 +11,33 @@ from golden.datapath import check_act_bits
 from .arith import check_int
 from .serial_requantizer import SerialRequantizer
 
-__all__ = ["HeadUnit", "head_for"]
+__all__ = ["HeadUnit", "head_for", "head_tied", "lane_words", "TableReadSignature"]
+
+
+def lane_words(table, lanes):
+    """The head's table layout: ``(words, bits, chunk)``, word ``v chunk + j`` holding ``table[v, j lanes ..]``.
+
+    Each of a word's `lanes` fields is ``bits`` wide (two's complement; the
+    table's widest value and a sign), rows padded with zeros to ``chunk =
+    ceil(d / lanes)`` words. The embedding builds its ``wte`` memory in the
+    same layout when the head shares it.
+    """
+    table = np.asarray(table, np.int64)
+    v, d = table.shape
+    chunk = -(-d // lanes)
+    bits = max(2, int(np.abs(table).max()).bit_length() + 1)
+    padded = np.zeros((v, chunk * lanes), np.int64)
+    padded[:, :d] = table
+    mask = (1 << bits) - 1
+    words = [sum((int(value) & mask) << (bits * lane) for lane, value in enumerate(row[j * lanes:(j + 1) * lanes]))
+             for row in padded for j in range(chunk)]
+    return words, bits, chunk
+
+
+def TableReadSignature(depth, width):
+    """A synchronous read of a table another unit holds, from the reader's side: ``addr`` and ``en`` out, the
+    word at the last enabled address back on ``data`` the cycle after (a memory read port's timing)."""
+    return wiring.Signature({"addr": Out(range(depth)), "en": Out(1), "data": In(width)})
 
 
 class HeadUnit(wiring.Component):
@@ -43,6 +69,9 @@ class HeadUnit(wiring.Component):
         ``IntFormats`` widths.
     lanes : int
         Multipliers working at once, 1 to ``d``.
+    shared_table : bool
+        The table is not held here but read through ``table`` from a unit that holds it in `lane_words`'s
+        layout (the `EmbeddingUnit`'s ``wte`` when the head is tied to it).
 
     Members
     -------
@@ -50,9 +79,11 @@ class HeadUnit(wiring.Component):
         The ``d`` activations (``ln_f``'s output).
     o : ``Out(stream.Signature(signed(logit_bits)))``
         The ``V`` logits, in token order.
+    table : ``Out(TableReadSignature(V chunk, lanes table_bits))``
+        With `shared_table` only: the table's reads.
     """
 
-    def __init__(self, *, table, mult, shift, act_bits=8, logit_bits=16, mult_bits=16, lanes=4):
+    def __init__(self, *, table, mult, shift, act_bits=8, logit_bits=16, mult_bits=16, lanes=4, shared_table=False):
         self._table = np.asarray(table, np.int64)
         if self._table.ndim != 2 or not self._table.size:
             raise ValueError(f"table must be a non-empty (V, d) array, not of shape {self._table.shape}")
@@ -67,10 +98,12 @@ class HeadUnit(wiring.Component):
         if self._mult.min() < 0 or self._mult.max() >= 1 << mult_bits or self._shift.min() < 0 \
                 or self._shift.max() > 62:
             raise ValueError(f"mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
-        largest = int(np.abs(self._table).max())
-        self._table_bits = max(2, largest.bit_length() + 1)
-        super().__init__({"a": In(stream.Signature(signed(act_bits))),
-                          "o": Out(stream.Signature(signed(logit_bits)))})
+        self._shared = bool(shared_table)
+        self._words, self._table_bits, _ = lane_words(self._table, self._lanes)
+        ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(logit_bits)))}
+        if self._shared:
+            ports["table"] = Out(TableReadSignature(len(self._words), self._lanes * self._table_bits))
+        super().__init__(ports)
 
     @property
     def vocab_size(self):
@@ -83,6 +116,15 @@ class HeadUnit(wiring.Component):
     @property
     def lanes(self):
         return self._lanes
+
+    @property
+    def shared_table(self):
+        return self._shared
+
+    @property
+    def table_bits(self):
+        """Width of one table value in a word (`lane_words`)."""
+        return self._table_bits
 
     @property
     def chunk(self):
@@ -107,8 +149,8 @@ class HeadUnit(wiring.Component):
 
     @property
     def memories(self):
-        """``[(name, width, depth)]`` of the unit's memories."""
-        return [("head_table", self._lanes * self._table_bits, self._v * self.chunk),
+        """``[(name, width, depth)]`` of the unit's memories (no ``head_table`` when it is shared)."""
+        return [("head_table", self._lanes * self._table_bits, self._v * self.chunk)][self._shared:] + [
                 ("head_mult", self._mult_bits, self._v),
                 ("head_shift", max(1, self.shift_range[1].bit_length()), self._v),
                 ("head_banks", self._lanes * self._act_bits, self.chunk)]
@@ -116,16 +158,16 @@ class HeadUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         V, L, chunk, A, T = self._v, self._lanes, self.chunk, self._act_bits, self._table_bits
-        padded = np.zeros((V, chunk * L), np.int64)
-        padded[:, :self._d] = self._table
-        mask = (1 << T) - 1
-        words = [sum((int(value) & mask) << (T * lane) for lane, value in enumerate(row[j * L:(j + 1) * L]))
-                 for row in padded for j in range(chunk)]
-        m.submodules.table = table = memory.Memory(shape=L * T, depth=len(words), init=words)
+        words = self._words
+        if self._shared:
+            table_read = self.table
+        else:
+            m.submodules.table = table = memory.Memory(shape=L * T, depth=len(words), init=words)
+            table_read = table.read_port()
         m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist())
         m.submodules.shift = shifts = memory.Memory(shape=max(1, self.shift_range[1].bit_length()), depth=V,
                                                     init=self._shift.tolist())
-        table_read, mult_read, shift_read = table.read_port(), mults.read_port(), shifts.read_port()
+        mult_read, shift_read = mults.read_port(), shifts.read_port()
         m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[])
         bank_write, bank_read = banks.write_port(granularity=A), banks.read_port()
         m.submodules.requantizer = requant = SerialRequantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
@@ -185,13 +227,25 @@ class HeadUnit(wiring.Component):
         return m
 
 
-def head_for(compiled, *, lanes=4):
-    """The `HeadUnit` of `compiled`: its integer head table (``tables`` / ``head`` format ``"int"`` only)."""
+def head_for(compiled, *, lanes=4, shared_table=False):
+    """The `HeadUnit` of `compiled`: its integer head table (``tables`` / ``head`` format ``"int"`` only).
+
+    `shared_table`: read the table through the ``table`` port (only for a head tied to ``wte.table``).
+    """
     t, f = compiled.tensors, compiled.formats
     name = next(op.get("table", "wte.table") for op in compiled.program if op["op"] == "head")
     kind = f.tables if name == "wte.table" else f.head
     if kind != "int":
         raise ValueError(f"the head unit multiplies an integer table; this artefact's head table {name!r} "
                          f"is {kind!r} (compile with head='int' and tables='int')")
+    if shared_table and name != "wte.table":
+        raise ValueError(f"the head's table {name!r} is its own, not the embedding's: it cannot be shared")
     return HeadUnit(table=t[name], mult=t["head.mult"], shift=t["head.shift"], act_bits=f.act_bits,
-                    logit_bits=f.logit_bits, mult_bits=f.mult_bits, lanes=lanes)
+                    logit_bits=f.logit_bits, mult_bits=f.mult_bits, lanes=lanes, shared_table=shared_table)
+
+
+def head_tied(compiled):
+    """Whether `compiled`'s head multiplies the embedding's integer ``wte.table`` (golden.compile: "a tied head
+    whose format is the embeddings' shares their table")."""
+    name = next(op.get("table", "wte.table") for op in compiled.program if op["op"] == "head")
+    return name == "wte.table" and compiled.formats.tables == "int"

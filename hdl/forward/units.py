@@ -12,7 +12,7 @@ from golden.datapath import pot_acc_bits
 
 from .attention_unit import AttentionUnit
 from .decode_linear import DecodeLinear
-from .head_unit import head_for
+from .head_unit import head_for, head_tied
 from .embedding_unit import EmbeddingUnit
 from .exp2_unit import Exp2Unit
 from .gelu_table import GeluTable
@@ -20,6 +20,7 @@ from .isqrt_unit import IsqrtUnit
 from .layer_norm_unit import LayerNormUnit
 from .reciprocal_unit import ReciprocalUnit
 from .requantizer import Requantizer
+from .serial_requantizer import SerialRequantizer
 from .sampler import Sampler
 from .xorshift32 import Xorshift32
 
@@ -79,13 +80,14 @@ def sampler_for(compiled):
                    logit_shift=int(t["sampler.logit.shift"]))
 
 
-def embedding_for(compiled):
-    """The `EmbeddingUnit` of `compiled`'s integer tables (``tables="int"``)."""
+def embedding_for(compiled, *, lanes=None):
+    """The `EmbeddingUnit` of `compiled`'s integer tables (``tables="int"``); with `lanes`, holding wte for a
+    tied head of that many lanes."""
     t, f = compiled.tensors, compiled.formats
     if f.tables != "int":
         raise ValueError(f"the embedding unit reads integer tables, not tables={f.tables!r}")
     return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
-                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=f.res_bits)
+                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=f.res_bits, lanes=lanes)
 
 
 def gelu_for(compiled, layer=0):
@@ -129,9 +131,15 @@ def units_for(compiled, *, cache_positions=4):
     }
     if f.tables == "int":
         units["embedding"] = embedding_for(compiled)
+        if head_tied(compiled):
+            units["embedding (wte for a tied 4-lane head)"] = embedding_for(compiled, lanes=4)
     units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
     try:
-        units["head (4 lanes)"] = head_for(compiled, lanes=4)
+        units["head (4 lanes)"] = head = head_for(compiled, lanes=4)
+        units["serial requantizer (head's)"] = SerialRequantizer(acc_bits=head.acc_bits, mult_bits=f.mult_bits,
+                                                                 shift_range=head.shift_range, out_bits=f.logit_bits)
+        if head_tied(compiled):
+            units["head (4 lanes, tied: table in the embedding)"] = head_for(compiled, lanes=4, shared_table=True)
     except ValueError:                          # a PoT head table: not the head unit's format
         pass
     from .linear_residual import LinearResidual
