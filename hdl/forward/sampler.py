@@ -154,8 +154,7 @@ class Sampler(wiring.Component):
         W = self.total_bits
         total = Signal(W)                                       # W
         written = Signal(range(V + 1))
-        draw = Signal(32)
-        steps = Signal(range(33))
+        steps = Signal(range(32))                               # the bit of u the serial multiply adds
         remaining = Signal(signed(W + 2))                       # r, then r minus the weights so far
         token = Signal(range(V))
         m.d.comb += self.token.payload.eq(token)
@@ -166,16 +165,17 @@ class Sampler(wiring.Component):
         scale = Signal(32)                                      # logit_mult * inv_temperature
         high = Signal()
         product = gap * Mux(high, scale[16:], scale[:16])
-        low = Signal(len(product))                              # the gap times the scale's lower half
+        S = self._logit_shift + 8
+        dropped = min(16, S - 1)                                # low product bits no rounding ever sees
+        low = Signal(len(product) - dropped)                    # the gap times the scale's lower half, >> dropped
         member = Signal()
         low_valid = Signal()
         member_now = everyone | (offset > prefix) | ((offset == prefix) & (ties_seen < ties_allowed))
 
         # The weights pipeline: gap registered (rd_valid) -> its product with the scale's low half
         # (low_valid) -> with the high half, z clamped and registered (high) -> Exp2Unit -> stored and summed.
-        S = self._logit_shift + 8
-        whole = low + (product << 16)                           # (m - l) * scale, exactly
-        z = ((whole >> (S - 1)) + 1) >> 1                       # round_shift(whole, S), S >= 8
+        whole = low + (product << (16 - dropped))               # (m - l) * scale >> dropped, exactly (no carry
+        z = ((whole >> (S - 1 - dropped)) + 1) >> 1             # from the dropped bits): round_shift(.., S)
         z_in = Signal(exp2.z_bits)
         z_valid = Signal()
         m.d.comb += [exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z_in), exp2.o.ready.eq(1),
@@ -233,21 +233,21 @@ class Sampler(wiring.Component):
                     with m.If(offset == prefix):
                         m.d.sync += ties_seen.eq(ties_seen + 1)
                 with m.If(low_valid):
-                    m.d.sync += low.eq(product)
+                    m.d.sync += low.eq(product[dropped:])
                 with m.If(high):
                     m.d.sync += z_in.eq(Mux(member & (z < self.clamp), z, self.clamp))
                 with m.If(exp2.o.valid & (written == V - 1)):
                     m.d.sync += [idx.eq(0), low_valid.eq(0), high.eq(0), z_valid.eq(0)]
                     m.next = "DRAW"
             with m.State("DRAW"):                               # waits for a seed, if none was loaded yet
-                m.d.comb += generator.o.ready.eq(1)
-                m.d.sync += [draw.eq(generator.o.payload), remaining.eq(0), steps.eq(32)]
+                m.d.sync += [remaining.eq(0), steps.eq(0)]
                 with m.If(generator.o.valid):
                     m.next = "MULTIPLY"
-            with m.State("MULTIPLY"):                           # (u * W) >> 32, LSB of u first
-                m.d.sync += [remaining.eq((remaining + Mux(draw[0], total, 0)) >> 1), draw.eq(draw >> 1),
-                             steps.eq(steps - 1)]
-                with m.If(steps == 1):
+            with m.State("MULTIPLY"):                           # (u * W) >> 32, LSB of u first; u, the next
+                bit = generator.o.payload.bit_select(steps, 1)  # state, is held until taken at the last bit
+                m.d.sync += [remaining.eq((remaining + Mux(bit, total, 0)) >> 1), steps.eq(steps + 1)]
+                with m.If(steps == 31):
+                    m.d.comb += generator.o.ready.eq(1)
                     m.next = "SEARCH"
             with m.State("SEARCH"):                             # the first token whose weight takes r below 0
                 m.d.comb += scanning.eq(1)
