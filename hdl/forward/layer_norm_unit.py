@@ -1,16 +1,14 @@
-"""GPT-2's layer norm on an integer residual row: exact sums, one isqrt, one reciprocal, one multiplier used in turn."""
+"""GPT-2's layer norm on an integer residual row: exact sums, isqrt and reciprocal on one serial datapath, one multiplier."""
 
 import math
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.datapath import check_act_bits
 
 from .arith import check_int, check_range, round_shift_within, saturate
-from .isqrt_unit import IsqrtUnit
-from .reciprocal_unit import ReciprocalUnit
 
 __all__ = ["LayerNormUnit"]
 
@@ -22,12 +20,14 @@ class LayerNormUnit(wiring.Component):
     bits: one SB_MAC16 for the default formats) does every per-element
     product. Pass 1 (``x``, one value per cycle) stores the row in a memory
     (one EBR for 64 x 16 bits) and forms ``S1 = sum x`` and ``S2 = sum x**2``
-    (the multiplier squares). Then, once per row, on one serial shift-add
-    datapath (no multiplier): ``S1**2`` (``s1_bits`` cycles), ``D = d * S2 -
-    S1**2 + eps``, ``r = isqrt(D)`` (`IsqrtUnit`, ``ceil(d_bits / 2)``
-    cycles) streamed into ``(R, sh) = reciprocal(r, inv_bits)``
-    (`ReciprocalUnit`, whose result is held, not copied, for the row), and
-    ``C = S1 * R`` (``inv_bits`` cycles). Pass 2 (``affine``: the layer's
+    (the multiplier squares). Then, once per row, on one serial datapath
+    (no multiplier; one shift-add accumulator and one subtractor):
+    ``S1**2`` (``s1_bits`` cycles), ``D = d * S2 - S1**2 + eps``, ``r =
+    isqrt(D)`` (`IsqrtUnit`'s restoring method, in the accumulator that held
+    ``D``: ``ceil(d_bits / 2)`` cycles), ``(R, sh) = reciprocal(r,
+    inv_bits)`` (`ReciprocalUnit`'s shift-up and restoring divide on the
+    same subtractor), and ``C = S1 * R`` (``inv_bits`` cycles); ``R`` and
+    ``sh`` stay in their registers for the row. Pass 2 (``affine``: the layer's
     ``gamma, beta`` per channel) reads the row back, one element every two
     cycles, the multiplier taking ``x * (R - 2**(inv_bits-2))`` on even
     cycles and ``n * gamma`` on odd ones:
@@ -163,26 +163,38 @@ class LayerNormUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         d, w, F, b = self._d, self._res_bits, self._frac_bits, self._inv_bits
+        n = (self.d_bits + 1) // 2                       # root bits
         m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[])
         write, read = row.write_port(), row.read_port()
-        m.submodules.isqrt = root_unit = IsqrtUnit(value_bits=self.d_bits)
-        m.submodules.reciprocal = recip_unit = ReciprocalUnit(value_bits=root_unit.root_bits, bits=b)
-        wiring.connect(m, root_unit.o, recip_unit.i)
-        recip, shift = recip_unit.o.payload.recip, recip_unit.o.payload.shift     # held until the row ends
-        recip_offset = (recip - (1 << (b - 2)))[:b].as_signed()                  # R - 2**(b-2), 0 .. 2**(b-2)
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))
         s2 = Signal(unsigned(2 * w - 1 + self.log2_d))
-        # The serial datapath: `product_s` accumulates `addend` times `scan`, MSB of scan first.
-        scan_bits = max(self.s1_bits, b)
-        magnitude = Signal(self.s1_bits)                 # |S1|
+
+        # Once per row, one serial datapath (see the class docstring):
+        # - `acc` accumulates `addend` times `scan` MSB first (S1**2 = |S1| * |S1|, then C = S1 * R), and holds
+        #   D while isqrt takes its bits two at a time from the top;
+        # - one subtractor serves isqrt (4 rem + next bits - (4 root + 1)) and the divide (rem - divisor);
+        # - `scan` holds |S1|, then the root, then R (kept for pass 2); `length` and `divisor` normalise the root.
+        scan_bits = max(self.s1_bits, n, b)
+        acc = Signal(signed(max(2 * self.s1_bits, self.s1_bits + b, 2 * n) + 1))
         scan = Signal(scan_bits)
-        scaling = Signal()                               # 0: S1**2 = |S1| * |S1|; 1: C = S1 * R
-        product_s = Signal(signed(max(2 * self.s1_bits, self.s1_bits + b) + 1))
         steps = Signal(range(scan_bits + 1))
-        addend = Mux(scaling, s1, magnitude.as_signed())
-        big_d = (d * s2 - product_s + self.eps)[:self.d_bits]
+        scaling = Signal()                               # 0: S1**2; 1: C = S1 * R
+        addend = Mux(scaling, s1, scan.as_signed())
+        remainder = Signal(n + 2)
+        divisor = Signal(n)
+        length = Signal(range(n + 1))                    # bit_length(r), counted down while normalising
+        rooting = Signal()
+        brought = Cat(acc[2 * n - 2:2 * n], remainder[:n])                     # 4 rem + the next two bits of D
+        trial = Cat(1, 0, scan[:n])                                           # 4 root + 1
+        minuend = Mux(rooting, brought, remainder)
+        difference = minuend - Mux(rooting, trial, divisor)
+        fits = difference >= 0
+        big_d = (d * s2 - acc + self.eps)[:self.d_bits]
+        recip = scan[:b]
+        shift = length + (b - 2)                                               # sh
+        recip_offset = (recip - (1 << (b - 2)))[:b].as_signed()                # R - 2**(b-2), 0 .. 2**(b-2)
 
         # The one multiplier. Pass 1: x * x. Pass 2: phase 0, x * (R - 2**(b-2)); phase 1, n * gamma.
         stats, phase = Signal(), Signal()
@@ -201,9 +213,9 @@ class LayerNormUnit(wiring.Component):
         tick = phase & advance
         v0, v1, v2 = Signal(), Signal(), Signal()
         q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1))
-        scaled = d * (x_recip + (read.data << (b - 2))) - product_s             # (d x - S1) * R
+        scaled = d * (x_recip + (read.data << (b - 2))) - acc                  # (d x - S1) * R
         low, high = self.shift_range
-        n = round_shift_within(scaled, (shift - F)[:len(shift)], low, high)[:self.n_bits].as_signed()
+        normalised = round_shift_within(scaled, (shift - F)[:len(shift)], low, high)[:self.n_bits].as_signed()
 
         taking = Signal()
         m.d.comb += [read.addr.eq(index), read.en.eq(tick), write.addr.eq(index), write.data.eq(self.x.payload)]
@@ -211,7 +223,7 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += x_recip.eq(product)
         with m.If(tick):
             m.d.sync += [v0.eq(taking), gamma0.eq(self.affine.payload.gamma), beta0.eq(self.affine.payload.beta),
-                         v1.eq(v0), n1.eq(n), gamma1.eq(gamma0), beta1.eq(beta0),
+                         v1.eq(v0), n1.eq(normalised), gamma1.eq(gamma0), beta1.eq(beta0),
                          v2.eq(v1), q.eq(product + beta1),
                          self.o.valid.eq(v2),
                          self.o.payload.eq(saturate(round_shift_within(q, self.gamma_shift,
@@ -227,27 +239,38 @@ class LayerNormUnit(wiring.Component):
                     with m.If(index == d - 1):
                         m.next = "MAGNITUDE"
             with m.State("MAGNITUDE"):
-                absolute = Mux(s1 < 0, -s1, s1)
-                m.d.sync += [magnitude.eq(absolute), scan.eq(absolute << (scan_bits - self.s1_bits)),
-                             product_s.eq(0), steps.eq(self.s1_bits), scaling.eq(0)]
+                m.d.sync += [scan.eq(Mux(s1 < 0, -s1, s1)), acc.eq(0), steps.eq(self.s1_bits), scaling.eq(0)]
                 m.next = "SERIAL"
-            with m.State("SERIAL"):                      # S1**2, or C = S1 * R
+            with m.State("SERIAL"):                      # S1**2, or C = S1 * R: bit steps - 1 of scan
                 with m.If(steps != 0):
-                    m.d.sync += [product_s.eq((product_s << 1) + Mux(scan[-1], addend, 0)), scan.eq(scan << 1),
+                    m.d.sync += [acc.eq((acc << 1) + Mux(scan.bit_select((steps - 1)[:len(steps)], 1), addend, 0)),
                                  steps.eq(steps - 1)]
                 with m.Elif(scaling):
                     m.d.sync += index.eq(0)
                     m.next = "NORMALISE"
                 with m.Else():
+                    m.d.sync += [acc.eq(big_d), remainder.eq(0), scan.eq(0), steps.eq(n)]
                     m.next = "ROOT"
-            with m.State("ROOT"):                        # isqrt takes D, then streams r into the reciprocal
-                m.d.comb += [root_unit.i.valid.eq(1), root_unit.i.payload.eq(big_d)]
-                with m.If(root_unit.i.ready):
-                    m.next = "RECIPROCAL"
-            with m.State("RECIPROCAL"):
-                with m.If(recip_unit.o.valid):
-                    m.d.sync += [scan.eq(recip << (scan_bits - b)), product_s.eq(0), steps.eq(b),
-                                 scaling.eq(1)]
+            with m.State("ROOT"):                        # one bit of r = isqrt(D) a cycle, restoring
+                m.d.comb += rooting.eq(1)
+                m.d.sync += [acc.eq(acc << 2), scan.eq(Cat(fits, scan)), steps.eq(steps - 1),
+                             remainder.eq(Mux(fits, difference, brought))]
+                with m.If(steps == 1):
+                    m.next = "LENGTH"
+            with m.State("LENGTH"):
+                m.d.sync += [divisor.eq(scan[:n]), length.eq(n), remainder.eq(1 << (n - 1)), scan.eq(0),
+                             steps.eq(b)]
+                m.next = "SHIFT_UP"
+            with m.State("SHIFT_UP"):                    # the root shifted up to its top bit (r >= 1)
+                with m.If(divisor[-1]):
+                    m.next = "DIVIDE"
+                with m.Else():
+                    m.d.sync += [divisor.eq(divisor << 1), length.eq(length - 1)]
+            with m.State("DIVIDE"):                      # R = floor(2**(n-1) 2**(b-1) / divisor), one bit a cycle
+                m.d.sync += [scan.eq(Cat(fits, scan)), steps.eq(steps - 1),
+                             remainder.eq(Mux(fits, difference, remainder) << 1)]
+                with m.If(steps == 1):
+                    m.d.sync += [acc.eq(0), steps.eq(b), scaling.eq(1)]
                     m.next = "SERIAL"
             with m.State("NORMALISE"):
                 m.d.comb += [self.affine.ready.eq(tick), taking.eq(self.affine.valid)]
@@ -257,7 +280,6 @@ class LayerNormUnit(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~v0 & ~v1 & ~v2 & ~self.o.valid):
-                    m.d.comb += recip_unit.o.ready.eq(1)
                     m.d.sync += [index.eq(0), s1.eq(0), s2.eq(0)]
                     m.next = "STATS"
         return m

@@ -128,3 +128,18 @@ def test_random_formats(seed, d, res_bits, frac_bits, out_bits):
     want = golden_rows(rows, gamma, beta, eps, shift, frac_bits, inv_bits, out_bits)
     np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shift, seed=seed % 100), want)
     assert np.mean(np.abs(want[:, :-1]) < (1 << (out_bits - 1)) - 1) > 0.3      # not a saturated test
+
+
+@pytest.mark.parametrize("eps", [1, 2, 3, 255, 256, 65535, 65536, (1 << 20) - 1, 1 << 20, 1 << 31, (1 << 40) - 1])
+def test_root_and_reciprocal_edges(eps):
+    """The once-per-row isqrt and reciprocal at their edges: with d = 2, D = (x0 - x1)**2 + eps, so rows
+    (k, 0) put D on squares plus eps and on powers of two; with inv_bits 7 and frac_bits 6 the output is n
+    itself (gamma 1, shift 0), where R and sh off by one step would show."""
+    ks = [0, 1, 2, 3, 100, 255, 256, 4095, 4096, 32767]
+    rows = np.array([[k, 0] for k in ks] + [[-32768, 32767], [32767, -32768]])
+    gamma, beta = np.ones(2, np.int64), np.zeros(2, np.int64)
+    dut = LayerNormUnit(d=2, res_bits=16, frac_bits=6, inv_bits=7, gamma_bits=4, eps_bits=40, eps_min=1,
+                        gamma_shift_range=(0, 0), out_bits=8)
+    want = golden_rows(rows, gamma, beta, eps, 0, frac_bits=6, inv_bits=7, out_bits=8)
+    np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, 0), want)
+    assert np.abs(want).max() < 127                                   # n itself, not saturated
