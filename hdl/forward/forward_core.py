@@ -221,7 +221,7 @@ class ForwardCore(wiring.Component):
     def memories(self):
         """``[(name, width, depth)]`` of every memory of the core (see the class docstring)."""
         c, f = self._compiled.config, self._compiled.formats
-        d, V, P = c.n_embd, c.vocab_size, self._context
+        d, V = c.n_embd, c.vocab_size
         n_norm = len(self._norm_names)
         emb = self._embedding
         lut = 1 << f.exp_frac_bits

@@ -1,10 +1,10 @@
 """The requantiser on a serial multiplier: ``saturate(round_shift(acc * mult, shift), out_bits)``, no DSP."""
 
-from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import wiring
 
 from .arith import check_int, check_range, round_shift_within, saturate
+from .requantizer import requantizer_ports
 
 __all__ = ["SerialRequantizer"]
 
@@ -49,9 +49,7 @@ class SerialRequantizer(wiring.Component):
         self._mult_bits = check_int("mult_bits", mult_bits, 1, 32)
         self._shift_range = check_range("shift_range", shift_range, 0, 62)
         self._out_bits = check_int("out_bits", out_bits, 2, 32)
-        layout = data.StructLayout({"acc": signed(acc_bits), "mult": unsigned(mult_bits),
-                                    "shift": unsigned(max(1, self._shift_range[1].bit_length()))})
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(out_bits)))})
+        super().__init__(requantizer_ports(acc_bits, mult_bits, max(1, self._shift_range[1].bit_length()), out_bits))
 
     @property
     def acc_bits(self):
