@@ -5,9 +5,10 @@ not components. Widths are the caller's: every function returns a value wide
 enough to hold its exact result.
 """
 
-from amaranth import Const, Mux, signed
+from amaranth import Cat, Const, Mux, signed
 
-__all__ = ["check_int", "check_range", "round_shift", "round_shift_within", "saturate", "saturate_limits"]
+__all__ = ["check_int", "check_range", "round_shift", "round_shift_within", "row_address", "saturate",
+           "saturate_limits"]
 
 
 def check_int(name, value, low, high=None):
@@ -60,6 +61,13 @@ def round_shift_within(x, shift, low, high):
         return round_shift(x, shift)
     partial = (x >> (low - 1)) >> (shift - low)[:(high - low).bit_length()]
     return (partial + 1) >> 1
+
+
+def row_address(row, stride, offset):
+    """``row * stride + offset`` for ``0 <= offset < stride``: wiring alone when `stride` is a power of two."""
+    if stride & (stride - 1):
+        return row * stride + offset
+    return Cat(offset[:(stride - 1).bit_length()], row)
 
 
 def saturate_limits(bits):

@@ -4,7 +4,7 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_int, round_shift_within, saturate
+from .arith import check_int, round_shift_within, row_address, saturate
 from .head_unit import TableReadSignature, lane_words
 
 __all__ = ["EmbeddingUnit"]
@@ -170,18 +170,24 @@ class EmbeddingUnit(wiring.Component):
         taking = Signal()
         for name, select in (("wte", token), ("wpe", position)):
             port = requant[name][0]
-            m.d.comb += [port.addr.eq(select), reads[name].addr.eq(select * d + index), reads[name].en.eq(tick)]
+            m.d.comb += [port.addr.eq(select), reads[name].addr.eq(row_address(select, d, index)),
+                         reads[name].en.eq(tick)]
         wte_value = reads["wte"].data
         if self._lanes is not None:                  # word token * chunk + index // lanes, field index % lanes
             L, T = self._lanes, self._wte_bits
-            word, lane, lane1 = Signal(range(self._chunk)), Signal(range(L)), Signal(range(L))
-            m.d.comb += [reads["wte"].addr.eq(token * self._chunk + word), self.wte_read.data.eq(reads["wte"].data)]
+            lane1 = Signal(range(L))
+            if L & (L - 1):                          # counters; a power of two splits the index instead
+                word, lane = Signal(range(self._chunk)), Signal(range(L))
+                with m.If(tick & taking):
+                    m.d.sync += [lane.eq(Mux(lane == L - 1, 0, lane + 1)), word.eq(word + (lane == L - 1))]
+                with m.If(self.i.valid & self.i.ready):
+                    m.d.sync += [lane.eq(0), word.eq(0)]
+            else:
+                lane, word = index[:(L - 1).bit_length()], index[(L - 1).bit_length():]
+            m.d.comb += [reads["wte"].addr.eq(row_address(token, self._chunk, word)),
+                         self.wte_read.data.eq(reads["wte"].data)]
             with m.If(tick):
                 m.d.sync += lane1.eq(lane)
-                with m.If(taking):
-                    m.d.sync += [lane.eq(Mux(lane == L - 1, 0, lane + 1)), word.eq(word + (lane == L - 1))]
-            with m.If(self.i.valid & self.i.ready):
-                m.d.sync += [lane.eq(0), word.eq(0)]
             wte_value = Array(reads["wte"].data[T * k:T * (k + 1)].as_signed() for k in range(L))[lane1]
         product = Mux(phase, reads["wpe"].data, wte_value) * Mux(phase, requant["wpe"][1], requant["wte"][1])
         wte_product = Signal(signed(len(product)))

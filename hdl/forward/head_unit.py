@@ -8,7 +8,7 @@ import numpy as np
 
 from golden.datapath import check_act_bits
 
-from .arith import check_int
+from .arith import check_int, row_address
 from .serial_requantizer import SerialRequantizer
 
 __all__ = ["HeadUnit", "head_for", "head_tied", "lane_words", "TableReadSignature"]
@@ -178,14 +178,15 @@ class HeadUnit(wiring.Component):
         # Loading: activation i -> bank i % L, entry i // L.
         lane, entry, loaded = Signal(range(L)), Signal(range(chunk)), Signal(range(self._d + 1))
         # Issue (token v, word j) -> memories answer (stage 1) -> products summed (stage 2) -> accumulated.
-        token, j, word = Signal(range(V + 1)), Signal(range(chunk)), Signal(range(len(words) + 1))
+        token, j = Signal(range(V + 1)), Signal(range(chunk))
         running, issuing = Signal(), Signal()
         advance = ~requant.i.valid | requant.i.ready
         valid1, last1, valid2, last2 = Signal(), Signal(), Signal(), Signal()
         token1, token2 = Signal(range(V)), Signal(range(V))
         partial = Signal(signed(A + T + (L - 1).bit_length() + 1))
         acc = Signal(signed(self.acc_bits))
-        m.d.comb += [issuing.eq(running & (token < V)), table_read.addr.eq(word), table_read.en.eq(advance),
+        m.d.comb += [issuing.eq(running & (token < V)), table_read.addr.eq(row_address(token, chunk, j)),
+                     table_read.en.eq(advance),
                      mult_read.addr.eq(token2), mult_read.en.eq(advance),
                      shift_read.addr.eq(token2), shift_read.en.eq(advance),
                      requant.i.payload.mult.eq(mult_read.data), requant.i.payload.shift.eq(shift_read.data)]
@@ -205,7 +206,7 @@ class HeadUnit(wiring.Component):
                 with m.If(last2):
                     m.d.sync += [acc.eq(0), requant.i.payload.acc.eq(acc + partial)]
             with m.If(issuing):
-                m.d.sync += [word.eq(word + 1), j.eq(j + 1)]
+                m.d.sync += j.eq(j + 1)
                 with m.If(j == chunk - 1):
                     m.d.sync += [j.eq(0), token.eq(token + 1)]
 
@@ -217,7 +218,7 @@ class HeadUnit(wiring.Component):
                     with m.If(lane == L - 1):
                         m.d.sync += [lane.eq(0), entry.eq(entry + 1)]
                     with m.If(loaded == self._d - 1):
-                        m.d.sync += [loaded.eq(0), lane.eq(0), entry.eq(0), token.eq(0), j.eq(0), word.eq(0),
+                        m.d.sync += [loaded.eq(0), lane.eq(0), entry.eq(0), token.eq(0), j.eq(0),
                                      running.eq(1)]
                         m.next = "RUN"
             with m.State("RUN"):
