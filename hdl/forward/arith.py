@@ -5,7 +5,7 @@ not components. Widths are the caller's: every function returns a value wide
 enough to hold its exact result.
 """
 
-from amaranth import Cat, Const, Mux, signed
+from amaranth import Cat, Const, Mux, Value, signed
 
 __all__ = ["check_int", "check_range", "round_shift", "round_shift_within", "row_address", "saturate",
            "saturate_limits"]
@@ -76,6 +76,19 @@ def saturate_limits(bits):
 
 
 def saturate(x, bits):
-    """`x` clipped to ``bits``-bit two's complement, as a ``signed(bits)`` value."""
+    """`x` clipped to ``bits``-bit two's complement, as a ``signed(bits)`` value.
+
+    `x` fits when its bits from ``bits - 1`` up are all equal (all its sign):
+    a reduction of those bits, no comparator as wide as `x`.
+    """
+    x = Value.cast(x)
     low, high = saturate_limits(bits)
-    return Mux(x > high, Const(high, signed(bits)), Mux(x < low, Const(low, signed(bits)), x[:bits].as_signed()))
+    signed_ = x.shape().signed
+    if len(x) < bits or (len(x) == bits and signed_):
+        return x.as_signed() if signed_ else x.as_unsigned()
+    top = x[bits - 1:]
+    if signed_:
+        fits, negative = top.all() | ~top.any(), x[-1]
+    else:
+        fits, negative = ~top.any(), Const(0)
+    return Mux(fits, x[:bits].as_signed(), Mux(negative, Const(low, signed(bits)), Const(high, signed(bits))))
