@@ -2,8 +2,8 @@
 function of :mod:`golden.int_ops` (or one operation of `golden.int_forward.IntegerForward`), tested
 alone against it in simulation.
 
-- `Requantizer` (``requantize``), `IsqrtUnit` (``isqrt``), `ReciprocalUnit` (``reciprocal``),
-  `LayerNormUnit` (``layer_norm``), `Exp2Unit` (``exp2``), `GeluTable` (``gelu_lookup``),
+- `Requantizer` (``requantize``), `SerialRequantizer` (``requantize`` on a serial multiplier),
+  `IsqrtUnit` (``isqrt``), `ReciprocalUnit` (``reciprocal``), `LayerNormUnit` (``layer_norm``), `Exp2Unit` (``exp2``), `GeluTable` (``gelu_lookup``),
   `Xorshift32` (``xorshift32``), `Sampler` (``sample``), `AttentionUnit` (``attention`` with the
   KV cache), `EmbeddingUnit` (the program's ``embed``), `DecodeLinear` (a ``linear`` op on the
   split-K PoT array), `LinearResidual` (a ``linear`` op to the residual, with the add),
