@@ -135,12 +135,13 @@ class AttentionUnit(wiring.Component):
         L, A, P = self._lanes, self._act_bits, self._positions
         cache = self._n_layer * P * self._d // L
         return [("kv_cache", L * A, 2 * cache), ("query", L * A, self._d // L),
-                ("scores", self.score_bits, P), ("weights", self._exp_bits, P),
+                ("scores", self.score_bits, P),
                 ("exp2", self._exp_bits, len(self._exp_args["table"]))]
 
     def elaborate(self, platform):
         m = Module()
         d, hd, A, P, L = self._d, self.head_dim, self._act_bits, self._positions, self._lanes
+        eb = self._exp_bits
         words, groups, lane_bits = d // L, hd // L, (L - 1).bit_length()
         m.submodules.exp2 = exp2 = Exp2Unit(**self._exp_args)
         m.submodules.reciprocal = recip_unit = ReciprocalUnit(value_bits=self.sum_bits, bits=self._recip_bits)
@@ -153,61 +154,124 @@ class AttentionUnit(wiring.Component):
         m.submodules.cache = cache = memory.Memory(shape=L * A, depth=2 * self._n_layer * P * words, init=[])
         m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
         m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
-        m.submodules.weights = weights = memory.Memory(shape=self._exp_bits, depth=P, init=[])
         cache_write, cache_read = cache.write_port(granularity=A), cache.read_port()
         q_write, q_read = query.write_port(granularity=A), query.read_port()
         s_write, s_read = scores.write_port(), scores.read_port()
-        e_write, e_read = weights.write_port(), weights.read_port()
 
         def lane(word, index):
             return word[index * A:(index + 1) * A].as_signed()
+
+        def register(value, name, shape=None):
+            """`value` one cycle later."""
+            reg = Signal(shape if shape is not None else value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
 
         head = Signal(range(self._n_head + 1))
         group = Signal(range(groups + 1))                 # channels group * L .. of the head
         key = Signal(range(P + 1))                        # j, issued
         index = Signal(range(d + 1))                      # kv / q load counter
-        row = (self.layer * P + key) * 2 * words          # cache word of (layer, j, key channel 0)
         second = Signal()                                 # loading: the value of the pair (the key went first)
+        loading = Signal()
+        values_phase = Signal()                           # VALUES (exps and e v) rather than SCORES (q . k)
         issuing = Signal()
-        # Issue stage -> data stage (memories answer) -> accumulate stage.
-        b_valid, b_last, b_key = Signal(), Signal(), Signal(range(P))
-        c_valid, c_last, c_key = Signal(), Signal(), Signal(range(P))
-        products = [Signal(signed(max(2 * A, self._exp_bits + A + 1)), name=f"product{i}") for i in range(L)]
-        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
-        top = Signal(signed(self.score_bits))
-        total = Signal(self.sum_bits)
-        exps = Signal(range(P + 1))
-        recip = Signal(self._recip_bits)
-        shift = Signal(recip_unit.shift_bits)
-        mean = Signal(signed(self.mean_bits))
-        out_lane = Signal(range(L + 1))
-        z = Signal(exp2.z_bits)
-        z_valid = Signal()
-        values_phase = Signal()
 
+        # Every read is issued with a tag (valid, first and last group of a score, last key, key) that travels
+        # down the pipeline beside its data: tags[n] is the tag n cycles after the issue.
+        tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "key": range(P)})
+        tags = [Signal(tag, name="tag0")]
+        m.d.comb += [tags[0].valid.eq(issuing), tags[0].values.eq(values_phase), tags[0].first.eq(group == 0), tags[0].last.eq(group == groups - 1),
+                     tags[0].final.eq(key == self.position), tags[0].key.eq(key)]
+
+        def tag_at(n):
+            while len(tags) <= n:
+                tags.append(register(tags[-1], f"tag{len(tags)}"))
+            return tags[n]
+
+        # -- the KV cache's one address: the load's in IDLE; else key j's words of this head's channel group ----
         load_word = index[lane_bits:]
         load_lane = 1 << index[:lane_bits] if L > 1 else 1
         cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
-        # One address for both ports (the load's in IDLE, the reads' otherwise): a single-port RAM's pattern.
+        # SCORES reads key j's words as it issues j; VALUES reads value j's words when e_j is one cycle from
+        # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
+        value_read = 5 + exp2.latency - 1
+        read_key = Mux(values_phase, tag_at(value_read).key, key)
         cache_address = Signal(range(2 * self._n_layer * P * words))
-        loading = Signal()
-        m.d.comb += [cache_address.eq(Mux(loading, cache_word,
-                                          row + Mux(values_phase, words, 0) + head * groups + group)),
+        m.d.comb += [cache_address.eq(Mux(loading, cache_word, (self.layer * P + read_key) * 2 * words
+                                          + Mux(values_phase, words, 0) + head * groups + group)),
                      cache_write.addr.eq(cache_address), cache_read.addr.eq(cache_address),
                      cache_write.data.eq(Cat(*[Mux(second, self.kv.payload.v, self.kv.payload.k)] * L)),
                      q_write.addr.eq(load_word), q_write.data.eq(Cat(*[self.q.payload] * L)),
-                     s_read.addr.eq(key), e_read.addr.eq(key),
-                     exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z), exp2.o.ready.eq(1),
-                     e_write.addr.eq(exps), e_write.data.eq(exp2.o.payload), e_write.en.eq(exp2.o.valid),
-                     requant.i.payload.acc.eq(mean), requant.i.payload.mult.eq(self.out_mult),
-                     requant.i.payload.shift.eq(self.out_shift)]
-        m.d.sync += [b_valid.eq(issuing), b_key.eq(key), c_valid.eq(b_valid), c_last.eq(b_last), c_key.eq(b_key)]
-        # One multiplier per lane, shared: q . k in the scores, e * v in the values.
-        weight = Cat(e_read.data, 0).as_signed()
+                     q_read.addr.eq(head * groups + group), s_read.addr.eq(key)]
+
+        # -- one multiplier per lane, shared: q_i k_ji in SCORES, e_j v_ji in VALUES ----------------------------
+        # e_j v = (e_j - 2**(eb-1)) v + v 2**(eb-1): the multiplier's operands stay eb and A bits signed (one
+        # iCE40 SB_MAC16 per lane for 16-bit weights), the correction is an adder on the product's top bits.
+        weight = Cat(exp2.o.payload[:eb - 1], ~exp2.o.payload[eb - 1]).as_signed()
+        products = []
         for i in range(L):
-            m.d.sync += products[i].eq(Mux(values_phase, weight, lane(q_read.data, i)) * lane(cache_read.data, i))
-        with m.If(exp2.o.valid):
-            m.d.sync += [total.eq(total + exp2.o.payload), exps.eq(exps + 1)]
+            product = Signal(signed(eb + A), name=f"product{i}")
+            value = lane(cache_read.data, i)
+            m.d.sync += product.eq(Mux(values_phase, weight, lane(q_read.data, i)) * value
+                                   + Mux(values_phase, value << (eb - 1), 0))
+            products.append(product)
+
+        # -- SCORES: s_j = sum_i q_i k_ji (an adder tree, a register every two levels), then the largest ------
+        level, depth = [p[:2 * A].as_signed() for p in products], 2
+        while len(level) > 1:
+            level = [register(sum(level[k:k + 4]), f"partial{depth}_{k // 4}", signed(self.score_bits))
+                     for k in range(0, len(level), 4)]
+            depth += 1
+        psum, at = level[0], tag_at(depth)
+        running = Signal(signed(self.score_bits))
+        score_next = psum if groups == 1 else Mux(at.first, 0, running) + psum
+        score = Signal(signed(self.score_bits))
+        m.d.sync += [running.eq(score_next), score.eq(score_next)]
+        scored = tag_at(depth + 1)
+        score_valid = scored.valid & ~scored.values & scored.last
+        top = Signal(signed(self.score_bits))
+        m.d.comb += [s_write.addr.eq(scored.key), s_write.data.eq(score), s_write.en.eq(score_valid)]
+        with m.If(score_valid & ((scored.key == 0) | (score > top))):
+            m.d.sync += top.eq(score)
+
+        # -- VALUES: z_j = round_shift((top - s_j) * score_mult, score_shift), e_j = exp2(z_j), acc += e_j v_j ---
+        # Four stages before exp2: the gap, its product, the shift, the rounding (`round_shift` split in two:
+        # ((2 x >> shift) + 1) >> 1).
+        gap = register((top - s_read.data).as_unsigned(), "gap")
+        gap_product = register(gap * self.score_mult, "gap_product")
+        gap_shifted = register((gap_product << 1) >> self.score_shift, "gap_shifted")
+        z = register((gap_shifted + 1) >> 1, "z", exp2.z_bits)
+        total = Signal(self.sum_bits)
+        m.d.comb += [exp2.i.valid.eq(tag_at(5).valid & tag_at(5).values), exp2.i.payload.eq(z), exp2.o.ready.eq(1)]
+        with m.If(exp2.o.valid & (group == 0)):
+            m.d.sync += total.eq(total + exp2.o.payload)
+        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
+        summed = tag_at(value_read + 2)
+        with m.If(summed.valid & summed.values):
+            m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
+
+        # -- OUTPUT: a_i = round_shift(acc_i R, sh - avg_frac_bits) (select, product, shift, round), requantised
+        recip = Signal(self._recip_bits)
+        mean_shift = Signal(recip_unit.shift_bits)
+        out_lane = Signal(range(L + 1))
+        pushed = Signal(range(L + 1))
+        advance = requant.i.ready
+        issue_mean = Signal()
+        chosen = Signal(accs[0].shape())
+        chosen_valid, product_valid, shifted_valid, mean_valid = Signal(), Signal(), Signal(), Signal()
+        mean_product = Signal(signed(len(chosen) + self._recip_bits))
+        mean_shifted = Signal(signed(len(mean_product) + 1))
+        mean = Signal(signed(self.mean_bits))
+        with m.If(advance):
+            m.d.sync += [chosen.eq(Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0]),
+                         chosen_valid.eq(issue_mean),
+                         mean_product.eq(chosen * recip), product_valid.eq(chosen_valid),
+                         mean_shifted.eq((mean_product << 1) >> mean_shift), shifted_valid.eq(product_valid),
+                         mean.eq((mean_shifted + 1) >> 1), mean_valid.eq(shifted_valid)]
+            with m.If(issue_mean):
+                m.d.sync += out_lane.eq(out_lane + 1)
+        m.d.comb += [requant.i.valid.eq(mean_valid), requant.i.payload.acc.eq(mean),
+                     requant.i.payload.mult.eq(self.out_mult), requant.i.payload.shift.eq(self.out_shift)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -219,60 +283,43 @@ class AttentionUnit(wiring.Component):
                 with m.If((self.kv.valid & second) | (self.q.valid & ~self.kv.valid)):
                     m.d.sync += index.eq(Mux(index == d - 1, 0, index + 1))
                 with m.If(self.q.valid & ~self.kv.valid & (index == d - 1)):
-                    m.d.sync += [head.eq(0), key.eq(0), group.eq(0)] + [acc.eq(0) for acc in accs]
+                    m.d.sync += [head.eq(0), key.eq(0), group.eq(0), values_phase.eq(0)]
                     m.next = "SCORES"
             with m.State("SCORES"):                        # s_j = sum_i q_i k_ji, i inner, L at a time
-                m.d.comb += [issuing.eq(key <= self.position), q_read.addr.eq(head * groups + group)]
-                m.d.sync += b_last.eq(group == groups - 1)
+                m.d.comb += issuing.eq(key <= self.position)
                 with m.If(issuing):
                     m.d.sync += [group.eq(Mux(group == groups - 1, 0, group + 1)),
                                  key.eq(Mux(group == groups - 1, key + 1, key))]
-                with m.If(c_valid):
-                    summed = accs[0] + sum(products)
-                    m.d.sync += accs[0].eq(Mux(c_last, 0, summed))
-                    m.d.comb += [s_write.addr.eq(c_key), s_write.data.eq(summed), s_write.en.eq(c_last)]
-                    with m.If(c_last & ((c_key == 0) | (summed > top))):
-                        m.d.sync += top.eq(summed)
-                    with m.If(c_last & (c_key == self.position)):
-                        m.d.sync += [key.eq(0), total.eq(0), exps.eq(0)]
-                        m.next = "EXPS"
-            with m.State("EXPS"):                          # e_j = exp2(round_shift((top - s_j) * score_mult, ...))
+                with m.If(score_valid & scored.final):
+                    m.d.sync += [key.eq(0), total.eq(0), values_phase.eq(1)] + [acc.eq(0) for acc in accs]
+                    m.next = "VALUES"
+            with m.State("VALUES"):                        # e_j and acc_i = sum_j e_j v_ji, L channels at once
                 m.d.comb += issuing.eq(key <= self.position)
                 with m.If(issuing):
                     m.d.sync += key.eq(key + 1)
-                gap = ((top - s_read.data).as_unsigned() * self.score_mult).as_signed()
-                m.d.sync += [z_valid.eq(b_valid), z.eq(round_shift(gap, self.score_shift))]
-                with m.If(exp2.o.valid & (exps == self.position)):
-                    m.next = "RECIPROCAL"
+                with m.If(summed.valid & summed.values & summed.final):
+                    m.d.sync += [out_lane.eq(0), pushed.eq(0)]
+                    m.next = "OUTPUT"
+                    with m.If(group == 0):
+                        m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
-                        lambda result: [recip.eq(result.recip), shift.eq(result.shift), key.eq(0), group.eq(0),
-                                        values_phase.eq(1)] + [acc.eq(0) for acc in accs],
-                        after="VALUES")
-            with m.State("VALUES"):                        # acc_i = sum_j e_j v_ji, j inner, L channels at once
-                m.d.comb += issuing.eq(key <= self.position)
-                m.d.sync += b_last.eq(key == self.position)
-                with m.If(issuing):
-                    m.d.sync += key.eq(key + 1)
-                with m.If(c_valid):
-                    m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
-                    with m.If(c_last):
-                        m.d.sync += out_lane.eq(0)
-                        m.next = "MEAN"
-            with m.State("MEAN"):
-                m.d.sync += mean.eq(round_shift(Array(accs)[out_lane] * recip,
-                                                (shift - self._avg_frac_bits)[:len(shift)]))
-                m.next = "PUSH"
-            with m.State("PUSH"):
-                m.d.comb += requant.i.valid.eq(1)
-                with m.If(requant.i.ready):
-                    m.d.sync += out_lane.eq(out_lane + 1)
-                    m.next = "MEAN"
-                    with m.If(out_lane == L - 1):
-                        m.d.sync += [key.eq(0), group.eq(group + 1)] + [acc.eq(0) for acc in accs]
+                        lambda result: [recip.eq(result.recip),
+                                        mean_shift.eq(result.shift - self._avg_frac_bits)],
+                        after="OUTPUT")
+            with m.State("OUTPUT"):                        # L means through the pipeline into the requantiser
+                m.d.comb += issue_mean.eq(out_lane < L)
+                with m.If(mean_valid & advance):
+                    m.d.sync += pushed.eq(pushed + 1)
+                    with m.If(pushed == L - 1):
+                        m.d.sync += [key.eq(0)] + [acc.eq(0) for acc in accs]
                         m.next = "VALUES"
                         with m.If(group == groups - 1):
-                            m.d.sync += [group.eq(0), head.eq(head + 1), values_phase.eq(0)]
+                            m.d.sync += [head.eq(head + 1), values_phase.eq(0)]
                             m.next = "SCORES"
                             with m.If(head == self._n_head - 1):
                                 m.next = "IDLE"
+                        with m.If(group == groups - 1):
+                            m.d.sync += group.eq(0)
+                        with m.Else():
+                            m.d.sync += group.eq(group + 1)
         return m
