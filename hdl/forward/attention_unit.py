@@ -66,7 +66,7 @@ class AttentionUnit(wiring.Component):
     """
 
     def __init__(self, *, d, n_head, n_layer, positions, act_bits=8, table, exp_frac_bits=8, exp_bits=16,
-                 recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1):
+                 recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63)):
         self._d = check_int("d", d, 1, 4096)
         self._n_head = check_int("n_head", n_head, 1, d)
         if d % n_head:
@@ -84,6 +84,15 @@ class AttentionUnit(wiring.Component):
                               z_bits=self.score_bits + 1 + mult_bits)
         Exp2Unit(**self._exp_args)                             # validates the table now
         self._exp_bits = exp_bits
+        if (not isinstance(score_shifts, (tuple, list)) or len(score_shifts) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in score_shifts)
+                or not 0 <= score_shifts[0] <= score_shifts[1] <= 63):
+            raise ValueError(f"score_shifts must be (low, high) with 0 <= low <= high <= 63, not {score_shifts!r}")
+        self._score_shifts = tuple(score_shifts)
+        table = self._exp_args["table"]
+        if int(table[0]).bit_length() + recip_bits - 2 < avg_frac_bits:
+            raise ValueError(f"the reciprocal's least shift {int(table[0]).bit_length() + recip_bits - 2} is below "
+                             f"avg_frac_bits {avg_frac_bits}")
         kv = data.StructLayout({"k": signed(act_bits), "v": signed(act_bits)})
         super().__init__({
             "kv": In(stream.Signature(kv)),
@@ -117,6 +126,20 @@ class AttentionUnit(wiring.Component):
     def mean_bits(self):
         """Signed width of the weighted mean ``a``: ``act_bits + avg_frac_bits + 1``."""
         return self._act_bits + self._avg_frac_bits + 1
+
+    @property
+    def score_shifts(self):
+        """``(low, high)``: the values ``score_shift`` may take (the compiled layers' range)."""
+        return self._score_shifts
+
+    @property
+    def mean_shift_range(self):
+        """``(low, high)`` of the mean's shift ``sh - avg_frac_bits``, ``sh = bit_length(E) + recip_bits - 2``.
+
+        The key of the largest score has ``z = 0``, so ``E >= table[0]``; ``E <= positions * max(table)``.
+        """
+        table, r = self._exp_args["table"], self._recip_bits - 2 - self._avg_frac_bits
+        return (int(table[0]).bit_length() + r, (self._positions * int(max(table))).bit_length() + r)
 
     @property
     def cache_bits(self):
@@ -234,43 +257,59 @@ class AttentionUnit(wiring.Component):
         with m.If(score_valid & ((scored.key == 0) | (score > top))):
             m.d.sync += top.eq(score)
 
-        # -- VALUES: z_j = round_shift((top - s_j) * score_mult, score_shift), e_j = exp2(z_j), acc += e_j v_j ---
-        # Four stages before exp2: the gap, its product, the shift, the rounding (`round_shift` split in two:
-        # ((2 x >> shift) + 1) >> 1).
-        gap = register((top - s_read.data).as_unsigned(), "gap")
-        gap_product = register(gap * self.score_mult, "gap_product")
-        gap_shifted = register((gap_product << 1) >> self.score_shift, "gap_shifted")
-        z = register((gap_shifted + 1) >> 1, "z", exp2.z_bits)
+        # -- one scaling pipeline, shared: VALUES' gaps and OUTPUT's means ---------------------------------------
+        # z_j = round_shift((top - s_j) * score_mult, score_shift) and a_i = round_shift(acc_i R, sh - avg_frac_bits)
+        # both take four stages: the operand, its product (one multiplier for both), the shift, the rounding
+        # (`round_shift` split in two: ((2 x >> shift) + 1) >> 1). The shift's known least value is a constant
+        # shift (wires); only the rest is a barrel shifter, as short as the two ranges allow.
+        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
+        recip = Signal(self._recip_bits)
+        (gap_low, gap_high), (mean_low, mean_high) = self._score_shifts, self.mean_shift_range
+        variable = Signal(range(max(gap_high - gap_low, mean_high - mean_low) + 1))
+        mean_shift = Signal.like(variable)                # sh - avg_frac_bits - mean_low of this head
+        output_phase = Signal()                           # OUTPUT: the pipeline scales means, under back-pressure
+        advance = requant.i.ready
+        step = ~output_phase | advance                    # in VALUES the pipeline never stalls
+        out_lane = Signal(range(L + 1))
+        pushed = Signal(range(L + 1))
+        issue_mean = Signal()
+        operand = Signal(signed(max(self.score_bits + 2, len(accs[0]))))
+        scale = Signal(max(self._mult_bits, self._recip_bits))
+        scaled = Signal(signed(len(operand) + len(scale)))
+        shifted = Signal(signed(len(scaled) + 1))
+        rounded = Signal(signed(len(shifted)))
+        chosen_valid, product_valid, shifted_valid, mean_valid = Signal(), Signal(), Signal(), Signal()
+
+        def pre_shift(x, low):
+            """``(2 x) >> low``: the constant part of the shift."""
+            return x << 1 if low == 0 else x >> (low - 1)
+
+        with m.If(step):
+            m.d.sync += [operand.eq(Mux(output_phase, Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0],
+                                        (top - s_read.data).as_unsigned())),
+                         scale.eq(Mux(output_phase, recip, self.score_mult)),
+                         variable.eq(Mux(output_phase, mean_shift, (self.score_shift - gap_low)[:len(variable)])),
+                         scaled.eq(operand * scale),
+                         shifted.eq(Mux(output_phase, pre_shift(scaled, mean_low), pre_shift(scaled, gap_low))
+                                    >> variable),
+                         rounded.eq((shifted + 1) >> 1),
+                         chosen_valid.eq(issue_mean), product_valid.eq(chosen_valid),
+                         shifted_valid.eq(product_valid), mean_valid.eq(shifted_valid)]
+            with m.If(issue_mean):
+                m.d.sync += out_lane.eq(out_lane + 1)
+
+        # VALUES: e_j = exp2(z_j) and acc_i += e_j v_ji.
         total = Signal(self.sum_bits)
-        m.d.comb += [exp2.i.valid.eq(tag_at(5).valid & tag_at(5).values), exp2.i.payload.eq(z), exp2.o.ready.eq(1)]
+        m.d.comb += [exp2.i.valid.eq(tag_at(5).valid & tag_at(5).values), exp2.i.payload.eq(rounded),
+                     exp2.o.ready.eq(1)]
         with m.If(exp2.o.valid & (group == 0)):
             m.d.sync += total.eq(total + exp2.o.payload)
-        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
         summed = tag_at(value_read + 2)
         with m.If(summed.valid & summed.values):
             m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
 
-        # -- OUTPUT: a_i = round_shift(acc_i R, sh - avg_frac_bits) (select, product, shift, round), requantised
-        recip = Signal(self._recip_bits)
-        mean_shift = Signal(recip_unit.shift_bits)
-        out_lane = Signal(range(L + 1))
-        pushed = Signal(range(L + 1))
-        advance = requant.i.ready
-        issue_mean = Signal()
-        chosen = Signal(accs[0].shape())
-        chosen_valid, product_valid, shifted_valid, mean_valid = Signal(), Signal(), Signal(), Signal()
-        mean_product = Signal(signed(len(chosen) + self._recip_bits))
-        mean_shifted = Signal(signed(len(mean_product) + 1))
-        mean = Signal(signed(self.mean_bits))
-        with m.If(advance):
-            m.d.sync += [chosen.eq(Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0]),
-                         chosen_valid.eq(issue_mean),
-                         mean_product.eq(chosen * recip), product_valid.eq(chosen_valid),
-                         mean_shifted.eq((mean_product << 1) >> mean_shift), shifted_valid.eq(product_valid),
-                         mean.eq((mean_shifted + 1) >> 1), mean_valid.eq(shifted_valid)]
-            with m.If(issue_mean):
-                m.d.sync += out_lane.eq(out_lane + 1)
-        m.d.comb += [requant.i.valid.eq(mean_valid), requant.i.payload.acc.eq(mean),
+        # OUTPUT: the L means, requantised.
+        m.d.comb += [requant.i.valid.eq(mean_valid), requant.i.payload.acc.eq(rounded),
                      requant.i.payload.mult.eq(self.out_mult), requant.i.payload.shift.eq(self.out_shift)]
 
         with m.FSM():
@@ -298,20 +337,20 @@ class AttentionUnit(wiring.Component):
                 with m.If(issuing):
                     m.d.sync += key.eq(key + 1)
                 with m.If(summed.valid & summed.values & summed.final):
-                    m.d.sync += [out_lane.eq(0), pushed.eq(0)]
+                    m.d.sync += [out_lane.eq(0), pushed.eq(0), output_phase.eq(group != 0)]
                     m.next = "OUTPUT"
                     with m.If(group == 0):
                         m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
-                        lambda result: [recip.eq(result.recip),
-                                        mean_shift.eq(result.shift - self._avg_frac_bits)],
+                        lambda result: [recip.eq(result.recip), output_phase.eq(1),
+                                        mean_shift.eq(result.shift - (self._avg_frac_bits + mean_low))],
                         after="OUTPUT")
             with m.State("OUTPUT"):                        # L means through the pipeline into the requantiser
                 m.d.comb += issue_mean.eq(out_lane < L)
                 with m.If(mean_valid & advance):
                     m.d.sync += pushed.eq(pushed + 1)
                     with m.If(pushed == L - 1):
-                        m.d.sync += [key.eq(0)] + [acc.eq(0) for acc in accs]
+                        m.d.sync += [key.eq(0), output_phase.eq(0)] + [acc.eq(0) for acc in accs]
                         m.next = "VALUES"
                         with m.If(group == groups - 1):
                             m.d.sync += [head.eq(head + 1), values_phase.eq(0)]
