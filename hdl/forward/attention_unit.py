@@ -23,24 +23,32 @@ class AttentionUnit(wiring.Component):
     order, two cycles a pair) to layer ``layer``'s cache at ``position``; ``q`` then brings the
     ``d`` query values and the unit answers ``d`` outputs in channel order.
     Per head ``h`` (``hd = d / n_head`` channels), for the keys
-    ``j = 0 .. position``:
+    ``j = 0 .. position``, with ``lanes`` channels per cycle (a power of two
+    dividing ``hd``; the cache, the query and the value accumulators are
+    ``lanes`` wide, and ``lanes`` multipliers serve both MACs):
 
-    1. scores ``s_j = q . k_j``: one product per cycle, ``(position + 1) * hd``
-       cycles, into a score memory, keeping the largest;
-    2. ``z_j = round_shift((max - s_j) * score_mult, score_shift)``,
-       ``e_j = exp2(z_j)`` (`Exp2Unit`) into a memory, ``E = sum e_j``;
-    3. ``(R, sh) = reciprocal(E, recip_bits)`` (`ReciprocalUnit`);
-    4. per channel ``i``: ``acc_i = sum_j e_j v_ji`` (``position + 1`` cycles),
-       ``a_i = round_shift(acc_i * R, sh - avg_frac_bits)`` and
-       ``y_i = requantize(a_i, out_mult, out_shift, act_bits)`` (`Requantizer`).
+    1. SCORES: ``s_j = q . k_j``, ``hd / lanes`` cycles of ``lanes`` products
+       a key, summed by an adder tree with a register every two levels, into
+       a score memory, keeping the largest;
+    2. VALUES, one pass per group of ``lanes`` channels: ``z_j =
+       round_shift((max - s_j) * score_mult, score_shift)``, ``e_j =
+       exp2(z_j)`` (`Exp2Unit`) and ``acc_i += e_j v_ji``, one key a cycle:
+       the value is read from the cache as ``e_j`` leaves the exp2 unit, so
+       no memory holds the weights (a pass recomputes them); the first pass
+       also sums ``E = sum e_j``;
+    3. ``(R, sh) = reciprocal(E, recip_bits)`` (`ReciprocalUnit`), once;
+    4. OUTPUT, after each pass: ``a_i = round_shift(acc_i * R, sh -
+       avg_frac_bits)``, one channel a cycle, into the `Requantizer`
+       (``y_i = requantize(a_i, out_mult, out_shift, act_bits)``).
 
-    With ``lanes`` channels per cycle (a power of two dividing ``hd``) the
-    cache, the query and the value accumulators are ``lanes`` wide: a score
-    takes ``hd / lanes`` cycles of ``lanes`` products, and the values
-    ``lanes`` channels at once (``lanes`` multipliers, shared by the two
-    phases; the mean and the requantiser stay one channel per cycle). So a
-    head costs about ``(position + 1) (2 hd / lanes + 1)`` cycles and
-    ``2 hd`` of mean and output (`head_cycles`).
+    Every step is pipelined (a register after each multiplier, shifter and
+    adder chain, tags travelling beside the data), for the ECP5's clock.
+    ``(max - s_j) * score_mult`` and ``acc_i * R`` share one multiplier,
+    shifter and rounding stage (VALUES and OUTPUT never overlap); each
+    shifter covers only its shift's range (``score_shifts``, the compiled
+    layers'; `mean_shift_range`, from the table and the context). A head
+    takes `head_cycles`: about ``(position + 1) (2 hd / lanes)`` cycles and
+    ``hd`` more for the outputs.
 
     Parameters
     ----------
@@ -54,6 +62,9 @@ class AttentionUnit(wiring.Component):
         ``IntFormats`` fields.
     lanes : int
         Channels per cycle: a power of two dividing ``d / n_head``.
+    score_shifts : (int, int)
+        The least and largest ``score_shift`` the unit is given (0 to 63); its
+        shifter covers only these (outside them the result is wrong).
 
     Members
     -------
@@ -147,10 +158,15 @@ class AttentionUnit(wiring.Component):
         return 2 * self._n_layer * self._positions * self._d * self._act_bits
 
     def head_cycles(self, position):
-        """Cycles of one head at `position` with no stalls (scores, exps, reciprocal at most, values, outputs)."""
+        """Cycles of one head at `position` with no stalls, the reciprocal at its longest.
+
+        SCORES ``keys * groups`` and the tree's latency, VALUES ``groups (keys + 8)`` (8: the pipeline from
+        the score to the accumulators), the reciprocal, OUTPUT ``groups (lanes + 4)``.
+        """
         keys, groups = position + 1, self.head_dim // self._lanes
-        return keys * groups + keys + 6 + (self.sum_bits + self._recip_bits + 2) + groups * (keys + 4) \
-            + 2 * self.head_dim
+        tree = 0 if self._lanes == 1 else ((self._lanes - 1).bit_length() + 1) // 2      # adder-tree registers
+        return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 3) \
+            + groups * (self._lanes + 4)
 
     @property
     def memories(self):
