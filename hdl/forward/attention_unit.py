@@ -7,13 +7,21 @@ from amaranth.lib.wiring import In, Out
 
 from golden.datapath import check_act_bits
 
-from .arith import check_int, round_shift
+from .arith import check_int, saturate
 from .exp2_unit import Exp2Unit
 from .handshake import call_states
 from .reciprocal_unit import ReciprocalUnit
-from .requantizer import Requantizer
 
 __all__ = ["AttentionUnit"]
+
+
+def _check_shifts(name, shifts):
+    """`shifts` as a ``(low, high)`` tuple of ints with ``0 <= low <= high <= 63``; else ValueError naming `name`."""
+    if (not isinstance(shifts, (tuple, list)) or len(shifts) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shifts)
+            or not 0 <= shifts[0] <= shifts[1] <= 63):
+        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high <= 63, not {shifts!r}")
+    return tuple(shifts)
 
 
 class AttentionUnit(wiring.Component):
@@ -38,17 +46,18 @@ class AttentionUnit(wiring.Component):
        also sums ``E = sum e_j``;
     3. ``(R, sh) = reciprocal(E, recip_bits)`` (`ReciprocalUnit`), once;
     4. OUTPUT, after each pass: ``a_i = round_shift(acc_i * R, sh -
-       avg_frac_bits)``, one channel a cycle, into the `Requantizer`
-       (``y_i = requantize(a_i, out_mult, out_shift, act_bits)``).
+       avg_frac_bits)`` and ``y_i = requantize(a_i, out_mult, out_shift,
+       act_bits)``, a channel every two cycles.
 
     Every step is pipelined (a register after each multiplier, shifter and
     adder chain, tags travelling beside the data), for the ECP5's clock.
-    ``(max - s_j) * score_mult`` and ``acc_i * R`` share one multiplier,
-    shifter and rounding stage (VALUES and OUTPUT never overlap); each
-    shifter covers only its shift's range (``score_shifts``, the compiled
-    layers'; `mean_shift_range`, from the table and the context). A head
-    takes `head_cycles`: about ``(position + 1) (2 hd / lanes)`` cycles and
-    ``hd`` more for the outputs.
+    ``(max - s_j) * score_mult``, ``acc_i * R`` and ``a_i * out_mult`` share
+    one multiplier, shifter and rounding stage (VALUES and OUTPUT never
+    overlap), whose shifter covers only the shifts' ranges (``score_shifts``
+    and ``out_shifts``, the compiled layers'; `mean_shift_range`, from the
+    table and the context). A head takes `head_cycles`: about
+    ``(position + 1) (2 hd / lanes)`` cycles and ``2 hd`` more for the
+    outputs.
 
     Parameters
     ----------
@@ -62,9 +71,10 @@ class AttentionUnit(wiring.Component):
         ``IntFormats`` fields.
     lanes : int
         Channels per cycle: a power of two dividing ``d / n_head``.
-    score_shifts : (int, int)
-        The least and largest ``score_shift`` the unit is given (0 to 63); its
-        shifter covers only these (outside them the result is wrong).
+    score_shifts, out_shifts : (int, int)
+        The least and largest ``score_shift`` / ``out_shift`` the unit is given
+        (0 to 63); its shifter covers only these (outside them the result is
+        wrong).
 
     Members
     -------
@@ -77,7 +87,8 @@ class AttentionUnit(wiring.Component):
     """
 
     def __init__(self, *, d, n_head, n_layer, positions, act_bits=8, table, exp_frac_bits=8, exp_bits=16,
-                 recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63)):
+                 recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63),
+                 out_shifts=(0, 63)):
         self._d = check_int("d", d, 1, 4096)
         self._n_head = check_int("n_head", n_head, 1, d)
         if d % n_head:
@@ -95,11 +106,8 @@ class AttentionUnit(wiring.Component):
                               z_bits=self.score_bits + 1 + mult_bits)
         Exp2Unit(**self._exp_args)                             # validates the table now
         self._exp_bits = exp_bits
-        if (not isinstance(score_shifts, (tuple, list)) or len(score_shifts) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in score_shifts)
-                or not 0 <= score_shifts[0] <= score_shifts[1] <= 63):
-            raise ValueError(f"score_shifts must be (low, high) with 0 <= low <= high <= 63, not {score_shifts!r}")
-        self._score_shifts = tuple(score_shifts)
+        self._score_shifts = _check_shifts("score_shifts", score_shifts)
+        self._out_shifts = _check_shifts("out_shifts", out_shifts)
         table = self._exp_args["table"]
         if int(table[0]).bit_length() + recip_bits - 2 < avg_frac_bits:
             raise ValueError(f"the reciprocal's least shift {int(table[0]).bit_length() + recip_bits - 2} is below "
@@ -144,6 +152,11 @@ class AttentionUnit(wiring.Component):
         return self._score_shifts
 
     @property
+    def out_shifts(self):
+        """``(low, high)``: the values ``out_shift`` may take (the compiled layers' range)."""
+        return self._out_shifts
+
+    @property
     def mean_shift_range(self):
         """``(low, high)`` of the mean's shift ``sh - avg_frac_bits``, ``sh = bit_length(E) + recip_bits - 2``.
 
@@ -161,12 +174,13 @@ class AttentionUnit(wiring.Component):
         """Cycles of one head at `position` with no stalls, the reciprocal at its longest.
 
         SCORES ``keys * groups`` and the tree's latency, VALUES ``groups (keys + 8)`` (8: the pipeline from
-        the score to the accumulators), the reciprocal, OUTPUT ``groups (lanes + 4)``.
+        the score to the accumulators), the reciprocal (``sum_bits + recip_bits + 2`` at most), OUTPUT
+        ``groups max(lanes + 8, 2 lanes + 4)`` (a mean and its requantisation, four stages each).
         """
-        keys, groups = position + 1, self.head_dim // self._lanes
-        tree = 0 if self._lanes == 1 else ((self._lanes - 1).bit_length() + 1) // 2      # adder-tree registers
-        return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 3) \
-            + groups * (self._lanes + 4)
+        keys, groups, L = position + 1, self.head_dim // self._lanes, self._lanes
+        tree = 0 if L == 1 else ((L - 1).bit_length() + 1) // 2      # adder-tree registers
+        return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 2) \
+            + groups * max(L + 8, 2 * L + 4)
 
     @property
     def memories(self):
@@ -184,9 +198,6 @@ class AttentionUnit(wiring.Component):
         words, groups, lane_bits = d // L, hd // L, (L - 1).bit_length()
         m.submodules.exp2 = exp2 = Exp2Unit(**self._exp_args)
         m.submodules.reciprocal = recip_unit = ReciprocalUnit(value_bits=self.sum_bits, bits=self._recip_bits)
-        m.submodules.requantizer = requant = Requantizer(acc_bits=self.mean_bits, mult_bits=self._mult_bits,
-                                                         shift_bits=6, out_bits=A)
-        wiring.connect(m, requant.o, wiring.flipped(self.o))
         # The KV cache: one memory, its write and read ports on one address and never used in the same
         # cycle (so a single-port RAM, an iCE40 SPRAM, can hold it); row (layer, j): the key's words, then
         # the value's.
@@ -273,46 +284,62 @@ class AttentionUnit(wiring.Component):
         with m.If(score_valid & ((scored.key == 0) | (score > top))):
             m.d.sync += top.eq(score)
 
-        # -- one scaling pipeline, shared: VALUES' gaps and OUTPUT's means ---------------------------------------
-        # z_j = round_shift((top - s_j) * score_mult, score_shift) and a_i = round_shift(acc_i R, sh - avg_frac_bits)
-        # both take four stages: the operand, its product (one multiplier for both), the shift, the rounding
-        # (`round_shift` split in two: ((2 x >> shift) + 1) >> 1). The shift's known least value is a constant
-        # shift (wires); only the rest is a barrel shifter, as short as the two ranges allow.
+        # -- one scaling pipeline, shared: VALUES' gaps, OUTPUT's means and their requantisation ----------------
+        # z_j = round_shift((top - s_j) * score_mult, score_shift), a_i = round_shift(acc_i R, sh - avg_frac_bits)
+        # and y_i = saturate(round_shift(a_i * out_mult, out_shift)) each take four stages: the operand, its
+        # product (one multiplier for all), the shift, the rounding (`round_shift` split in two: ((2 x >> shift)
+        # + 1) >> 1). A mean goes round twice: it re-enters as the operand of its requantisation, before any new
+        # channel. The shift's known least value is a constant shift (wires); only the rest is a barrel shifter,
+        # as short as the three ranges allow.
         accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
         recip = Signal(self._recip_bits)
-        (gap_low, gap_high), (mean_low, mean_high) = self._score_shifts, self.mean_shift_range
-        variable = Signal(range(max(gap_high - gap_low, mean_high - mean_low) + 1))
-        mean_shift = Signal.like(variable)                # sh - avg_frac_bits - mean_low of this head
-        output_phase = Signal()                           # OUTPUT: the pipeline scales means, under back-pressure
-        advance = requant.i.ready
-        step = ~output_phase | advance                    # in VALUES the pipeline never stalls
+        lows = {"gap": self._score_shifts[0], "mean": self.mean_shift_range[0], "out": self._out_shifts[0]}
+        span = max(high - low for low, high in (self._score_shifts, self.mean_shift_range, self._out_shifts))
+        mean_shift = Signal(range(span + 1))              # sh - avg_frac_bits - its least value, of this head
+        output_phase = Signal()                           # OUTPUT: means and outputs, under back-pressure
+        y, y_valid = Signal(signed(A)), Signal()          # the output register
+        m.d.comb += [self.o.payload.eq(y), self.o.valid.eq(y_valid)]
+        taking = ~y_valid | self.o.ready                  # the output register takes a new value
+        step = ~output_phase | taking                     # in VALUES the pipeline never stalls
         out_lane = Signal(range(L + 1))
         pushed = Signal(range(L + 1))
-        issue_mean = Signal()
-        operand = Signal(signed(max(self.score_bits + 2, len(accs[0]))))
+        operand = Signal(signed(max(self.score_bits + 2, len(accs[0]), self.mean_bits)))
         scale = Signal(max(self._mult_bits, self._recip_bits))
+        variable, variable2 = Signal(range(span + 1)), Signal(range(span + 1))
         scaled = Signal(signed(len(operand) + len(scale)))
         shifted = Signal(signed(len(scaled) + 1))
         rounded = Signal(signed(len(shifted)))
-        chosen_valid, product_valid, shifted_valid, mean_valid = Signal(), Signal(), Signal(), Signal()
+        # Per stage in OUTPUT: valid and whether it is a requantisation (else a mean).
+        valids, outs = [Signal(name=f"scale_valid{n}") for n in range(4)], [Signal(name=f"scale_out{n}")
+                                                                            for n in range(4)]
+        again = valids[3] & ~outs[3]                      # a mean leaving: its requantisation enters now
+        issue_mean = Signal()
 
         def pre_shift(x, low):
             """``(2 x) >> low``: the constant part of the shift."""
             return x << 1 if low == 0 else x >> (low - 1)
 
         with m.If(step):
-            m.d.sync += [operand.eq(Mux(output_phase, Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0],
-                                        (top - s_read.data).as_unsigned())),
-                         scale.eq(Mux(output_phase, recip, self.score_mult)),
-                         variable.eq(Mux(output_phase, mean_shift, (self.score_shift - gap_low)[:len(variable)])),
-                         scaled.eq(operand * scale),
-                         shifted.eq(Mux(output_phase, pre_shift(scaled, mean_low), pre_shift(scaled, gap_low))
-                                    >> variable),
-                         rounded.eq((shifted + 1) >> 1),
-                         chosen_valid.eq(issue_mean), product_valid.eq(chosen_valid),
-                         shifted_valid.eq(product_valid), mean_valid.eq(shifted_valid)]
+            with m.If(~output_phase):
+                m.d.sync += [operand.eq((top - s_read.data).as_unsigned()), scale.eq(self.score_mult),
+                             variable.eq((self.score_shift - lows["gap"])[:len(variable)])]
+            with m.Elif(again):
+                m.d.sync += [operand.eq(rounded), scale.eq(self.out_mult),
+                             variable.eq((self.out_shift - lows["out"])[:len(variable)])]
+            with m.Else():
+                m.d.sync += [operand.eq(Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0]),
+                             scale.eq(recip), variable.eq(mean_shift)]
+            presets = Mux(~output_phase, pre_shift(scaled, lows["gap"]),
+                          Mux(outs[1], pre_shift(scaled, lows["out"]), pre_shift(scaled, lows["mean"])))
+            m.d.sync += [scaled.eq(operand * scale), variable2.eq(variable),
+                         shifted.eq(presets >> variable2), rounded.eq((shifted + 1) >> 1),
+                         valids[0].eq(again | issue_mean), outs[0].eq(again)]
+            m.d.sync += [v.eq(p) for v, p in zip(valids[1:], valids)] + [o.eq(p) for o, p in zip(outs[1:], outs)]
             with m.If(issue_mean):
                 m.d.sync += out_lane.eq(out_lane + 1)
+        with m.If(taking):
+            m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3]), y.eq(saturate(rounded, A))]
+        m.d.comb += issue_mean.eq(output_phase & (out_lane < L) & ~again)
 
         # VALUES: e_j = exp2(z_j) and acc_i += e_j v_ji.
         total = Signal(self.sum_bits)
@@ -323,10 +350,6 @@ class AttentionUnit(wiring.Component):
         summed = tag_at(value_read + 2)
         with m.If(summed.valid & summed.values):
             m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
-
-        # OUTPUT: the L means, requantised.
-        m.d.comb += [requant.i.valid.eq(mean_valid), requant.i.payload.acc.eq(rounded),
-                     requant.i.payload.mult.eq(self.out_mult), requant.i.payload.shift.eq(self.out_shift)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -359,11 +382,10 @@ class AttentionUnit(wiring.Component):
                         m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
                         lambda result: [recip.eq(result.recip), output_phase.eq(1),
-                                        mean_shift.eq(result.shift - (self._avg_frac_bits + mean_low))],
+                                        mean_shift.eq(result.shift - (self._avg_frac_bits + lows["mean"]))],
                         after="OUTPUT")
-            with m.State("OUTPUT"):                        # L means through the pipeline into the requantiser
-                m.d.comb += issue_mean.eq(out_lane < L)
-                with m.If(mean_valid & advance):
+            with m.State("OUTPUT"):                        # L means, each requantised, into the output register
+                with m.If(taking & valids[3] & outs[3]):
                     m.d.sync += pushed.eq(pushed + 1)
                     with m.If(pushed == L - 1):
                         m.d.sync += [key.eq(0), output_phase.eq(0)] + [acc.eq(0) for acc in accs]
