@@ -184,7 +184,7 @@ class AttentionUnit(wiring.Component):
 
     @property
     def memories(self):
-        """``[(name, width, depth)]``: the KV cache (``keys``, ``values``), ``query``, ``scores``, ``weights``, ``exp2``."""
+        """``[(name, width, depth)]``: the KV cache (``keys``, ``values``), ``query``, ``scores``, ``exp2``."""
         L, A, P = self._lanes, self._act_bits, self._positions
         cache = self._n_layer * P * self._d // L
         return [("kv_cache", L * A, 2 * cache), ("query", L * A, self._d // L),
@@ -230,8 +230,9 @@ class AttentionUnit(wiring.Component):
         # down the pipeline beside its data: tags[n] is the tag n cycles after the issue.
         tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "key": range(P)})
         tags = [Signal(tag, name="tag0")]
-        m.d.comb += [tags[0].valid.eq(issuing), tags[0].values.eq(values_phase), tags[0].first.eq(group == 0), tags[0].last.eq(group == groups - 1),
-                     tags[0].final.eq(key == self.position), tags[0].key.eq(key)]
+        m.d.comb += [tags[0].valid.eq(issuing), tags[0].values.eq(values_phase), tags[0].first.eq(group == 0),
+                     tags[0].last.eq(group == groups - 1), tags[0].final.eq(key == self.position),
+                     tags[0].key.eq(key)]
 
         def tag_at(n):
             while len(tags) <= n:
@@ -244,7 +245,8 @@ class AttentionUnit(wiring.Component):
         cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
         # SCORES reads key j's words as it issues j; VALUES reads value j's words when e_j is one cycle from
         # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
-        value_read = 5 + exp2.latency - 1
+        z_stage = 5                                       # issue, score read, operand, product, shift, rounding
+        value_read = z_stage + exp2.latency - 1
         read_key = Mux(values_phase, tag_at(value_read).key, key)
         cache_address = Signal(range(2 * self._n_layer * P * words))
         m.d.comb += [cache_address.eq(Mux(loading, cache_word, (self.layer * P + read_key) * 2 * words
@@ -343,7 +345,7 @@ class AttentionUnit(wiring.Component):
 
         # VALUES: e_j = exp2(z_j) and acc_i += e_j v_ji.
         total = Signal(self.sum_bits)
-        m.d.comb += [exp2.i.valid.eq(tag_at(5).valid & tag_at(5).values), exp2.i.payload.eq(rounded),
+        m.d.comb += [exp2.i.valid.eq(tag_at(z_stage).valid & tag_at(z_stage).values), exp2.i.payload.eq(rounded),
                      exp2.o.ready.eq(1)]
         with m.If(exp2.o.valid & (group == 0)):
             m.d.sync += total.eq(total + exp2.o.payload)
