@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .forward_protocol import ARGUMENTS, Command, ForwardIdentity
+from .forward_protocol import ARGUMENTS, CODES_LOADED, Command, ForwardIdentity
 from .identity_rom import ServesIdentity
 from .link_framing import LinkFraming
 from .protocol import MAX_PAYLOAD, Status
@@ -24,7 +24,7 @@ def start_layout(*, context, vocab_size):
 
 
 class ForwardLink(ServesIdentity, wiring.Component):
-    """Serves IDENTIFY and GENERATE between a UART's byte streams and the whole-forward core.
+    """Serves IDENTIFY, GENERATE and LOAD between a UART's byte streams and the whole-forward core.
 
     A GENERATE's prompt is read whole into a buffer (``context`` ids, one block
     RAM) and checked before the core hears of it: a request of the wrong
@@ -43,6 +43,14 @@ class ForwardLink(ServesIdentity, wiring.Component):
     request's registers, the prompt from a register fed by the buffer, the
     token's ready from a one-token register), so no combinational path runs
     between the link and the core.
+
+    A build whose codes are loaded (``identity.loads_codes``: the core's
+    ``codes="loaded"``) also serves LOAD: each word goes to the core's
+    ``code_write`` (a register, one write per word), the answer is the words'
+    sum; the link counts the codes as loaded once LOADs have covered every
+    bank in order (`boards.forward_protocol`), sets the identity's
+    ``CODES_LOADED`` flag as it sends it, and answers a GENERATE before that
+    ``NOT_LOADED``.
 
     Parameters
     ----------
@@ -67,6 +75,8 @@ class ForwardLink(ServesIdentity, wiring.Component):
         The core's tokens, ``count`` of them.
     busy : In(1)
         The core is generating; ``start`` waits while it is high.
+    code_write : Out(Signature({"en", "bank": range(columns), "addr": range(code_words), "data": 16}))
+        Only when ``identity.loads_codes``: the words of LOADs, to the core's ``code_write``.
 
     Raises
     ------
@@ -84,10 +94,19 @@ class ForwardLink(ServesIdentity, wiring.Component):
             raise ValueError(f"Vocabulary size must be 1 to 65535 (ids are u16), not {identity.vocab_size}")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"Timeout must be a positive integer, not {timeout!r}")
+        if identity.loads_codes and not (1 <= identity.columns <= 255 and 1 <= identity.code_words <= 0xFFFF):
+            raise ValueError(f"A build that loads its codes needs 1 to 255 banks of 1 to 65535 words, not "
+                             f"{identity.columns} of {identity.code_words}")
         self._identity = identity
         self._timeout = timeout
         vocab, context = identity.vocab_size, identity.context
+        ports = {}
+        if identity.loads_codes:
+            ports["code_write"] = Out(wiring.Signature({
+                "en": Out(1), "bank": Out(range(identity.columns)),
+                "addr": Out(range(max(2, identity.code_words))), "data": Out(16)}))
         super().__init__({
+            **ports,
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "line_error": In(1),
@@ -108,6 +127,10 @@ class ForwardLink(ServesIdentity, wiring.Component):
     @property
     def timeout(self):
         return self._timeout
+
+    @property
+    def loads_codes(self):
+        return self._identity.loads_codes
 
     def elaborate(self, platform):
         m = Module()
@@ -154,9 +177,27 @@ class ForwardLink(ServesIdentity, wiring.Component):
         m.submodules.identity_rom = identity_rom = self.identity_rom
         m.d.comb += identity_rom.addr.eq(index)
 
+        # -- LOAD: the pass over every bank in order, and whether it is complete --
+        loads = self._identity.loads_codes
+        is_load = Signal()
+        loaded = Signal()
+        checksum = Signal(16)
+        if loads:
+            columns, bank_words = self._identity.columns, self._identity.code_words
+            code = self.code_write
+            in_pass = Signal()                     # every word so far went where the pass is
+            next_bank = Signal(range(columns + 1))
+            next_address = Signal(range(bank_words + 1))
+            load_bank, load_address = Signal(8), Signal(16)
+            m.d.sync += code.en.eq(0)
+            m.d.comb += [code.bank.eq(load_bank), code.addr.eq(load_address)]
+            with m.If(code.en):                          # the word written this cycle: on to the next address
+                m.d.sync += load_address.eq(load_address + 1)
+
         with m.FSM(name="link_fsm") as fsm:
             framing.request_states(idle=[phase.eq(0), index.eq(0), address.eq(0), bad_argument.eq(0)],
-                                   on_command=lambda byte: [is_identify.eq(byte == Command.IDENTIFY)])
+                                   on_command=lambda byte: [is_identify.eq(byte == Command.IDENTIFY),
+                                                            is_load.eq(byte == Command.LOAD)])
 
             with m.State("Dispatch"):
                 with m.Switch(framing.command):
@@ -171,11 +212,70 @@ class ForwardLink(ServesIdentity, wiring.Component):
                         with m.If((remaining.value < ARGUMENTS.size + 2) | remaining.value[0]
                                   | (remaining.value > ARGUMENTS.size + 2 * context)):
                             framing.respond_error(Status.BAD_LENGTH)
+                        with m.Elif(~loaded if loads else 0):
+                            framing.respond_error(Status.NOT_LOADED)
                         with m.Else():
                             m.d.sync += prompt_length.eq((remaining.value - ARGUMENTS.size) >> 1)
                             m.next = "Arguments"
+                    if loads:
+                        with m.Case(Command.LOAD):
+                            # Any LOAD changes the codes: they are loaded again only when a pass completes.
+                            m.d.sync += loaded.eq(0)
+                            with m.If((remaining.value < 5) | ~remaining.value[0]):
+                                m.d.sync += in_pass.eq(0)
+                                framing.respond_error(Status.BAD_LENGTH)
+                            with m.Else():
+                                m.next = "Load-header"
                     with m.Default():
                         framing.respond_error(Status.BAD_COMMAND)
+
+            if loads:
+                framing.fields_state("Load-header", index=index, after="Load-sum", fields=[
+                    lambda byte: [load_bank.eq(byte)], lambda byte: [load_address[:8].eq(byte)],
+                    lambda byte: [load_address[8:].eq(byte)]])
+
+                # The checks are registered (`out_of_range`) so that no adder is in series with the FSM's logic.
+                out_of_range = Signal()
+                with m.State("Load-sum"):
+                    m.d.sync += [out_of_range.eq((load_bank >= columns)
+                                                 | (load_address + (remaining.value >> 1) > bank_words)),
+                                 checksum.eq(0)]
+                    m.next = "Load-check"
+
+                with m.State("Load-check"):
+                    with m.If(out_of_range):
+                        m.d.sync += in_pass.eq(0)
+                        framing.respond_error(Status.BAD_ARGUMENT)
+                    with m.Else():
+                        with m.If((load_bank == 0) & (load_address == 0)):
+                            m.d.sync += in_pass.eq(1)
+                        with m.Elif((load_bank != next_bank) | (load_address != next_address)):
+                            m.d.sync += in_pass.eq(0)
+                        m.next = "Load-words"
+
+                def write_word(word):
+                    m.d.sync += [code.en.eq(1), code.data.eq(word), checksum.eq(checksum + word)]
+                framing.words_state("Load-words", phase=phase, low=low, on_word=write_word, after="Load-end")
+
+                with m.State("Load-end"):                # the last word is written; the pass goes on from here
+                    with m.If(framing.line_err):
+                        m.d.sync += in_pass.eq(0)
+                        framing.respond(Status.LINE_ERROR)
+                    with m.Else():
+                        m.d.sync += [next_bank.eq(load_bank), next_address.eq(load_address)]
+                        with m.If(load_address == bank_words):
+                            m.d.sync += [next_bank.eq(load_bank + 1), next_address.eq(0)]
+                            with m.If(in_pass & (load_bank == columns - 1)):
+                                m.d.sync += loaded.eq(1)
+                        framing.respond(Status.OK, 2)
+
+                with m.State("Checksum"):
+                    m.d.comb += [tx.valid.eq(1), tx.payload.eq(checksum.word_select(index[0], 8))]
+                    with m.If(tx.ready):
+                        m.d.sync += index.eq(index + 1)
+                        resp_len.count_down(m)
+                        with m.If(resp_len.one):
+                            m.next = "Idle"
 
             with m.State("Arguments"):
                 m.d.comb += rx.ready.eq(1)
@@ -191,19 +291,12 @@ class ForwardLink(ServesIdentity, wiring.Component):
                              tokens.eq(context - prompt_length)]
                 m.next = "Ids"
 
-            with m.State("Ids"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(remaining.zero):
-                    m.next = "Check-ids"
-                with m.Elif(rx.valid):
-                    m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
-                    remaining.count_down(m)
-                    with m.If(phase):
-                        m.d.comb += write.en.eq(1)
-                        m.d.sync += address.eq(address + 1)
-                        with m.If(Cat(low, rx.payload) >= vocab):
-                            m.d.sync += bad_argument.eq(1)
-                framing.if_timed_out()
+            def store_id(word):
+                m.d.comb += write.en.eq(1)
+                m.d.sync += address.eq(address + 1)
+                with m.If(word >= vocab):
+                    m.d.sync += bad_argument.eq(1)
+            framing.words_state("Ids", phase=phase, low=low, on_word=store_id, after="Check-ids")
 
             with m.State("Check-ids"):
                 # A line error answers LINE_ERROR (`respond` turns the error into it).
@@ -228,6 +321,9 @@ class ForwardLink(ServesIdentity, wiring.Component):
             def payload():
                 with m.If(is_identify):
                     m.next = "Identity"
+                if loads:
+                    with m.Elif(is_load):
+                        m.next = "Checksum"
                 with m.Else():
                     m.next = "Prompt"
             framing.response_states(on_status=[index.eq(0)], payload=payload)
@@ -236,6 +332,9 @@ class ForwardLink(ServesIdentity, wiring.Component):
             # and the tx register then takes nothing the next cycle.
             with m.State("Identity"):
                 m.d.comb += [tx.valid.eq(1), tx.payload.eq(identity_rom.data)]
+                if loads:                                  # the flags byte: CODES_LOADED as it is now
+                    with m.If(index == ForwardIdentity.FLAGS_OFFSET):
+                        m.d.comb += tx.payload.eq(identity_rom.data | Mux(loaded, CODES_LOADED, 0))
                 with m.If(tx.ready):
                     m.d.sync += index.eq(index + 1)
                     resp_len.count_down(m)

@@ -7,10 +7,24 @@ included; a request cut short answered ``TIMEOUT``, a byte lost on the line
 ``LINE_ERROR``). Only the commands differ:
 
 ``IDENTIFY`` (0x49, ``I``), no payload.
-    Response: the `ForwardIdentity` of the build (36 bytes): protocol
-    version 2, design "forward", the model's shape, the context the board
-    holds, its clock, and a digest of the compiled artefact
-    (`compiled_digest`), so the host refuses a board built for another model.
+    Response: the `ForwardIdentity` of the build (40 bytes): protocol
+    version 3, design "forward", the model's shape, the context the board
+    holds, its clock, its array (rows, columns), whether its codes are
+    loaded by the host (and the words per code bank) and whether they are
+    loaded now, and a digest of the compiled artefact (`compiled_digest`),
+    so the host refuses a board built for another model.
+``LOAD`` (0x4C, ``L``), ``bank u8 | address u16 | word u16 * n`` with ``n >= 1``.
+    Only a build whose codes are loaded (iCE40: SPRAM has no initial
+    contents): writes `n` words of code bank `bank` (column ``bank`` of the
+    array; `hdl.forward.program_linear.program_code_banks`) from `address`
+    on. Response: the sum of the words, mod 2**16 (u16). ``BAD_LENGTH`` if
+    the length is under 5 or even; ``BAD_ARGUMENT`` if the bank is not below
+    the columns or the words run past ``code_words``; ``BAD_COMMAND`` on a
+    build whose codes are in its bitstream. Any LOAD makes the codes not
+    loaded; they count as loaded again once LOADs have written every bank
+    in order, bank 0 address 0 first, each starting where the last whole
+    one stopped (a LOAD cut short may be sent again; one out of order, or
+    hit by a line error, breaks the pass until the next from bank 0 address 0).
 ``GENERATE`` (0x47, ``G``), ``count u16 | inv_temperature u16 | top_k u16 |
     seed u32 | ids u16 * n`` with ``n >= 1``.
     Runs the prompt `ids` from an empty KV cache and samples ``c = min(count,
@@ -20,8 +34,9 @@ included; a request cut short answered ``TIMEOUT``, a byte lost on the line
     ``c`` tokens (u16 each), each sent as soon as it is sampled. ``BAD_LENGTH``
     if the length is under 12, odd, or ``n > context``; ``BAD_ARGUMENT`` if an
     id is ``>= V``, ``top_k`` is 0 or above ``V``, or the seed is ``2**32 - 1``
-    (whose xorshift state, ``seed + 1``, would be 0). The payload is read
-    before an error is answered, so the two ends stay in step.
+    (whose xorshift state, ``seed + 1``, would be 0); ``NOT_LOADED`` on a
+    build whose codes are loaded by the host before they are. The payload is
+    read before an error is answered, so the two ends stay in step.
 
 This module is the host's side: the identity, the request encoding, the
 checks a host makes before it sends anything (`check_generate`), and
@@ -40,13 +55,15 @@ import numpy as np
 from golden.cli import UserError
 from golden.int_ops import XORSHIFT_SEED_MAX
 
-from .protocol import MAGIC, MAX_PAYLOAD, ProtocolError, Status, encode_request, read_header, read_response
+from .protocol import (MAGIC, MAX_PAYLOAD, ProtocolError, Status, encode_request, load_banks, read_header,
+                       read_response)
 
-__all__ = ["Command", "VERSION", "DESIGN", "ARGUMENTS", "ForwardIdentity", "compiled_digest", "inv_temperature",
+__all__ = ["Command", "VERSION", "DESIGN", "ARGUMENTS", "LOADS_CODES", "CODES_LOADED", "ForwardIdentity", "compiled_digest", "inv_temperature",
            "check_generate", "encode_generate", "ForwardClient", "open_board"]
 
-#: The protocol version a forward build answers (the linear design's is `boards.protocol.VERSION`, 1).
-VERSION = 2
+#: The protocol version a forward build answers (the linear design's is `boards.protocol.VERSION`, 1; the
+#: forward design's before LOAD, 2).
+VERSION = 3
 DESIGN = "forward"
 #: GENERATE's fixed arguments before the ids: count, inv_temperature, top_k (u16 each), seed (u32).
 ARGUMENTS = struct.Struct("<HHHI")
@@ -59,6 +76,11 @@ MAX_COUNT = 0xFFFF
 class Command(enum.IntEnum):
     IDENTIFY = 0x49
     GENERATE = 0x47
+    LOAD = 0x4C
+
+
+#: The identity's flags: the build's codes are loaded by the host; they are loaded now.
+LOADS_CODES, CODES_LOADED = 1, 2
 
 
 def compiled_digest(compiled):
@@ -78,10 +100,12 @@ def compiled_digest(compiled):
 
 @dataclass(frozen=True)
 class ForwardIdentity:
-    """What a forward build answers to ``IDENTIFY``: 36 bytes, see `pack`.
+    """What a forward build answers to ``IDENTIFY``: 40 bytes, see `pack`.
 
     `context` is the positions the board holds (its KV cache and ``wpe`` rows), at most the
-    model's ``n_positions``; `clock_hz` and `divisor` give its UART rate."""
+    model's ``n_positions``; `clock_hz` and `divisor` give its UART rate; `rows` and `columns` its
+    PoT array. `loads_codes`: the host LOADs the codes (`code_words` per bank, one bank per column)
+    after configuration; `codes_loaded`: it has (the board sets this flag, byte `FLAGS_OFFSET`)."""
 
     vocab_size: int
     context: int
@@ -91,16 +115,29 @@ class ForwardIdentity:
     clock_hz: int
     divisor: int
     digest: bytes
+    rows: int = 0
+    columns: int = 0
+    code_words: int = 0
+    loads_codes: bool = False
+    codes_loaded: bool = False
     design: str = DESIGN
     version: int = VERSION
 
-    # magic, version, design, vocab, context, n_layer, n_head, n_embd, clock_hz, divisor, pad, digest
-    _FORMAT = struct.Struct("<4sB8sHHBBHIHx8s")
+    # magic, version, design, vocab, context, n_layer, n_head, n_embd, clock_hz, divisor, rows, columns,
+    # flags, code_words, digest
+    _FORMAT = struct.Struct("<4sB8sHHBBHIHBBBH8s")
     SIZE = _FORMAT.size
+    #: The byte of the flags (`LOADS_CODES`, `CODES_LOADED`).
+    FLAGS_OFFSET = struct.calcsize("<4sB8sHHBBHIHBB")
+
+    @property
+    def flags(self):
+        return (LOADS_CODES if self.loads_codes else 0) | (CODES_LOADED if self.codes_loaded else 0)
 
     def pack(self):
         return self._FORMAT.pack(MAGIC, self.version, self.design.encode(), self.vocab_size, self.context,
-                                 self.n_layer, self.n_head, self.n_embd, self.clock_hz, self.divisor, self.digest)
+                                 self.n_layer, self.n_head, self.n_embd, self.clock_hz, self.divisor, self.rows,
+                                 self.columns, self.flags, self.code_words, self.digest)
 
     @classmethod
     def unpack(cls, data):
@@ -108,29 +145,33 @@ class ForwardIdentity:
         if data[:4] != MAGIC:
             raise ProtocolError(f"Not a potgen device: identity starts {bytes(data[:4])!r}, not {MAGIC!r}")
         if len(data) >= 5 and data[4] != VERSION:
-            raise ProtocolError(f"The board speaks protocol version {data[4]} (the linear design's is 1), not the "
-                                f"forward design's {VERSION}: build it with python -m hdl.build --design forward")
+            raise ProtocolError(f"The board speaks protocol version {data[4]} (the linear design's is 1, the "
+                                f"forward design's before LOAD 2), not the forward design's {VERSION}: build it "
+                                f"with python -m hdl.build --design forward")
         if len(data) != cls.SIZE:
             raise ProtocolError(f"A forward identity is {cls.SIZE} bytes, not {len(data)}")
-        (_, version, design, vocab_size, context, n_layer, n_head, n_embd, clock_hz, divisor,
-         digest) = cls._FORMAT.unpack(data)
-        return cls(vocab_size, context, n_layer, n_head, n_embd, clock_hz, divisor, digest,
+        (_, version, design, vocab_size, context, n_layer, n_head, n_embd, clock_hz, divisor, rows, columns,
+         flags, code_words, digest) = cls._FORMAT.unpack(data)
+        return cls(vocab_size, context, n_layer, n_head, n_embd, clock_hz, divisor, digest, rows, columns,
+                   code_words, bool(flags & LOADS_CODES), bool(flags & CODES_LOADED),
                    design.rstrip(b"\0").decode(errors="replace"), version)
 
     @classmethod
-    def of(cls, compiled, *, context, clock_hz, divisor):
-        """The identity of a build of `compiled` holding `context` positions."""
+    def of(cls, compiled, *, context, clock_hz, divisor, rows=0, columns=0, code_words=0, loads_codes=False):
+        """The identity of a build of `compiled` holding `context` positions (as it answers before any LOAD)."""
         config = compiled.config
         return cls(vocab_size=config.vocab_size, context=context, n_layer=config.n_layer, n_head=config.n_head,
-                   n_embd=config.n_embd, clock_hz=round(clock_hz), divisor=divisor, digest=compiled_digest(compiled))
+                   n_embd=config.n_embd, clock_hz=round(clock_hz), divisor=divisor, digest=compiled_digest(compiled),
+                   rows=rows, columns=columns, code_words=code_words, loads_codes=loads_codes)
 
     @property
     def baud(self):
         return self.clock_hz / self.divisor
 
     def mismatches(self, other):
-        """Names of the fields where `other` differs (context, clock and divisor excepted: the board's own)."""
-        skip = {"context", "clock_hz", "divisor"}
+        """Names of the fields where `other` differs (the board's own choices excepted: context, clock,
+        divisor, array, where its codes are and whether they are loaded)."""
+        skip = {"context", "clock_hz", "divisor", "rows", "columns", "code_words", "loads_codes", "codes_loaded"}
         return [name for name in self.__dataclass_fields__
                 if not name.startswith("_") and name not in skip and getattr(self, name) != getattr(other, name)]
 
@@ -199,6 +240,39 @@ class ForwardClient:
         self.identity = ForwardIdentity.unpack(payload)
         return self.identity
 
+    def load_codes(self, banks, *, progress=None):
+        """LOAD the code `banks` (``(columns, code_words)`` ints, `hdl.forward.program_linear.program_code_banks`
+        for the board's array) and identify again; ProtocolError if they do not fit the board or it does not
+        count them as loaded afterwards."""
+        identity = self.identity or self.identify()
+        banks = [np.asarray(bank, dtype=np.int64) for bank in banks]
+        if not identity.loads_codes:
+            raise ProtocolError("The board's codes are in its bitstream; it takes no LOAD")
+        if len(banks) != identity.columns or any(len(bank) != identity.code_words for bank in banks):
+            raise ProtocolError(f"The board holds {identity.columns} code banks of {identity.code_words} words, "
+                                f"not {len(banks)} of {len(banks[0]) if banks else 0}")
+
+        def request(command, payload):
+            self.port.write(encode_request(command, payload))
+            status, answer = read_response(self.port.read)
+            if status != Status.OK:
+                raise ProtocolError(f"LOAD answered {status.name}", status)
+            return answer
+        load_banks(request, banks, progress=progress)
+        if not self.identify().codes_loaded:
+            raise ProtocolError("The board does not count its codes as loaded after a whole LOAD pass")
+        return self.identity
+
+    def ensure_codes(self, compiled, *, progress=None):
+        """LOAD `compiled`'s codes if the board holds them in SPRAM and they are not loaded yet; the identity."""
+        identity = self.identity or self.identify()
+        if identity.loads_codes and not identity.codes_loaded:
+            from hdl.forward.program_linear import program_code_banks
+
+            self.load_codes(program_code_banks(compiled, rows=identity.rows, columns=identity.columns),
+                            progress=progress)
+        return self.identity
+
     def generate(self, prompt, count, *, inv_temperature=0, top_k=None, seed=0):
         """Yield the board's tokens (ints) for `prompt` (ids) as they arrive: ``min(count, context - n)`` of them.
 
@@ -214,6 +288,10 @@ class ForwardClient:
     def _tokens(self, request, expected):
         self.port.write(request)
         status, length = read_header(self.port.read)
+        if status == Status.NOT_LOADED:
+            raise ProtocolError("GENERATE answered NOT_LOADED: the board's codes are in SPRAM and have not been "
+                                "loaded since it was configured (boards.forward_protocol.open_board loads them)",
+                                status)
         if status != Status.OK:
             raise ProtocolError(f"GENERATE answered {status.name}", status)
         if length != 2 * expected:
@@ -225,9 +303,10 @@ class ForwardClient:
             yield int.from_bytes(data, "little")
 
 
-def open_board(port, compiled, *, baud, timeout=2.0):
-    """A `ForwardClient` on serial port `port` (a name, or an object with read/write), identified and checked
-    to be a forward build of `compiled`; ProtocolError naming what differs otherwise. Close its ``port``."""
+def open_board(port, compiled, *, baud, timeout=2.0, progress=None):
+    """A `ForwardClient` on serial port `port` (a name, or an object with read/write), identified, checked
+    to be a forward build of `compiled` (ProtocolError naming what differs otherwise), its codes loaded if
+    the board needs them (``progress(words)`` after each LOAD). Close its ``port``."""
     from .host import open_serial
 
     if isinstance(port, str):
@@ -242,6 +321,7 @@ def open_board(port, compiled, *, baud, timeout=2.0):
             detail = ", ".join(f"{name} {getattr(identity, name)!r} (this model: {getattr(expected, name)!r})"
                                for name in wrong)
             raise ProtocolError(f"The board holds another model: {detail}; flash the bitstream built from it")
+        client.ensure_codes(compiled, progress=progress)
     except BaseException:
         getattr(port, "close", lambda: None)()
         raise

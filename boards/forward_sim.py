@@ -9,16 +9,22 @@ Verilator (cached by the Verilog's digest in build/forward-sim/) and runs
 each request and reads each answer, byte by byte through both UARTs, and
 reports every token as it arrives.
 
+A board whose codes are loaded by the host (the iCEBreaker's: SPRAM) gets
+them first, as a real board does (`boards.forward_protocol.ForwardClient.load_codes`:
+every bank LOADed through the UART), unless the run says otherwise.
+
 A request is a dict: ``{"prompt": [ids], "count": n, "inv_temperature": i,
 "top_k": k or None, "seed": s}`` for a GENERATE the client checks and sends,
-or ``{"raw": hex}`` for bytes sent as they are (a malformed request, in a
-test), whose answer is read back.
+``{"raw": hex}`` for bytes sent as they are (a malformed request, in a
+test), whose answer is read back, ``{"load": true}`` to LOAD the codes at
+that point, or ``{"identify": true}`` for the board's identity now.
 """
 
 import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from golden.paths import BUILD_DIR
@@ -43,20 +49,37 @@ def _identity_dict(identity):
 
 
 def exercise(client, job, *, progress=None, clock=time.perf_counter):
-    """Identify the board (it must be `job`'s identity), then send each of `job`'s requests and read its answer.
+    """Identify the board (it must be `job`'s identity), load its codes if it needs them and the job says so
+    (``job["codes"]``, ``job["load"]``), then send each of `job`'s requests and read its answer.
 
     `client` is a `boards.forward_protocol.ForwardClient`. Returns one dict per request: ``status`` (the
     answer's name), and for a GENERATE ``tokens`` with ``sent_s`` and ``token_s`` (the `clock` when it was
-    sent and when each token arrived); for a raw request ``payload`` (hex). Each token is also a progress
-    event ``{"event": "token", "request": i, "token": t}``."""
+    sent and when each token arrived); for a raw request ``payload`` (hex); for a load or an identify
+    ``codes_loaded``. Each token is also a progress event ``{"event": "token", "request": i, "token": t}``;
+    a load ends with ``{"event": "codes_loaded", "seconds": s, "words": n}``."""
     say = progress or (lambda event: None)
     identity = client.identify()
     expected = ForwardIdentity(**dict(job["identity"], digest=bytes.fromhex(job["identity"]["digest"])))
-    if identity != expected:
+    if replace(identity, codes_loaded=False) != expected:
         raise ProtocolError(f"The board is {identity}, not {expected}")
     say({"event": "identified"})
+
+    def load():
+        began = clock()
+        client.load_codes(job["codes"])
+        say({"event": "codes_loaded", "seconds": clock() - began, "words": sum(map(len, job["codes"]))})
+        return {"status": "OK", "codes_loaded": client.identity.codes_loaded}
+
+    if identity.loads_codes and not identity.codes_loaded and job.get("load", True):
+        load()
     results = []
     for index, request in enumerate(job["requests"]):
+        if request.get("load"):
+            results.append(load())
+            continue
+        if request.get("identify"):
+            results.append({"status": "OK", "codes_loaded": client.identify().codes_loaded})
+            continue
         if "raw" in request:
             client.port.write(bytes.fromhex(request["raw"]))
             status, payload = read_response(client.port.read)
@@ -104,33 +127,44 @@ class ForwardSim:
 
         self.top = compose_forward(compiled, board=board, context=context, divisor=SIM_DIVISOR,
                                    timeout=SIM_TIMEOUT_S, **core_options)
+        self.codes = None
+        if self.identity.loads_codes:
+            from hdl.forward.program_linear import program_code_banks
+            self.codes = program_code_banks(compiled, rows=self.top.core.rows, columns=self.top.core.columns)
         self.runner, self.build_dir = build_top(SimHarness(self.top), sim_dir, say or (lambda message: None))
         self.results = None
+        #: Simulated seconds the last run took to load the codes through the UART (None: it did not load).
+        self.load_s = None
 
     @property
     def identity(self):
         return self.top.identity
 
-    def run(self, requests):
-        """Run `requests` (see the module) in one simulation. A generator of progress events (dicts with
-        ``sim_ns``; a ``"token"`` event for each token as it arrives); when it ends, `results` holds
-        `exercise`'s answers. UserError, naming the log, if the simulation failed."""
-        self.results = None
+    def run(self, requests, *, load=True):
+        """Run `requests` (see the module) in one simulation, the codes loaded first if the board needs them
+        (unless `load` is False). A generator of progress events (dicts with ``sim_ns``; a ``"token"`` event
+        for each token as it arrives); when it ends, `results` holds `exercise`'s answers and `load_s` the
+        load's simulated seconds. UserError, naming the log, if the simulation failed."""
+        self.results = self.load_s = None
         run_dir = self.build_dir / "runs" / f"{os.getpid()}-{time.monotonic_ns()}"
         run_dir.mkdir(parents=True, exist_ok=True)
         job_path = run_dir / "job.json"
         job_path.write_text(json.dumps({
             "identity": _identity_dict(self.identity), "requests": list(requests),
+            "codes": None if self.codes is None else [[int(w) for w in bank] for bank in self.codes], "load": load,
             "period_ps": clock_period_ps(self.top.frequency), "timeout_cycles": READ_TIMEOUT_CYCLES}))
         results = run_dir / "results.json"
-        yield from run_test(self.runner, self.build_dir, run_dir, test_module="boards.forward_tb",
-                            env={"POTGEN_FORWARD_JOB": str(job_path)}, results=results)
+        for event in run_test(self.runner, self.build_dir, run_dir, test_module="boards.forward_tb",
+                              env={"POTGEN_FORWARD_JOB": str(job_path)}, results=results):
+            if event.get("event") == "codes_loaded":
+                self.load_s = event["seconds"]
+            yield event
         self.results = json.loads(Path(results).read_text())
         shutil.rmtree(run_dir, ignore_errors=True)          # kept only when something went wrong
 
-    def generate(self, requests):
+    def generate(self, requests, *, load=True):
         """`run` to its end; returns the results."""
-        for _ in self.run(requests):
+        for _ in self.run(requests, load=load):
             pass
         return self.results
 

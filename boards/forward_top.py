@@ -28,6 +28,11 @@ class Board:
     name: str
     led: str
     default_mhz: float
+    #: The core's options on this board unless the caller gives them (`hdl.build_forward.FORWARD_CORES` adds
+    #: the array's): on the iCE40 the codes are in SPRAM, loaded by the host (SPRAM has no initial contents),
+    #: and two attention lanes make the KV cache's word 16 bits, one SPRAM wide (four lanes' 32-bit word
+    #: would take two SPRAMs side by side, and three hold the codes).
+    core_defaults: tuple = ()
 
     def pll(self, frequency):
         if self.name == "icebreaker":
@@ -45,7 +50,8 @@ class Board:
 
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
-BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0),
+BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0,
+                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2))),
           "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
 
@@ -92,7 +98,8 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     Raises
     ------
     ValueError
-        On an unknown board, a clock the PLL or the baud rate cannot be made from, or a bad timeout.
+        On an unknown board, a clock the PLL or the baud rate cannot be made from, a bad timeout, or
+        code words wider than a LOAD's 16 bits.
     """
 
     def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
@@ -106,8 +113,13 @@ class ForwardTop(UARTBoardTop, wiring.Component):
             divisor = uart_divisor(self._pll.frequency, baud)
         self._uart = UART(divisor=divisor)
         self._core = core
+        loads = core.linear.codes == "loaded"
+        if loads and core.linear.code_bits > 16:
+            raise ValueError(f"A LOAD carries 16-bit code words: with the codes loaded by the host, rows x bits "
+                             f"must be at most 16, not {core.rows} x {core.linear.code_bits // core.rows}")
         self._identity = ForwardIdentity.of(core.compiled, context=core.context, clock_hz=self._pll.frequency,
-                                            divisor=divisor)
+                                            divisor=divisor, rows=core.rows, columns=core.columns,
+                                            code_words=core.linear.code_depth if loads else 0, loads_codes=loads)
         self._link = ForwardLink(identity=self._identity, timeout=max(16, round(timeout * self._pll.frequency)))
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
@@ -137,6 +149,9 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         wiring.connect(m, link.prompt, core.prompt)
         wiring.connect(m, core.token, link.token)
         m.d.comb += link.busy.eq(core.busy)
+        if self._identity.loads_codes:
+            m.d.comb += [core.code_write.en.eq(link.code_write.en), core.code_write.bank.eq(link.code_write.bank),
+                         core.code_write.addr.eq(link.code_write.addr), core.code_write.data.eq(link.code_write.data)]
         return m
 
 
@@ -151,12 +166,13 @@ def compose_forward(compiled, *, board, context=None, frequency=None, divisor=No
                     **core_options):
     """The forward top of `board` for `compiled` (a `golden.compile.CompiledModel`) holding `context` positions
     (default `default_context`), clocked at `frequency` Hz (default the board's), with `core_options` for
-    `hdl.forward.forward_core.ForwardCore`. `hdl.build` builds this top and `boards.generate --backend sim`
-    simulates it, so both run the same hardware."""
+    `hdl.forward.forward_core.ForwardCore` (default the board's `Board.core_defaults`: on the iCEBreaker the
+    codes are loaded by the host into SPRAM; on the ULX3S they are in the bitstream). `hdl.build` builds this
+    top and `boards.generate --backend sim` simulates it, so both run the same hardware."""
     from hdl.forward.forward_core import ForwardCore
 
     spec = _board(board)
     context = default_context(board, compiled) if context is None else context
-    core = ForwardCore(compiled=compiled, context=context, **core_options)
+    core = ForwardCore(compiled=compiled, context=context, **{**dict(spec.core_defaults), **core_options})
     return ForwardTop(core=core, board=board, frequency=frequency or spec.default_mhz * 1e6, divisor=divisor,
                       timeout=timeout)

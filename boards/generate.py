@@ -12,6 +12,11 @@
             client a real board gets;
 ``board``   a real board over its serial port (``--port``).
 
+The iCEBreaker holds the linear codes in SPRAM, which the bitstream cannot
+set: ``sim`` and ``board`` first LOAD them through the UART (96 KiB for the
+default model), as `boards.forward_protocol.open_board` does for any board
+that asks for them in its identity.
+
 With ``--design forward`` (the default) ``sim`` and ``board`` run the whole
 forward on the FPGA (`boards.forward_top`): the host sends the prompt's ids
 and the settings (`boards.forward_protocol`) and prints each token as the
@@ -203,7 +208,10 @@ def forward_generator(args, vocab):
     settings = {"inv_temperature": inv_temperature(args.temperature), "top_k": args.top_k, "seed": args.seed}
     compiled = compiled_model(args, vocab)
     if args.backend == "board":
-        client = open_board(args.port, compiled, baud=args.baud)
+        from tqdm import tqdm
+
+        with tqdm(unit="word", desc="loading the codes", file=sys.stderr, leave=False) as bar:
+            client = open_board(args.port, compiled, baud=args.baud, progress=bar.update)
         ids = prompt_ids(vocab, args.prompt, client.identity.context, "board")
         check_generate(ids, args.tokens, vocab_size=vocab.size, context=client.identity.context, **settings)
         return TokenGenerator(client.generate, vocab, client.identity.context), client.port
@@ -214,8 +222,12 @@ def forward_generator(args, vocab):
         raise UserError(f"--context must be 1 to the model's {n_positions} positions, not {context}")
     ids = prompt_ids(vocab, args.prompt, context, "board")
     check_generate(ids, args.tokens, vocab_size=vocab.size, context=context, **settings)
-    session = ForwardSim(compiled, board=args.board, context=context,
-                         say=lambda message: print(f"boards.generate: {message}", file=sys.stderr, flush=True))
+    def say(message):
+        print(f"boards.generate: {message}", file=sys.stderr, flush=True)
+    session = ForwardSim(compiled, board=args.board, context=context, say=say)
+    if session.codes is not None:
+        say(f"the {args.board} holds its codes in SPRAM: the host LOADs them ({session.codes.size:,} words) "
+            f"through the UART first")
     return TokenGenerator(session.tokens, vocab, context), session
 
 
@@ -306,6 +318,9 @@ def main(argv=None):
             rate, first = session.tokens_per_s()
             per_token = (f"; the simulated {args.board} at {session.top.frequency / 1e6:g} MHz: {rate:.0f} tokens/s "
                          f"(UART included), first token {first * 1e3:.2f} ms after the request")
+            if session.load_s is not None:
+                per_token += (f"; codes loaded in {session.load_s * 1e3:.1f} ms of simulated time (UART divisor "
+                              f"{session.top.divisor})")
         print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s{per_token}",
               file=sys.stderr)
     return 0

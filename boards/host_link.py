@@ -1,6 +1,6 @@
 """The device's end of the host link protocol (see `boards.protocol`)."""
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -215,20 +215,9 @@ class HostLink(ServesIdentity, wiring.Component):
                         respond_error(Status.BAD_COMMAND)
 
             # LOAD: bank, address, then words
-            with m.State("Load-header"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += index.eq(index + 1)
-                    remaining.count_down(m)
-                    with m.Switch(index):
-                        with m.Case(0):
-                            m.d.sync += [write.bank.eq(rx.payload), bad_bank.eq(rx.payload >= self._banks)]
-                        with m.Case(1):
-                            m.d.sync += low.eq(rx.payload)
-                        with m.Case(2):
-                            m.d.sync += address.eq(rx.payload << 8 | low)
-                            m.next = "Load-sum"
-                framing.if_timed_out()
+            framing.fields_state("Load-header", index=index, after="Load-sum", fields=[
+                lambda byte: [write.bank.eq(byte), bad_bank.eq(byte >= self._banks)], lambda byte: [low.eq(byte)],
+                lambda byte: [address.eq(Cat(low, byte))]])
 
             # The bound check is registered (`too_long`) so that it is not in series with the FSM's logic.
             with m.State("Load-sum"):
@@ -240,18 +229,10 @@ class HostLink(ServesIdentity, wiring.Component):
                 with m.Else():
                     m.next = "Load-data"
 
-            with m.State("Load-data"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(remaining.zero):
-                    m.next = "End"
-                with m.Elif(rx.valid):
-                    m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
-                    remaining.count_down(m)
-                    with m.If(phase):
-                        m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(rx.payload << 8 | low),
-                                     address.eq(address + 1),
-                                     checksum.eq(checksum + (rx.payload << 8 | low))]
-                framing.if_timed_out()
+            def write_word(word):
+                m.d.sync += [write.en.eq(1), write.addr.eq(address), write.data.eq(word), address.eq(address + 1),
+                             checksum.eq(checksum + word)]
+            framing.words_state("Load-data", phase=phase, low=low, on_word=write_word, after="End")
 
             with m.State("Layer"):
                 m.d.comb += rx.ready.eq(1)

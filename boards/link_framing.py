@@ -173,6 +173,39 @@ class LinkFraming:
                 remaining.count_down(m)
             self.if_timed_out()
 
+    def fields_state(self, name, *, index, fields, after):
+        """State `name`: the payload's next ``len(fields)`` bytes, byte ``i`` taken with ``fields[i](byte)``'s
+        statements; `index` (a Signal, 0 on entry) counts them; then `after`; TIMEOUT if the host stops."""
+        m, rx = self._m, self.rx
+        with m.State(name):
+            m.d.comb += rx.ready.eq(1)
+            with m.If(rx.valid):
+                m.d.sync += index.eq(index + 1)
+                self.remaining.count_down(m)
+                with m.Switch(index):
+                    for i, field in enumerate(fields):
+                        with m.Case(i):
+                            m.d.sync += field(rx.payload)
+                            if i == len(fields) - 1:
+                                m.next = after
+            self.if_timed_out()
+
+    def words_state(self, name, *, phase, low, on_word, after):
+        """State `name`: the rest of the payload as little-endian u16 words. `phase` (a Signal, 0 on entry)
+        and `low` (8 bits) hold the byte pair; ``on_word(word)`` adds the statements of the cycle a word's
+        high byte comes; once the payload is read the state goes to `after`; TIMEOUT if the host stops."""
+        m, rx, remaining = self._m, self.rx, self.remaining
+        with m.State(name):
+            m.d.comb += rx.ready.eq(1)
+            with m.If(remaining.zero):
+                m.next = after
+            with m.Elif(rx.valid):
+                m.d.sync += [phase.eq(~phase), low.eq(rx.payload)]
+                remaining.count_down(m)
+                with m.If(phase):
+                    on_word(Cat(low, rx.payload))
+            self.if_timed_out()
+
     def response_states(self, *, on_status=(), payload):
         """``Status``, ``Response-length-low``, ``Response-length-high``: the answer's header from
         `status` and `resp_len`, then ``Idle`` if there is no payload, else ``payload()`` (which sets

@@ -45,7 +45,8 @@ Commands
     ``ceil(acc_bits / 8)``-byte two's-complement integer (sign-extended).
 
 Statuses: ``OK`` 0, ``BAD_COMMAND`` 1, ``BAD_LENGTH`` 2, ``BAD_ARGUMENT`` 3,
-``TIMEOUT`` 4, ``LINE_ERROR`` 5. An error response has no payload.
+``TIMEOUT`` 4, ``LINE_ERROR`` 5, ``NOT_LOADED`` 6 (the forward design only). An
+error response has no payload.
 
 This module is the host's side: encoding and decoding shared by the driver
 (`boards.run`), the board top (which takes its `Identity`) and the tests.
@@ -61,7 +62,7 @@ import numpy as np
 __all__ = [
     "Command", "Status", "ProtocolError", "Identity", "MAGIC", "VERSION", "MAX_PAYLOAD",
     "layout_digest", "encode_request", "read_header", "read_response", "code_banks", "load_chunks",
-    "encode_load", "load_checksum", "encode_activations", "decode_results", "value_bytes",
+    "encode_load", "load_checksum", "load_banks", "encode_activations", "decode_results", "value_bytes",
     "Client",
 ]
 
@@ -86,6 +87,8 @@ class Status(enum.IntEnum):
     BAD_ARGUMENT = 3
     TIMEOUT = 4
     LINE_ERROR = 5
+    #: The forward design: a GENERATE on a board whose codes the host has not loaded (`boards.forward_protocol`).
+    NOT_LOADED = 6
 
 
 class ProtocolError(RuntimeError):
@@ -214,6 +217,20 @@ def load_checksum(words):
     return int(np.asarray(words, dtype=np.uint64).sum() & 0xFFFF)
 
 
+def load_banks(request, banks, *, chunk_words=4096, progress=None):
+    """LOAD every bank's words, bank 0 first, each from address 0 on, with ``request(Command.LOAD, payload)``
+    (which raises `ProtocolError` on an error status and returns the answer's payload); checks each LOAD's
+    checksum. ``progress(words)`` after each LOAD. Both designs' clients load their codes with it."""
+    for bank, words in enumerate(banks):
+        for address, chunk in load_chunks(words, chunk_words):
+            answer = request(Command.LOAD, encode_load(bank, address, chunk)[HEADER.size:])
+            if answer != struct.pack("<H", load_checksum(chunk)):
+                raise ProtocolError(f"LOAD of bank {bank} at {address}: checksum {answer.hex()} "
+                                    f"does not match {load_checksum(chunk):04x}")
+            if progress is not None:
+                progress(len(chunk))
+
+
 def encode_activations(x, act_bits):
     """Int activations (T, K) as RUN's payload."""
     x = np.asarray(x, dtype=np.int64)
@@ -260,14 +277,7 @@ class Client:
 
     def load_codes(self, banks, chunk_words=4096, progress=None):
         """Write every bank's words (from `code_banks`); checks each LOAD's checksum."""
-        for bank, words in enumerate(banks):
-            for address, chunk in load_chunks(words, chunk_words):
-                answer = self.request(Command.LOAD, encode_load(bank, address, chunk)[HEADER.size:])
-                if answer != struct.pack("<H", load_checksum(chunk)):
-                    raise ProtocolError(f"LOAD of bank {bank} at {address}: checksum {answer.hex()} "
-                                        f"does not match {load_checksum(chunk):04x}")
-                if progress is not None:
-                    progress(len(chunk))
+        load_banks(self.request, banks, chunk_words=chunk_words, progress=progress)
 
     def select(self, layer):
         self.request(Command.LAYER, bytes([layer]))

@@ -1,11 +1,12 @@
 """A code store in iCE40UP SPRAM, loaded by the host at run time."""
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Module, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
 from amaranth.utils import ceil_log2
 
-from .ice40_spram import ICE40SPRAM
+from hdl.ice40_spram import ICE40SPRAM
+from hdl.single_port_memory import SinglePortMemory, spram_blocks
 
 __all__ = ["SPRAMCodeStore", "SPRAMCodeBanks"]
 
@@ -17,9 +18,10 @@ class SPRAMCodeStore(wiring.Component):
     ``read.data`` holds while ``read.en`` is low) and its write port, but no
     initial contents: SPRAM starts undefined, and the host loads the words
     (`golden.rom_layout.RomLayout.group_words`) over the link before a run.
-    ``ceil(depth / 16384)`` SPRAMs are stacked for a deeper store. A write wins
-    over a read in the same cycle (one port per SPRAM); the host link writes
-    only while the engine is idle.
+    It is a `hdl.single_port_memory.SinglePortMemory` of SPRAM blocks
+    (``ceil(depth / 16384)`` stacked for a deeper store). A write wins over a
+    read in the same cycle (one port); the host link writes only while the
+    engine is idle.
 
     Parameters
     ----------
@@ -76,7 +78,7 @@ class SPRAMCodeStore(wiring.Component):
     @property
     def sprams(self):
         """SPRAM blocks used."""
-        return -(-self._depth // ICE40SPRAM.DEPTH)
+        return spram_blocks(self._word_width, self._depth)
 
     @property
     def latency(self):
@@ -84,23 +86,11 @@ class SPRAMCodeStore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        low_bits = ceil_log2(ICE40SPRAM.DEPTH)
-        selected = Signal(range(self.sprams))        # the block the last read came from
-        for i in range(self.sprams):
-            m.submodules[f"spram{i}"] = spram = ICE40SPRAM()
-            here = (self.read.addr >> low_bits == i) if self.sprams > 1 else 1
-            written = (self.write.addr >> low_bits == i) if self.sprams > 1 else 1
-            m.d.comb += [
-                spram.addr.eq(Mux(self.write.en, self.write.addr, self.read.addr)),
-                spram.w_data.eq(self.write.data),
-                spram.w_en.eq(self.write.en & written),
-                spram.en.eq(self.read.en & here),
-            ]
-            with m.If(selected == i):
-                m.d.comb += self.read.data.eq(spram.r_data)
-        if self.sprams > 1:
-            with m.If(self.read.en):
-                m.d.sync += selected.eq(self.read.addr >> low_bits)
+        # SPRAM blocks whatever the platform (off the chip they simulate as plain memories, as they behave).
+        m.submodules.spram = spram = SinglePortMemory(shape=self._word_width, depth=self._depth, spram=True)
+        write, read = spram.write_port(), spram.read_port()
+        m.d.comb += [write.addr.eq(self.write.addr), write.data.eq(self.write.data), write.en.eq(self.write.en),
+                     read.addr.eq(self.read.addr), read.en.eq(self.read.en), self.read.data.eq(read.data)]
         return m
 
 

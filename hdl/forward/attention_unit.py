@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.datapath import check_act_bits
 
+from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .exp2_unit import Exp2Unit
 from .handshake import call_states
@@ -201,7 +202,7 @@ class AttentionUnit(wiring.Component):
         # The KV cache: one memory, its write and read ports on one address and never used in the same
         # cycle (so a single-port RAM, an iCE40 SPRAM, can hold it); row (layer, j): the key's words, then
         # the value's.
-        m.submodules.cache = cache = memory.Memory(shape=L * A, depth=2 * self._n_layer * P * words, init=[])
+        m.submodules.cache = cache = SinglePortMemory(shape=L * A, depth=2 * self._n_layer * P * words)
         m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
         m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
         cache_write, cache_read = cache.write_port(granularity=A), cache.read_port()

@@ -29,13 +29,18 @@ Boards
     (16 x 256, 8 x 512, 4 x 1024 or 2 x 2048), the 16 MiB quad-SPI flash.
     LFE5U-85F (ULX3S): 208 DP16KD of 18 Kbit (36 x 512 .. 1 x 16384).
 
-Placement (`place`)
-    UP5K: the codes take whole SPRAMs of their own (their bandwidth feeds the
-    array); tables and buffers take EBR (random access); the constants take
-    EBR while it lasts, then the SPRAM beside the KV cache; the KV cache takes
-    what SPRAM is left. (SPRAM has no initial contents: codes and constants
-    there must be written at start, as the linear design's host does.) ECP5: everything in DP16KD. A memory takes whole
-    blocks of its best shape; nothing is packed across memories.
+Placement (`place`), as the core builds it
+    UP5K: the codes and the KV cache are `hdl.single_port_memory.SinglePortMemory`
+    s, whole SPRAMs each (16 bits x 16,384; a wider word takes SPRAMs side by
+    side): the codes one SPRAM per array column (``columns`` banks of
+    ``rows * bits``-bit words, no padding of N; SPRAM has no initial contents,
+    so the host LOADs them at start, `boards.forward_protocol`), the KV cache
+    ``ceil(lanes * act_bits / 16)`` side by side. Everything else is an
+    initialised or working `Memory` in EBR: a memory takes whole blocks of its
+    best shape (16 x 256 .. 2 x 2048), nothing is packed across memories, so
+    each small buffer costs a whole 4 Kbit block. With `flash` the constants
+    EBR cannot hold are streamed from the SPI flash instead (a design not
+    built: its figures price the way out). ECP5: everything in DP16KD.
 
 `fit` searches the largest context that fits (at most the model's
 ``n_positions``) and names what limits it; `refusal` is the one line a build
@@ -88,12 +93,6 @@ class Board:
         """Block RAMs a ``width x depth`` memory takes in its best shape."""
         return min(-(-width // w) * -(-depth // d) for w, d in self.block_shapes)
 
-    def spram_words_of(self, width, depth):
-        """SPRAM words a ``width x depth`` memory takes (narrow entries packed several to a word)."""
-        if width <= self.spram_width:
-            return -(-depth // (self.spram_width // width))
-        return -(-width // self.spram_width) * depth
-
 
 BOARDS = {
     "icebreaker": Board(name="icebreaker", device="iCE40UP5K", block_name="EBR", blocks=30,
@@ -110,7 +109,10 @@ class MemoryNeed:
     """One memory of the forward design.
 
     kind: "codes", "kv", "constant" (read once per token, in order), "table" (random access), "buffer".
-    ``token_bits``: bits read from it per token (what streaming it from flash costs).
+    ``token_bits``: bits read from it per token (what streaming it from flash costs). ``banks``: memories
+    of ``width / banks`` bits side by side (the code banks, one per array column). ``single_port``: the core
+    builds it as `hdl.single_port_memory.SinglePortMemory` (s): SPRAM on the UP5K (the KV cache; the codes
+    when the core loads them, ``codes="loaded"``; initialised codes are block RAM).
     """
 
     name: str
@@ -118,6 +120,14 @@ class MemoryNeed:
     width: int
     depth: int
     token_bits: int
+    banks: int = 1
+    single_port: bool = False
+
+    @property
+    def sprams(self):
+        """SPRAM blocks it takes as single-port memories (each bank its own)."""
+        from ..single_port_memory import spram_blocks
+        return self.banks * spram_blocks(self.width // self.banks, self.depth)
 
     @property
     def bits(self):
@@ -179,68 +189,62 @@ def forward_memories(compiled, *, context, rows=4, columns=3, **core_options):
             token_bits = width * (d if base in ("wte", "wpe") else 1) if base in _ROW_READ else width * depth
         else:
             token_bits = 0
-        needs.append(MemoryNeed(name, kind, width, depth, token_bits))
+        single_port = kind == "kv" or (kind == "codes" and core_options.get("codes", "rom") == "loaded")
+        needs.append(MemoryNeed(name, kind, width, depth, token_bits, columns if kind == "codes" else 1, single_port))
     return needs
 
 
 def place(needs, board, *, flash=False):
-    """Where each of `needs` goes on `board`.
+    """Where each of `needs` goes on `board` (see the module: as the core builds it).
 
-    Constants go to block RAM first, those that save the most SPRAM words (with `flash`: the most flash bytes
-    per token) per block; the rest go to the SPRAM beside the KV cache or, with `flash`, stay in the SPI flash
-    and are streamed every token.
+    UP5K: codes and KV cache in whole SPRAMs; the rest in EBR, or with `flash` the constants that save the
+    most flash bytes per token per block in EBR and the others streamed from the SPI flash.
 
-    Returns ``{"placement": [{"name", "kind", "width", "depth", "bits", "where", "blocks", "spram_words"}],
-    "blocks", "sprams" (SPRAMs taken: whole ones for the codes, then by words), "code_sprams", "spram_words",
-    "flash_bytes_per_token", "fits", "over"}``; "over" names each memory exceeded, with need and capacity.
+    Returns ``{"placement": [{"name", "kind", "width", "depth", "bits", "where", "blocks", "sprams"}],
+    "blocks", "blocks_by_kind", "sprams", "code_sprams", "kv_sprams", "flash_bytes_per_token", "fits",
+    "over"}``; "over" names each resource exceeded, with need and capacity.
     """
-    rows, blocks, code_sprams, shared_words, flash_bits = {}, 0, 0, 0, 0
+    rows, blocks, code_sprams, kv_sprams, flash_bits = {}, 0, 0, 0, 0
 
-    def put(need, where, blocks=0, words=0):
+    def put(need, where, blocks=0, sprams=0):
         rows[need.name] = {"name": need.name, "kind": need.kind, "width": need.width, "depth": need.depth,
-                           "bits": need.bits, "where": where, "blocks": blocks, "spram_words": words}
+                           "bits": need.bits, "where": where, "blocks": blocks, "sprams": sprams}
 
     for need in needs:
-        if board.sprams and need.kind in ("codes", "kv"):
-            words = board.spram_words_of(need.width, need.depth)
-            put(need, "SPRAM", words=words)
+        if board.sprams and need.single_port:
+            put(need, "SPRAM", sprams=need.sprams)
             if need.kind == "codes":
-                code_sprams += -(-words // board.spram_words)
+                code_sprams += need.sprams
             else:
-                shared_words += words
-        elif need.kind != "constant" or not board.sprams:
-            put(need, board.block_name, blocks=board.blocks_of(need.width, need.depth))
+                kv_sprams += need.sprams
+        elif need.kind != "constant" or not flash:
+            put(need, board.block_name, blocks=need.banks * board.blocks_of(need.width // need.banks, need.depth))
             blocks += rows[need.name]["blocks"]
 
     def saving(need):
-        gain = need.token_bits if flash else board.spram_words_of(need.width, need.depth)
-        return -gain / board.blocks_of(need.width, need.depth)
+        return -need.token_bits / board.blocks_of(need.width, need.depth)
 
-    for need in sorted((n for n in needs if n.kind == "constant" and board.sprams), key=saving):
+    for need in sorted((n for n in needs if n.kind == "constant" and flash), key=saving):
         cost = board.blocks_of(need.width, need.depth)
         if blocks + cost <= board.blocks:
             put(need, board.block_name, blocks=cost)
             blocks += cost
-        elif flash:
+        else:
             put(need, "flash")
             flash_bits += need.token_bits
-        else:
-            put(need, "SPRAM", words=board.spram_words_of(need.width, need.depth))
-            shared_words += rows[need.name]["spram_words"]
-    sprams = code_sprams + -(-shared_words // board.spram_words) if board.sprams else 0
+    sprams = code_sprams + kv_sprams
+    by_kind = {}
+    for row in rows.values():
+        by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + row["blocks"]
     over = []
     if blocks > board.blocks:
-        over.append(f"{blocks} {board.block_name} of {board.blocks}")
+        over.append(f"{blocks} {board.block_name} of {board.blocks} ("
+                    + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v) + ")")
     if board.sprams and sprams > board.sprams:
-        room = max(0, board.sprams - code_sprams) * board.spram_words
-        excess = shared_words - room
-        over.append(f"{sprams} SPRAM of {board.sprams} ({code_sprams} for the codes, {shared_words} words of KV "
-                    f"cache and constants for the other {board.sprams - code_sprams}: "
-                    f"{excess * board.spram_width / 1024:.1f} Kbit too many)" if excess > 0 else
-                    f"{sprams} SPRAM of {board.sprams} (the codes need {code_sprams})")
-    return {"placement": [rows[n.name] for n in needs], "blocks": blocks, "sprams": sprams,
-            "code_sprams": code_sprams, "spram_words": shared_words, "flash_bytes_per_token": flash_bits // 8,
-            "fits": not over, "over": over}
+        over.append(f"{sprams} SPRAM of {board.sprams} ({code_sprams} for the codes, {kv_sprams} for the KV cache)")
+    return {"placement": [rows[n.name] for n in needs], "blocks": blocks, "blocks_by_kind": by_kind,
+            "sprams": sprams, "code_sprams": code_sprams, "kv_sprams": kv_sprams,
+            "flash_bytes_per_token": flash_bits // 8, "fits": not over, "over": over}
 
 
 def _largest(compiled, board, *, rows, columns, flash=False, **core):
@@ -264,17 +268,33 @@ def _limit(compiled, board, context, rows, columns, **core):
         return f"the model's context ({compiled.config.n_positions} positions)"
     after = place(forward_memories(compiled, context=context + 1, rows=rows, columns=columns, **core), board)
     if board.sprams and after["sprams"] > board.sprams:
-        return (f"SPRAM: {after['code_sprams']} of {board.sprams} hold the codes, the KV cache shares the rest with "
-                f"the constants the {board.blocks} {board.block_name} cannot hold")
+        return (f"SPRAM: {after['code_sprams']} of {board.sprams} hold the codes, the KV cache at {context + 1} "
+                f"positions needs {after['kv_sprams']}")
     return f"{board.block_name}: {after['blocks']} needed of {board.blocks} at {context + 1} positions"
 
 
+def _largest_spram(compiled, board, **core):
+    """The largest context whose codes and KV cache fit the SPRAMs (EBR aside): 0 if none."""
+    if not board.sprams:
+        return compiled.config.n_positions
+    low, high = 0, compiled.config.n_positions
+    while low < high:
+        middle = (low + high + 1) // 2
+        if place(forward_memories(compiled, context=middle, **core), board)["sprams"] <= board.sprams:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def fit(compiled, board, *, rows=4, columns=3, **core):
-    """``{"context": the largest that fits (0: none), "limit": what limits it, "budget": place(...) there}``."""
+    """``{"context": the largest that fits (0: none), "limit": what limits it, "budget": place(...) there,
+    "spram_context": the largest whose codes and KV cache fit the SPRAMs, whatever EBR needs}``."""
     best = _largest(compiled, board, rows=rows, columns=columns, **core)
     budget = place(forward_memories(compiled, context=max(best, 1), rows=rows, columns=columns, **core), board)
     limit = _limit(compiled, board, best, rows, columns, **core) if best else "; ".join(budget["over"]) + " at 1 position"
-    return {"context": best, "limit": limit, "budget": budget}
+    return {"context": best, "limit": limit, "budget": budget,
+            "spram_context": _largest_spram(compiled, board, rows=rows, columns=columns, **core)}
 
 
 def refusal(compiled, board, context, *, rows=4, columns=3, **core):
@@ -289,22 +309,23 @@ def refusal(compiled, board, context, *, rows=4, columns=3, **core):
             + ", ".join(budget["over"]) + f"; {after}; see python -m hdl.forward.budget --board {board.name}")
 
 
-def flash_stream(compiled, board, *, context, clock_hz, rows=4, columns=3):
-    """The constants block RAM cannot hold at `context` streamed from the SPI flash every token.
+def flash_stream(compiled, board, *, context, clock_hz, **core):
+    """The constants block RAM cannot hold at `context` streamed from the SPI flash every token (a design not
+    built: the figures price it).
 
     Returns ``{"context", "bytes_per_token", "cycles_per_token", "tokens_per_s_bound", "fits", "largest_context"}``:
     the flash cycles at ``board.flash_bits_per_cycle`` and the tokens/s they allow if nothing else took time;
     ``largest_context`` is the largest whose KV cache, tables and buffers fit with the constants streamed.
     """
-    budget = place(forward_memories(compiled, context=context, rows=rows, columns=columns), board, flash=True)
+    budget = place(forward_memories(compiled, context=context, **core), board, flash=True)
     bits = budget["flash_bytes_per_token"] * 8
     cycles = -(-bits // board.flash_bits_per_cycle)
     return {"context": context, "bytes_per_token": bits // 8, "cycles_per_token": cycles,
             "tokens_per_s_bound": clock_hz / cycles if cycles else None, "fits": budget["fits"],
-            "largest_context": _largest(compiled, board, rows=rows, columns=columns, flash=True)}
+            "blocks": budget["blocks"], "largest_context": _largest(compiled, board, flash=True, **core)}
 
 
-def options(compiled, board, *, clock_hz, rows=4, columns=3, checkpoint=None, formats=None):
+def options(compiled, board, *, clock_hz, checkpoint=None, formats=None, **core):
     """Ways to fit `compiled` on `board` (UP5K), each with its figures: flash streaming, narrower formats.
 
     Narrower formats recompile the checkpoint (`golden.compile.compile_checkpoint`) with one override each;
@@ -314,21 +335,19 @@ def options(compiled, board, *, clock_hz, rows=4, columns=3, checkpoint=None, fo
 
     base = asdict(formats or compiled.formats)
     result = {"flash": flash_stream(compiled, board, context=min(64, compiled.config.n_positions),
-                                    clock_hz=clock_hz, rows=rows, columns=columns), "formats": []}
-    square = {"rows": 4, "columns": 4}
-    if (rows, columns) != (4, 4):
-        reached = fit(compiled, board, **square)
-        result["array"] = {**square, "context": reached["context"], "limit": reached["limit"]}
+                                    clock_hz=clock_hz, **core), "formats": []}
     pot_tables = {"tables": "pot", "table_bits": compiled.bits, "head": "pot", "head_bits": compiled.bits}
     trials = [{"mult_bits": 8}, {"mult_bits": 8, "ln_gamma_bits": 8}, pot_tables]
     for override in trials:
         try:
             other = compile_checkpoint(checkpoint, bits=compiled.bits, formats=IntFormats(**{**base, **override}))
-            reached = fit(other, board, rows=rows, columns=columns)
+            reached = fit(other, board, **core)
+            blocks = place(forward_memories(other, context=min(64, other.config.n_positions), **core), board)["blocks"]
         except (CompileError, ValueError) as error:          # the compiler's or the core's refusal
             result["formats"].append({"override": override, "error": str(error)})
             continue
-        result["formats"].append({"override": override, "context": reached["context"], "limit": reached["limit"]})
+        result["formats"].append({"override": override, "context": reached["context"], "limit": reached["limit"],
+                                  "blocks": blocks})
     return result
 
 
@@ -337,25 +356,41 @@ def _table(compiled, board, context, budget, reached):
              + (f", {board.sprams} SPRAM of {board.spram_words} x {board.spram_width}" if board.sprams else ""),
              f"model: vocab {compiled.config.vocab_size}, d {compiled.config.n_embd}, {compiled.config.n_layer} "
              f"layers, {compiled.bits}-bit codes; context {context}", ""]
-    head = f"{'memory':<34}{'kind':<10}{'width':>6}{'depth':>8}{'Kbit':>9}  {'where':<8}{'blocks':>7}{'words':>8}"
+    head = f"{'memory':<34}{'kind':<10}{'width':>6}{'depth':>8}{'Kbit':>9}  {'where':<8}{'blocks':>7}{'SPRAM':>6}"
     lines += [head, "-" * len(head)]
     for row in budget["placement"]:
         lines.append(f"{row['name']:<34}{row['kind']:<10}{row['width']:>6}{row['depth']:>8}"
-                     f"{row['bits'] / 1024:>9.1f}  {row['where']:<8}{row['blocks'] or '':>7}"
-                     f"{row['spram_words'] or '':>8}")
+                     f"{row['bits'] / 1024:>9.1f}  {row['where']:<8}{row['blocks'] or '':>7}{row['sprams'] or '':>6}")
     lines.append("-" * len(head))
-    kinds = {}
-    for row in budget["placement"]:
-        kinds.setdefault(row["kind"], [0, 0])
-        kinds[row["kind"]][0] += row["blocks"]
-        kinds[row["kind"]][1] += row["bits"]
+    by_kind = budget["blocks_by_kind"]
     lines.append(f"{board.block_name}: {budget['blocks']} of {board.blocks} ("
-                 + ", ".join(f"{k} {v[0]}" for k, v in kinds.items() if v[0]) + ")")
+                 + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v) + ")")
+    small = [row for row in budget["placement"] if row["blocks"] == 1 and row["bits"] < board.block_bits // 2]
+    if small:
+        lines.append(f"  {len(small)} memories of under half a block take a whole {board.block_name} each "
+                     f"({sum(r['bits'] for r in small) / 1024:.1f} Kbit in {len(small)} blocks)")
     if board.sprams:
-        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} codes, "
-                     f"{budget['spram_words']} words of KV cache and constants)")
+        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} for the codes, loaded "
+                     f"by the host; {budget['kv_sprams']} for the KV cache)")
     lines.append("fits" if budget["fits"] else "does NOT fit: " + "; ".join(budget["over"]))
     lines.append(f"largest context that fits: {reached['context']} (limited by {reached['limit']})")
+    if board.sprams:
+        lines.append(f"largest context whose codes and KV cache fit the {board.sprams} SPRAMs: "
+                     f"{reached['spram_context']}")
+        missing = budget["blocks"] - board.blocks
+        if missing > 0:
+            biggest = sorted((r for r in budget["placement"] if r["blocks"]), key=lambda r: -r["blocks"])[:6]
+            lines.append(f"still missing at context {context}: {missing} {board.block_name} (the largest: "
+                         + ", ".join(f"{r['name']} {r['blocks']}" for r in biggest) + ")")
+            by_name = {r["name"]: r for r in budget["placement"]}
+            head = next((op for op in compiled.program if op["op"] == "head"), {})
+            if head.get("table") == "wte.table" and "head_table" in by_name and "wte" in by_name:
+                lines.append(f"  the head is tied: head_table holds wte's {by_name['wte']['bits'] // 8:,} bytes again "
+                             f"({by_name['head_table']['blocks']} {board.block_name} one shared table would save)")
+            constant_bits = sum(r["bits"] for r in budget["placement"] if r["kind"] == "constant")
+            lines.append(f"  the constants alone are {constant_bits / 1024:.1f} Kbit against "
+                         f"{board.blocks * board.block_bits / 1024:.0f} Kbit of {board.block_name}: at these formats "
+                         f"they cannot all be block RAM (see the ways to fit)")
     return lines
 
 
@@ -366,14 +401,13 @@ def _option_lines(board, found, clock_hz):
              f"{flash['bytes_per_token']:,} bytes per token, {flash['cycles_per_token']:,} cycles at "
              f"{board.flash_bits_per_cycle} bits per cycle (quad SPI at half the clock) -> at most "
              f"{flash['tokens_per_s_bound']:,.0f} tokens/s at {clock_hz / 1e6:g} MHz from the flash alone; "
-             f"streaming, the largest context is {flash['largest_context']}"]
-    if "array" in found:
-        array = found["array"]
-        lines.append(f"  a {array['rows']} x {array['columns']} array (no padding of K and N, codes in 3 SPRAM): "
-                     f"context {array['context']} (limited by {array['limit']})")
+             f"{flash['blocks']} {board.block_name} left; streaming, the largest context is "
+             f"{flash['largest_context']}" if flash["tokens_per_s_bound"] else
+             f"  streaming from the SPI flash: nothing to stream; {flash['blocks']} {board.block_name} needed"]
     for trial in found["formats"]:
         label = " ".join(f"{k}={v}" for k, v in trial["override"].items())
         lines.append(f"  --int-format {label}: " + (f"not possible: {trial['error']}" if "error" in trial else
+                                                     f"{trial['blocks']} {board.block_name} at context 64; "
                                                      f"context {trial['context']} (limited by {trial['limit']})"))
     return lines
 
@@ -392,8 +426,10 @@ def main(argv=None):
     p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
     p.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
                    help="override a width of golden.compile.IntFormats, e.g. mult_bits=8")
-    p.add_argument("--rows", metavar="R", type=positive_int, default=4, help="the core's PoT array rows")
-    p.add_argument("--columns", metavar="C", type=positive_int, default=3, help="the core's PoT array columns")
+    p.add_argument("--rows", metavar="R", type=positive_int, default=None,
+                   help="the core's PoT array rows (default: the iCEBreaker forward build's, 4)")
+    p.add_argument("--columns", metavar="C", type=positive_int, default=None,
+                   help="the core's PoT array columns (default: the iCEBreaker forward build's, 3)")
     p.add_argument("--context", metavar="N", type=positive_int, default=None,
                    help="positions of the KV cache (default: the largest that fits)")
     p.add_argument("--clock", metavar="MHZ", type=float, default=None,
@@ -407,7 +443,12 @@ def main(argv=None):
     compiled = compile_checkpoint(args.checkpoint, bits=args.bits, formats=formats)
     if args.context is not None and args.context > compiled.config.n_positions:
         raise UserError(f"--context {args.context}: the model has {compiled.config.n_positions} positions")
-    shape = {"rows": args.rows, "columns": args.columns}
+    from ..build_forward import FORWARD_CORES
+
+    # The iCEBreaker's forward core decides where its memories go (codes loaded into SPRAM, the KV word's
+    # lanes); elsewhere the memories do not depend on the core's speed options.
+    base = FORWARD_CORES["icebreaker"] if board.sprams else {"rows": 4, "columns": 3}
+    shape = {**base, **{k: v for k, v in (("rows", args.rows), ("columns", args.columns)) if v is not None}}
     reached = fit(compiled, board, **shape)
     context = args.context or reached["context"] or min(64, compiled.config.n_positions)
     budget = place(forward_memories(compiled, context=context, **shape), board)
@@ -415,11 +456,13 @@ def main(argv=None):
     found = options(compiled, board, clock_hz=clock_hz, checkpoint=args.checkpoint, formats=formats, **shape) \
         if board.sprams and (not budget["fits"] or reached["context"] < compiled.config.n_positions) else None
     if args.json:
-        print(json.dumps({"board": board.name, "device": board.device, "context": context,
-                          "largest_context": reached["context"], "limit": reached["limit"], **budget,
+        print(json.dumps({"board": board.name, "device": board.device, "context": context, "core": shape,
+                          "largest_context": reached["context"], "limit": reached["limit"],
+                          "spram_context": reached["spram_context"], **budget,
                           "options": found}, indent=1))
         return 0
-    lines = _table(compiled, board, context, budget, reached)
+    lines = [f"core: " + ", ".join(f"{k} {v}" for k, v in shape.items())] + \
+        _table(compiled, board, context, budget, reached)
     if found:
         lines += _option_lines(board, found, clock_hz)
     print("\n".join(lines))

@@ -114,6 +114,9 @@ class ForwardCore(wiring.Component):
     attention_units : int
         `AttentionUnit` s working side by side, each on ``n_head / attention_units`` heads with its own
         slice of the KV cache (dividing ``n_head``; 1: the heads one after another).
+    codes : str
+        The linear engine's code store (`hdl.forward.program_linear.CODE_STORES`): ``"rom"``, initialised
+        by the bitstream; ``"loaded"``, written at start through ``code_write`` (iCE40 SPRAM).
 
     Members
     -------
@@ -130,10 +133,13 @@ class ForwardCore(wiring.Component):
         it; it never stalls the core).
     position : ``Out(range(context))``
         Observation: the position being computed.
+    code_write : ``In(ProgramLinear.code_write_signature)``
+        Only with ``codes="loaded"``: the linear engine's code banks (`ProgramLinear.code_banks`), written
+        while the core is idle.
     """
 
     def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4,
-                 attention_units=1):
+                 attention_units=1, codes="rom"):
         c, f, t = compiled.config, compiled.formats, compiled.tensors
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
@@ -146,7 +152,8 @@ class ForwardCore(wiring.Component):
         self._ln_bits = [max(2, max(int(abs(v)) for n in self._norm_names for v in t[n + suffix]).bit_length() + 1)
                          for suffix in (".gamma", ".beta")]
         self._linear = ProgramLinear(layers=program_layers(compiled), bits=compiled.bits, act_bits=f.act_bits,
-                                     res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits)
+                                     res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits,
+                                     codes=codes)
         check_int("attention_units", attention_units, 1, c.n_head)
         self._attentions = [attention_for(compiled, positions=context, lanes=attention_lanes,
                                           groups=attention_units) for _ in range(attention_units)]
@@ -163,14 +170,17 @@ class ForwardCore(wiring.Component):
         self._act_depth = max([3 * d] + [x.n for x in self._linear.layers] + [x.k for x in self._linear.layers])
         start = data.StructLayout({"prompt_length": range(context + 1), "count": range(context + 1),
                                    "inv_temperature": 16, "top_k": range(V + 1), "seed": 32})
-        super().__init__({
+        ports = {
             "start": In(stream.Signature(start)),
             "prompt": In(stream.Signature(range(V))),
             "token": Out(stream.Signature(range(V))),
             "busy": Out(1),
             "logits": Out(wiring.Signature({"valid": Out(1), "payload": Out(signed(f.logit_bits))})),
             "position": Out(range(context)),
-        })
+        }
+        if codes == "loaded":
+            ports["code_write"] = In(self._linear.code_write_signature)
+        super().__init__(ports)
 
     @property
     def compiled(self):
@@ -240,6 +250,8 @@ class ForwardCore(wiring.Component):
         d, steps = c.n_embd, self._steps
         m.submodules.norm = norm = self._norm
         m.submodules.linear = linear = self._linear
+        if self._linear.codes == "loaded":
+            wiring.connect(m, wiring.flipped(self.code_write), linear.code_write)
         attentions = self._attentions
         for g, unit in enumerate(attentions):
             m.submodules[f"attention{g}"] = unit

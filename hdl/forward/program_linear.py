@@ -1,6 +1,6 @@
 """Every linear layer of a program on one split-K PoT array: one code memory, channel-indexed requantisers."""
 
-from amaranth import Array, Const, Module, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,10 +10,16 @@ from golden.datapath import check_act_bits, pot_acc_bits
 from golden.pot_format import PotFormat
 
 from ..pot_pe import PotPE
+from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .requantizer import Requantizer
 
-__all__ = ["LinearLayer", "ProgramLinear", "code_words", "program_layers"]
+__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "code_words", "column_words", "pack_codes",
+           "program_code_banks", "program_layers"]
+
+#: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
+#: single-port memories (iCE40 SPRAM) with no initial contents, written through the ``code_write`` port.
+CODE_STORES = ("rom", "loaded")
 
 
 def code_words(codes, rows, columns, zero_code):
@@ -29,6 +35,55 @@ def code_words(codes, rows, columns, zero_code):
     padded[:k, :n] = codes
     # (r, t, tile, c) -> (tile, t, r, c)
     return padded.reshape(rows, chunk, tiles, columns).transpose(2, 1, 0, 3).reshape(tiles * chunk, rows * columns)
+
+
+def column_words(codes, rows, columns, zero_code):
+    """The column words of a split-K layer, without the padding of ``N``: ``(words, rows)`` codes.
+
+    Beat ``t`` of tile ``tile`` needs, for each of the tile's columns ``c``
+    that holds an output channel (``tile * columns + c < N``), the ``rows``
+    codes ``codes[r * chunk + t, tile * columns + c]`` (the zero code past
+    ``K``); they come in that order: tile, beat, column. A tile past ``N``'s
+    last full one has fewer columns, and nothing is stored for the others.
+    """
+    k, n = codes.shape
+    chunk, tiles = -(-k // rows), -(-n // columns)
+    beats = np.asarray(code_words(codes, rows, columns, zero_code)).reshape(tiles, chunk, rows, columns)
+    parts = [beats[tile, :, :, :min(columns, n - tile * columns)].transpose(0, 2, 1).reshape(-1, rows)
+             for tile in range(tiles)]
+    return np.concatenate(parts)
+
+
+def pack_codes(layers, *, rows, columns, bits, zero_code):
+    """Every layer's `column_words`, one after another, dealt to ``columns`` banks of ``rows * bits``-bit words.
+
+    Column word ``i`` of the whole program is word ``i // columns`` of bank
+    ``i % columns``, so the ``columns`` words of a beat, ``p .. p + columns - 1``,
+    are in ``columns`` different banks (bank ``s`` at address ``p // columns``,
+    plus one if ``s < p % columns``). Returns ``(banks, bases)``: an int array
+    ``(columns, depth)`` (``depth = ceil(words / columns)``, the last words the
+    zero code) and each layer's first column word.
+    """
+    parts, bases, total = [], [], 0
+    for layer in layers:
+        words = column_words(np.asarray(layer.codes, np.int64), rows, columns, zero_code)
+        bases.append(total)
+        total += len(words)
+        parts.append(words)
+    flat = np.concatenate(parts)
+    depth = -(-total // columns)
+    padded = np.full((depth * columns, rows), zero_code, np.int64)
+    padded[:total] = flat
+    packed = sum(padded[:, r].astype(object) << (bits * r) for r in range(rows))
+    return np.array(packed, dtype=object).reshape(depth, columns).T, bases
+
+
+def program_code_banks(compiled, *, rows, columns):
+    """The code banks (`pack_codes`) of the `ProgramLinear` of `compiled`'s program on a ``rows x columns``
+    array: what a host writes into a board whose codes are loaded (``codes="loaded"``)."""
+    fmt = PotFormat(compiled.bits)
+    return pack_codes(program_layers(compiled), rows=rows, columns=columns, bits=fmt.bits,
+                      zero_code=fmt.zero_code)[0]
 
 
 class LinearLayer:
@@ -82,11 +137,16 @@ class ProgramLinear(wiring.Component):
 
     Memories (the seam where a build places them):
 
-    - ``codes``: the code words of every layer, layer ``l`` from word
-      ``word_base[l]`` on (``rows * columns * bits`` wide, `code_depth` deep);
+    - ``codes``: ``columns`` banks of ``rows * bits``-bit words side by side
+      (`pack_codes`: every layer's codes with no padding of ``N``; a beat reads
+      one word of each bank and turns them to its columns), `code_depth` deep:
+      initialised memories (``codes="rom"``), or single-port memories with no
+      initial contents (``codes="loaded"``: iCE40 SPRAMs, written through
+      ``code_write`` with `code_banks` before the first layer runs);
     - ``bias``, ``mult``, ``shift``: one entry per output channel of every
       layer (layer ``l`` from ``channel_base[l]``), `channels` deep;
-    - ``bank0`` .. : ``rows`` activation banks of `max_chunk` entries.
+    - ``banks``: the ``rows`` activation banks of `max_chunk` entries side by side (one memory: every beat
+      reads entry ``t`` of each; a loaded activation writes its bank's lane).
 
     The layer is chosen by the ``select`` port, held for the whole layer
     (from its first activation to its last output). Outputs are requantised to
@@ -105,6 +165,8 @@ class ProgramLinear(wiring.Component):
         The array.
     mult_bits : int
         Width of the multipliers.
+    codes : str
+        ``"rom"`` or ``"loaded"`` (`CODE_STORES`).
 
     Members
     -------
@@ -115,9 +177,12 @@ class ProgramLinear(wiring.Component):
     o : ``Out(stream.Signature(signed(out_bits)))``
         The ``N`` outputs, in channel order (``out_bits``: the widest layer's, or ``res_bits``).
     select : ``In(range(len(layers)))``
+    code_write : ``In(Signature({"en", "bank": range(columns), "addr", "data": rows * bits}))``
+        Only with ``codes="loaded"``: word ``addr`` of bank ``bank`` is ``data`` in a cycle with ``en`` high
+        (while no layer runs).
     """
 
-    def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16):
+    def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16, codes="rom"):
         self._format = PotFormat(bits)
         self._act_bits = check_act_bits(act_bits)
         self._res_bits = check_int("res_bits", res_bits, 2, 32)
@@ -127,23 +192,28 @@ class ProgramLinear(wiring.Component):
         self._layers = list(layers)
         if not self._layers:
             raise ValueError("layers must name at least one linear layer")
-        words, word_base, channel_base = [], [], []
+        if codes not in CODE_STORES:
+            raise ValueError(f"codes must be one of {', '.join(CODE_STORES)}, not {codes!r}")
+        self._codes = codes
+        channel_base = []
         for layer in self._layers:
             self._format.check_codes(layer.codes)
             check_int(f"{layer.name} out_bits", layer.out_bits, 2, 32)
             if layer.mult.min() < 0 or layer.mult.max() >= 1 << mult_bits or layer.shift.min() < 0 \
                     or layer.shift.max() > 62:
                 raise ValueError(f"{layer.name}: mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
-            word_base.append(len(words))
             channel_base.append(sum(x.n for x in self._layers[:len(channel_base)]))
-            words.extend(code_words(layer.codes.astype(np.int64), rows, columns, self._format.zero_code))
-        self._words, self._word_base, self._channel_base = words, word_base, channel_base
+        self._banks, self._word_base = pack_codes(self._layers, rows=rows, columns=columns, bits=self._format.bits,
+                                                  zero_code=self._format.zero_code)
+        self._channel_base = channel_base
         self._acc_bits = max(pot_acc_bits(x.k, act_bits, bits, int(np.abs(x.bias).max())) for x in self._layers)
         self._out_bits = max([x.out_bits for x in self._layers] + [res_bits if self.adds else 2])
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(self._out_bits))),
                  "select": In(range(len(self._layers)))}
         if self.adds:
             ports["x"] = In(stream.Signature(signed(res_bits)))
+        if codes == "loaded":
+            ports["code_write"] = In(self.code_write_signature)
         super().__init__(ports)
 
     @property
@@ -158,6 +228,28 @@ class ProgramLinear(wiring.Component):
     @property
     def rows(self):
         return self._rows
+
+    @property
+    def codes(self):
+        """Where the codes are: ``"rom"`` or ``"loaded"`` (`CODE_STORES`)."""
+        return self._codes
+
+    @property
+    def code_bits(self):
+        """Bits of one bank word: ``rows * bits`` (one column's codes of a beat)."""
+        return self._rows * self._format.bits
+
+    @property
+    def code_banks(self):
+        """The banks' contents, ``(columns, code_depth)`` ints (`pack_codes`): what ``codes="loaded"`` must be
+        written before a layer runs."""
+        return self._banks.copy()
+
+    @property
+    def code_write_signature(self):
+        """The ``code_write`` port's signature (from the writer's side)."""
+        return wiring.Signature({"en": Out(1), "bank": Out(range(self._columns)),
+                                 "addr": Out(range(max(2, self.code_depth))), "data": Out(self.code_bits)})
 
     @property
     def columns(self):
@@ -196,8 +288,8 @@ class ProgramLinear(wiring.Component):
 
     @property
     def code_depth(self):
-        """Words of the code memory (all layers)."""
-        return len(self._words)
+        """Words of each code bank (all layers)."""
+        return self._banks.shape[1]
 
     @property
     def channels(self):
@@ -207,10 +299,10 @@ class ProgramLinear(wiring.Component):
     @property
     def memories(self):
         """``[(name, width, depth)]`` of the engine's memories."""
-        return [("codes", self._format.bits * self._rows * self._columns, self.code_depth),
+        return [("codes", self.code_bits * self._columns, self.code_depth),
                 ("bias", self.bias_bits, self.channels), ("mult", self._mult_bits, self.channels),
                 ("shift", 6, self.channels)] + \
-            [(f"bank{r}", self._act_bits, self.max_chunk) for r in range(self._rows)]
+            [("banks", self._act_bits * self._rows, self.max_chunk)]
 
     @property
     def utilisation(self):
@@ -229,19 +321,27 @@ class ProgramLinear(wiring.Component):
         k_of, n_of = table([x.k for x in layers]), table([x.n for x in layers])
         chunk_of = table([self.layer_chunk(i) for i in range(len(layers))])
         tiles_of = table([self.layer_tiles(i) for i in range(len(layers))])
-        word_base_of, channel_base_of = table(self._word_base), table(self._channel_base)
+        channel_base_of = table(self._channel_base)
+        address_base_of, phase_base_of = table([b // C for b in self._word_base]), table([b % C for b in self._word_base])
+        last_columns_of = table([x.n - (self.layer_tiles(i) - 1) * C for i, x in enumerate(layers)])
         max_chunk, max_tiles, max_n = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers))), \
             max(x.n for x in layers)
 
-        word_bits = fmt.bits * R * C
-        words = [sum(int(code) << (fmt.bits * lane) for lane, code in enumerate(row)) for row in self._words]
-        m.submodules.codes = code_rom = memory.Memory(shape=word_bits, depth=len(words), init=words)
-        code_read = code_rom.read_port()
-        banks = []
-        for r in range(R):
-            bank = memory.Memory(shape=signed(self._act_bits), depth=max_chunk, init=[])
-            m.submodules[f"bank{r}"] = bank
-            banks.append((bank.write_port(), bank.read_port()))
+        depth, column_bits = self.code_depth, self.code_bits
+        code_reads = []
+        for s in range(C):
+            if self._codes == "rom":
+                bank = memory.Memory(shape=column_bits, depth=depth, init=[int(w) for w in self._banks[s]])
+            else:
+                bank = SinglePortMemory(shape=column_bits, depth=depth)
+                write = bank.write_port()
+                m.d.comb += [write.addr.eq(self.code_write.addr), write.data.eq(self.code_write.data),
+                             write.en.eq(self.code_write.en & (self.code_write.bank == s))]
+            m.submodules[f"codes{s}"] = bank
+            code_reads.append(bank.read_port())
+        A = self._act_bits
+        m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[])
+        bank_write, bank_read = bank_memory.write_port(granularity=A), bank_memory.read_port()
         constants = {}
         for name, shape in (("bias", signed(self.bias_bits)), ("mult", self._mult_bits), ("shift", 6)):
             values = [int(v) for x in layers for v in getattr(x, name)]
@@ -261,19 +361,39 @@ class ProgramLinear(wiring.Component):
         bank_index, bank_entry = Signal(range(R)), Signal(range(max_chunk))
         # Beats: issue (tile, t) -> code memory and banks answer -> PE inputs.
         tile, t = Signal(range(max_tiles + 1)), Signal(range(max_chunk + 1))
-        word = Signal(range(len(words) + 1))
+        # The beat's first column word p = C * address + phase: bank s reads address (+ 1 if s < phase).
+        address, address1 = Signal(range(depth + 1)), Signal(range(depth + 2))
+        phase, beat_phase = Signal(range(C)), Signal(range(C))
+        columns_now = Mux(tile == tiles_of - 1, last_columns_of, C)          # columns of this tile
+        beat_columns = Signal(range(C + 1))
         issue, issue_drain = Signal(), Signal()
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
-        m.d.comb += code_read.addr.eq(word)
-        for r, (write, read) in enumerate(banks):
-            m.d.comb += [write.addr.eq(bank_entry), write.data.eq(self.a.payload),
-                         write.en.eq(self.a.valid & self.a.ready & (bank_index == r)), read.addr.eq(t)]
+        for s, read in enumerate(code_reads):
+            m.d.comb += [read.addr.eq(Mux(s < phase, address1, address) if s < C - 1 else address), read.en.eq(issue)]
+        with m.If(issue & ~issue_drain):
+            following = phase + columns_now
+            m.d.sync += [beat_phase.eq(phase), beat_columns.eq(columns_now), phase.eq(following)]
+            with m.If(following >= C):
+                m.d.sync += [phase.eq(following - C), address.eq(address1), address1.eq(address1 + 1)]
+        # Column c of the beat is column word p + c: bank (beat_phase + c) mod C.
+        column_codes = []
+        for c in range(C):
+            word = Signal(column_bits, name=f"column_word{c}")
+            with m.Switch(beat_phase):
+                for ph in range(C):
+                    with m.Case(ph):
+                        m.d.comb += word.eq(code_reads[(ph + c) % C].data)
+            column_codes.append(word)
+        m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
+                     bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t)]
+        for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
-                code = code_read.data[fmt.bits * (r * C + c):fmt.bits * (r * C + c + 1)]
-                m.d.comb += [pe.x_in.eq(read.data), pe.drain_in.eq(beat_drain), pe.w_in.eq(code)]
-                with m.If(~beat_valid | beat_drain):
+                code = column_codes[c][fmt.bits * r:fmt.bits * (r + 1)]
+                m.d.comb += [pe.x_in.eq(bank_read.data[A * r:A * (r + 1)].as_signed()), pe.drain_in.eq(beat_drain),
+                             pe.w_in.eq(code)]
+                with m.If(~beat_valid | beat_drain | (beat_columns <= c)):
                     m.d.comb += pe.w_in.eq(fmt.zero_code)
 
         # Readout: column sums held, then one channel per cycle (plus its bias) into the requantiser.
@@ -338,12 +458,13 @@ class ProgramLinear(wiring.Component):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(bank_index + 1)]
                     with m.If(loaded == k_of - 1):
                         m.d.sync += [loaded.eq(0), bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0),
-                                     sent.eq(0), word.eq(word_base_of)]
+                                     sent.eq(0), address.eq(address_base_of), address1.eq(address_base_of + 1),
+                                     phase.eq(phase_base_of)]
                         m.next = "BEATS"
             with m.State("BEATS"):
                 with m.If(t < chunk_of):
                     m.d.comb += issue.eq(1)
-                    m.d.sync += [t.eq(t + 1), word.eq(word + 1)]
+                    m.d.sync += t.eq(t + 1)
                 with m.Elif(~pending):
                     # The drain beat: the previous tile's sums have all left the held registers.
                     m.d.comb += [issue.eq(1), issue_drain.eq(1)]

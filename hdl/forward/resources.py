@@ -81,12 +81,13 @@ def _columns(cells, family):
             for column, prefixes in spec.items()}
 
 
-def hierarchy_resources(component, family, work, *, pack=True, depth=1):
+def hierarchy_resources(component, family, work, *, pack=True, depth=1, platform=None):
     """Synthesize `component` for `family` keeping its hierarchy; returns ``{"units": [...], "total": {...}}``.
 
     Each unit row is ``{"unit": path below the top, cells by column}`` for the modules `depth` levels down
     (a unit and all inside it); a row "(own logic)" holds the top's cells outside any unit. ``total`` adds
-    nextpnr's packed logic cells (``lc``, None with `pack` False or without nextpnr).
+    nextpnr's packed logic cells (``lc``, None with `pack` False or without nextpnr). `platform` is what the
+    component is elaborated for (an iCE40 platform makes `hdl.single_port_memory.SinglePortMemory` SPRAM).
     """
     from amaranth.back import verilog
 
@@ -97,7 +98,8 @@ def hierarchy_resources(component, family, work, *, pack=True, depth=1):
 
     # The ports are the signature's signals; an always-ready stream's constant ``ready`` is not a port.
     ports = [value for _, _, value in component.signature.flatten(component) if isinstance(value, Signal)]
-    (work / "top.v").write_text(verilog.convert(component, name="top", ports=ports, emit_src=False))
+    (work / "top.v").write_text(verilog.convert(component, name="top", ports=ports, emit_src=False,
+                                                platform=platform))
     (work / "synth.ys").write_text(f"read_verilog top.v\n{spec['synth']} -noflatten -top top -json top.json\n"
                                    "tee -q -o stat.json stat -json -top top\n")
     run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.stdout")
@@ -139,15 +141,25 @@ def _pack(work, family):
     return int(found[-1]) if found else None
 
 
-def core_resources(compiled, *, family, context, pack=True, work=None, rows=4, columns=3):
-    """`hierarchy_resources` of the `ForwardCore` of `compiled` at `context` positions."""
+def core_resources(compiled, *, family, context, pack=True, work=None, **core):
+    """`hierarchy_resources` of the `ForwardCore` of `compiled` at `context` positions.
+
+    `core`: `ForwardCore` options; on ice40 by default the iCEBreaker forward build's
+    (`hdl.build_forward.FORWARD_CORES`: codes loaded into SPRAM, 2 attention lanes), elaborated for the
+    iCEBreaker's platform so that the codes and the KV cache are SPRAM; on ecp5 a 4 x 3 array.
+    """
+    from ..build_forward import FORWARD_CORES
     from .forward_core import ForwardCore
 
-    core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns)
+    platform = None
+    if family == "ice40":
+        from amaranth_boards.icebreaker import ICEBreakerPlatform
+        core, platform = {**FORWARD_CORES["icebreaker"], **core}, ICEBreakerPlatform()
+    core = ForwardCore(compiled=compiled, context=context, **{"rows": 4, "columns": 3, **core})
     if work is not None:
-        return hierarchy_resources(core, family, work, pack=pack)
+        return hierarchy_resources(core, family, work, pack=pack, platform=platform)
     with tempfile.TemporaryDirectory(prefix="potgen-core-") as temporary:
-        return hierarchy_resources(core, family, temporary, pack=pack)
+        return hierarchy_resources(core, family, temporary, pack=pack, platform=platform)
 
 
 def unit_fmax(component, work, *, frequency=45.0, seed=1):

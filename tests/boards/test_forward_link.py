@@ -18,7 +18,7 @@ from amaranth.lib import wiring
 
 from boards.forward_link import ForwardLink
 from boards.forward_protocol import Command, ForwardIdentity, encode_generate
-from boards.protocol import Status, encode_request
+from boards.protocol import Status, encode_load, encode_request, load_checksum
 from boards.hosted_top import connect_uart
 from boards.uart import UART
 from uart_host import run_link
@@ -39,9 +39,9 @@ def core_tokens(settings, prompt):
 class Bench(wiring.Component):
     """The link with (`uart`) a UART in front; else the host uses the link's byte streams."""
 
-    def __init__(self, uart=True):
+    def __init__(self, uart=True, identity=IDENTITY):
         self.uart = UART(divisor=DIVISOR) if uart else None
-        self.link = ForwardLink(identity=IDENTITY, timeout=TIMEOUT)
+        self.link = ForwardLink(identity=identity, timeout=TIMEOUT)
         super().__init__({"rx": wiring.In(1, init=1), "tx": wiring.Out(1, init=1)})
 
     def elaborate(self, platform):
@@ -54,10 +54,11 @@ class Bench(wiring.Component):
         return m
 
 
-def simulate(script, *, uart=False, cycles=100_000, seed=0):
+def simulate(script, *, uart=False, cycles=100_000, seed=0, identity=IDENTITY, writes=None):
     """Run `script(ctx, host)` against the link and the testbench core; returns the core's log:
-    a (settings, prompt, tokens) per generation it was started for."""
-    bench = Bench(uart)
+    a (settings, prompt, tokens) per generation it was started for. `writes` (a list) gets the
+    ``(bank, addr, data)`` of each word the link writes to the core's codes."""
+    bench = Bench(uart, identity)
     link = bench.link
     log = []
     rng = np.random.default_rng(seed)
@@ -74,9 +75,14 @@ def simulate(script, *, uart=False, cycles=100_000, seed=0):
             if tokens:
                 ctx.set(link.token.payload, tokens[0])
             ctx.set(link.busy, settings is not None)
-            _, _, s_valid, s_ready, start, p_valid, p_ready, p_payload, t_valid, t_ready = await ctx.tick().sample(
-                link.start.valid, link.start.ready, link.start.payload, link.prompt.valid, link.prompt.ready,
-                link.prompt.payload, link.token.valid, link.token.ready)
+            code = [link.code_write.en, link.code_write.bank, link.code_write.addr, link.code_write.data] \
+                if link.loads_codes else []
+            _, _, s_valid, s_ready, start, p_valid, p_ready, p_payload, t_valid, t_ready, *written = \
+                await ctx.tick().sample(link.start.valid, link.start.ready, link.start.payload, link.prompt.valid,
+                                        link.prompt.ready, link.prompt.payload, link.token.valid, link.token.ready,
+                                        *code)
+            if written and written[0]:
+                writes.append(tuple(int(v) for v in written[1:]))
             if s_valid and s_ready:
                 settings = {name: int(getattr(start, name)) for name in
                             ("prompt_length", "count", "inv_temperature", "top_k", "seed")}
@@ -230,3 +236,67 @@ def test_sim_line_error():
     log = simulate(script, uart=True)
     assert answers[0] == (Status.LINE_ERROR, b"")
     assert len(log) == 1 and answers[1] == (Status.OK, struct.pack("<2H", *log[0][2]))
+
+
+LOADING = ForwardIdentity(**{**IDENTITY.__dict__, "rows": 4, "columns": 3, "code_words": 6, "loads_codes": True})
+
+
+def load(bank, address, words):
+    return encode_load(bank, address, words)
+
+
+def test_sim_load():
+    """LOAD on a build whose codes are loaded: a GENERATE before the codes are is answered NOT_LOADED; bad
+    LOADs get their errors, write nothing and leave the board serving; a pass over every bank in order
+    (chunks going on where the last stopped) sets CODES_LOADED, each word written once to its bank and
+    address; a LOAD out of order clears it until the next whole pass."""
+    banks = [[0x1000 * b + i for i in range(6)] for b in range(3)]
+    pass_requests = [load(0, 0, banks[0][:4]), load(0, 4, banks[0][4:]), load(1, 0, banks[1]), load(2, 0, banks[2])]
+    requests = [
+        (generate([1, 2], 3), (Status.NOT_LOADED, b"")),
+        (encode_request(Command.LOAD, bytes(4)), (Status.BAD_LENGTH, b"")),          # under 5
+        (encode_request(Command.LOAD, bytes(6)), (Status.BAD_LENGTH, b"")),          # even
+        (load(3, 0, [1]), (Status.BAD_ARGUMENT, b"")),                                # no bank 3
+        (load(0, 5, [1, 2]), (Status.BAD_ARGUMENT, b"")),                             # past the bank's end
+        (load(0, 0xFFFF, [1]), (Status.BAD_ARGUMENT, b"")),
+        *[(r, None) for r in pass_requests],
+        (encode_request(Command.IDENTIFY), None),
+        (generate([1, 2], 3), None),
+        (load(1, 2, [7]), None),                                                       # out of order
+        (encode_request(Command.IDENTIFY), None),
+        (generate([1, 2], 3), (Status.NOT_LOADED, b"")),
+        *[(r, None) for r in pass_requests],
+        (encode_request(Command.IDENTIFY), None),
+    ]
+    answers, writes = [], []
+
+    async def script(ctx, host):
+        for request, _ in requests:
+            await host.send(request)
+            answers.append(await host.response())
+
+    log = simulate(script, identity=LOADING, writes=writes, cycles=200_000)
+    for (request, expected), answer in zip(requests, answers):
+        if expected is not None:
+            assert answer == expected, request.hex()
+    checksums = [answers[6 + i] for i in range(4)]
+    assert checksums == [(Status.OK, struct.pack("<H", load_checksum(r[6:] and np.frombuffer(r[6:], "<u2"))))
+                         for r in pass_requests]
+    identities = [ForwardIdentity.unpack(answers[i][1]) for i in (10, 13, 19)]
+    assert [i.codes_loaded for i in identities] == [True, False, True]
+    assert not identities[0].mismatches(LOADING) and identities[0].loads_codes
+    assert answers[11][0] == Status.OK and tokens_of(answers[11][1]) == log[0][2] and len(log) == 1
+    whole = [(b, a, banks[b][a]) for b in range(3) for a in range(6)]
+    assert writes == whole + [(1, 2, 7)] + whole
+
+
+def test_load_refused_by_a_rom_build():
+    answers = []
+
+    async def script(ctx, host):
+        await host.send(load(0, 0, [1]))
+        answers.append(await host.response())
+        answers.append(await host.request(Command.IDENTIFY))
+
+    simulate(script)
+    assert answers[0] == (Status.BAD_COMMAND, b"") and ForwardIdentity.unpack(answers[1][1]) == IDENTITY

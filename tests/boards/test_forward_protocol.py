@@ -9,7 +9,9 @@ from boards import forward_sim
 from boards.forward_protocol import (ForwardClient, ForwardIdentity, Command, check_generate, compiled_digest,
                                      encode_generate, inv_temperature, open_board)
 from boards.generate import main
-from boards.protocol import Identity, ProtocolError, encode_request
+from boards.forward_protocol import CODES_LOADED, LOADS_CODES
+from boards.protocol import Identity, ProtocolError, encode_load, encode_request, load_checksum, load_chunks
+from hdl.forward.program_linear import program_code_banks
 from golden.cli import UserError, run
 
 IDENTITY = ForwardIdentity(vocab_size=23, context=8, n_layer=2, n_head=2, n_embd=16, clock_hz=36_000_000, divisor=12,
@@ -38,9 +40,16 @@ class ScriptedPort:
 
 def test_identity_round_trip():
     packed = IDENTITY.pack()
-    assert len(packed) == ForwardIdentity.SIZE == 36 and packed[:5] == b"PoTg\x02"
+    assert len(packed) == ForwardIdentity.SIZE == 40 and packed[:5] == b"PoTg\x03"
     assert ForwardIdentity.unpack(packed) == IDENTITY and IDENTITY.design == "forward"
     assert IDENTITY.baud == 3_000_000
+    loading = ForwardIdentity(**{**IDENTITY.__dict__, "rows": 4, "columns": 3, "code_words": 16384,
+                                 "loads_codes": True})
+    packed = loading.pack()
+    assert packed[ForwardIdentity.FLAGS_OFFSET] == LOADS_CODES and ForwardIdentity.unpack(packed) == loading
+    flagged = packed[:ForwardIdentity.FLAGS_OFFSET] + bytes([LOADS_CODES | CODES_LOADED]) + \
+        packed[ForwardIdentity.FLAGS_OFFSET + 1:]
+    assert ForwardIdentity.unpack(flagged).codes_loaded and not loading.mismatches(ForwardIdentity.unpack(flagged))
 
 
 @pytest.mark.parametrize("data, message", [
@@ -48,7 +57,8 @@ def test_identity_round_trip():
     (Identity(rows=2, columns=16, bits=4, act_bits=8, acc_bits=23, columns_per_word=4, banks=4, bank_words=100,
               layers=17, max_tokens=2, clock_hz=36_000_000, divisor=12, digest=bytes(8)).pack(),
      "protocol version 1 .* build it with python -m hdl.build --design forward"),
-    (IDENTITY.pack()[:-1], "A forward identity is 36 bytes, not 35"),
+    (IDENTITY.pack()[:-1], "A forward identity is 40 bytes, not 39"),
+    (b"PoTg\x02" + bytes(31), "protocol version 2 .*before LOAD"),
 ])
 def test_identity_refused(data, message):
     with pytest.raises(ProtocolError, match=message):
@@ -105,7 +115,7 @@ def test_inv_temperature_refused(temperature):
 
 def test_client_generate():
     """The request on the wire, the count cut to the context, the tokens as they come."""
-    port = ScriptedPort(b"\x00" + struct.pack("<H", 36) + IDENTITY.pack() + b"\x00\x06\x00" + struct.pack("<3H", 5, 22, 0))
+    port = ScriptedPort(b"\x00" + struct.pack("<H", 40) + IDENTITY.pack() + b"\x00\x06\x00" + struct.pack("<3H", 5, 22, 0))
     client = ForwardClient(port)
     assert list(client.generate([1, 2, 3, 4, 5], 100, inv_temperature=320, top_k=10, seed=7)) == [5, 22, 0]
     assert bytes(port.written) == encode_request(Command.IDENTIFY) + \
@@ -122,6 +132,7 @@ def test_client_sends_all_tokens_as_top_k_none():
 
 @pytest.mark.parametrize("answer, message", [
     (b"\x03\x00\x00", "GENERATE answered BAD_ARGUMENT"),
+    (b"\x06\x00\x00", "GENERATE answered NOT_LOADED: the board's codes are in SPRAM"),
     (b"\x00\x04\x00", "GENERATE answered 4 bytes, not the 6 of 3 tokens"),
     (b"\x00\x06\x00\x01\x00", "The board stopped after 1 of 3 tokens"),
     (b"", "No response from the device"),
@@ -145,11 +156,42 @@ def test_client_refuses_before_sending():
 def test_open_board_refuses_another_model(compiled):
     identity = ForwardIdentity.of(compiled, context=8, clock_hz=36e6, divisor=12)
     wrong = ForwardIdentity(**{**identity.__dict__, "digest": bytes(8)})
-    port = ScriptedPort(b"\x00" + struct.pack("<H", 36) + wrong.pack())
+    port = ScriptedPort(b"\x00" + struct.pack("<H", 40) + wrong.pack())
     with pytest.raises(ProtocolError, match="The board holds another model: digest"):
         open_board(port, compiled, baud=3_000_000)
-    port = ScriptedPort(b"\x00" + struct.pack("<H", 36) + identity.pack())
+    port = ScriptedPort(b"\x00" + struct.pack("<H", 40) + identity.pack())
     assert open_board(port, compiled, baud=3_000_000).identity == identity
+
+
+def _answer(status, payload=b""):
+    return bytes([status]) + struct.pack("<H", len(payload)) + payload
+
+
+def test_open_board_loads_the_codes(compiled):
+    """A board whose codes are loaded by the host: every bank LOADed in order, chunk by chunk, each checksum
+    checked, then IDENTIFY again shows them loaded."""
+    banks = program_code_banks(compiled, rows=2, columns=3)
+    identity = ForwardIdentity.of(compiled, context=8, clock_hz=36e6, divisor=12, rows=2, columns=3,
+                                  code_words=banks.shape[1], loads_codes=True)
+    loaded = ForwardIdentity(**{**identity.__dict__, "codes_loaded": True})
+    chunks = [(bank, address, words) for bank in range(3) for address, words in load_chunks(banks[bank])]
+    answers = _answer(0, identity.pack()) + b"".join(_answer(0, struct.pack("<H", load_checksum(words)))
+                                                     for _, _, words in chunks) + _answer(0, loaded.pack())
+    port = ScriptedPort(answers)
+    seen = []
+    client = open_board(port, compiled, baud=3_000_000, progress=seen.append)
+    assert client.identity.codes_loaded and sum(seen) == banks.size
+    assert bytes(port.written) == encode_request(Command.IDENTIFY) + b"".join(
+        encode_load(bank, address, words) for bank, address, words in chunks) + encode_request(Command.IDENTIFY)
+    # A board already loaded is not loaded again; a wrong checksum or a board that stays unloaded is an error.
+    assert open_board(ScriptedPort(_answer(0, loaded.pack())), compiled, baud=3_000_000).identity == loaded
+    with pytest.raises(ProtocolError, match="LOAD of bank 0 at 0: checksum 0000 does not match"):
+        open_board(ScriptedPort(_answer(0, identity.pack()) + _answer(0, b"\x00\x00")), compiled, baud=1)
+    port = ScriptedPort(answers[:-len(_answer(0, loaded.pack()))] + _answer(0, identity.pack()))
+    with pytest.raises(ProtocolError, match="does not count its codes as loaded"):
+        open_board(port, compiled, baud=1)
+    with pytest.raises(ProtocolError, match="LOAD answered BAD_ARGUMENT"):
+        open_board(ScriptedPort(_answer(0, identity.pack()) + _answer(3)), compiled, baud=1)
 
 
 @pytest.mark.parametrize("args, message", [

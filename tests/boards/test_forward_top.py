@@ -3,12 +3,15 @@
 its tokens are exactly the integer golden's (`IntegerForward.generate`), and a malformed GENERATE is answered
 with its error status while the board goes on generating.
 
-The default suite runs a test checkpoint on the ULX3S top (a few seconds once built); the default model on
-the iCEBreaker top at context 64, over 64 tokens, and the test checkpoint over 64 tokens are slow."""
+The default suite runs a test checkpoint on the ULX3S top (codes in the bitstream) and on the iCEBreaker top
+(codes in SPRAM, loaded by the host through the UART first; bad LOADs refused), a few seconds each once built;
+the default model on the iCEBreaker top at context 64, over 64 tokens, and the test checkpoint over 64 tokens
+are slow."""
 
 import pytest
 
 from boards.forward_protocol import Command, encode_generate
+from boards.protocol import encode_load
 from boards.forward_sim import ForwardSim
 from boards.forward_top import ForwardTop, compose_forward
 from boards.protocol import encode_request
@@ -43,17 +46,30 @@ def golden_tokens(compiled, req, context):
     return [int(token) for token in tokens]
 
 
+@pytest.fixture(scope="module")
+def tiny_icebreaker(verilator, tiny, tmp_path_factory):
+    """The iCEBreaker top for the test checkpoint (context 64, codes loaded by the host), built once."""
+    return ForwardSim(tiny, board="icebreaker", sim_dir=tmp_path_factory.mktemp("forward_sim_ice40"))
+
+
 def test_tops(tiny):
-    """Both boards' tops: identity from the artefact and the board's clock, UART divisor from the baud rate."""
+    """Both boards' tops: identity from the artefact and the board's clock, UART divisor from the baud rate;
+    the iCEBreaker's codes are loaded by the host (SPRAM), the ULX3S's are in the bitstream."""
     icebreaker = compose_forward(tiny, board="icebreaker", context=16, rows=2, columns=3, head_lanes=3)
     assert isinstance(icebreaker, ForwardTop) and icebreaker.board == "icebreaker"
     assert icebreaker.identity.context == 16 and icebreaker.identity.vocab_size == 23
+    assert icebreaker.identity.loads_codes and icebreaker.core.linear.codes == "loaded"
+    assert (icebreaker.identity.rows, icebreaker.identity.columns) == (2, 3)
+    assert icebreaker.identity.code_words == icebreaker.core.linear.code_depth and icebreaker.core.attention_lanes == 2
     assert icebreaker.divisor == 12 and icebreaker.identity.clock_hz == round(icebreaker.frequency)
     ulx3s = compose_forward(tiny, board="ulx3s")
+    assert not ulx3s.identity.loads_codes and ulx3s.identity.code_words == 0
     assert ulx3s.identity.context == 80 and ulx3s.divisor == 15 and ulx3s.frequency == 45e6
     assert ulx3s.identity.digest == icebreaker.identity.digest
     with pytest.raises(ValueError, match="Board must be one of icebreaker, ulx3s, not 'de10'"):
         compose_forward(tiny, board="de10")
+    with pytest.raises(ValueError, match="A LOAD carries 16-bit code words: .* not 5 x 4"):
+        compose_forward(tiny, board="icebreaker", rows=5)
 
 
 def test_sim_tiny_ulx3s(tiny, tiny_ulx3s):
@@ -76,6 +92,32 @@ def test_sim_tiny_ulx3s(tiny, tiny_ulx3s):
         assert results[1 + 2 * i] == {"status": status, "payload": ""}
         after = results[2 + 2 * i]
         assert after["status"] == "OK" and after["tokens"] == golden_tokens(tiny, requests[2 + 2 * i], 80)
+
+
+def test_sim_tiny_icebreaker_loads_its_codes(tiny, tiny_icebreaker):
+    """The iCEBreaker top holds its codes in SPRAM: a GENERATE before they are loaded is answered NOT_LOADED,
+    bad LOADs get their errors and the board keeps serving; the host's LOAD through the UART then makes
+    the board count them loaded, and it generates the integer golden's tokens exactly."""
+    sim, V = tiny_icebreaker, tiny.config.vocab_size
+    banks, words = sim.codes.shape
+    good = request([3, 1, 4], 8, 300, 10, 5)
+    bad = [encode_request(Command.LOAD, bytes(4)).hex(),                          # BAD_LENGTH: under 5 bytes
+           encode_load(banks, 0, [1]).hex(),                                      # BAD_ARGUMENT: no such bank
+           encode_load(0, words - 1, [1, 2]).hex(),                               # BAD_ARGUMENT: past the end
+           encode_load(0, 0, [1, 2])[:-1].hex()]                                  # TIMEOUT: cut short
+    requests = [good, {"identify": True}] + [{"raw": r} for r in bad] + [
+        {"load": True}, good, request([7, 7], 4, 0, None, 1), {"raw": encode_load(1, 3, [5]).hex()},
+        {"identify": True}, request([7, 7], 4, 0, None, 1), {"load": True}, request([0], 6, 0, V, 0)]
+    results = sim.generate(requests, load=False)
+    assert results[0] == {"status": "NOT_LOADED", "tokens": [], "sent_s": results[0]["sent_s"], "token_s": []}
+    assert results[1] == {"status": "OK", "codes_loaded": False}
+    assert [r["status"] for r in results[2:6]] == ["BAD_LENGTH", "BAD_ARGUMENT", "BAD_ARGUMENT", "TIMEOUT"]
+    assert results[6] == {"status": "OK", "codes_loaded": True}
+    for i in (7, 8, 13):
+        assert results[i]["status"] == "OK" and results[i]["tokens"] == golden_tokens(tiny, requests[i], 64)
+    # A LOAD out of the pass's order changes the codes: not loaded until the next whole pass.
+    assert results[9]["status"] == "OK" and results[10] == {"status": "OK", "codes_loaded": False}
+    assert results[11]["status"] == "NOT_LOADED" and results[12]["codes_loaded"]
 
 
 @pytest.mark.slow
@@ -101,3 +143,5 @@ def test_sim_default_model_icebreaker_64_tokens(verilator, tmp_path):
     for req, result in zip(requests, results):
         assert result["status"] == "OK" and result["tokens"] == golden_tokens(compiled, req, 64)
     assert len(results[0]["tokens"]) == 63
+    # The codes went in through the UART first: 3 banks of 16,384 words (96 KiB: no padding of N).
+    assert sim.codes.shape == (3, 16384) and sim.load_s is not None

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
 from boards.ice40_pll import ICE40PLL, pll_settings
-from boards.ice40_spram import ICE40SPRAM
+from hdl.ice40_spram import ICE40SPRAM
 from boards.spram_code_store import SPRAMCodeBanks, SPRAMCodeStore
 from golden.rom_layout import RomLayout
 from hdl.engine import Engine

@@ -9,9 +9,12 @@ import pytest
 
 from golden.compile import compile_checkpoint
 from golden.paths import HARDWARE_MODEL_DIR, REPO_DIR
+from hdl.build_forward import FORWARD_CORES
 from hdl.forward.budget import BOARDS, fit, flash_stream, forward_memories, place, refusal
 
 UP5K, ECP5 = BOARDS["icebreaker"], BOARDS["ulx3s"]
+#: The iCEBreaker's forward core: 4 x 3 array, codes loaded into SPRAM, 2 attention lanes.
+ICE40_CORE = FORWARD_CORES["icebreaker"]
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +38,10 @@ def test_block_shapes():
     assert UP5K.blocks_of(26, 576) == 6                     # 2 wide x 3 deep of 16 x 256
     # DP16KD: 36x512 .. 1x16384
     assert ECP5.blocks_of(48, 16384) == 48 and ECP5.blocks_of(8, 65536) == 32
-    # SPRAM words: narrow entries packed, wide ones split
-    assert UP5K.spram_words_of(8, 100) == 50 and UP5K.spram_words_of(4, 100) == 25
-    assert UP5K.spram_words_of(48, 10) == 30
+    # SPRAM blocks of a single-port memory: 16 bits x 16,384 each, side by side and stacked
+    from hdl.single_port_memory import spram_blocks
+    assert spram_blocks(16, 16384) == 1 and spram_blocks(32, 8192) == 2 and spram_blocks(16, 16385) == 2
+    assert spram_blocks(48, 16384) == 3 and spram_blocks(4, 100) == 1
 
 
 def test_memories_are_the_cores(hardware):
@@ -47,7 +51,8 @@ def test_memories_are_the_cores(hardware):
                        if op["op"] == "linear")
     codes = needs["linear_codes"]
     assert codes.kind == "codes" and codes.width == 4 * 3 * 4 and codes.token_bits == linear_codes * 4
-    assert codes.bits > linear_codes * 4                  # N = 64 and 256 padded to 66 and 258 columns
+    assert codes.bits == linear_codes * 4 and codes.banks == 3       # no padding: 3 banks of 16,384 words
+    assert codes.sprams == 3
     assert needs["kv_cache"].kind == "kv" and needs["kv_cache"].bits == 2 * c.n_layer * 64 * c.n_embd * 8
     assert needs["wpe"].depth == 64 * c.n_embd and needs["wpe"].token_bits == c.n_embd * 8   # one row a token
     assert needs["linear_bias"].kind == "constant" and needs["linear_bias"].token_bits == needs["linear_bias"].bits
@@ -59,35 +64,32 @@ def test_memories_are_the_cores(hardware):
 
 
 def test_up5k_default_model(hardware):
-    """The 4 x 3 core's codes take all 4 SPRAMs; a 4 x 4 array's take 3, and the context is then SPRAM-bound."""
-    budget = place(forward_memories(hardware, context=64), UP5K)
-    assert budget["code_sprams"] == 4 and not budget["fits"]
-    assert fit(hardware, UP5K)["context"] == 0
-    line = refusal(hardware, UP5K, 64)
-    assert "\n" not in line and line.startswith("the forward design won't fit the iCE40UP5K at context 64")
-    assert "no context fits" in line
-
-    square = {"rows": 4, "columns": 4}
-    budget = place(forward_memories(hardware, context=64, **square), UP5K)
-    assert budget["code_sprams"] == 3                  # 786,432 bits of 4-bit codes: exactly 3 SPRAMs
+    """The iCEBreaker's core: codes in exactly 3 SPRAMs, the 16-bit KV cache of context 64 in the 4th; 65
+    positions need a 5th. EBR is what does not fit (the constants): refused in one line naming it."""
+    budget = place(forward_memories(hardware, context=64, **ICE40_CORE), UP5K)
     by_name = _by_name(budget)
-    assert by_name["kv_cache"]["spram_words"] == 16384       # the 4th SPRAM, whole
-    assert not budget["fits"]
-    reached = fit(hardware, UP5K, **square)
-    assert 0 < reached["context"] < 64 and "SPRAM" in reached["limit"]
-    assert reached["budget"]["fits"] and reached["budget"]["blocks"] <= 30
-    assert not place(forward_memories(hardware, context=reached["context"] + 1, **square), UP5K)["fits"]
-    assert refusal(hardware, UP5K, reached["context"], **square) is None
-    assert f"the largest context that fits is {reached['context']}" in refusal(hardware, UP5K, 64, **square)
+    assert budget["code_sprams"] == 3 and budget["kv_sprams"] == 1 and budget["sprams"] == 4
+    assert by_name["kv_cache"]["sprams"] == 1 and by_name["kv_cache"]["width"] == 16
+    assert by_name["linear_codes"]["where"] == by_name["kv_cache"]["where"] == "SPRAM"
+    assert all(row["where"] == "EBR" for row in budget["placement"] if row["kind"] not in ("codes", "kv"))
+    assert budget["blocks"] == sum(budget["blocks_by_kind"].values()) > 30 and not budget["fits"]
+    assert place(forward_memories(hardware, context=65, **ICE40_CORE), UP5K)["sprams"] == 5
+    reached = fit(hardware, UP5K, **ICE40_CORE)
+    assert reached["spram_context"] == 64 and reached["context"] == 0
+    line = refusal(hardware, UP5K, 64, **ICE40_CORE)
+    assert "\n" not in line and line.startswith("the forward design won't fit the iCE40UP5K at context 64: needs ")
+    assert f"{budget['blocks']} EBR of 30 (constant" in line and "no context fits" in line
+    # Four attention lanes make the KV word 32 bits: two SPRAMs side by side, one too many.
+    wide = place(forward_memories(hardware, context=64, **{**ICE40_CORE, "attention_lanes": 4}), UP5K)
+    assert wide["kv_sprams"] == 2 and "5 SPRAM of 4 (3 for the codes, 2 for the KV cache)" in wide["over"]
 
 
 def test_up5k_flash_streaming(hardware):
-    square = {"rows": 4, "columns": 4}
-    flash = flash_stream(hardware, UP5K, context=64, clock_hz=36e6, **square)
-    assert flash["fits"] and flash["largest_context"] == 64
-    budget = place(forward_memories(hardware, context=64, **square), UP5K, flash=True)
+    flash = flash_stream(hardware, UP5K, context=64, clock_hz=36e6, **ICE40_CORE)
+    assert flash["fits"] and flash["largest_context"] == 64 and flash["blocks"] <= 30
+    budget = place(forward_memories(hardware, context=64, **ICE40_CORE), UP5K, flash=True)
     streamed = [row for row in budget["placement"] if row["where"] == "flash"]
-    needs = {n.name: n for n in forward_memories(hardware, context=64, **square)}
+    needs = {n.name: n for n in forward_memories(hardware, context=64, **ICE40_CORE)}
     assert streamed and flash["bytes_per_token"] == sum(needs[row["name"]].token_bits for row in streamed) // 8
     assert flash["cycles_per_token"] == -(-flash["bytes_per_token"] * 8 // 2)
 
@@ -98,7 +100,11 @@ def test_ecp5_holds_the_whole_context(hardware, tiny):
         assert reached["context"] == compiled.config.n_positions
         assert reached["limit"].startswith("the model's context")
         assert reached["budget"]["blocks"] <= 208 and reached["budget"]["sprams"] == 0
-    assert fit(tiny, UP5K)["context"] == tiny.config.n_positions
+    # The test checkpoint's codes and KV cache take 4 SPRAMs at its whole context (3 code banks, the cache), but
+    # each of its ~30 block RAM memories takes a whole EBR: the UP5K's 30 are the limit.
+    tiny_fit = fit(tiny, UP5K, **ICE40_CORE)
+    assert tiny_fit["spram_context"] == tiny.config.n_positions and tiny_fit["budget"]["sprams"] <= 4
+    assert tiny_fit["context"] < tiny.config.n_positions and "EBR" in tiny_fit["limit"]
 
 
 def _budget(*args):

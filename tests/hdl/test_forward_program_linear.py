@@ -8,13 +8,16 @@ from amaranth.sim import Simulator
 
 from golden.int_forward import IntegerForward
 from golden.int_ops import saturate
-from hdl.forward.program_linear import ProgramLinear, program_layers
+from golden.pot_format import PotFormat
+from hdl.forward.program_linear import LinearLayer, ProgramLinear, program_layers
 
 from forward_cases import tiny_compiled
 
 
 def run_layers(dut, jobs, seed=0, gap=0.2):
-    """`jobs`: [(layer index, activations (K,), residual (N,) or None)]; returns the outputs of each job."""
+    """`jobs`: [(layer index, activations (K,), residual (N,) or None)]; returns the outputs of each job.
+
+    A ``codes="loaded"`` engine first has its banks written through ``code_write``, word by word."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     rng = np.random.default_rng(seed)
@@ -30,6 +33,15 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
             ctx.set(port.valid, 0)
 
     async def bench(ctx):
+        if dut.codes == "loaded":
+            for bank, words in enumerate(dut.code_banks):
+                for address, word in enumerate(words):
+                    ctx.set(dut.code_write.en, 1)
+                    ctx.set(dut.code_write.bank, bank)
+                    ctx.set(dut.code_write.addr, address)
+                    ctx.set(dut.code_write.data, int(word))
+                    await ctx.tick()
+            ctx.set(dut.code_write.en, 0)
         for layer, a, x in jobs:
             ctx.set(dut.select, layer)
             n = dut.layers[layer].n
@@ -91,11 +103,36 @@ def test_memories(tmp_path):
     compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     dut = ProgramLinear(layers=program_layers(compiled), rows=4, columns=3)
     memories = dict((name, (width, depth)) for name, width, depth in dut.memories)
-    # c_attn 16x48, c_proj 16x16, c_fc 16x64, c_proj 64x16: chunks 4, 4, 4, 16; tiles 16, 6, 22, 6
-    assert memories["codes"] == (4 * 12, 16 * 4 + 6 * 4 + 22 * 4 + 6 * 16)
-    assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["bank0"] == (8, 16)
+    # c_attn 16x48, c_proj 16x16, c_fc 16x64, c_proj 64x16: chunks 4, 4, 4, 16; no padding of N: one column
+    # word of 4 codes per (chunk row, channel), dealt to 3 banks
+    assert memories["codes"] == (4 * 12, (4 * 48 + 4 * 16 + 4 * 64 + 16 * 16) // 3)
+    assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
+
+
+@pytest.mark.parametrize("codes", ["rom", "loaded"])
+def test_no_padding(codes):
+    """Layers whose N is not a multiple of the columns and whose K is not one of the rows: the code banks hold
+    exactly ``sum ceil(K / R) N`` column words (a layer may start in any bank), written or initialised."""
+    fmt = PotFormat(4)
+    rng = np.random.default_rng(3)
+    shapes = [(8, 7), (6, 5), (16, 48), (5, 1), (16, 16)]
+    layers = [LinearLayer(codes=rng.integers(0, 16, s), bias=rng.integers(-50, 50, s[1]),
+                          mult=np.full(s[1], 1 << 14), shift=np.full(s[1], 14), out_bits=16, name=f"l{i}")
+              for i, s in enumerate(shapes)]
+    dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes)
+    words = sum(-(-k // 4) * n for k, n in shapes)
+    assert dut.code_depth == -(-words // 3) and dut.code_banks.shape == (3, dut.code_depth)
+    assert ("code_write" in dut.signature.members) == (codes == "loaded")
+    jobs = [(i, rng.integers(-128, 128, k), None) for i, (k, n) in enumerate(shapes)] * 2
+    got = run_layers(dut, jobs, seed=4)
+    for (i, a, _), g in zip(jobs, got):
+        want = np.clip(a @ fmt.to_int(layers[i].codes) + layers[i].bias, -(1 << 15), (1 << 15) - 1)
+        np.testing.assert_array_equal(g, want, err_msg=layers[i].name)
 
 
 def test_wrong():
     with pytest.raises(ValueError, match="at least one linear layer"):
         ProgramLinear(layers=[])
+    with pytest.raises(ValueError, match="codes must be one of rom, loaded"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], codes="flash")

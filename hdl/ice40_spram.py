@@ -1,6 +1,8 @@
-"""One iCE40UP single-port RAM (SB_SPRAM256KA), or a plain Memory off the chip."""
+"""One iCE40UP single-port RAM (SB_SPRAM256KA), or a plain Memory off the chip.
 
-from amaranth import ClockSignal, Const, Instance, Module
+Under hdl/ (not boards/) so that components (`hdl.single_port_memory`) can use it."""
+
+from amaranth import ClockSignal, Const, Instance, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,6 +28,8 @@ class ICE40SPRAM(wiring.Component):
     w_en : In(1)
         Write ``w_data`` at ``addr`` this cycle (a write, not a read, whatever ``en`` is).
     w_data : In(16)
+    w_mask : In(4)
+        Nibbles written (bit ``i``: bits ``4 i .. 4 i + 3``; the SPRAM's MASKWREN); all by default.
     r_data : Out(16)
         After a write it is undefined on the chip; read again before use.
 
@@ -47,6 +51,7 @@ class ICE40SPRAM(wiring.Component):
             "en": In(1),
             "w_en": In(1),
             "w_data": In(self.WIDTH),
+            "w_mask": In(4, init=0b1111),
             "r_data": Out(self.WIDTH),
         })
 
@@ -59,7 +64,7 @@ class ICE40SPRAM(wiring.Component):
         if isinstance(platform, SiliconBluePlatform):
             m.submodules.spram = Instance(
                 "SB_SPRAM256KA",
-                i_ADDRESS=self.addr, i_DATAIN=self.w_data, i_MASKWREN=Const(0b1111, 4),
+                i_ADDRESS=self.addr, i_DATAIN=self.w_data, i_MASKWREN=self.w_mask,
                 i_WREN=self.w_en, i_CHIPSELECT=self.en | self.w_en,
                 i_CLOCK=ClockSignal(self._domain),
                 i_STANDBY=Const(0), i_SLEEP=Const(0), i_POWEROFF=Const(1),
@@ -68,10 +73,10 @@ class ICE40SPRAM(wiring.Component):
             return m
 
         m.submodules.memory = memory = Memory(shape=self.WIDTH, depth=self.DEPTH, init=[])
-        write = memory.write_port(domain=self._domain)
+        write = memory.write_port(domain=self._domain, granularity=4)
         read = memory.read_port(domain=self._domain)
         m.d.comb += [
-            write.addr.eq(self.addr), write.data.eq(self.w_data), write.en.eq(self.w_en),
+            write.addr.eq(self.addr), write.data.eq(self.w_data), write.en.eq(Mux(self.w_en, self.w_mask, 0)),
             read.addr.eq(self.addr), read.en.eq(self.en & ~self.w_en), self.r_data.eq(read.data),
         ]
         return m
