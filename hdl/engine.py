@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 import numpy as np
 
-from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, int8_sum_bits, pot_acc_bits, pot_sum_bits
+from golden.datapath import check_acc_bits, check_act_bits, int8_acc_bits, int8_sum_bits, pot_acc_bits
+from golden.pot_format import PotFormat
 
 from .bias_store import BiasStore
 from .code_store import CodeStore, check_columns_per_word, check_layout
@@ -44,15 +45,25 @@ class _ReadPort:
 
 
 def _layout_sum_bits(layout, act_bits):
-    """`golden.datapath.pot_sum_bits` (`int8_sum_bits`) over every layer and slot of `layout`."""
+    """The width of every sum the array makes for `layout`'s codes: `golden.datapath.int8_sum_bits`
+    for INT8 weights; for PoT codes, the width of ``sum_k x_k w_kn - negative_counts`` (ones'-complement
+    terms, `hdl.pot_pe.PotPE` with ``exact_negation=False``) over every layer, slot and activation vector."""
     widths = [2]
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
     for placement in layout.layers:
         image = layout.code_images[:, placement.code_base:placement.code_base + placement.code_depth]
         # (column, slot, k) -> (k, channel): the weights of every channel the layer's passes compute.
         weights = image.reshape(layout.columns, placement.slots, placement.k).transpose(2, 1, 0).reshape(
             placement.k, -1)
-        widths.append(int8_sum_bits(weights.astype(np.int8), act_bits) if layout.bits is None
-                      else pot_sum_bits(weights, layout.bits, act_bits))
+        if layout.bits is None:
+            widths.append(int8_sum_bits(weights.astype(np.int8), act_bits))
+            continue
+        values = PotFormat(layout.bits).to_int(weights).astype(object)
+        short = (values < 0).sum(axis=0)                    # the negative non-zero codes of each channel
+        largest = np.maximum(values * hi, values * lo).sum(axis=0) - short
+        smallest = np.minimum(values * hi, values * lo).sum(axis=0) - short
+        top, bottom = max([0, *map(int, largest)]), min([0, *map(int, smallest)])
+        widths.append(max(top.bit_length() + 1, (-bottom - 1).bit_length() + 1))
     return max(widths)
 
 
@@ -73,10 +84,12 @@ class Engine(wiring.Component):
     ``R`` rows (a partial last tile computes on stale rows whose results are
     dropped); a tile's activations are buffered (two banks, so the next tile
     loads while this one computes) and replayed for each of the layer's
-    ``slots = ceil(N / C)`` passes over the columns. A pass takes
-    ``max(K + 1, C)`` cycles: idle beats if ``K + 1 < C`` (so that drains are
-    ``C`` cycles apart and a row's readout, one result per cycle, keeps up),
-    ``K`` beats and one drain beat, which is the whole cost of draining.
+    ``slots = ceil(N / C)`` passes over the columns. A pass takes ``P =
+    max(K + 1 + L, C)`` cycles (`period`): idle beats (so that drains are
+    ``C`` cycles apart and a row's readout, one result per cycle, keeps up,
+    and, with activations broadcast across a word's columns, the ``L =
+    drain_lag`` beats by which the last column's drain lags its codes), ``K``
+    beats and one drain beat.
     Results go into one buffer memory per row (`result_depth` entries,
     reserved a pass at a time) and leave token-major through a bias adder.
     Both streams follow ``amaranth.lib.stream`` rules (``activations.ready`` and
@@ -84,10 +97,10 @@ class Engine(wiring.Component):
     stalls; nothing is dropped or duplicated.
 
     Throughput, per tile of ``T <= R`` tokens: ``T * K`` input cycles, ``slots *
-    max(K + 1, C)`` compute cycles, ``T * N + 2`` output cycles; the three overlap
+    P`` compute cycles, ``T * N + 2`` output cycles; the three overlap
     (the next tile loads while this one computes, and a tile's results leave
     while the next computes), so the slowest sets the rate. Latency: with the
-    streams never stalled, a tile's first result leaves ``max(K + 1, C) + 8``
+    streams never stalled, a tile's first result leaves ``P + 8``
     cycles after its last activation is accepted; results of token ``r``
     follow as soon as the passes that make them have drained.
 
@@ -120,6 +133,12 @@ class Engine(wiring.Component):
         tile overlaps emitting the previous one.
     broadcast_rows : int
         Rows a weight reaches in one cycle (`hdl.systolic_array.SystolicArray`).
+    broadcast_columns : int or None
+        Columns an activation reaches in one cycle; None is `columns_per_word`,
+        or else it must be 1 or `columns_per_word`. With a word's columns
+        sharing the activation, its codes need no skew registers either (the
+        whole word enters in one cycle), at ``C - 1 - (C - 1) // broadcast_columns``
+        idle beats per pass (`period`).
 
     Members
     -------
@@ -137,7 +156,7 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, *, layout, rows, act_bits=8, acc_bits=None, pe="pot", columns_per_word=1,
-                 code_store=None, result_depth=None, broadcast_rows=DEFAULT_BROADCAST_ROWS):
+                 code_store=None, result_depth=None, broadcast_rows=DEFAULT_BROADCAST_ROWS, broadcast_columns=None):
         self._layout = check_layout(layout)
         self._rows = check_count(rows, "Row count")
         self._act_bits = check_act_bits(act_bits)
@@ -168,6 +187,12 @@ class Engine(wiring.Component):
             raise ValueError(f"Result depth must be a power of two of at least {min_depth}, not {result_depth!r}")
         self._result_depth = result_depth
         self._broadcast_rows = check_count(broadcast_rows, "Broadcast rows")
+        if broadcast_columns is None:
+            broadcast_columns = self._columns_per_word
+        if broadcast_columns not in (1, self._columns_per_word) or isinstance(broadcast_columns, bool):
+            raise ValueError(f"Broadcast columns must be None, 1 or columns_per_word ({self._columns_per_word}), "
+                             f"not {broadcast_columns!r}")
+        self._broadcast_columns = broadcast_columns
 
         self._code_stores = []
         for first in range(0, layout.columns, self._columns_per_word):
@@ -234,8 +259,9 @@ class Engine(wiring.Component):
     @property
     def sum_bits(self):
         """Width of the array's accumulators and result buffers: `acc_bits`, or less when that is wider than
-        the largest sum the layout's codes make (`golden.datapath.pot_sum_bits`; the sums are then exact
-        and sign-extended for the bias)."""
+        the largest sum the layout's codes make (`golden.datapath.pot_sum_bits`, less each channel's
+        negative non-zero codes, which the array's ones'-complement terms leave out and the bias store adds
+        back; the sums are then exact and sign-extended for the bias)."""
         return self._sum_bits
 
     @property
@@ -263,6 +289,17 @@ class Engine(wiring.Component):
         return self._broadcast_rows
 
     @property
+    def broadcast_columns(self):
+        return self._broadcast_columns
+
+    @property
+    def drain_lag(self):
+        """Idle beats per pass that broadcasting activations across columns costs
+        (`hdl.systolic_array.SystolicArray.drain_lag`)."""
+        C = self.columns
+        return C - 1 - (C - 1) // self._broadcast_columns
+
+    @property
     def code_stores(self):
         """The code store components, one per group of `columns_per_word` columns."""
         return list(self._code_stores)
@@ -273,7 +310,7 @@ class Engine(wiring.Component):
 
     def period(self, k):
         """Cycles of one pass over the columns for a layer of `k` inputs."""
-        return max(k + 1, self.columns)
+        return max(k + 1 + self.drain_lag, self.columns)
 
     # -- hardware ------------------------------------------------------------------------
 
@@ -307,7 +344,8 @@ class Engine(wiring.Component):
 
         S = self._sum_bits
         m.submodules.array = array = SystolicArray(rows=R, columns=C, act_bits=A, acc_bits=S, bits=self._bits,
-                                                   pe=self._pe, broadcast_rows=self._broadcast_rows)
+                                                   pe=self._pe, broadcast_rows=self._broadcast_rows,
+                                                   broadcast_columns=self._broadcast_columns, exact_negation=False)
         for i, store in enumerate(self._code_stores):
             m.submodules[f"code_store_{i}"] = store
         m.submodules.bias_store = bias_store = self._bias_store
@@ -373,8 +411,13 @@ class Engine(wiring.Component):
                             slot_last=[p.slots - 1 for p in layers], code_base=[p.code_base for p in layers],
                             computes_first=[int(self.period(p.k) - 1 - p.k == 0) for p in layers])
         first_slot = Signal(init=1)              # feed_slot == 0
+        # Room in the descriptor queue, from a flip-flop (the queue's level logic was the board top's
+        # critical path into `start`): two free entries a cycle ago are at least one now, as at most
+        # one descriptor is written per cycle. The queue is then one entry shorter, which it can spare.
+        descriptor_room = Signal(init=1)
+        m.d.sync += descriptor_room.eq(descriptors.level < _DESCRIPTOR_DEPTH - 1)
         start = (~feed_active & Mux(feed_bank, bank_full[1], bank_full[0]) & room
-                 & (~first_slot | descriptors.w_rdy))
+                 & (~first_slot | descriptor_room))
         k = Mux(feed_active, feed_k, 0)
         drain = feed_active & (feed_beat == feed["beat_last"])       # never the start beat (K >= 1)
         compute = Mux(feed_active, (feed_beat >= feed["lead"]) & ~drain, start & feed["computes_first"])
@@ -415,12 +458,14 @@ class Engine(wiring.Component):
         m.d.sync += [beat_addr.eq(addr_now), beat_k.eq(k), beat_bank.eq(feed_bank),
                      beat_compute.eq(compute), beat_drain.eq(drain), beat_load.eq(start & first_slot)]
 
-        # Codes: the address walks along the top edge one column per cycle (the skew), so
-        # store g reads at its first column's time; lane j of a word is delayed j more cycles.
+        # Codes: the address walks along the top edge one column group per cycle (the skew: a
+        # group is one column, or a word's columns when they share the activation), so store g
+        # reads at its first column's time; lane j of a word is delayed by its column's skew beyond.
         # Rather than delaying the address itself, each store after the first keeps its own copy
         # of the feeder's address counter, stepped by the delayed flags: it loads the pass's
         # code base on a load beat (`pass_base` holds for at least C cycles) and counts compute
-        # beats, so it reads, `first` cycles late, the address group 0 read.
+        # beats, so it reads, `lag` cycles late, the address group 0 read. Drain flags keep one
+        # cycle of skew per column (`array.drain_lag`).
         pass_base = Signal.like(code_addr)
         with m.If(start & first_slot):
             m.d.sync += pass_base.eq(feed["code_base"])
@@ -431,12 +476,13 @@ class Engine(wiring.Component):
             flags.append(flag)
         addresses = {0: beat_addr}
         for first in range(self._columns_per_word, C, self._columns_per_word):
+            lag = array.column_skew(first)
             address = Signal.like(code_addr, name=f"code_addr_{first}")
-            load = flags[first - 2][2] if first > 1 else beat_load      # the load beat, a cycle early
+            load = flags[lag - 2][2] if lag > 1 else beat_load      # the load beat, a cycle early
             with m.If(load):
                 m.d.sync += address.eq(pass_base)
             with m.Else():
-                m.d.sync += address.eq(address + flags[first - 1][0])
+                m.d.sync += address.eq(address + flags[lag - 1][0])
             addresses[first] = address
         # Activations: every row memory read at the beat; row r delayed by its skew.
         for r, port in enumerate(act_read):
@@ -452,11 +498,12 @@ class Engine(wiring.Component):
         for g, store in enumerate(self._code_stores):
             first = g * self._columns_per_word
             m.d.comb += [store.read.addr.eq(addresses[first]), store.read.en.eq(1)]
+            lag = array.column_skew(first)
             for j in range(min(self._columns_per_word, C - first)):
                 # Idle unless the beat computes, decided as the word arrives (so that the gate
                 # shares a logic cell with the lane's first skew register).
-                lane = self._idle_unless(flags[first][0], store.read.data[j * lane_bits:(j + 1) * lane_bits])
-                for i in range(j):
+                lane = self._idle_unless(flags[lag][0], store.read.data[j * lane_bits:(j + 1) * lane_bits])
+                for i in range(array.column_skew(first + j) - lag):
                     delayed = Signal(lane_bits, name=f"code_skew_{first + j}_{i}")
                     m.d.sync += delayed.eq(lane)
                     lane = delayed

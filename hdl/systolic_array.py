@@ -47,13 +47,17 @@ def check_pe(pe, bits):
 class SystolicArray(wiring.Component):
     """An R x C output-stationary array: activations move right, weights and drain flags move down.
 
-    Inputs are *skewed*: beat ``k`` of column ``c`` (a weight and a drain flag)
-    is applied ``c`` cycles after beat ``k`` of column 0, and beat ``k`` of row
+    Inputs are *skewed*: beat ``k`` of column ``c`` (a weight) is applied
+    ``q(c) = c // broadcast_columns`` cycles after beat ``k`` of column 0, and beat ``k`` of row
     ``r`` (an activation) ``s(r) = r // broadcast_rows`` cycles after beat
     ``k`` of row 0. Weights reach ``broadcast_rows`` consecutive rows in the
     same cycle and then pass a register (the PE's ``w_out``) to the next group
-    of rows, so PE ``(r, c)`` meets activation and weight of the same beat
-    ``s(r) + c`` cycles after it entered. (Broadcasting saves the weight and
+    of rows; likewise an activation reaches ``broadcast_columns`` consecutive
+    columns in the same cycle before the PE's ``x_out`` register. So PE ``(r,
+    c)`` meets activation and weight of the same beat ``s(r) + q(c)`` cycles
+    after it entered. (Broadcasting activations saves the eight activation
+    register cells of all but one PE in a group, for a fan-out of
+    `broadcast_columns` PEs per activation bit.) (Broadcasting saves the weight and
     drain registers of most PEs, 5 logic cells each at 4-bit codes, for a
     fan-out of `broadcast_rows` PEs per weight bit.) Each PE accumulates the terms of its beats; a beat whose drain
     flag is set ends the tile (see `hdl.pot_pe.PotPE`): the PE's sum is then
@@ -84,6 +88,12 @@ class SystolicArray(wiring.Component):
         ``"pot"`` or ``"int8"``.
     broadcast_rows : int
         Rows that share a weight register stage (1: a register in every PE).
+    broadcast_columns : int
+        Columns that share an activation register stage (1: a register in every PE).
+    exact_negation : bool
+        For ``pe="pot"``: False makes negative terms ones' complements
+        (`hdl.pot_pe.PotPE`), so a drained sum is short by the number of
+        negative non-zero codes of its tile (`hdl.bias_store.negative_counts`).
 
     Members
     -------
@@ -106,9 +116,14 @@ class SystolicArray(wiring.Component):
         On a parameter of the wrong type or out of range; the message repeats it.
     """
 
-    def __init__(self, *, rows, columns, act_bits=8, acc_bits, bits=4, pe="pot", broadcast_rows=DEFAULT_BROADCAST_ROWS):
+    def __init__(self, *, rows, columns, act_bits=8, acc_bits, bits=4, pe="pot", broadcast_rows=DEFAULT_BROADCAST_ROWS,
+                 broadcast_columns=1, exact_negation=True):
         self._rows = check_count(rows, "Row count")
         self._broadcast_rows = check_count(broadcast_rows, "Broadcast rows")
+        self._broadcast_columns = check_count(broadcast_columns, "Broadcast columns")
+        if not isinstance(exact_negation, bool):
+            raise TypeError(f"Exact negation must be a bool, not {exact_negation!r}")
+        self._exact_negation = exact_negation
         self._columns = check_count(columns, "Column count")
         self._act_bits = check_act_bits(act_bits)
         self._acc_bits = check_acc_bits(acc_bits)
@@ -133,9 +148,27 @@ class SystolicArray(wiring.Component):
     def broadcast_rows(self):
         return self._broadcast_rows
 
+    @property
+    def broadcast_columns(self):
+        return self._broadcast_columns
+
+    @property
+    def exact_negation(self):
+        return self._exact_negation
+
     def row_skew(self, row):
         """Cycles by which row `row`'s activations (and results) lag row 0's."""
         return row // self._broadcast_rows
+
+    def column_skew(self, column):
+        """Cycles by which column `column`'s weights lag column 0's (its drain flag lags by `column`)."""
+        return column // self._broadcast_columns
+
+    @property
+    def drain_lag(self):
+        """Idle beats a column's weight stream needs between its tile's last beat and its drain flag,
+        at most: ``c - column_skew(c)`` for the last column."""
+        return self._columns - 1 - self.column_skew(self._columns - 1)
 
     @property
     def pes(self):
@@ -186,7 +219,8 @@ class SystolicArray(wiring.Component):
     def make_pe(self):
         if self._pe == "int8":
             return Int8PE(act_bits=self._act_bits, acc_bits=self._acc_bits)
-        return PotPE(act_bits=self._act_bits, bits=self._bits, acc_bits=self._acc_bits)
+        return PotPE(act_bits=self._act_bits, bits=self._bits, acc_bits=self._acc_bits,
+                     exact_negation=self._exact_negation)
 
     def elaborate(self, platform):
         m = Module()
@@ -195,7 +229,12 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             for c in range(C):
                 pe = m.submodules[f"pe_{r}_{c}"] = grid[r][c]
-                left = grid[r][c - 1].x_out if c else self.x[r]
+                if c == 0:
+                    left = self.x[r]
+                elif c % self._broadcast_columns == 0:             # a register stage: the PE's left
+                    left = grid[r][c - 1].x_out
+                else:                                              # broadcast: what the PE on the left gets
+                    left = grid[r][c - 1].x_in
                 if r == 0:
                     w, drain = self.w[c], self.drain[c]
                 elif r % self._broadcast_rows == 0:                # a register stage: the PE above's outputs

@@ -148,7 +148,7 @@ def verify_in_background(integer_model, tokens, like):
 
     engine = make_engine(like.layout, rows=like.rows, act_bits=like.act_bits, acc_bits=like.acc_bits, pe=like.pe,
                          columns_per_word=like.columns_per_word, result_depth=like.result_depth,
-                         broadcast_rows=like.broadcast_rows)
+                         broadcast_rows=like.broadcast_rows, broadcast_columns=like.broadcast_columns)
     root = SIM_BUILD_DIR / "verify"
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="emitted.", dir=root))

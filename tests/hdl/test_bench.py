@@ -31,14 +31,16 @@ def test_engine_synthesizes(tmp_path):
 def test_main_json(capsys):
     assert main(["--arrays", "1x2", "--no-pack", "--json", "--acc-bits", "16"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["parameters"] == {"act_bits": 8, "bits": 4, "acc_bits": 16}
+    assert out["parameters"] == {"act_bits": 8, "bits": 4, "acc_bits": 16, "broadcast_columns": 4,
+                                 "exact_negation": False}
     assert [row["design"] for row in out["rows"]] == ["PE", "array 1x2"]
     pe, array = out["rows"]
     assert array["pes"] == 2 and array["pot"]["lut4"] > 2 * pe["pot"]["lut4"]
     # The resource target the board depends on: PoT PE <= 0.45 of the INT8 PE in LUT4.
     assert pe["lut4_ratio"] <= TARGET_RATIO
-    # The adder is one LUT4 + carry per accumulator bit; registers: acc, term + carry-in, x, code, drain.
-    assert pe["pot"]["carry"] <= 16 and pe["pot"]["dff"] == 16 + 14 + 1 + 8 + 4 + 1
+    # The adder is one LUT4 + carry per accumulator bit; registers: acc, term, x, code, drain
+    # (no carry-in: the engine's PEs add ones' complements, `hdl.pot_pe.PotPE`).
+    assert pe["pot"]["carry"] <= 16 and pe["pot"]["dff"] == 16 + 14 + 8 + 4 + 1
 
 
 def test_main_table(capsys):
@@ -51,6 +53,7 @@ def test_main_table(capsys):
     (["--arrays", "4by16"], "array sizes are RxC"),
     (["--bits", "2"], "Weight bits must be from 3 to 8, not 2"),
     (["--acc-bits", "1"], "Accumulator bits"),
+    (["--broadcast-columns", "0"], "Broadcast columns must be a positive integer, not 0"),
 ])
 def test_main_wrong(capsys, args, message):
     assert main([*args, "--no-pack"]) == 2

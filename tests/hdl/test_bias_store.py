@@ -5,6 +5,7 @@ import pytest
 from amaranth.hdl import Fragment
 
 from golden.datapath import wrap
+from golden.pot_format import PotFormat
 from golden.rom_layout import RomLayout
 from hdl.bias_store import BiasStore
 
@@ -12,14 +13,18 @@ from hdl_cases import cases, run
 
 
 @pytest.fixture
-def layout():
-    return RomLayout(cases(np.random.default_rng(0), 4, 8, [(3, 5), (2, 2)], bias_magnitude=1000), columns=3,
-                     bits=4)
+def layers():
+    return cases(np.random.default_rng(0), 4, 8, [(3, 5), (2, 2)], bias_magnitude=1000)
+
+
+@pytest.fixture
+def layout(layers):
+    return RomLayout(layers, columns=3, bits=4)
 
 
 def test_init(layout):
     store = BiasStore(layout=layout, acc_bits=24)
-    assert store.width == 11                                   # -1000 .. 1000 needs 11 bits
+    assert store.width == 11                                   # -1000 .. 1000 (+ 3 negative codes) needs 11 bits
     assert store.depth == layout.bias_depth * 3 and store.latency == 1 and not store.writable
     assert store.address("layer1", 1) == layout.layer("layer1").bias_base * 3 + 1
     narrow = BiasStore(layout=layout, acc_bits=6)
@@ -52,7 +57,7 @@ def test_address_wrong(layout):
 
 
 @pytest.mark.parametrize("acc_bits", [24, 7])
-def test_sim_read(layout, acc_bits):
+def test_sim_read(layers, layout, acc_bits):
     store = BiasStore(layout=layout, acc_bits=acc_bits)
     got = []
 
@@ -65,8 +70,8 @@ def test_sim_read(layout, acc_bits):
                 got.append(ctx.get(store.read.data.as_signed()))
 
     run(store, bench)
+    # Each channel's bias plus its negative non-zero codes, which the array's ones'-complement terms leave out.
     want = []
-    for placement in layout.layers:
-        biases = layout.bias_images[:, placement.bias_base:placement.bias_base + placement.slots].T.reshape(-1)
-        want += [int(b) for b in biases[:placement.n]]
+    for _, codes, bias in layers:
+        want += [int(b) + int((PotFormat(4).to_int(codes[:, n]) < 0).sum()) for n, b in enumerate(bias)]
     assert got == [int(v) for v in wrap(np.array(want, dtype=np.int64), min(acc_bits, store.width))]

@@ -57,7 +57,7 @@ def test_init(layout, layers):
     engine = Engine(layout=layout, rows=2)
     assert (engine.layout, engine.rows, engine.columns, engine.bits, engine.act_bits) == (layout, 2, 3, 4, 8)
     assert (engine.pe, engine.pes, engine.n_layers, engine.columns_per_word) == ("pot", 6, 2, 1)
-    assert engine.broadcast_rows == 4
+    assert engine.broadcast_rows == 4 and engine.broadcast_columns == 1 and engine.drain_lag == 0
     assert engine.acc_bits == pot_acc_bits(5, 8, 4, 1000)
     # The array sums terms only (the bias is added after), as wide as the largest sum these codes make.
     assert engine.sum_bits == max(pot_sum_bits(codes, 4, 8) for _, codes, _ in layers) <= pot_acc_bits(5, 8, 4)
@@ -70,6 +70,7 @@ def test_init(layout, layers):
     Fragment.get(engine, None)
     wide = Engine(layout=layout, rows=1, act_bits=4, acc_bits=12, columns_per_word=2, result_depth=16)
     assert (wide.acc_bits, wide.code_word_width, len(wide.code_stores), wide.result_depth) == (12, 8, 2, 16)
+    assert (wide.broadcast_columns, wide.drain_lag, wide.period(5)) == (2, 1, 7)     # columns 0 1 | 2: lag 2 - 1
     assert wide.sum_bits == 12                                             # a wrapping width is kept as it is
     Fragment.get(wide, None)
 
@@ -130,6 +131,13 @@ def test_code_store_wrong(layout):
 def test_broadcast_rows_wrong(layout, broadcast_rows):
     with pytest.raises((TypeError, ValueError), match=f"Broadcast rows must be a positive integer, not {broadcast_rows!r}"):
         Engine(layout=layout, rows=1, broadcast_rows=broadcast_rows)
+
+
+@pytest.mark.parametrize("broadcast_columns", [0, 3, True, "2"])
+def test_broadcast_columns_wrong(layout, broadcast_columns):
+    with pytest.raises(ValueError, match=rf"Broadcast columns must be None, 1 or columns_per_word \(2\), "
+                                         rf"not {broadcast_columns!r}"):
+        Engine(layout=layout, rows=1, columns_per_word=2, broadcast_columns=broadcast_columns)
 
 
 @pytest.mark.parametrize("result_depth", [8, 12, 9.0])
@@ -208,11 +216,15 @@ def test_sim_int8():
     check(narrow, [tokens(rng, narrow, 0, 2)])
 
 
-@pytest.mark.parametrize("columns_per_word", [2, 4])
-def test_sim_columns_per_word(columns_per_word):
-    """Grouped code words, including a partial last group (5 columns)."""
+@pytest.mark.parametrize("columns_per_word, broadcast_columns", [(2, None), (4, None), (2, 1), (4, 1)])
+def test_sim_columns_per_word(columns_per_word, broadcast_columns):
+    """Grouped code words, including a partial last group (5 columns); activations broadcast across a
+    word's columns (the default) or registered in every PE."""
     rng = np.random.default_rng(50 + columns_per_word)
-    engine = make_engine(rng, 4, 8, [(3, 9), (5, 4)], columns=5, rows=2, columns_per_word=columns_per_word)
+    engine = make_engine(rng, 4, 8, [(3, 9), (5, 4)], columns=5, rows=2, columns_per_word=columns_per_word,
+                         broadcast_columns=broadcast_columns)
+    assert engine.broadcast_columns == (broadcast_columns or columns_per_word)
+    assert engine.period(3) == max(4 + engine.drain_lag, 5) and engine.drain_lag == (4 - 4 // engine.broadcast_columns)
     check(engine, [tokens(rng, engine, 0, 3), tokens(rng, engine, 1, 1)], out_stall=0.3)
 
 
@@ -306,7 +318,8 @@ def test_sim_random(seed):
     act_bits = int(rng.integers(2, 9))
     columns = int(rng.integers(1, 6))
     shapes = [(int(rng.integers(1, 10)), int(rng.integers(1, 12))) for _ in range(int(rng.integers(1, 4)))]
-    kwargs = {"columns_per_word": int(rng.integers(1, 4)), "broadcast_rows": int(rng.integers(1, 5))}
+    kwargs = {"columns_per_word": int(rng.integers(1, 4)), "broadcast_rows": int(rng.integers(1, 5)),
+              "broadcast_columns": 1 if seed % 3 == 0 else None}
     if rng.random() < 0.4:
         kwargs["acc_bits"] = int(rng.integers(4, 14))
     engine = make_engine(rng, bits, act_bits, shapes, columns=columns, rows=int(rng.integers(1, 7)), **kwargs)

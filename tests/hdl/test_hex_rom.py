@@ -10,6 +10,7 @@ import pytest
 
 from golden.checkpoint import load_checkpoint
 from golden.model_loading import calibration_windows
+from golden.pot_format import PotFormat
 from hdl.emit import TOP_NAME, emit, layer_scales, make_engine, quantize_layers
 from hdl.hex_rom import HEX_ROM_MODULE, HexFileROM, hex_file_code_store
 from hdl.toolchain import run_tool
@@ -68,13 +69,15 @@ def test_code_files_order(emitted):
 
 
 def test_bias_file_order(emitted):
-    """Entry slot_base * C + c of bias_store.hex is the bias of channel c + C * slot, two's complement."""
+    """Entry slot_base * C + c of bias_store.hex is the bias of channel c + C * slot plus its negative non-zero
+    codes (which the array's ones'-complement terms leave out), two's complement."""
     folder, integer = emitted
     description = json.loads((folder / "engine.json").read_text())
     width = description["bias_store"]["width"]
     expected = []
     for name in NAMES:
-        bias = [int(b) for b in integer.layers[name].bias]
+        layer = integer.layers[name]
+        bias = [int(b) + int((PotFormat(5).to_int(layer.codes[:, n]) < 0).sum()) for n, b in enumerate(layer.bias)]
         for slot in range(-(-len(bias) // 3)):
             for c in range(3):
                 n = c + 3 * slot

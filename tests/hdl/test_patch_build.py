@@ -80,8 +80,8 @@ def patch(*args):
 
 def _expected(checkpoint, memory):
     """A memory's words (`memory`: its patch manifest record), from golden's quantizer and the documented
-    layouts alone. Biases (`hdl.bias_store.BiasStore`): address ``bias_base * C + n`` holds bias ``n``,
-    `width`-bit two's complement, 0 past N. Codes (`golden.rom_layout`): entry ``code_base + slot * K + k``
+    layouts alone. Biases (`hdl.bias_store.BiasStore`): address ``bias_base * C + n`` holds bias ``n`` plus
+    the number of negative non-zero codes of channel ``n``, `width`-bit two's complement, 0 past N. Codes (`golden.rom_layout`): entry ``code_base + slot * K + k``
     of column ``c`` is the code of weight ``(k, c + C * slot)``, the zero code past N; a word packs its
     columns' entries, the first column in the low bits."""
     model = load_integer_model(checkpoint, bits=4)
@@ -95,8 +95,11 @@ def _expected(checkpoint, memory):
     if memory["kind"] == "bias":
         words = [0] * (layout.bias_depth * COLUMNS)
         for placement in layout.layers:
+            codes = model.layers[placement.name].codes
             for n, bias in enumerate(model.layers[placement.name].bias):
-                words[placement.bias_base * COLUMNS + n] = int(bias) & ((1 << memory["width"]) - 1)
+                # plus the channel's negative non-zero codes, which the array's ones'-complement terms leave out
+                value = int(bias) + int((PotFormat(4).to_int(codes[:, n]) < 0).sum())
+                words[placement.bias_base * COLUMNS + n] = value & ((1 << memory["width"]) - 1)
         return words
     first, per_word, zero = memory["first_column"], memory["columns_per_word"], PotFormat(4).zero_code
     entries = np.full((per_word, layout.code_depth), zero, dtype=np.int64)

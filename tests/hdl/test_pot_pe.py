@@ -17,6 +17,12 @@ def test_init():
     assert pe.term_bits == 8 + 6
     assert pe.latency == 2
     assert Shape.cast(pe.signature.members["w_in"].shape).width == 4
+    assert pe.exact_negation and not PotPE(acc_bits=8, exact_negation=False).exact_negation
+
+
+def test_exact_negation_wrong():
+    with pytest.raises(TypeError, match="Exact negation must be a bool, not 1"):
+        PotPE(acc_bits=8, exact_negation=1)
 
 
 @pytest.mark.parametrize("act_bits", [1, 17, "8", None])
@@ -40,7 +46,8 @@ def test_acc_bits_wrong(acc_bits):
 @pytest.mark.parametrize("bits", range(3, 9))
 @pytest.mark.parametrize("act_bits", range(4, 9))
 @pytest.mark.parametrize("narrow", [False, True])
-def test_sim_tiles(bits, act_bits, narrow):
+@pytest.mark.parametrize("exact_negation", [True, False])
+def test_sim_tiles(bits, act_bits, narrow, exact_negation):
     rng = np.random.default_rng(bits * 100 + act_bits * 10 + narrow)
     ks = [1, 5, 12, 3]
     exact = pot_acc_bits(max(ks), act_bits, bits)
@@ -49,6 +56,10 @@ def test_sim_tiles(bits, act_bits, narrow):
     # One tile of extremes: the most negative activation at the largest shift, both signs.
     lo = -(1 << (act_bits - 1))
     tiles.append((np.full(8, lo), np.array([0, 0, 0, 0, 0, PotFormat(bits).sign_bit, 0, 0], np.uint8)))
-    got = drive_pe(PotPE(act_bits=act_bits, bits=bits, acc_bits=acc_bits), tiles, gaps=[0, 2, 0, 1, 0])
-    want = [int(pot_accumulate(x[None, :], w[:, None], [0], bits, act_bits, acc_bits)[0, 0]) for x, w in tiles]
+    pe = PotPE(act_bits=act_bits, bits=bits, acc_bits=acc_bits, exact_negation=exact_negation)
+    got = drive_pe(pe, tiles, gaps=[0, 2, 0, 1, 0])
+    # Ones'-complement terms: each negative non-zero code's term is one short (the -1 "bias" is the count).
+    want = [int(pot_accumulate(x[None, :], w[:, None],
+                               [0 if exact_negation else -int((PotFormat(bits).to_int(w) < 0).sum())],
+                               bits, act_bits, acc_bits)[0, 0]) for x, w in tiles]
     assert got == want
