@@ -77,8 +77,6 @@ def measure(compiled, rows, columns, positions):
         def sample_setup(ctx, inv_temperature=inv_temperature, top_k=top_k):
             ctx.set(sampler.inv_temperature, inv_temperature)
             ctx.set(sampler.top_k, top_k)
-            ctx.set(sampler.logit_mult, int(t["sampler.logit.mult"]))
-            ctx.set(sampler.logit_shift, int(t["sampler.logit.shift"]))
 
         _, figures[label] = run_streams(sampler, {"seed": [1], "logits": logits}, "token", 1, setup=sample_setup)
     return figures

@@ -3,8 +3,15 @@
 import os
 
 import pytest
+from hypothesis import settings
 
 from tiny_checkpoints import write_tiny_checkpoint
+
+# On CI every property test runs the same examples on every machine and every run (a failure there is
+# reproducible from the log alone); elsewhere hypothesis keeps exploring with fresh random examples.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,10 @@ not components. Widths are the caller's: every function returns a value wide
 enough to hold its exact result.
 """
 
-from amaranth import Const, Mux, signed
+from amaranth import Cat, Const, Mux, Value, signed
 
-__all__ = ["check_int", "round_shift", "saturate", "saturate_limits"]
+__all__ = ["check_int", "check_range", "round_shift", "round_shift_within", "row_address", "saturate",
+           "saturate_limits"]
 
 
 def check_int(name, value, low, high=None):
@@ -34,12 +35,60 @@ def round_shift(x, shift):
     return Mux(shift == 0, x, (partial + 1) >> 1)
 
 
+def check_range(name, value, low, high):
+    """`value` as a ``(lo, hi)`` pair of ints with ``low <= lo <= hi <= high``; else TypeError / ValueError."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (low, high) pair of integers, not {value!r}")
+    lo, hi = check_int(name, value[0], low, high), check_int(name, value[1], low, high)
+    if lo > hi:
+        raise ValueError(f"{name} must have low <= high, not {value!r}")
+    return lo, hi
+
+
+def round_shift_within(x, shift, low, high):
+    """`round_shift` of `x` by `shift` when `shift` is known to lie in ``[low, high]``.
+
+    The constant part of the shift is wiring: ``x >> (low - 1)`` first, then
+    a barrel shift of only ``high - low`` places (none when ``low == high``),
+    so a unit whose shifts come from a compiled artefact pays for the range
+    its artefact uses, not for all 64 shifts. Exact because
+    ``floor(floor(x / 2**a) / 2**b) = floor(x / 2**(a + b))``. `shift` outside
+    the range gives a wrong result: the caller guarantees the range.
+    """
+    if low == high:
+        return round_shift(x, low)
+    if low == 0:
+        return round_shift(x, shift)
+    partial = (x >> (low - 1)) >> (shift - low)[:(high - low).bit_length()]
+    return (partial + 1) >> 1
+
+
+def row_address(row, stride, offset):
+    """``row * stride + offset`` for ``0 <= offset < stride``: wiring alone when `stride` is a power of two."""
+    if stride & (stride - 1):
+        return row * stride + offset
+    return Cat(offset[:(stride - 1).bit_length()], row)
+
+
 def saturate_limits(bits):
     """``(-2**(bits-1), 2**(bits-1) - 1)``."""
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
 def saturate(x, bits):
-    """`x` clipped to ``bits``-bit two's complement, as a ``signed(bits)`` value."""
+    """`x` clipped to ``bits``-bit two's complement, as a ``signed(bits)`` value.
+
+    `x` fits when its bits from ``bits - 1`` up are all equal (all its sign):
+    a reduction of those bits, no comparator as wide as `x`.
+    """
+    x = Value.cast(x)
     low, high = saturate_limits(bits)
-    return Mux(x > high, Const(high, signed(bits)), Mux(x < low, Const(low, signed(bits)), x[:bits].as_signed()))
+    signed_ = x.shape().signed
+    if len(x) < bits or (len(x) == bits and signed_):
+        return x.as_signed() if signed_ else x.as_unsigned()
+    top = x[bits - 1:]
+    if signed_:
+        fits, negative = top.all() | ~top.any(), x[-1]
+    else:
+        fits, negative = ~top.any(), Const(0)
+    return Mux(fits, x[:bits].as_signed(), Mux(negative, Const(low, signed(bits)), Const(high, signed(bits))))

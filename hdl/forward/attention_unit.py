@@ -8,13 +8,21 @@ from amaranth.lib.wiring import In, Out
 from golden.datapath import check_act_bits
 
 from ..single_port_memory import SinglePortMemory
-from .arith import check_int, round_shift
+from .arith import check_int, saturate
 from .exp2_unit import Exp2Unit
 from .handshake import call_states
 from .reciprocal_unit import ReciprocalUnit
-from .requantizer import Requantizer
 
 __all__ = ["AttentionUnit"]
+
+
+def _check_shifts(name, shifts):
+    """`shifts` as a ``(low, high)`` tuple of ints with ``0 <= low <= high <= 63``; else ValueError naming `name`."""
+    if (not isinstance(shifts, (tuple, list)) or len(shifts) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shifts)
+            or not 0 <= shifts[0] <= shifts[1] <= 63):
+        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high <= 63, not {shifts!r}")
+    return tuple(shifts)
 
 
 class AttentionUnit(wiring.Component):
@@ -24,24 +32,33 @@ class AttentionUnit(wiring.Component):
     order, two cycles a pair) to layer ``layer``'s cache at ``position``; ``q`` then brings the
     ``d`` query values and the unit answers ``d`` outputs in channel order.
     Per head ``h`` (``hd = d / n_head`` channels), for the keys
-    ``j = 0 .. position``:
+    ``j = 0 .. position``, with ``lanes`` channels per cycle (a power of two
+    dividing ``hd``; the cache, the query and the value accumulators are
+    ``lanes`` wide, and ``lanes`` multipliers serve both MACs):
 
-    1. scores ``s_j = q . k_j``: one product per cycle, ``(position + 1) * hd``
-       cycles, into a score memory, keeping the largest;
-    2. ``z_j = round_shift((max - s_j) * score_mult, score_shift)``,
-       ``e_j = exp2(z_j)`` (`Exp2Unit`) into a memory, ``E = sum e_j``;
-    3. ``(R, sh) = reciprocal(E, recip_bits)`` (`ReciprocalUnit`);
-    4. per channel ``i``: ``acc_i = sum_j e_j v_ji`` (``position + 1`` cycles),
-       ``a_i = round_shift(acc_i * R, sh - avg_frac_bits)`` and
-       ``y_i = requantize(a_i, out_mult, out_shift, act_bits)`` (`Requantizer`).
+    1. SCORES: ``s_j = q . k_j``, ``hd / lanes`` cycles of ``lanes`` products
+       a key, summed by an adder tree with a register every two levels, into
+       a score memory, keeping the largest;
+    2. VALUES, one pass per group of ``lanes`` channels: ``z_j =
+       round_shift((max - s_j) * score_mult, score_shift)``, ``e_j =
+       exp2(z_j)`` (`Exp2Unit`) and ``acc_i += e_j v_ji``, one key a cycle:
+       the value is read from the cache as ``e_j`` leaves the exp2 unit, so
+       no memory holds the weights (a pass recomputes them); the first pass
+       also sums ``E = sum e_j``;
+    3. ``(R, sh) = reciprocal(E, recip_bits)`` (`ReciprocalUnit`), once;
+    4. OUTPUT, after each pass: ``a_i = round_shift(acc_i * R, sh -
+       avg_frac_bits)`` and ``y_i = requantize(a_i, out_mult, out_shift,
+       act_bits)``, a channel every two cycles.
 
-    With ``lanes`` channels per cycle (a power of two dividing ``hd``) the
-    cache, the query and the value accumulators are ``lanes`` wide: a score
-    takes ``hd / lanes`` cycles of ``lanes`` products, and the values
-    ``lanes`` channels at once (``lanes`` multipliers, shared by the two
-    phases; the mean and the requantiser stay one channel per cycle). So a
-    head costs about ``(position + 1) (2 hd / lanes + 1)`` cycles and
-    ``2 hd`` of mean and output (`head_cycles`).
+    Every step is pipelined (a register after each multiplier, shifter and
+    adder chain, tags travelling beside the data), for the ECP5's clock.
+    ``(max - s_j) * score_mult``, ``acc_i * R`` and ``a_i * out_mult`` share
+    one multiplier, shifter and rounding stage (VALUES and OUTPUT never
+    overlap), whose shifter covers only the shifts' ranges (``score_shifts``
+    and ``out_shifts``, the compiled layers'; `mean_shift_range`, from the
+    table and the context). A head takes `head_cycles`: about
+    ``(position + 1) (2 hd / lanes)`` cycles and ``2 hd`` more for the
+    outputs.
 
     Parameters
     ----------
@@ -55,6 +72,10 @@ class AttentionUnit(wiring.Component):
         ``IntFormats`` fields.
     lanes : int
         Channels per cycle: a power of two dividing ``d / n_head``.
+    score_shifts, out_shifts : (int, int)
+        The least and largest ``score_shift`` / ``out_shift`` the unit is given
+        (0 to 63); its shifter covers only these (outside them the result is
+        wrong).
 
     Members
     -------
@@ -67,7 +88,8 @@ class AttentionUnit(wiring.Component):
     """
 
     def __init__(self, *, d, n_head, n_layer, positions, act_bits=8, table, exp_frac_bits=8, exp_bits=16,
-                 recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1):
+                 recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63),
+                 out_shifts=(0, 63)):
         self._d = check_int("d", d, 1, 4096)
         self._n_head = check_int("n_head", n_head, 1, d)
         if d % n_head:
@@ -85,6 +107,12 @@ class AttentionUnit(wiring.Component):
                               z_bits=self.score_bits + 1 + mult_bits)
         Exp2Unit(**self._exp_args)                             # validates the table now
         self._exp_bits = exp_bits
+        self._score_shifts = _check_shifts("score_shifts", score_shifts)
+        self._out_shifts = _check_shifts("out_shifts", out_shifts)
+        table = self._exp_args["table"]
+        if int(table[0]).bit_length() + recip_bits - 2 < avg_frac_bits:
+            raise ValueError(f"the reciprocal's least shift {int(table[0]).bit_length() + recip_bits - 2} is below "
+                             f"avg_frac_bits {avg_frac_bits}")
         kv = data.StructLayout({"k": signed(act_bits), "v": signed(act_bits)})
         super().__init__({
             "kv": In(stream.Signature(kv)),
@@ -120,95 +148,211 @@ class AttentionUnit(wiring.Component):
         return self._act_bits + self._avg_frac_bits + 1
 
     @property
+    def score_shifts(self):
+        """``(low, high)``: the values ``score_shift`` may take (the compiled layers' range)."""
+        return self._score_shifts
+
+    @property
+    def out_shifts(self):
+        """``(low, high)``: the values ``out_shift`` may take (the compiled layers' range)."""
+        return self._out_shifts
+
+    @property
+    def mean_shift_range(self):
+        """``(low, high)`` of the mean's shift ``sh - avg_frac_bits``, ``sh = bit_length(E) + recip_bits - 2``.
+
+        The key of the largest score has ``z = 0``, so ``E >= table[0]``; ``E <= positions * max(table)``.
+        """
+        table, r = self._exp_args["table"], self._recip_bits - 2 - self._avg_frac_bits
+        return (int(table[0]).bit_length() + r, (self._positions * int(max(table))).bit_length() + r)
+
+    @property
     def cache_bits(self):
         """Bits of the KV cache: ``2 n_layer positions d act_bits``."""
         return 2 * self._n_layer * self._positions * self._d * self._act_bits
 
     def head_cycles(self, position):
-        """Cycles of one head at `position` with no stalls (scores, exps, reciprocal at most, values, outputs)."""
-        keys, groups = position + 1, self.head_dim // self._lanes
-        return keys * groups + keys + 6 + (self.sum_bits + self._recip_bits + 2) + groups * (keys + 4) \
-            + 2 * self.head_dim
+        """Cycles of one head at `position` with no stalls, the reciprocal at its longest.
+
+        SCORES ``keys * groups`` and the tree's latency, VALUES ``groups (keys + 8)`` (8: the pipeline from
+        the score to the accumulators), the reciprocal (``sum_bits + recip_bits + 2`` at most), OUTPUT
+        ``groups max(lanes + 8, 2 lanes + 4)`` (a mean and its requantisation, four stages each).
+        """
+        keys, groups, L = position + 1, self.head_dim // self._lanes, self._lanes
+        tree = 0 if L == 1 else ((L - 1).bit_length() + 1) // 2      # adder-tree registers
+        return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 2) \
+            + groups * max(L + 8, 2 * L + 4)
 
     @property
     def memories(self):
-        """``[(name, width, depth)]``: the KV cache (``keys``, ``values``), ``query``, ``scores``, ``weights``, ``exp2``."""
+        """``[(name, width, depth)]``: the KV cache (``keys``, ``values``), ``query``, ``scores``, ``exp2``."""
         L, A, P = self._lanes, self._act_bits, self._positions
         cache = self._n_layer * P * self._d // L
         return [("kv_cache", L * A, 2 * cache), ("query", L * A, self._d // L),
-                ("scores", self.score_bits, P), ("weights", self._exp_bits, P),
+                ("scores", self.score_bits, P),
                 ("exp2", self._exp_bits, len(self._exp_args["table"]))]
 
     def elaborate(self, platform):
         m = Module()
         d, hd, A, P, L = self._d, self.head_dim, self._act_bits, self._positions, self._lanes
+        eb = self._exp_bits
         words, groups, lane_bits = d // L, hd // L, (L - 1).bit_length()
         m.submodules.exp2 = exp2 = Exp2Unit(**self._exp_args)
         m.submodules.reciprocal = recip_unit = ReciprocalUnit(value_bits=self.sum_bits, bits=self._recip_bits)
-        m.submodules.requantizer = requant = Requantizer(acc_bits=self.mean_bits, mult_bits=self._mult_bits,
-                                                         shift_bits=6, out_bits=A)
-        wiring.connect(m, requant.o, wiring.flipped(self.o))
         # The KV cache: one memory, its write and read ports on one address and never used in the same
         # cycle (so a single-port RAM, an iCE40 SPRAM, can hold it); row (layer, j): the key's words, then
         # the value's.
         m.submodules.cache = cache = SinglePortMemory(shape=L * A, depth=2 * self._n_layer * P * words)
         m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
         m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
-        m.submodules.weights = weights = memory.Memory(shape=self._exp_bits, depth=P, init=[])
         cache_write, cache_read = cache.write_port(granularity=A), cache.read_port()
         q_write, q_read = query.write_port(granularity=A), query.read_port()
         s_write, s_read = scores.write_port(), scores.read_port()
-        e_write, e_read = weights.write_port(), weights.read_port()
 
         def lane(word, index):
             return word[index * A:(index + 1) * A].as_signed()
+
+        def register(value, name, shape=None):
+            """`value` one cycle later."""
+            reg = Signal(shape if shape is not None else value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
 
         head = Signal(range(self._n_head + 1))
         group = Signal(range(groups + 1))                 # channels group * L .. of the head
         key = Signal(range(P + 1))                        # j, issued
         index = Signal(range(d + 1))                      # kv / q load counter
-        row = (self.layer * P + key) * 2 * words          # cache word of (layer, j, key channel 0)
         second = Signal()                                 # loading: the value of the pair (the key went first)
+        loading = Signal()
+        values_phase = Signal()                           # VALUES (exps and e v) rather than SCORES (q . k)
         issuing = Signal()
-        # Issue stage -> data stage (memories answer) -> accumulate stage.
-        b_valid, b_last, b_key = Signal(), Signal(), Signal(range(P))
-        c_valid, c_last, c_key = Signal(), Signal(), Signal(range(P))
-        products = [Signal(signed(max(2 * A, self._exp_bits + A + 1)), name=f"product{i}") for i in range(L)]
-        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
-        top = Signal(signed(self.score_bits))
-        total = Signal(self.sum_bits)
-        exps = Signal(range(P + 1))
-        recip = Signal(self._recip_bits)
-        shift = Signal(recip_unit.shift_bits)
-        mean = Signal(signed(self.mean_bits))
-        out_lane = Signal(range(L + 1))
-        z = Signal(exp2.z_bits)
-        z_valid = Signal()
-        values_phase = Signal()
 
+        # Every read is issued with a tag (valid, first and last group of a score, last key, key) that travels
+        # down the pipeline beside its data: tags[n] is the tag n cycles after the issue.
+        tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "key": range(P)})
+        tags = [Signal(tag, name="tag0")]
+        m.d.comb += [tags[0].valid.eq(issuing), tags[0].values.eq(values_phase), tags[0].first.eq(group == 0),
+                     tags[0].last.eq(group == groups - 1), tags[0].final.eq(key == self.position),
+                     tags[0].key.eq(key)]
+
+        def tag_at(n):
+            while len(tags) <= n:
+                tags.append(register(tags[-1], f"tag{len(tags)}"))
+            return tags[n]
+
+        # -- the KV cache's one address: the load's in IDLE; else key j's words of this head's channel group ----
         load_word = index[lane_bits:]
         load_lane = 1 << index[:lane_bits] if L > 1 else 1
         cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
-        # One address for both ports (the load's in IDLE, the reads' otherwise): a single-port RAM's pattern.
+        # SCORES reads key j's words as it issues j; VALUES reads value j's words when e_j is one cycle from
+        # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
+        z_stage = 5                                       # issue, score read, operand, product, shift, rounding
+        value_read = z_stage + exp2.latency - 1
+        read_key = Mux(values_phase, tag_at(value_read).key, key)
         cache_address = Signal(range(2 * self._n_layer * P * words))
-        loading = Signal()
-        m.d.comb += [cache_address.eq(Mux(loading, cache_word,
-                                          row + Mux(values_phase, words, 0) + head * groups + group)),
+        m.d.comb += [cache_address.eq(Mux(loading, cache_word, (self.layer * P + read_key) * 2 * words
+                                          + Mux(values_phase, words, 0) + head * groups + group)),
                      cache_write.addr.eq(cache_address), cache_read.addr.eq(cache_address),
                      cache_write.data.eq(Cat(*[Mux(second, self.kv.payload.v, self.kv.payload.k)] * L)),
                      q_write.addr.eq(load_word), q_write.data.eq(Cat(*[self.q.payload] * L)),
-                     s_read.addr.eq(key), e_read.addr.eq(key),
-                     exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z), exp2.o.ready.eq(1),
-                     e_write.addr.eq(exps), e_write.data.eq(exp2.o.payload), e_write.en.eq(exp2.o.valid),
-                     requant.i.payload.acc.eq(mean), requant.i.payload.mult.eq(self.out_mult),
-                     requant.i.payload.shift.eq(self.out_shift)]
-        m.d.sync += [b_valid.eq(issuing), b_key.eq(key), c_valid.eq(b_valid), c_last.eq(b_last), c_key.eq(b_key)]
-        # One multiplier per lane, shared: q . k in the scores, e * v in the values.
-        weight = Cat(e_read.data, 0).as_signed()
+                     q_read.addr.eq(head * groups + group), s_read.addr.eq(key)]
+
+        # -- one multiplier per lane, shared: q_i k_ji in SCORES, e_j v_ji in VALUES ----------------------------
+        # e_j v = (e_j - 2**(eb-1)) v + v 2**(eb-1): the multiplier's operands stay eb and A bits signed (one
+        # iCE40 SB_MAC16 per lane for 16-bit weights), the correction is an adder on the product's top bits.
+        weight = Cat(exp2.o.payload[:eb - 1], ~exp2.o.payload[eb - 1]).as_signed()
+        products = []
         for i in range(L):
-            m.d.sync += products[i].eq(Mux(values_phase, weight, lane(q_read.data, i)) * lane(cache_read.data, i))
-        with m.If(exp2.o.valid):
-            m.d.sync += [total.eq(total + exp2.o.payload), exps.eq(exps + 1)]
+            product = Signal(signed(eb + A), name=f"product{i}")
+            value = lane(cache_read.data, i)
+            m.d.sync += product.eq(Mux(values_phase, weight, lane(q_read.data, i)) * value
+                                   + Mux(values_phase, value << (eb - 1), 0))
+            products.append(product)
+
+        # -- SCORES: s_j = sum_i q_i k_ji (an adder tree, a register every two levels), then the largest ------
+        level, depth = [p[:2 * A].as_signed() for p in products], 2
+        while len(level) > 1:
+            level = [register(sum(level[k:k + 4]), f"partial{depth}_{k // 4}", signed(self.score_bits))
+                     for k in range(0, len(level), 4)]
+            depth += 1
+        psum, at = level[0], tag_at(depth)
+        running = Signal(signed(self.score_bits))
+        score_next = psum if groups == 1 else Mux(at.first, 0, running) + psum
+        score = Signal(signed(self.score_bits))
+        m.d.sync += [running.eq(score_next), score.eq(score_next)]
+        scored = tag_at(depth + 1)
+        score_valid = scored.valid & ~scored.values & scored.last
+        top = Signal(signed(self.score_bits))
+        m.d.comb += [s_write.addr.eq(scored.key), s_write.data.eq(score), s_write.en.eq(score_valid)]
+        with m.If(score_valid & ((scored.key == 0) | (score > top))):
+            m.d.sync += top.eq(score)
+
+        # -- one scaling pipeline, shared: VALUES' gaps, OUTPUT's means and their requantisation ----------------
+        # z_j = round_shift((top - s_j) * score_mult, score_shift), a_i = round_shift(acc_i R, sh - avg_frac_bits)
+        # and y_i = saturate(round_shift(a_i * out_mult, out_shift)) each take four stages: the operand, its
+        # product (one multiplier for all), the shift, the rounding (`round_shift` split in two: ((2 x >> shift)
+        # + 1) >> 1). A mean goes round twice: it re-enters as the operand of its requantisation, before any new
+        # channel. The shift's known least value is a constant shift (wires); only the rest is a barrel shifter,
+        # as short as the three ranges allow.
+        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
+        recip = Signal(self._recip_bits)
+        lows = {"gap": self._score_shifts[0], "mean": self.mean_shift_range[0], "out": self._out_shifts[0]}
+        span = max(high - low for low, high in (self._score_shifts, self.mean_shift_range, self._out_shifts))
+        mean_shift = Signal(range(span + 1))              # sh - avg_frac_bits - its least value, of this head
+        output_phase = Signal()                           # OUTPUT: means and outputs, under back-pressure
+        y, y_valid = Signal(signed(A)), Signal()          # the output register
+        m.d.comb += [self.o.payload.eq(y), self.o.valid.eq(y_valid)]
+        taking = ~y_valid | self.o.ready                  # the output register takes a new value
+        step = ~output_phase | taking                     # in VALUES the pipeline never stalls
+        out_lane = Signal(range(L + 1))
+        pushed = Signal(range(L + 1))
+        operand = Signal(signed(max(self.score_bits + 2, len(accs[0]), self.mean_bits)))
+        scale = Signal(max(self._mult_bits, self._recip_bits))
+        variable, variable2 = Signal(range(span + 1)), Signal(range(span + 1))
+        scaled = Signal(signed(len(operand) + len(scale)))
+        shifted = Signal(signed(len(scaled) + 1))
+        rounded = Signal(signed(len(shifted)))
+        # Per stage in OUTPUT: valid and whether it is a requantisation (else a mean).
+        valids, outs = [Signal(name=f"scale_valid{n}") for n in range(4)], [Signal(name=f"scale_out{n}")
+                                                                            for n in range(4)]
+        again = valids[3] & ~outs[3]                      # a mean leaving: its requantisation enters now
+        issue_mean = Signal()
+
+        def pre_shift(x, low):
+            """``(2 x) >> low``: the constant part of the shift."""
+            return x << 1 if low == 0 else x >> (low - 1)
+
+        with m.If(step):
+            with m.If(~output_phase):
+                m.d.sync += [operand.eq((top - s_read.data).as_unsigned()), scale.eq(self.score_mult),
+                             variable.eq((self.score_shift - lows["gap"])[:len(variable)])]
+            with m.Elif(again):
+                m.d.sync += [operand.eq(rounded), scale.eq(self.out_mult),
+                             variable.eq((self.out_shift - lows["out"])[:len(variable)])]
+            with m.Else():
+                m.d.sync += [operand.eq(Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0]),
+                             scale.eq(recip), variable.eq(mean_shift)]
+            presets = Mux(~output_phase, pre_shift(scaled, lows["gap"]),
+                          Mux(outs[1], pre_shift(scaled, lows["out"]), pre_shift(scaled, lows["mean"])))
+            m.d.sync += [scaled.eq(operand * scale), variable2.eq(variable),
+                         shifted.eq(presets >> variable2), rounded.eq((shifted + 1) >> 1),
+                         valids[0].eq(again | issue_mean), outs[0].eq(again)]
+            m.d.sync += [v.eq(p) for v, p in zip(valids[1:], valids)] + [o.eq(p) for o, p in zip(outs[1:], outs)]
+            with m.If(issue_mean):
+                m.d.sync += out_lane.eq(out_lane + 1)
+        with m.If(taking):
+            m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3]), y.eq(saturate(rounded, A))]
+        m.d.comb += issue_mean.eq(output_phase & (out_lane < L) & ~again)
+
+        # VALUES: e_j = exp2(z_j) and acc_i += e_j v_ji.
+        total = Signal(self.sum_bits)
+        m.d.comb += [exp2.i.valid.eq(tag_at(z_stage).valid & tag_at(z_stage).values), exp2.i.payload.eq(rounded),
+                     exp2.o.ready.eq(1)]
+        with m.If(exp2.o.valid & (group == 0)):
+            m.d.sync += total.eq(total + exp2.o.payload)
+        summed = tag_at(value_read + 2)
+        with m.If(summed.valid & summed.values):
+            m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -220,60 +364,42 @@ class AttentionUnit(wiring.Component):
                 with m.If((self.kv.valid & second) | (self.q.valid & ~self.kv.valid)):
                     m.d.sync += index.eq(Mux(index == d - 1, 0, index + 1))
                 with m.If(self.q.valid & ~self.kv.valid & (index == d - 1)):
-                    m.d.sync += [head.eq(0), key.eq(0), group.eq(0)] + [acc.eq(0) for acc in accs]
+                    m.d.sync += [head.eq(0), key.eq(0), group.eq(0), values_phase.eq(0)]
                     m.next = "SCORES"
             with m.State("SCORES"):                        # s_j = sum_i q_i k_ji, i inner, L at a time
-                m.d.comb += [issuing.eq(key <= self.position), q_read.addr.eq(head * groups + group)]
-                m.d.sync += b_last.eq(group == groups - 1)
+                m.d.comb += issuing.eq(key <= self.position)
                 with m.If(issuing):
                     m.d.sync += [group.eq(Mux(group == groups - 1, 0, group + 1)),
                                  key.eq(Mux(group == groups - 1, key + 1, key))]
-                with m.If(c_valid):
-                    summed = accs[0] + sum(products)
-                    m.d.sync += accs[0].eq(Mux(c_last, 0, summed))
-                    m.d.comb += [s_write.addr.eq(c_key), s_write.data.eq(summed), s_write.en.eq(c_last)]
-                    with m.If(c_last & ((c_key == 0) | (summed > top))):
-                        m.d.sync += top.eq(summed)
-                    with m.If(c_last & (c_key == self.position)):
-                        m.d.sync += [key.eq(0), total.eq(0), exps.eq(0)]
-                        m.next = "EXPS"
-            with m.State("EXPS"):                          # e_j = exp2(round_shift((top - s_j) * score_mult, ...))
+                with m.If(score_valid & scored.final):
+                    m.d.sync += [key.eq(0), total.eq(0), values_phase.eq(1)] + [acc.eq(0) for acc in accs]
+                    m.next = "VALUES"
+            with m.State("VALUES"):                        # e_j and acc_i = sum_j e_j v_ji, L channels at once
                 m.d.comb += issuing.eq(key <= self.position)
                 with m.If(issuing):
                     m.d.sync += key.eq(key + 1)
-                gap = ((top - s_read.data).as_unsigned() * self.score_mult).as_signed()
-                m.d.sync += [z_valid.eq(b_valid), z.eq(round_shift(gap, self.score_shift))]
-                with m.If(exp2.o.valid & (exps == self.position)):
-                    m.next = "RECIPROCAL"
+                with m.If(summed.valid & summed.values & summed.final):
+                    m.d.sync += [out_lane.eq(0), pushed.eq(0), output_phase.eq(group != 0)]
+                    m.next = "OUTPUT"
+                    with m.If(group == 0):
+                        m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
-                        lambda result: [recip.eq(result.recip), shift.eq(result.shift), key.eq(0), group.eq(0),
-                                        values_phase.eq(1)] + [acc.eq(0) for acc in accs],
-                        after="VALUES")
-            with m.State("VALUES"):                        # acc_i = sum_j e_j v_ji, j inner, L channels at once
-                m.d.comb += issuing.eq(key <= self.position)
-                m.d.sync += b_last.eq(key == self.position)
-                with m.If(issuing):
-                    m.d.sync += key.eq(key + 1)
-                with m.If(c_valid):
-                    m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
-                    with m.If(c_last):
-                        m.d.sync += out_lane.eq(0)
-                        m.next = "MEAN"
-            with m.State("MEAN"):
-                m.d.sync += mean.eq(round_shift(Array(accs)[out_lane] * recip,
-                                                (shift - self._avg_frac_bits)[:len(shift)]))
-                m.next = "PUSH"
-            with m.State("PUSH"):
-                m.d.comb += requant.i.valid.eq(1)
-                with m.If(requant.i.ready):
-                    m.d.sync += out_lane.eq(out_lane + 1)
-                    m.next = "MEAN"
-                    with m.If(out_lane == L - 1):
-                        m.d.sync += [key.eq(0), group.eq(group + 1)] + [acc.eq(0) for acc in accs]
+                        lambda result: [recip.eq(result.recip), output_phase.eq(1),
+                                        mean_shift.eq(result.shift - (self._avg_frac_bits + lows["mean"]))],
+                        after="OUTPUT")
+            with m.State("OUTPUT"):                        # L means, each requantised, into the output register
+                with m.If(taking & valids[3] & outs[3]):
+                    m.d.sync += pushed.eq(pushed + 1)
+                    with m.If(pushed == L - 1):
+                        m.d.sync += [key.eq(0), output_phase.eq(0)] + [acc.eq(0) for acc in accs]
                         m.next = "VALUES"
                         with m.If(group == groups - 1):
-                            m.d.sync += [group.eq(0), head.eq(head + 1), values_phase.eq(0)]
+                            m.d.sync += [head.eq(head + 1), values_phase.eq(0)]
                             m.next = "SCORES"
                             with m.If(head == self._n_head - 1):
                                 m.next = "IDLE"
+                        with m.If(group == groups - 1):
+                            m.d.sync += group.eq(0)
+                        with m.Else():
+                            m.d.sync += group.eq(group + 1)
         return m

@@ -10,7 +10,7 @@ import numpy as np
 from .arith import check_int
 from .embedding_unit import EmbeddingUnit
 from .gelu_table import GeluTable
-from .head_unit import head_for
+from .head_unit import head_for, head_tied
 from .program_linear import ProgramLinear, program_layers
 from .units import attention_for, layer_norm_for, sampler_for
 
@@ -159,10 +159,13 @@ class ForwardCore(wiring.Component):
                                           groups=attention_units) for _ in range(attention_units)]
         if f.tables != "int":
             raise ValueError(f"the forward core reads integer embedding tables, not tables={f.tables!r}")
+        # A tied head reads the embedding's wte (held in the head's layout): one table for both.
+        self._tied = head_tied(compiled)
         self._embedding = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"][:context], wte_mult=t["wte.mult"],
                                         wte_shift=t["wte.shift"], wpe_mult=t["wpe.mult"][:context],
-                                        wpe_shift=t["wpe.shift"][:context], res_bits=f.res_bits)
-        self._head = head_for(compiled, lanes=head_lanes)
+                                        wpe_shift=t["wpe.shift"][:context], res_bits=f.res_bits,
+                                        lanes=head_lanes if self._tied else None)
+        self._head = head_for(compiled, lanes=head_lanes, shared_table=self._tied)
         gelu_names = [next(s["name"] for s in self._steps if s.get("gelu") == g).rsplit(".", 1)[0]
                       for g in range(sum(s["gelu"] is not None for s in self._steps))]
         self._gelu = GeluTable(table=[t[name + ".gelu"] for name in gelu_names], act_bits=f.act_bits)
@@ -228,7 +231,7 @@ class ForwardCore(wiring.Component):
     def memories(self):
         """``[(name, width, depth)]`` of every memory of the core (see the class docstring)."""
         c, f = self._compiled.config, self._compiled.formats
-        d, V, P = c.n_embd, c.vocab_size, self._context
+        d, V = c.n_embd, c.vocab_size
         n_norm = len(self._norm_names)
         emb = self._embedding
         lut = 1 << f.exp_frac_bits
@@ -237,8 +240,9 @@ class ForwardCore(wiring.Component):
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
                 + [(_unit_memory(name, g), width, depth)
                    for g, unit in enumerate(self._attentions) for name, width, depth in unit.memories]
-                + [("wte", f.table_bits, V * d), ("wte_mult", f.mult_bits, V), ("wte_shift", 6, V),
-                   ("wpe", f.table_bits, emb.positions * d), ("wpe_mult", f.mult_bits, P), ("wpe_shift", 6, P)]
+                # A tied head's table is the embedding's wte: listed once, as the head's (read whole every token).
+                + [("head_table" if self._tied and name == "wte" else name, width, depth)
+                   for name, width, depth in emb.memories]
                 + self._head.memories
                 + [("gelu", f.act_bits, self._gelu.n_layer << f.act_bits), ("norm_row", f.res_bits, d),
                    ("sampler_logits", f.logit_bits, V), ("sampler_weights", f.exp_bits, V),
@@ -258,6 +262,8 @@ class ForwardCore(wiring.Component):
         G, width = len(attentions), d // len(attentions)
         m.submodules.embedding = embedding = self._embedding
         m.submodules.head = head = self._head
+        if self._tied:
+            wiring.connect(m, head.table, embedding.wte_read)
         m.submodules.gelu = gelu = self._gelu
         m.submodules.sampler = sampler = self._sampler
 
@@ -298,9 +304,7 @@ class ForwardCore(wiring.Component):
             return Array(Const(v, range(max(values) + 1)) for v in values)[index_of]
 
         m.d.comb += [norm.eps.eq(norm_constant(".eps")), norm.gamma_shift.eq(norm_constant(".shift")),
-                     linear.select.eq(select_of), gelu.layer.eq(gelu_of),
-                     sampler.logit_mult.eq(int(t["sampler.logit.mult"])),
-                     sampler.logit_shift.eq(int(t["sampler.logit.shift"]))]
+                     linear.select.eq(select_of), gelu.layer.eq(gelu_of)]
 
         # -- memories and their readers / writers ----------------------------------------------
         m.submodules.residual = residual = memory.Memory(shape=signed(f.res_bits), depth=d, init=[])

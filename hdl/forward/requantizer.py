@@ -6,7 +6,13 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import check_int, round_shift, saturate
 
-__all__ = ["Requantizer"]
+__all__ = ["Requantizer", "requantizer_ports"]
+
+
+def requantizer_ports(acc_bits, mult_bits, shift_bits, out_bits):
+    """The ports every requantiser has: ``i`` (``acc``, ``mult``, ``shift``) in, the saturated ``o`` out."""
+    layout = data.StructLayout({"acc": signed(acc_bits), "mult": unsigned(mult_bits), "shift": unsigned(shift_bits)})
+    return {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(out_bits)))}
 
 
 class Requantizer(wiring.Component):
@@ -41,9 +47,7 @@ class Requantizer(wiring.Component):
         self._mult_bits = check_int("mult_bits", mult_bits, 1, 32)
         self._shift_bits = check_int("shift_bits", shift_bits, 1, 6)
         self._out_bits = check_int("out_bits", out_bits, 2, 32)
-        layout = data.StructLayout({"acc": signed(acc_bits), "mult": unsigned(mult_bits),
-                                    "shift": unsigned(shift_bits)})
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(out_bits)))})
+        super().__init__(requantizer_ports(acc_bits, mult_bits, shift_bits, out_bits))
 
     @property
     def acc_bits(self):

@@ -1,6 +1,7 @@
 """Resources of every whole-forward unit on iCE40, and of the whole core on iCE40 and ECP5.
 
     python -m hdl.forward.resources [--checkpoint DIR] [--only NAME] [--no-pack] [--json]
+    python -m hdl.forward.resources --only attention --fmax [--context N] [--attention-lanes L --attention-units U]
     python -m hdl.forward.resources --core [--family ice40|ecp5] [--context N] [--checkpoint DIR] [--json]
 
 Each unit is sized from the checkpoint's compiled artefact (`hdl.forward.units`)
@@ -8,6 +9,14 @@ and synthesized alone (`hdl.bench.synthesize` with DSP inference); the table giv
 SB_CARRY, flip-flops, SB_MAC16 DSPs, SB_RAM40_4K EBRs) and nextpnr's packed
 logic cells (ICESTORM_LC). The iCE40UP5K has 5,280 LC, 8 DSP and 30 EBR.
 Figures come from the tools' own reports; nothing is estimated here.
+
+``--fmax`` places and routes each chosen unit alone on the ECP5 (LFE5U-85F,
+speed 6, the ULX3S's; Yosys ``synth_ecp5``, nextpnr-ecp5 with its ports on
+pins of its choosing) and adds nextpnr's Fmax of the unit's clock (register
+to register; the paths from and to the pins are not counted) and its ECP5
+cells. ``--attention-lanes`` / ``--attention-units`` size the attention unit
+as the core builds it (``ForwardCore(attention_lanes=, attention_units=)``: a
+unit of ``n_head / units`` heads), ``--context`` its KV cache.
 
 ``--core`` synthesizes the whole `ForwardCore` once per family with
 ``-noflatten`` (Yosys ``synth_ice40 -dsp`` / ``synth_ecp5``), so each unit's
@@ -31,7 +40,7 @@ from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 from ..bench import synthesize
 from ..toolchain import ToolError, run_tool, tool_command
 
-__all__ = ["unit_resources", "FAMILIES", "hierarchy_resources", "core_resources", "main"]
+__all__ = ["unit_resources", "unit_fmax", "FAMILIES", "hierarchy_resources", "core_resources", "main"]
 
 UP5K = {"lc": 5280, "dsp": 8, "ebr": 30}
 
@@ -153,20 +162,54 @@ def core_resources(compiled, *, family, context, pack=True, work=None, **core):
         return hierarchy_resources(core, family, temporary, pack=pack, platform=platform)
 
 
-def unit_resources(compiled, *, pack=True, only=None, progress=None):
+def unit_fmax(component, work, *, frequency=45.0, seed=1):
+    """Place and route `component` alone on the LFE5U-85F (speed 6) in folder `work`.
+
+    Returns ``{"fmax_mhz", "target_mhz", "ecp5": {LUT4, CCU2C, ..: count}}``: nextpnr-ecp5's final Fmax of
+    the component's one clock (``--timing-allow-fail``: a miss is a figure, not an error) and Yosys's cells.
+    """
+    from amaranth.back import verilog
+
+    from ..reports_ecp5 import read_ecp5_report
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "top.v").write_text(verilog.convert(component, name="top", emit_src=False))
+    (work / "synth.ys").write_text("read_verilog top.v\nsynth_ecp5 -top top -json top.json\n"
+                                   "tee -q -o stat.json stat -json\n")
+    run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.stdout")
+    cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
+    spec = FAMILIES["ecp5"]
+    run_tool(spec["nextpnr"], [*spec["device"], "--speed", "6", "--json", "top.json", "--freq", frequency,
+                               "--seed", seed, "--timing-allow-fail", "--log", "nextpnr.log",
+                               "--report", "report.json"], cwd=work, log_path=work / "nextpnr.stdout")
+    usage = read_ecp5_report((work / "report.json").read_text())
+    if not usage.fmax:
+        raise ToolError(f"nextpnr-ecp5 reported no Fmax (log: {work / 'nextpnr.log'})")
+    _, achieved, target = usage.main_clock
+    kept = ("LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_DPR16X4")
+    return {"fmax_mhz": achieved, "target_mhz": target,
+            "ecp5": {kind: cells.get(kind, 0) for kind in kept}}
+
+
+def unit_resources(compiled, *, pack=True, only=None, progress=None, units=None, fmax=False, seed=1):
     """``[{"unit", ...hdl.bench.synthesize's figures}]`` for the units of `compiled` (`hdl.forward.units.units_for`).
 
-    `only`: a substring; only units whose name contains it.
+    `only`: a substring; only units whose name contains it. `units`: ``{name: component}`` in place of
+    ``units_for(compiled)``. `fmax`: each row also gets `unit_fmax`'s figures (ECP5 place and route, `seed`).
     """
     from .units import units_for
 
     rows = []
-    units = {label: unit for label, unit in units_for(compiled).items() if only is None or only in label}
+    units = units if units is not None else units_for(compiled)
+    units = {label: unit for label, unit in units.items() if only is None or only in label}
     if not units:
         raise ValueError(f"no unit name contains {only!r}")
     with tempfile.TemporaryDirectory(prefix="potgen-forward-") as work:
         for index, (label, unit) in enumerate(units.items()):
             row = {"unit": label, **synthesize(unit, f"unit{index}", work, pack=pack, dsp=True)}
+            if fmax:
+                row.update(unit_fmax(unit, Path(work) / f"ecp5_{index}", seed=seed))
             rows.append(row)
             if progress:
                 progress(row)
@@ -174,13 +217,19 @@ def unit_resources(compiled, *, pack=True, only=None, progress=None):
 
 
 def _table(rows):
-    head = f"{'unit':<44}{'LUT4':>7}{'CARRY':>7}{'DFF':>7}{'DSP':>5}{'EBR':>5}{'LC':>7}{'LC % UP5K':>11}"
+    timed = any("fmax_mhz" in r for r in rows)
+    head = (f"{'unit':<44}{'LUT4':>7}{'CARRY':>7}{'DFF':>7}{'DSP':>5}{'EBR':>5}{'LC':>7}{'LC % UP5K':>11}"
+            + (f"{'ECP5 LUT4':>11}{'MULT18':>8}{'DP16KD':>8}{'ECP5 MHz':>10}" if timed else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         lc = "-" if r["lc"] is None else str(r["lc"])
         share = "-" if r["lc"] is None else f"{100 * r['lc'] / UP5K['lc']:.1f}"
-        lines.append(f"{r['unit']:<44}{r['lut4']:>7}{r['carry']:>7}{r['dff']:>7}{r['dsp']:>5}{r['ebr']:>5}"
-                     f"{lc:>7}{share:>11}")
+        line = (f"{r['unit']:<44}{r['lut4']:>7}{r['carry']:>7}{r['dff']:>7}{r['dsp']:>5}{r['ebr']:>5}"
+                f"{lc:>7}{share:>11}")
+        if timed:
+            e = r["ecp5"]
+            line += f"{e['LUT4']:>11}{e['MULT18X18D']:>8}{e['DP16KD']:>8}{r['fmax_mhz']:>10.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -209,7 +258,9 @@ def main(argv=None):
                     "forward core on iCE40 and ECP5, each unit counted inside it.",
         epilog="examples:\n"
                "  python -m hdl.forward.resources --only sampler --json > build/forward_units.json\n"
-               "  python -m hdl.forward.resources --core --family ecp5 --context 128")
+               "  python -m hdl.forward.resources --core --family ecp5 --context 128\n"
+               "  python -m hdl.forward.resources --only attention --fmax --context 256 --attention-lanes 16 "
+               "--attention-units 4")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
     p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
     p.add_argument("--only", metavar="NAME", default=None, help="only the units whose name contains NAME")
@@ -217,7 +268,14 @@ def main(argv=None):
     p.add_argument("--family", metavar="F", choices=("ice40", "ecp5", "both"), default="both",
                    help="with --core: ice40, ecp5 or both")
     p.add_argument("--context", metavar="N", type=positive_int, default=None,
-                   help="with --core: KV cache positions (default: the model's n_positions)")
+                   help="KV cache positions (default: the model's n_positions with --core, else 4)")
+    p.add_argument("--attention-lanes", metavar="L", type=positive_int, default=None,
+                   help="size the attention unit as the core does with this many lanes (a power of two)")
+    p.add_argument("--attention-units", metavar="U", type=positive_int, default=1,
+                   help="with --attention-lanes: units side by side (the unit has n_head / U heads)")
+    p.add_argument("--fmax", action="store_true",
+                   help="also place and route each unit alone on the ECP5 (LFE5U-85F) for its Fmax")
+    p.add_argument("--seed", metavar="S", type=positive_int, default=1, help="with --fmax: nextpnr's seed")
     p.add_argument("--no-pack", action="store_true", help="skip nextpnr packing (no logic-cell counts)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = p.parse_args(argv)
@@ -237,8 +295,24 @@ def main(argv=None):
                                                                  pack=not args.no_pack)})
         print(json.dumps(results, indent=1) if args.json else "\n\n".join(map(_core_table, results)))
         return 0
-    rows = unit_resources(compiled, pack=not args.no_pack, only=args.only,
-                          progress=lambda row: print(f"synthesized {row['unit']}", file=sys.stderr))
+    units = None
+    if args.attention_lanes is not None or args.context is not None:
+        from .units import attention_for, units_for
+
+        positions = args.context or 4
+        units = units_for(compiled, cache_positions=positions)
+        if args.attention_lanes is not None:
+            lanes, groups = args.attention_lanes, args.attention_units
+            try:
+                unit = attention_for(compiled, positions=positions, lanes=lanes, groups=groups)
+            except ValueError as error:
+                raise UserError(f"--attention-lanes {lanes} --attention-units {groups}: {error}") from None
+            units = {label: u for label, u in units.items() if "attention" not in label}
+            units[f"attention {lanes} lanes, 1 of {groups} (cache {positions})"] = unit
+    if args.fmax:
+        tool_command("NEXTPNR_ECP5")
+    rows = unit_resources(compiled, pack=not args.no_pack, only=args.only, units=units, fmax=args.fmax,
+                          seed=args.seed, progress=lambda row: print(f"synthesized {row['unit']}", file=sys.stderr))
     print(json.dumps({"device": "iCE40UP5K", "budget": UP5K, "units": rows}, indent=1) if args.json
           else _table(rows))
     return 0

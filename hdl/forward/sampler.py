@@ -5,7 +5,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_int, round_shift
+from .arith import check_int
 from .exp2_unit import Exp2Unit
 from .xorshift32 import Xorshift32
 
@@ -17,24 +17,30 @@ class Sampler(wiring.Component):
 
     The ``V`` logits arrive as a stream and are stored (one memory) while
     their largest value and its first index are kept. Then, by passes over
-    the stored logits, one per cycle:
+    the stored logits:
 
     - greedy (``inv_temperature == 0``): the first index of the largest logit,
       the generator untouched;
     - top-k (``top_k < V``): the ``k``-th largest logit ``T`` by a bitwise
-      search, ``logit_bits`` counting passes (the largest ``T`` with at least
-      ``k`` logits ``>= T``), then one pass counting the logits above ``T``;
-      ties at ``T`` are admitted in index order, as golden's stable sort does;
-    - one pass of weights: ``z = round_shift((m - l) * (logit_mult *
-      inv_temperature), logit_shift + 8)`` (one product per logit),
-      ``w = exp2(z)`` by an `Exp2Unit` (a logit outside the top k is sent
-      as the largest ``z``, which gives 0), stored, and summed to ``W``;
+      search, ``logit_bits`` counting passes of one logit per cycle (the
+      largest ``T`` with at least ``k`` logits ``>= T``: one comparator,
+      whatever ``k``), then one pass counting the logits above ``T``; ties at
+      ``T`` are admitted in index order, as golden's stable sort does;
+    - one pass of weights, two cycles per logit: ``z = round_shift((m - l) *
+      (logit_mult * inv_temperature), logit_shift + 8)`` on one multiplier
+      (``logit_bits x 16`` bits: one SB_MAC16 for 16-bit logits), used for
+      the low and the high half of the scale in turn (and once before the
+      pass for the scale itself); ``z`` is clamped at ``exp_bits * 2**f``,
+      where every weight is 0, so the `Exp2Unit` is narrow; ``w = exp2(z)``
+      (a logit outside the top k is sent as the clamp, which gives 0),
+      stored, and summed to ``W``;
     - the generator steps (`Xorshift32`), ``r = (u * W) >> 32`` by a 32-cycle
-      serial multiply; one pass of running sums finds the first token whose
-      running sum exceeds ``r``.
+      serial multiply, least significant bit of ``u`` first into a register
+      as wide as ``W`` (the dropped bits never matter to a floor); one pass
+      counts ``r`` down by the weights to the first token that takes it below 0.
 
-    So a sampled token takes about ``(logit_bits + 3) V + 40`` cycles with
-    top-k, ``2 V + 40`` without (``V + 5`` greedy).
+    So a sampled token takes about ``(logit_bits + 4) V + 40`` cycles with
+    top-k, ``3 V + 40`` without (``V + 5`` greedy).
 
     Parameters
     ----------
@@ -46,8 +52,8 @@ class Sampler(wiring.Component):
         The artefact's ``exp2.lut``.
     exp_frac_bits, exp_bits : int
         Its format (``IntFormats``); ``V * 2**(exp_bits-1)`` must stay below ``2**32``.
-    mult_bits : int
-        Width of the ``logit_mult`` port (``IntFormats.mult_bits``).
+    logit_mult, logit_shift : int
+        The artefact's ``sampler.logit`` requantiser (``0 <= logit_mult < 2**16``, ``0 <= logit_shift <= 54``).
 
     Members
     -------
@@ -60,16 +66,16 @@ class Sampler(wiring.Component):
         ``round(256 / T)``; 0 is greedy.
     top_k : ``In(range(V + 1))``
         ``V`` (or more) samples among all tokens.
-    logit_mult : ``In(mult_bits)``, logit_shift : ``In(6)``
-        The artefact's ``sampler.logit`` requantiser.
     """
 
-    def __init__(self, *, vocab_size, logit_bits=16, table, exp_frac_bits=8, exp_bits=16, mult_bits=16):
+    def __init__(self, *, vocab_size, logit_bits=16, table, exp_frac_bits=8, exp_bits=16, logit_mult,
+                 logit_shift):
         self._vocab_size = check_int("vocab_size", vocab_size, 2, 1 << 16)
         self._logit_bits = check_int("logit_bits", logit_bits, 2, 24)
-        self._mult_bits = check_int("mult_bits", mult_bits, 1, 24)
+        self._logit_mult = check_int("logit_mult", logit_mult, 0, (1 << 16) - 1)
+        self._logit_shift = check_int("logit_shift", logit_shift, 0, 54)
         self._exp2 = Exp2Unit(table=table, frac_bits=exp_frac_bits, exp_bits=exp_bits,
-                              z_bits=logit_bits + mult_bits + 16)
+                              z_bits=(exp_bits << exp_frac_bits).bit_length())
         if vocab_size << (exp_bits - 1) >= 1 << 32:
             raise ValueError(f"{vocab_size} weights of {exp_bits} bits may sum past 32 bits")
         super().__init__({
@@ -78,8 +84,6 @@ class Sampler(wiring.Component):
             "token": Out(stream.Signature(range(vocab_size))),
             "inv_temperature": In(16),
             "top_k": In(range(vocab_size + 1)),
-            "logit_mult": In(mult_bits),
-            "logit_shift": In(6),
         })
 
     @property
@@ -91,9 +95,27 @@ class Sampler(wiring.Component):
         return self._logit_bits
 
     @property
+    def logit_mult(self):
+        return self._logit_mult
+
+    @property
+    def logit_shift(self):
+        return self._logit_shift
+
+    @property
+    def clamp(self):
+        """The largest ``z`` sent to exp2: ``exp_bits * 2**exp_frac_bits``, whose weight (like any above) is 0."""
+        return self._exp2.exp_bits << self._exp2.frac_bits
+
+    @property
+    def total_bits(self):
+        """Width of ``W``: ``V`` weights below ``2**exp_bits`` each."""
+        return (self._vocab_size * ((1 << self._exp2.exp_bits) - 1)).bit_length()
+
+    @property
     def max_cycles(self):
         """Cycles from the last logit to the token at most, with top-k and no stalls."""
-        return (self._logit_bits + 3) * (self._vocab_size + 2) + 32 + 16
+        return (self._logit_bits + 4) * (self._vocab_size + 2) + 32 + 16
 
     def elaborate(self, platform):
         m = Module()
@@ -106,7 +128,8 @@ class Sampler(wiring.Component):
         logit_write, logit_read = logit_memory.write_port(), logit_memory.read_port()
         weight_write, weight_read = weight_memory.write_port(), weight_memory.read_port()
 
-        # Sequential passes over the stored rows: address idx, data one cycle later at rd_index.
+        # Sequential passes over the stored rows: address idx, data one cycle later at rd_index. `scanning`
+        # steps the address; the weights pass steps it every other cycle (`slow`).
         idx = Signal(range(V + 1))
         scanning = Signal()
         rd_valid = Signal()
@@ -128,22 +151,34 @@ class Sampler(wiring.Component):
         ties_allowed = Signal(range(V + 1))
         ties_seen = Signal(range(V + 1))
         everyone = Signal()
-        scale = Signal(self._mult_bits + 16)                    # logit_mult * inv_temperature
-        total = Signal(32)                                      # W
+        W = self.total_bits
+        total = Signal(W)                                       # W
         written = Signal(range(V + 1))
-        draw = Signal(32)
-        product = Signal(64)
-        steps = Signal(range(33))
-        running = Signal(33)
+        steps = Signal(range(32))                               # the bit of u the serial multiply adds
+        remaining = Signal(signed(W + 2))                       # r, then r minus the weights so far
         token = Signal(range(V))
         m.d.comb += self.token.payload.eq(token)
 
-        # The weights pipeline: z (registered) -> Exp2Unit -> stored and summed.
-        z = Signal(exp2.z_bits)
+        # The one multiplier: a = the logit gap (or logit_mult, for the scale), b = a half of the scale (or
+        # inv_temperature). `high` selects the scale's upper half.
+        gap = Signal(max(L, 16))                                # m - l, or logit_mult before the pass
+        scale = Signal(32)                                      # logit_mult * inv_temperature
+        high = Signal()
+        product = gap * Mux(high, scale[16:], scale[:16])
+        S = self._logit_shift + 8
+        dropped = min(16, S - 1)                                # low product bits no rounding ever sees
+        low = Signal(len(product) - dropped)                    # the gap times the scale's lower half, >> dropped
+        member = Signal()
+        low_valid = Signal()
+        member_now = everyone | (offset > prefix) | ((offset == prefix) & (ties_seen < ties_allowed))
+
+        # The weights pipeline: gap registered (rd_valid) -> its product with the scale's low half
+        # (low_valid) -> with the high half, z clamped and registered (high) -> Exp2Unit -> stored and summed.
+        whole = low + (product << (16 - dropped))               # (m - l) * scale >> dropped, exactly (no carry
+        z = ((whole >> (S - 1 - dropped)) + 1) >> 1             # from the dropped bits): round_shift(.., S)
+        z_in = Signal(exp2.z_bits)
         z_valid = Signal()
-        member = everyone | (offset > prefix) | ((offset == prefix) & (ties_seen < ties_allowed))
-        gap = round_shift(((top - logit).as_unsigned() * scale).as_signed(), self.logit_shift + 8)
-        m.d.comb += [exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z), exp2.o.ready.eq(1),
+        m.d.comb += [exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z_in), exp2.o.ready.eq(1),
                      weight_write.addr.eq(written), weight_write.data.eq(exp2.o.payload),
                      weight_write.en.eq(exp2.o.valid)]
         with m.If(exp2.o.valid):
@@ -159,7 +194,8 @@ class Sampler(wiring.Component):
                         m.d.sync += [top.eq(self.logits.payload), argmax.eq(idx)]
                     with m.If(idx == V - 1):
                         m.d.sync += [idx.eq(0), count.eq(0), bit.eq(L - 1), prefix.eq(0), ties_seen.eq(0),
-                                     everyone.eq(self.top_k >= V), ties_allowed.eq(0)]
+                                     everyone.eq(self.top_k >= V), ties_allowed.eq(0),
+                                     gap.eq(self._logit_mult), scale.eq(self.inv_temperature), high.eq(0)]
                         with m.If(self.inv_temperature == 0):
                             m.next = "GREEDY"
                         with m.Elif(self.top_k >= V):
@@ -186,37 +222,43 @@ class Sampler(wiring.Component):
                 with m.If(last):
                     m.d.sync += [idx.eq(0), ties_allowed.eq(self.top_k - counted)]
                     m.next = "SCALE"
-            with m.State("SCALE"):
-                m.d.sync += [scale.eq(self.logit_mult * self.inv_temperature), total.eq(0), written.eq(0)]
+            with m.State("SCALE"):                              # logit_mult * inv_temperature on the multiplier
+                m.d.sync += [scale.eq(product), total.eq(0), written.eq(0)]
                 m.next = "WEIGHTS"
-            with m.State("WEIGHTS"):
-                m.d.comb += scanning.eq(1)
-                m.d.sync += [z_valid.eq(rd_valid), z.eq(Mux(member, gap, (1 << exp2.z_bits) - 1))]
-                with m.If(rd_valid & (offset == prefix)):
-                    m.d.sync += ties_seen.eq(ties_seen + 1)
+            with m.State("WEIGHTS"):                            # a logit every other cycle
+                m.d.comb += scanning.eq(~rd_valid)
+                m.d.sync += [low_valid.eq(rd_valid), high.eq(low_valid), z_valid.eq(high)]
+                with m.If(rd_valid):
+                    m.d.sync += [gap.eq((top - logit)[:L]), member.eq(member_now)]
+                    with m.If(offset == prefix):
+                        m.d.sync += ties_seen.eq(ties_seen + 1)
+                with m.If(low_valid):
+                    m.d.sync += low.eq(product[dropped:])
+                with m.If(high):
+                    m.d.sync += z_in.eq(Mux(member & (z < self.clamp), z, self.clamp))
                 with m.If(exp2.o.valid & (written == V - 1)):
-                    m.d.sync += idx.eq(0)
+                    m.d.sync += [idx.eq(0), low_valid.eq(0), high.eq(0), z_valid.eq(0)]
                     m.next = "DRAW"
             with m.State("DRAW"):                               # waits for a seed, if none was loaded yet
-                m.d.comb += generator.o.ready.eq(1)
-                m.d.sync += [draw.eq(generator.o.payload), product.eq(0), steps.eq(32)]
+                m.d.sync += [remaining.eq(0), steps.eq(0)]
                 with m.If(generator.o.valid):
                     m.next = "MULTIPLY"
-            with m.State("MULTIPLY"):                           # u * W, MSB of u first
-                m.d.sync += [product.eq((product << 1) + Mux(draw[-1], total, 0)), draw.eq(draw << 1),
-                             steps.eq(steps - 1), running.eq(0)]
-                with m.If(steps == 1):
+            with m.State("MULTIPLY"):                           # (u * W) >> 32, LSB of u first; u, the next
+                bit = generator.o.payload.bit_select(steps, 1)  # state, is held until taken at the last bit
+                m.d.sync += [remaining.eq((remaining + Mux(bit, total, 0)) >> 1), steps.eq(steps + 1)]
+                with m.If(steps == 31):
+                    m.d.comb += generator.o.ready.eq(1)
                     m.next = "SEARCH"
-            with m.State("SEARCH"):                             # the first running sum above r = (u * W) >> 32
+            with m.State("SEARCH"):                             # the first token whose weight takes r below 0
                 m.d.comb += scanning.eq(1)
-                summed = running + weight_read.data
+                left = remaining - weight_read.data
                 with m.If(rd_valid):
-                    m.d.sync += running.eq(summed)
-                    with m.If(summed > product[32:]):
+                    m.d.sync += remaining.eq(left)
+                    with m.If(left < 0):
                         m.d.sync += [token.eq(rd_index), idx.eq(0)]
                         m.next = "OUT"
             with m.State("OUT"):
-                m.d.sync += [idx.eq(0), z_valid.eq(0)]
+                m.d.sync += idx.eq(0)
                 m.d.comb += self.token.valid.eq(1)
                 with m.If(self.token.ready):
                     m.next = "LOAD"

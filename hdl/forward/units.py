@@ -12,7 +12,7 @@ from golden.datapath import pot_acc_bits
 
 from .attention_unit import AttentionUnit
 from .decode_linear import DecodeLinear
-from .head_unit import head_for
+from .head_unit import head_for, head_tied
 from .embedding_unit import EmbeddingUnit
 from .exp2_unit import Exp2Unit
 from .gelu_table import GeluTable
@@ -20,6 +20,7 @@ from .isqrt_unit import IsqrtUnit
 from .layer_norm_unit import LayerNormUnit
 from .reciprocal_unit import ReciprocalUnit
 from .requantizer import Requantizer
+from .serial_requantizer import SerialRequantizer
 from .sampler import Sampler
 from .xorshift32 import Xorshift32
 
@@ -46,41 +47,51 @@ def requantizer_for(compiled, *, to="act"):
 
 
 def layer_norm_for(compiled):
-    """The `LayerNormUnit` of the artefact's row length and formats (eps port as wide as its eps)."""
+    """The `LayerNormUnit` of the artefact's row length and formats (eps port as wide as its eps; the
+    smallest eps and the range of the layer norms' shifts bound its shifters)."""
     f, t = compiled.formats, compiled.tensors
-    eps = max(int(t[op["name"] + ".eps"]) for op in compiled.program if op["op"] == "layer_norm")
+    names = [op["name"] for op in compiled.program if op["op"] == "layer_norm"]
+    eps = [int(t[name + ".eps"]) for name in names]
+    shifts = [int(t[name + ".shift"]) for name in names]
     return LayerNormUnit(d=compiled.config.n_embd, res_bits=f.res_bits, frac_bits=f.ln_frac_bits,
-                         inv_bits=f.ln_inv_bits, gamma_bits=f.ln_gamma_bits, eps_bits=max(1, eps.bit_length()),
-                         out_bits=f.act_bits)
+                         inv_bits=f.ln_inv_bits, gamma_bits=f.ln_gamma_bits, eps_bits=max(1, max(eps).bit_length()),
+                         eps_min=max(1, min(eps)), gamma_shift_range=(min(shifts), max(shifts)), out_bits=f.act_bits)
 
 
 def attention_for(compiled, *, positions=None, lanes=1, groups=1):
     """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context) and
     `lanes` channels per cycle; with `groups` (dividing ``n_head``), the unit of one group of
-    ``n_head / groups`` heads (``d / groups`` channels), of which `groups` work side by side."""
+    ``n_head / groups`` heads (``d / groups`` channels), of which `groups` work side by side. Its
+    shifter covers the layers' ``attn.score.shift`` and ``attn.out.shift`` values only."""
     c, f, t = compiled.config, compiled.formats, compiled.tensors
     if c.n_head % groups:
         raise ValueError(f"attention groups must divide n_head {c.n_head}, not {groups}")
+    shifts = [int(t[f"h.{i}.attn.score.shift"]) for i in range(c.n_layer)]
+    outs = [int(t[f"h.{i}.attn.out.shift"]) for i in range(c.n_layer)]
     return AttentionUnit(d=c.n_embd // groups, n_head=c.n_head // groups, n_layer=c.n_layer, positions=positions or c.n_positions,
                          act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
                          exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
-                         mult_bits=f.mult_bits, lanes=lanes)
+                         mult_bits=f.mult_bits, lanes=lanes, score_shifts=(min(shifts), max(shifts)),
+                         out_shifts=(min(outs), max(outs)))
 
 
 def sampler_for(compiled):
     """The `Sampler` of `compiled`'s vocabulary and formats."""
     f = compiled.formats
-    return Sampler(vocab_size=compiled.config.vocab_size, logit_bits=f.logit_bits, table=compiled.tensors["exp2.lut"],
-                   exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, mult_bits=f.mult_bits)
+    t = compiled.tensors
+    return Sampler(vocab_size=compiled.config.vocab_size, logit_bits=f.logit_bits, table=t["exp2.lut"],
+                   exp_frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, logit_mult=int(t["sampler.logit.mult"]),
+                   logit_shift=int(t["sampler.logit.shift"]))
 
 
-def embedding_for(compiled):
-    """The `EmbeddingUnit` of `compiled`'s integer tables (``tables="int"``)."""
+def embedding_for(compiled, *, lanes=None):
+    """The `EmbeddingUnit` of `compiled`'s integer tables (``tables="int"``); with `lanes`, holding wte for a
+    tied head of that many lanes."""
     t, f = compiled.tensors, compiled.formats
     if f.tables != "int":
         raise ValueError(f"the embedding unit reads integer tables, not tables={f.tables!r}")
     return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
-                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=f.res_bits)
+                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=f.res_bits, lanes=lanes)
 
 
 def gelu_for(compiled, layer=0):
@@ -124,9 +135,15 @@ def units_for(compiled, *, cache_positions=4):
     }
     if f.tables == "int":
         units["embedding"] = embedding_for(compiled)
+        if head_tied(compiled):
+            units["embedding (wte for a tied 4-lane head)"] = embedding_for(compiled, lanes=4)
     units["decode linear c_attn (4x3 PEs)"] = decode_linear_for(compiled, "h.0.attn.c_attn")
     try:
-        units["head (4 lanes)"] = head_for(compiled, lanes=4)
+        units["head (4 lanes)"] = head = head_for(compiled, lanes=4)
+        units["serial requantizer (head's)"] = SerialRequantizer(acc_bits=head.acc_bits, mult_bits=f.mult_bits,
+                                                                 shift_range=head.shift_range, out_bits=f.logit_bits)
+        if head_tied(compiled):
+            units["head (4 lanes, tied: table in the embedding)"] = head_for(compiled, lanes=4, shared_table=True)
     except ValueError:                          # a PoT head table: not the head unit's format
         pass
     from .linear_residual import LinearResidual

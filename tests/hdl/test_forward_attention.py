@@ -111,11 +111,74 @@ def test_default_model(compiled_default, last):
     np.testing.assert_array_equal(run_steps(dut, steps, constants), want)
 
 
+@pytest.mark.parametrize("score_shift", [17, 19])
+def test_eight_lanes_narrow_shifter(score_shift):
+    """Eight lanes (two adder-tree registers) and a score shifter covering 17..19 only, at both ends of its range;
+    three layers, five positions in a mixed order, a head dimension of 8 (one group: no second VALUES pass)."""
+    d, n_head, n_layer, positions = 16, 2, 3, 5
+    table = exp2_table(8, 16)
+    constants = {"score_mult": 40961, "score_shift": score_shift, "out_mult": 52001, "out_shift": 22}
+    dut = AttentionUnit(d=d, n_head=n_head, n_layer=n_layer, positions=positions, table=table, lanes=8,
+                        score_shifts=(17, 19))
+    assert dut.score_shifts == (17, 19) and dut.mean_shift_range == (22, 24)
+    rng = np.random.default_rng(11)
+    order = [(2, 0), (0, 0), (2, 1), (0, 1), (1, 0), (2, 2), (2, 3), (0, 2), (2, 4)]
+    steps = random_steps(rng, n_layer, positions, d, order)
+    want = golden_steps(steps, n_layer=n_layer, positions=positions, d=d, n_head=n_head, constants=constants,
+                        table=table)
+    np.testing.assert_array_equal(run_steps(dut, steps, constants), want)
+
+
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_head_cycles(lanes):
+    """One head: the cycles from the last query value taken to the last output are `head_cycles` at most, and
+    short of it by no more than the reciprocal's normalisation can save."""
+    d, positions, position = 8, 9, 7
+    table = exp2_table(8, 16)
+    dut = AttentionUnit(d=d, n_head=1, n_layer=1, positions=positions, table=table, lanes=lanes)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    cycles = []
+
+    async def bench(ctx):
+        for name, value in {"score_mult": 61727, "score_shift": 18, "out_mult": 39231, "out_shift": 23}.items():
+            ctx.set(getattr(dut, name), value)
+        ctx.set(dut.position, position)
+        ctx.set(dut.o.ready, 1)
+        for k in range(d):
+            ctx.set(dut.kv.payload.k, k - 3)
+            ctx.set(dut.kv.payload.v, 5 - k)
+            ctx.set(dut.kv.valid, 1)
+            await ctx.tick().until(dut.kv.ready)
+        ctx.set(dut.kv.valid, 0)
+        for k in range(d):
+            ctx.set(dut.q.payload, 2 * k - 7)
+            ctx.set(dut.q.valid, 1)
+            await ctx.tick().until(dut.q.ready)
+        ctx.set(dut.q.valid, 0)
+        count, outputs = 0, 0
+        while outputs < d:
+            await ctx.delay(1e-8)
+            outputs += ctx.get(dut.o.valid)
+            count += 1
+            await ctx.tick()
+        cycles.append(count)
+
+    sim.add_testbench(bench)
+    sim.run()
+    # From the q handshake: the unit's cycles, then one of the output register.
+    spent = cycles[0] - 1
+    assert dut.head_cycles(position) - dut.sum_bits <= spent <= dut.head_cycles(position)
+
+
 def test_wrong():
     with pytest.raises(ValueError, match="multiple of n_head"):
         AttentionUnit(d=10, n_head=4, n_layer=1, positions=4, table=exp2_table(8, 16))
     with pytest.raises(ValueError, match="power of two dividing the head dimension 6, not 3"):
         AttentionUnit(d=12, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), lanes=3)
+    for shifts in [(5, 4), (-1, 3), (0, 64), (3,), 7]:
+        with pytest.raises(ValueError, match=r"score_shifts must be \(low, high\) with 0 <= low <= high <= 63"):
+            AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_shifts=shifts)
 
 
 def test_default_model_real_activations(compiled_default):

@@ -57,7 +57,7 @@ def test_memories_are_the_cores(hardware):
     assert needs["wpe"].depth == 64 * c.n_embd and needs["wpe"].token_bits == c.n_embd * 8   # one row a token
     assert needs["linear_bias"].kind == "constant" and needs["linear_bias"].token_bits == needs["linear_bias"].bits
     units = {n.name: n.kind for n in forward_memories(hardware, context=64, attention_units=4, attention_lanes=16)}
-    assert units["kv_cache3"] == "kv" and units["attention_exp23"] == "table" and units["head_bank3"] == "buffer"
+    assert units["kv_cache3"] == "kv" and units["attention_exp23"] == "table" and units["head_banks"] == "buffer"
     assert {n for n, need in needs.items() if need.kind == "table"} == {"gelu", "attention_exp2", "sampler_exp2"}
     with pytest.raises(ValueError, match="context"):
         forward_memories(hardware, context=c.n_positions + 1)

@@ -10,18 +10,21 @@ from hdl.forward.embedding_unit import EmbeddingUnit
 from forward_cases import stream_through
 
 
-def unit_of(compiled):
+def unit_of(compiled, lanes=None):
     t = compiled.tensors
     return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
-                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=compiled.formats.res_bits)
+                         wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=compiled.formats.res_bits,
+                         lanes=lanes)
 
 
-def test_default_model(compiled_default):
-    """Every token once (at positions first, last and spread between), each row against golden's embed."""
+@pytest.mark.parametrize("lanes", [None, 4, 3])
+def test_default_model(compiled_default, lanes):
+    """Every token once (at positions first, last and spread between), each row against golden's embed; wte
+    held per value, or in the head's layout of 4 or 3 values a word (3: rows padded)."""
     c = compiled_default.config
-    dut = unit_of(compiled_default)
+    dut = unit_of(compiled_default, lanes)
     assert (dut.vocab_size, dut.positions, dut.d, dut.row_cycles) == (c.vocab_size, c.n_positions, c.n_embd,
-                                                                      c.n_embd + 4)
+                                                                      2 * c.n_embd + 6)
     forward = IntegerForward(compiled_default)
     rng = np.random.default_rng(2)
     tokens = np.arange(c.vocab_size)
@@ -40,3 +43,41 @@ def test_wrong():
         EmbeddingUnit(wte=table, wpe=table, wte_mult=ones[:3], wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
     with pytest.raises(ValueError, match="wte rows have 8 values and wpe rows 4"):
         EmbeddingUnit(wte=table, wpe=table[:, :4], wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
+
+
+def test_requantiser_words(compiled_default):
+    """The default model's mults all have their top bit set: 15 bits of mult and 1 of shift offset, 16 in all."""
+    dut = unit_of(compiled_default)
+    words, kept, low, shift_bits, top = dut.requantiser_words("wte")
+    assert (kept, shift_bits, top, low) == (15, 1, 15, 14)
+    t = compiled_default.tensors
+    assert [(w & 0x7FFF) | 0x8000 for w in words] == list(t["wte.mult"])
+    assert [(w >> 15) + low for w in words] == list(t["wte.shift"])
+    assert ("wte_mult", 16, c_vocab(compiled_default)) in dut.memories
+
+
+def c_vocab(compiled):
+    return compiled.config.vocab_size
+
+
+def test_wte_read(compiled_default):
+    """While idle, the wte words of the head's layout are served on wte_read, a read port's timing."""
+    from amaranth.sim import Simulator
+    from hdl.forward.head_unit import lane_words
+
+    dut = unit_of(compiled_default, 4)
+    words, _, _ = lane_words(compiled_default.tensors["wte.table"], 4)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.wte_read.en, 1)
+        for address in [0, 1, 17, len(words) - 1, 5]:
+            ctx.set(dut.wte_read.addr, address)
+            await ctx.tick()
+            got.append(ctx.get(dut.wte_read.data))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [words[a] for a in [0, 1, 17, len(words) - 1, 5]]

@@ -6,7 +6,12 @@ import pytest
 
 from golden.compile import IntFormats
 from golden.int_forward import IntegerForward
-from hdl.forward.head_unit import HeadUnit, head_for
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.forward.embedding_unit import EmbeddingUnit
+from hdl.forward.head_unit import HeadUnit, head_for, head_tied
 
 from forward_cases import stream_through, tiny_compiled
 
@@ -32,7 +37,7 @@ def test_default_model(compiled_default):
     x = forward._embed(ids[None], 0)[0]
     a = forward._layer_norm("ln_f", x)
     dut = head_for(compiled_default, lanes=4)
-    assert dut.cycles == 64 + 65 * 16 + 6
+    assert dut.cycles == 64 + 65 * 16 + 16 + 6 and dut.shift_range == (16, 18)
     got = stream_through(dut, {"a": a.reshape(-1)}, "o", 3 * 65, gap=0.1)
     np.testing.assert_array_equal(np.array(got).reshape(3, 65), forward._head_op(a))
 
@@ -44,3 +49,47 @@ def test_wrong(tmp_path):
     compiled.formats = IntFormats(tables="pot", table_bits=4)
     with pytest.raises(ValueError, match="is 'pot'"):
         head_for(compiled)
+
+
+class _TiedPair(wiring.Component):
+    """A head reading its table from an embedding unit's wte, as the core wires them."""
+
+    def __init__(self, compiled, lanes):
+        t = compiled.tensors
+        self.embedding = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"],
+                                       wte_shift=t["wte.shift"], wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"],
+                                       res_bits=compiled.formats.res_bits, lanes=lanes)
+        self.head = head_for(compiled, lanes=lanes, shared_table=True)
+        super().__init__({"a": In(stream.Signature(self.head.a.payload.shape())),
+                          "o": Out(stream.Signature(self.head.o.payload.shape()))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.embedding, m.submodules.head = self.embedding, self.head
+        wiring.connect(m, self.head.table, self.embedding.wte_read)
+        wiring.connect(m, wiring.flipped(self.a), self.head.a)
+        wiring.connect(m, self.head.o, wiring.flipped(self.o))
+        return m
+
+
+@pytest.mark.parametrize("lanes", [4, 3])
+def test_shared_table(compiled_default, lanes):
+    """The default model's tied head reading the embedding's wte: the same logits as golden, no table of its own."""
+    assert head_tied(compiled_default)
+    forward = IntegerForward(compiled_default)
+    x = forward._embed(np.array([[18, 47, 56]]), 0)[0]
+    a = forward._layer_norm("ln_f", x)
+    dut = _TiedPair(compiled_default, lanes)
+    assert "head_table" not in [name for name, _, _ in dut.head.memories]
+    got = stream_through(dut, {"a": a.reshape(-1)}, "o", 3 * 65, gap=0.1)
+    np.testing.assert_array_equal(np.array(got).reshape(3, 65), forward._head_op(a))
+
+
+def test_shared_untied(tmp_path):
+    """A head with its own table (an untied model's ``head.table``) cannot read the embedding's."""
+    compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
+    compiled.tensors["head.table"] = compiled.tensors["wte.table"].copy()
+    compiled.program = [dict(op, table="head.table") if op["op"] == "head" else op for op in compiled.program]
+    assert not head_tied(compiled)
+    with pytest.raises(ValueError, match="cannot be shared"):
+        head_for(compiled, shared_table=True)

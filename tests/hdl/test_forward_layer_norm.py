@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from golden.int_ops import layer_norm
 from hdl.forward.layer_norm_unit import LayerNormUnit
+from hdl.forward.units import layer_norm_for
 
 from forward_cases import stream_through
 
@@ -40,11 +41,16 @@ def edge_rows(rng, d, res_bits):
 def test_init():
     dut = LayerNormUnit(d=64)
     assert (dut.d, dut.log2_d, dut.s1_bits, dut.d_bits, dut.n_bits, dut.beta_bits) == (64, 6, 22, 43, 16, 32)
-    assert dut.pipeline_depth == 4
+    assert dut.pipeline_depth == 8
     with pytest.raises(ValueError, match="frac_bits"):
         LayerNormUnit(d=64, frac_bits=16, inv_bits=16)
     with pytest.raises(TypeError, match="d must be an integer"):
         LayerNormUnit(d=64.0)
+    with pytest.raises(ValueError, match="gamma_shift_range must have low <= high"):
+        LayerNormUnit(d=64, gamma_shift_range=(5, 4))
+    with pytest.raises(ValueError, match="eps_min must be from 1"):
+        LayerNormUnit(d=64, eps_min=0)
+    assert LayerNormUnit(d=64, eps_min=7604).shift_range == (11, 26)
 
 
 @pytest.mark.parametrize("name", ["h.0.ln_1", "ln_f"])
@@ -55,8 +61,8 @@ def test_default_model(compiled_default, name):
     gamma, beta, eps, shift = t[name + ".gamma"], t[name + ".beta"], int(t[name + ".eps"]), int(t[name + ".shift"])
     rng = np.random.default_rng(17)
     rows = np.concatenate([edge_rows(rng, 64, f.res_bits), rng.normal(0, 3000, (3, 64)).round().astype(np.int64)])
-    dut = LayerNormUnit(d=64, res_bits=f.res_bits, frac_bits=f.ln_frac_bits, inv_bits=f.ln_inv_bits,
-                        gamma_bits=f.ln_gamma_bits, out_bits=f.act_bits)
+    dut = layer_norm_for(compiled_default)                  # shifters bounded by the artefact's eps and shifts
+    assert dut.gamma_shift_range[0] <= shift <= dut.gamma_shift_range[1] and dut.eps_min <= eps
     want = golden_rows(rows, gamma, beta, eps, shift, f.ln_frac_bits, f.ln_inv_bits, f.act_bits)
     np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shift), want)
     assert len(np.unique(want)) > 50                                     # not a saturated test
@@ -104,15 +110,36 @@ def test_random_formats(seed, d, res_bits, frac_bits, out_bits):
     """Random shapes and formats, random gains and biases of the full declared widths, eps from 1."""
     rng = np.random.default_rng(seed)
     inv_bits, gamma_bits = max(4, frac_bits + int(rng.integers(1, 6))), int(rng.integers(4, 17))
-    dut = LayerNormUnit(d=d, res_bits=res_bits, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=gamma_bits,
-                        out_bits=out_bits)
+    n_bits = LayerNormUnit(d=d, res_bits=res_bits, frac_bits=frac_bits, inv_bits=inv_bits,
+                           gamma_bits=gamma_bits).n_bits
     gamma = rng.integers(-(1 << (gamma_bits - 1)), 1 << (gamma_bits - 1), d)
-    beta = rng.integers(-(1 << (dut.beta_bits - 6)), 1 << (dut.beta_bits - 6), d)
-    beta[-1] = -(1 << (dut.beta_bits - 1))                                # the declared extreme (saturates)
+    beta_bits = n_bits + gamma_bits
+    beta = rng.integers(-(1 << (beta_bits - 6)), 1 << (beta_bits - 6), d)
+    beta[-1] = -(1 << (beta_bits - 1))                                    # the declared extreme (saturates)
     eps = int(rng.integers(1, 1 << 12))
-    shift = max(0, dut.n_bits + gamma_bits - out_bits - int(rng.integers(0, 4)))    # most outputs in range
+    shift = max(0, n_bits + gamma_bits - out_bits - int(rng.integers(0, 4)))    # most outputs in range
+    # The shifters built for a range around this layer's shift and for an eps_min at or below its eps.
+    shift_range = (max(0, shift - int(rng.integers(0, 3))), min(63, shift + int(rng.integers(0, 3))))
+    dut = LayerNormUnit(d=d, res_bits=res_bits, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=gamma_bits,
+                        out_bits=out_bits, eps_bits=12, eps_min=int(rng.integers(1, eps + 1)),
+                        gamma_shift_range=shift_range)
     lo, hi = -(1 << (res_bits - 1)), 1 << (res_bits - 1)
     rows = np.concatenate([edge_rows(rng, d, res_bits)[:4], rng.integers(lo, hi, (2, d))])
     want = golden_rows(rows, gamma, beta, eps, shift, frac_bits, inv_bits, out_bits)
     np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shift, seed=seed % 100), want)
     assert np.mean(np.abs(want[:, :-1]) < (1 << (out_bits - 1)) - 1) > 0.3      # not a saturated test
+
+
+@pytest.mark.parametrize("eps", [1, 2, 3, 255, 256, 65535, 65536, (1 << 20) - 1, 1 << 20, 1 << 31, (1 << 40) - 1])
+def test_root_and_reciprocal_edges(eps):
+    """The once-per-row isqrt and reciprocal at their edges: with d = 2, D = (x0 - x1)**2 + eps, so rows
+    (k, 0) put D on squares plus eps and on powers of two; with inv_bits 7 and frac_bits 6 the output is n
+    itself (gamma 1, shift 0), where R and sh off by one step would show."""
+    ks = [0, 1, 2, 3, 100, 255, 256, 4095, 4096, 32767]
+    rows = np.array([[k, 0] for k in ks] + [[-32768, 32767], [32767, -32768]])
+    gamma, beta = np.ones(2, np.int64), np.zeros(2, np.int64)
+    dut = LayerNormUnit(d=2, res_bits=16, frac_bits=6, inv_bits=7, gamma_bits=4, eps_bits=40, eps_min=1,
+                        gamma_shift_range=(0, 0), out_bits=8)
+    want = golden_rows(rows, gamma, beta, eps, 0, frac_bits=6, inv_bits=7, out_bits=8)
+    np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, 0), want)
+    assert np.abs(want).max() < 127                                   # n itself, not saturated

@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from golden.int_ops import requantize
 from hdl.forward.requantizer import Requantizer
+from hdl.forward.serial_requantizer import SerialRequantizer
 
 from forward_cases import stream_through
 
@@ -59,3 +60,72 @@ def test_random(seed, acc_bits, mult_bits, out_bits):
     shift = rng.integers(0, acc_bits + mult_bits + 2, n).clip(0, 62)
     dut = Requantizer(acc_bits=acc_bits, mult_bits=mult_bits, shift_bits=6, out_bits=out_bits)
     assert run(dut, acc, mult, shift, seed=seed % 1000) == golden(acc, mult, shift, out_bits)
+
+
+def corner_cases(acc_bits, mult_bits, shifts):
+    """The extremes of `test_corners` at every shift of `shifts`, and exact halves where they fit."""
+    lo, hi, mmax = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1, (1 << mult_bits) - 1
+    acc, mult, shift = [], [], []
+    for s in shifts:
+        for a, m in [(lo, mmax), (hi, mmax), (lo, 1), (hi, 1), (0, mmax), (-1, 1), (1, 1), (-3, 1), (3, 1),
+                     (lo, 0), (hi, mmax >> 1)]:
+            acc.append(a), mult.append(m), shift.append(s)
+        for k in (-130, -129, -128, -2, -1, 0, 1, 126, 127):
+            if s and abs((2 * k + 1) << (s - 1)) < 1 << (acc_bits - 1):
+                acc.append(((2 * k + 1) << (s - 1))), mult.append(1), shift.append(s)
+    return acc, mult, shift
+
+
+@pytest.mark.parametrize("shift_range", [(0, 62), (1, 1), (17, 20), (16, 18), (30, 62), (5, 9)])
+def test_serial_corners(shift_range):
+    """The serial requantiser at the extremes, for shift ranges below, at and above mult_bits."""
+    acc, mult, shift = corner_cases(24, 16, range(shift_range[0], shift_range[1] + 1))
+    dut = SerialRequantizer(acc_bits=24, mult_bits=16, shift_range=shift_range, out_bits=8)
+    assert run(dut, acc, mult, shift) == golden(acc, mult, shift, 8)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), acc_bits=st.integers(2, 30), mult_bits=st.integers(1, 18),
+       out_bits=st.integers(2, 20), low=st.integers(0, 40), span=st.integers(0, 6))
+def test_serial_random(seed, acc_bits, mult_bits, out_bits, low, span):
+    rng = np.random.default_rng(seed)
+    n = 30
+    high = min(62, low + span)
+    acc = rng.integers(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1), n)
+    mult = rng.integers(0, 1 << mult_bits, n)
+    shift = rng.integers(low, high + 1, n)
+    dut = SerialRequantizer(acc_bits=acc_bits, mult_bits=mult_bits, shift_range=(low, high), out_bits=out_bits)
+    assert run(dut, acc, mult, shift, seed=seed % 1000) == golden(acc, mult, shift, out_bits)
+
+
+def test_serial_rate():
+    """Back to back with the output always taken, one value every `interval` cycles."""
+    from amaranth.sim import Simulator
+
+    dut = SerialRequantizer(acc_bits=20, mult_bits=16, shift_range=(16, 18), out_bits=8)
+    assert (dut.dropped, dut.interval) == (15, 16)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.payload.acc, 12345)
+        ctx.set(dut.i.payload.mult, 40000)
+        ctx.set(dut.i.payload.shift, 17)
+        for cycle in range(16 * 5 + 2):
+            if ctx.get(dut.o.valid):
+                seen.append(cycle)
+            await ctx.tick()
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen[1:5] == [seen[0] + 16 * k for k in range(1, 5)]
+
+
+def test_serial_wrong():
+    with pytest.raises(ValueError, match="shift_range must have low <= high"):
+        SerialRequantizer(acc_bits=8, shift_range=(4, 3))
+    with pytest.raises(ValueError, match="shift_range must be from 0 to 62"):
+        SerialRequantizer(acc_bits=8, shift_range=(0, 63))

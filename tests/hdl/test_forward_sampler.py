@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from amaranth.sim import Simulator
 
 from golden.int_ops import sample, seed_state
@@ -18,8 +19,6 @@ def run_sampler(dut, rows, settings, seed):
     tokens = []
 
     async def bench(ctx):
-        ctx.set(dut.logit_mult, settings["logit_mult"])
-        ctx.set(dut.logit_shift, settings["logit_shift"])
         set_payload(ctx, dut.seed.payload, seed_state(seed))
         ctx.set(dut.seed.valid, 1)
         await ctx.tick()
@@ -66,7 +65,7 @@ def test_default_model(compiled_default):
     settings = {"logit_mult": int(t["sampler.logit.mult"]), "logit_shift": int(t["sampler.logit.shift"]),
                 "per_row": per_row}
     dut = Sampler(vocab_size=V, logit_bits=f.logit_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
-                  exp_bits=f.exp_bits, mult_bits=f.mult_bits)
+                  exp_bits=f.exp_bits, logit_mult=settings["logit_mult"], logit_shift=settings["logit_shift"])
     for seed in (0, 7):
         assert run_sampler(dut, rows, settings, seed) == golden_tokens(rows, settings, seed, t["exp2.lut"])
 
@@ -80,7 +79,7 @@ def test_small_vocab_many_draws():
     rows = rng.integers(-20, 20, (40, 5))
     per_row = [(256, None if i % 3 else 2) for i in range(40)]
     settings = {"logit_mult": 23, "logit_shift": 3, "per_row": per_row}
-    dut = Sampler(vocab_size=5, logit_bits=6, table=table, exp_frac_bits=4, exp_bits=8, mult_bits=5)
+    dut = Sampler(vocab_size=5, logit_bits=6, table=table, exp_frac_bits=4, exp_bits=8, logit_mult=23, logit_shift=3)
     got = run_sampler(dut, rows, settings, 99)
     assert got == golden_tokens(rows, settings, 99, table, 4)
     assert len(set(got)) > 2
@@ -88,6 +87,30 @@ def test_small_vocab_many_draws():
 
 def test_wrong():
     with pytest.raises(ValueError, match="sum past 32 bits"):
-        Sampler(vocab_size=1 << 16, table=[1] * 256, exp_bits=24)
+        Sampler(vocab_size=1 << 16, table=[1] * 256, exp_bits=24, logit_mult=1, logit_shift=0)
     with pytest.raises(ValueError, match="vocab_size"):
-        Sampler(vocab_size=1, table=[1] * 256)
+        Sampler(vocab_size=1, table=[1] * 256, logit_mult=1, logit_shift=0)
+    with pytest.raises(ValueError, match="logit_mult"):
+        Sampler(vocab_size=5, table=[1] * 256, logit_mult=1 << 16, logit_shift=0)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), vocab=st.integers(2, 12), logit_bits=st.integers(2, 16),
+       logit_mult=st.integers(0, (1 << 16) - 1), logit_shift=st.integers(0, 20))
+def test_random_formats(seed, vocab, logit_bits, logit_mult, logit_shift):
+    """Random vocabularies, logit widths and requantisers (the one multiplier's full 16 x 16 range), extreme
+    logits and temperatures, every top-k: against golden, token for token over several draws."""
+    from golden.int_ops import exp2_table
+
+    rng = np.random.default_rng(seed)
+    table = exp2_table(6, 12)
+    low, high = -(1 << (logit_bits - 1)), (1 << (logit_bits - 1)) - 1
+    rows = rng.integers(low, high + 1, (8, vocab))
+    rows[0, 0], rows[0, -1] = low, high
+    rows[1, :] = rows[1, 0]                                       # all tied
+    per_row = [(int(rng.choice([1, 255, 256, 65535, int(rng.integers(1, 1 << 16))])),
+                None if k == vocab else int(k)) for k in rng.integers(1, vocab + 1, 8)]
+    settings_ = {"logit_mult": logit_mult, "logit_shift": logit_shift, "per_row": per_row}
+    dut = Sampler(vocab_size=vocab, logit_bits=logit_bits, table=table, exp_frac_bits=6, exp_bits=12,
+                  logit_mult=logit_mult, logit_shift=logit_shift)
+    assert run_sampler(dut, rows, settings_, seed % 1000) == golden_tokens(rows, settings_, seed % 1000, table, 6)
