@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .sweep import ESTIMATE_MARGIN, Point, estimate_point, make_setting, quantizer, sweep
 
-__all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "Candidate", "candidates", "search", "fill", "best_entry"]
+__all__ = ["ROW_LC", "COLUMN_OVERESTIMATE", "CEILING_RAISE", "Candidate", "candidates", "search", "fill", "best_entry"]
 
 #: Logic cells a row adds besides its PEs, which the board estimate leaves out (activation and result
 #: buffer ports, write pointer, the emitter's row multiplexers, skew and broadcast registers), and what the
@@ -38,6 +38,10 @@ ROW_LC = 180
 COLUMN_OVERESTIMATE = 13
 #: While nothing fits below a placement failure, the next build aims at this fraction of its packed cells.
 BACKOFF = 0.85
+#: A ceiling known only from earlier runs (never confirmed by a build of this search) that the fits have
+#: reached is raised by this fraction at a time, not dropped: dropping it sent the next build to the
+#: estimate's whole-chip pick, far past where placement is known to fail.
+CEILING_RAISE = 0.05
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,8 @@ def search(shapes, capacity_lc, build, *, within=0.0, backoff=BACKOFF, place_lim
       failure's cells while nothing fits yet.
 
     `place_limit` (cells) is a ceiling known beforehand (the board's, from earlier runs): the search starts
-    as if a build of that many cells had failed to place, and forgets it once a fit packs as many cells or
-    the bisection under it has closed without any build failing there.
+    as if a build of that many cells had failed to place, forgets it once a fit packs as many cells, and
+    raises it by `CEILING_RAISE` each time the bisection under it closes without any build failing there.
     With `pack` (``pack(candidate) -> result``, the flow up to nextpnr's packer: minutes where a placement
     of a full chip takes tens), the estimate is first corrected by packing the pick, up to `packs` times
     while the corrected pick moves to a shape not yet packed, and only then is anything placed.
@@ -127,7 +131,10 @@ def search(shapes, capacity_lc, build, *, within=0.0, backoff=BACKOFF, place_lim
         pick = predicted[-1] if predicted else window[0]
         if prior == limit and fits is not None and (
                 not predicted or shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes):
-            prior = None              # the fits reached the board's ceiling, which no build confirmed: drop it
+            # the fits reached the board's ceiling, which no build confirmed: raise it a step
+            prior = prior * (1 + CEILING_RAISE)
+            if prior > capacity_lc:
+                prior = None
             continue
         if fits is not None and shapes[pick].point.pes <= (1 + within) * shapes[fits].point.pes and within > 0:
             return fits

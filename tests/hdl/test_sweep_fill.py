@@ -9,7 +9,7 @@ import pytest
 import hdl.sweep
 from golden.cli import run
 from hdl.sweep import Point, main
-from hdl.sweep_fill import Candidate, best_entry, ratios, search, search_lines
+from hdl.sweep_fill import CEILING_RAISE, Candidate, best_entry, ratios, search, search_lines
 from hdl.toolchain import ToolError, tool_command
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -157,6 +157,25 @@ def test_search_packs_before_it_places_and_starts_below_a_known_limit():
     lines = search_lines({"pot-b4": trace})
     assert lines[0] == "search pot-b4:" and len(lines) == 1 + len(trace)
     assert lines[1].split()[:2] == ["pack", trace[0]["label"]] and "packed" in lines[1]
+
+
+def test_search_raises_an_unconfirmed_ceiling_a_step_at_a_time():
+    """When the fits reach the board's known ceiling and the bisection under it closes (here with
+    `within` 9 %, as the ULX3S rerun had), the ceiling is raised `CEILING_RAISE` at a time until a shape
+    9 % larger than the fit lies under it, so the next build lands just above the old ceiling, not at the
+    estimate's whole-chip pick; where the ceiling is real (placement fails just above it) the search ends
+    on a shape under it, within 9 % of the largest."""
+    capacity = 83_640
+    shapes = [Candidate(Point("pot", 4, 1, n), 6000 + 88 * n) for n in range(100, 1000, 4)]
+    built, trace = [], []
+    ceiling = round(0.80 * capacity)
+    index = search(shapes, capacity, placer(built, capacity=capacity, limit=ceiling), place_limit=ceiling,
+                   trace=trace, within=0.09)
+    above = [step for step in trace if step["lc_used"] > ceiling]
+    assert len(above) == 1 and above[0]["status"] == "no-place"
+    assert above[0]["lc_used"] <= (1 + 2 * CEILING_RAISE) * ceiling
+    largest = max(i for i, c in enumerate(shapes) if round(0.9 * c.lc_estimate) <= ceiling)
+    assert shapes[largest].point.pes <= 1.09 * shapes[index].point.pes
 
 
 def result(seed, fmax, status="ok", pes=48):
