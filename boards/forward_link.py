@@ -269,13 +269,6 @@ class ForwardLink(ServesIdentity, wiring.Component):
                                 m.d.sync += loaded.eq(1)
                         framing.respond(Status.OK, 2)
 
-                with m.State("Checksum"):
-                    m.d.comb += [tx.valid.eq(1), tx.payload.eq(checksum.word_select(index[0], 8))]
-                    with m.If(tx.ready):
-                        m.d.sync += index.eq(index + 1)
-                        resp_len.count_down(m)
-                        with m.If(resp_len.one):
-                            m.next = "Idle"
 
             with m.State("Arguments"):
                 m.d.comb += rx.ready.eq(1)
@@ -319,22 +312,21 @@ class ForwardLink(ServesIdentity, wiring.Component):
                     framing.respond(Status.OK)
 
             def payload():
-                with m.If(is_identify):
-                    m.next = "Identity"
-                if loads:
-                    with m.Elif(is_load):
-                        m.next = "Checksum"
+                with m.If(is_identify | (is_load if loads else 0)):
+                    m.next = "Send-bytes"
                 with m.Else():
                     m.next = "Prompt"
             framing.response_states(on_status=[index.eq(0)], payload=payload)
 
-            # The identity byte at `index` comes a cycle late: `index` moves only when a byte is taken,
-            # and the tx register then takes nothing the next cycle.
-            with m.State("Identity"):
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(identity_rom.data)]
+            # IDENTIFY's identity or LOAD's checksum. The identity byte at `index` comes a cycle late:
+            # `index` moves only when a byte is taken, and the tx register then takes nothing the next cycle.
+            with m.State("Send-bytes"):
+                byte = identity_rom.data
                 if loads:                                  # the flags byte: CODES_LOADED as it is now
-                    with m.If(index == ForwardIdentity.FLAGS_OFFSET):
-                        m.d.comb += tx.payload.eq(identity_rom.data | Mux(loaded, CODES_LOADED, 0))
+                    flags = identity_rom.data | Mux(loaded, CODES_LOADED, 0)
+                    byte = Mux(is_identify, Mux(index == ForwardIdentity.FLAGS_OFFSET, flags, identity_rom.data),
+                               checksum.word_select(index[0], 8))
+                m.d.comb += [tx.valid.eq(1), tx.payload.eq(byte)]
                 with m.If(tx.ready):
                     m.d.sync += index.eq(index + 1)
                     resp_len.count_down(m)
