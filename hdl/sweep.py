@@ -866,24 +866,21 @@ def _jobs(text):
     return value
 
 
-def _percent(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 50:
-        raise argparse.ArgumentTypeError(f"must be a percentage from 0 to 50, not {text!r}")
-    return value
+def _number_from(low, high, what):
+    """An argparse type: a number from `low` to `high`, refused as "must be `what`"."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = low - 1.0
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+        return value
+    return parse
 
 
-def _minutes(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 24 * 60:
-        raise argparse.ArgumentTypeError(f"must be a number of minutes from 0 (no cap) to 1440, not {text!r}")
-    return value
+_percent = _number_from(0, 50, "a percentage from 0 to 50")
+_minutes = _number_from(0, 24 * 60, "a number of minutes from 0 (no cap) to 1440")
 
 
 def _frequency(text):
