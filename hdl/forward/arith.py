@@ -7,8 +7,8 @@ enough to hold its exact result.
 
 from amaranth import Cat, Const, Mux, Value, signed
 
-__all__ = ["check_int", "check_range", "round_shift", "round_shift_within", "row_address", "saturate",
-           "saturate_limits"]
+__all__ = ["check_int", "check_range", "round_shift", "round_shift_above", "round_shift_within", "row_address",
+           "saturate", "saturate_limits"]
 
 
 def check_int(name, value, low, high=None):
@@ -59,7 +59,17 @@ def round_shift_within(x, shift, low, high):
         return round_shift(x, low)
     if low == 0:
         return round_shift(x, shift)
-    partial = (x >> (low - 1)) >> (shift - low)[:(high - low).bit_length()]
+    return round_shift_above(x, low, (shift - low)[:(high - low).bit_length()], high)
+
+
+def round_shift_above(x, low, offset, high):
+    """`round_shift` of `x` by ``low + offset``, `offset` an unsigned signal known to lie in ``[0, high - low]``.
+
+    What `round_shift_within` builds, for a caller that holds the shift as
+    its offset above `low` (a counter that starts there): no subtractor in
+    front of the barrel shifter. `low` is at least 1.
+    """
+    partial = (x >> (low - 1)) >> offset[:max(1, (high - low).bit_length())]
     return (partial + 1) >> 1
 
 

@@ -2,13 +2,13 @@
 
 import math
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.datapath import check_act_bits
 
-from .arith import check_int, check_range, round_shift_within, saturate
+from .arith import check_int, check_range, round_shift_above, round_shift_within, saturate
 
 __all__ = ["LayerNormUnit"]
 
@@ -141,90 +141,122 @@ class LayerNormUnit(wiring.Component):
         return self._gamma_shift_range
 
     @property
+    def root_bits(self):
+        """Width of ``r = isqrt(D)``: ``ceil(d_bits / 2)``."""
+        return (self.d_bits + 1) // 2
+
+    @property
+    def length_min(self):
+        """The smallest ``bit_length(r)``: that of ``isqrt(eps_min)`` (``D >= eps``)."""
+        return math.isqrt(self._eps_min).bit_length()
+
+    @property
+    def acc_bits(self):
+        """Signed width of the once-per-row accumulator, which holds ``S1**2`` and then ``-S1 * R``."""
+        return max(2 * self.s1_bits, self.s1_bits + self._inv_bits) + 1
+
+    @property
+    def fold_bits(self):
+        """``f``: the power of two taken out of ``d`` (at most its trailing zeros, below ``sh - F``).
+
+        ``round_shift(d x R - C, s)`` with ``C = S1 R`` and ``s = sh - F >= f + 1`` equals
+        ``round_shift(V, s - f)`` with ``V = (d / 2**f) x R + floor(-C / 2**f)`` (the floor of a sum with a
+        multiple of ``2**f`` splits), so the per-element sum is ``f`` bits narrower than ``d x R - C``.
+        """
+        low = self.shift_range[0]
+        return min((self._d & -self._d).bit_length() - 1, low - 1) if low > 0 else 0
+
+    @property
+    def v_bits(self):
+        """Signed width of ``V``: ``|x R| <= 2**(res_bits+inv_bits-2)``, ``|C| <= 2**(s1_bits+inv_bits-2)``."""
+        f = self.fold_bits
+        bound = (self._d >> f << (self._res_bits + self._inv_bits - 2)) + (1 << (self.s1_bits + self._inv_bits - 2) >> f)
+        return bound.bit_length() + 2
+
+    @property
     def pipeline_depth(self):
-        """Cycles from an ``affine`` value accepted to its output (8: four stages of two cycles)."""
-        return 8
+        """Cycles from a row's last ``affine`` value accepted to its last output (2 with no stall)."""
+        return 2
 
     @property
     def max_row_cycles(self):
-        """Cycles of one row at most, with no stalls: both passes (pass 2 at two cycles per element), the
-        square, isqrt, reciprocal, ``S1 * R`` and handshakes."""
-        root_bits = (self.d_bits + 1) // 2
-        return (3 * self._d + self.s1_bits + root_bits + (root_bits + self._inv_bits) + self._inv_bits
-                + self.pipeline_depth + 12)
+        """Cycles of one row at most, with no stalls: pass 1, ``S1**2``, isqrt (``2 root_bits``), the shift-up
+        and divide, ``S1 * R``, pass 2 (two cycles per element, four stages) and handshakes."""
+        n = self.root_bits
+        return (3 * self._d + self.s1_bits + 2 * n + (n - self.length_min + 1) + 2 * self._inv_bits + 8 + 12)
 
     @property
     def shift_range(self):
         """The smallest and largest ``sh - frac_bits`` (the normalising shift)."""
-        root_bits = (self.d_bits + 1) // 2
-        low = math.isqrt(self._eps_min).bit_length() + self._inv_bits - 2 - self._frac_bits
-        return low, root_bits + self._inv_bits - 2 - self._frac_bits
+        low = self.length_min + self._inv_bits - 2 - self._frac_bits
+        return low, self.root_bits + self._inv_bits - 2 - self._frac_bits
 
     def elaborate(self, platform):
         m = Module()
         d, w, F, b = self._d, self._res_bits, self._frac_bits, self._inv_bits
-        n = (self.d_bits + 1) // 2                       # root bits
+        n = self.root_bits
         m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[])
         write, read = row.write_port(), row.read_port()
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))
-        s2 = Signal(unsigned(2 * w - 1 + self.log2_d))
-
-        # Once per row, one serial datapath (see the class docstring):
-        # - `acc` accumulates `addend` times `scan` MSB first (S1**2 = |S1| * |S1|, then C = S1 * R), and holds
-        #   D while isqrt takes its bits two at a time from the top;
-        # - one subtractor serves isqrt (4 rem + next bits - (4 root + 1)) and the divide (rem - divisor);
-        # - `scan` holds |S1|, then the root, then R (kept for pass 2); `length` and `divisor` normalise the root.
-        scan_bits = max(self.s1_bits, n, b)
-        acc = Signal(signed(max(2 * self.s1_bits, self.s1_bits + b, 2 * n) + 1))
-        scan = Signal(scan_bits)
-        steps = Signal(range(scan_bits + 1))
-        scaling = Signal()                               # 0: S1**2; 1: C = S1 * R
-        addend = Mux(scaling, s1, scan.as_signed())
-        remainder = Signal(n + 2)
-        divisor = Signal(n)
-        length = Signal(range(n + 1))                    # bit_length(r), counted down while normalising
-        rooting = Signal()
-        brought = Cat(acc[2 * n - 2:2 * n], remainder[:n])                     # 4 rem + the next two bits of D
-        trial = Cat(1, 0, scan[:n])                                           # 4 root + 1
-        minuend = Mux(rooting, brought, remainder)
-        difference = minuend - Mux(rooting, trial, divisor)
-        fits = difference >= 0
-        big_d = (d * s2 - acc + self.eps)[:self.d_bits]
-        recip = scan[:b]
-        shift = length + (b - 2)                                               # sh
-        recip_offset = (recip - (1 << (b - 2)))[:b].as_signed()                # R - 2**(b-2), 0 .. 2**(b-2)
-
-        # The one multiplier. Pass 1: x * x. Pass 2: phase 0, x * (R - 2**(b-2)); phase 1, n * gamma.
+        s2 = Signal(self.d_bits)                         # d * S2, then + eps
+        steps = Signal(range(max(self.s1_bits, 2 * n, b) + 1))
         stats, phase = Signal(), Signal()
-        n1 = Signal(signed(self.n_bits))
-        gamma0, gamma1 = Signal(signed(self._gamma_bits)), Signal(signed(self._gamma_bits))
-        beta0, beta1 = Signal(signed(self._beta_bits)), Signal(signed(self._beta_bits))
-        mul_a = Mux(stats, self.x.payload, Mux(phase, n1, read.data))
-        mul_b = Mux(stats, self.x.payload, Mux(phase, gamma1, recip_offset))
-        product = mul_a * mul_b
-        x_recip = Signal(signed(len(product)))           # x * (R - 2**(b-2))
         m.d.sync += phase.eq(~phase)
 
-        # Pass 2: four stages, each advancing on odd cycles (`tick`), all stalled while the output is valid
-        # and not taken.
-        advance = ~self.o.valid | self.o.ready
-        tick = phase & advance
-        v0, v1, v2 = Signal(), Signal(), Signal()
-        q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1))
-        scaled = d * (x_recip + (read.data << (b - 2))) - acc                  # (d x - S1) * R
-        low, high = self.shift_range
-        normalised = round_shift_within(scaled, (shift - F)[:len(shift)], low, high)[:self.n_bits].as_signed()
+        # The one multiplier. Pass 1: x * x. Pass 2: phase 0, x * (R - 2**(b-2)); phase 1, n * gamma.
+        recip = Signal(b)                                # R, in [2**(b-2), 2**(b-1)]
+        recip_offset = Cat(recip[:b - 2], recip[b - 1], 0).as_signed()        # R - 2**(b-2), wiring
+        n1 = Signal(signed(self.n_bits))
+        mul_a = Mux(stats, self.x.payload, Mux(phase, n1, read.data))
+        mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
+        product = mul_a * mul_b
 
-        taking = Signal()
-        m.d.comb += [read.addr.eq(index), read.en.eq(tick), write.addr.eq(index), write.data.eq(self.x.payload)]
+        # Horner's rule, MSB first, in `acc`: S1 * S1 (the sign bit's step subtracts), then -S1 * R (every step
+        # subtracts). A subtracted addend is its ones' complement with a carry in, one adder either way.
+        acc = Signal(signed(self.acc_bits))
+        bit, negate = Signal(), Signal()
+        addend = Mux(bit, Mux(negate, ~s1, s1), 0)
+        horner = (Cat(1, acc << 1).as_signed() + Cat(bit & negate, addend).as_signed())[1:]
+
+        # isqrt and the reciprocal's divide on one subtractor. isqrt takes one bit of D a cycle from the top,
+        # trying ``4 root + 1`` on every second; the divide takes ``2**(n-1) 2**(b-1) / divisor``.
+        # `scan` holds the root, then the root shifted up to its top bit (the divisor).
+        big_d = Cat((s2 - acc)[:self.d_bits], Const(0, 2 * n - self.d_bits))    # D, while acc holds S1**2
+        remainder = Signal(n + 2)
+        scan = Signal(n)
+        length = Signal(range(n - self.length_min + 1))  # bit_length(r) - length_min
+        rooting, trial = Signal(), Signal()
+        in_bit = rooting & big_d.bit_select((steps - 1)[:len(steps)], 1)
+        minuend = Cat(in_bit, remainder[:n + 1])
+        difference = minuend - Mux(rooting, Cat(1, 0, scan), scan)
+        fits = trial & (difference >= 0)
+        with m.If(rooting | trial):
+            m.d.sync += remainder.eq(Mux(fits, difference, minuend))
+
+        # Pass 2: ``n = round_shift(V, sh - F - fold)`` with ``V = (d >> fold) x R + floor(-C / 2**fold)``
+        # (see `fold_bits`), four stages each advancing on odd cycles (`tick`); ``gamma, beta`` are taken
+        # where they are used. Everything stalls while the output is valid and not taken, or the affine
+        # stream has nothing for the stage that needs it.
+        x_recip = Signal(signed(w + b - 1))              # x * (R - 2**(b-2))
         with m.If(~phase):
             m.d.sync += x_recip.eq(product)
+        fold = self.fold_bits
+        v_value = ((d >> fold) * (x_recip + (read.data << (b - 2))) + (acc >> fold))[:self.v_bits].as_signed()
+        low, high = self.shift_range
+        normalised = round_shift_above(v_value, low - fold, length, high - fold) if low > fold else \
+            round_shift_within(v_value, length, 0, high - low)
+        v0, v1, v2 = Signal(), Signal(), Signal()
+        q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1))
+        advance = (~self.o.valid | self.o.ready) & (~v1 | self.affine.valid)
+        tick = phase & advance
+        issuing = Signal()
+        m.d.comb += [read.addr.eq(index), read.en.eq(tick), write.addr.eq(index), write.data.eq(self.x.payload),
+                     self.affine.ready.eq(tick & v1)]
         with m.If(tick):
-            m.d.sync += [v0.eq(taking), gamma0.eq(self.affine.payload.gamma), beta0.eq(self.affine.payload.beta),
-                         v1.eq(v0), n1.eq(normalised), gamma1.eq(gamma0), beta1.eq(beta0),
-                         v2.eq(v1), q.eq(product + beta1),
+            m.d.sync += [v0.eq(issuing), v1.eq(v0), n1.eq(normalised[:self.n_bits]),
+                         v2.eq(v1), q.eq(product + self.affine.payload.beta),
                          self.o.valid.eq(v2),
                          self.o.payload.eq(saturate(round_shift_within(q, self.gamma_shift,
                                                                        *self._gamma_shift_range), self._out_bits))]
@@ -235,46 +267,47 @@ class LayerNormUnit(wiring.Component):
             with m.State("STATS"):
                 m.d.comb += [self.x.ready.eq(1), write.en.eq(self.x.valid), stats.eq(1)]
                 with m.If(self.x.valid):
-                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2 + product), index.eq(index + 1)]
+                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2 + d * product[:2 * w - 1]),
+                                 index.eq(index + 1)]
                     with m.If(index == d - 1):
-                        m.next = "MAGNITUDE"
-            with m.State("MAGNITUDE"):
-                m.d.sync += [scan.eq(Mux(s1 < 0, -s1, s1)), acc.eq(0), steps.eq(self.s1_bits), scaling.eq(0)]
-                m.next = "SERIAL"
-            with m.State("SERIAL"):                      # S1**2, or C = S1 * R: bit steps - 1 of scan
-                with m.If(steps != 0):
-                    m.d.sync += [acc.eq((acc << 1) + Mux(scan.bit_select((steps - 1)[:len(steps)], 1), addend, 0)),
-                                 steps.eq(steps - 1)]
-                with m.Elif(scaling):
-                    m.d.sync += index.eq(0)
-                    m.next = "NORMALISE"
-                with m.Else():
-                    m.d.sync += [acc.eq(big_d), remainder.eq(0), scan.eq(0), steps.eq(n)]
-                    m.next = "ROOT"
-            with m.State("ROOT"):                        # one bit of r = isqrt(D) a cycle, restoring
-                m.d.comb += rooting.eq(1)
-                m.d.sync += [acc.eq(acc << 2), scan.eq(Cat(fits, scan)), steps.eq(steps - 1),
-                             remainder.eq(Mux(fits, difference, brought))]
+                        m.d.sync += [acc.eq(0), steps.eq(self.s1_bits)]
+                        m.next = "SQUARE"
+            with m.State("SQUARE"):                      # acc = S1 * S1, bit steps - 1 of S1 a cycle; s2 += eps
+                m.d.comb += [bit.eq(s1.bit_select((steps - 1)[:len(steps)], 1)), negate.eq(steps == self.s1_bits)]
+                m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
+                with m.If(negate):
+                    m.d.sync += s2.eq(s2 + self.eps)
                 with m.If(steps == 1):
-                    m.next = "LENGTH"
-            with m.State("LENGTH"):
-                m.d.sync += [divisor.eq(scan[:n]), length.eq(n), remainder.eq(1 << (n - 1)), scan.eq(0),
-                             steps.eq(b)]
-                m.next = "SHIFT_UP"
+                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n), length.eq(n - self.length_min)]
+                    m.next = "ROOT"
+            with m.State("ROOT"):                        # bit steps - 1 of D a cycle; a root bit every second
+                m.d.comb += [rooting.eq(1), trial.eq(steps[0])]
+                m.d.sync += steps.eq(steps - 1)
+                with m.If(steps[0]):
+                    m.d.sync += scan.eq(Cat(fits, scan))
+                with m.If(steps == 1):
+                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b)]
+                    m.next = "SHIFT_UP"
             with m.State("SHIFT_UP"):                    # the root shifted up to its top bit (r >= 1)
-                with m.If(divisor[-1]):
+                with m.If(scan[-1]):
                     m.next = "DIVIDE"
                 with m.Else():
-                    m.d.sync += [divisor.eq(divisor << 1), length.eq(length - 1)]
+                    m.d.sync += [scan.eq(scan << 1), length.eq(length - 1)]
             with m.State("DIVIDE"):                      # R = floor(2**(n-1) 2**(b-1) / divisor), one bit a cycle
-                m.d.sync += [scan.eq(Cat(fits, scan)), steps.eq(steps - 1),
-                             remainder.eq(Mux(fits, difference, remainder) << 1)]
+                m.d.comb += trial.eq(1)
+                m.d.sync += [recip.eq(Cat(fits, recip)), steps.eq(steps - 1)]
                 with m.If(steps == 1):
-                    m.d.sync += [acc.eq(0), steps.eq(b), scaling.eq(1)]
-                    m.next = "SERIAL"
+                    m.d.sync += [acc.eq(0), steps.eq(b)]
+                    m.next = "SCALE"
+            with m.State("SCALE"):                       # acc = -S1 * R, R's bits from the top (R rotates)
+                m.d.comb += [bit.eq(recip[-1]), negate.eq(1)]
+                m.d.sync += [acc.eq(horner), recip.eq(Cat(recip[-1], recip)), steps.eq(steps - 1)]
+                with m.If(steps == 1):
+                    m.d.sync += index.eq(0)
+                    m.next = "NORMALISE"
             with m.State("NORMALISE"):
-                m.d.comb += [self.affine.ready.eq(tick), taking.eq(self.affine.valid)]
-                with m.If(tick & self.affine.valid):
+                m.d.comb += issuing.eq(1)
+                with m.If(tick):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == d - 1):
                         m.next = "DRAIN"

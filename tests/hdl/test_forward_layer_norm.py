@@ -41,7 +41,7 @@ def edge_rows(rng, d, res_bits):
 def test_init():
     dut = LayerNormUnit(d=64)
     assert (dut.d, dut.log2_d, dut.s1_bits, dut.d_bits, dut.n_bits, dut.beta_bits) == (64, 6, 22, 43, 16, 32)
-    assert dut.pipeline_depth == 8
+    assert dut.pipeline_depth == 2
     with pytest.raises(ValueError, match="frac_bits"):
         LayerNormUnit(d=64, frac_bits=16, inv_bits=16)
     with pytest.raises(TypeError, match="d must be an integer"):
