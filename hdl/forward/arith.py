@@ -8,7 +8,7 @@ enough to hold its exact result.
 from amaranth import Cat, Const, Mux, Value, signed
 
 __all__ = ["check_int", "check_range", "round_shift", "round_shift_above", "round_shift_within", "row_address",
-           "saturate", "saturate_limits"]
+           "saturate", "saturate_limits", "shift_right"]
 
 
 def check_int(name, value, low, high=None):
@@ -62,15 +62,45 @@ def round_shift_within(x, shift, low, high):
     return round_shift_above(x, low, (shift - low)[:(high - low).bit_length()], high)
 
 
-def round_shift_above(x, low, offset, high):
+def round_shift_above(x, low, offset, high, width=None):
     """`round_shift` of `x` by ``low + offset``, `offset` an unsigned signal known to lie in ``[0, high - low]``.
 
     What `round_shift_within` builds, for a caller that holds the shift as
     its offset above `low` (a counter that starts there): no subtractor in
-    front of the barrel shifter. `low` is at least 1.
+    front of the barrel shifter. `low` is at least 1. With `width`, only the
+    low `width` bits of the result (as ``signed(width)``), from a `shift_right`
+    of ``width + 1`` bits.
     """
-    partial = (x >> (low - 1)) >> offset[:max(1, (high - low).bit_length())]
-    return (partial + 1) >> 1
+    offset = offset[:max(1, (high - low).bit_length())]
+    if width is None:
+        return ((x >> (low - 1)) >> offset) + 1 >> 1
+    partial = shift_right(Value.cast(x) >> (low - 1), offset, width + 1).as_signed()
+    return ((partial + 1) >> 1)[:width].as_signed()
+
+
+def shift_right(x, amount, width):
+    """The low `width` bits of ``x >> amount`` (arithmetic when `x` is signed), unsigned.
+
+    A log shifter built by hand: the largest step first, each stage only as
+    wide as the output and the smaller steps after it need
+    (``width + 2**k - 1`` bits), so a shifter whose result is narrow costs
+    about ``width`` 2:1 multiplexers a stage. Yosys's own mapping of a wide
+    variable shift keeps every stage as wide as `x` (a layer norm's 33-bit
+    sum to 17 bits: about three times the LUTs).
+    """
+    x = Value.cast(x)
+    sign = x[-1] if x.shape().signed else Const(0)
+
+    def window(value, low, count):              # value[low:low + count], extended by x's sign
+        bits = value[low:low + count]
+        return Cat(bits, sign.replicate(count - len(bits))) if len(bits) < count else bits
+
+    value = x
+    for k in reversed(range(len(amount))):
+        step = 1 << k
+        need = width + step - 1
+        value = Mux(amount[k], window(value, step, need), window(value, 0, need))
+    return window(value, 0, width)
 
 
 def row_address(row, stride, offset):

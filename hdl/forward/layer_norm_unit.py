@@ -212,6 +212,7 @@ class LayerNormUnit(wiring.Component):
         mul_a = Mux(stats, self.x.payload, Mux(phase, n1, read.data))
         mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
         product = mul_a * mul_b
+        s2_sum = s2 + Mux(stats, d * product[:2 * w - 1], self.eps)     # one adder: x**2 in pass 1, then eps
 
         # Horner's rule, MSB first, in `acc`: S1 * S1 (the sign bit's step subtracts), then -S1 * R (every step
         # subtracts). A subtracted addend is its ones' complement with a carry in, one adder either way.
@@ -239,13 +240,13 @@ class LayerNormUnit(wiring.Component):
         # (see `fold_bits`), four stages each advancing on odd cycles (`tick`); ``gamma, beta`` are taken
         # where they are used. Everything stalls while the output is valid and not taken, or the affine
         # stream has nothing for the stage that needs it.
-        x_recip = Signal(signed(w + b - 1))              # x * (R - 2**(b-2))
-        with m.If(~phase):
-            m.d.sync += x_recip.eq(product)
         fold = self.fold_bits
-        v_value = ((d >> fold) * (x_recip + (read.data << (b - 2))) + (acc >> fold))[:self.v_bits].as_signed()
+        v_value = Signal(signed(self.v_bits))            # V, formed on even cycles: x * (R - 2**(b-2)) + x 2**(b-2) ..
+        with m.If(~phase):
+            m.d.sync += v_value.eq((d >> fold) * (product[:w + b - 1].as_signed() + (read.data << (b - 2)))
+                                   + (acc >> fold))
         low, high = self.shift_range
-        normalised = round_shift_above(v_value, low - fold, length, high - fold) if low > fold else \
+        normalised = round_shift_above(v_value, low - fold, length, high - fold, self.n_bits) if low > fold else \
             round_shift_within(v_value, length, 0, high - low)
         v0, v1, v2 = Signal(), Signal(), Signal()
         q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1))
@@ -267,8 +268,7 @@ class LayerNormUnit(wiring.Component):
             with m.State("STATS"):
                 m.d.comb += [self.x.ready.eq(1), write.en.eq(self.x.valid), stats.eq(1)]
                 with m.If(self.x.valid):
-                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2 + d * product[:2 * w - 1]),
-                                 index.eq(index + 1)]
+                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2_sum), index.eq(index + 1)]
                     with m.If(index == d - 1):
                         m.d.sync += [acc.eq(0), steps.eq(self.s1_bits)]
                         m.next = "SQUARE"
@@ -276,7 +276,7 @@ class LayerNormUnit(wiring.Component):
                 m.d.comb += [bit.eq(s1.bit_select((steps - 1)[:len(steps)], 1)), negate.eq(steps == self.s1_bits)]
                 m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
                 with m.If(negate):
-                    m.d.sync += s2.eq(s2 + self.eps)
+                    m.d.sync += s2.eq(s2_sum)
                 with m.If(steps == 1):
                     m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n), length.eq(n - self.length_min)]
                     m.next = "ROOT"
