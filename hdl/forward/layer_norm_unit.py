@@ -201,7 +201,7 @@ class LayerNormUnit(wiring.Component):
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))
         s2 = Signal(self.d_bits)                         # d * S2, then + eps
-        steps = Signal(range(max(self.s1_bits, 2 * n, b) + 1))
+        steps = Signal(range(max(self.s1_bits, 2 * n, b)))
         stats, phase = Signal(), Signal()
         m.d.sync += phase.eq(~phase)
 
@@ -212,7 +212,8 @@ class LayerNormUnit(wiring.Component):
         mul_a = Mux(stats, self.x.payload, Mux(phase, n1, read.data))
         mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
         product = mul_a * mul_b
-        s2_sum = s2 + Mux(stats, d * product[:2 * w - 1], self.eps)     # one adder: x**2 in pass 1, then eps
+        # d x**2 a value, and eps with the first (s2 is 0 then: an OR, not a second adder or an operand mux)
+        s2_sum = (s2 | Mux(index == 0, self.eps, 0)) + d * product[:2 * w - 1]
 
         # Horner's rule, MSB first, in `acc`: S1 * S1 (the sign bit's step subtracts), then -S1 * R (every step
         # subtracts). A subtracted addend is its ones' complement with a carry in, one adder either way.
@@ -229,7 +230,7 @@ class LayerNormUnit(wiring.Component):
         scan = Signal(n)
         length = Signal(range(n - self.length_min + 1))  # bit_length(r) - length_min
         rooting, trial = Signal(), Signal()
-        in_bit = rooting & big_d.bit_select((steps - 1)[:len(steps)], 1)
+        in_bit = rooting & big_d.bit_select(steps, 1)
         minuend = Cat(in_bit, remainder[:n + 1])
         difference = minuend - Mux(rooting, Cat(1, 0, scan), scan)
         fits = trial & (difference >= 0)
@@ -270,23 +271,21 @@ class LayerNormUnit(wiring.Component):
                 with m.If(self.x.valid):
                     m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2_sum), index.eq(index + 1)]
                     with m.If(index == d - 1):
-                        m.d.sync += [acc.eq(0), steps.eq(self.s1_bits)]
+                        m.d.sync += [acc.eq(0), steps.eq(self.s1_bits - 1)]
                         m.next = "SQUARE"
-            with m.State("SQUARE"):                      # acc = S1 * S1, bit steps - 1 of S1 a cycle; s2 += eps
-                m.d.comb += [bit.eq(s1.bit_select((steps - 1)[:len(steps)], 1)), negate.eq(steps == self.s1_bits)]
+            with m.State("SQUARE"):                      # acc = S1 * S1, bit `steps` of S1 a cycle
+                m.d.comb += [bit.eq(s1.bit_select(steps, 1)), negate.eq(steps == self.s1_bits - 1)]
                 m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
-                with m.If(negate):
-                    m.d.sync += s2.eq(s2_sum)
-                with m.If(steps == 1):
-                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n), length.eq(n - self.length_min)]
+                with m.If(steps == 0):
+                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1), length.eq(n - self.length_min)]
                     m.next = "ROOT"
-            with m.State("ROOT"):                        # bit steps - 1 of D a cycle; a root bit every second
-                m.d.comb += [rooting.eq(1), trial.eq(steps[0])]
+            with m.State("ROOT"):                        # bit `steps` of D a cycle; a root bit on the even ones
+                m.d.comb += [rooting.eq(1), trial.eq(~steps[0])]
                 m.d.sync += steps.eq(steps - 1)
-                with m.If(steps[0]):
+                with m.If(~steps[0]):
                     m.d.sync += scan.eq(Cat(fits, scan))
-                with m.If(steps == 1):
-                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b)]
+                with m.If(steps == 0):
+                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b - 1)]
                     m.next = "SHIFT_UP"
             with m.State("SHIFT_UP"):                    # the root shifted up to its top bit (r >= 1)
                 with m.If(scan[-1]):
@@ -296,13 +295,13 @@ class LayerNormUnit(wiring.Component):
             with m.State("DIVIDE"):                      # R = floor(2**(n-1) 2**(b-1) / divisor), one bit a cycle
                 m.d.comb += trial.eq(1)
                 m.d.sync += [recip.eq(Cat(fits, recip)), steps.eq(steps - 1)]
-                with m.If(steps == 1):
-                    m.d.sync += [acc.eq(0), steps.eq(b)]
+                with m.If(steps == 0):
+                    m.d.sync += [acc.eq(0), steps.eq(b - 1)]
                     m.next = "SCALE"
             with m.State("SCALE"):                       # acc = -S1 * R, R's bits from the top (R rotates)
                 m.d.comb += [bit.eq(recip[-1]), negate.eq(1)]
                 m.d.sync += [acc.eq(horner), recip.eq(Cat(recip[-1], recip)), steps.eq(steps - 1)]
-                with m.If(steps == 1):
+                with m.If(steps == 0):
                     m.d.sync += index.eq(0)
                     m.next = "NORMALISE"
             with m.State("NORMALISE"):
