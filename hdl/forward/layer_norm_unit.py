@@ -152,8 +152,9 @@ class LayerNormUnit(wiring.Component):
 
     @property
     def acc_bits(self):
-        """Signed width of the once-per-row accumulator, which holds ``S1**2`` and then ``-S1 * R``."""
-        return max(2 * self.s1_bits, self.s1_bits + self._inv_bits) + 1
+        """Signed width of the once-per-row accumulator, which holds ``-S1**2`` (at least ``2 root_bits``
+        bits: isqrt doubles it modulo that) and then ``-S1 * R``."""
+        return max(2 * self.s1_bits + 1, self.s1_bits + self._inv_bits + 1, 2 * self.root_bits)
 
     @property
     def fold_bits(self):
@@ -200,7 +201,7 @@ class LayerNormUnit(wiring.Component):
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))
-        s2 = Signal(self.d_bits)                         # d * S2, then + eps
+        s2 = Signal(2 * n)                               # d * S2 + eps; shifted up a bit a cycle by isqrt
         steps = Signal(range(max(self.s1_bits, 2 * n, b)))
         stats, phase = Signal(), Signal()
         m.d.sync += phase.eq(~phase)
@@ -215,22 +216,24 @@ class LayerNormUnit(wiring.Component):
         # d x**2 a value, and eps with the first (s2 is 0 then: an OR, not a second adder or an operand mux)
         s2_sum = (s2 | Mux(index == 0, self.eps, 0)) + d * product[:2 * w - 1]
 
-        # Horner's rule, MSB first, in `acc`: S1 * S1 (the sign bit's step subtracts), then -S1 * R (every step
-        # subtracts). A subtracted addend is its ones' complement with a carry in, one adder either way.
+        # Horner's rule, MSB first, in `acc`: -S1 * S1 (every step but the sign bit's subtracts), then -S1 * R
+        # (every step subtracts). A subtracted addend is its ones' complement with a carry in: one adder. With
+        # no bit it doubles acc.
         acc = Signal(signed(self.acc_bits))
         bit, negate = Signal(), Signal()
         addend = Mux(bit, Mux(negate, ~s1, s1), 0)
         horner = (Cat(1, acc << 1).as_signed() + Cat(bit & negate, addend).as_signed())[1:]
 
-        # isqrt and the reciprocal's divide on one subtractor. isqrt takes one bit of D a cycle from the top,
-        # trying ``4 root + 1`` on every second; the divide takes ``2**(n-1) 2**(b-1) / divisor``.
-        # `scan` holds the root, then the root shifted up to its top bit (the divisor).
-        big_d = Cat((s2 - acc)[:self.d_bits], Const(0, 2 * n - self.d_bits))    # D, while acc holds S1**2
+        # isqrt and the reciprocal's divide on one subtractor. isqrt takes one bit of D = s2 + acc a cycle from
+        # the top: both registers double each cycle, so the top bit of their sum (mod 2**(2n): a carry chain,
+        # no LUT per bit) is the next bit of D. It tries ``4 root + 1`` on every second bit. The divide takes
+        # ``2**(n-1) 2**(b-1) / divisor``. `scan` holds the root, then the root shifted up to its top bit.
+        d_top = (s2 + acc[:2 * n])[2 * n - 1]
         remainder = Signal(n + 2)
         scan = Signal(n)
         length = Signal(range(n - self.length_min + 1))  # bit_length(r) - length_min
         rooting, trial = Signal(), Signal()
-        in_bit = rooting & big_d.bit_select(steps, 1)
+        in_bit = rooting & d_top
         minuend = Cat(in_bit, remainder[:n + 1])
         difference = minuend - Mux(rooting, Cat(1, 0, scan), scan)
         fits = trial & (difference >= 0)
@@ -274,14 +277,14 @@ class LayerNormUnit(wiring.Component):
                         m.d.sync += [acc.eq(0), steps.eq(self.s1_bits - 1)]
                         m.next = "SQUARE"
             with m.State("SQUARE"):                      # acc = S1 * S1, bit `steps` of S1 a cycle
-                m.d.comb += [bit.eq(s1.bit_select(steps, 1)), negate.eq(steps == self.s1_bits - 1)]
+                m.d.comb += [bit.eq(s1.bit_select(steps, 1)), negate.eq(steps != self.s1_bits - 1)]
                 m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
                 with m.If(steps == 0):
                     m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1), length.eq(n - self.length_min)]
                     m.next = "ROOT"
             with m.State("ROOT"):                        # bit `steps` of D a cycle; a root bit on the even ones
                 m.d.comb += [rooting.eq(1), trial.eq(~steps[0])]
-                m.d.sync += steps.eq(steps - 1)
+                m.d.sync += [steps.eq(steps - 1), s2.eq(s2 << 1), acc.eq(horner)]
                 with m.If(~steps[0]):
                     m.d.sync += scan.eq(Cat(fits, scan))
                 with m.If(steps == 0):
