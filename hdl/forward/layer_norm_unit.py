@@ -244,16 +244,22 @@ class LayerNormUnit(wiring.Component):
         # (see `fold_bits`), four stages each advancing on odd cycles (`tick`); ``gamma, beta`` are taken
         # where they are used. Everything stalls while the output is valid and not taken, or the affine
         # stream has nothing for the stage that needs it.
+        # Registers keep only the bits above the smallest shift less one (no sum bits below them).
         fold = self.fold_bits
-        v_value = Signal(signed(self.v_bits))            # V, formed on even cycles: x * (R - 2**(b-2)) + x 2**(b-2) ..
-        with m.If(~phase):
-            m.d.sync += v_value.eq((d >> fold) * (product[:w + b - 1].as_signed() + (read.data << (b - 2)))
-                                   + (acc >> fold))
         low, high = self.shift_range
-        normalised = round_shift_above(v_value, low - fold, length, high - fold, self.n_bits) if low > fold else \
-            round_shift_within(v_value, length, 0, high - low)
+        dropped = max(0, low - fold - 1)
+        v_value = Signal(signed(self.v_bits - dropped))  # V >> dropped, formed on even cycles
+        with m.If(~phase):
+            m.d.sync += v_value.eq(((d >> fold) * (product[:w + b - 1].as_signed() + (read.data << (b - 2)))
+                                    + (acc >> fold)) >> dropped)
+        normalised = round_shift_above(v_value, 1, length, 1 + high - low, self.n_bits) if low > fold else \
+            round_shift_within(v_value, length, low - fold, high - fold)
+        g_low, g_high = self._gamma_shift_range
+        g_dropped = max(0, g_low - 1)
         v0, v1, v2 = Signal(), Signal(), Signal()
-        q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1))
+        q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1 - g_dropped))
+        rounded = round_shift_above(q, 1, (self.gamma_shift - g_low)[:6], 1 + g_high - g_low) if g_low else \
+            round_shift_within(q, self.gamma_shift, g_low, g_high)
         advance = (~self.o.valid | self.o.ready) & (~v1 | self.affine.valid)
         tick = phase & advance
         issuing = Signal()
@@ -261,10 +267,9 @@ class LayerNormUnit(wiring.Component):
                      self.affine.ready.eq(tick & v1)]
         with m.If(tick):
             m.d.sync += [v0.eq(issuing), v1.eq(v0), n1.eq(normalised[:self.n_bits]),
-                         v2.eq(v1), q.eq(product + self.affine.payload.beta),
+                         v2.eq(v1), q.eq((product + self.affine.payload.beta) >> g_dropped),
                          self.o.valid.eq(v2),
-                         self.o.payload.eq(saturate(round_shift_within(q, self.gamma_shift,
-                                                                       *self._gamma_shift_range), self._out_bits))]
+                         self.o.payload.eq(saturate(rounded, self._out_bits))]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
