@@ -154,7 +154,7 @@ class LayerNormUnit(wiring.Component):
     def acc_bits(self):
         """Signed width of the once-per-row accumulator, which holds ``-S1**2`` (at least ``2 root_bits``
         bits: isqrt doubles it modulo that) and then ``-S1 * R``."""
-        return max(2 * self.s1_bits + 1, self.s1_bits + self._inv_bits + 1, 2 * self.root_bits)
+        return max(2 * self.s1_bits + 1, self.s1_bits + self._inv_bits + 1, 2 * self.root_bits + 1)
 
     @property
     def fold_bits(self):
@@ -201,7 +201,7 @@ class LayerNormUnit(wiring.Component):
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))
-        s2 = Signal(2 * n)                               # d * S2 + eps; shifted up a bit a cycle by isqrt
+        s2 = Signal(self.d_bits + 1)                     # 2 (d * S2 + eps)
         steps = Signal(range(max(self.s1_bits, 2 * n, b)))
         stats, phase = Signal(), Signal()
         m.d.sync += phase.eq(~phase)
@@ -214,21 +214,20 @@ class LayerNormUnit(wiring.Component):
         mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
         product = mul_a * mul_b
         # d x**2 a value, and eps with the first (s2 is 0 then: an OR, not a second adder or an operand mux)
-        s2_sum = (s2 | Mux(index == 0, self.eps, 0)) + d * product[:2 * w - 1]
+        s2_sum = (s2 | Mux(index == 0, self.eps << 1, 0)) + ((d * product[:2 * w - 1]) << 1)
 
-        # Horner's rule, MSB first, in `acc`: -S1 * S1 (every step but the sign bit's subtracts), then -S1 * R
-        # (every step subtracts). A subtracted addend is its ones' complement with a carry in: one adder. With
-        # no bit it doubles acc.
+        # Horner's rule, MSB first, in `acc`: -S1 * S1 (every step but the sign bit's subtracts), then one more
+        # step adding s2 (acc = 2 D), then -S1 * R (every step subtracts). A subtracted addend is its ones'
+        # complement with a carry in: one adder. With no addend it doubles acc, as isqrt does to read D.
         acc = Signal(signed(self.acc_bits))
-        bit, negate = Signal(), Signal()
-        addend = Mux(bit, Mux(negate, ~s1, s1), 0)
+        bit, negate, join = Signal(), Signal(), Signal()
+        addend = Mux(join, s2, Mux(bit, Mux(negate, ~s1, s1), 0))
         horner = (Cat(1, acc << 1).as_signed() + Cat(bit & negate, addend).as_signed())[1:]
 
-        # isqrt and the reciprocal's divide on one subtractor. isqrt takes one bit of D = s2 + acc a cycle from
-        # the top: both registers double each cycle, so the top bit of their sum (mod 2**(2n): a carry chain,
-        # no LUT per bit) is the next bit of D. It tries ``4 root + 1`` on every second bit. The divide takes
+        # isqrt and the reciprocal's divide on one subtractor. isqrt takes one bit of D a cycle from the top
+        # of acc (2 D, doubling each cycle), trying ``4 root + 1`` on every second bit. The divide takes
         # ``2**(n-1) 2**(b-1) / divisor``. `scan` holds the root, then the root shifted up to its top bit.
-        d_top = (s2 + acc[:2 * n])[2 * n - 1]
+        d_top = acc[2 * n]
         remainder = Signal(n + 2)
         scan = Signal(n)
         length = Signal(range(n - self.length_min + 1))  # bit_length(r) - length_min
@@ -285,11 +284,15 @@ class LayerNormUnit(wiring.Component):
                 m.d.comb += [bit.eq(s1.bit_select(steps, 1)), negate.eq(steps != self.s1_bits - 1)]
                 m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
                 with m.If(steps == 0):
-                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1), length.eq(n - self.length_min)]
-                    m.next = "ROOT"
+                    m.next = "JOIN"
+            with m.State("JOIN"):                        # acc = 2 acc + s2 = 2 D
+                m.d.comb += join.eq(1)
+                m.d.sync += [acc.eq(horner), remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1),
+                             length.eq(n - self.length_min)]
+                m.next = "ROOT"
             with m.State("ROOT"):                        # bit `steps` of D a cycle; a root bit on the even ones
                 m.d.comb += [rooting.eq(1), trial.eq(~steps[0])]
-                m.d.sync += [steps.eq(steps - 1), s2.eq(s2 << 1), acc.eq(horner)]
+                m.d.sync += [steps.eq(steps - 1), acc.eq(horner)]
                 with m.If(~steps[0]):
                     m.d.sync += scan.eq(Cat(fits, scan))
                 with m.If(steps == 0):
