@@ -248,9 +248,11 @@ class LayerNormUnit(wiring.Component):
         low, high = self.shift_range
         dropped = max(0, low - fold - 1)
         v_value = Signal(signed(self.v_bits - dropped))  # V >> dropped, formed on even cycles
+        kc = acc >> fold                                 # floor(-C / 2**fold); x 2**(b-2) adds to its top bits only
         with m.If(~phase):
-            m.d.sync += v_value.eq(((d >> fold) * (product[:w + b - 1].as_signed() + (read.data << (b - 2)))
-                                    + (acc >> fold)) >> dropped)
+            m.d.sync += v_value.eq(((d >> fold) * product[:w + b - 1].as_signed()
+                                    + Cat(kc[:b - 2], kc[b - 2:].as_signed() + (d >> fold) * read.data).as_signed())
+                                   >> dropped)
         normalised = round_shift_above(v_value, 1, length, 1 + high - low, self.n_bits) if low > fold else \
             round_shift_within(v_value, length, low - fold, high - fold)
         g_low, g_high = self._gamma_shift_range
