@@ -19,28 +19,32 @@ class LayerNormUnit(wiring.Component):
     One signed multiplier (``max(res_bits, n_bits) x max(res_bits, gamma_bits, inv_bits)``
     bits: one SB_MAC16 for the default formats) does every per-element
     product. Pass 1 (``x``, one value per cycle) stores the row in a memory
-    (one EBR for 64 x 16 bits) and forms ``S1 = sum x`` and ``S2 = sum x**2``
-    (the multiplier squares). Then, once per row, on one serial datapath
-    (no multiplier; one shift-add accumulator and one subtractor):
-    ``S1**2`` (``s1_bits`` cycles), ``D = d * S2 - S1**2 + eps``, ``r =
-    isqrt(D)`` (`IsqrtUnit`'s restoring method, in the accumulator that held
-    ``D``: ``ceil(d_bits / 2)`` cycles), ``(R, sh) = reciprocal(r,
-    inv_bits)`` (`ReciprocalUnit`'s shift-up and restoring divide on the
-    same subtractor), and ``C = S1 * R`` (``inv_bits`` cycles); ``R`` and
-    ``sh`` stay in their registers for the row. Pass 2 (``affine``: the layer's
-    ``gamma, beta`` per channel) reads the row back, one element every two
-    cycles, the multiplier taking ``x * (R - 2**(inv_bits-2))`` on even
-    cycles and ``n * gamma`` on odd ones:
-    ``(d x - S1) R = d (x (R - 2**(inv_bits-2)) + x 2**(inv_bits-2)) - C``;
-    ``n = round_shift(that, sh - F)``; ``q = n * gamma + beta``;
-    ``y = saturate(round_shift(q, gamma_shift), out_bits)``. ``R`` lies in
-    ``[2**(inv_bits-2), 2**(inv_bits-1)]``, so ``R - 2**(inv_bits-2)`` fits
-    ``inv_bits`` signed bits.
+    (one EBR for 64 x 16 bits) and forms ``S1 = sum x`` and ``s2 = 2 (d S2 +
+    eps)`` (the multiplier squares; eps is ORed in with the first value).
+    Then, once per row, on one Horner adder and one subtractor (no
+    multiplier): ``acc = -S1**2`` (``s1_bits`` cycles, MSB first), ``acc = 2
+    acc + s2 = 2 D`` (1 cycle), ``r = isqrt(D)`` (``2 root_bits`` cycles: acc
+    doubles each cycle and its top bit is the next bit of ``D``; a root bit
+    is tried every second cycle), the root shifted up to its top bit
+    (counting ``bit_length(r)``), ``R = reciprocal(r, inv_bits)`` by a
+    restoring divide on the same subtractor (``inv_bits`` cycles), and ``acc =
+    -S1 R`` (``inv_bits`` cycles, ``R`` rotating through its register). Pass 2
+    (``affine``: the layer's ``gamma, beta`` per channel) reads the row back,
+    one element every two cycles, the multiplier taking ``x (R -
+    2**(inv_bits-2))`` on even cycles and ``n * gamma`` on odd ones, with
+    ``f = fold_bits``:
+    ``V = (d / 2**f) x R + floor(-S1 R / 2**f)``; ``n = round_shift(V, sh - F - f)``;
+    ``q = n * gamma + beta``; ``y = saturate(round_shift(q, gamma_shift), out_bits)``.
+    ``R`` lies in ``[2**(inv_bits-2), 2**(inv_bits-1)]``, so ``R -
+    2**(inv_bits-2)`` fits ``inv_bits`` signed bits. ``gamma, beta`` are taken
+    at the stage that uses them (no pipeline copies).
 
-    The shifts are barrel shifters only over the range they can take: ``sh -
-    F`` from ``bit_length(isqrt(eps_min)) + inv_bits - 2 - F`` up, and
-    ``gamma_shift`` over `gamma_shift_range` (wiring alone when the
-    artefact's layer norms share one shift).
+    The shifts are log shifters (`arith.shift_right`) only over the range
+    they can take and only as wide as their results: ``sh - F - f`` over
+    `shift_range` (``bit_length(isqrt(eps_min))`` bounds it from below) and
+    ``gamma_shift`` over `gamma_shift_range` (wiring alone when the artefact's
+    layer norms share one shift); the registers in front of them keep only the
+    bits above the smallest shift less one.
 
     ``n`` is kept to ``n_bits`` signed bits: with ``eps >= 1``,
     ``|d x - S1| <= sqrt(d - 1) * sqrt(D - 1)`` and ``r = floor(sqrt D)``, so
@@ -282,7 +286,7 @@ class LayerNormUnit(wiring.Component):
                     with m.If(index == d - 1):
                         m.d.sync += [acc.eq(0), steps.eq(self.s1_bits - 1)]
                         m.next = "SQUARE"
-            with m.State("SQUARE"):                      # acc = S1 * S1, bit `steps` of S1 a cycle
+            with m.State("SQUARE"):                      # acc = -S1 * S1, bit `steps` of S1 a cycle
                 m.d.comb += [bit.eq(s1.bit_select(steps, 1)), negate.eq(steps != self.s1_bits - 1)]
                 m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
                 with m.If(steps == 0):

@@ -8,7 +8,7 @@ from amaranth import Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from golden.int_ops import round_shift, saturate as golden_saturate
-from hdl.forward.arith import check_range, round_shift_within, row_address, saturate
+from hdl.forward.arith import check_range, round_shift_above, round_shift_within, row_address, saturate, shift_right
 
 
 def evaluate(inputs, outputs, cases):
@@ -50,6 +50,30 @@ def test_round_shift_within_exhaustive(low, high):
     cases = list(itertools.product(range(-128, 128), range(low, high + 1)))
     got = evaluate([x, shift], [round_shift_within(x, shift, low, high)], cases)
     assert [g for g, in got] == [int(round_shift(np.int64(v), s)) for v, s in cases]
+
+
+@pytest.mark.parametrize("is_signed, width, amount_bits", [(True, 3, 2), (True, 5, 3), (False, 4, 3), (True, 9, 2)])
+def test_shift_right_exhaustive(is_signed, width, amount_bits):
+    """Every 8-bit value at every shift the amount can take: the low `width` bits of Python's ``>>`` (arithmetic
+    for a signed input), including outputs wider than what is left of the input."""
+    x, amount = Signal(signed(8) if is_signed else unsigned(8)), Signal(amount_bits)
+    values = range(-128, 128) if is_signed else range(256)
+    cases = list(itertools.product(values, range(1 << amount_bits)))
+    got = evaluate([x, amount], [shift_right(x, amount, width)], cases)
+    assert [g for g, in got] == [(v >> a) & ((1 << width) - 1) for v, a in cases]
+
+
+@pytest.mark.parametrize("low, high, width", [(1, 1, None), (1, 4, None), (3, 6, None), (1, 4, 5), (2, 9, 3)])
+def test_round_shift_above_exhaustive(low, high, width):
+    """Every 8-bit signed value at every offset of the range, against golden's round half up (with `width`:
+    its low bits, as a signed value of that width)."""
+    x, offset = Signal(signed(8)), Signal(range(high - low + 1))
+    cases = list(itertools.product(range(-128, 128), range(high - low + 1)))
+    got = evaluate([x, offset], [round_shift_above(x, low, offset, high, width)], cases)
+    want = [int(round_shift(np.int64(v), low + o)) for v, o in cases]
+    if width is not None:
+        want = [(w + (1 << (width - 1))) % (1 << width) - (1 << (width - 1)) for w in want]
+    assert [g for g, in got] == want
 
 
 def test_row_address():

@@ -143,3 +143,20 @@ def test_root_and_reciprocal_edges(eps):
     want = golden_rows(rows, gamma, beta, eps, 0, frac_bits=6, inv_bits=7, out_bits=8)
     np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, 0), want)
     assert np.abs(want).max() < 127                                   # n itself, not saturated
+
+
+@pytest.mark.parametrize("d, frac_bits, inv_bits, eps, shifts, fold", [
+    (64, 6, 7, 1, (0, 2), 0), (64, 6, 7, 4, (1, 3), 0), (64, 6, 7, 16, (2, 2), 1), (64, 6, 7, 300, (0, 0), 3),
+    (64, 4, 8, 4096, (3, 5), 6), (48, 6, 7, 5000, (1, 1), 4)])
+def test_fold(d, frac_bits, inv_bits, eps, shifts, fold):
+    """``d x R - C`` folded by ``2**fold`` (limited by d's trailing zeros and by the smallest normalising shift
+    that eps_min allows), and the output rounding from each side of its shift range's bottom (0, 1, more)."""
+    dut = LayerNormUnit(d=d, res_bits=10, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=4, eps_bits=13,
+                        eps_min=eps, gamma_shift_range=shifts, out_bits=8)
+    assert dut.fold_bits == fold
+    rng = np.random.default_rng(d + eps)
+    gamma, beta = rng.integers(-8, 8, d), rng.integers(-600, 600, d)
+    rows = np.concatenate([edge_rows(rng, d, 10), rng.integers(-512, 512, (2, d)), rng.integers(-3, 4, (1, d))])
+    want = golden_rows(rows, gamma, beta, eps, shifts[1], frac_bits, inv_bits, 8)
+    np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shifts[1], seed=fold), want)
+    assert len(np.unique(want)) > 20                                      # not a saturated test
