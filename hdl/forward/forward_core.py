@@ -319,10 +319,11 @@ class ForwardCore(wiring.Component):
         records; it reads each in order:
 
         - at ``p * constant_stride``, position ``p``'s `EmbeddingUnit.wpe_bytes`:
-          the wpe row's requantiser (``mult`` little-endian, then one byte
-          ``shift - low``) and its ``d`` values, a signed byte each, padded with
-          ``0xFF`` (erased flash) to the stride (a power of two: the seek
-          address is the position's bits shifted, no multiplier);
+          its ``d`` requantised wpe terms (`EmbeddingUnit.wpe_terms`, golden's
+          ``round_shift(wpe[p] * mult, shift)``, exact: the requantiser is
+          applied here, not on the chip), each little-endian two's complement
+          in whole bytes, padded with ``0xFF`` (erased flash) to the stride (a
+          power of two: the seek address is the position's bits shifted);
         - at ``constant_stream_base`` (``context * constant_stride``), for every
           step of the program (`core_steps`) in order, one record per value the
           step's unit takes: a layer norm's ``d`` records ``(gamma, beta)``, a
