@@ -473,15 +473,16 @@ class ForwardCore(wiring.Component):
         a_write, a_read, a_read2 = activations.write_port(), activations.read_port(), activations.read_port()
 
         def reader(name, ports, depth):
-            """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address): ``start`` latches
-            ``base`` and ``count`` (comb inputs) and restarts it."""
+            """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address, or at ``offset`` past it
+            for a ``(port, offset)``): ``start`` latches ``base`` and ``count`` (comb inputs) and restarts it."""
             r = {"start": Signal(name=name + "_start"), "count": Signal(range(depth + 1), name=name + "_count"),
                  "base": Signal(range(depth + 1), name=name + "_base"), "valid": Signal(name=name + "_valid"),
                  "ready": Signal(name=name + "_ready")}
             left, address = Signal(range(depth + 1), name=name + "_left"), Signal(range(depth + 1), name=name + "_addr")
             advance = ~r["valid"] | r["ready"]
             for port in ports:
-                m.d.comb += [port.addr.eq(address), port.en.eq(advance)]
+                port, offset = port if isinstance(port, tuple) else (port, 0)
+                m.d.comb += [port.addr.eq(address + offset if offset else address), port.en.eq(advance)]
             with m.If(r["start"]):
                 m.d.sync += [address.eq(r["base"]), left.eq(r["count"]), r["valid"].eq(0)]
             with m.Elif(advance):
@@ -504,7 +505,8 @@ class ForwardCore(wiring.Component):
             return w
 
         source_x = reader("source_x", [x_read], d)
-        source_a = reader("source_a", [a_read], self._act_depth)
+        # The attention's values (act 2d..3d) leave beside its keys (d..2d): the second port reads d further on.
+        source_a = reader("source_a", [a_read, (a_read2, d)], self._act_depth)
         flash = self._constants == "flash"
         if flash:
             # The unpacker: a record's bytes shift in from the top of `record`; full after its kind's length, it
@@ -559,13 +561,12 @@ class ForwardCore(wiring.Component):
             m.d.comb += [norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
                          source_g["count"].eq(d), source_g["base"].eq(index_of * d),
                          norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready)]
-        kv = reader("source_kv", [a_read2], self._act_depth)        # values, beside source_a's keys
         sink_x = writer("sink_x", x_write, d)
         sink_a = writer("sink_a", a_write, self._act_depth)
         m.d.comb += [norm.x.payload.eq(x_read.data), linear.x.payload.eq(x_read.data),
                      linear.a.payload.eq(a_read.data),
                      head.a.payload.eq(a_read.data),
-                     source_x["count"].eq(d), kv["count"].eq(d), kv["base"].eq(2 * d)]
+                     source_x["count"].eq(d)]
 
         # head -> sampler (and the observation port)
         wiring.connect(m, head.o, sampler.logits)
@@ -672,7 +673,7 @@ class ForwardCore(wiring.Component):
                 if not flash:
                     m.d.comb += source_g["start"].eq(1)
                 m.d.comb += [sink_a["start"].eq(1), sink_x["start"].eq(1), source_x["start"].eq(1),
-                             source_a["start"].eq(1), kv["start"].eq(1),
+                             source_a["start"].eq(1),
                              source_a["count"].eq(Mux(preloaded_of, 0, k_of)),
                              source_a["base"].eq(Mux(kind_of == ATTENTION, d, 0))]
                 with m.If((step == ln_f_step) & ~wants_logits):
@@ -717,8 +718,7 @@ class ForwardCore(wiring.Component):
             with m.State("KV"):                           # keys (act d..2d) and values (2d..3d) into the cache
                 for g, unit in enumerate(attentions):
                     with m.If(group == g):
-                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready),
-                                     kv["ready"].eq(unit.kv.ready)]
+                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready)]
                 count_channel(source_a["valid"] & source_a["ready"])
                 with m.If(source_a["done"]):
                     m.d.comb += [source_a["start"].eq(1), source_a["count"].eq(d), source_a["base"].eq(0)]
