@@ -67,17 +67,15 @@ def round_shift_above(x, low, offset, high, width=None):
 
     What `round_shift_within` builds, for a caller that holds the shift as
     its offset above `low` (a counter that starts there): no subtractor in
-    front of the barrel shifter. `low` is at least 1. The shift is a
-    `shift_right` (the embedding unit, through `round_shift_within`: 350 to
-    319 LUT4 against Yosys's own shifter); with `width`, only the low `width`
-    bits of the result (as ``signed(width)``), from a `shift_right` of
-    ``width + 1`` bits.
+    front of the barrel shifter. `low` is at least 1. With `width`, only the
+    low `width` bits of the result (as ``signed(width)``), from a
+    `shift_right` of ``width + 1`` bits (Yosys's own shifter keeps every
+    stage as wide as `x`).
     """
     offset = offset[:max(1, (high - low).bit_length())]
     pre = Value.cast(x) >> (low - 1)
     if width is None:
-        partial = shift_right(pre, offset, len(pre))
-        return ((partial.as_signed() if pre.shape().signed else partial) + 1) >> 1
+        return (pre >> offset) + 1 >> 1
     partial = shift_right(pre, offset, width + 1).as_signed()
     return ((partial + 1) >> 1)[:width].as_signed()
 
