@@ -10,6 +10,7 @@ from golden.int_forward import IntegerForward
 from hdl.forward.forward_core import ATTENTION, HEAD, LINEAR, NORM, ForwardCore, core_steps
 
 from forward_cases import tiny_compiled
+from sim.constant_source import FlashCore
 
 
 def run_core(core, requests, *, seed=0, gap=0.0, max_cycles=2_000_000):
@@ -84,13 +85,15 @@ def golden_run(forward, prompt, count, inv_temperature, top_k, seed):
     return tokens, np.array(rows[:len(tokens)])
 
 
-def check_requests(compiled, requests, **core_args):
+def check_requests(compiled, requests, *, source=None, **core_args):
     """Run `requests` on a `ForwardCore` of `compiled` (back-pressure both sides); assert golden's tokens and
-    logits. Returns the results and the core."""
+    logits. `source`: the options of a `sim.constant_source.ConstantImageSource` feeding a core with
+    ``constants="flash"`` its image. Returns the results and the core."""
     forward = IntegerForward(compiled)
     V = compiled.config.vocab_size
     core = ForwardCore(compiled=compiled, **core_args)
-    results = run_core(core, requests, gap=0.2, seed=len(requests))
+    dut = core if source is None else FlashCore(core, **source)
+    results = run_core(dut, requests, gap=0.2, seed=len(requests))
     for request, (tokens, logits, _) in zip(requests, results):
         want_tokens, want_logits = golden_run(forward, *request)
         assert tokens == want_tokens, request
@@ -135,6 +138,52 @@ def test_two_layers(two_layers):
     memories = {name: (width, depth) for name, width, depth in core.memories}
     # two units of 2 heads x 4 channels, 2 lanes: (key, value) x 2 layers x 6 positions x 8 channels / 2 per word
     assert memories["kv_cache"] == memories["kv_cache1"] == (16, 2 * 2 * 6 * 8 // 2)
+
+
+def test_generate_flash(one_layer):
+    """The constants streamed (`ForwardCore.constant_image` from a `ConstantImageSource`): half a byte a cycle,
+    a seek latency of 9 cycles and a third of the cycles stalled; greedy with a prompt, then sampled with
+    top-k and a prompt of one (its ln_f records left unread)."""
+    V = one_layer.config.vocab_size
+    results, core = check_requests(one_layer, [([3, 1, 4], 4, 0, V, 0), ([5], 3, 180, 4, 2)], context=12, rows=2,
+                                   columns=3, head_lanes=3, constants="flash",
+                                   source={"rate": 0.5, "latency": 9, "stall": 1 / 3, "seed": 5})
+    # Every token reads its records at half a byte a cycle at best.
+    assert min(b - a for _, _, times in results for a, b in zip(times, times[1:])) > \
+        2 * core.constant_bytes_per_token
+
+
+def test_constant_image(one_layer):
+    """The image: each position's wpe block at its stride, then every record in program order; a flash core
+    keeps none of those constants in its memories."""
+    t, d = one_layer.tensors, one_layer.config.n_embd
+    core = ForwardCore(compiled=one_layer, context=12, rows=2, columns=3, head_lanes=3, constants="flash")
+    image, stride, base = core.constant_image(), core.constant_stride, core.constant_stream_base
+    wpe = core._embedding.wpe_bytes(11)
+    assert stride == 32 and base == 12 * stride and len(image) == base + core.constant_bytes_per_token - len(wpe)
+    assert image[11 * stride:11 * stride + len(wpe)] == wpe and set(image[11 * stride + len(wpe):base]) == {0xFF}
+    assert list(np.frombuffer(wpe[-d:], np.int8)) == list(t["wpe.table"][11])
+    # ln_1: (gamma 2 bytes, beta 3 bytes); then c_attn's (bias, mult 2 bytes, shift), all 5-byte records.
+    records = np.frombuffer(image[base:], np.uint8).reshape(-1, 5).astype(np.int64)
+
+    def field(columns):
+        raw = sum(records[:, c] << (8 * i) for i, c in enumerate(columns))
+        return np.where(raw >= 1 << (8 * len(columns) - 1), raw - (1 << (8 * len(columns))), raw)
+
+    assert list(field([0, 1])[:d]) == list(t["h.0.ln_1.gamma"]) and list(field([2, 3, 4])[:d]) == list(t["h.0.ln_1.beta"])
+    assert list(field([0, 1])[-d:]) == list(t["ln_f.gamma"])
+    linear = records[d:d + core.linear.layers[0].n]          # c_attn
+    assert [(int(b), int(m), int(s)) for b, m, s in zip(field([0, 1])[d:d + len(linear)],
+                                                        linear[:, 2] + (linear[:, 3] << 8), linear[:, 4])] == \
+        core.linear.channel_records()[:len(linear)]
+    names = [name for name, _, _ in core.memories]
+    assert not {"ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wpe", "wpe_mult"} & set(names)
+    rom = ForwardCore(compiled=one_layer, context=12, rows=2, columns=3, head_lanes=3)
+    assert {"ln_gamma", "ln_beta", "linear_bias", "wpe"} <= {name for name, _, _ in rom.memories}
+    with pytest.raises(ValueError, match="no constant image"):
+        rom.constant_image()
+    with pytest.raises(ValueError, match="constants must be one of rom, flash, not 'spi'"):
+        ForwardCore(compiled=one_layer, context=12, constants="spi")
 
 
 @pytest.mark.slow

@@ -8,32 +8,66 @@ from golden.int_forward import IntegerForward
 from hdl.forward.embedding_unit import EmbeddingUnit
 
 from forward_cases import stream_through
+from hdl.forward.simulation import run_streams
 
 
-def unit_of(compiled, lanes=None):
+def unit_of(compiled, lanes=None, **options):
     t = compiled.tensors
     return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
                          wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=compiled.formats.res_bits,
-                         lanes=lanes)
+                         lanes=lanes, **options)
 
 
-@pytest.mark.parametrize("lanes", [None, 4, 3])
-def test_default_model(compiled_default, lanes):
-    """Every token once (at positions first, last and spread between), each row against golden's embed; wte
-    held per value, or in the head's layout of 4 or 3 values a word (3: rows padded)."""
+@pytest.mark.parametrize("lanes, wpe_source, multiplier", [(None, "rom", "dsp"), (4, "rom", "dsp"),
+                                                           (3, "rom", "serial"), (4, "stream", "serial"),
+                                                           (None, "stream", "dsp")])
+def test_default_model(compiled_default, lanes, wpe_source, multiplier):
+    """Every token once (every 4th shift-add; at positions first, last and spread between), each row against
+    golden's embed; wte
+    held per value, or in the head's layout of 4 or 3 values a word (3: rows padded); wpe from its memory or
+    streamed (`wpe_bytes`, the stream idling too); one product a cycle, or shift-add."""
     c = compiled_default.config
-    dut = unit_of(compiled_default, lanes)
-    assert (dut.vocab_size, dut.positions, dut.d, dut.row_cycles) == (c.vocab_size, c.n_positions, c.n_embd,
-                                                                      2 * c.n_embd + 6)
+    dut = unit_of(compiled_default, lanes, wpe_source=wpe_source, multiplier=multiplier)
+    assert (dut.vocab_size, dut.positions, dut.d) == (c.vocab_size, c.n_positions, c.n_embd)
     forward = IntegerForward(compiled_default)
     rng = np.random.default_rng(2)
-    tokens = np.arange(c.vocab_size)
+    tokens = np.arange(c.vocab_size)[::1 if multiplier == "dsp" else 4]     # shift-add is 6x the cycles
     positions = rng.integers(0, c.n_positions, tokens.size)
     positions[:2] = 0, c.n_positions - 1
     requests = [{"token": t, "position": p} for t, p in zip(tokens, positions)]
-    got = np.array(stream_through(dut, {"i": requests}, "o", tokens.size * c.n_embd)).reshape(tokens.size, -1)
+    inputs = {"i": requests}
+    if wpe_source == "stream":
+        inputs["wpe"] = [b for p in positions for b in dut.wpe_bytes(int(p))]
+    got = np.array(stream_through(dut, inputs, "o", tokens.size * c.n_embd)).reshape(tokens.size, -1)
     want = np.concatenate([forward._embed(np.array([[t]]), int(p))[0] for t, p in zip(tokens, positions)])
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("wpe_source, multiplier", [("rom", "dsp"), ("stream", "serial")])
+def test_row_cycles(compiled_default, wpe_source, multiplier):
+    """With no gaps a row takes `row_cycles` from the request to its last value (3 cycles a value with a
+    multiplier, 2 table_bits + 3 = 19 shift-add)."""
+    dut = unit_of(compiled_default, 4, wpe_source=wpe_source, multiplier=multiplier)
+    assert dut.value_cycles == (3 if multiplier == "dsp" else 19)
+    inputs = {"i": [{"token": 7, "position": 9}]}
+    if wpe_source == "stream":
+        inputs["wpe"] = list(dut.wpe_bytes(9))
+    # run_streams counts from the first cycle the request may be offered to the cycle the last value is taken.
+    _, cycles = run_streams(dut, inputs, "o", dut.d)
+    assert cycles == dut.row_cycles + 1
+
+
+def test_wpe_bytes(compiled_default):
+    """A streamed position: the mult little-endian in 2 bytes, the shift less the table's smallest, the row."""
+    t = compiled_default.tensors
+    dut = unit_of(compiled_default, wpe_source="stream")
+    got = dut.wpe_bytes(5)
+    assert dut.wpe_header_bytes == 3 and len(got) == 3 + compiled_default.config.n_embd
+    assert int.from_bytes(got[:2], "little") == t["wpe.mult"][5]
+    assert got[2] == t["wpe.shift"][5] - t["wpe.shift"].min()
+    assert list(np.frombuffer(got[3:], np.int8)) == list(t["wpe.table"][5])
+    assert ("wpe", 8, t["wpe.table"].size) not in dut.memories and [n for n, _, _ in dut.memories] == ["wte",
+                                                                                                     "wte_mult"]
 
 
 def test_wrong():
@@ -43,6 +77,12 @@ def test_wrong():
         EmbeddingUnit(wte=table, wpe=table, wte_mult=ones[:3], wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
     with pytest.raises(ValueError, match="wte rows have 8 values and wpe rows 4"):
         EmbeddingUnit(wte=table, wpe=table[:, :4], wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
+    with pytest.raises(ValueError, match="one signed byte a value; this one needs 10 bits"):
+        EmbeddingUnit(wte=table, wpe=table + 300, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
+                      wpe_source="stream")
+    with pytest.raises(ValueError, match="multiplier must be one of dsp, serial, not 'booth'"):
+        EmbeddingUnit(wte=table, wpe=table, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
+                      multiplier="booth")
 
 
 def test_requantiser_words(compiled_default):
