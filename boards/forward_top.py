@@ -35,7 +35,8 @@ class Board:
     #: The core's options on this board unless the caller gives them (`hdl.build_forward.FORWARD_CORES` adds
     #: the array's): on the iCE40 the codes are in SPRAM, loaded by the host (SPRAM has no initial contents),
     #: and two attention lanes make the KV cache's word 16 bits, one SPRAM wide (four lanes' 32-bit word
-    #: would take two SPRAMs side by side, and three hold the codes).
+    #: would take two SPRAMs side by side, and three hold the codes); the layer norms', linear layers' and wpe's
+    #: constants are streamed from the SPI flash (174.7 Kbit of them against the 120 Kbit of EBR).
     core_defaults: tuple = ()
 
     def pll(self, frequency):
@@ -55,7 +56,7 @@ class Board:
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0,
-                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2))),
+                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("constants", "flash"))),
           "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
 
@@ -140,7 +141,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         self._link = ForwardLink(identity=self._identity, timeout=max(16, round(timeout * self._pll.frequency)))
         ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
         self._flash = None
-        if hasattr(core, "constants_seek"):           # ForwardCore(constants="flash") has the stream ports
+        if getattr(core, "constant_source", "rom") == "flash":
             if self._board.name != "icebreaker":
                 raise ValueError(f"Constants from the SPI flash are built for the iCEBreaker only, not {board!r}")
             from hdl.spi_flash_reader import SPIFlashReader
