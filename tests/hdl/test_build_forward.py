@@ -34,13 +34,13 @@ def test_default_design_is_linear():
 
 
 def test_default_model_refused_on_the_up5k(tmp_path):
-    """The hardware model at the iCEBreaker's context 64: one line with the block RAM against the chip and
-    the largest context that fits (none: the codes and the KV cache fill the 4 SPRAMs exactly, but the
-    constants and buffers need more EBR than 30), nothing written, no tool run."""
-    result = build("--board", "icebreaker", "--design", "forward", "--out", tmp_path / "x")
+    """The hardware model at context 65 on the iCEBreaker: one line with the SPRAMs against the chip and the
+    largest context that fits (64: the codes fill 3 SPRAMs and the KV cache of 65 positions needs 2; with the
+    constants in the flash the EBR holds the rest), nothing written, no tool run."""
+    result = build("--board", "icebreaker", "--design", "forward", "--context", "65", "--out", tmp_path / "x")
     line = one_line_error(result)
-    assert "the forward design won't fit the iCE40UP5K at context 64: needs" in line
-    assert "EBR of 30 (constant" in line and "SPRAM" not in line.split(";")[0] and "no context fits" in line
+    assert "the forward design won't fit the iCE40UP5K at context 65: needs 5 SPRAM of 4" in line
+    assert "the largest context that fits is 64" in line
     assert not (tmp_path / "x").exists() and "synthesizing" not in result.stderr
 
 
