@@ -32,17 +32,19 @@ class SPIFlashReader(wiring.Component):
     Each seek then starts a quad output fast read (0x6B: command and 24-bit
     address on DQ0, 8 dummy clocks, data on DQ0-3, high nibble first) at
     ``offset + address``; the read continues for as long as bytes are taken,
-    the flash's clock stopping while the one byte of buffer is full.
+    the flash's clock stopping while its byte is not taken.
 
     SCK runs at half the clock: a byte every 4 cycles while the consumer
-    keeps up (`bytes_per_cycle`), the first byte ``2 * (40 + 2) + 2`` cycles
-    after a seek (`first_byte_cycles`). Every pin is a register of this
-    component (SPI mode 0: data out changes on SCK's falling edges, data in is
-    sampled by the input register at the edge after a falling edge, that is
-    on SCK's rising edge), so the flash's clock-to-output time has a whole
-    clock period; `boards.forward_top` puts the pins on the iCEBreaker's
-    flash (`spi_flash_4x`), `boards.spi_flash_model.SPIFlashModel` answers
-    them in simulation.
+    keeps up (`bytes_per_cycle`), the first byte ``2 + 2 * 40 + 3`` cycles
+    after a seek (`first_byte_cycles`). SPI mode 0: every output is a
+    flip-flop of this component and DQ0 changes only with SCK's falling
+    edges; a data nibble is read from the pins no sooner than a whole cycle
+    after the falling edge that launched it (the flash's clock-to-output time
+    has the cycle), and the next falling edge comes only once it is read (the
+    flash holds its output while SCK stands still), so the byte register is
+    the reader's only buffer. `boards.forward_top` puts the pins on the
+    iCEBreaker's flash (``spi_flash_4x``); `boards.spi_flash_model.SPIFlashModel`
+    answers them in simulation.
 
     Contract (`FORWARD_INTERFACE.md` §5): after a seek is taken, the next byte
     offered on `data` is the byte at that address, then the following ones;
@@ -91,7 +93,7 @@ class SPIFlashReader(wiring.Component):
         super().__init__({
             "seek": In(stream.Signature(24)),
             "data": Out(stream.Signature(8)),
-            "cs": Out(1), "sck": Out(1), "dq_o": Out(4), "dq_oe": Out(4, init=0b1101), "dq_i": In(4),
+            "cs": Out(1), "sck": Out(1), "dq_o": Out(4), "dq_oe": Out(4), "dq_i": In(4),
         })
 
     @property
@@ -123,7 +125,11 @@ class SPIFlashReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        shift = Signal(32)                  # command and address, MSB first on DQ0
+        # Command and address, MSB first on DQ0. The set-up's three commands are its reset value, sent one after
+        # another from it (8, 8 and 16 bits), so the register loads nothing but a read's command and address.
+        shift = Signal(32, init=(RELEASE_POWER_DOWN << 24) | (VOLATILE_WRITE_ENABLE << 16)
+                       | (WRITE_STATUS_2 << 8) | QUAD_ENABLE)
+        driving = Signal(init=1)            # DQ0, /WP and /HOLD are driven
         pulses = Signal(range(_READ_PULSES + 1))   # SCK pulses (rise then fall) since select, saturating
         timer = Signal(range(self.wake_cycles + 1))
         ready = Signal()                    # the flash is set up: seeks are taken
@@ -131,33 +137,33 @@ class SPIFlashReader(wiring.Component):
         launched = Signal()                 # an SCK fall launched a data nibble this cycle (the pins show it next)
         nibble = Signal()                   # `dq_i` holds a data nibble not yet taken
         low = Signal()                      # that nibble is a byte's low one
-        high = Signal(4)
-        byte = Signal(8)
+        byte = Signal(8)                    # the nibbles shift in from the bottom; a byte once `full`
         full = Signal()
 
-        m.d.comb += [self.dq_o.eq(Cat(shift[31], 0, 1, 1)), self.seek.ready.eq(ready),
-                     self.data.payload.eq(byte), self.data.valid.eq(full & ~self.seek.valid)]
+        m.d.comb += [self.dq_o.eq(Cat(shift[31], 0, 1, 1)), self.dq_oe.eq(Cat(driving, 0, driving, driving)),
+                     self.seek.ready.eq(ready), self.data.payload.eq(byte),
+                     self.data.valid.eq(full & ~self.seek.valid)]
         taken = self.data.valid & self.data.ready
         with m.If(taken):
             m.d.sync += full.eq(0)
 
-        # A data nibble is taken from the pins at once if high, if low once the byte register is free.
-        take = nibble & (~low | ~full | taken)
+        # A data nibble is taken from the pins once the byte register is free (at full rate it is: the byte
+        # goes in the cycle it is offered, before the next byte's high nibble is on the pins).
+        take = nibble & (~full | taken)
         with m.If(take):
-            m.d.sync += [nibble.eq(0), low.eq(~low)]
+            m.d.sync += [nibble.eq(0), low.eq(~low), byte.eq(Cat(self.dq_i, byte[:4]))]
             with m.If(low):
-                m.d.sync += [byte.eq(Cat(self.dq_i, high)), full.eq(1)]
-            with m.Else():
-                m.d.sync += high.eq(self.dq_i)
+                m.d.sync += full.eq(1)
         m.d.sync += launched.eq(0)
         with m.If(launched):
             m.d.sync += nibble.eq(1)
 
-        def command(name, value, bits, after):
-            """State `name`: select the flash, send `bits` bits of `value` on DQ0 (SPI mode 0), deselect."""
+        def command(name, bits, after):
+            """State `name`: select the flash, send the shift register's next `bits` bits on DQ0 (SPI mode 0),
+            deselect."""
             with m.State(name):
                 with m.If(~self.cs):
-                    m.d.sync += [self.cs.eq(1), shift.eq(value << (32 - bits)), pulses.eq(0)]
+                    m.d.sync += [self.cs.eq(1), pulses.eq(0)]
                 with m.Elif(~self.sck & (pulses == bits)):
                     m.d.sync += self.cs.eq(0)
                     m.next = after
@@ -177,18 +183,18 @@ class SPIFlashReader(wiring.Component):
                 m.next = "Select"
 
         with m.FSM():
-            command("Wake", RELEASE_POWER_DOWN, 8, "Wait")
+            command("Wake", 8, "Wait")
             with m.State("Wait"):
                 m.d.sync += timer.eq(timer + 1)
                 with m.If(timer == self.wake_cycles):
                     m.next = "Volatile-write-enable"
-            command("Volatile-write-enable", VOLATILE_WRITE_ENABLE, 8, "Quad-enable")
-            command("Quad-enable", (WRITE_STATUS_2 << 8) | QUAD_ENABLE, 16, "Idle")
+            command("Volatile-write-enable", 8, "Quad-enable")
+            command("Quad-enable", 16, "Idle")
             with m.State("Idle"):
                 seek()
             with m.State("Select"):
                 # DQ0, /WP and /HOLD driven again a cycle after the deselect (the flash's outputs are off then).
-                m.d.sync += [self.cs.eq(1), pulses.eq(0), self.dq_oe.eq(0b1101)]
+                m.d.sync += [self.cs.eq(1), pulses.eq(0), driving.eq(1)]
                 m.next = "Read"
                 seek()
             with m.State("Read"):
@@ -202,6 +208,6 @@ class SPIFlashReader(wiring.Component):
                     with m.If(pulses != _READ_PULSES):
                         m.d.sync += pulses.eq(pulses + 1)
                     with m.If(pulses == 31):
-                        m.d.sync += self.dq_oe.eq(0)          # the address is out: DQ0-3 are the flash's
+                        m.d.sync += driving.eq(0)             # the address is out: DQ0-3 are the flash's
                 seek()
         return m
