@@ -211,7 +211,8 @@ class ForwardCore(wiring.Component):
             ports["code_write"] = In(self._linear.code_write_signature)
         if flash:
             self._record_fields = self._records_layout()
-            self._record_bytes = max(sum(width for _, width in fields) for fields in self._record_fields.values())
+            self._record_bytes = {kind: -(-sum(bits for _, _, bits, _ in fields) // 8)
+                                  for kind, fields in self._record_fields.items()}
             self._stride = 1 << (len(self._embedding.wpe_bytes(0)) - 1).bit_length()
             if self.constant_stream_base + self.constant_bytes_per_token > 1 << 24:
                 raise ValueError(f"a constant image of {self.constant_stream_base + self.constant_bytes_per_token} "
@@ -274,8 +275,8 @@ class ForwardCore(wiring.Component):
         record; a prompt position that needs no logits leaves ``ln_f``'s ``d`` records unread)."""
         if self._constants != "flash":
             return None
-        return len(self._embedding.wpe_bytes(0)) + self._record_bytes * (
-            len(self._norm_names) * self._compiled.config.n_embd + self._linear.channels)
+        return (len(self._embedding.wpe_bytes(0)) + self._record_bytes[NORM] * len(self._norm_names)
+                * self._compiled.config.n_embd + self._record_bytes[LINEAR] * self._linear.channels)
 
     @property
     def constant_seeks_per_token(self):
@@ -283,12 +284,33 @@ class ForwardCore(wiring.Component):
         return 2 if self._constants == "flash" else 0
 
     def _records_layout(self):
-        """Per consumer, its record's fields ``(name, bytes)`` in image order (little-endian, two's complement)."""
-        def size(bits):
-            return -(-bits // 8)
-        return {NORM: (("gamma", size(self._ln_bits[0])), ("beta", size(self._ln_bits[1]))),
-                LINEAR: (("bias", size(self._linear.bias_bits)), ("mult", size(self._compiled.formats.mult_bits)),
-                         ("shift", 1))}
+        """Per kind (`NORM`, `LINEAR`), its record's fields ``(name, bit offset, bits, signed)``, packed from bit 0:
+        each as narrow as its values (unsigned when none is negative)."""
+        t = self._compiled.tensors
+        records = self._linear.channel_records()
+        columns = {"gamma": [v for n in self._norm_names for v in t[n + ".gamma"]],
+                   "beta": [v for n in self._norm_names for v in t[n + ".beta"]],
+                   "bias": [r[0] for r in records], "mult": [r[1] for r in records], "shift": [r[2] for r in records]}
+        layout = {}
+        for kind, names in ((NORM, ("gamma", "beta")), (LINEAR, ("bias", "mult", "shift"))):
+            fields, at = [], 0
+            for name in names:
+                low, high = int(min(columns[name])), int(max(columns[name]))
+                negative = low < 0
+                bits = max(1, max((-low - 1).bit_length() if negative else 0, high.bit_length()) + negative)
+                fields.append((name, at, bits, negative))
+                at += bits
+            layout[kind] = tuple(fields)
+        return layout
+
+    @property
+    def constant_record_fields(self):
+        """With ``constants="flash"``: ``{"norm": (bytes, ((name, bit offset, bits, signed), ..)), "linear": ..}``:
+        each kind's record length and fields in `constant_image`."""
+        if self._constants != "flash":
+            return None
+        return {name: (self._record_bytes[kind], self._record_fields[kind])
+                for name, kind in (("norm", NORM), ("linear", LINEAR))}
 
     def constant_image(self):
         """The constants the core streams with ``constants="flash"``, as `bytes` (address 0 = first byte).
@@ -305,12 +327,13 @@ class ForwardCore(wiring.Component):
           step of the program (`core_steps`) in order, one record per value the
           step's unit takes: a layer norm's ``d`` records ``(gamma, beta)``, a
           linear layer's ``n`` records ``(bias, mult, shift)``
-          (`ProgramLinear.channel_records`, in channel order). Every field is
-          little-endian two's complement in whole bytes (gamma and beta as wide
-          as the widest of any layer norm, bias as `ProgramLinear.bias_bits`,
-          mult as ``mult_bits``, shift one byte), and every record is padded
-          with zeros to the longest kind's length, so one fixed-length
-          unpacker assembles both kinds (5 bytes each for the default model).
+          (`ProgramLinear.channel_records`, in channel order). A record is a
+          little-endian integer of whole bytes, its fields packed from bit 0,
+          each as narrow as its values (two's complement where one is
+          negative; `constant_record_fields`), and every record is as long as
+          the longest kind's, so one fixed-length unpacker assembles both kinds
+          and their fields are wiring (5 bytes for the default model: gamma 15
+          + beta 25 bits; bias 16 + mult 16 + shift 5).
 
         ``ln_f``'s records come last: a prompt position that needs no logits
         leaves them unread. Raises ValueError with ``constants="rom"``.
@@ -321,9 +344,8 @@ class ForwardCore(wiring.Component):
         fields = self._record_fields
 
         def record(kind, values):
-            raw = b"".join(int(v).to_bytes(width, "little", signed=True) if name != "mult" else
-                           int(v).to_bytes(width, "little") for (name, width), v in zip(fields[kind], values))
-            return raw + bytes(self._record_bytes - len(raw))
+            packed = sum((int(v) & ((1 << bits) - 1)) << at for (_, at, bits, _), v in zip(fields[kind], values))
+            return packed.to_bytes(self._record_bytes[kind], "little")
 
         channels = self._linear.channel_records()
         bases = np.cumsum([0] + [x.n for x in self._linear.layers])
@@ -475,32 +497,38 @@ class ForwardCore(wiring.Component):
         source_a = reader("source_a", [a_read], self._act_depth)
         flash = self._constants == "flash"
         if flash:
-            # The unpacker: a record's bytes shift in from the top of `record`; full after `_record_bytes`, it goes
-            # to the step's unit (every kind's fields are wiring from it) and empties when taken.
-            R = self._record_bytes
-            record, got = Signal(8 * R), Signal(range(R + 1))
+            # The unpacker: a record's bytes shift in from the top of `record`; full after its kind's length, it
+            # goes to the step's unit (every kind's fields are wiring from it) and empties when taken. `left`
+            # counts the step's records not yet begun, so no byte of the next step's is taken early.
+            lengths = self._record_bytes
+            top = max(lengths.values())
+            record, got = Signal(8 * top), Signal(range(top + 1))
+            left = Signal(range(max([d] + [x.n for x in layers]) + 1))
+            length = Mux(kind_of == NORM, lengths[NORM], lengths[LINEAR])
+            full = got == length
             unpacking, record_taken = Signal(), Signal()
-            m.d.comb += self.constants.ready.eq(unpacking & (got != R))
+            m.d.comb += [unpacking.eq(~full & ((left != 0) | (got != 0))), self.constants.ready.eq(unpacking)]
             with m.If(record_taken):
                 m.d.sync += got.eq(0)
-            with m.Elif(self.constants.valid & unpacking & (got != R)):
+            with m.Elif(self.constants.valid & unpacking):
                 m.d.sync += [record.eq(Cat(record[8:], self.constants.payload)), got.eq(got + 1)]
+                with m.If(got == 0):
+                    m.d.sync += left.eq(left - 1)
             fields = {}
             for kind, layout in self._record_fields.items():
-                at = 0
-                for name, width in layout:
-                    fields[name] = record[8 * at:8 * (at + width)]
-                    at += width
+                base = 8 * (top - lengths[kind])
+                for name, at, bits, negative in layout:
+                    field = record[base + at:base + at + bits]
+                    fields[name] = field.as_signed() if negative else field
             channel = linear.channel_constants
-            m.d.comb += [norm.affine.payload.gamma.eq(fields["gamma"].as_signed()),
-                         norm.affine.payload.beta.eq(fields["beta"].as_signed()),
-                         channel.payload.bias.eq(fields["bias"].as_signed()), channel.payload.mult.eq(fields["mult"]),
+            m.d.comb += [norm.affine.payload.gamma.eq(fields["gamma"]), norm.affine.payload.beta.eq(fields["beta"]),
+                         channel.payload.bias.eq(fields["bias"]), channel.payload.mult.eq(fields["mult"]),
                          channel.payload.shift.eq(fields["shift"]),
                          embedding.wpe.payload.eq(self.constants.payload)]
             with m.If(kind_of == NORM):
-                m.d.comb += [norm.affine.valid.eq(got == R), record_taken.eq(norm.affine.ready & (got == R))]
-            with m.Elif(kind_of == LINEAR):
-                m.d.comb += [channel.valid.eq(got == R), record_taken.eq(channel.ready & (got == R))]
+                m.d.comb += [norm.affine.valid.eq(full), record_taken.eq(norm.affine.ready & full)]
+            with m.Else():
+                m.d.comb += [channel.valid.eq(full), record_taken.eq(channel.ready & full)]
         else:
             gamma_values = [int(v) for name in self._norm_names for v in t[name + ".gamma"]]
             beta_values = [int(v) for name in self._norm_names for v in t[name + ".beta"]]
@@ -575,7 +603,7 @@ class ForwardCore(wiring.Component):
             m.d.sync += [position.eq(position + 1), step.eq(0)]
             m.next = "FETCH"
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.start.ready.eq(1), sampler.seed.valid.eq(self.start.valid)]
                 with m.If(self.start.valid):
@@ -610,7 +638,6 @@ class ForwardCore(wiring.Component):
                     m.d.comb += [self.constants_seek.valid.eq(1),
                                  self.constants_seek.payload.eq(self.constant_stream_base)]
                     with m.If(self.constants_seek.ready):
-                        m.d.sync += got.eq(0)
                         m.next = "DISPATCH"
             with m.State("EMBED"):
                 m.d.comb += [embedding.i.valid.eq(1), sink_x["start"].eq(1)]
@@ -634,6 +661,9 @@ class ForwardCore(wiring.Component):
                 with m.If((step == ln_f_step) & ~wants_logits):
                     next_position()
                 with m.Else():
+                    if flash:
+                        with m.If((kind_of == NORM) | (kind_of == LINEAR)):
+                            m.d.sync += left.eq(n_of)          # the step's records
                     with m.Switch(kind_of):
                         with m.Case(NORM):
                             m.next = "NORM"
@@ -702,8 +732,4 @@ class ForwardCore(wiring.Component):
                     with m.Else():
                         next_position()
         m.d.comb += self.busy.eq(~self.start.ready)
-        if flash:                                     # the embedding takes the wpe bytes itself
-            m.d.comb += unpacking.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("CONSUME") & ~fsm.ongoing("SEEK")
-                                     & ~fsm.ongoing("EMBED") & ~fsm.ongoing("EMBED_ROW")
-                                     & ~fsm.ongoing("SEEK_RECORDS"))
         return m

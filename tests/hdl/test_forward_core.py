@@ -163,19 +163,26 @@ def test_constant_image(one_layer):
     assert stride == 32 and base == 12 * stride and len(image) == base + core.constant_bytes_per_token - len(wpe)
     assert image[11 * stride:11 * stride + len(wpe)] == wpe and set(image[11 * stride + len(wpe):base]) == {0xFF}
     assert list(np.frombuffer(wpe[-d:], np.int8)) == list(t["wpe.table"][11])
-    # ln_1: (gamma 2 bytes, beta 3 bytes); then c_attn's (bias, mult 2 bytes, shift), all 5-byte records.
-    records = np.frombuffer(image[base:], np.uint8).reshape(-1, 5).astype(np.int64)
+    (norm_bytes, norm_fields), (linear_bytes, linear_fields) = (core.constant_record_fields[kind]
+                                                                for kind in ("norm", "linear"))
+    assert [name for name, _, _, _ in norm_fields] == ["gamma", "beta"]
+    assert [name for name, _, _, _ in linear_fields] == ["bias", "mult", "shift"]
 
-    def field(columns):
-        raw = sum(records[:, c] << (8 * i) for i, c in enumerate(columns))
-        return np.where(raw >= 1 << (8 * len(columns) - 1), raw - (1 << (8 * len(columns))), raw)
+    def records(at, count, length, fields):
+        """`count` records of `length` bytes from `at`, as tuples of their fields' values."""
+        rows = []
+        for i in range(count):
+            word = int.from_bytes(image[at + i * length:at + (i + 1) * length], "little")
+            rows.append(tuple((word >> offset & (1 << bits) - 1) - ((word >> (offset + bits - 1) & negative) << bits)
+                              for _, offset, bits, negative in fields))
+        return rows
 
-    assert list(field([0, 1])[:d]) == list(t["h.0.ln_1.gamma"]) and list(field([2, 3, 4])[:d]) == list(t["h.0.ln_1.beta"])
-    assert list(field([0, 1])[-d:]) == list(t["ln_f.gamma"])
-    linear = records[d:d + core.linear.layers[0].n]          # c_attn
-    assert [(int(b), int(m), int(s)) for b, m, s in zip(field([0, 1])[d:d + len(linear)],
-                                                        linear[:, 2] + (linear[:, 3] << 8), linear[:, 4])] == \
-        core.linear.channel_records()[:len(linear)]
+    # ln_1's d records, then c_attn's n; ln_f's d are the last.
+    assert records(base, d, norm_bytes, norm_fields) == list(zip(t["h.0.ln_1.gamma"], t["h.0.ln_1.beta"]))
+    n = core.linear.layers[0].n
+    assert records(base + d * norm_bytes, n, linear_bytes, linear_fields) == core.linear.channel_records()[:n]
+    assert records(len(image) - d * norm_bytes, d, norm_bytes, norm_fields) == list(zip(t["ln_f.gamma"],
+                                                                                       t["ln_f.beta"]))
     names = [name for name, _, _ in core.memories]
     assert not {"ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wpe", "wpe_mult"} & set(names)
     rom = ForwardCore(compiled=one_layer, context=12, rows=2, columns=3, head_lanes=3)
