@@ -44,11 +44,7 @@ def test_sim_prefetch_reads_ahead():
     times = []
 
     async def testbench(ctx):
-        await ctx.tick().until(reader.seek.ready)
-        ctx.set(reader.seek.payload, 10)
-        ctx.set(reader.seek.valid, 1)
-        await ctx.tick()
-        ctx.set(reader.seek.valid, 0)
+        await seek_once(ctx, reader, 10)
         await ctx.tick().repeat(1000)
         ctx.set(reader.data.ready, 1)
         for cycle in range(60):
@@ -88,6 +84,15 @@ def wired(image, prefetch=0):
     m.d.comb += [model.cs.eq(reader.cs), model.sck.eq(reader.sck), model.dq_o.eq(reader.dq_o),
                  model.dq_oe.eq(reader.dq_oe), reader.dq_i.eq(model.dq_i)]
     return m, reader, model
+
+
+async def seek_once(ctx, reader, address):
+    """Seek to `address` once the reader takes seeks; returns after the edge that took it."""
+    await ctx.tick().until(reader.seek.ready)
+    ctx.set(reader.seek.payload, address)
+    ctx.set(reader.seek.valid, 1)
+    await ctx.tick()
+    ctx.set(reader.seek.valid, 0)
 
 
 def expected(image, address, count):
@@ -151,11 +156,7 @@ def test_sim_rate_and_latency(prefetch):
     times, got = [], []
 
     async def testbench(ctx):
-        await ctx.tick().until(reader.seek.ready)
-        ctx.set(reader.seek.payload, 200)
-        ctx.set(reader.seek.valid, 1)
-        await ctx.tick()
-        ctx.set(reader.seek.valid, 0)
+        await seek_once(ctx, reader, 200)
         ctx.set(reader.data.ready, 1)
         cycle = 0                                   # cycles since the edge that took the seek
         while len(got) < 120:
