@@ -91,3 +91,22 @@ def test_ulx3s_forward_build(tiny_checkpoint, tmp_path):
     assert report["tokens_per_s"] == round(report["target_mhz"] * 1e6 / cycles["full_context"], 1)
     assert report["fmax_mhz"] >= report["target_mhz"]
     assert (out / "top.bit").is_file()
+
+
+def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
+    """An iCEBreaker forward top (constants in the flash) gets its constant image written as constants.bin and
+    named for report.json; a ULX3S top (constants in block RAM) gets none."""
+    import hashlib
+
+    from boards.forward_top import FLASH_CONSTANTS_OFFSET, compose_forward
+    from golden.compile import compile_checkpoint
+    from hdl.build_forward import FLASH_IMAGE, write_flash_image
+
+    compiled = compile_checkpoint(tiny_checkpoint)
+    top = compose_forward(compiled, board="icebreaker", context=16)
+    entry = write_flash_image(top, tmp_path)
+    image = top.core.constant_image()
+    assert (tmp_path / FLASH_IMAGE).read_bytes() == image
+    assert entry == {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
+                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.25}
+    assert write_flash_image(compose_forward(compiled, board="ulx3s"), tmp_path / "none") is None
