@@ -1,6 +1,10 @@
 """The program's ``embed``: one token's residual row from the token and position tables."""
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+
+import numpy as np
+
+from golden.int_ops import round_shift
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -9,9 +13,9 @@ from .head_unit import TableReadSignature, lane_words
 
 __all__ = ["EmbeddingUnit", "WPE_SOURCES", "MULTIPLIERS"]
 
-#: Where the `EmbeddingUnit` gets a position's ``wpe`` row and requantiser: ``"rom"``, memories initialised by
-#: the bitstream; ``"stream"``, bytes on its ``wpe`` port (`EmbeddingUnit.wpe_bytes`: the core streams them
-#: from the SPI flash).
+#: Where the `EmbeddingUnit` gets a position's requantised ``wpe`` row (`EmbeddingUnit.wpe_terms`): ``"rom"``,
+#: a memory initialised by the bitstream; ``"stream"``, bytes on its ``wpe`` port (`EmbeddingUnit.wpe_bytes`:
+#: the core streams them from the SPI flash).
 WPE_SOURCES = ("rom", "stream")
 #: How it multiplies: ``"dsp"``, one product a cycle (a multiplier block); ``"serial"``, shift-add, one bit of
 #: the table value a cycle (no multiplier block).
@@ -36,26 +40,26 @@ class EmbeddingUnit(wiring.Component):
 
     That is :class:`golden.int_forward.IntegerForward`'s ``embed`` for one
     token ``t`` at position ``p``: each table row has its own requantiser
-    (``mult``, ``shift``) into the residual grid. Per value, one product
-    register forms the ``wte`` product, its rounding is held while the same
-    register forms the ``wpe`` product, and the sum is rounded, saturated and
-    offered. With ``multiplier="dsp"`` a product is one cycle (one
-    ``table_bits x mult_bits`` multiplier: one SB_MAC16), 3 cycles a value;
-    with ``"serial"`` it is shift-add over the table value's bits, LSB first
+    (``mult``, ``shift``) into the residual grid. The position's term
+    ``round_shift(wpe[p] * wpe.mult[p], wpe.shift[p])`` depends on nothing the
+    unit computes, so it is precomputed (`wpe_terms`, exact) and held or
+    streamed as it is: one product a value, the token's. With
+    ``multiplier="dsp"`` the product is one cycle (one ``table_bits x
+    mult_bits`` multiplier: one SB_MAC16), 2 cycles a value; with
+    ``"serial"`` it is shift-add over the table value's bits, LSB first
     (``table_bits`` cycles, the sign bit's partial product subtracted; no
-    multiplier block), ``2 table_bits + 3`` cycles a value (`value_cycles`).
+    multiplier block), ``table_bits + 2`` cycles a value (`value_cycles`).
 
-    Each table's requantisers are one memory of ``mult`` and ``shift -
-    low`` side by side (``low``: the table's smallest shift; the rounding
-    shifter covers only the range of shifts the tables use); when every
-    ``mult`` has its top bit set (the compiler normalises them), that bit is
-    wiring, not memory: one 16-bit EBR word per row for the default model.
+    The token table's requantisers are one memory of ``mult`` and ``shift -
+    low`` side by side (``low``: the smallest shift; the rounding shifter
+    covers only the range of shifts the table uses); when every ``mult`` has
+    its top bit set (the compiler normalises them), that bit is wiring, not
+    memory: one 16-bit EBR word per row for the default model.
 
     With ``wpe_source="stream"`` there is no ``wpe`` memory: a request takes
-    `wpe_bytes` of its position on the ``wpe`` port, first the requantiser
-    (``mult`` little-endian in ``ceil(mult_bits / 8)`` bytes, with the top bit
-    when the others leave it out, then one byte ``shift - low``), then the
-    ``d`` values, one signed byte each (the table must fit 8 bits).
+    `wpe_bytes` of its position on the ``wpe`` port, each term little-endian
+    two's complement in `wpe_term_bytes` bytes, while it multiplies (a term
+    ahead at most).
 
     Parameters
     ----------
@@ -87,9 +91,9 @@ class EmbeddingUnit(wiring.Component):
 
     def __init__(self, *, wte, wpe, wte_mult, wte_shift, wpe_mult, wpe_shift, res_bits=16, lanes=None,
                  wpe_source="rom", multiplier="dsp"):
-        self._wte, self._wpe = _table("wte", wte), _table("wpe", wpe)
-        if len(self._wte[0]) != len(self._wpe[0]):
-            raise ValueError(f"wte rows have {len(self._wte[0])} values and wpe rows {len(self._wpe[0])}")
+        self._wte, wpe = _table("wte", wte), _table("wpe", wpe)
+        if len(self._wte[0]) != len(wpe[0]):
+            raise ValueError(f"wte rows have {len(self._wte[0])} values and wpe rows {len(wpe[0])}")
         self._res_bits = check_int("res_bits", res_bits, 4, 24)
         if wpe_source not in WPE_SOURCES:
             raise ValueError(f"wpe_source must be one of {', '.join(WPE_SOURCES)}, not {wpe_source!r}")
@@ -97,28 +101,26 @@ class EmbeddingUnit(wiring.Component):
             raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}")
         self._wpe_source, self._multiplier = wpe_source, multiplier
         self._requant = {}
-        for name, mult, shift, rows in (("wte", wte_mult, wte_shift, self._wte), ("wpe", wpe_mult, wpe_shift,
-                                                                                  self._wpe)):
+        for name, mult, shift, rows in (("wte", wte_mult, wte_shift, self._wte), ("wpe", wpe_mult, wpe_shift, wpe)):
             mult, shift = [int(v) for v in mult], [int(v) for v in shift]
             if len(mult) != len(rows) or len(shift) != len(rows):
                 raise ValueError(f"{name} has {len(rows)} rows but {len(mult)} multipliers and {len(shift)} shifts")
             if min(mult) < 0 or min(shift) < 0 or max(shift) > 62:
                 raise ValueError(f"{name} multipliers must be non-negative and shifts from 0 to 62")
             self._requant[name] = (mult, shift)
-        self._value_bits = {name: _width([v for row in rows for v in row])
-                            for name, rows in (("wte", self._wte), ("wpe", self._wpe))}
-        if wpe_source == "stream" and self._value_bits["wpe"] > 8:
-            raise ValueError(f"a streamed wpe is one signed byte a value; this one needs {self._value_bits['wpe']} "
-                             "bits")
+        mult, shift = self._requant["wpe"]
+        self._terms = [[int(v) for v in round_shift(np.array(row, np.int64) * m, s)]
+                       for row, m, s in zip(wpe, mult, shift)]
+        self._term_bits = _width([v for row in self._terms for v in row])
+        self._value_bits = _width([v for row in self._wte for v in row])
         self._lanes = None if lanes is None else check_int("lanes", lanes, 1, self.d)
         layout = data.StructLayout({"token": range(self.vocab_size), "position": range(self.positions)})
         ports = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(res_bits)))}
         if wpe_source == "stream":
             ports["wpe"] = In(stream.Signature(8))
         if self._lanes is not None:
-            self._wte_words, self._wte_bits, self._chunk = lane_words(self._wte, self._lanes)
-            self._value_bits["wte"] = self._wte_bits
-            ports["wte_read"] = In(TableReadSignature(len(self._wte_words), self._lanes * self._wte_bits))
+            self._wte_words, self._value_bits, self._chunk = lane_words(self._wte, self._lanes)
+            ports["wte_read"] = In(TableReadSignature(len(self._wte_words), self._lanes * self._value_bits))
         super().__init__(ports)
 
     @property
@@ -127,7 +129,7 @@ class EmbeddingUnit(wiring.Component):
 
     @property
     def positions(self):
-        return len(self._wpe)
+        return len(self._terms)
 
     @property
     def d(self):
@@ -150,53 +152,50 @@ class EmbeddingUnit(wiring.Component):
         return self._multiplier
 
     @property
+    def wpe_terms(self):
+        """``round_shift(wpe[p] * wpe.mult[p], wpe.shift[p])`` per position and channel: golden's wpe term."""
+        return [list(row) for row in self._terms]
+
+    @property
+    def wpe_term_bits(self):
+        """Width of the signed wpe terms."""
+        return self._term_bits
+
+    @property
+    def wpe_term_bytes(self):
+        """Bytes of a streamed wpe term."""
+        return -(-self._term_bits // 8)
+
+    @property
     def memories(self):
         """``[(name, width, depth)]``: ``wte`` (in the head's layout with `lanes`), ``wte_mult`` (each row's
-        mult and shift offset, `requantiser_words`), and with ``wpe_source="rom"`` ``wpe``, ``wpe_mult``."""
-        rows = []
-        for name, table in (("wte", self._wte), ("wpe", self._wpe)):
-            if name == "wpe" and self._wpe_source == "stream":
-                continue
-            flat = [v for row in table for v in row]
-            if name == "wte" and self._lanes is not None:
-                rows.append((name, self._lanes * self._wte_bits, len(self._wte_words)))
-            else:
-                rows.append((name, _width(flat), len(flat)))
-            words, kept, _, shift_bits, _ = self.requantiser_words(name)
-            rows.append((name + "_mult", kept + shift_bits, len(words)))
+        mult and shift offset, `requantiser_words`), and with ``wpe_source="rom"`` ``wpe`` (`wpe_terms`)."""
+        words, kept, _, shift_bits, _ = self.requantiser_words("wte")
+        if self._lanes is not None:
+            rows = [("wte", self._lanes * self._value_bits, len(self._wte_words))]
+        else:
+            rows = [("wte", _width([v for row in self._wte for v in row]), self.vocab_size * self.d)]
+        rows.append(("wte_mult", kept + shift_bits, len(words)))
+        if self._wpe_source == "rom":
+            rows.append(("wpe", self._term_bits, self.positions * self.d))
         return rows
 
     @property
     def value_cycles(self):
-        """Cycles per residual value with no stalls: 3 (``"dsp"``), ``2 table_bits + 3`` (``"serial"``)."""
-        return 3 if self._multiplier == "dsp" else 2 * self._steps + 3
+        """Cycles per residual value with no stalls: 2 (``"dsp"``), ``table_bits + 2`` (``"serial"``)."""
+        return 2 if self._multiplier == "dsp" else self._value_bits + 2
 
     @property
     def row_cycles(self):
         """Cycles from a request accepted to the row's last value offered, with no stalls (and, streamed, every
-        byte there when wanted): ``d value_cycles + 2``; streamed, ``d value_cycles + 1 + wpe_header_bytes``."""
-        return self.d * self.value_cycles + 1 + (self.wpe_header_bytes if self._wpe_source == "stream" else 1)
-
-    @property
-    def _steps(self):
-        return max(self._value_bits.values())
-
-    @property
-    def wpe_header_bytes(self):
-        """Bytes of a position's requantiser in `wpe_bytes`: the mult's, then one of the shift."""
-        return -(-self._mult_bits("wpe") // 8) + 1
-
-    def _mult_bits(self, name):
-        words, kept, _, _, top = self.requantiser_words(name)
-        return kept + (top is not None)
+        byte there when wanted): ``d value_cycles + 2``."""
+        return self.d * self.value_cycles + 2
 
     def wpe_bytes(self, position):
-        """What the ``wpe`` port carries for `position` (``wpe_source="stream"``): the row's requantiser
-        (``mult`` little-endian, then ``shift - low``) and its ``d`` values, one signed byte each."""
-        mult, shift = self._requant["wpe"]
-        low = min(shift)
-        header = int(mult[position]).to_bytes(self.wpe_header_bytes - 1, "little") + bytes([shift[position] - low])
-        return header + bytes(v & 0xFF for v in self._wpe[position])
+        """What the ``wpe`` port carries for `position` (``wpe_source="stream"``): its `wpe_terms`, each
+        little-endian two's complement in `wpe_term_bytes` bytes."""
+        size = self.wpe_term_bytes
+        return b"".join(int(v).to_bytes(size, "little", signed=True) for v in self._terms[position])
 
     def requantiser_words(self, name):
         """``(words, mult_bits, shift_low, shift_bits, top)`` of table `name`'s requantiser memory: each word
@@ -217,11 +216,9 @@ class EmbeddingUnit(wiring.Component):
         position = Signal(range(self.positions))
         index = Signal(range(d + 1))
 
-        # Each table's requantiser: (mult, shift) as values; the tables' values as read.
-        requant, values = {}, {}
         words, kept, low, shift_bits, top = self.requantiser_words("wte")
         if self._lanes is not None:
-            table = memory.Memory(shape=self._lanes * self._wte_bits, depth=len(self._wte_words),
+            table = memory.Memory(shape=self._lanes * self._value_bits, depth=len(self._wte_words),
                                   init=self._wte_words)
         else:
             flat = [v for row in self._wte for v in row]
@@ -231,12 +228,12 @@ class EmbeddingUnit(wiring.Component):
                                                                 depth=len(words), init=words)
         wte_read, port = table.read_port(), requantisers.read_port()
         m.d.comb += port.addr.eq(token)
-        requant["wte"] = (port.data[:kept] if top is None else Cat(port.data[:kept], 1), port.data[kept:], low)
-        # The reads of value `index`'s tables are addressed a cycle early: the next value's as `SUM` offers one.
+        mult, offset = (port.data[:kept] if top is None else Cat(port.data[:kept], 1)), port.data[kept:]
+        # The reads of value `index` are addressed a cycle early: the next value's as `SUM` offers one.
         advancing = Signal()
         fetch = Mux(advancing, index + 1, index)
         if self._lanes is not None:                  # word token * chunk + index // lanes, field index % lanes
-            L, T = self._lanes, self._wte_bits
+            L, T = self._lanes, self._value_bits
             lane1 = Signal(range(L))
             if L & (L - 1):                          # counters; a power of two splits the index instead
                 word, lane = Signal(range(self._chunk + 1)), Signal(range(L))
@@ -251,111 +248,81 @@ class EmbeddingUnit(wiring.Component):
             m.d.comb += [wte_read.addr.eq(row_address(token, self._chunk, word)),
                          self.wte_read.data.eq(wte_read.data)]
             m.d.sync += lane1.eq(lane)
-            values["wte"] = Array(wte_read.data[T * k:T * (k + 1)].as_signed() for k in range(L))[lane1]
+            value = Array(wte_read.data[T * k:T * (k + 1)].as_signed() for k in range(L))[lane1]
         else:
             m.d.comb += wte_read.addr.eq(row_address(token, d, fetch))
-            values["wte"] = wte_read.data
+            value = wte_read.data
 
-        words, kept, low, shift_bits, top = self.requantiser_words("wpe")
-        mult_bits = kept + (top is not None)
+        # The position's term: read, or its bytes shifted in from the top of `term` while the product forms.
         if streamed:
-            # The request's requantiser bytes shift in from the top: the mult's bytes, then the shift's.
-            header = Signal(8 * self.wpe_header_bytes)
-            requant["wpe"] = (header[:mult_bits], header[-8:][:shift_bits], low)
-            values["wpe"] = self.wpe.payload.as_signed()
+            size = self.wpe_term_bytes
+            term_bytes, have = Signal(8 * size), Signal(range(size + 1))
+            term = term_bytes.as_signed()
+            taking = Signal()                        # within a request
+            m.d.comb += self.wpe.ready.eq(taking & (have != size))
+            with m.If(self.wpe.valid & self.wpe.ready):
+                m.d.sync += [term_bytes.eq(Cat(term_bytes[8:], self.wpe.payload)), have.eq(have + 1)]
+            term_ready = have == size
         else:
-            flat = [v for row in self._wpe for v in row]
-            m.submodules.wpe = wpe = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
-            m.submodules.wpe_requant = wpe_requantisers = memory.Memory(shape=unsigned(kept + shift_bits),
-                                                                        depth=len(words), init=words)
-            wpe_read, port = wpe.read_port(), wpe_requantisers.read_port()
-            m.d.comb += [port.addr.eq(position), wpe_read.addr.eq(row_address(position, d, fetch))]
-            requant["wpe"] = (port.data[:kept] if top is None else Cat(port.data[:kept], 1), port.data[kept:], low)
-            values["wpe"] = wpe_read.data
+            flat = [v for row in self._terms for v in row]
+            m.submodules.wpe = wpe = memory.Memory(shape=signed(self._term_bits), depth=len(flat), init=flat)
+            wpe_read = wpe.read_port()
+            m.d.comb += wpe_read.addr.eq(row_address(position, d, fetch))
+            term, term_ready = wpe_read.data, 1
 
-        # The product register: "dsp", value * mult in one cycle; "serial", {high, low} with the value's bits in
-        # `low`, one shift-add step a cycle (the last, the sign bit's, subtracts).
-        V = self._steps
-        M = max(self._mult_bits("wte"), mult_bits)
-        wpe_mult, wpe_shift = Signal(), Signal()     # the wpe row's requantiser (else wte's) to the datapath
-        mult = Mux(wpe_mult, requant["wpe"][0], requant["wte"][0])
-        # Each table's shift is held as `shift - low`; the rounding covers both tables' range from `least`.
-        least = min(low for _, _, low in requant.values())
-        offset = Mux(wpe_shift, *[offset + (low - least) if low > least else offset
-                                  for name in ("wpe", "wte") for _, offset, low in [requant[name]]])
-        span = max(max(s) for _, s in self._requant.values()) - least
+        # The product: "dsp", value * mult in one cycle; "serial", {high, low} with the value's bits in `low`,
+        # one shift-add step a cycle (the last, the sign bit's, subtracts: B inverted, the carry in riding
+        # below bit 0 of the one adder).
+        V, M = self._value_bits, len(mult)
         product = Signal(signed(V + M + 2))
         step = Signal(range(max(V, 1)))
         high = product[V:].as_signed()
-        addend = Mux(product[0], mult, 0)
-        stepped = Mux(step == V - 1, high - addend, high + addend)
+        last = step == V - 1
+        addend, widened_high = Signal(M + 3), Signal(signed(M + 3))
+        m.d.comb += [addend.eq(Mux(product[0], mult, 0) ^ Mux(last, -1, 0)), widened_high.eq(high)]
+        stepped = (Cat(last, widened_high) + Cat(last, addend))[1:M + 4]
+        widened = Signal(signed(V))
+        m.d.comb += widened.eq(value)
         # round_shift(x, s) = (floor(2 x / 2**s) + 1) >> 1, also for s = 0; the constant part of s is wiring.
-        partial = Cat(0, product).as_signed() >> least
-        if span:
-            partial = partial >> offset[:span.bit_length()]
-        rounded = (partial + 1) >> 1
-        first = Signal(signed(len(rounded)))         # the wte product, rounded
-
-        def load(value):
-            """Start a product of `value` (and `mult`): the whole product, or its first operand."""
-            if serial:
-                widened = Signal(signed(V))
-                m.d.comb += widened.eq(value)
-                m.d.sync += [product.eq(widened.as_unsigned()), step.eq(0)]
-            else:
-                m.d.sync += product.eq(value * mult)
+        partial = Cat(0, product)[low:].as_signed()
+        if shift_bits and max(self._requant["wte"][1]) > low:
+            partial = partial >> offset
+        rounded = Signal(signed(len(partial)))
+        m.d.comb += rounded.eq((partial + 1)[1:].as_signed())
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 if self._lanes is not None:          # the head's reads of the shared wte
                     m.d.comb += [wte_read.addr.eq(self.wte_read.addr), wte_read.en.eq(self.wte_read.en)]
                 with m.If(self.i.valid):
-                    m.d.sync += [token.eq(self.i.payload.token), position.eq(self.i.payload.position), index.eq(0),
-                                 step.eq(0)]
-                    m.next = "HEADER" if streamed else "READ"
-            if not streamed:
-                with m.State("READ"):                # the requantisers' and value 0's reads
-                    m.next = "FIRST"
-            if streamed:
-                with m.State("HEADER"):              # the position's requantiser bytes
-                    m.d.comb += self.wpe.ready.eq(1)
-                    with m.If(self.wpe.valid):
-                        m.d.sync += [header.eq(Cat(header[8:], self.wpe.payload)), step.eq(step + 1)]
-                        with m.If(step == self.wpe_header_bytes - 1):
-                            m.next = "FIRST"
-            with m.State("FIRST"):                   # the table reads of value `index` are there
-                load(values["wte"])
-                m.next = "WTE" if serial else "SECOND"
+                    m.d.sync += [token.eq(self.i.payload.token), position.eq(self.i.payload.position), index.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):                    # the requantiser's and value 0's reads
+                m.next = "FIRST"
+            with m.State("FIRST"):                   # value `index`'s reads are there
+                if serial:
+                    m.d.sync += [product.eq(widened.as_unsigned()), step.eq(0)]
+                else:
+                    m.d.sync += product.eq(widened * mult)
+                m.next = "STEPS" if serial else "SUM"
             if serial:
-                with m.State("WTE"):
+                with m.State("STEPS"):
                     m.d.sync += [product.eq(Cat(product[1:V], stepped)), step.eq(step + 1)]
-                    with m.If(step == V - 1):
-                        m.next = "SECOND"
-            with m.State("SECOND"):
-                m.d.comb += wpe_mult.eq(1)
-                ready = self.wpe.valid if streamed else 1
-                with m.If(ready):
-                    if streamed:
-                        m.d.comb += self.wpe.ready.eq(1)
-                    m.d.sync += first.eq(rounded)
-                    load(values["wpe"])
-                    m.next = "WPE" if serial else "SUM"
-            if serial:
-                with m.State("WPE"):
-                    m.d.comb += wpe_mult.eq(1)
-                    m.d.sync += [product.eq(Cat(product[1:V], stepped)), step.eq(step + 1)]
-                    with m.If(step == V - 1):
+                    with m.If(last):
                         m.next = "SUM"
             with m.State("SUM"):                     # offer the value; the next one's reads are issued
-                m.d.comb += wpe_shift.eq(1)
-                with m.If(~self.o.valid | self.o.ready):
+                with m.If((~self.o.valid | self.o.ready) & term_ready):
                     m.d.comb += advancing.eq(index != d - 1)
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(first + rounded, self._res_bits)),
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(rounded + term, self._res_bits)),
                                  index.eq(index + 1)]
-                    m.next = "IDLE" if d == 1 else "FIRST"
+                    if streamed:
+                        m.d.sync += have.eq(0)
+                    m.next = "FIRST"
                     with m.If(index == d - 1):
                         m.next = "IDLE"
+        if streamed:
+            m.d.comb += taking.eq(~fsm.ongoing("IDLE"))
         return m

@@ -1,8 +1,9 @@
 # amaranth: UnusedElaboratable=no
 """The whole GPT-2 forward of a compiled integer model, one token at a time, with the sampler: a token in, a token out."""
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 import numpy as np
@@ -99,10 +100,12 @@ class ForwardCore(wiring.Component):
     - the attention's ``kv_cache`` (``2 n_layer context d`` values, ``lanes``
       per word; one write and one read port, never in the same cycle, so one
       single-port SPRAM holds it), ``query``, ``scores``, ``weights``;
-    - the embedding's ``wte`` / ``wpe`` tables (wpe only ``context`` rows)
-      and requantisers; the head's table, requantisers and banks; the GELU
+    - the embedding's ``wte`` table and requantisers, its ``wpe`` terms (only
+      ``context`` rows); the head's table, requantisers and banks; the GELU
       tables (``n_layer 2**act_bits``); the sampler's logits and weights; two
-      exp2 tables.
+      exp2 tables;
+    - with ``constants="flash"``: none of the layer norms' or linear layers'
+      constants or the wpe terms, and the ``constant_prefetch`` buffer.
 
     Parameters
     ----------
@@ -129,6 +132,10 @@ class ForwardCore(wiring.Component):
         ``constants``, seeking each position's wpe block, then the records, which a small unpacker assembles
         (one fixed-length shift register, its fields wiring) and hands to the step's unit (the layer norm's
         ``affine``, the linear engine's ``channel_constants``); the embedding takes its bytes itself.
+    prefetch : int
+        With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a FIFO; 512: one iCE40
+        EBR), so the flash reads while the core computes; 0, none (the stream then stops whenever the core is
+        not taking constants).
     embedding_multiplier : str or None
         The `EmbeddingUnit`'s ``multiplier``; default ``"serial"`` (shift-add, no DSP) with
         ``constants="flash"`` (the iCE40 build, where the stream is slower anyway), else ``"dsp"``.
@@ -159,12 +166,13 @@ class ForwardCore(wiring.Component):
     """
 
     def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4,
-                 attention_units=1, codes="rom", constants="rom", embedding_multiplier=None):
+                 attention_units=1, codes="rom", constants="rom", embedding_multiplier=None, prefetch=512):
         c, f, t = compiled.config, compiled.formats, compiled.tensors
         if constants not in CONSTANT_SOURCES:
             raise ValueError(f"constants must be one of {', '.join(CONSTANT_SOURCES)}, not {constants!r}")
         self._constants = constants
         flash = constants == "flash"
+        self._prefetch = check_int("prefetch", prefetch, 0) if flash else 0
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
         attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)
@@ -319,10 +327,11 @@ class ForwardCore(wiring.Component):
         records; it reads each in order:
 
         - at ``p * constant_stride``, position ``p``'s `EmbeddingUnit.wpe_bytes`:
-          the wpe row's requantiser (``mult`` little-endian, then one byte
-          ``shift - low``) and its ``d`` values, a signed byte each, padded with
-          ``0xFF`` (erased flash) to the stride (a power of two: the seek
-          address is the position's bits shifted, no multiplier);
+          its ``d`` requantised wpe terms (`EmbeddingUnit.wpe_terms`, golden's
+          ``round_shift(wpe[p] * mult, shift)``, exact: the requantiser is
+          applied here, not on the chip), each little-endian two's complement
+          in whole bytes, padded with ``0xFF`` (erased flash) to the stride (a
+          power of two: the seek address is the position's bits shifted);
         - at ``constant_stream_base`` (``context * constant_stride``), for every
           step of the program (`core_steps`) in order, one record per value the
           step's unit takes: a layer norm's ``d`` records ``(gamma, beta)``, a
@@ -395,7 +404,8 @@ class ForwardCore(wiring.Component):
                 + self._head.memories
                 + [("gelu", f.act_bits, self._gelu.n_layer << f.act_bits), ("norm_row", f.res_bits, d),
                    ("sampler_logits", f.logit_bits, V), ("sampler_weights", f.exp_bits, V),
-                   ("sampler_exp2", f.exp_bits, lut)])
+                   ("sampler_exp2", f.exp_bits, lut)]
+                + ([("constant_prefetch", 8, self._prefetch)] if self._prefetch else []))
 
     def elaborate(self, platform):
         m = Module()
@@ -463,15 +473,16 @@ class ForwardCore(wiring.Component):
         a_write, a_read, a_read2 = activations.write_port(), activations.read_port(), activations.read_port()
 
         def reader(name, ports, depth):
-            """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address): ``start`` latches
-            ``base`` and ``count`` (comb inputs) and restarts it."""
+            """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address, or at ``offset`` past it
+            for a ``(port, offset)``): ``start`` latches ``base`` and ``count`` (comb inputs) and restarts it."""
             r = {"start": Signal(name=name + "_start"), "count": Signal(range(depth + 1), name=name + "_count"),
                  "base": Signal(range(depth + 1), name=name + "_base"), "valid": Signal(name=name + "_valid"),
                  "ready": Signal(name=name + "_ready")}
             left, address = Signal(range(depth + 1), name=name + "_left"), Signal(range(depth + 1), name=name + "_addr")
             advance = ~r["valid"] | r["ready"]
             for port in ports:
-                m.d.comb += [port.addr.eq(address), port.en.eq(advance)]
+                port, offset = port if isinstance(port, tuple) else (port, 0)
+                m.d.comb += [port.addr.eq(address + offset if offset else address), port.en.eq(advance)]
             with m.If(r["start"]):
                 m.d.sync += [address.eq(r["base"]), left.eq(r["count"]), r["valid"].eq(0)]
             with m.Elif(advance):
@@ -494,7 +505,8 @@ class ForwardCore(wiring.Component):
             return w
 
         source_x = reader("source_x", [x_read], d)
-        source_a = reader("source_a", [a_read], self._act_depth)
+        # The attention's values (act 2d..3d) leave beside its keys (d..2d): the second port reads d further on.
+        source_a = reader("source_a", [a_read, (a_read2, d)], self._act_depth)
         flash = self._constants == "flash"
         if flash:
             # The unpacker: a record's bytes shift in from the top of `record`; full after its kind's length, it
@@ -507,11 +519,19 @@ class ForwardCore(wiring.Component):
             length = Mux(kind_of == NORM, lengths[NORM], lengths[LINEAR])
             full = got == length
             unpacking, record_taken = Signal(), Signal()
-            m.d.comb += [unpacking.eq(~full & ((left != 0) | (got != 0))), self.constants.ready.eq(unpacking)]
+            # The prefetch buffer: the stream's bytes are taken while there is room, so the flash keeps reading
+            # while the core computes; a seek empties it.
+            incoming = self.constants
+            if self._prefetch:
+                fifo = SyncFIFOBuffered(width=8, depth=self._prefetch + 1)
+                m.submodules.prefetch = ResetInserter(self.constants_seek.valid & self.constants_seek.ready)(fifo)
+                wiring.connect(m, wiring.flipped(self.constants), fifo.w_stream)
+                incoming = fifo.r_stream
+            m.d.comb += [unpacking.eq(~full & ((left != 0) | (got != 0))), incoming.ready.eq(unpacking)]
             with m.If(record_taken):
                 m.d.sync += got.eq(0)
-            with m.Elif(self.constants.valid & unpacking):
-                m.d.sync += [record.eq(Cat(record[8:], self.constants.payload)), got.eq(got + 1)]
+            with m.Elif(incoming.valid & unpacking):
+                m.d.sync += [record.eq(Cat(record[8:], incoming.payload)), got.eq(got + 1)]
                 with m.If(got == 0):
                     m.d.sync += left.eq(left - 1)
             fields = {}
@@ -524,7 +544,7 @@ class ForwardCore(wiring.Component):
             m.d.comb += [norm.affine.payload.gamma.eq(fields["gamma"]), norm.affine.payload.beta.eq(fields["beta"]),
                          channel.payload.bias.eq(fields["bias"]), channel.payload.mult.eq(fields["mult"]),
                          channel.payload.shift.eq(fields["shift"]),
-                         embedding.wpe.payload.eq(self.constants.payload)]
+                         embedding.wpe.payload.eq(incoming.payload)]
             with m.If(kind_of == NORM):
                 m.d.comb += [norm.affine.valid.eq(full), record_taken.eq(norm.affine.ready & full)]
             with m.Else():
@@ -541,13 +561,12 @@ class ForwardCore(wiring.Component):
             m.d.comb += [norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
                          source_g["count"].eq(d), source_g["base"].eq(index_of * d),
                          norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready)]
-        kv = reader("source_kv", [a_read2], self._act_depth)        # values, beside source_a's keys
         sink_x = writer("sink_x", x_write, d)
         sink_a = writer("sink_a", a_write, self._act_depth)
         m.d.comb += [norm.x.payload.eq(x_read.data), linear.x.payload.eq(x_read.data),
                      linear.a.payload.eq(a_read.data),
                      head.a.payload.eq(a_read.data),
-                     source_x["count"].eq(d), kv["count"].eq(d), kv["base"].eq(2 * d)]
+                     source_x["count"].eq(d)]
 
         # head -> sampler (and the observation port)
         wiring.connect(m, head.o, sampler.logits)
@@ -647,15 +666,14 @@ class ForwardCore(wiring.Component):
                 m.d.comb += [embedding.o.ready.eq(1), sink_x["valid"].eq(embedding.o.valid),
                              sink_x["data"].eq(embedding.o.payload)]
                 if flash:                             # the wpe row's bytes go to the embedding itself
-                    m.d.comb += [embedding.wpe.valid.eq(self.constants.valid),
-                                 self.constants.ready.eq(embedding.wpe.ready)]
+                    m.d.comb += [embedding.wpe.valid.eq(incoming.valid), incoming.ready.eq(embedding.wpe.ready)]
                 with m.If(sink_x["written"] == d):
                     m.next = "SEEK_RECORDS" if flash else "DISPATCH"
             with m.State("DISPATCH"):                     # start the step's readers and writers
                 if not flash:
                     m.d.comb += source_g["start"].eq(1)
                 m.d.comb += [sink_a["start"].eq(1), sink_x["start"].eq(1), source_x["start"].eq(1),
-                             source_a["start"].eq(1), kv["start"].eq(1),
+                             source_a["start"].eq(1),
                              source_a["count"].eq(Mux(preloaded_of, 0, k_of)),
                              source_a["base"].eq(Mux(kind_of == ATTENTION, d, 0))]
                 with m.If((step == ln_f_step) & ~wants_logits):
@@ -700,8 +718,7 @@ class ForwardCore(wiring.Component):
             with m.State("KV"):                           # keys (act d..2d) and values (2d..3d) into the cache
                 for g, unit in enumerate(attentions):
                     with m.If(group == g):
-                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready),
-                                     kv["ready"].eq(unit.kv.ready)]
+                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready)]
                 count_channel(source_a["valid"] & source_a["ready"])
                 with m.If(source_a["done"]):
                     m.d.comb += [source_a["start"].eq(1), source_a["count"].eq(d), source_a["base"].eq(0)]

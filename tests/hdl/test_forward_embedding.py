@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 
+from golden import int_ops
 from golden.int_forward import IntegerForward
 from hdl.forward.embedding_unit import EmbeddingUnit
 
@@ -31,7 +32,7 @@ def test_default_model(compiled_default, lanes, wpe_source, multiplier):
     assert (dut.vocab_size, dut.positions, dut.d) == (c.vocab_size, c.n_positions, c.n_embd)
     forward = IntegerForward(compiled_default)
     rng = np.random.default_rng(2)
-    tokens = np.arange(c.vocab_size)[::1 if multiplier == "dsp" else 4]     # shift-add is 6x the cycles
+    tokens = np.arange(c.vocab_size)[::1 if multiplier == "dsp" else 4]     # shift-add is 5x the cycles
     positions = rng.integers(0, c.n_positions, tokens.size)
     positions[:2] = 0, c.n_positions - 1
     requests = [{"token": t, "position": p} for t, p in zip(tokens, positions)]
@@ -45,10 +46,10 @@ def test_default_model(compiled_default, lanes, wpe_source, multiplier):
 
 @pytest.mark.parametrize("wpe_source, multiplier", [("rom", "dsp"), ("stream", "serial")])
 def test_row_cycles(compiled_default, wpe_source, multiplier):
-    """With no gaps a row takes `row_cycles` from the request to its last value (3 cycles a value with a
-    multiplier, 2 table_bits + 3 = 19 shift-add)."""
+    """With no gaps a row takes `row_cycles` from the request to its last value (2 cycles a value with a
+    multiplier, table_bits + 2 = 10 shift-add)."""
     dut = unit_of(compiled_default, 4, wpe_source=wpe_source, multiplier=multiplier)
-    assert dut.value_cycles == (3 if multiplier == "dsp" else 19)
+    assert dut.value_cycles == (2 if multiplier == "dsp" else 10)
     inputs = {"i": [{"token": 7, "position": 9}]}
     if wpe_source == "stream":
         inputs["wpe"] = list(dut.wpe_bytes(9))
@@ -57,17 +58,15 @@ def test_row_cycles(compiled_default, wpe_source, multiplier):
     assert cycles == dut.row_cycles + 1
 
 
-def test_wpe_bytes(compiled_default):
-    """A streamed position: the mult little-endian in 2 bytes, the shift less the table's smallest, the row."""
+def test_wpe_terms(compiled_default):
+    """A position's term is golden's, streamed little-endian in 2 bytes each (the default model's are 9-bit)."""
     t = compiled_default.tensors
     dut = unit_of(compiled_default, wpe_source="stream")
-    got = dut.wpe_bytes(5)
-    assert dut.wpe_header_bytes == 3 and len(got) == 3 + compiled_default.config.n_embd
-    assert int.from_bytes(got[:2], "little") == t["wpe.mult"][5]
-    assert got[2] == t["wpe.shift"][5] - t["wpe.shift"].min()
-    assert list(np.frombuffer(got[3:], np.int8)) == list(t["wpe.table"][5])
-    assert ("wpe", 8, t["wpe.table"].size) not in dut.memories and [n for n, _, _ in dut.memories] == ["wte",
-                                                                                                     "wte_mult"]
+    want = int_ops.round_shift(t["wpe.table"][5].astype(np.int64) * int(t["wpe.mult"][5]), int(t["wpe.shift"][5]))
+    assert dut.wpe_terms[5] == list(want) and dut.wpe_term_bits == 9 and dut.wpe_term_bytes == 2
+    assert list(np.frombuffer(dut.wpe_bytes(5), "<i2")) == list(want)
+    assert [name for name, _, _ in dut.memories] == ["wte", "wte_mult"]
+    assert ("wpe", 9, t["wpe.table"].size) in unit_of(compiled_default).memories
 
 
 def test_wrong():
@@ -77,9 +76,6 @@ def test_wrong():
         EmbeddingUnit(wte=table, wpe=table, wte_mult=ones[:3], wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
     with pytest.raises(ValueError, match="wte rows have 8 values and wpe rows 4"):
         EmbeddingUnit(wte=table, wpe=table[:, :4], wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
-    with pytest.raises(ValueError, match="one signed byte a value; this one needs 10 bits"):
-        EmbeddingUnit(wte=table, wpe=table + 300, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
-                      wpe_source="stream")
     with pytest.raises(ValueError, match="multiplier must be one of dsp, serial, not 'booth'"):
         EmbeddingUnit(wte=table, wpe=table, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
                       multiplier="booth")
