@@ -101,9 +101,6 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         UART clock cycles per bit, overriding `baud` (simulation uses 4).
     timeout : float
         Seconds without a byte inside a request before it is answered TIMEOUT.
-    flash_prefetch : int
-        With the constants in the flash: bytes the reader reads ahead of the core (`SPIFlashReader`'s
-        ``prefetch``: a FIFO, one block RAM); default 0.
 
     Members
     -------
@@ -123,8 +120,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         code words wider than a LOAD's 16 bits, or constants in the flash on a board other than the iCEBreaker.
     """
 
-    def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT,
-                 flash_prefetch=0):
+    def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
         self._board = _board(board)
         if isinstance(frequency, bool) or not isinstance(frequency, (int, float)) or frequency <= 0:
             raise ValueError(f"Frequency must be a positive number of Hz, not {frequency!r}")
@@ -149,8 +145,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
             if self._board.name != "icebreaker":
                 raise ValueError(f"Constants from the SPI flash are built for the iCEBreaker only, not {board!r}")
             from hdl.spi_flash_reader import SPIFlashReader
-            self._flash = SPIFlashReader(offset=FLASH_CONSTANTS_OFFSET, clock_hz=self._pll.frequency,
-                                         prefetch=flash_prefetch)
+            self._flash = SPIFlashReader(offset=FLASH_CONSTANTS_OFFSET, clock_hz=self._pll.frequency)
             ports.update(flash_cs=Out(1), flash_sck=Out(1), flash_dq_o=Out(4), flash_dq_oe=Out(4), flash_dq_i=In(4))
         super().__init__(ports)
 
@@ -220,7 +215,7 @@ def default_context(board, compiled):
 
 
 def compose_forward(compiled, *, board, context=None, frequency=None, divisor=None, timeout=DEFAULT_TIMEOUT,
-                    flash_prefetch=0, **core_options):
+                    **core_options):
     """The forward top of `board` for `compiled` (a `golden.compile.CompiledModel`) holding `context` positions
     (default `default_context`), clocked at `frequency` Hz (default the board's), with `core_options` for
     `hdl.forward.forward_core.ForwardCore` (default the board's `Board.core_defaults`: on the iCEBreaker the
@@ -232,4 +227,4 @@ def compose_forward(compiled, *, board, context=None, frequency=None, divisor=No
     context = default_context(board, compiled) if context is None else context
     core = ForwardCore(compiled=compiled, context=context, **{**dict(spec.core_defaults), **core_options})
     return ForwardTop(core=core, board=board, frequency=frequency or spec.default_mhz * 1e6, divisor=divisor,
-                      timeout=timeout, flash_prefetch=flash_prefetch)
+                      timeout=timeout)

@@ -2,9 +2,8 @@
 
 import math
 
-from amaranth import Cat, Const, Module, ResetInserter, Signal
+from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["SPIFlashReader", "WAKE_SECONDS", "QUAD_ENABLE", "READ_DUMMY_CLOCKS"]
@@ -60,10 +59,6 @@ class SPIFlashReader(wiring.Component):
         Flash byte address of image address 0 (added to every seek).
     clock_hz : float
         The clock, for the flash's wake-up time (`wake_cycles`).
-    prefetch : int
-        Bytes of a FIFO between the byte register and `data` (one block RAM on the iCE40 up to 512): the
-        flash keeps reading while the consumer does not take, up to this many bytes ahead; 0 (the default)
-        for none, the flash's clock then stopping at the first byte not taken.
 
     Members
     -------
@@ -88,12 +83,9 @@ class SPIFlashReader(wiring.Component):
         If `offset` is not an address of a 24-bit flash, or `clock_hz` not a positive frequency.
     """
 
-    def __init__(self, *, offset=0, clock_hz, prefetch=0):
+    def __init__(self, *, offset=0, clock_hz):
         if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 1 << 24:
             raise ValueError(f"Offset must be a flash byte address from 0 to 0xFFFFFF, not {offset!r}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ValueError(f"Prefetch must be a number of bytes, 0 or more, not {prefetch!r}")
-        self._prefetch = prefetch
         if isinstance(clock_hz, bool) or not isinstance(clock_hz, (int, float)) or not clock_hz > 0:
             raise ValueError(f"Clock must be a positive number of Hz, not {clock_hz!r}")
         self._offset = offset
@@ -113,11 +105,6 @@ class SPIFlashReader(wiring.Component):
         return self._clock_hz
 
     @property
-    def prefetch(self):
-        """Bytes read ahead of the consumer besides the byte register (a FIFO; 0: none)."""
-        return self._prefetch
-
-    @property
     def wake_cycles(self):
         """Cycles between the end of the release from power-down and the next command (`WAKE_SECONDS`)."""
         return math.ceil(WAKE_SECONDS * self._clock_hz) + 1
@@ -132,20 +119,11 @@ class SPIFlashReader(wiring.Component):
     def first_byte_cycles(self):
         """Cycles from a seek taken (with the flash set up) to its first byte valid: one with the flash
         deselected, one to select it, two per SCK pulse of command, address and dummy, two to the first
-        byte's second nibble and one to the byte register (and two through the FIFO, with `prefetch`)."""
-        return 2 + 2 * _READ_PULSES + 2 + 1 + (2 if self._prefetch else 0)
+        byte's second nibble and one to the byte register."""
+        return 2 + 2 * _READ_PULSES + 2 + 1
 
     def elaborate(self, platform):
         m = Module()
-        out = self.data
-        if self._prefetch:
-            # The FIFO empties with every seek taken: no byte of the old address survives it.
-            fifo = SyncFIFOBuffered(width=8, depth=self._prefetch)
-            m.submodules.prefetch = ResetInserter(self.seek.valid & self.seek.ready)(fifo)
-            out = stream.Signature(8).create()
-            m.d.comb += [fifo.w_data.eq(out.payload), fifo.w_en.eq(out.valid), out.ready.eq(fifo.w_rdy),
-                         self.data.payload.eq(fifo.r_data), self.data.valid.eq(fifo.r_rdy & ~self.seek.valid),
-                         fifo.r_en.eq(self.data.ready & ~self.seek.valid)]
 
         # Command and address, MSB first on DQ0. The set-up's three commands are its reset value, sent one after
         # another from it (8, 8 and 16 bits), so the register loads nothing but a read's command and address.
@@ -163,8 +141,9 @@ class SPIFlashReader(wiring.Component):
         full = Signal()
 
         m.d.comb += [self.dq_o.eq(Cat(shift[31], 0, 1, 1)), self.dq_oe.eq(Cat(driving, 0, driving, driving)),
-                     self.seek.ready.eq(ready), out.payload.eq(byte), out.valid.eq(full & ~self.seek.valid)]
-        taken = out.valid & out.ready
+                     self.seek.ready.eq(ready), self.data.payload.eq(byte),
+                     self.data.valid.eq(full & ~self.seek.valid)]
+        taken = self.data.valid & self.data.ready
         with m.If(taken):
             m.d.sync += full.eq(0)
 
