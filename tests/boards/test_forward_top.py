@@ -68,7 +68,7 @@ def test_tops(tiny):
     assert ulx3s.identity.digest == icebreaker.identity.digest
     # The iCEBreaker streams its core's constants from the flash (the image at 1 MiB); the ULX3S keeps them.
     assert icebreaker.core.constant_source == "flash" and icebreaker.flash.offset == FLASH_CONSTANTS_OFFSET
-    assert icebreaker.flash.clock_hz == icebreaker.frequency and icebreaker.flash.prefetch == 0
+    assert icebreaker.flash.clock_hz == icebreaker.frequency
     assert ulx3s.core.constant_source == "rom" and ulx3s.flash is None
     with pytest.raises(ValueError, match="Constants from the SPI flash are built for the iCEBreaker only"):
         compose_forward(tiny, board="ulx3s", constants="flash")
