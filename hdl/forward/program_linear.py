@@ -6,20 +6,26 @@ from amaranth.lib.wiring import In, Out
 
 import numpy as np
 
-from golden.datapath import check_act_bits, pot_acc_bits
+from golden.datapath import check_act_bits
 from golden.pot_format import PotFormat
 
 from ..pot_pe import PotPE
 from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .requantizer import Requantizer
+from .two_pass_requantizer import TwoPassRequantizer
 
-__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "code_words", "column_words", "pack_codes",
+__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "REQUANTIZERS", "code_words", "column_words", "pack_codes",
            "program_code_banks", "program_layers"]
 
 #: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
 #: single-port memories (iCE40 SPRAM) with no initial contents, written through the ``code_write`` port.
 CODE_STORES = ("rom", "loaded")
+
+#: The requantiser behind `ProgramLinear`'s readout: ``"parallel"`` (`Requantizer`, a channel per cycle),
+#: ``"two-pass"`` (`TwoPassRequantizer`, one 16 x 16 multiplier, a channel every other cycle) or ``"auto"``
+#: (two-pass where every tile leaves it the time: ``min(chunk) + 1 >= 2 * columns``).
+REQUANTIZERS = ("auto", "parallel", "two-pass")
 
 #: Where `ProgramLinear` gets each channel's bias / mult / shift: ``"rom"``, memories initialised by the
 #: bitstream; ``"stream"``, one record per output channel on the ``channel_constants`` port (the core
@@ -113,6 +119,20 @@ class LinearLayer:
         self.out_bits, self.add, self.name = out_bits, bool(add), name
 
 
+def _width(low, high):
+    """Bits of the narrowest two's-complement integer holding every value from `low` to `high`."""
+    low, high = min(0, int(low)), max(0, int(high))
+    return max(2, high.bit_length() + 1, (-low - 1).bit_length() + 1)
+
+
+def sum_ranges(values, act_bits):
+    """Per column of the integer weights `values` (K, N): the smallest and largest ``sum_k x_k w_kn`` of any
+    `act_bits`-bit activations (each x at the end of its range that pushes the sum that way)."""
+    values = np.asarray(values, np.int64)
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    return np.minimum(values * lo, values * hi).sum(axis=0), np.maximum(values * lo, values * hi).sum(axis=0)
+
+
 def program_layers(compiled):
     """The `LinearLayer` s of every ``linear`` op of `compiled`'s program, in program order."""
     t, f = compiled.tensors, compiled.formats
@@ -135,9 +155,16 @@ class ProgramLinear(wiring.Component):
     from its own bank) with output channel ``tile * columns + c``; every
     beat each PE reads its own code from one word of ``rows * columns``
     codes. A tile is ``chunk_l`` beats and one drain beat; at the drain each
-    column's ``rows`` partial sums and the bias are added, held, and sent
-    through the `Requantizer` one channel per cycle while the next tile
-    accumulates. A layer takes ``K_l`` cycles to load the activations, then
+    column's ``rows`` partial sums are added and held, and sent with the
+    channel's bias through the requantiser (`Requantizer`, one channel per
+    cycle, or `TwoPassRequantizer`, one every other cycle: `requantizer`)
+    while the next tile accumulates. The PEs add ones'-complement negative
+    terms (``PotPE(exact_negation=False)``): a channel's sum comes out short by
+    its count of negative non-zero codes, which its stored bias adds back
+    (`channel_records`). The PEs' accumulators are as wide as the partial sums
+    these codes can make (`pe_bits`), the held sums as wide as a channel's sum
+    plus its bias (`acc_bits`). While no beat runs the PEs see drain beats, so
+    no code or activation needs clearing. A layer takes ``K_l`` cycles to load the activations, then
     ``tiles_l * (chunk_l + 1)`` beats and a few cycles of pipeline.
 
     Memories (the seam where a build places them):
@@ -176,6 +203,8 @@ class ProgramLinear(wiring.Component):
         ``"rom"`` or ``"loaded"`` (`CODE_STORES`).
     constants : str
         ``"rom"`` or ``"stream"`` (`CONSTANT_SOURCES`).
+    requantizer : str
+        ``"auto"``, ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`).
 
     Members
     -------
@@ -196,7 +225,7 @@ class ProgramLinear(wiring.Component):
     """
 
     def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16, codes="rom",
-                 constants="rom"):
+                 constants="rom", requantizer="auto"):
         self._format = PotFormat(bits)
         self._act_bits = check_act_bits(act_bits)
         self._res_bits = check_int("res_bits", res_bits, 2, 32)
@@ -212,6 +241,8 @@ class ProgramLinear(wiring.Component):
         if constants not in CONSTANT_SOURCES:
             raise ValueError(f"constants must be one of {', '.join(CONSTANT_SOURCES)}, not {constants!r}")
         self._constants = constants
+        if requantizer not in REQUANTIZERS:
+            raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}, not {requantizer!r}")
         channel_base = []
         for layer in self._layers:
             self._format.check_codes(layer.codes)
@@ -223,7 +254,24 @@ class ProgramLinear(wiring.Component):
         self._banks, self._word_base = pack_codes(self._layers, rows=rows, columns=columns, bits=self._format.bits,
                                                   zero_code=self._format.zero_code)
         self._channel_base = channel_base
-        self._acc_bits = max(pot_acc_bits(x.k, act_bits, bits, int(np.abs(x.bias).max())) for x in self._layers)
+        self._negatives, pe_bits, acc_bits = [], 2, 2
+        for layer in self._layers:
+            values = self._format.to_int(layer.codes)
+            self._negatives.append((values < 0).sum(axis=0))
+            chunk = -(-layer.k // rows)
+            for r in range(rows):
+                part = values[r * chunk:(r + 1) * chunk]
+                if len(part):                           # a ones'-complement sum: short by the negative codes
+                    low, high = sum_ranges(part, act_bits)
+                    negative = (part < 0).sum(axis=0)
+                    pe_bits = max(pe_bits, _width((low - negative).min(), (high - negative).max()))
+            low, high = sum_ranges(values, act_bits)
+            acc_bits = max(acc_bits, _width((low + layer.bias).min(), (high + layer.bias).max()))
+        self._pe_bits, self._acc_bits = pe_bits, acc_bits
+        fast = min(self.layer_chunk(i) for i in range(len(self._layers))) + 1 >= 2 * columns
+        if requantizer == "auto":
+            requantizer = "two-pass" if fast and mult_bits <= 16 and acc_bits <= 31 else "parallel"
+        self._requantizer = requantizer
         self._out_bits = max([x.out_bits for x in self._layers] + [res_bits if self.adds else 2])
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(self._out_bits))),
                  "select": In(range(len(self._layers)))}
@@ -265,8 +313,12 @@ class ProgramLinear(wiring.Component):
 
     def channel_records(self):
         """``[(bias, mult, shift)]``, one per output channel of every layer in program order: the values the
-        ``bias`` / ``mult`` / ``shift`` memories hold, and what ``channel_constants`` must carry."""
-        return [(int(b), int(m), int(s)) for x in self._layers for b, m, s in zip(x.bias, x.mult, x.shift)]
+        ``bias`` / ``mult`` / ``shift`` memories hold, and what ``channel_constants`` must carry.
+
+        The bias is the layer's bias plus the channel's count of negative non-zero codes, which the array's
+        ones'-complement terms leave out of its sum (as `hdl.bias_store.stored_biases` for the engine)."""
+        return [(int(b) + int(n), int(m), int(s)) for x, negatives in zip(self._layers, self._negatives)
+                for b, m, s, n in zip(x.bias, x.mult, x.shift, negatives)]
 
     @property
     def code_bits(self):
@@ -291,14 +343,25 @@ class ProgramLinear(wiring.Component):
 
     @property
     def acc_bits(self):
-        """The exact accumulator width of the widest layer (``golden.datapath.pot_acc_bits`` with its bias)."""
+        """Width of a channel's held sum and the requantiser's input: the narrowest holding ``a @ W + bias`` of
+        every channel of every layer, for any activations (from the codes themselves, `sum_ranges`)."""
         return self._acc_bits
 
     @property
+    def pe_bits(self):
+        """Width of the PEs' accumulators: the narrowest holding every partial sum of one row's K chunk (with
+        its ones'-complement shortfall) of every layer, for any activations."""
+        return self._pe_bits
+
+    @property
+    def requantizer(self):
+        """The requantiser in use: ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`)."""
+        return self._requantizer
+
+    @property
     def bias_bits(self):
-        """Width of the bias memory: the widest bias of any layer (signed), not the accumulator's."""
-        largest = max(int(np.abs(x.bias).max()) for x in self._layers)
-        return largest.bit_length() + 1
+        """Width of the bias memory and of a record's ``bias``: the widest stored bias (`channel_records`)."""
+        return max(_width(b, b) for b, _, _ in self.channel_records())
 
     @property
     def out_bits(self):
@@ -384,10 +447,16 @@ class ProgramLinear(wiring.Component):
                 rom = memory.Memory(shape=shape, depth=len(records), init=[r[index] for r in records])
                 m.submodules[name] = rom
                 constants[name] = rom.read_port()
-        m.submodules.requantizer = requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
-                                                         shift_bits=6, out_bits=self._out_bits)
-        pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._acc_bits) for _ in range(C)]
-               for _ in range(R)]
+        if self._requantizer == "parallel":
+            requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits, shift_bits=6,
+                                  out_bits=self._out_bits)
+        else:
+            shifts = [int(v) for x in layers for v in x.shift]
+            requant = TwoPassRequantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
+                                         shift_range=(min(shifts), max(shifts)), out_bits=self._out_bits)
+        m.submodules.requantizer = requant
+        pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._pe_bits, exact_negation=False,
+                      skip_input=True) for _ in range(C)] for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
@@ -401,7 +470,6 @@ class ProgramLinear(wiring.Component):
         address, address1 = Signal(range(depth + 1)), Signal(range(depth + 2))
         phase, beat_phase = Signal(range(C)), Signal(range(C))
         columns_now = Mux(tile == tiles_of - 1, last_columns_of, C)          # columns of this tile
-        beat_columns = Signal(range(C + 1))
         issue, issue_drain = Signal(), Signal()
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
@@ -409,7 +477,7 @@ class ProgramLinear(wiring.Component):
             m.d.comb += [read.addr.eq(Mux(s < phase, address1, address) if s < C - 1 else address), read.en.eq(issue)]
         with m.If(issue & ~issue_drain):
             following = phase + columns_now
-            m.d.sync += [beat_phase.eq(phase), beat_columns.eq(columns_now), phase.eq(following)]
+            m.d.sync += [beat_phase.eq(phase), phase.eq(following)]
             with m.If(following >= C):
                 m.d.sync += [phase.eq(following - C), address.eq(address1), address1.eq(address1 + 1)]
         # Column c of the beat is column word p + c: bank (beat_phase + c) mod C.
@@ -423,14 +491,16 @@ class ProgramLinear(wiring.Component):
             column_codes.append(word)
         m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
                      bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t)]
+        # Outside a beat the PEs skip (add nothing); a drain beat's own code is ignored. A column past the
+        # tile's last channel sums what its bank reads, and is never sent.
+        drained = Signal()                        # the PEs' sums are a tile's
+        m.d.sync += drained.eq(beat_drain)
         for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
-                code = column_codes[c][fmt.bits * r:fmt.bits * (r + 1)]
-                m.d.comb += [pe.x_in.eq(bank_read.data[A * r:A * (r + 1)].as_signed()), pe.drain_in.eq(beat_drain),
-                             pe.w_in.eq(code)]
-                with m.If(~beat_valid | beat_drain | (beat_columns <= c)):
-                    m.d.comb += pe.w_in.eq(fmt.zero_code)
+                m.d.comb += [pe.x_in.eq(bank_read.data[A * r:A * (r + 1)].as_signed()),
+                             pe.drain_in.eq(beat_drain), pe.skip_in.eq(~beat_valid),
+                             pe.w_in.eq(column_codes[c][fmt.bits * r:fmt.bits * (r + 1)])]
 
         # Readout: column sums held, then one channel per cycle (plus its bias) into the requantiser.
         held = [Signal(signed(self._acc_bits), name=f"held{c}") for c in range(C)]
@@ -439,7 +509,7 @@ class ProgramLinear(wiring.Component):
         pending = Signal()                        # held sums not yet all sent
         column = Signal(range(C + 1))
         sent = Signal(range(max_n + 1))
-        with m.If(pes[0][0].valid):
+        with m.If(drained):
             for c in range(C):
                 m.d.sync += held[c].eq(sum(pes[r][c].acc for r in range(R)))
             m.d.sync += [pending.eq(1), column.eq(0), held_tile.eq(draining_tile)]
@@ -461,7 +531,7 @@ class ProgramLinear(wiring.Component):
         m.d.comb += [requant.i.payload.acc.eq(stage_acc + record["bias"]),
                      requant.i.payload.mult.eq(record["mult"]), requant.i.payload.shift.eq(record["shift"])]
         with m.If(advance):
-            send = pending & ~pes[0][0].valid & (channel < n_of)
+            send = pending & ~drained & (channel < n_of)
             m.d.sync += stage_valid.eq(send)
             with m.If(send):
                 with m.Switch(column):

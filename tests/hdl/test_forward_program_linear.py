@@ -80,17 +80,23 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
     return results
 
 
-@pytest.mark.parametrize("n_layer, rows, columns, constants", [(1, 4, 3, "rom"), (2, 3, 5, "rom"),
-                                                                (1, 4, 3, "stream")])
-def test_every_layer(tmp_path, n_layer, rows, columns, constants):
+@pytest.mark.parametrize("n_layer, rows, columns, constants, requantizer, chosen", [
+    (1, 4, 3, "rom", "auto", "parallel"), (2, 3, 5, "rom", "auto", "parallel"),
+    (1, 4, 3, "stream", "auto", "parallel"), (1, 2, 3, "stream", "auto", "two-pass"),
+    (1, 4, 3, "rom", "two-pass", "two-pass")])
+def test_every_layer(tmp_path, n_layer, rows, columns, constants, requantizer, chosen):
     """Every linear op of the program on golden's own inputs of two tokens, in program order, then again;
-    with ``constants="stream"`` each channel's record comes from a source that stalls at random."""
+    with ``constants="stream"`` each channel's record comes from a source that stalls at random. The
+    two-pass requantiser is chosen where every tile has at least two cycles per column (K / rows = 8, and
+    above it forced where the tiles must wait for it)."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=n_layer, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     f = compiled.formats
     forward = IntegerForward(compiled)
     layers = program_layers(compiled)
     dut = ProgramLinear(layers=layers, bits=compiled.bits, act_bits=f.act_bits, res_bits=f.res_bits, rows=rows,
-                        columns=columns, mult_bits=f.mult_bits, constants=constants)
+                        columns=columns, mult_bits=f.mult_bits, constants=constants,
+                        requantizer=requantizer)
+    assert dut.requantizer == chosen and dut.pe_bits < dut.acc_bits
     assert dut.adds and dut.out_bits == f.res_bits and dut.channels == sum(x.n for x in layers)
     assert ("channel_constants" in dut.signature.members) == (constants == "stream")
     assert [name for name, _, _ in dut.memories] == (["codes", "bias", "mult", "shift", "banks"]
@@ -155,13 +161,22 @@ def test_wrong():
     with pytest.raises(ValueError, match="constants must be one of rom, stream"):
         ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
                                           shift=np.zeros(4), out_bits=8)], constants="flash")
+    with pytest.raises(ValueError, match="requantizer must be one of auto, parallel, two-pass"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], requantizer="serial")
 
 
 def test_channel_records(tmp_path):
-    """One record per output channel of every layer, in program order: the layers' own bias, mult, shift."""
+    """One record per output channel of every layer, in program order: the layers' mult and shift, and their
+    bias plus the channel's count of negative non-zero codes (the ones'-complement terms leave those out)."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     layers = program_layers(compiled)
-    records = ProgramLinear(layers=layers, rows=4, columns=3, constants="stream").channel_records()
+    dut = ProgramLinear(layers=layers, rows=4, columns=3, constants="stream")
+    records = dut.channel_records()
     assert len(records) == sum(x.n for x in layers)
+    negatives = [(PotFormat(compiled.bits).to_int(x.codes) < 0).sum(axis=0) for x in layers]
+    assert all(n.max() > 0 for n in negatives)
     np.testing.assert_array_equal(np.array(records), np.concatenate(
-        [np.stack([x.bias, x.mult, x.shift], axis=1) for x in layers]))
+        [np.stack([x.bias + n, x.mult, x.shift], axis=1) for x, n in zip(layers, negatives)]))
+    biases = np.array(records)[:, 0]
+    assert -(1 << (dut.bias_bits - 1)) <= biases.min() and biases.max() < 1 << (dut.bias_bits - 1)
