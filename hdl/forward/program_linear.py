@@ -435,7 +435,10 @@ class ProgramLinear(wiring.Component):
         def table(values):
             return Array(Const(int(v), range(min(0, min(values)), max(values) + 1)) for v in values)[select]
 
-        k_of, n_of = table([x.k for x in layers]), table([x.n for x in layers])
+        n_of = table([x.n for x in layers])
+        # The last activation goes to bank (K - 1) // chunk, entry (K - 1) % chunk.
+        last_bank_of = table([(x.k - 1) // self.layer_chunk(i) for i, x in enumerate(layers)])
+        last_entry_of = table([(x.k - 1) % self.layer_chunk(i) for i, x in enumerate(layers)])
         chunk_of = table([self.layer_chunk(i) for i in range(len(layers))])
         tiles_of = table([self.layer_tiles(i) for i in range(len(layers))])
         channel_base_of = table(self._channel_base)
@@ -482,7 +485,6 @@ class ProgramLinear(wiring.Component):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
         # Loading: activation k goes to bank k // chunk, entry k % chunk.
-        loaded = Signal(range(max(x.k for x in layers) + 1))
         bank_index, bank_entry = Signal(range(R)), Signal(range(max_chunk))
         # Beats: issue (tile, t) -> code memory and banks answer -> PE inputs.
         tile, t = Signal(range(max_tiles + 1)), Signal(range(max_chunk + 1))
@@ -588,16 +590,16 @@ class ProgramLinear(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.a.ready.eq(1)
                 with m.If(self.a.valid):
-                    m.d.sync += [loaded.eq(loaded + 1), bank_entry.eq(bank_entry + 1)]
+                    m.d.sync += bank_entry.eq(bank_entry + 1)
                     with m.If(bank_entry == chunk_of - 1):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(bank_index + 1)]
-                    with m.If(loaded == k_of - 1):
-                        m.d.sync += [loaded.eq(0), bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0),
+                    with m.If((bank_index == last_bank_of) & (bank_entry == last_entry_of)):
+                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0),
                                      left.eq(n_of), address.eq(address_base_of), phase.eq(phase_base_of),
                                      channel.eq(channel_base_of)]
                         m.next = "BEATS"
             with m.State("BEATS"):
-                with m.If(t < chunk_of):
+                with m.If(t != chunk_of):
                     m.d.comb += issue.eq(1)
                     m.d.sync += t.eq(t + 1)
                 with m.Elif(~pending):
