@@ -15,7 +15,7 @@ from .arith import check_int, saturate
 from .requantizer import Requantizer
 from .two_pass_requantizer import TwoPassRequantizer
 
-__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "REQUANTIZERS", "code_words", "column_words", "pack_codes",
+__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "REQUANTIZERS", "code_words", "pack_codes", "short_tile_banks",
            "program_code_banks", "program_layers"]
 
 #: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
@@ -48,45 +48,65 @@ def code_words(codes, rows, columns, zero_code):
     return padded.reshape(rows, chunk, tiles, columns).transpose(2, 1, 0, 3).reshape(tiles * chunk, rows * columns)
 
 
-def column_words(codes, rows, columns, zero_code):
-    """The column words of a split-K layer, without the padding of ``N``: ``(words, rows)`` codes.
+#: States kept per step when `short_tile_banks` searches the banks of the short tiles (exact below it).
+BANK_SEARCH_STATES = 4096
 
-    Beat ``t`` of tile ``tile`` needs, for each of the tile's columns ``c``
-    that holds an output channel (``tile * columns + c < N``), the ``rows``
-    codes ``codes[r * chunk + t, tile * columns + c]`` (the zero code past
-    ``K``); they come in that order: tile, beat, column. A tile past ``N``'s
-    last full one has fewer columns, and nothing is stored for the others.
+
+def short_tile_banks(layers, *, rows, columns):
+    """Per layer, the first bank of its last tile when that tile is short (``N`` not a multiple of ``columns``;
+    else 0), chosen so the banks fill as evenly as they can.
+
+    A full tile puts ``chunk`` column words in every bank; the short tile of ``c`` channels of a layer whose
+    first bank is ``o`` puts them in banks ``o .. o + c - 1`` (mod ``columns``). The choice minimises the
+    fullest bank (so the code banks are as shallow as the words allow: the default model's codes fill its
+    three SPRAMs exactly); a search over the fills reached, at most `BANK_SEARCH_STATES` kept at each step.
     """
-    k, n = codes.shape
-    chunk, tiles = -(-k // rows), -(-n // columns)
-    beats = np.asarray(code_words(codes, rows, columns, zero_code)).reshape(tiles, chunk, rows, columns)
-    parts = [beats[tile, :, :, :min(columns, n - tile * columns)].transpose(0, 2, 1).reshape(-1, rows)
-             for tile in range(tiles)]
-    return np.concatenate(parts)
+    states = {(0,) * columns: ()}
+    for layer in layers:
+        chunk, cols = -(-layer.k // rows), layer.n % columns
+        grown = {}
+        for fills, chosen in states.items():
+            for first in range(columns if cols else 1):
+                f = list(fills)
+                for j in range(cols):
+                    f[(first + j) % columns] += chunk
+                low = min(f)
+                grown.setdefault(tuple(x - low for x in f), chosen + (first,))
+        states = dict(sorted(grown.items(), key=lambda item: (max(item[0]), item[0]))[:BANK_SEARCH_STATES])
+    return list(min(states.items(), key=lambda item: (max(item[0]), item[0]))[1])
 
 
 def pack_codes(layers, *, rows, columns, bits, zero_code):
-    """Every layer's `column_words`, one after another, dealt to ``columns`` banks of ``rows * bits``-bit words.
+    """Every layer's codes as column words of ``rows * bits`` bits, in ``columns`` banks, with no padding of ``N``.
 
-    Column word ``i`` of the whole program is word ``i // columns`` of bank
-    ``i % columns``, so the ``columns`` words of a beat, ``p .. p + columns - 1``,
-    are in ``columns`` different banks (bank ``s`` at address ``p // columns``,
-    plus one if ``s < p % columns``). Returns ``(banks, bases)``: an int array
-    ``(columns, depth)`` (``depth = ceil(words / columns)``, the last words the
-    zero code) and each layer's first column word.
+    Beat ``t`` of tile ``tile`` of a layer needs, for each of the tile's
+    channels ``j`` (``tile * columns + j < N``), the ``rows`` codes
+    ``codes[r * chunk + t, tile * columns + j]`` (the zero code past ``K``;
+    code ``r`` in bits ``r * bits``): one column word. Channel ``j`` of a full
+    tile is in bank ``j``; of a layer's short last tile, in bank
+    ``(o + j) mod columns`` (``o`` from `short_tile_banks`). Each bank holds its
+    words in the order they are used (layer, tile, beat), so it is read at
+    consecutive addresses. Returns ``(banks, offsets)``: an int array
+    ``(columns, depth)`` (``depth`` the fullest bank's words, the others
+    padded with the zero code) and each layer's ``o``.
     """
-    parts, bases, total = [], [], 0
-    for layer in layers:
-        words = column_words(np.asarray(layer.codes, np.int64), rows, columns, zero_code)
-        bases.append(total)
-        total += len(words)
-        parts.append(words)
-    flat = np.concatenate(parts)
-    depth = -(-total // columns)
-    padded = np.full((depth * columns, rows), zero_code, np.int64)
-    padded[:total] = flat
-    packed = sum(padded[:, r].astype(object) << (bits * r) for r in range(rows))
-    return np.array(packed, dtype=object).reshape(depth, columns).T, bases
+    offsets = short_tile_banks(layers, rows=rows, columns=columns)
+    banks = [[] for _ in range(columns)]
+    for layer, first in zip(layers, offsets):
+        k, n = layer.codes.shape
+        chunk, tiles = -(-k // rows), -(-n // columns)
+        padded = np.full((rows * chunk, tiles * columns), zero_code, np.int64)
+        padded[:k, :n] = layer.codes
+        # words[tile, t, j]: column word of channel j of tile, beat t
+        words = sum(padded.reshape(rows, chunk, tiles, columns)[r].astype(object) << (bits * r)
+                    for r in range(rows)).transpose(1, 0, 2)
+        for tile in range(tiles):
+            cols = min(columns, n - tile * columns)
+            for j in range(cols):
+                banks[(first + j) % columns if cols < columns else j].extend(words[tile, :, j])
+    depth = max(1, max(len(b) for b in banks))
+    return np.array([b + [zero_code * sum(1 << (bits * r) for r in range(rows))] * (depth - len(b))
+                     for b in banks], dtype=object), offsets
 
 
 def program_code_banks(compiled, *, rows, columns):
@@ -172,9 +192,10 @@ class ProgramLinear(wiring.Component):
     One ``rows x columns`` array of `PotPE` s serves every layer, with the
     split-K mapping of :mod:`hdl.forward.decode_plan`: PE ``(r, c)``
     accumulates K chunk ``r`` (``chunk_l = ceil(K_l / rows)`` activations,
-    from its own bank) with output channel ``tile * columns + c``; every
-    beat each PE reads its own code from one word of ``rows * columns``
-    codes. A tile is ``chunk_l`` beats and one drain beat; at the drain each
+    from its own bank) with output channel ``tile * columns + c`` (of a
+    layer's short last tile, channel ``j`` in column ``(o_l + j) mod columns``);
+    every beat each PE reads its own code: column ``c``'s ``rows`` codes are
+    one word of code bank ``c``. A tile is ``chunk_l`` beats and one drain beat; at the drain each
     column's ``rows`` partial sums are added and held, and sent with the
     channel's bias through the requantiser (`Requantizer`, one channel per
     cycle, or `TwoPassRequantizer`, one every other cycle: `requantizer`)
@@ -183,27 +204,33 @@ class ProgramLinear(wiring.Component):
     its count of negative non-zero codes, which its stored bias adds back
     (`channel_records`). The PEs' accumulators are as wide as the partial sums
     these codes can make (`pe_bits`), the held sums as wide as a channel's sum
-    plus its bias (`acc_bits`). While no beat runs the PEs see drain beats, so
-    no code or activation needs clearing. A layer takes ``K_l`` cycles to load the activations, then
+    plus its bias (`acc_bits`). While no beat runs the PEs skip (``skip_in``),
+    so no code or activation needs clearing. A layer takes ``K_l`` cycles to load the activations, then
     ``tiles_l * (chunk_l + 1)`` beats and a few cycles of pipeline.
 
     Memories (the seam where a build places them):
 
-    - ``codes``: ``columns`` banks of ``rows * bits``-bit words side by side
-      (`pack_codes`: every layer's codes with no padding of ``N``; a beat reads
-      one word of each bank and turns them to its columns), `code_depth` deep:
+    - ``codes``: ``columns`` banks of ``rows * bits``-bit words
+      (`pack_codes`: every layer's codes with no padding of ``N``; bank ``c``
+      holds column ``c``'s words in the order they are used and is read at
+      consecutive addresses from 0), `code_depth` deep:
       initialised memories (``codes="rom"``), or single-port memories with no
       initial contents (``codes="loaded"``: iCE40 SPRAMs, written through
       ``code_write`` with `code_banks` before the first layer runs);
     - ``bias``, ``mult``, ``shift``: one entry per output channel of every
-      layer (layer ``l`` from ``channel_base[l]``), `channels` deep, holding
+      layer in program order, `channels` deep, holding
       `channel_records` (``constants="rom"``); with ``constants="stream"``
       there are none, and each channel's record arrives on ``channel_constants``;
     - ``banks``: the ``rows`` activation banks of `max_chunk` entries side by side (one memory: every beat
       reads entry ``t`` of each; a loaded activation writes its bank's lane).
 
     The layer is chosen by the ``select`` port, held for the whole layer
-    (from its first activation to its last output). Outputs are requantised to
+    (from its first activation to its last output). **The layers run in
+    program order**, ``0, 1, .., L - 1``, then from 0 again (as the forward
+    core runs them): the code banks and the constant memories are read on from
+    where the previous layer stopped, and layer 0 starts them again at 0 (so
+    no per-layer base addresses are needed). Nothing else may be skipped or
+    repeated. Outputs are requantised to
     the widest ``out_bits`` and saturated to the layer's own (nested
     saturation equals the direct one); a layer with ``add`` joins each output
     with one value of the ``x`` stream and sends ``saturate(x + y, res_bits)``.
@@ -263,17 +290,14 @@ class ProgramLinear(wiring.Component):
         self._constants = constants
         if requantizer not in REQUANTIZERS:
             raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}, not {requantizer!r}")
-        channel_base = []
         for layer in self._layers:
             self._format.check_codes(layer.codes)
             check_int(f"{layer.name} out_bits", layer.out_bits, 2, 32)
             if layer.mult.min() < 0 or layer.mult.max() >= 1 << mult_bits or layer.shift.min() < 0 \
                     or layer.shift.max() > 62:
                 raise ValueError(f"{layer.name}: mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
-            channel_base.append(sum(x.n for x in self._layers[:len(channel_base)]))
-        self._banks, self._word_base = pack_codes(self._layers, rows=rows, columns=columns, bits=self._format.bits,
-                                                  zero_code=self._format.zero_code)
-        self._channel_base = channel_base
+        self._banks, self._short_banks = pack_codes(self._layers, rows=rows, columns=columns,
+                                                    bits=self._format.bits, zero_code=self._format.zero_code)
         self._negatives, pe_bits, acc_bits = [], 2, 2
         for layer in self._layers:
             values = self._format.to_int(layer.codes)
@@ -441,9 +465,10 @@ class ProgramLinear(wiring.Component):
         last_entry_of = table([(x.k - 1) % self.layer_chunk(i) for i, x in enumerate(layers)])
         chunk_of = table([self.layer_chunk(i) for i in range(len(layers))])
         tiles_of = table([self.layer_tiles(i) for i in range(len(layers))])
-        channel_base_of = table(self._channel_base)
-        address_base_of, phase_base_of = table([b // C for b in self._word_base]), table([b % C for b in self._word_base])
-        last_columns_of = table([x.n - (self.layer_tiles(i) - 1) * C for i, x in enumerate(layers)])
+        # The banks a layer's last tile reads (all of them for a full tile), and the first of them.
+        last_banks_of = table([sum(1 << ((o + j) % C) for j in range(x.n % C or C)) for x, o in
+                               zip(layers, self._short_banks)])
+        last_first_of = table(self._short_banks)
         max_chunk, max_tiles, max_n = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers))), \
             max(x.n for x in layers)
 
@@ -486,32 +511,19 @@ class ProgramLinear(wiring.Component):
 
         # Loading: activation k goes to bank k // chunk, entry k % chunk.
         bank_index, bank_entry = Signal(range(R)), Signal(range(max_chunk))
-        # Beats: issue (tile, t) -> code memory and banks answer -> PE inputs.
+        # Beats: issue (tile, t) -> code memory and banks answer -> PE inputs. Bank s (PE column s) reads its
+        # words one after another (`pack_codes`), from 0 at layer 0: its address steps when a beat uses it.
         tile, t = Signal(range(max_tiles + 1)), Signal(range(max_chunk + 1))
-        # The beat's first column word p = C * address + phase: bank s reads address (+ 1 if s < phase).
-        address = Signal(range(depth + 1))
-        address1 = address + 1
-        phase, beat_phase = Signal(range(C)), Signal(range(C))
-        columns_now = Mux(tile == tiles_of - 1, last_columns_of, C)          # columns of this tile
+        last_tile = tile == tiles_of - 1
+        addresses = [Signal(range(depth + 1), name=f"address{s}") for s in range(C)]
         issue, issue_drain = Signal(), Signal()
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
         for s, read in enumerate(code_reads):
-            m.d.comb += [read.addr.eq(Mux(s < phase, address1, address) if s < C - 1 else address), read.en.eq(issue)]
-        with m.If(issue & ~issue_drain):
-            following = phase + columns_now
-            m.d.sync += [beat_phase.eq(phase), phase.eq(following)]
-            with m.If(following >= C):
-                m.d.sync += [phase.eq(following - C), address.eq(address1)]
-        # Column c of the beat is column word p + c: bank (beat_phase + c) mod C.
-        column_codes = []
-        for c in range(C):
-            word = Signal(column_bits, name=f"column_word{c}")
-            with m.Switch(beat_phase):
-                for ph in range(C):
-                    with m.Case(ph):
-                        m.d.comb += word.eq(code_reads[(ph + c) % C].data)
-            column_codes.append(word)
+            m.d.comb += [read.addr.eq(addresses[s]), read.en.eq(issue)]
+            with m.If(issue & ~issue_drain & (~last_tile | last_banks_of[s])):
+                m.d.sync += addresses[s].eq(addresses[s] + 1)
+        column_codes = [read.data for read in code_reads]
         m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
                      bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t)]
         # Outside a beat the PEs skip (add nothing); a drain beat's own code is ignored. A column past the
@@ -528,14 +540,16 @@ class ProgramLinear(wiring.Component):
         # Readout: column sums held, then one channel per cycle (plus its bias) into the requantiser.
         held = [Signal(signed(self._acc_bits), name=f"held{c}") for c in range(C)]
         pending = Signal()                        # held sums not yet all sent
-        column = Signal(range(C + 1))
+        column = Signal(range(C))                 # the held sum sent next (a short tile's start in its first bank)
+        first = Signal(range(C))                  # the bank of channel 0 of the tile being drained
+        in_tile = Signal(range(C + 1))            # its channels not yet sent
         left = Signal(range(max_n + 1))           # channels of the layer not yet sent
         channel = Signal(range(self.channels + 1))  # with constants="rom": its next channel's memory entry
         sums = [adder_tree(m, [pes[r][c].acc for r in range(R)], f"column{c}_sum") for c in range(C)]
         with m.If(drained):
             for c in range(C):
                 m.d.sync += held[c].eq(sums[c])
-            m.d.sync += [pending.eq(1), column.eq(0)]
+            m.d.sync += [pending.eq(1), column.eq(first), in_tile.eq(C)]
         stage_valid = Signal()
         stage_acc = Signal(signed(self._acc_bits))
         if self._constants == "rom":
@@ -560,10 +574,11 @@ class ProgramLinear(wiring.Component):
                     for c in range(C):
                         with m.Case(c):
                             m.d.sync += stage_acc.eq(held[c])
-                m.d.sync += [column.eq(column + 1), left.eq(left - 1)]
+                m.d.sync += [column.eq(Mux(column == C - 1, 0, column + 1)), left.eq(left - 1),
+                             in_tile.eq(in_tile - 1)]
                 if self._constants == "rom":
                     m.d.sync += channel.eq(channel + 1)
-                with m.If((column == C - 1) | (left == 1)):
+                with m.If((in_tile == 1) | (left == 1)):
                     m.d.sync += pending.eq(0)
 
         # Output: saturate to the layer's width, or add into the residual.
@@ -594,9 +609,9 @@ class ProgramLinear(wiring.Component):
                     with m.If(bank_entry == chunk_of - 1):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(bank_index + 1)]
                     with m.If((bank_index == last_bank_of) & (bank_entry == last_entry_of)):
-                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0),
-                                     left.eq(n_of), address.eq(address_base_of), phase.eq(phase_base_of),
-                                     channel.eq(channel_base_of)]
+                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0), left.eq(n_of)]
+                        with m.If(select == 0):         # the program starts again: so do the banks and channels
+                            m.d.sync += [address.eq(0) for address in addresses] + [channel.eq(0)]
                         m.next = "BEATS"
             with m.State("BEATS"):
                 with m.If(t != chunk_of):
@@ -605,7 +620,7 @@ class ProgramLinear(wiring.Component):
                 with m.Elif(~pending):
                     # The drain beat: the previous tile's sums have all left the held registers.
                     m.d.comb += [issue.eq(1), issue_drain.eq(1)]
-                    m.d.sync += [t.eq(0), tile.eq(tile + 1)]
+                    m.d.sync += [t.eq(0), tile.eq(tile + 1), first.eq(Mux(last_tile, last_first_of, 0))]
                     with m.If(tile == tiles_of - 1):
                         m.next = "FINISH"
             with m.State("FINISH"):

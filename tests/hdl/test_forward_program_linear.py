@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from golden.int_forward import IntegerForward
 from golden.int_ops import saturate
 from golden.pot_format import PotFormat
-from hdl.forward.program_linear import LinearLayer, ProgramLinear, program_layers
+from hdl.forward.program_linear import LinearLayer, ProgramLinear, pack_codes, program_layers, short_tile_banks
 
 from forward_cases import tiny_compiled
 
@@ -126,8 +126,9 @@ def test_memories(tmp_path):
     dut = ProgramLinear(layers=program_layers(compiled), rows=4, columns=3)
     memories = dict((name, (width, depth)) for name, width, depth in dut.memories)
     # c_attn 16x48, c_proj 16x16, c_fc 16x64, c_proj 64x16: chunks 4, 4, 4, 16; no padding of N: one column
-    # word of 4 codes per (chunk row, channel), dealt to 3 banks
-    assert memories["codes"] == (4 * 12, (4 * 48 + 4 * 16 + 4 * 64 + 16 * 16) // 3)
+    # word of 4 codes per (chunk row, channel) in 3 banks; the short last tiles (one channel of 4, 4 and 16
+    # words) go to banks 16 | 4 + 4 | -, so the fullest bank has 248 + 16 words
+    assert memories["codes"] == (4 * 12, (4 * 48 + 4 * 16 + 4 * 64 + 16 * 16 - 24) // 3 + 16)
     assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
 
 
@@ -143,13 +144,27 @@ def test_no_padding(codes, constants):
               for i, s in enumerate(shapes)]
     dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes, constants=constants)
     words = sum(-(-k // 4) * n for k, n in shapes)
-    assert dut.code_depth == -(-words // 3) and dut.code_banks.shape == (3, dut.code_depth)
+    assert dut.code_depth == words // 3 and dut.code_banks.shape == (3, dut.code_depth)         # evenly: 94 each
     assert ("code_write" in dut.signature.members) == (codes == "loaded")
     jobs = [(i, rng.integers(-128, 128, k), None) for i, (k, n) in enumerate(shapes)] * 2
     got = run_layers(dut, jobs, seed=4)
     for (i, a, _), g in zip(jobs, got):
         want = np.clip(a @ fmt.to_int(layers[i].codes) + layers[i].bias, -(1 << 15), (1 << 15) - 1)
         np.testing.assert_array_equal(g, want, err_msg=layers[i].name)
+
+
+def test_banks_fill_evenly():
+    """The default model's shapes on the iCEBreaker's 4 x 3 array: the short last tiles (one channel of 16,
+    16 and 64 words in each block) are spread so the three banks hold exactly a third of the words each,
+    as its three SPRAMs of 16,384 words must."""
+    rng = np.random.default_rng(5)
+    shapes = [(64, 192), (64, 64), (64, 256), (256, 64)] * 4
+    layers = [LinearLayer(codes=rng.integers(0, 16, s), bias=np.zeros(s[1]), mult=np.ones(s[1]),
+                          shift=np.zeros(s[1]), out_bits=8) for s in shapes]
+    banks, firsts = pack_codes(layers, rows=4, columns=3, bits=4, zero_code=7)
+    assert banks.shape == (3, 16384) and sum(-(-k // 4) * n for k, n in shapes) == 3 * 16384
+    assert sorted(set(firsts)) == [0, 1, 2]
+    assert short_tile_banks(layers[:1], rows=4, columns=3) == [0]            # no short tile
 
 
 def test_wrong():
