@@ -525,7 +525,7 @@ class ProgramLinear(wiring.Component):
                 m.d.sync += addresses[s].eq(addresses[s] + 1)
         column_codes = [read.data for read in code_reads]
         m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
-                     bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t)]
+                     bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t), bank_read.en.eq(issue)]
         # Outside a beat the PEs skip (add nothing); a drain beat's own code is ignored. A column past the
         # tile's last channel sums what its bank reads, and is never sent.
         drained = Signal()                        # the PEs' sums are a tile's
