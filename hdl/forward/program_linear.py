@@ -459,7 +459,7 @@ class ProgramLinear(wiring.Component):
         def table(values):
             return Array(Const(int(v), range(min(0, min(values)), max(values) + 1)) for v in values)[select]
 
-        n_of = table([x.n for x in layers])
+        last_channels_of = table([x.n % C or C for x in layers])          # channels of the last tile
         # The last activation goes to bank (K - 1) // chunk, entry (K - 1) % chunk.
         last_bank_of = table([(x.k - 1) // self.layer_chunk(i) for i, x in enumerate(layers)])
         last_entry_of = table([(x.k - 1) % self.layer_chunk(i) for i, x in enumerate(layers)])
@@ -469,8 +469,7 @@ class ProgramLinear(wiring.Component):
         last_banks_of = table([sum(1 << ((o + j) % C) for j in range(x.n % C or C)) for x, o in
                                zip(layers, self._short_banks)])
         last_first_of = table(self._short_banks)
-        max_chunk, max_tiles, max_n = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers))), \
-            max(x.n for x in layers)
+        max_chunk, max_tiles = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers)))
 
         depth, column_bits = self.code_depth, self.code_bits
         code_reads = []
@@ -539,17 +538,15 @@ class ProgramLinear(wiring.Component):
 
         # Readout: column sums held, then one channel per cycle (plus its bias) into the requantiser.
         held = [Signal(signed(self._acc_bits), name=f"held{c}") for c in range(C)]
-        pending = Signal()                        # held sums not yet all sent
+        # From a drain beat's issue (when the previous tile's sums have all been sent) until its sums are sent.
+        pending = Signal()
         column = Signal(range(C))                 # the held sum sent next (a short tile's start in its first bank)
-        first = Signal(range(C))                  # the bank of channel 0 of the tile being drained
-        in_tile = Signal(range(C + 1))            # its channels not yet sent
-        left = Signal(range(max_n + 1))           # channels of the layer not yet sent
+        in_tile = Signal(range(C + 1))            # the tile's channels not yet sent
         channel = Signal(range(self.channels + 1))  # with constants="rom": its next channel's memory entry
         sums = [adder_tree(m, [pes[r][c].acc for r in range(R)], f"column{c}_sum") for c in range(C)]
         with m.If(drained):
             for c in range(C):
                 m.d.sync += held[c].eq(sums[c])
-            m.d.sync += [pending.eq(1), column.eq(first), in_tile.eq(C)]
         stage_valid = Signal()
         stage_acc = Signal(signed(self._acc_bits))
         if self._constants == "rom":
@@ -567,18 +564,17 @@ class ProgramLinear(wiring.Component):
         m.d.comb += [requant.i.payload.acc.eq(stage_acc + record["bias"]),
                      requant.i.payload.mult.eq(record["mult"]), requant.i.payload.shift.eq(record["shift"])]
         with m.If(advance):
-            send = pending & ~drained & (left != 0)
+            send = pending & ~beat_drain & ~drained
             m.d.sync += stage_valid.eq(send)
             with m.If(send):
                 with m.Switch(column):
                     for c in range(C):
                         with m.Case(c):
                             m.d.sync += stage_acc.eq(held[c])
-                m.d.sync += [column.eq(Mux(column == C - 1, 0, column + 1)), left.eq(left - 1),
-                             in_tile.eq(in_tile - 1)]
+                m.d.sync += [column.eq(Mux(column == C - 1, 0, column + 1)), in_tile.eq(in_tile - 1)]
                 if self._constants == "rom":
                     m.d.sync += channel.eq(channel + 1)
-                with m.If((in_tile == 1) | (left == 1)):
+                with m.If(in_tile == 1):
                     m.d.sync += pending.eq(0)
 
         # Output: saturate to the layer's width, or add into the residual.
@@ -609,7 +605,7 @@ class ProgramLinear(wiring.Component):
                     with m.If(bank_entry == chunk_of - 1):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(bank_index + 1)]
                     with m.If((bank_index == last_bank_of) & (bank_entry == last_entry_of)):
-                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0), left.eq(n_of)]
+                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0)]
                         with m.If(select == 0):         # the program starts again: so do the banks and channels
                             m.d.sync += [address.eq(0) for address in addresses] + [channel.eq(0)]
                         m.next = "BEATS"
@@ -620,10 +616,12 @@ class ProgramLinear(wiring.Component):
                 with m.Elif(~pending):
                     # The drain beat: the previous tile's sums have all left the held registers.
                     m.d.comb += [issue.eq(1), issue_drain.eq(1)]
-                    m.d.sync += [t.eq(0), tile.eq(tile + 1), first.eq(Mux(last_tile, last_first_of, 0))]
+                    m.d.sync += [t.eq(0), tile.eq(tile + 1), pending.eq(1),
+                                 column.eq(Mux(last_tile, last_first_of, 0)),
+                                 in_tile.eq(Mux(last_tile, last_channels_of, C))]
                     with m.If(tile == tiles_of - 1):
                         m.next = "FINISH"
             with m.State("FINISH"):
-                with m.If((left == 0) & ~stage_valid):
+                with m.If(~pending & ~stage_valid):
                     m.next = "LOAD"
         return m
