@@ -518,10 +518,12 @@ class ProgramLinear(wiring.Component):
         issue, issue_drain = Signal(), Signal()
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
+        restart = Signal()                        # layer 0 is about to run: the banks start again at 0
         for s, read in enumerate(code_reads):
             m.d.comb += [read.addr.eq(addresses[s]), read.en.eq(issue)]
-            with m.If(issue & ~issue_drain & (~last_tile | last_banks_of[s])):
-                m.d.sync += addresses[s].eq(addresses[s] + 1)
+            # One enable for the step and the restart: an enabled synchronous reset (SB_DFFESR), no LUT.
+            with m.If(restart | (issue & ~issue_drain & (~last_tile | last_banks_of[s]))):
+                m.d.sync += addresses[s].eq(Mux(restart, 0, addresses[s] + 1))
         column_codes = [read.data for read in code_reads]
         m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
                      bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t), bank_read.en.eq(issue)]
@@ -607,7 +609,8 @@ class ProgramLinear(wiring.Component):
                     with m.If((bank_index == last_bank_of) & (bank_entry == last_entry_of)):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0)]
                         with m.If(select == 0):         # the program starts again: so do the banks and channels
-                            m.d.sync += [address.eq(0) for address in addresses] + [channel.eq(0)]
+                            m.d.comb += restart.eq(1)
+                            m.d.sync += channel.eq(0)
                         m.next = "BEATS"
             with m.State("BEATS"):
                 with m.If(t != chunk_of):
