@@ -519,9 +519,14 @@ class ProgramLinear(wiring.Component):
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
         restart = Signal()                        # layer 0 is about to run: the banks start again at 0
+        begin = Signal()                          # a layer's beats are about to begin
+        # Each counter's step and clear share one enable: an enabled synchronous reset (SB_DFFESR), no LUT.
+        with m.If(issue | begin):
+            m.d.sync += t.eq(Mux(issue_drain | begin, 0, t + 1))
+        with m.If(issue_drain | begin):
+            m.d.sync += tile.eq(Mux(begin, 0, tile + 1))
         for s, read in enumerate(code_reads):
             m.d.comb += [read.addr.eq(addresses[s]), read.en.eq(issue)]
-            # One enable for the step and the restart: an enabled synchronous reset (SB_DFFESR), no LUT.
             with m.If(restart | (issue & ~issue_drain & (~last_tile | last_banks_of[s]))):
                 m.d.sync += addresses[s].eq(Mux(restart, 0, addresses[s] + 1))
         column_codes = [read.data for read in code_reads]
@@ -607,7 +612,8 @@ class ProgramLinear(wiring.Component):
                     with m.If(bank_entry == chunk_of - 1):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(bank_index + 1)]
                     with m.If((bank_index == last_bank_of) & (bank_entry == last_entry_of)):
-                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0)]
+                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0)]
+                        m.d.comb += begin.eq(1)
                         with m.If(select == 0):         # the program starts again: so do the banks and channels
                             m.d.comb += restart.eq(1)
                             m.d.sync += channel.eq(0)
@@ -615,11 +621,10 @@ class ProgramLinear(wiring.Component):
             with m.State("BEATS"):
                 with m.If(t != chunk_of):
                     m.d.comb += issue.eq(1)
-                    m.d.sync += t.eq(t + 1)
                 with m.Elif(~pending):
                     # The drain beat: the previous tile's sums have all left the held registers.
                     m.d.comb += [issue.eq(1), issue_drain.eq(1)]
-                    m.d.sync += [t.eq(0), tile.eq(tile + 1), pending.eq(1),
+                    m.d.sync += [pending.eq(1),
                                  column.eq(Mux(last_tile, last_first_of, 0)),
                                  in_tile.eq(Mux(last_tile, last_channels_of, C))]
                     with m.If(tile == tiles_of - 1):
