@@ -103,7 +103,7 @@ class TwoPassRequantizer(wiring.Component):
         product = Signal(signed(LOW_BITS + 1 + self._mult_bits))
         kept = Signal(LOW_BITS + self._mult_bits - dropped)     # floor(lo * mult / 2**dropped), lo * mult >= 0
         pair, shift1 = Signal(), Signal.like(self.i.payload.shift)
-        y = Signal(signed(max(2, self._acc_bits + self._mult_bits - dropped + 1)))
+        y = Signal(signed(max(2, self._acc_bits + self._mult_bits - dropped)))      # |acc mult| < 2**(A-1+M)
         y_valid, shift2 = Signal(), Signal.like(self.i.payload.shift)
         rest = round_shift_within(y, shift2 - dropped, low - dropped, high - dropped) if low > dropped else \
             round_shift_within(y, shift2, low, high)
