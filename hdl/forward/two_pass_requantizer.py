@@ -1,10 +1,9 @@
 """The requantiser on one 16 x 16 multiplier used twice: ``saturate(round_shift(acc * mult, shift), out_bits)``."""
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import wiring
 
-from .arith import check_int, check_range, round_shift_within, saturate
-from .requantizer import requantizer_ports
+from .arith import check_int, round_shift_within, saturate
+from .serial_requantizer import SerialRequantizer
 
 __all__ = ["TwoPassRequantizer"]
 
@@ -12,10 +11,11 @@ __all__ = ["TwoPassRequantizer"]
 LOW_BITS = 15
 
 
-class TwoPassRequantizer(wiring.Component):
+class TwoPassRequantizer(SerialRequantizer):
     """``golden.int_ops.requantize`` with ``acc * mult`` formed in two passes through one 16 x 16 multiplier.
 
-    The ports are `Requantizer`'s. ``acc = hi * 2**15 + lo`` with ``lo`` its
+    The ports, parameters and properties are `SerialRequantizer`'s (its
+    shift range), only its datapath differs. ``acc = hi * 2**15 + lo`` with ``lo`` its
     low 15 bits (non-negative) and ``hi = acc >> 15`` (signed): the first
     pass multiplies ``lo``, the second ``hi``, each a signed 16-bit operand
     times the unsigned ``mult`` (one SB_MAC16 on the iCE40, where the
@@ -32,46 +32,15 @@ class TwoPassRequantizer(wiring.Component):
     engine's readout: one channel per column of a tile of at least ``2 C``
     beats).
 
-    Parameters
-    ----------
-    acc_bits : int
-        Width of the signed accumulator, 2 to 31.
-    mult_bits : int
-        Width of the unsigned multiplier, 1 to 16.
-    shift_range : (int, int)
-        The smallest and largest shift the ``shift`` port carries (0 to 62).
-    out_bits : int
-        Width of the signed, saturated output, 2 to 32.
-
-    Members
-    -------
-    i : ``In(stream.Signature(StructLayout({"acc", "mult", "shift"})))``
-        Hold a value for two cycles: ready is high only in the second.
-    o : ``Out(stream.Signature(signed(out_bits)))``
+    Parameters and members are `SerialRequantizer`'s, with ``acc_bits`` 2 to 31
+    and ``mult_bits`` 1 to 16 (the multiplier's 16 x 16); hold a value on ``i``
+    for two cycles: ready is high only in the second.
     """
 
     def __init__(self, *, acc_bits, mult_bits=16, shift_range=(0, 62), out_bits=8):
-        self._acc_bits = check_int("acc_bits", acc_bits, 2, 31)
-        self._mult_bits = check_int("mult_bits", mult_bits, 1, 16)
-        self._shift_range = check_range("shift_range", shift_range, 0, 62)
-        self._out_bits = check_int("out_bits", out_bits, 2, 32)
-        super().__init__(requantizer_ports(acc_bits, mult_bits, max(1, self._shift_range[1].bit_length()), out_bits))
-
-    @property
-    def acc_bits(self):
-        return self._acc_bits
-
-    @property
-    def mult_bits(self):
-        return self._mult_bits
-
-    @property
-    def shift_range(self):
-        return self._shift_range
-
-    @property
-    def out_bits(self):
-        return self._out_bits
+        check_int("acc_bits", acc_bits, 2, 31)
+        check_int("mult_bits", mult_bits, 1, 16)
+        super().__init__(acc_bits=acc_bits, mult_bits=mult_bits, shift_range=shift_range, out_bits=out_bits)
 
     @property
     def dropped(self):
