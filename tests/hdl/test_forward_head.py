@@ -37,7 +37,7 @@ def test_default_model(compiled_default):
     x = forward._embed(ids[None], 0)[0]
     a = forward._layer_norm("ln_f", x)
     dut = head_for(compiled_default, lanes=4)
-    assert dut.cycles == 64 + 65 * 16 + 16 + 6 and dut.shift_range == (16, 18)
+    assert dut.cycles == 64 + 65 * 20 + 20 + 6 and dut.shift_range == (16, 18)
     got = stream_through(dut, {"a": a.reshape(-1)}, "o", 3 * 65, gap=0.1)
     np.testing.assert_array_equal(np.array(got).reshape(3, 65), forward._head_op(a))
 
