@@ -58,7 +58,8 @@ class HeadUnit(wiring.Component):
     pipeline stalls while ``o`` is not taken.
 
     Memories: ``table`` (``lanes * table_bits`` wide, ``V ceil(d / lanes)``
-    deep), ``mult`` and ``shift`` (``V`` deep), ``banks`` (``lanes *
+    deep), ``mult`` and ``shift`` (``V`` deep; ``mult`` is marked for block
+    RAM, ``ram_style="block"``, even when small), ``banks`` (``lanes *
     act_bits`` wide, ``ceil(d / lanes)`` deep, written a lane at a time).
 
     Parameters
@@ -174,7 +175,9 @@ class HeadUnit(wiring.Component):
         else:
             m.submodules.table = table = memory.Memory(shape=L * T, depth=len(words), init=words)
             table_read = table.read_port()
-        m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist())
+        # In block RAM: as logic, Yosys builds this V x 16 ROM from about 140 LUT4 on the iCE40.
+        m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist(),
+                                                  attrs={"ram_style": "block"})
         m.submodules.shift = shifts = memory.Memory(shape=max(1, self.shift_range[1].bit_length()), depth=V,
                                                     init=self._shift.tolist())
         mult_read, shift_read = mults.read_port(), shifts.read_port()
