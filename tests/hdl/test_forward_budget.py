@@ -101,8 +101,10 @@ def test_ecp5_holds_the_whole_context(hardware, tiny):
         assert reached["limit"].startswith("the model's context")
         assert reached["budget"]["blocks"] <= 208 and reached["budget"]["sprams"] == 0
     # The test checkpoint's codes and KV cache take 4 SPRAMs at its whole context (3 code banks, the cache), but
-    # each of its ~30 block RAM memories takes a whole EBR: the UP5K's 30 are the limit.
-    tiny_fit = fit(tiny, UP5K, **ICE40_CORE)
+    # each of its ~30 block RAM memories takes a whole EBR: with 4 head lanes the UP5K's 30 are the limit (with the
+    # iCEBreaker's 2, 29 blocks: the whole context fits).
+    assert fit(tiny, UP5K, **ICE40_CORE)["context"] == tiny.config.n_positions
+    tiny_fit = fit(tiny, UP5K, **{**ICE40_CORE, "head_lanes": 4})
     assert tiny_fit["spram_context"] == tiny.config.n_positions and tiny_fit["budget"]["sprams"] <= 4
     assert tiny_fit["context"] < tiny.config.n_positions and "EBR" in tiny_fit["limit"]
 
