@@ -9,7 +9,7 @@ from golden.datapath import check_act_bits
 from golden.int_ops import round_shift
 
 from ..single_port_memory import SinglePortMemory
-from .arith import check_int, check_range, saturate
+from .arith import check_int, check_range, row_address, saturate
 from .exp2_unit import Exp2Unit
 from .handshake import call_states
 from .reciprocal_unit import ReciprocalUnit
@@ -311,19 +311,23 @@ class AttentionUnit(wiring.Component):
         # -- the KV cache's one address: the load's in IDLE; else key j's words of this head's channel group ----
         load_word = index[lane_bits:]
         load_lane = 1 << index[:lane_bits] if L > 1 else 1
-        cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
+        # Addresses as row_address: wiring alone where the sizes are powers of two.
+        cache_word = row_address(row_address(self.layer, P, self.position), 2 * words,
+                                 row_address(second, words, load_word))
+        channel_word = row_address(head, groups, group)             # this head's channel group
         # SCORES reads key j's words as it issues j; VALUES reads value j's words when e_j is one cycle from
         # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
         z_stage = 5                                       # issue, score read, operand, product, shift, rounding
         value_read = z_stage + exp2.latency - 1
         read_key = Mux(values_phase, tag_at(value_read).key, key)
         cache_address = Signal(range(2 * self._n_layer * P * words))
-        m.d.comb += [cache_address.eq(Mux(loading, cache_word, (self.layer * P + read_key) * 2 * words
-                                          + Mux(values_phase, words, 0) + head * groups + group)),
+        m.d.comb += [cache_address.eq(Mux(loading, cache_word,
+                                          row_address(row_address(self.layer, P, read_key), 2 * words,
+                                                      row_address(values_phase, words, channel_word)))),
                      cache_write.addr.eq(cache_address), cache_read.addr.eq(cache_address),
                      cache_write.data.eq(Cat(*[Mux(second, self.kv.payload.v, self.kv.payload.k)] * L)),
                      q_write.addr.eq(load_word), q_write.data.eq(Cat(*[self.q.payload] * L)),
-                     q_read.addr.eq(head * groups + group), s_read.addr.eq(key)]
+                     q_read.addr.eq(channel_word), s_read.addr.eq(key)]
 
         # -- one multiplier per lane, shared: q_i k_ji in SCORES, e_j v_ji in VALUES ----------------------------
         # Unsigned times signed, no adder (one iCE40 SB_MAC16 per lane for 16-bit weights): e_j as it is, q_i
@@ -387,7 +391,11 @@ class AttentionUnit(wiring.Component):
         scale = Signal(max(self._mult_bits, self._recip_bits))
         variable, variable2 = Signal(range(span + 1)), Signal(range(span + 1))
         scaled = Signal(signed(len(operand) + len(scale) + compact))
-        shifted = Signal(signed(len(scaled) + 1))
+        # Compact: every result is narrow (z of a clamped gap, a mean of `mean_bits`, an output of a mean), so
+        # the shifter forms only the bits of the widest (its other bits would be copies of the sign).
+        narrow = max(self.gap_bits + len(scale) - lows["gap"] + 2, self.mean_bits + 2,
+                     self.mean_bits + len(scale) - lows["out"] + 2)
+        shifted = Signal(signed(min(narrow, len(scaled) + 1) if compact else len(scaled) + 1))
         rounded = Signal(signed(len(shifted)))
         # Per stage in OUTPUT: valid and whether it is a requantisation (else a mean).
         valids, outs = [Signal(name=f"scale_valid{n}") for n in range(4)], [Signal(name=f"scale_out{n}")
@@ -443,11 +451,12 @@ class AttentionUnit(wiring.Component):
         total = Signal(self.sum_bits)
         m.d.comb += [exp2.i.valid.eq(tag_at(z_stage).valid & tag_at(z_stage).values), exp2.i.payload.eq(rounded),
                      exp2.o.ready.eq(1)]
+        # The accumulators start over at key 0 (a clear folded into their adders, not a state's reset).
         with m.If(exp2.o.valid & (group == 0)):
             m.d.sync += total.eq(total + exp2.o.payload)
         summed = tag_at(value_read + 2)
         with m.If(summed.valid & summed.values):
-            m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
+            m.d.sync += [acc.eq(Mux(summed.key == 0, 0, acc) + product) for acc, product in zip(accs, products)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -467,7 +476,7 @@ class AttentionUnit(wiring.Component):
                     m.d.sync += [group.eq(Mux(group == groups - 1, 0, group + 1)),
                                  key.eq(Mux(group == groups - 1, key + 1, key))]
                 with m.If(score_valid & scored.final):
-                    m.d.sync += [key.eq(0), total.eq(0), values_phase.eq(1)] + [acc.eq(0) for acc in accs]
+                    m.d.sync += [key.eq(0), total.eq(0), values_phase.eq(1)]
                     m.next = "VALUES"
             with m.State("VALUES"):                        # e_j and acc_i = sum_j e_j v_ji, L channels at once
                 m.d.comb += issuing.eq(key <= self.position)
@@ -486,7 +495,7 @@ class AttentionUnit(wiring.Component):
                 with m.If(taking & valids[3] & outs[3]):
                     m.d.sync += pushed.eq(pushed + 1)
                     with m.If(pushed == L - 1):
-                        m.d.sync += [key.eq(0), output_phase.eq(0)] + [acc.eq(0) for acc in accs]
+                        m.d.sync += [key.eq(0), output_phase.eq(0)]
                         m.next = "VALUES"
                         with m.If(group == groups - 1):
                             m.d.sync += [head.eq(head + 1), values_phase.eq(0)]
