@@ -188,6 +188,20 @@ def test_wrong():
     for shifts in [(5, 4), (-1, 3), (0, 64), (3,), 7]:
         with pytest.raises(ValueError, match=r"score_shifts must be \(low, high\) with 0 <= low <= high <= 63"):
             AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_shifts=shifts)
+    with pytest.raises(ValueError, match="score_mults must have low <= high"):
+        AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_mults=(5, 3))
+    with pytest.raises(TypeError, match="compact must be True, False or None, not 'yes'"):
+        AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), compact="yes")
+    # Any score mult (from 0): a clamped gap could still give e > 0, so compact is refused, and not chosen.
+    with pytest.raises(ValueError, match="compact=True needs every score gap of 32767 or more to give exp2 0"):
+        AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), compact=True)
+    assert not AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16)).compact
+    # The least mult at which gaps of 2**15 - 1 give e = 0 for score shift 18 (z >> 8 >= 16: z >= 4096).
+    least = next(m for m in range(1, 1 << 16) if (32767 * m + (1 << 17)) >> 18 >= 4096)
+    for mult, compact in [(least - 1, False), (least, True)]:
+        dut = AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_shifts=(18, 18),
+                            score_mults=(mult, 65535))
+        assert dut.compact == compact
 
 
 def test_default_model_real_activations(compiled_default):
