@@ -190,8 +190,8 @@ class AttentionUnit(wiring.Component):
 
     @property
     def compact(self):
-        """Whether the scaling multiplier is `mean_bits` x 16 (one iCE40 SB_MAC16): gaps clamped to `gap_bits`,
-        each mean in two passes (low and high bits of its accumulator)."""
+        """Whether the scaling multiplier is ``mean_bits x max(mult_bits, recip_bits)`` (one iCE40 SB_MAC16 for
+        16 x 16): gaps clamped to `gap_bits`, each mean in two passes (its accumulator's low, then high bits)."""
         return self._compact
 
     @property
