@@ -125,11 +125,12 @@ def test_ecp5_holds_the_whole_context(hardware, tiny):
         assert reached["limit"].startswith("the model's context")
         assert reached["budget"]["blocks"] <= 208 and reached["budget"]["sprams"] == 0
     # The test checkpoint's codes and KV cache take 4 SPRAMs at its whole context (3 code banks, the cache), and
-    # each of its 30 block RAM memories takes a whole EBR: exactly the UP5K's 30 (the embedding's wpe terms are
-    # precomputed, so it has no wpe requantiser memory).
+    # each of its block RAM memories takes a whole EBR: with 4 head lanes exactly the UP5K's 30 (the embedding's wpe
+    # terms are precomputed, so it has no wpe requantiser memory); with the iCEBreaker's 2 head lanes, 28.
     tiny_fit = fit(tiny, UP5K, **ICE40_ROM_CORE)
     assert tiny_fit["spram_context"] == tiny.config.n_positions and tiny_fit["budget"]["sprams"] <= 4
-    assert tiny_fit["context"] == tiny.config.n_positions and tiny_fit["budget"]["blocks"] == 30
+    assert tiny_fit["context"] == tiny.config.n_positions and tiny_fit["budget"]["blocks"] == 28
+    assert fit(tiny, UP5K, **{**ICE40_ROM_CORE, "head_lanes": 4})["budget"]["blocks"] == 30
 
 
 def _budget(*args):

@@ -129,11 +129,11 @@ def outputs_back_to_back(dut, acc, mult, shift, cycles):
 
 
 def test_serial_rate():
-    """Back to back with the output always taken, one value every `interval` cycles."""
+    """Back to back with the output always taken, one value every `interval` cycles at the largest shift."""
     dut = SerialRequantizer(acc_bits=20, mult_bits=16, shift_range=(16, 18), out_bits=8)
-    assert (dut.dropped, dut.interval) == (15, 16)
-    seen = [cycle for cycle, _ in outputs_back_to_back(dut, 12345, 40000, 17, 16 * 5 + 2)]
-    assert seen[1:5] == [seen[0] + 16 * k for k in range(1, 5)]
+    assert (dut.raised, dut.interval) == (1, 20)
+    seen = [cycle for cycle, _ in outputs_back_to_back(dut, 12345, 40000, 18, 20 * 5 + 2)]
+    assert seen[1:5] == [seen[0] + 20 * k for k in range(1, 5)]
 
 
 def test_serial_wrong():
