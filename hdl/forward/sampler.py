@@ -53,11 +53,11 @@ class Sampler(wiring.Component):
     selection from it.
 
     A sampled token takes, after the last logit, ``(logit_bits + ceil(log2
-    V)) (V + 1)`` cycles of top-k search, 21 a member and 4 a non-member for
-    the weights (a non-member after a member may wait for its weight's
-    shift), and at most ``2 V + 40`` for the sum, the draw and the search:
-    1,471 cycles for the default model (V = 65) among all tokens, about
-    2,100 with top-k 10. Greedy answers one cycle after the last logit.
+    V)) (V + 1)`` cycles of top-k search, 19 a member and 2 a non-member for
+    the weights (a non-member after a member waits for its weight's shift),
+    and at most ``2 V + 40`` for the sum, the draw and the search: 1,342
+    cycles for the default model (V = 65) among all tokens, about 2,030
+    with top-k 10. Greedy answers one cycle after the last logit.
 
     Parameters
     ----------
@@ -203,8 +203,7 @@ class Sampler(wiring.Component):
         W = self.total_bits
         A = max(shift, P + pad, W)
         gap = Signal(L, reset_less=True)
-        product = Signal(P, reset_less=True)
-        m.d.sync += product.eq(gap * self.inv_temperature)     # every cycle: a registered multiplier
+        product = gap * self.inv_temperature                    # the one multiplier (P bits), into the operand
         acc = Signal(A, reset_less=True)
         operand = Signal(A, reset_less=True)
         steps = Signal(range(32))
@@ -281,15 +280,13 @@ class Sampler(wiring.Component):
                                  probe.eq((probe & ~Mux(keep, 0, bit)) | (bit >> 1))]
                     with m.If(bit[0]):
                         m.next = "READ"
-            with m.State("READ"):                               # the weights: one logit at a time
+            with m.State("READ"):                               # the weights, one logit at a time: the first
                 m.d.comb += advance.eq(1)
                 m.next = "GAP"
             with m.State("GAP"):
-                m.d.sync += [gap.eq((top - logit)[:L]), member.eq(reaches), steps.eq(0)]
-                m.next = "PRODUCT"
-            with m.State("PRODUCT"):                            # product <- gap * inv_temperature
-                m.d.sync += acc.eq(1 << (shift - 1))            # the rounding half
-                with m.If(member):
+                m.d.sync += [gap.eq((top - logit)[:L]), member.eq(reaches), steps.eq(0),
+                             acc.eq(1 << (shift - 1))]          # the rounding half
+                with m.If(reaches):
                     m.next = "STEP"
                 with m.Else():
                     m.next = "Z"
@@ -300,14 +297,16 @@ class Sampler(wiring.Component):
                     m.next = "LAST_STEP"
             with m.State("LAST_STEP"):                          # the operand of step 15 is added
                 m.next = "Z"
-            with m.State("Z"):
-                with m.If(~busy):                               # the last logit's weight is written
+            with m.State("Z"):                                  # exp2(z) begins; the next logit is read
+                m.d.comb += advance.eq(~busy)                   # once the last weight is written
+                with m.If(~busy):
                     none = ~member | (z[F:] >= E)
-                    m.d.sync += [fetching.eq(1), write_addr.eq(rd_index), zero.eq(none), places.eq(Mux(none, 0, z[F:]))]
+                    m.d.sync += [fetching.eq(1), write_addr.eq(rd_index), zero.eq(none),
+                                 places.eq(Mux(none, 0, z[F:]))]
                     with m.If(idx == V):
                         m.next = "DRAIN"
                     with m.Else():
-                        m.next = "READ"
+                        m.next = "GAP"
             with m.State("DRAIN"):                              # the last weight is written
                 with m.If(shifting & (places == 0)):
                     m.d.sync += [idx.eq(0), total.eq(0)]
