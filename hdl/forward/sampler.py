@@ -56,8 +56,9 @@ class Sampler(wiring.Component):
     V)) (V + 1)`` cycles of top-k search, 19 a member and 2 a non-member for
     the weights (a non-member after a member waits for its weight's shift),
     and at most ``2 V + 40`` for the sum, the draw and the search: 1,342
-    cycles for the default model (V = 65) among all tokens, about 2,030
-    with top-k 10. Greedy answers one cycle after the last logit.
+    cycles for the default model (V = 65) among all tokens, 2,031 with top-k
+    10 (``benchmarks/bench_sampler.py``). Greedy answers one cycle after the
+    last logit.
 
     Parameters
     ----------
