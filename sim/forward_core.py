@@ -2,12 +2,15 @@
 
     python -m sim.forward_core [--checkpoint DIR] [--context 64] [--rows 4 --columns 3]
         [--head-lanes 4] [--attention-lanes 4] [--attention-units 1] [--inv-temperature N --top-k K --seed S]
-        [--mhz 36] [--json]
+        [--constants rom|flash [--stream-rate 0.25] [--seek-latency 40]] [--mhz 36] [--json]
 
 `simulate_core` emits the core for a compiled model, builds it once per
 design (``build/sim/forward_core/<hash of the Verilog>/``, reused while the
 hash matches; concurrent builds of one design wait for each other) and runs
-`sim.forward_core_tb` on a list of generation requests. Each request's
+`sim.forward_core_tb` on a list of generation requests. A core with
+``constants="flash"`` runs as a `sim.constant_source.FlashCore`: its constant
+image streamed at a rate in bytes per cycle (0.25: quad SPI at half the clock;
+0.5: at the full clock) with a seek latency, so the flash's cost is measured. Each request's
 result has the tokens, the cycle each token was offered (from the start
 being taken) and so the cycles per token at each position: the
 figures the README and the build report give are measured here.
@@ -21,6 +24,8 @@ import time
 from golden.atomic import atomic_write
 from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 from golden.paths import BUILD_DIR
+
+from hdl.forward.forward_core import CONSTANT_SOURCES
 
 from .runner import SimError, build_design
 
@@ -75,8 +80,11 @@ def simulate_core(core, requests, *, root=FORWARD_SIM_DIR, log=None):
     return done
 
 
-def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, seed=0, log=None, **shape):
-    """One generation filling `context` on a `ForwardCore` of `compiled` (``shape``: its array and lanes).
+def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, seed=0, log=None, stream_rate=0.25,
+            seek_latency=40, **shape):
+    """One generation filling `context` on a `ForwardCore` of `compiled` (``shape``: its array and lanes, and
+    ``constants``; with ``"flash"`` its image streams at `stream_rate` bytes a cycle, each seek `seek_latency`
+    cycles before its first byte).
 
     Returns a dict: the core's shape, ``tokens`` and whether they equal
     golden's (``IntegerForward.generate``), and ``cycles_per_token``
@@ -94,20 +102,38 @@ def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, se
         raise ValueError(f"the prompt must have 1 or 2 tokens and leave at least 2 of the context {context}, "
                          f"not {len(prompt)}")
     core = ForwardCore(compiled=compiled, context=context, **shape)
+    design = core
+    if core.constant_source == "flash":
+        from .constant_source import FlashCore
+        design = FlashCore(core, rate=stream_rate, latency=seek_latency)
     top_k = V if top_k is None else top_k
     request = Request(prompt, count, inv_temperature=inv_temperature, top_k=top_k, seed=seed)
     began = time.perf_counter()
-    result, = simulate_core(core, [request], log=log)
+    result, = simulate_core(design, [request], log=log)
     want = list(IntegerForward(compiled).generate(list(prompt), count, inv_temperature=inv_temperature,
                                                   top_k=None if top_k == V else top_k, seed=seed))
     cycles = token_cycles(result, len(prompt))
     return {"context": context, "rows": core.rows, "columns": core.columns, "head_lanes": core.head_lanes,
             "attention_lanes": core.attention_lanes, "attention_units": core.attention_units,
+            "constants": core.constant_source,
+            **({"stream_rate": float(design.source.rate), "seek_latency": seek_latency,
+                "constant_bytes_per_token": core.constant_bytes_per_token} if design is not core else {}),
             "inv_temperature": inv_temperature, "top_k": top_k,
             "tokens": result["tokens"], "golden": result["tokens"] == want,
             "cycles_per_token": {"position_1": cycles[1], "full_context": cycles[context - 2]},
             "mean_cycles_per_token": (result["cycles"][-1] - result["cycles"][0]) / (count - 1),
             "wall_s": time.perf_counter() - began}
+
+
+def _rate(text):
+    """argparse type of --stream-rate: `constant_source.stream_rate`, its error as argparse's."""
+    import argparse
+
+    from .constant_source import stream_rate
+    try:
+        return stream_rate(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv=None):
@@ -116,7 +142,9 @@ def main(argv=None):
         description="Build the whole-forward core for a compiled checkpoint in Verilator, generate one sequence "
                     "filling the context, check its tokens against golden's integer forward, and print the cycles "
                     "per token at position 1 and at the full context (and tokens/s at a clock).",
-        epilog="example: python -m sim.forward_core --context 64 --rows 4 --columns 3 --attention-lanes 4 --mhz 36")
+        epilog="examples:\n"
+               "  python -m sim.forward_core --context 64 --rows 4 --columns 3 --attention-lanes 4 --mhz 36\n"
+               "  python -m sim.forward_core --context 64 --attention-lanes 2 --constants flash --stream-rate 0.25")
     p.add_argument("--checkpoint", metavar="DIR", default=None, help="checkpoint (default: the hardware model)")
     p.add_argument("--bits", metavar="b", type=positive_int, default=4, help="PoT code width of the linear layers")
     p.add_argument("--context", type=positive_int, default=64, help="KV cache positions built")
@@ -126,6 +154,14 @@ def main(argv=None):
     p.add_argument("--attention-lanes", type=positive_int, default=4, help="channels per cycle of the attention")
     p.add_argument("--attention-units", type=positive_int, default=1,
                    help="attention units side by side, each on n_head / units heads")
+    p.add_argument("--constants", choices=CONSTANT_SOURCES, default="rom",
+                   help="the core's constants in block RAM (rom) or streamed from a flash model (flash)")
+    p.add_argument("--stream-rate", metavar="R", type=_rate, default="0.25",
+                   help="with --constants flash: bytes per cycle the flash model streams (0.25: quad SPI at half "
+                        "the clock, 0.5 at the full clock; a fraction such as 1/3 too)")
+    p.add_argument("--seek-latency", metavar="N", type=positive_int, default=40,
+                   help="with --constants flash: cycles from a seek to its first byte (default 40: a QSPI read "
+                        "command, address and dummy cycles at half the clock)")
     p.add_argument("--prompt", default="0", help="prompt token ids, comma-separated (1 or 2)")
     p.add_argument("--inv-temperature", type=int, default=0, help="round(256 / T); 0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k largest (default: all)")
@@ -148,7 +184,8 @@ def main(argv=None):
     figures = measure(compiled, context=args.context, prompt=prompt, inv_temperature=args.inv_temperature,
                       top_k=args.top_k, seed=args.seed, rows=args.rows, columns=args.columns,
                       head_lanes=args.head_lanes, attention_lanes=args.attention_lanes,
-                      attention_units=args.attention_units,
+                      attention_units=args.attention_units, constants=args.constants,
+                      stream_rate=args.stream_rate, seek_latency=args.seek_latency,
                       log=lambda line: print(line, file=sys.stderr))
     figures["mhz"] = args.mhz
     figures["tokens_per_s"] = args.mhz * 1e6 / figures["cycles_per_token"]["full_context"]
@@ -156,10 +193,11 @@ def main(argv=None):
         print(json.dumps(figures, indent=1))
     else:
         c = figures["cycles_per_token"]
-        print(f"{'array':>6}{'head':>6}{'attn':>6}{'units':>6}{'context':>9}{'cycles @1':>11}{'@full':>9}{'mean':>9}"
-              f"{'tok/s @' + format(args.mhz, 'g') + ' MHz':>18}{'golden':>8}")
+        constants = "rom" if args.constants == "rom" else f"flash {float(args.stream_rate):g} B/c"
+        print(f"{'array':>6}{'head':>6}{'attn':>6}{'units':>6}{'constants':>16}{'context':>9}{'cycles @1':>11}"
+              f"{'@full':>9}{'mean':>9}{'tok/s @' + format(args.mhz, 'g') + ' MHz':>18}{'golden':>8}")
         print(f"{figures['rows']:>3}x{figures['columns']:<2}{figures['head_lanes']:>6}{figures['attention_lanes']:>6}"
-              f"{figures['attention_units']:>6}"
+              f"{figures['attention_units']:>6}{constants:>16}"
               f"{args.context:>9}{c['position_1']:>11}{c['full_context']:>9}{figures['mean_cycles_per_token']:>9.0f}"
               f"{figures['tokens_per_s']:>18.0f}{'equal' if figures['golden'] else 'DIFFER':>8}")
     return 0 if figures["golden"] else 1

@@ -1,13 +1,25 @@
 """The program's ``embed``: one token's residual row from the token and position tables."""
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+
+import numpy as np
+
+from golden.int_ops import round_shift
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_int, round_shift_within, row_address, saturate
+from .arith import check_int, row_address, saturate
 from .head_unit import TableReadSignature, lane_words
 
-__all__ = ["EmbeddingUnit"]
+__all__ = ["EmbeddingUnit", "WPE_SOURCES", "MULTIPLIERS"]
+
+#: Where the `EmbeddingUnit` gets a position's requantised ``wpe`` row (`EmbeddingUnit.wpe_terms`): ``"rom"``,
+#: a memory initialised by the bitstream; ``"stream"``, bytes on its ``wpe`` port (`EmbeddingUnit.wpe_bytes`:
+#: the core streams them from the SPI flash).
+WPE_SOURCES = ("rom", "stream")
+#: How it multiplies: ``"dsp"``, one product a cycle (a multiplier block); ``"serial"``, shift-add, one bit of
+#: the table value a cycle (no multiplier block).
+MULTIPLIERS = ("dsp", "serial")
 
 
 def _table(name, values):
@@ -28,19 +40,26 @@ class EmbeddingUnit(wiring.Component):
 
     That is :class:`golden.int_forward.IntegerForward`'s ``embed`` for one
     token ``t`` at position ``p``: each table row has its own requantiser
-    (``mult``, ``shift``) into the residual grid. A request reads the two
-    rows' requantisers (one cycle), then streams the ``d`` residual values,
-    one every two cycles, through one multiplier (``table_bits x mult_bits``:
-    one SB_MAC16) that forms the ``wte`` product on even cycles and the
-    ``wpe`` product on odd ones; then round, add, saturate. The tables are
-    memories initialised from the compiled artefact (on the iCEBreaker they
-    belong in SPRAM: the default model's are 33 + 66 Kbit).
+    (``mult``, ``shift``) into the residual grid. The position's term
+    ``round_shift(wpe[p] * wpe.mult[p], wpe.shift[p])`` depends on nothing the
+    unit computes, so it is precomputed (`wpe_terms`, exact) and held or
+    streamed as it is: one product a value, the token's. With
+    ``multiplier="dsp"`` the product is one cycle (one ``table_bits x
+    mult_bits`` multiplier: one SB_MAC16), 2 cycles a value; with
+    ``"serial"`` it is shift-add over the table value's bits, LSB first
+    (``table_bits`` cycles, the sign bit's partial product subtracted; no
+    multiplier block), ``table_bits + 2`` cycles a value (`value_cycles`).
 
-    Each table's requantisers are one memory of ``mult`` and ``shift -
-    low`` side by side (``low``: the table's smallest shift; the rounding
-    shifter covers only the table's range of shifts); when every ``mult``
-    has its top bit set (the compiler normalises them), that bit is wiring,
-    not memory: one 16-bit EBR word per row for the default model.
+    The token table's requantisers are one memory of ``mult`` and ``shift -
+    low`` side by side (``low``: the smallest shift; the rounding shifter
+    covers only the range of shifts the table uses); when every ``mult`` has
+    its top bit set (the compiler normalises them), that bit is wiring, not
+    memory: one 16-bit EBR word per row for the default model.
+
+    With ``wpe_source="stream"`` there is no ``wpe`` memory: a request takes
+    `wpe_bytes` of its position on the ``wpe`` port, each term little-endian
+    two's complement in `wpe_term_bytes` bytes, while it multiplies (a term
+    ahead at most).
 
     Parameters
     ----------
@@ -53,37 +72,55 @@ class EmbeddingUnit(wiring.Component):
     lanes : int or None
         Hold ``wte`` in the `HeadUnit`'s layout of `lanes` values a word (`head_unit.lane_words`) and serve
         the tied head's reads of it on ``wte_read`` (one table for both, as golden's compiler shares it).
+    wpe_source : str
+        ``"rom"`` or ``"stream"`` (`WPE_SOURCES`).
+    multiplier : str
+        ``"dsp"`` or ``"serial"`` (`MULTIPLIERS`).
 
     Members
     -------
     i : ``In(stream.Signature(StructLayout({"token", "position"})))``
     o : ``Out(stream.Signature(signed(res_bits)))``
         The ``d`` residual values of the row, in channel order.
+    wpe : ``In(stream.Signature(8))``
+        With ``wpe_source="stream"`` only: `wpe_bytes` of each request's position, taken after the request.
     wte_read : ``In(TableReadSignature(V ceil(d / lanes), lanes table_bits))``
         With `lanes` only: reads of the ``wte`` words by the head, served while no request is in progress
         (the core never runs the two at once).
     """
 
-    def __init__(self, *, wte, wpe, wte_mult, wte_shift, wpe_mult, wpe_shift, res_bits=16, lanes=None):
-        self._wte, self._wpe = _table("wte", wte), _table("wpe", wpe)
-        if len(self._wte[0]) != len(self._wpe[0]):
-            raise ValueError(f"wte rows have {len(self._wte[0])} values and wpe rows {len(self._wpe[0])}")
+    def __init__(self, *, wte, wpe, wte_mult, wte_shift, wpe_mult, wpe_shift, res_bits=16, lanes=None,
+                 wpe_source="rom", multiplier="dsp"):
+        self._wte, wpe = _table("wte", wte), _table("wpe", wpe)
+        if len(self._wte[0]) != len(wpe[0]):
+            raise ValueError(f"wte rows have {len(self._wte[0])} values and wpe rows {len(wpe[0])}")
         self._res_bits = check_int("res_bits", res_bits, 4, 24)
+        if wpe_source not in WPE_SOURCES:
+            raise ValueError(f"wpe_source must be one of {', '.join(WPE_SOURCES)}, not {wpe_source!r}")
+        if multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}")
+        self._wpe_source, self._multiplier = wpe_source, multiplier
         self._requant = {}
-        for name, mult, shift, rows in (("wte", wte_mult, wte_shift, self._wte), ("wpe", wpe_mult, wpe_shift,
-                                                                                  self._wpe)):
+        for name, mult, shift, rows in (("wte", wte_mult, wte_shift, self._wte), ("wpe", wpe_mult, wpe_shift, wpe)):
             mult, shift = [int(v) for v in mult], [int(v) for v in shift]
             if len(mult) != len(rows) or len(shift) != len(rows):
                 raise ValueError(f"{name} has {len(rows)} rows but {len(mult)} multipliers and {len(shift)} shifts")
             if min(mult) < 0 or min(shift) < 0 or max(shift) > 62:
                 raise ValueError(f"{name} multipliers must be non-negative and shifts from 0 to 62")
             self._requant[name] = (mult, shift)
+        mult, shift = self._requant["wpe"]
+        self._terms = [[int(v) for v in round_shift(np.array(row, np.int64) * m, s)]
+                       for row, m, s in zip(wpe, mult, shift)]
+        self._term_bits = _width([v for row in self._terms for v in row])
+        self._value_bits = _width([v for row in self._wte for v in row])
         self._lanes = None if lanes is None else check_int("lanes", lanes, 1, self.d)
         layout = data.StructLayout({"token": range(self.vocab_size), "position": range(self.positions)})
         ports = {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(signed(res_bits)))}
+        if wpe_source == "stream":
+            ports["wpe"] = In(stream.Signature(8))
         if self._lanes is not None:
-            self._wte_words, self._wte_bits, self._chunk = lane_words(self._wte, self._lanes)
-            ports["wte_read"] = In(TableReadSignature(len(self._wte_words), self._lanes * self._wte_bits))
+            self._wte_words, self._value_bits, self._chunk = lane_words(self._wte, self._lanes)
+            ports["wte_read"] = In(TableReadSignature(len(self._wte_words), self._lanes * self._value_bits))
         super().__init__(ports)
 
     @property
@@ -92,7 +129,7 @@ class EmbeddingUnit(wiring.Component):
 
     @property
     def positions(self):
-        return len(self._wpe)
+        return len(self._terms)
 
     @property
     def d(self):
@@ -107,24 +144,58 @@ class EmbeddingUnit(wiring.Component):
         return self._lanes
 
     @property
+    def wpe_source(self):
+        return self._wpe_source
+
+    @property
+    def multiplier(self):
+        return self._multiplier
+
+    @property
+    def wpe_terms(self):
+        """``round_shift(wpe[p] * wpe.mult[p], wpe.shift[p])`` per position and channel: golden's wpe term."""
+        return [list(row) for row in self._terms]
+
+    @property
+    def wpe_term_bits(self):
+        """Width of the signed wpe terms."""
+        return self._term_bits
+
+    @property
+    def wpe_term_bytes(self):
+        """Bytes of a streamed wpe term."""
+        return -(-self._term_bits // 8)
+
+    @property
     def memories(self):
         """``[(name, width, depth)]``: ``wte`` (in the head's layout with `lanes`), ``wte_mult`` (each row's
-        mult and shift offset, `requantiser_words`), ``wpe``, ``wpe_mult``."""
-        rows = []
-        for name, table in (("wte", self._wte), ("wpe", self._wpe)):
-            flat = [v for row in table for v in row]
-            if name == "wte" and self._lanes is not None:
-                rows.append((name, self._lanes * self._wte_bits, len(self._wte_words)))
-            else:
-                rows.append((name, _width(flat), len(flat)))
-            words, kept, _, shift_bits, _ = self.requantiser_words(name)
-            rows.append((name + "_mult", kept + shift_bits, len(words)))
+        mult and shift offset, `requantiser_words`), and with ``wpe_source="rom"`` ``wpe`` (`wpe_terms`)."""
+        words, kept, _, shift_bits, _ = self.requantiser_words("wte")
+        if self._lanes is not None:
+            rows = [("wte", self._lanes * self._value_bits, len(self._wte_words))]
+        else:
+            rows = [("wte", _width([v for row in self._wte for v in row]), self.vocab_size * self.d)]
+        rows.append(("wte_mult", kept + shift_bits, len(words)))
+        if self._wpe_source == "rom":
+            rows.append(("wpe", self._term_bits, self.positions * self.d))
         return rows
 
     @property
+    def value_cycles(self):
+        """Cycles per residual value with no stalls: 2 (``"dsp"``), ``table_bits + 2`` (``"serial"``)."""
+        return 2 if self._multiplier == "dsp" else self._value_bits + 2
+
+    @property
     def row_cycles(self):
-        """Cycles from a request accepted to the row's last value, with no stalls: ``2 d + 6``."""
-        return 2 * self.d + 6
+        """Cycles from a request accepted to the row's last value offered, with no stalls (and, streamed, every
+        byte there when wanted): ``d value_cycles + 2``."""
+        return self.d * self.value_cycles + 2
+
+    def wpe_bytes(self, position):
+        """What the ``wpe`` port carries for `position` (``wpe_source="stream"``): its `wpe_terms`, each
+        little-endian two's complement in `wpe_term_bytes` bytes."""
+        size = self.wpe_term_bytes
+        return b"".join(int(v).to_bytes(size, "little", signed=True) for v in self._terms[position])
 
     def requantiser_words(self, name):
         """``(words, mult_bits, shift_low, shift_bits, top)`` of table `name`'s requantiser memory: each word
@@ -140,90 +211,118 @@ class EmbeddingUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        d = self.d
-        reads, requant = {}, {}
-        for name, rows in (("wte", self._wte), ("wpe", self._wpe)):
-            flat = [v for row in rows for v in row]
-            words, kept, low, shift_bits, top = self.requantiser_words(name)
-            if name == "wte" and self._lanes is not None:
-                table = memory.Memory(shape=self._lanes * self._wte_bits, depth=len(self._wte_words),
-                                      init=self._wte_words)
-            else:
-                table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
-            requantisers = memory.Memory(shape=unsigned(kept + shift_bits), depth=len(words), init=words)
-            m.submodules[name] = table
-            m.submodules[name + "_requant"] = requantisers
-            reads[name] = table.read_port()
-            port = requantisers.read_port()
-            mult = port.data[:kept] if top is None else Cat(port.data[:kept], 1)
-            requant[name] = (port, mult, port.data[kept:], low, low + (1 << shift_bits) - 1)
-
+        d, streamed, serial = self.d, self._wpe_source == "stream", self._multiplier == "serial"
         token = Signal(range(self.vocab_size))
         position = Signal(range(self.positions))
         index = Signal(range(d + 1))
-        # Two cycles per value: phase 0, the wte product; phase 1 (tick), the wpe product; stages advance on ticks.
-        phase = Signal()
-        m.d.sync += phase.eq(~phase)
-        advance = ~self.o.valid | self.o.ready
-        tick = phase & advance
-        v0, v1 = Signal(), Signal()
-        taking = Signal()
-        for name, select in (("wte", token), ("wpe", position)):
-            port = requant[name][0]
-            m.d.comb += [port.addr.eq(select), reads[name].addr.eq(row_address(select, d, index)),
-                         reads[name].en.eq(tick)]
-        wte_value = reads["wte"].data
+
+        words, kept, low, shift_bits, top = self.requantiser_words("wte")
+        if self._lanes is not None:
+            table = memory.Memory(shape=self._lanes * self._value_bits, depth=len(self._wte_words),
+                                  init=self._wte_words)
+        else:
+            flat = [v for row in self._wte for v in row]
+            table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
+        m.submodules.wte = table
+        m.submodules.wte_requant = requantisers = memory.Memory(shape=unsigned(kept + shift_bits),
+                                                                depth=len(words), init=words)
+        wte_read, port = table.read_port(), requantisers.read_port()
+        m.d.comb += port.addr.eq(token)
+        mult, offset = (port.data[:kept] if top is None else Cat(port.data[:kept], 1)), port.data[kept:]
+        # The reads of value `index` are addressed a cycle early: the next value's as `SUM` offers one.
+        advancing = Signal()
+        fetch = Mux(advancing, index + 1, index)
         if self._lanes is not None:                  # word token * chunk + index // lanes, field index % lanes
-            L, T = self._lanes, self._wte_bits
+            L, T = self._lanes, self._value_bits
             lane1 = Signal(range(L))
             if L & (L - 1):                          # counters; a power of two splits the index instead
-                word, lane = Signal(range(self._chunk)), Signal(range(L))
-                with m.If(tick & taking):
-                    m.d.sync += [lane.eq(Mux(lane == L - 1, 0, lane + 1)), word.eq(word + (lane == L - 1))]
+                word, lane = Signal(range(self._chunk + 1)), Signal(range(L))
+                wrap = lane == L - 1
+                with m.If(advancing):
+                    m.d.sync += [lane.eq(Mux(wrap, 0, lane + 1)), word.eq(word + wrap)]
                 with m.If(self.i.valid & self.i.ready):
                     m.d.sync += [lane.eq(0), word.eq(0)]
+                lane, word = Mux(advancing, Mux(wrap, 0, lane + 1), lane), Mux(advancing, word + wrap, word)
             else:
-                lane, word = index[:(L - 1).bit_length()], index[(L - 1).bit_length():]
-            m.d.comb += [reads["wte"].addr.eq(row_address(token, self._chunk, word)),
-                         self.wte_read.data.eq(reads["wte"].data)]
-            with m.If(tick):
-                m.d.sync += lane1.eq(lane)
-            wte_value = Array(reads["wte"].data[T * k:T * (k + 1)].as_signed() for k in range(L))[lane1]
-        product = Mux(phase, reads["wpe"].data, wte_value) * Mux(phase, requant["wpe"][1], requant["wte"][1])
-        wte_product = Signal(signed(len(product)))
-        wpe_product = Signal(signed(len(product)))
-        wte_rounded = Signal(signed(len(product)))
+                lane, word = fetch[:(L - 1).bit_length()], fetch[(L - 1).bit_length():]
+            m.d.comb += [wte_read.addr.eq(row_address(token, self._chunk, word)),
+                         self.wte_read.data.eq(wte_read.data)]
+            m.d.sync += lane1.eq(lane)
+            value = Array(wte_read.data[T * k:T * (k + 1)].as_signed() for k in range(L))[lane1]
+        else:
+            m.d.comb += wte_read.addr.eq(row_address(token, d, fetch))
+            value = wte_read.data
 
-        def rounded(name, value):
-            _, _, offset, low, high = requant[name]
-            return round_shift_within(value, offset + low, low, high)
+        # The position's term: read, or its bytes shifted in from the top of `term` while the product forms.
+        if streamed:
+            size = self.wpe_term_bytes
+            term_bytes, have = Signal(8 * size), Signal(range(size + 1))
+            term = term_bytes.as_signed()
+            taking = Signal()                        # within a request
+            m.d.comb += self.wpe.ready.eq(taking & (have != size))
+            with m.If(self.wpe.valid & self.wpe.ready):
+                m.d.sync += [term_bytes.eq(Cat(term_bytes[8:], self.wpe.payload)), have.eq(have + 1)]
+            term_ready = have == size
+        else:
+            flat = [v for row in self._terms for v in row]
+            m.submodules.wpe = wpe = memory.Memory(shape=signed(self._term_bits), depth=len(flat), init=flat)
+            wpe_read = wpe.read_port()
+            m.d.comb += wpe_read.addr.eq(row_address(position, d, fetch))
+            term, term_ready = wpe_read.data, 1
 
-        with m.If(~phase):
-            m.d.sync += wte_product.eq(product)
-        with m.If(tick):
-            m.d.sync += [v0.eq(taking), v1.eq(v0), wpe_product.eq(product),
-                         wte_rounded.eq(rounded("wte", wte_product)), self.o.valid.eq(v1),
-                         self.o.payload.eq(saturate(wte_rounded + rounded("wpe", wpe_product), self._res_bits))]
-        with m.Elif(self.o.ready):
+        # The product: "dsp", value * mult in one cycle; "serial", {high, low} with the value's bits in `low`,
+        # one shift-add step a cycle (the last, the sign bit's, subtracts: B inverted, the carry in riding
+        # below bit 0 of the one adder).
+        V, M = self._value_bits, len(mult)
+        product = Signal(signed(V + M + 2))
+        step = Signal(range(max(V, 1)))
+        high = product[V:].as_signed()
+        last = step == V - 1
+        addend, widened_high = Signal(M + 3), Signal(signed(M + 3))
+        m.d.comb += [addend.eq(Mux(product[0], mult, 0) ^ Mux(last, -1, 0)), widened_high.eq(high)]
+        stepped = (Cat(last, widened_high) + Cat(last, addend))[1:M + 4]
+        widened = Signal(signed(V))
+        m.d.comb += widened.eq(value)
+        # round_shift(x, s) = (floor(2 x / 2**s) + 1) >> 1, also for s = 0; the constant part of s is wiring.
+        partial = Cat(0, product)[low:].as_signed()
+        if shift_bits and max(self._requant["wte"][1]) > low:
+            partial = partial >> offset
+        rounded = Signal(signed(len(partial)))
+        m.d.comb += rounded.eq((partial + 1)[1:].as_signed())
+
+        with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 if self._lanes is not None:          # the head's reads of the shared wte
-                    m.d.comb += [reads["wte"].addr.eq(self.wte_read.addr), reads["wte"].en.eq(self.wte_read.en)]
+                    m.d.comb += [wte_read.addr.eq(self.wte_read.addr), wte_read.en.eq(self.wte_read.en)]
                 with m.If(self.i.valid):
                     m.d.sync += [token.eq(self.i.payload.token), position.eq(self.i.payload.position), index.eq(0)]
-                    m.next = "REQUANTISERS"
-            with m.State("REQUANTISERS"):            # the requantiser reads of the two rows
-                m.next = "ROW"
-            with m.State("ROW"):
-                m.d.comb += taking.eq(1)
-                with m.If(tick):
-                    m.d.sync += index.eq(index + 1)
+                    m.next = "READ"
+            with m.State("READ"):                    # the requantiser's and value 0's reads
+                m.next = "FIRST"
+            with m.State("FIRST"):                   # value `index`'s reads are there
+                if serial:
+                    m.d.sync += [product.eq(widened.as_unsigned()), step.eq(0)]
+                else:
+                    m.d.sync += product.eq(widened * mult)
+                m.next = "STEPS" if serial else "SUM"
+            if serial:
+                with m.State("STEPS"):
+                    m.d.sync += [product.eq(Cat(product[1:V], stepped)), step.eq(step + 1)]
+                    with m.If(last):
+                        m.next = "SUM"
+            with m.State("SUM"):                     # offer the value; the next one's reads are issued
+                with m.If((~self.o.valid | self.o.ready) & term_ready):
+                    m.d.comb += advancing.eq(index != d - 1)
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(rounded + term, self._res_bits)),
+                                 index.eq(index + 1)]
+                    if streamed:
+                        m.d.sync += have.eq(0)
+                    m.next = "FIRST"
                     with m.If(index == d - 1):
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(~v0 & ~v1 & ~self.o.valid):
-                    m.next = "IDLE"
+                        m.next = "IDLE"
+        if streamed:
+            m.d.comb += taking.eq(~fsm.ongoing("IDLE"))
         return m

@@ -1,8 +1,9 @@
 # amaranth: UnusedElaboratable=no
 """The whole GPT-2 forward of a compiled integer model, one token at a time, with the sampler: a token in, a token out."""
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 import numpy as np
@@ -14,7 +15,12 @@ from .head_unit import head_for, head_tied
 from .program_linear import ProgramLinear, program_layers
 from .units import attention_for, layer_norm_for, sampler_for
 
-__all__ = ["ForwardCore", "core_steps", "NORM", "LINEAR", "ATTENTION", "HEAD"]
+__all__ = ["ForwardCore", "core_steps", "CONSTANT_SOURCES", "NORM", "LINEAR", "ATTENTION", "HEAD"]
+
+#: Where `ForwardCore` keeps the layer norms' gains and biases, the linear layers' bias / mult / shift and the
+#: wpe rows with their requantisers: ``"rom"``, block RAM initialised by the bitstream; ``"flash"``, read as a
+#: byte stream (`ForwardCore.constant_image`) from the board's SPI flash.
+CONSTANT_SOURCES = ("rom", "flash")
 
 #: Step kinds of the core's program table.
 NORM, LINEAR, ATTENTION, HEAD = range(4)
@@ -94,10 +100,12 @@ class ForwardCore(wiring.Component):
     - the attention's ``kv_cache`` (``2 n_layer context d`` values, ``lanes``
       per word; one write and one read port, never in the same cycle, so one
       single-port SPRAM holds it), ``query``, ``scores``, ``weights``;
-    - the embedding's ``wte`` / ``wpe`` tables (wpe only ``context`` rows)
-      and requantisers; the head's table, requantisers and banks; the GELU
+    - the embedding's ``wte`` table and requantisers, its ``wpe`` terms (only
+      ``context`` rows); the head's table, requantisers and banks; the GELU
       tables (``n_layer 2**act_bits``); the sampler's logits and weights; two
-      exp2 tables.
+      exp2 tables;
+    - with ``constants="flash"``: none of the layer norms' or linear layers'
+      constants or the wpe terms, and the ``constant_prefetch`` buffer.
 
     Parameters
     ----------
@@ -117,6 +125,20 @@ class ForwardCore(wiring.Component):
     codes : str
         The linear engine's code store (`hdl.forward.program_linear.CODE_STORES`): ``"rom"``, initialised
         by the bitstream; ``"loaded"``, written at start through ``code_write`` (iCE40 SPRAM).
+    constants : str
+        `CONSTANT_SOURCES`: ``"rom"``, the layer norms' gains and biases, the linear layers' bias / mult /
+        shift and the wpe rows with their requantisers in block RAM; ``"flash"``, none of them on the chip: the
+        core reads `constant_image` (its layout is there) as a byte stream through ``constants_seek`` and
+        ``constants``, seeking each position's wpe block, then the records, which a small unpacker assembles
+        (one fixed-length shift register, its fields wiring) and hands to the step's unit (the layer norm's
+        ``affine``, the linear engine's ``channel_constants``); the embedding takes its bytes itself.
+    prefetch : int
+        With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a FIFO; 512: one iCE40
+        EBR), so the flash reads while the core computes; 0, none (the stream then stops whenever the core is
+        not taking constants).
+    embedding_multiplier : str or None
+        The `EmbeddingUnit`'s ``multiplier``; default ``"serial"`` (shift-add, no DSP) with
+        ``constants="flash"`` (the iCE40 build, where the stream is slower anyway), else ``"dsp"``.
 
     Members
     -------
@@ -136,11 +158,21 @@ class ForwardCore(wiring.Component):
     code_write : ``In(ProgramLinear.code_write_signature)``
         Only with ``codes="loaded"``: the linear engine's code banks (`ProgramLinear.code_banks`), written
         while the core is idle.
+    constants_seek : ``Out(stream.Signature(24))``
+        Only with ``constants="flash"``: a byte address in `constant_image` the reader goes to.
+    constants : ``In(stream.Signature(8))``
+        Only with ``constants="flash"``: the image's bytes from the last seek taken on, one after another
+        (the reader may take any time to the first and between bytes; the core takes them when it needs them).
     """
 
     def __init__(self, *, compiled, context, rows=4, columns=3, head_lanes=4, attention_lanes=4,
-                 attention_units=1, codes="rom"):
+                 attention_units=1, codes="rom", constants="rom", embedding_multiplier=None, prefetch=512):
         c, f, t = compiled.config, compiled.formats, compiled.tensors
+        if constants not in CONSTANT_SOURCES:
+            raise ValueError(f"constants must be one of {', '.join(CONSTANT_SOURCES)}, not {constants!r}")
+        self._constants = constants
+        flash = constants == "flash"
+        self._prefetch = check_int("prefetch", prefetch, 0) if flash else 0
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
         attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)
@@ -153,7 +185,7 @@ class ForwardCore(wiring.Component):
                          for suffix in (".gamma", ".beta")]
         self._linear = ProgramLinear(layers=program_layers(compiled), bits=compiled.bits, act_bits=f.act_bits,
                                      res_bits=f.res_bits, rows=rows, columns=columns, mult_bits=f.mult_bits,
-                                     codes=codes)
+                                     codes=codes, constants="stream" if flash else "rom")
         check_int("attention_units", attention_units, 1, c.n_head)
         self._attentions = [attention_for(compiled, positions=context, lanes=attention_lanes,
                                           groups=attention_units) for _ in range(attention_units)]
@@ -164,7 +196,9 @@ class ForwardCore(wiring.Component):
         self._embedding = EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"][:context], wte_mult=t["wte.mult"],
                                         wte_shift=t["wte.shift"], wpe_mult=t["wpe.mult"][:context],
                                         wpe_shift=t["wpe.shift"][:context], res_bits=f.res_bits,
-                                        lanes=head_lanes if self._tied else None)
+                                        lanes=head_lanes if self._tied else None,
+                                        wpe_source="stream" if flash else "rom",
+                                        multiplier=embedding_multiplier or ("serial" if flash else "dsp"))
         self._head = head_for(compiled, lanes=head_lanes, shared_table=self._tied)
         gelu_names = [next(s["name"] for s in self._steps if s.get("gelu") == g).rsplit(".", 1)[0]
                       for g in range(sum(s["gelu"] is not None for s in self._steps))]
@@ -183,6 +217,16 @@ class ForwardCore(wiring.Component):
         }
         if codes == "loaded":
             ports["code_write"] = In(self._linear.code_write_signature)
+        if flash:
+            self._record_fields = self._records_layout()
+            self._record_bytes = {kind: -(-sum(bits for _, _, bits, _ in fields) // 8)
+                                  for kind, fields in self._record_fields.items()}
+            self._stride = 1 << (len(self._embedding.wpe_bytes(0)) - 1).bit_length()
+            if self.constant_stream_base + self.constant_bytes_per_token > 1 << 24:
+                raise ValueError(f"a constant image of {self.constant_stream_base + self.constant_bytes_per_token} "
+                                 "bytes does not fit 24-bit flash addresses")
+            ports["constants_seek"] = Out(stream.Signature(24))
+            ports["constants"] = In(stream.Signature(8))
         super().__init__(ports)
 
     @property
@@ -218,6 +262,119 @@ class ForwardCore(wiring.Component):
         return len(self._attentions)
 
     @property
+    def constant_source(self):
+        """Where the layer norms', linear layers' and wpe's constants are: ``"rom"`` or ``"flash"``
+        (`CONSTANT_SOURCES`; the ``constants`` port is the stream of them)."""
+        return self._constants
+
+    @property
+    def constant_stride(self):
+        """With ``constants="flash"``: bytes of each position's wpe block in `constant_image` (a power of two)."""
+        return self._stride if self._constants == "flash" else None
+
+    @property
+    def constant_stream_base(self):
+        """With ``constants="flash"``: the address of the per-token records in `constant_image`."""
+        return self._context * self._stride if self._constants == "flash" else None
+
+    @property
+    def constant_bytes_per_token(self):
+        """With ``constants="flash"``: the bytes a position reads (its wpe block without the padding, and every
+        record; a prompt position that needs no logits leaves ``ln_f``'s ``d`` records unread)."""
+        if self._constants != "flash":
+            return None
+        return (len(self._embedding.wpe_bytes(0)) + self._record_bytes[NORM] * len(self._norm_names)
+                * self._compiled.config.n_embd + self._record_bytes[LINEAR] * self._linear.channels)
+
+    @property
+    def constant_seeks_per_token(self):
+        """Seeks a position makes with ``constants="flash"``: 2 (its wpe block, then the records)."""
+        return 2 if self._constants == "flash" else 0
+
+    def _records_layout(self):
+        """Per kind (`NORM`, `LINEAR`), its record's fields ``(name, bit offset, bits, signed)``, packed from bit 0:
+        each as narrow as its values (unsigned when none is negative)."""
+        t = self._compiled.tensors
+        records = self._linear.channel_records()
+        columns = {"gamma": [v for n in self._norm_names for v in t[n + ".gamma"]],
+                   "beta": [v for n in self._norm_names for v in t[n + ".beta"]],
+                   "bias": [r[0] for r in records], "mult": [r[1] for r in records], "shift": [r[2] for r in records]}
+        layout = {}
+        for kind, names in ((NORM, ("gamma", "beta")), (LINEAR, ("bias", "mult", "shift"))):
+            fields, at = [], 0
+            for name in names:
+                low, high = int(min(columns[name])), int(max(columns[name]))
+                negative = low < 0
+                bits = max(1, max((-low - 1).bit_length() if negative else 0, high.bit_length()) + negative)
+                fields.append((name, at, bits, negative))
+                at += bits
+            layout[kind] = tuple(fields)
+        return layout
+
+    @property
+    def constant_record_fields(self):
+        """With ``constants="flash"``: ``{"norm": (bytes, ((name, bit offset, bits, signed), ..)), "linear": ..}``:
+        each kind's record length and fields in `constant_image`."""
+        if self._constants != "flash":
+            return None
+        return {name: (self._record_bytes[kind], self._record_fields[kind])
+                for name, kind in (("norm", NORM), ("linear", LINEAR))}
+
+    def constant_image(self):
+        """The constants the core streams with ``constants="flash"``, as `bytes` (address 0 = first byte).
+
+        As a position begins, the core seeks to its wpe block and then to the
+        records; it reads each in order:
+
+        - at ``p * constant_stride``, position ``p``'s `EmbeddingUnit.wpe_bytes`:
+          its ``d`` requantised wpe terms (`EmbeddingUnit.wpe_terms`, golden's
+          ``round_shift(wpe[p] * mult, shift)``, exact: the requantiser is
+          applied here, not on the chip), each little-endian two's complement
+          in whole bytes, padded with ``0xFF`` (erased flash) to the stride (a
+          power of two: the seek address is the position's bits shifted);
+        - at ``constant_stream_base`` (``context * constant_stride``), for every
+          step of the program (`core_steps`) in order, one record per value the
+          step's unit takes: a layer norm's ``d`` records ``(gamma, beta)``, a
+          linear layer's ``n`` records ``(bias, mult, shift)``
+          (`ProgramLinear.channel_records`, in channel order). A record is a
+          little-endian integer of whole bytes, its fields packed from bit 0,
+          each as narrow as its values (two's complement where one is
+          negative; `constant_record_fields`), and every record is as long as
+          the longest kind's, so one fixed-length unpacker assembles both kinds
+          and their fields are wiring (5 bytes for the default model: gamma 15
+          + beta 25 bits; bias 16 + mult 16 + shift 5).
+
+        ``ln_f``'s records come last: a prompt position that needs no logits
+        leaves them unread. Raises ValueError with ``constants="rom"``.
+        """
+        if self._constants != "flash":
+            raise ValueError("the core has no constant image with constants='rom'")
+        t, d = self._compiled.tensors, self._compiled.config.n_embd
+        fields = self._record_fields
+
+        def record(kind, values):
+            packed = sum((int(v) & ((1 << bits) - 1)) << at for (_, at, bits, _), v in zip(fields[kind], values))
+            return packed.to_bytes(self._record_bytes[kind], "little")
+
+        channels = self._linear.channel_records()
+        bases = np.cumsum([0] + [x.n for x in self._linear.layers])
+        tail = bytearray()
+        for step in self._steps:
+            if step["kind"] == NORM:
+                name = step["name"]
+                for gamma, beta in zip(t[name + ".gamma"], t[name + ".beta"]):
+                    tail += record(NORM, (gamma, beta))
+            elif step["kind"] == LINEAR:
+                for values in channels[bases[step["index"]]:bases[step["index"] + 1]]:
+                    tail += record(LINEAR, values)
+        image = bytearray()
+        for position in range(self._context):
+            block = self._embedding.wpe_bytes(position)
+            image += block + b"\xff" * (self._stride - len(block))
+        image += tail
+        return bytes(image)
+
+    @property
     def steps(self):
         """The program table (`core_steps`)."""
         return list(self._steps)
@@ -235,8 +392,9 @@ class ForwardCore(wiring.Component):
         n_norm = len(self._norm_names)
         emb = self._embedding
         lut = 1 << f.exp_frac_bits
-        return ([("residual", f.res_bits, d), ("activations", f.act_bits, self._act_depth),
-                 ("ln_gamma", self._ln_bits[0], n_norm * d), ("ln_beta", self._ln_bits[1], n_norm * d)]
+        norms = [] if self._constants == "flash" else [("ln_gamma", self._ln_bits[0], n_norm * d),
+                                                        ("ln_beta", self._ln_bits[1], n_norm * d)]
+        return ([("residual", f.res_bits, d), ("activations", f.act_bits, self._act_depth)] + norms
                 + [("linear_" + name, width, depth) for name, width, depth in self._linear.memories]
                 + [(_unit_memory(name, g), width, depth)
                    for g, unit in enumerate(self._attentions) for name, width, depth in unit.memories]
@@ -246,7 +404,8 @@ class ForwardCore(wiring.Component):
                 + self._head.memories
                 + [("gelu", f.act_bits, self._gelu.n_layer << f.act_bits), ("norm_row", f.res_bits, d),
                    ("sampler_logits", f.logit_bits, V), ("sampler_weights", f.exp_bits, V),
-                   ("sampler_exp2", f.exp_bits, lut)])
+                   ("sampler_exp2", f.exp_bits, lut)]
+                + ([("constant_prefetch", 8, self._prefetch)] if self._prefetch else []))
 
     def elaborate(self, platform):
         m = Module()
@@ -310,26 +469,20 @@ class ForwardCore(wiring.Component):
         m.submodules.residual = residual = memory.Memory(shape=signed(f.res_bits), depth=d, init=[])
         m.submodules.activations = activations = memory.Memory(shape=signed(f.act_bits), depth=self._act_depth,
                                                                init=[])
-        gamma_values = [int(v) for name in self._norm_names for v in t[name + ".gamma"]]
-        beta_values = [int(v) for name in self._norm_names for v in t[name + ".beta"]]
-        m.submodules.ln_gamma = gammas = memory.Memory(shape=signed(self._ln_bits[0]), depth=len(gamma_values),
-                                                       init=gamma_values)
-        m.submodules.ln_beta = betas = memory.Memory(shape=signed(self._ln_bits[1]), depth=len(beta_values),
-                                                     init=beta_values)
         x_write, x_read = residual.write_port(), residual.read_port()
         a_write, a_read, a_read2 = activations.write_port(), activations.read_port(), activations.read_port()
-        gamma_read, beta_read = gammas.read_port(), betas.read_port()
 
         def reader(name, ports, depth):
-            """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address): ``start`` latches
-            ``base`` and ``count`` (comb inputs) and restarts it."""
+            """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address, or at ``offset`` past it
+            for a ``(port, offset)``): ``start`` latches ``base`` and ``count`` (comb inputs) and restarts it."""
             r = {"start": Signal(name=name + "_start"), "count": Signal(range(depth + 1), name=name + "_count"),
                  "base": Signal(range(depth + 1), name=name + "_base"), "valid": Signal(name=name + "_valid"),
                  "ready": Signal(name=name + "_ready")}
             left, address = Signal(range(depth + 1), name=name + "_left"), Signal(range(depth + 1), name=name + "_addr")
             advance = ~r["valid"] | r["ready"]
             for port in ports:
-                m.d.comb += [port.addr.eq(address), port.en.eq(advance)]
+                port, offset = port if isinstance(port, tuple) else (port, 0)
+                m.d.comb += [port.addr.eq(address + offset if offset else address), port.en.eq(advance)]
             with m.If(r["start"]):
                 m.d.sync += [address.eq(r["base"]), left.eq(r["count"]), r["valid"].eq(0)]
             with m.Elif(advance):
@@ -352,18 +505,68 @@ class ForwardCore(wiring.Component):
             return w
 
         source_x = reader("source_x", [x_read], d)
-        source_a = reader("source_a", [a_read], self._act_depth)
-        source_g = reader("source_g", [gamma_read, beta_read], len(gamma_values))
-        kv = reader("source_kv", [a_read2], self._act_depth)        # values, beside source_a's keys
+        # The attention's values (act 2d..3d) leave beside its keys (d..2d): the second port reads d further on.
+        source_a = reader("source_a", [a_read, (a_read2, d)], self._act_depth)
+        flash = self._constants == "flash"
+        if flash:
+            # The unpacker: a record's bytes shift in from the top of `record`; full after its kind's length, it
+            # goes to the step's unit (every kind's fields are wiring from it) and empties when taken. `left`
+            # counts the step's records not yet begun, so no byte of the next step's is taken early.
+            lengths = self._record_bytes
+            top = max(lengths.values())
+            record, got = Signal(8 * top), Signal(range(top + 1))
+            left = Signal(range(max([d] + [x.n for x in layers]) + 1))
+            length = Mux(kind_of == NORM, lengths[NORM], lengths[LINEAR])
+            full = got == length
+            unpacking, record_taken = Signal(), Signal()
+            # The prefetch buffer: the stream's bytes are taken while there is room, so the flash keeps reading
+            # while the core computes; a seek empties it.
+            incoming = self.constants
+            if self._prefetch:
+                fifo = SyncFIFOBuffered(width=8, depth=self._prefetch + 1)
+                m.submodules.prefetch = ResetInserter(self.constants_seek.valid & self.constants_seek.ready)(fifo)
+                wiring.connect(m, wiring.flipped(self.constants), fifo.w_stream)
+                incoming = fifo.r_stream
+            m.d.comb += [unpacking.eq(~full & ((left != 0) | (got != 0))), incoming.ready.eq(unpacking)]
+            with m.If(record_taken):
+                m.d.sync += got.eq(0)
+            with m.Elif(incoming.valid & unpacking):
+                m.d.sync += [record.eq(Cat(record[8:], incoming.payload)), got.eq(got + 1)]
+                with m.If(got == 0):
+                    m.d.sync += left.eq(left - 1)
+            fields = {}
+            for kind, layout in self._record_fields.items():
+                base = 8 * (top - lengths[kind])
+                for name, at, bits, negative in layout:
+                    field = record[base + at:base + at + bits]
+                    fields[name] = field.as_signed() if negative else field
+            channel = linear.channel_constants
+            m.d.comb += [norm.affine.payload.gamma.eq(fields["gamma"]), norm.affine.payload.beta.eq(fields["beta"]),
+                         channel.payload.bias.eq(fields["bias"]), channel.payload.mult.eq(fields["mult"]),
+                         channel.payload.shift.eq(fields["shift"]),
+                         embedding.wpe.payload.eq(incoming.payload)]
+            with m.If(kind_of == NORM):
+                m.d.comb += [norm.affine.valid.eq(full), record_taken.eq(norm.affine.ready & full)]
+            with m.Else():
+                m.d.comb += [channel.valid.eq(full), record_taken.eq(channel.ready & full)]
+        else:
+            gamma_values = [int(v) for name in self._norm_names for v in t[name + ".gamma"]]
+            beta_values = [int(v) for name in self._norm_names for v in t[name + ".beta"]]
+            m.submodules.ln_gamma = gammas = memory.Memory(shape=signed(self._ln_bits[0]), depth=len(gamma_values),
+                                                           init=gamma_values)
+            m.submodules.ln_beta = betas = memory.Memory(shape=signed(self._ln_bits[1]), depth=len(beta_values),
+                                                         init=beta_values)
+            gamma_read, beta_read = gammas.read_port(), betas.read_port()
+            source_g = reader("source_g", [gamma_read, beta_read], len(gamma_values))
+            m.d.comb += [norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
+                         source_g["count"].eq(d), source_g["base"].eq(index_of * d),
+                         norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready)]
         sink_x = writer("sink_x", x_write, d)
         sink_a = writer("sink_a", a_write, self._act_depth)
         m.d.comb += [norm.x.payload.eq(x_read.data), linear.x.payload.eq(x_read.data),
-                     norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
                      linear.a.payload.eq(a_read.data),
                      head.a.payload.eq(a_read.data),
-                     source_g["count"].eq(d), source_g["base"].eq(index_of * d),
-                     norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready),
-                     source_x["count"].eq(d), kv["count"].eq(d), kv["base"].eq(2 * d)]
+                     source_x["count"].eq(d)]
 
         # head -> sampler (and the observation port)
         wiring.connect(m, head.o, sampler.logits)
@@ -441,9 +644,20 @@ class ForwardCore(wiring.Component):
                     m.d.comb += self.prompt.ready.eq(1)
                     with m.If(self.prompt.valid):
                         m.d.sync += current.eq(self.prompt.payload)
-                        m.next = "EMBED"
+                        m.next = "SEEK" if flash else "EMBED"
                 with m.Else():
-                    m.next = "EMBED"
+                    m.next = "SEEK" if flash else "EMBED"
+            if flash:
+                with m.State("SEEK"):                 # the position's wpe block of the constant image
+                    m.d.comb += [self.constants_seek.valid.eq(1),
+                                 self.constants_seek.payload.eq(position << (self._stride.bit_length() - 1))]
+                    with m.If(self.constants_seek.ready):
+                        m.next = "EMBED"
+                with m.State("SEEK_RECORDS"):         # then the records, from their start
+                    m.d.comb += [self.constants_seek.valid.eq(1),
+                                 self.constants_seek.payload.eq(self.constant_stream_base)]
+                    with m.If(self.constants_seek.ready):
+                        m.next = "DISPATCH"
             with m.State("EMBED"):
                 m.d.comb += [embedding.i.valid.eq(1), sink_x["start"].eq(1)]
                 with m.If(embedding.i.ready):
@@ -451,16 +665,23 @@ class ForwardCore(wiring.Component):
             with m.State("EMBED_ROW"):
                 m.d.comb += [embedding.o.ready.eq(1), sink_x["valid"].eq(embedding.o.valid),
                              sink_x["data"].eq(embedding.o.payload)]
+                if flash:                             # the wpe row's bytes go to the embedding itself
+                    m.d.comb += [embedding.wpe.valid.eq(incoming.valid), incoming.ready.eq(embedding.wpe.ready)]
                 with m.If(sink_x["written"] == d):
-                    m.next = "DISPATCH"
+                    m.next = "SEEK_RECORDS" if flash else "DISPATCH"
             with m.State("DISPATCH"):                     # start the step's readers and writers
+                if not flash:
+                    m.d.comb += source_g["start"].eq(1)
                 m.d.comb += [sink_a["start"].eq(1), sink_x["start"].eq(1), source_x["start"].eq(1),
-                             source_a["start"].eq(1), source_g["start"].eq(1), kv["start"].eq(1),
+                             source_a["start"].eq(1),
                              source_a["count"].eq(Mux(preloaded_of, 0, k_of)),
                              source_a["base"].eq(Mux(kind_of == ATTENTION, d, 0))]
                 with m.If((step == ln_f_step) & ~wants_logits):
                     next_position()
                 with m.Else():
+                    if flash:
+                        with m.If((kind_of == NORM) | (kind_of == LINEAR)):
+                            m.d.sync += left.eq(n_of)          # the step's records
                     with m.Switch(kind_of):
                         with m.Case(NORM):
                             m.next = "NORM"
@@ -497,8 +718,7 @@ class ForwardCore(wiring.Component):
             with m.State("KV"):                           # keys (act d..2d) and values (2d..3d) into the cache
                 for g, unit in enumerate(attentions):
                     with m.If(group == g):
-                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready),
-                                     kv["ready"].eq(unit.kv.ready)]
+                        m.d.comb += [unit.kv.valid.eq(source_a["valid"]), source_a["ready"].eq(unit.kv.ready)]
                 count_channel(source_a["valid"] & source_a["ready"])
                 with m.If(source_a["done"]):
                     m.d.comb += [source_a["start"].eq(1), source_a["count"].eq(d), source_a["base"].eq(0)]

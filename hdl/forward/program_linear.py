@@ -1,7 +1,7 @@
 """Every linear layer of a program on one split-K PoT array: one code memory, channel-indexed requantisers."""
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 import numpy as np
@@ -14,12 +14,17 @@ from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .requantizer import Requantizer
 
-__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "code_words", "column_words", "pack_codes",
+__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "code_words", "column_words", "pack_codes",
            "program_code_banks", "program_layers"]
 
 #: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
 #: single-port memories (iCE40 SPRAM) with no initial contents, written through the ``code_write`` port.
 CODE_STORES = ("rom", "loaded")
+
+#: Where `ProgramLinear` gets each channel's bias / mult / shift: ``"rom"``, memories initialised by the
+#: bitstream; ``"stream"``, one record per output channel on the ``channel_constants`` port (the core
+#: streams them from the SPI flash).
+CONSTANT_SOURCES = ("rom", "stream")
 
 
 def code_words(codes, rows, columns, zero_code):
@@ -144,7 +149,9 @@ class ProgramLinear(wiring.Component):
       initial contents (``codes="loaded"``: iCE40 SPRAMs, written through
       ``code_write`` with `code_banks` before the first layer runs);
     - ``bias``, ``mult``, ``shift``: one entry per output channel of every
-      layer (layer ``l`` from ``channel_base[l]``), `channels` deep;
+      layer (layer ``l`` from ``channel_base[l]``), `channels` deep, holding
+      `channel_records` (``constants="rom"``); with ``constants="stream"``
+      there are none, and each channel's record arrives on ``channel_constants``;
     - ``banks``: the ``rows`` activation banks of `max_chunk` entries side by side (one memory: every beat
       reads entry ``t`` of each; a loaded activation writes its bank's lane).
 
@@ -167,6 +174,8 @@ class ProgramLinear(wiring.Component):
         Width of the multipliers.
     codes : str
         ``"rom"`` or ``"loaded"`` (`CODE_STORES`).
+    constants : str
+        ``"rom"`` or ``"stream"`` (`CONSTANT_SOURCES`).
 
     Members
     -------
@@ -180,9 +189,14 @@ class ProgramLinear(wiring.Component):
     code_write : ``In(Signature({"en", "bank": range(columns), "addr", "data": rows * bits}))``
         Only with ``codes="loaded"``: word ``addr`` of bank ``bank`` is ``data`` in a cycle with ``en`` high
         (while no layer runs).
+    channel_constants : ``In(stream.Signature(StructLayout({"bias": signed(bias_bits), "mult": mult_bits, "shift": 6})))``
+        Only with ``constants="stream"``: the `channel_records` of the running layer, one per output channel in
+        channel order. A record is taken (ready) only when its channel is about to be requantised; the
+        readout stalls while none is valid.
     """
 
-    def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16, codes="rom"):
+    def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16, codes="rom",
+                 constants="rom"):
         self._format = PotFormat(bits)
         self._act_bits = check_act_bits(act_bits)
         self._res_bits = check_int("res_bits", res_bits, 2, 32)
@@ -195,6 +209,9 @@ class ProgramLinear(wiring.Component):
         if codes not in CODE_STORES:
             raise ValueError(f"codes must be one of {', '.join(CODE_STORES)}, not {codes!r}")
         self._codes = codes
+        if constants not in CONSTANT_SOURCES:
+            raise ValueError(f"constants must be one of {', '.join(CONSTANT_SOURCES)}, not {constants!r}")
+        self._constants = constants
         channel_base = []
         for layer in self._layers:
             self._format.check_codes(layer.codes)
@@ -214,6 +231,8 @@ class ProgramLinear(wiring.Component):
             ports["x"] = In(stream.Signature(signed(res_bits)))
         if codes == "loaded":
             ports["code_write"] = In(self.code_write_signature)
+        if constants == "stream":
+            ports["channel_constants"] = In(stream.Signature(self.channel_layout))
         super().__init__(ports)
 
     @property
@@ -233,6 +252,21 @@ class ProgramLinear(wiring.Component):
     def codes(self):
         """Where the codes are: ``"rom"`` or ``"loaded"`` (`CODE_STORES`)."""
         return self._codes
+
+    @property
+    def constants(self):
+        """Where each channel's bias / mult / shift comes from: ``"rom"`` or ``"stream"`` (`CONSTANT_SOURCES`)."""
+        return self._constants
+
+    @property
+    def channel_layout(self):
+        """The layout of one ``channel_constants`` record: ``bias`` (signed `bias_bits`), ``mult``, ``shift``."""
+        return data.StructLayout({"bias": signed(self.bias_bits), "mult": self._mult_bits, "shift": 6})
+
+    def channel_records(self):
+        """``[(bias, mult, shift)]``, one per output channel of every layer in program order: the values the
+        ``bias`` / ``mult`` / ``shift`` memories hold, and what ``channel_constants`` must carry."""
+        return [(int(b), int(m), int(s)) for x in self._layers for b, m, s in zip(x.bias, x.mult, x.shift)]
 
     @property
     def code_bits(self):
@@ -299,9 +333,9 @@ class ProgramLinear(wiring.Component):
     @property
     def memories(self):
         """``[(name, width, depth)]`` of the engine's memories."""
-        return [("codes", self.code_bits * self._columns, self.code_depth),
-                ("bias", self.bias_bits, self.channels), ("mult", self._mult_bits, self.channels),
-                ("shift", 6, self.channels)] + \
+        constants = [("bias", self.bias_bits, self.channels), ("mult", self._mult_bits, self.channels),
+                     ("shift", 6, self.channels)] if self._constants == "rom" else []
+        return [("codes", self.code_bits * self._columns, self.code_depth)] + constants + \
             [("banks", self._act_bits * self._rows, self.max_chunk)]
 
     @property
@@ -343,11 +377,13 @@ class ProgramLinear(wiring.Component):
         m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[])
         bank_write, bank_read = bank_memory.write_port(granularity=A), bank_memory.read_port()
         constants = {}
-        for name, shape in (("bias", signed(self.bias_bits)), ("mult", self._mult_bits), ("shift", 6)):
-            values = [int(v) for x in layers for v in getattr(x, name)]
-            rom = memory.Memory(shape=shape, depth=len(values), init=values)
-            m.submodules[name] = rom
-            constants[name] = rom.read_port()
+        if self._constants == "rom":
+            records = self.channel_records()
+            for index, (name, shape) in enumerate((("bias", signed(self.bias_bits)), ("mult", self._mult_bits),
+                                                    ("shift", 6))):
+                rom = memory.Memory(shape=shape, depth=len(records), init=[r[index] for r in records])
+                m.submodules[name] = rom
+                constants[name] = rom.read_port()
         m.submodules.requantizer = requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
                                                          shift_bits=6, out_bits=self._out_bits)
         pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._acc_bits) for _ in range(C)]
@@ -408,15 +444,22 @@ class ProgramLinear(wiring.Component):
                 m.d.sync += held[c].eq(sum(pes[r][c].acc for r in range(R)))
             m.d.sync += [pending.eq(1), column.eq(0), held_tile.eq(draining_tile)]
         channel = held_tile * C + column
-        advance = ~requant.i.valid | requant.i.ready
         stage_valid = Signal()
         stage_acc = Signal(signed(self._acc_bits))
-        for port in constants.values():
-            m.d.comb += [port.addr.eq(channel_base_of + channel), port.en.eq(advance)]
-        m.d.comb += [requant.i.valid.eq(stage_valid),
-                     requant.i.payload.acc.eq(stage_acc + constants["bias"].data),
-                     requant.i.payload.mult.eq(constants["mult"].data),
-                     requant.i.payload.shift.eq(constants["shift"].data)]
+        if self._constants == "rom":
+            advance = ~requant.i.valid | requant.i.ready
+            for port in constants.values():
+                m.d.comb += [port.addr.eq(channel_base_of + channel), port.en.eq(advance)]
+            record = {name: port.data for name, port in constants.items()}
+            m.d.comb += requant.i.valid.eq(stage_valid)
+        else:
+            # The staged channel leaves with its record: both must be there.
+            record = {name: self.channel_constants.payload[name] for name in ("bias", "mult", "shift")}
+            m.d.comb += [requant.i.valid.eq(stage_valid & self.channel_constants.valid),
+                         self.channel_constants.ready.eq(stage_valid & requant.i.ready)]
+            advance = ~stage_valid | (self.channel_constants.valid & requant.i.ready)
+        m.d.comb += [requant.i.payload.acc.eq(stage_acc + record["bias"]),
+                     requant.i.payload.mult.eq(record["mult"]), requant.i.payload.shift.eq(record["shift"])]
         with m.If(advance):
             send = pending & ~pes[0][0].valid & (channel < n_of)
             m.d.sync += stage_valid.eq(send)

@@ -2,7 +2,8 @@
 
     python -m hdl.forward.resources [--checkpoint DIR] [--only NAME] [--no-pack] [--json]
     python -m hdl.forward.resources --only attention --fmax [--context N] [--attention-lanes L --attention-units U]
-    python -m hdl.forward.resources --core [--family ice40|ecp5] [--context N] [--checkpoint DIR] [--json]
+    python -m hdl.forward.resources --core [--family ice40|ecp5] [--context N] [--constants rom|flash]
+                                    [--checkpoint DIR] [--json]
 
 Each unit is sized from the checkpoint's compiled artefact (`hdl.forward.units`)
 and synthesized alone (`hdl.bench.synthesize` with DSP inference); the table gives Yosys's cell counts (SB_LUT4,
@@ -24,7 +25,8 @@ cells are counted where they sit in the full design (its subtree of the
 hierarchy: the unit and everything inside it; the core's own sequencer, program
 table and memory readers are the row "core (sequencer)"), and packs the whole
 netlist with nextpnr (``--pack-only``) for the core's logic cells
-(ICESTORM_LC, TRELLIS_COMB). Keeping the hierarchy stops Yosys optimising
+(ICESTORM_LC, TRELLIS_COMB). The iCE40 core is the iCEBreaker's, its constants
+streamed from the SPI flash (``--constants rom`` for block RAM). Keeping the hierarchy stops Yosys optimising
 across units, so the sum can be a little above a flattened build's.
 """
 
@@ -145,7 +147,8 @@ def core_resources(compiled, *, family, context, pack=True, work=None, **core):
     """`hierarchy_resources` of the `ForwardCore` of `compiled` at `context` positions.
 
     `core`: `ForwardCore` options; on ice40 by default the iCEBreaker forward build's
-    (`hdl.build_forward.FORWARD_CORES`: codes loaded into SPRAM, 2 attention lanes), elaborated for the
+    (`hdl.build_forward.FORWARD_CORES`: codes loaded into SPRAM, 2 attention lanes; its constants streamed
+    from the SPI flash, ``constants="flash"``, unless the build names its own), elaborated for the
     iCEBreaker's platform so that the codes and the KV cache are SPRAM; on ecp5 a 4 x 3 array.
     """
     from ..build_forward import FORWARD_CORES
@@ -154,12 +157,14 @@ def core_resources(compiled, *, family, context, pack=True, work=None, **core):
     platform = None
     if family == "ice40":
         from amaranth_boards.icebreaker import ICEBreakerPlatform
-        core, platform = {**FORWARD_CORES["icebreaker"], **core}, ICEBreakerPlatform()
+        core, platform = {"constants": "flash", **FORWARD_CORES["icebreaker"], **core}, ICEBreakerPlatform()
     core = ForwardCore(compiled=compiled, context=context, **{"rows": 4, "columns": 3, **core})
     if work is not None:
-        return hierarchy_resources(core, family, work, pack=pack, platform=platform)
+        return {"constants": core.constant_source, **hierarchy_resources(core, family, work, pack=pack,
+                                                                         platform=platform)}
     with tempfile.TemporaryDirectory(prefix="potgen-core-") as temporary:
-        return hierarchy_resources(core, family, temporary, pack=pack, platform=platform)
+        return {"constants": core.constant_source, **hierarchy_resources(core, family, temporary, pack=pack,
+                                                                         platform=platform)}
 
 
 def unit_fmax(component, work, *, frequency=45.0, seed=1):
@@ -237,7 +242,8 @@ def _core_table(result):
     has = FAMILIES[result["family"]]["has"]
     columns = list(FAMILIES[result["family"]]["columns"])
     head = f"{'unit':<22}" + "".join(f"{c.upper():>8}" for c in columns)
-    lines = [f"{result['device']}: the forward core, context {result['context']} (hierarchy kept)", head,
+    lines = [f"{result['device']}: the forward core, context {result['context']}, constants "
+             f"{result.get('constants', 'rom')} (hierarchy kept)", head,
              "-" * len(head)]
     for row in result["units"]:
         lines.append(f"{row['unit']:<22}" + "".join(f"{row[c]:>8}" for c in columns))
@@ -267,6 +273,9 @@ def main(argv=None):
     p.add_argument("--core", action="store_true", help="the whole ForwardCore, hierarchy kept, per family")
     p.add_argument("--family", metavar="F", choices=("ice40", "ecp5", "both"), default="both",
                    help="with --core: ice40, ecp5 or both")
+    p.add_argument("--constants", choices=("rom", "flash"), default=None,
+                   help="with --core: the core's constants in block RAM or streamed from the SPI flash (default: "
+                        "the board build's; flash on ice40, rom on ecp5)")
     p.add_argument("--context", metavar="N", type=positive_int, default=None,
                    help="KV cache positions (default: the model's n_positions with --core, else 4)")
     p.add_argument("--attention-lanes", metavar="L", type=positive_int, default=None,
@@ -291,8 +300,9 @@ def main(argv=None):
         results = []
         for family in (("ice40", "ecp5") if args.family == "both" else (args.family,)):
             print(f"synthesizing the forward core for {FAMILIES[family]['name']} ...", file=sys.stderr, flush=True)
+            options = {} if args.constants is None else {"constants": args.constants}
             results.append({"context": context, **core_resources(compiled, family=family, context=context,
-                                                                 pack=not args.no_pack)})
+                                                                 pack=not args.no_pack, **options)})
         print(json.dumps(results, indent=1) if args.json else "\n\n".join(map(_core_table, results)))
         return 0
     units = None

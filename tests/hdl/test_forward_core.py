@@ -10,6 +10,7 @@ from golden.int_forward import IntegerForward
 from hdl.forward.forward_core import ATTENTION, HEAD, LINEAR, NORM, ForwardCore, core_steps
 
 from forward_cases import tiny_compiled
+from sim.constant_source import FlashCore
 
 
 def run_core(core, requests, *, seed=0, gap=0.0, max_cycles=2_000_000):
@@ -84,13 +85,15 @@ def golden_run(forward, prompt, count, inv_temperature, top_k, seed):
     return tokens, np.array(rows[:len(tokens)])
 
 
-def check_requests(compiled, requests, **core_args):
+def check_requests(compiled, requests, *, source=None, **core_args):
     """Run `requests` on a `ForwardCore` of `compiled` (back-pressure both sides); assert golden's tokens and
-    logits. Returns the results and the core."""
+    logits. `source`: the options of a `sim.constant_source.ConstantImageSource` feeding a core with
+    ``constants="flash"`` its image. Returns the results and the core."""
     forward = IntegerForward(compiled)
     V = compiled.config.vocab_size
     core = ForwardCore(compiled=compiled, **core_args)
-    results = run_core(core, requests, gap=0.2, seed=len(requests))
+    dut = core if source is None else FlashCore(core, **source)
+    results = run_core(dut, requests, gap=0.2, seed=len(requests))
     for request, (tokens, logits, _) in zip(requests, results):
         want_tokens, want_logits = golden_run(forward, *request)
         assert tokens == want_tokens, request
@@ -137,6 +140,59 @@ def test_two_layers(two_layers):
     assert memories["kv_cache"] == memories["kv_cache1"] == (16, 2 * 2 * 6 * 8 // 2)
 
 
+def test_generate_flash(one_layer):
+    """The constants streamed (`ForwardCore.constant_image` from a `ConstantImageSource`): half a byte a cycle,
+    a seek latency of 9 cycles and a third of the cycles stalled; greedy with a prompt, then sampled with
+    top-k and a prompt of one (its ln_f records left unread)."""
+    V = one_layer.config.vocab_size
+    results, core = check_requests(one_layer, [([3, 1, 4], 4, 0, V, 0), ([5], 3, 180, 4, 2)], context=12, rows=2,
+                                   columns=3, head_lanes=3, constants="flash",
+                                   source={"rate": 0.5, "latency": 9, "stall": 1 / 3, "seed": 5})
+    # Every token reads its records at half a byte a cycle at best.
+    assert min(b - a for _, _, times in results for a, b in zip(times, times[1:])) > \
+        2 * core.constant_bytes_per_token
+
+
+def test_constant_image(one_layer):
+    """The image: each position's wpe block at its stride, then every record in program order; a flash core
+    keeps none of those constants in its memories."""
+    t, d = one_layer.tensors, one_layer.config.n_embd
+    core = ForwardCore(compiled=one_layer, context=12, rows=2, columns=3, head_lanes=3, constants="flash")
+    image, stride, base = core.constant_image(), core.constant_stride, core.constant_stream_base
+    wpe = core._embedding.wpe_bytes(11)
+    assert stride == 32 and base == 12 * stride and len(image) == base + core.constant_bytes_per_token - len(wpe)
+    assert image[11 * stride:11 * stride + len(wpe)] == wpe and set(image[11 * stride + len(wpe):base]) <= {0xFF}
+    assert list(np.frombuffer(wpe, "<i2")) == core._embedding.wpe_terms[11] and len(wpe) == 2 * d
+    (norm_bytes, norm_fields), (linear_bytes, linear_fields) = (core.constant_record_fields[kind]
+                                                                for kind in ("norm", "linear"))
+    assert [name for name, _, _, _ in norm_fields] == ["gamma", "beta"]
+    assert [name for name, _, _, _ in linear_fields] == ["bias", "mult", "shift"]
+
+    def records(at, count, length, fields):
+        """`count` records of `length` bytes from `at`, as tuples of their fields' values."""
+        rows = []
+        for i in range(count):
+            word = int.from_bytes(image[at + i * length:at + (i + 1) * length], "little")
+            rows.append(tuple((word >> offset & (1 << bits) - 1) - ((word >> (offset + bits - 1) & negative) << bits)
+                              for _, offset, bits, negative in fields))
+        return rows
+
+    # ln_1's d records, then c_attn's n; ln_f's d are the last.
+    assert records(base, d, norm_bytes, norm_fields) == list(zip(t["h.0.ln_1.gamma"], t["h.0.ln_1.beta"]))
+    n = core.linear.layers[0].n
+    assert records(base + d * norm_bytes, n, linear_bytes, linear_fields) == core.linear.channel_records()[:n]
+    assert records(len(image) - d * norm_bytes, d, norm_bytes, norm_fields) == list(zip(t["ln_f.gamma"],
+                                                                                       t["ln_f.beta"]))
+    names = [name for name, _, _ in core.memories]
+    assert not {"ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wpe", "wpe_mult"} & set(names)
+    rom = ForwardCore(compiled=one_layer, context=12, rows=2, columns=3, head_lanes=3)
+    assert {"ln_gamma", "ln_beta", "linear_bias", "wpe"} <= {name for name, _, _ in rom.memories}
+    with pytest.raises(ValueError, match="no constant image"):
+        rom.constant_image()
+    with pytest.raises(ValueError, match="constants must be one of rom, flash, not 'spi'"):
+        ForwardCore(compiled=one_layer, context=12, constants="spi")
+
+
 @pytest.mark.slow
 def test_two_layers_long(two_layers):
     """The two-layer model at its whole context, 16 positions, in every sampling mode."""
@@ -164,6 +220,21 @@ def test_default_model_verilator(compiled_default):
         print(f"{s}: cycles per token at position 3: {cycles[3]}, at position 62: {cycles[62]}")
 
 
+@pytest.mark.slow
+def test_default_model_flash_verilator(compiled_default):
+    """The iCEBreaker's core (codes as ROM here, 2 attention lanes) with its constants streamed from a
+    `ConstantImageSource` at a quarter byte a cycle, a seek latency of 40 cycles and a fifth of the cycles
+    stalled, in Verilator: 3 prompt tokens and 61 sampled, equal to golden's."""
+    from sim.forward_core import Request, simulate_core
+
+    forward = IntegerForward(compiled_default)
+    prompt, settings = [18, 47, 56], {"inv_temperature": 205, "top_k": 10, "seed": 5}
+    core = ForwardCore(compiled=compiled_default, context=64, attention_lanes=2, constants="flash")
+    result, = simulate_core(FlashCore(core, rate=0.25, latency=40, stall=0.2, seed=9),
+                            [Request(prompt, 61, **settings)])
+    assert result["tokens"] == list(forward.generate(prompt, 61, **settings))
+
+
 def test_cycles_cli_bad_input(capsys):
     """`python -m sim.forward_core` refuses a malformed prompt in one line (exit 2) and answers --help."""
     from sim.forward_core import main
@@ -174,6 +245,11 @@ def test_cycles_cli_bad_input(capsys):
     assert capsys.readouterr().err.strip() == ("python -m sim.forward_core: error: argument --prompt: '1,x' is not "
                                                "comma-separated token ids")
     with pytest.raises(SystemExit) as exit_info:
+        main(["--constants", "flash", "--stream-rate", "1.5"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("python -m sim.forward_core: error: argument --stream-rate: a stream "
+                                               "rate is from 1/64 to 1 byte per cycle, not 1.5")
+    with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
-    assert "example: python -m sim.forward_core" in capsys.readouterr().out
+    assert "examples:\n  python -m sim.forward_core" in capsys.readouterr().out

@@ -4,36 +4,69 @@
 import numpy as np
 import pytest
 
+from golden import int_ops
 from golden.int_forward import IntegerForward
 from hdl.forward.embedding_unit import EmbeddingUnit
 
 from forward_cases import stream_through
+from hdl.forward.simulation import run_streams
 
 
-def unit_of(compiled, lanes=None):
+def unit_of(compiled, lanes=None, **options):
     t = compiled.tensors
     return EmbeddingUnit(wte=t["wte.table"], wpe=t["wpe.table"], wte_mult=t["wte.mult"], wte_shift=t["wte.shift"],
                          wpe_mult=t["wpe.mult"], wpe_shift=t["wpe.shift"], res_bits=compiled.formats.res_bits,
-                         lanes=lanes)
+                         lanes=lanes, **options)
 
 
-@pytest.mark.parametrize("lanes", [None, 4, 3])
-def test_default_model(compiled_default, lanes):
-    """Every token once (at positions first, last and spread between), each row against golden's embed; wte
-    held per value, or in the head's layout of 4 or 3 values a word (3: rows padded)."""
+@pytest.mark.parametrize("lanes, wpe_source, multiplier", [(None, "rom", "dsp"), (4, "rom", "dsp"),
+                                                           (3, "rom", "serial"), (4, "stream", "serial"),
+                                                           (None, "stream", "dsp")])
+def test_default_model(compiled_default, lanes, wpe_source, multiplier):
+    """Every token once (every 4th shift-add; at positions first, last and spread between), each row against
+    golden's embed; wte
+    held per value, or in the head's layout of 4 or 3 values a word (3: rows padded); wpe from its memory or
+    streamed (`wpe_bytes`, the stream idling too); one product a cycle, or shift-add."""
     c = compiled_default.config
-    dut = unit_of(compiled_default, lanes)
-    assert (dut.vocab_size, dut.positions, dut.d, dut.row_cycles) == (c.vocab_size, c.n_positions, c.n_embd,
-                                                                      2 * c.n_embd + 6)
+    dut = unit_of(compiled_default, lanes, wpe_source=wpe_source, multiplier=multiplier)
+    assert (dut.vocab_size, dut.positions, dut.d) == (c.vocab_size, c.n_positions, c.n_embd)
     forward = IntegerForward(compiled_default)
     rng = np.random.default_rng(2)
-    tokens = np.arange(c.vocab_size)
+    tokens = np.arange(c.vocab_size)[::1 if multiplier == "dsp" else 4]     # shift-add is 5x the cycles
     positions = rng.integers(0, c.n_positions, tokens.size)
     positions[:2] = 0, c.n_positions - 1
     requests = [{"token": t, "position": p} for t, p in zip(tokens, positions)]
-    got = np.array(stream_through(dut, {"i": requests}, "o", tokens.size * c.n_embd)).reshape(tokens.size, -1)
+    inputs = {"i": requests}
+    if wpe_source == "stream":
+        inputs["wpe"] = [b for p in positions for b in dut.wpe_bytes(int(p))]
+    got = np.array(stream_through(dut, inputs, "o", tokens.size * c.n_embd)).reshape(tokens.size, -1)
     want = np.concatenate([forward._embed(np.array([[t]]), int(p))[0] for t, p in zip(tokens, positions)])
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("wpe_source, multiplier", [("rom", "dsp"), ("stream", "serial")])
+def test_row_cycles(compiled_default, wpe_source, multiplier):
+    """With no gaps a row takes `row_cycles` from the request to its last value (2 cycles a value with a
+    multiplier, table_bits + 2 = 10 shift-add)."""
+    dut = unit_of(compiled_default, 4, wpe_source=wpe_source, multiplier=multiplier)
+    assert dut.value_cycles == (2 if multiplier == "dsp" else 10)
+    inputs = {"i": [{"token": 7, "position": 9}]}
+    if wpe_source == "stream":
+        inputs["wpe"] = list(dut.wpe_bytes(9))
+    # run_streams counts from the first cycle the request may be offered to the cycle the last value is taken.
+    _, cycles = run_streams(dut, inputs, "o", dut.d)
+    assert cycles == dut.row_cycles + 1
+
+
+def test_wpe_terms(compiled_default):
+    """A position's term is golden's, streamed little-endian in 2 bytes each (the default model's are 9-bit)."""
+    t = compiled_default.tensors
+    dut = unit_of(compiled_default, wpe_source="stream")
+    want = int_ops.round_shift(t["wpe.table"][5].astype(np.int64) * int(t["wpe.mult"][5]), int(t["wpe.shift"][5]))
+    assert dut.wpe_terms[5] == list(want) and dut.wpe_term_bits == 9 and dut.wpe_term_bytes == 2
+    assert list(np.frombuffer(dut.wpe_bytes(5), "<i2")) == list(want)
+    assert [name for name, _, _ in dut.memories] == ["wte", "wte_mult"]
+    assert ("wpe", 9, t["wpe.table"].size) in unit_of(compiled_default).memories
 
 
 def test_wrong():
@@ -43,6 +76,9 @@ def test_wrong():
         EmbeddingUnit(wte=table, wpe=table, wte_mult=ones[:3], wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
     with pytest.raises(ValueError, match="wte rows have 8 values and wpe rows 4"):
         EmbeddingUnit(wte=table, wpe=table[:, :4], wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones)
+    with pytest.raises(ValueError, match="multiplier must be one of dsp, serial, not 'booth'"):
+        EmbeddingUnit(wte=table, wpe=table, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
+                      multiplier="booth")
 
 
 def test_requantiser_words(compiled_default):

@@ -17,7 +17,8 @@ from forward_cases import tiny_compiled
 def run_layers(dut, jobs, seed=0, gap=0.2):
     """`jobs`: [(layer index, activations (K,), residual (N,) or None)]; returns the outputs of each job.
 
-    A ``codes="loaded"`` engine first has its banks written through ``code_write``, word by word."""
+    A ``codes="loaded"`` engine first has its banks written through ``code_write``, word by word; a
+    ``constants="stream"`` one gets each job's `ProgramLinear.channel_records` from a source that stalls."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     rng = np.random.default_rng(seed)
@@ -27,10 +28,20 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
         for value in values:
             while rng.random() < gap:
                 await ctx.tick()
-            ctx.set(port.payload, int(value))
+            ctx.set(port.payload, value if isinstance(value, dict) else int(value))
             ctx.set(port.valid, 1)
             await ctx.tick().until(port.ready)
             ctx.set(port.valid, 0)
+
+    if dut.constants == "stream":
+        records, bases = dut.channel_records(), np.cumsum([0] + [x.n for x in dut.layers])
+
+        async def constants(ctx):
+            for layer, _, _ in jobs:
+                await feed(ctx, dut.channel_constants, [dict(zip(("bias", "mult", "shift"), r))
+                                                        for r in records[bases[layer]:bases[layer + 1]]])
+
+        sim.add_testbench(constants, background=True)
 
     async def bench(ctx):
         if dut.codes == "loaded":
@@ -69,16 +80,21 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
     return results
 
 
-@pytest.mark.parametrize("n_layer, rows, columns", [(1, 4, 3), (2, 3, 5)])
-def test_every_layer(tmp_path, n_layer, rows, columns):
-    """Every linear op of the program on golden's own inputs of two tokens, in program order, then again."""
+@pytest.mark.parametrize("n_layer, rows, columns, constants", [(1, 4, 3, "rom"), (2, 3, 5, "rom"),
+                                                                (1, 4, 3, "stream")])
+def test_every_layer(tmp_path, n_layer, rows, columns, constants):
+    """Every linear op of the program on golden's own inputs of two tokens, in program order, then again;
+    with ``constants="stream"`` each channel's record comes from a source that stalls at random."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=n_layer, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     f = compiled.formats
     forward = IntegerForward(compiled)
     layers = program_layers(compiled)
     dut = ProgramLinear(layers=layers, bits=compiled.bits, act_bits=f.act_bits, res_bits=f.res_bits, rows=rows,
-                        columns=columns, mult_bits=f.mult_bits)
+                        columns=columns, mult_bits=f.mult_bits, constants=constants)
     assert dut.adds and dut.out_bits == f.res_bits and dut.channels == sum(x.n for x in layers)
+    assert ("channel_constants" in dut.signature.members) == (constants == "stream")
+    assert [name for name, _, _ in dut.memories] == (["codes", "bias", "mult", "shift", "banks"]
+                                                      if constants == "rom" else ["codes", "banks"])
     rng = np.random.default_rng(n_layer)
     jobs, want = [], []
     for token in range(2):
@@ -109,8 +125,8 @@ def test_memories(tmp_path):
     assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
 
 
-@pytest.mark.parametrize("codes", ["rom", "loaded"])
-def test_no_padding(codes):
+@pytest.mark.parametrize("codes, constants", [("rom", "rom"), ("loaded", "rom"), ("loaded", "stream")])
+def test_no_padding(codes, constants):
     """Layers whose N is not a multiple of the columns and whose K is not one of the rows: the code banks hold
     exactly ``sum ceil(K / R) N`` column words (a layer may start in any bank), written or initialised."""
     fmt = PotFormat(4)
@@ -119,7 +135,7 @@ def test_no_padding(codes):
     layers = [LinearLayer(codes=rng.integers(0, 16, s), bias=rng.integers(-50, 50, s[1]),
                           mult=np.full(s[1], 1 << 14), shift=np.full(s[1], 14), out_bits=16, name=f"l{i}")
               for i, s in enumerate(shapes)]
-    dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes)
+    dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes, constants=constants)
     words = sum(-(-k // 4) * n for k, n in shapes)
     assert dut.code_depth == -(-words // 3) and dut.code_banks.shape == (3, dut.code_depth)
     assert ("code_write" in dut.signature.members) == (codes == "loaded")
@@ -136,3 +152,16 @@ def test_wrong():
     with pytest.raises(ValueError, match="codes must be one of rom, loaded"):
         ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
                                           shift=np.zeros(4), out_bits=8)], codes="flash")
+    with pytest.raises(ValueError, match="constants must be one of rom, stream"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], constants="flash")
+
+
+def test_channel_records(tmp_path):
+    """One record per output channel of every layer, in program order: the layers' own bias, mult, shift."""
+    compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
+    layers = program_layers(compiled)
+    records = ProgramLinear(layers=layers, rows=4, columns=3, constants="stream").channel_records()
+    assert len(records) == sum(x.n for x in layers)
+    np.testing.assert_array_equal(np.array(records), np.concatenate(
+        [np.stack([x.bias, x.mult, x.shift], axis=1) for x in layers]))
