@@ -134,7 +134,9 @@ class ForwardLink(ServesIdentity, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout)
+        # The longest answer: the identity, a LOAD's sum or 2 bytes a token (no u16 length counter needed).
+        framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout,
+                              response_bytes=max(len(self._identity.pack()), 2, 2 * self.context))
         rx, tx = framing.rx, framing.tx
         remaining, resp_len = framing.remaining, framing.resp_len
         vocab, context = self.vocab_size, self.context

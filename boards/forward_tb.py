@@ -32,4 +32,8 @@ async def forward_job(dut):
                                               timeout_cycles=job["timeout_cycles"])
     results = await bridge(exercise)(ForwardClient(port), job, progress=progress, clock=now_s)
     assert not int(dut.line_error.value), "the host-side UART saw a framing error or lost a byte"
+    flash_error = int(dut.flash_error.value)
+    if flash_error:
+        from boards.spi_flash_model import FlashError
+        raise AssertionError(f"the flash model saw a protocol error: {FlashError(flash_error).name}")
     job_path.with_name("results.json").write_text(json.dumps(results) + "\n")

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from amaranth import Module
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from .forward_link import ForwardLink
@@ -12,13 +12,17 @@ from .hosted_top import UARTBoardTop, connect_uart
 from .icebreaker import DEFAULT_BAUD, uart_divisor
 from .uart import UART
 
-__all__ = ["BOARDS", "ForwardTop", "compose_forward", "default_context", "DEFAULT_TIMEOUT"]
+__all__ = ["BOARDS", "ForwardTop", "compose_forward", "default_context", "DEFAULT_TIMEOUT",
+           "FLASH_CONSTANTS_OFFSET"]
 
 #: Seconds without a byte inside a request before it is answered TIMEOUT (far longer than any gap in a
 #: host's write).
 DEFAULT_TIMEOUT = 0.1
 #: The context the iCEBreaker holds by default (the issue's floor).
 ICEBREAKER_CONTEXT = 64
+#: Where the core's constant image (`ForwardCore.constant_image`) sits in the iCEBreaker's SPI flash: 1 MiB,
+#: past the bitstream (104 KB for the iCE40UP5K) at 0. ``iceprog -o 1M constants.bin`` writes it there.
+FLASH_CONSTANTS_OFFSET = 0x100000
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class Board:
     #: The core's options on this board unless the caller gives them (`hdl.build_forward.FORWARD_CORES` adds
     #: the array's): on the iCE40 the codes are in SPRAM, loaded by the host (SPRAM has no initial contents),
     #: and two attention lanes make the KV cache's word 16 bits, one SPRAM wide (four lanes' 32-bit word
-    #: would take two SPRAMs side by side, and three hold the codes).
+    #: would take two SPRAMs side by side, and three hold the codes); the layer norms', linear layers' and wpe's
+    #: constants are streamed from the SPI flash (174.7 Kbit of them against the 120 Kbit of EBR).
     core_defaults: tuple = ()
 
     def pll(self, frequency):
@@ -51,7 +56,8 @@ class Board:
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0,
-                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2))),
+                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("head_lanes", 2),
+                                             ("constants", "flash"))),
           "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
 
@@ -71,6 +77,15 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     an LED lights once the PLL has locked. Anywhere else the same top
     simulates: `rx` and `tx` are its ports and the clock is the plain ``sync``
     domain (`boards.sim_harness.SimHarness` puts a host-side UART on them).
+
+    A core whose constants come from the flash (``ForwardCore(constants="flash")``,
+    the iCEBreaker's) gets an `hdl.spi_flash_reader.SPIFlashReader` on its
+    ``constants_seek`` / ``constants`` ports, reading the image at
+    `FLASH_CONSTANTS_OFFSET`: on the board from the iCEBreaker's quad-SPI flash
+    (``spi_flash_4x``: the configuration flash, whose pins are user IO once the
+    iCE40 is configured), anywhere else through the ``flash_*`` ports, where
+    `boards.sim_harness.SimHarness` puts `boards.spi_flash_model.SPIFlashModel`
+    holding ``core.constant_image()``.
 
     Parameters
     ----------
@@ -94,12 +109,16 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         UART input (simulation; on the board it is the pin).
     tx : Out(1)
         UART output.
+    flash_cs, flash_sck : Out(1)
+    flash_dq_o, flash_dq_oe : Out(4)
+    flash_dq_i : In(4)
+        The flash reader's pins (`hdl.spi_flash_reader.SPIFlashReader`), only with the constants in the flash.
 
     Raises
     ------
     ValueError
-        On an unknown board, a clock the PLL or the baud rate cannot be made from, a bad timeout, or
-        code words wider than a LOAD's 16 bits.
+        On an unknown board, a clock the PLL or the baud rate cannot be made from, a bad timeout,
+        code words wider than a LOAD's 16 bits, or constants in the flash on a board other than the iCEBreaker.
     """
 
     def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
@@ -121,7 +140,15 @@ class ForwardTop(UARTBoardTop, wiring.Component):
                                             divisor=divisor, rows=core.rows, columns=core.columns,
                                             code_words=core.linear.code_depth if loads else 0, loads_codes=loads)
         self._link = ForwardLink(identity=self._identity, timeout=max(16, round(timeout * self._pll.frequency)))
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+        ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
+        self._flash = None
+        if getattr(core, "constant_source", "rom") == "flash":
+            if self._board.name != "icebreaker":
+                raise ValueError(f"Constants from the SPI flash are built for the iCEBreaker only, not {board!r}")
+            from hdl.spi_flash_reader import SPIFlashReader
+            self._flash = SPIFlashReader(offset=FLASH_CONSTANTS_OFFSET, clock_hz=self._pll.frequency)
+            ports.update(flash_cs=Out(1), flash_sck=Out(1), flash_dq_o=Out(4), flash_dq_oe=Out(4), flash_dq_i=In(4))
+        super().__init__(ports)
 
     @property
     def core(self):
@@ -134,6 +161,12 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     @property
     def link(self):
         return self._link
+
+    @property
+    def flash(self):
+        """The flash reader (`hdl.spi_flash_reader.SPIFlashReader`) if the core's constants are in the flash,
+        else None."""
+        return self._flash
 
     def elaborate(self, platform):
         m = Module()
@@ -152,7 +185,27 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         if self._identity.loads_codes:
             m.d.comb += [core.code_write.en.eq(link.code_write.en), core.code_write.bank.eq(link.code_write.bank),
                          core.code_write.addr.eq(link.code_write.addr), core.code_write.data.eq(link.code_write.data)]
+        if self._flash is not None:
+            m.submodules.flash = flash = self._flash
+            wiring.connect(m, core.constants_seek, flash.seek)
+            wiring.connect(m, flash.data, core.constants)
+            self._flash_pins(m, platform, flash)
         return m
+
+    def _flash_pins(self, m, platform, flash):
+        """The reader's pins: the board's flash (``spi_flash_4x``: DQ0-3 are DI, DO, /WP, /HOLD), or the
+        ``flash_*`` ports off the board."""
+        if self._board.on_board(platform):
+            pins = platform.request("spi_flash_4x", 0, dir="-")
+            m.submodules.flash_cs = cs = io.Buffer("o", pins.cs)
+            m.submodules.flash_clk = clk = io.Buffer("o", pins.clk)
+            m.d.comb += [cs.o.eq(flash.cs), clk.o.eq(flash.sck)]
+            for i in range(4):
+                m.submodules[f"flash_dq{i}"] = dq = io.Buffer("io", pins.dq[i])
+                m.d.comb += [dq.o.eq(flash.dq_o[i]), dq.oe.eq(flash.dq_oe[i]), flash.dq_i[i].eq(dq.i)]
+        else:
+            m.d.comb += [self.flash_cs.eq(flash.cs), self.flash_sck.eq(flash.sck), self.flash_dq_o.eq(flash.dq_o),
+                         self.flash_dq_oe.eq(flash.dq_oe), flash.dq_i.eq(self.flash_dq_i)]
 
 
 def default_context(board, compiled):

@@ -18,14 +18,14 @@ __all__ = ["Countdown", "LinkFraming"]
 
 
 class Countdown:
-    """A 16-bit down-counter with ``value == 0`` and ``value == 1`` kept in flip-flops beside it.
+    """A down-counter (16 bits, or `bits`) with ``value == 0`` and ``value == 1`` kept in flip-flops beside it.
 
     Every assignment goes through `set` or `count_down`, which update all three, so that no
     comparison of the counter is in series with the FSM logic that reads `zero` and `one`.
     """
 
-    def __init__(self, name):
-        self.value = Signal(16, name=name)
+    def __init__(self, name, bits=16):
+        self.value = Signal(bits, name=name)
         self.zero = Signal(init=1, name=f"{name}_zero")
         self.one = Signal(name=f"{name}_one")
 
@@ -60,6 +60,9 @@ class LinkFraming:
         A pulse for each byte the UART lost (overrun, framing error).
     timeout : int
         Cycles without a byte inside a request after which it is answered TIMEOUT.
+    response_bytes : int
+        The longest response payload the link sends (default 65535, a u16 length); `resp_len` is as wide as
+        that needs (the length's high byte is sent from the bits it has).
 
     Attributes
     ----------
@@ -79,7 +82,7 @@ class LinkFraming:
         No byte has come for `timeout` cycles.
     """
 
-    def __init__(self, m, *, rx, tx, line_error, timeout):
+    def __init__(self, m, *, rx, tx, line_error, timeout, response_bytes=0xFFFF):
         self._m = m
         self.rx, self.tx = stream.Signature(8).create(), stream.Signature(8).create()
         m.d.comb += rx.ready.eq(~self.rx.valid)
@@ -96,7 +99,7 @@ class LinkFraming:
 
         self.command = Signal(8)
         self.remaining = Countdown("remaining")
-        self.resp_len = Countdown("resp_len")
+        self.resp_len = Countdown("resp_len", max(1, response_bytes.bit_length()))
         self.status = Signal(Status)
         self.line_err = Signal()
         self.timed_out = Signal()           # timer == timeout, kept in a flip-flop
@@ -221,7 +224,7 @@ class LinkFraming:
             with m.If(tx.ready):
                 m.next = "Response-length-high"
         with m.State("Response-length-high"):
-            m.d.comb += [tx.valid.eq(1), tx.payload.eq(self.resp_len.value[8:])]
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(self.resp_len.value[8:16])]
             with m.If(tx.ready):
                 with m.If(self.resp_len.zero):
                     m.next = "Idle"

@@ -17,6 +17,13 @@ icebreaker`` (the FT2232H's second channel, usually /dev/ttyUSB1, 3 Mbaud).
 hdl.build) with a fast UART, compiles it with Verilator and runs this very
 driver against it through cocotb (`boards.board_tb`), UART pins and all. The
 Verilator build is cached in build/board-sim/.
+
+``--flash DIR`` writes a build's bitstream into the iCEBreaker's flash with
+``iceprog`` (from icestorm), and, for a forward build whose core streams its
+constants from the flash (``report.json``'s ``flash_image``), its constant
+image at its offset (``iceprog -o 1M constants.bin``) first: the iCE40 starts
+as soon as its bitstream is written, and its core reads the constants from
+the first token on.
 """
 
 import json
@@ -35,11 +42,49 @@ from golden.tokens import add_calib_arguments
 
 from .protocol import Identity, ProtocolError, code_banks
 
-__all__ = ["exercise", "load_job", "save_results", "main"]
+__all__ = ["exercise", "load_job", "save_results", "flash_commands", "main"]
 
 DEFAULT_TOKENS = 8
 DEFAULT_BAUD = 3_000_000
 SIM_BUILD_DIR = BUILD_DIR / "board-sim"
+
+
+def flash_commands(folder):
+    """The ``iceprog`` command lines that write build `folder` into the iCEBreaker's flash: the constant image
+    at its offset (a forward build whose ``report.json`` names a ``flash_image``), then ``top.bin`` at 0.
+
+    Raises `UserError` (one line) if the bitstream, its report or the image it names is missing.
+    """
+    folder = Path(folder)
+    bitstream = folder / "top.bin"
+    if not bitstream.is_file():
+        raise UserError(f"--flash {folder}: no bitstream top.bin there (build one with python -m hdl.build)")
+    commands = []
+    report_path = folder / "report.json"
+    image = json.loads(report_path.read_text()).get("flash_image") if report_path.is_file() else None
+    if image:
+        path = folder / image["file"]
+        if not path.is_file() or path.stat().st_size != image["bytes"]:
+            raise UserError(f"--flash {folder}: report.json names the constant image {image['file']} of "
+                            f"{image['bytes']} bytes, which is not there")
+        offset = image["offset"]
+        commands.append(["iceprog", "-o", f"{offset >> 20}M" if offset % (1 << 20) == 0 else str(offset), str(path)])
+    commands.append(["iceprog", str(bitstream)])
+    return commands
+
+
+def flash_board(folder, quiet=False):
+    """Run `flash_commands` (UserError if iceprog is missing or fails)."""
+    import subprocess
+
+    commands = flash_commands(folder)
+    if shutil.which("iceprog") is None:
+        raise UserError("--flash needs iceprog (icestorm: apt-get install fpga-icestorm)")
+    for command in commands:
+        _say(" ".join(command), quiet)
+        if subprocess.run(command).returncode:
+            raise UserError(f"{' '.join(command)} failed")
+    return 0
 
 
 # -- the driver (the same code for the board and for the simulation) ---------------------
@@ -283,10 +328,13 @@ def parse_args(argv):
                     "and check each accumulator against golden.",
         epilog="examples:\n  python -m boards.run --port /dev/ttyUSB1\n"
                "  python -m boards.run --sim --tokens 4\n"
-               "  python -m boards.run --sim --layers h.0.attn.c_attn h.3.mlp.c_proj")
+               "  python -m boards.run --sim --layers h.0.attn.c_attn h.3.mlp.c_proj\n"
+               "  python -m boards.run --flash build/icebreaker")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--port", metavar="DEV", help="serial port of the board, e.g. /dev/ttyUSB1")
     where.add_argument("--sim", action="store_true", help="simulate the board top in Verilator instead")
+    where.add_argument("--flash", metavar="DIR", help="write build DIR into the board's flash with iceprog (its "
+                                                     "bitstream, and a forward build's constant image) and exit")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="the checkpoint the bitstream was built from")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="layers to run, or all")
@@ -305,8 +353,8 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
-    if not args.port and not args.sim:
-        parser.error("say where to run: --port DEV (a board) or --sim")
+    if not args.port and not args.sim and not args.flash:
+        parser.error("say where to run: --port DEV (a board) or --sim (or --flash DIR to write a build)")
     if args.layers == ["all"]:
         args.layers = None
     return args
@@ -314,6 +362,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.flash:
+        return flash_board(args.flash, args.quiet)
     if not Path(args.checkpoint).exists():
         raise UserError(f"No checkpoint at {args.checkpoint}")
     try:

@@ -20,9 +20,15 @@ class SimHarness(wiring.Component):
     board; only the far end of the wire is hardware rather than Python, which
     spares the testbench ten wake-ups per byte.
 
+    A top that reads its core's constants from the SPI flash (``top.flash``:
+    `boards.forward_top.ForwardTop`) gets the flash too: a
+    `boards.spi_flash_model.SPIFlashModel` on its ``flash_*`` pins, holding
+    ``top.core.constant_image()`` at `boards.forward_top.FLASH_CONSTANTS_OFFSET`,
+    answering at the flash's rate and flagging any misuse on `flash_error`.
+
     Parameters
     ----------
-    top : boards.icebreaker.ICEBreakerTop
+    top : boards.icebreaker.ICEBreakerTop or boards.forward_top.ForwardTop
 
     Members
     -------
@@ -34,14 +40,22 @@ class SimHarness(wiring.Component):
     host_rx_valid : Out(1)
     line_error : Out(1)
         The host UART saw a framing error or lost a byte (sticky).
+    flash_error : Out(4)
+        The flash model's first protocol error (`boards.spi_flash_model.FlashError`; 0: none, or no flash).
     """
 
     def __init__(self, top):
         self._top = top
         self._uart = UART(divisor=top.divisor)
+        self._flash = None
+        if getattr(top, "flash", None) is not None:
+            from .forward_top import FLASH_CONSTANTS_OFFSET
+            from .spi_flash_model import SPIFlashModel
+            self._flash = SPIFlashModel(image=top.core.constant_image(), offset=FLASH_CONSTANTS_OFFSET,
+                                        release_cycles=SPIFlashModel.release_cycles_at(top.frequency))
         super().__init__({
             "host_tx_data": In(8), "host_tx_valid": In(1), "host_tx_ready": Out(1),
-            "host_rx_data": Out(8), "host_rx_valid": Out(1), "line_error": Out(1),
+            "host_rx_data": Out(8), "host_rx_valid": Out(1), "line_error": Out(1), "flash_error": Out(4),
         })
 
     @property
@@ -61,4 +75,8 @@ class SimHarness(wiring.Component):
         ]
         with m.If(uart.overrun | uart.frame_error):
             m.d.sync += self.line_error.eq(1)
+        if self._flash is not None:
+            m.submodules.flash = flash = self._flash
+            m.d.comb += [flash.cs.eq(top.flash_cs), flash.sck.eq(top.flash_sck), flash.dq_o.eq(top.flash_dq_o),
+                         flash.dq_oe.eq(top.flash_dq_oe), top.flash_dq_i.eq(flash.dq_i), self.flash_error.eq(flash.error)]
         return m

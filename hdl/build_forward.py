@@ -22,6 +22,14 @@ available, Fmax) and ``design`` ("forward"), ``context``, ``cycles_per_token``
 (``position_1``, ``full_context``: simulated), ``tokens_per_s`` (the build's
 clock over the full-context cycles) and ``tokens_per_s_fmax`` (the same at the
 achieved Fmax), and the memory budget.
+
+A core that streams its constants from the SPI flash (``constants="flash"``:
+`boards.forward_top.ForwardTop.flash`) needs its constant image in the flash
+beside the bitstream: the build writes it as ``constants.bin`` next to
+``top.bin`` (inside the output folder, which appears whole or not at all) and
+names it in ``report.json`` (``flash_image``: file, flash offset, bytes,
+sha256) and in the table, with the command that writes it
+(``iceprog -o 1M constants.bin``).
 """
 
 import json
@@ -40,7 +48,8 @@ from .forward.budget import fit, forward_memories, place, refusal
 from .reports import format_table, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, run_tool, tool_command
 
-__all__ = ["DESIGNS", "FORWARD_FREQ_MHZ", "FORWARD_CORES", "build_forward", "check_budget", "forward_report_table"]
+__all__ = ["DESIGNS", "FORWARD_FREQ_MHZ", "FORWARD_CORES", "FLASH_IMAGE", "build_forward", "check_budget",
+           "forward_report_table", "write_flash_image"]
 
 DESIGNS = ("linear", "forward")
 #: The forward design's default clocks: a multiple of 3 MHz (UART at 3 Mbaud) below the Fmax nextpnr reaches
@@ -50,10 +59,12 @@ FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
 #: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the 4 x 3 array its three
 #: code SPRAMs feed (one 16-bit column word each), its codes loaded by the host, and a 16-bit KV cache word; on the ECP5-85F the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head
 #: (`hdl.forward.forward_core`'s fastest measured shape at context 128).
-FORWARD_CORES = {"icebreaker": {"rows": 4, "columns": 3, "head_lanes": 4,
+FORWARD_CORES = {"icebreaker": {"rows": 4, "columns": 3, "head_lanes": 2,
                                 **dict(FORWARD_BOARDS["icebreaker"].core_defaults)},
                  "ulx3s": {"rows": 16, "columns": 16, "head_lanes": 16, "attention_lanes": 16, "attention_units": 4}}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
+#: The constant image's file name beside the bitstream.
+FLASH_IMAGE = "constants.bin"
 
 
 def _say(message, quiet=False):
@@ -149,6 +160,22 @@ def _chip_refusal(error, board):
     return text
 
 
+def write_flash_image(top, folder):
+    """Write `top`'s constant image (``top.core.constant_image()``) into `folder` as `FLASH_IMAGE` if its core
+    reads its constants from the flash; returns the report's ``flash_image`` entry (None: no image)."""
+    import hashlib
+
+    from boards.forward_top import FLASH_CONSTANTS_OFFSET
+
+    if getattr(top, "flash", None) is None:
+        return None
+    image = bytes(top.core.constant_image())
+    (Path(folder) / FLASH_IMAGE).write_bytes(image)
+    return {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
+            "sha256": hashlib.sha256(image).hexdigest(),
+            "bytes_per_cycle": top.flash.bytes_per_cycle}
+
+
 def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bits=4, formats=None, calib=None,
                   quiet=False, simulate=True, core=None):
     """Compile, weigh, compose, simulate beside synthesis, place and route, pack; returns the report dict.
@@ -184,6 +211,7 @@ def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bit
             device, usage = implement(top, work, seed, quiet)
         except ToolError as error:
             raise ToolError(_chip_refusal(error, board)) from None
+        flash_image = write_flash_image(top, work)
         cycles = wait_cycles() if wait_cycles else {"position_1": None, "full_context": None}
         clock = usage.main_clock
         fmax = round(clock[1], 2) if clock else None
@@ -199,7 +227,7 @@ def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bit
             "cycles_per_token": cycles,
             "tokens_per_s": round(top.frequency / full, 1) if full else None,
             "tokens_per_s_fmax": round(fmax * 1e6 / full, 1) if full and fmax else None,
-            "baud": top.baud, "uart_divisor": top.divisor,
+            "baud": top.baud, "uart_divisor": top.divisor, "flash_image": flash_image,
             "core": core, "n_layer": compiled.config.n_layer, "n_embd": compiled.config.n_embd,
             "vocab_size": compiled.config.vocab_size, "bits": compiled.bits, "act_bits": compiled.formats.act_bits,
             "budget": {"blocks": budget["blocks"], "block_kind": chip.block_name, "sprams": budget["sprams"],
@@ -234,6 +262,10 @@ def forward_report_table(report):
                                   f"{cycles['full_context_position']} (simulated)"),
                  ("tokens/s", f"{report['tokens_per_s']:,.0f} at the full context ({report['tokens_per_s_fmax']:,.0f} "
                               f"at Fmax)" if report["tokens_per_s_fmax"] else f"{report['tokens_per_s']:,.0f}")]
+    image = report.get("flash_image")
+    if image:
+        rows.append(("flash image", f"{image['file']}: {image['bytes']:,} bytes of constants at flash "
+                                    f"{image['offset']:#x} (iceprog -o {image['offset'] >> 20}M {image['file']})"))
     rows += [("UART", f"{report['baud'] / 1e6:g} Mbaud"),
              ("model", f"{report['model']} (sha256 {report['model_sha256'][:12]})"),
              ("build", f"{report['build_seconds']:.0f} s")]

@@ -50,6 +50,11 @@ class PotPE(wiring.Component):
     exact_negation : bool
         True: ``-(x << s)`` exactly (a carry-in per negative term); False: its
         ones' complement (see above).
+    skip_input : bool
+        True: a ``skip_in`` input joins the beat; a beat with it high adds
+        nothing, as if its code were zero (the term register's clear, so no
+        logic beyond the zero code's own). `hdl.forward.program_linear` holds
+        its accumulators this way while it waits, instead of clearing the codes.
 
     Members
     -------
@@ -57,6 +62,8 @@ class PotPE(wiring.Component):
     w_in : ``In(bits)``
         The weight code.
     drain_in : ``In(1)``
+    skip_in : ``In(1)``
+        Only with ``skip_input=True``: the beat adds nothing.
     x_out, w_out, drain_out : ``Out``
         The inputs, one cycle later.
     acc : ``Out(signed(acc_bits))``
@@ -70,14 +77,17 @@ class PotPE(wiring.Component):
         On a width that is not an integer or out of range.
     """
 
-    def __init__(self, *, act_bits=8, bits=4, acc_bits, exact_negation=True):
+    def __init__(self, *, act_bits=8, bits=4, acc_bits, exact_negation=True, skip_input=False):
         self._act_bits = check_act_bits(act_bits)
         self._format = PotFormat(bits)
         self._acc_bits = check_acc_bits(acc_bits)
         if not isinstance(exact_negation, bool):
             raise TypeError(f"Exact negation must be a bool, not {exact_negation!r}")
         self._exact_negation = exact_negation
-        super().__init__({
+        if not isinstance(skip_input, bool):
+            raise TypeError(f"Skip input must be a bool, not {skip_input!r}")
+        self._skip_input = skip_input
+        ports = {
             "x_in": In(signed(self._act_bits)),
             "w_in": In(self._format.bits),
             "drain_in": In(1),
@@ -86,7 +96,10 @@ class PotPE(wiring.Component):
             "drain_out": Out(1),
             "acc": Out(signed(self._acc_bits)),
             "valid": Out(1),
-        })
+        }
+        if skip_input:
+            ports["skip_in"] = In(1)
+        super().__init__(ports)
 
     @property
     def act_bits(self):
@@ -110,6 +123,10 @@ class PotPE(wiring.Component):
     @property
     def exact_negation(self):
         return self._exact_negation
+
+    @property
+    def skip_input(self):
+        return self._skip_input
 
     @property
     def term_bits(self):
@@ -139,7 +156,7 @@ class PotPE(wiring.Component):
 
         term = Signal(signed(self.term_bits))
         carry = Signal()                      # -y = ~y + 1: the +1 enters the adder as a carry-in
-        with m.If(exponent == fmt.zero_code):
+        with m.If((exponent == fmt.zero_code) | (self.skip_in if self._skip_input else 0)):
             m.d.sync += [term.eq(0), carry.eq(0)]
         with m.Else():
             m.d.sync += [term.eq(Mux(negative, ~shifted, shifted)), carry.eq(negative)]

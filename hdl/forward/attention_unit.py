@@ -6,9 +6,10 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.datapath import check_act_bits
+from golden.int_ops import round_shift
 
 from ..single_port_memory import SinglePortMemory
-from .arith import check_int, saturate
+from .arith import check_int, check_range, row_address, saturate
 from .exp2_unit import Exp2Unit
 from .handshake import call_states
 from .reciprocal_unit import ReciprocalUnit
@@ -76,6 +77,19 @@ class AttentionUnit(wiring.Component):
         The least and largest ``score_shift`` / ``out_shift`` the unit is given
         (0 to 63); its shifter covers only these (outside them the result is
         wrong).
+    score_mults : (int, int) or None
+        The least and largest ``score_mult`` the unit is given (None: any
+        ``mult_bits`` value); with `compact` a smaller one gives wrong results.
+    compact : bool or None
+        One scaling multiplier of ``mean_bits x max(mult_bits, recip_bits)``
+        (one iCE40 SB_MAC16 for the default formats) instead of ``acc_bits x
+        ..`` (two): score gaps clamped to `gap_bits` (exact when every gap from
+        ``2**gap_bits - 1`` up gives ``e = 0`` at the least ``score_mult`` and
+        largest ``score_shift``), each mean in two passes (its accumulator's
+        low then high bits), about ``2 lanes`` more cycles per group of
+        channels. None: compact for up to 4 lanes where it is exact (the
+        iCE40's shapes), not for wider units (the ECP5's, left as they were
+        timed). True where it is not exact raises ValueError.
 
     Members
     -------
@@ -89,7 +103,7 @@ class AttentionUnit(wiring.Component):
 
     def __init__(self, *, d, n_head, n_layer, positions, act_bits=8, table, exp_frac_bits=8, exp_bits=16,
                  recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63),
-                 out_shifts=(0, 63)):
+                 out_shifts=(0, 63), score_mults=None, compact=None):
         self._d = check_int("d", d, 1, 4096)
         self._n_head = check_int("n_head", n_head, 1, d)
         if d % n_head:
@@ -109,10 +123,23 @@ class AttentionUnit(wiring.Component):
         self._exp_bits = exp_bits
         self._score_shifts = _check_shifts("score_shifts", score_shifts)
         self._out_shifts = _check_shifts("out_shifts", out_shifts)
+        self._score_mults = check_range("score_mults", (0, (1 << mult_bits) - 1) if score_mults is None
+                                        else score_mults, 0, (1 << mult_bits) - 1)
         table = self._exp_args["table"]
         if int(table[0]).bit_length() + recip_bits - 2 < avg_frac_bits:
             raise ValueError(f"the reciprocal's least shift {int(table[0]).bit_length() + recip_bits - 2} is below "
                              f"avg_frac_bits {avg_frac_bits}")
+        why = self._not_compact()
+        if compact is None:
+            compact = lanes <= 4 and why is None
+        elif not isinstance(compact, bool):
+            raise TypeError(f"compact must be True, False or None, not {compact!r}")
+        elif compact and why is not None:
+            raise ValueError(f"compact=True needs {why}")
+        self._compact = compact
+        if compact:                                            # z of a clamped gap: a narrower exp2 input
+            self._exp_args["z_bits"] = max(exp_frac_bits + 1, self.gap_bits + max(mult_bits, recip_bits)
+                                           - self._score_shifts[0] + 1)
         kv = data.StructLayout({"k": signed(act_bits), "v": signed(act_bits)})
         super().__init__({
             "kv": In(stream.Signature(kv)),
@@ -144,8 +171,47 @@ class AttentionUnit(wiring.Component):
 
     @property
     def mean_bits(self):
-        """Signed width of the weighted mean ``a``: ``act_bits + avg_frac_bits + 1``."""
-        return self._act_bits + self._avg_frac_bits + 1
+        """Signed width of the weighted mean ``a``: ``act_bits + avg_frac_bits``.
+
+        ``R = floor(2**sh / E)``, so ``E R <= 2**sh`` and ``|acc| <= 2**(act_bits-1) E`` give ``-2**(act_bits-1+
+        avg_frac_bits) <= a <= (2**(act_bits-1) - 1) 2**avg_frac_bits``.
+        """
+        return self._act_bits + self._avg_frac_bits
+
+    @property
+    def acc_bits(self):
+        """Signed width of a value accumulator ``sum_j e_j v_ji``: ``sum_bits + act_bits + 1``."""
+        return self.sum_bits + self._act_bits + 1
+
+    @property
+    def score_mults(self):
+        """``(low, high)``: the values ``score_mult`` may take (the compiled layers' range)."""
+        return self._score_mults
+
+    @property
+    def compact(self):
+        """Whether the scaling multiplier is ``mean_bits x max(mult_bits, recip_bits)`` (one iCE40 SB_MAC16 for
+        16 x 16): gaps clamped to `gap_bits`, each mean in two passes (its accumulator's low, then high bits)."""
+        return self._compact
+
+    @property
+    def gap_bits(self):
+        """With `compact`, the unsigned width the score gaps ``max - s_j`` are clamped to: ``mean_bits - 1``."""
+        return self.mean_bits - 1
+
+    def _not_compact(self):
+        """None if the compact scaling path is exact for this unit, else what it would need."""
+        low, high = self._score_mults[0], self._score_shifts[1]
+        frac, eb = self._exp_args["frac_bits"], self._exp_bits
+        clamp = (1 << self.gap_bits) - 1
+        if int(round_shift(clamp * low, high)) >> frac < eb:
+            return (f"every score gap of {clamp} or more to give exp2 0 (score_mults from {low}, "
+                    f"score_shifts up to {high})")
+        if self.acc_bits > 2 * self.mean_bits - 1:
+            return f"an accumulator of at most {2 * self.mean_bits - 1} bits, not {self.acc_bits}"
+        if self.mean_shift_range[0] <= self.mean_bits - 1:
+            return f"a mean shift above {self.mean_bits - 1}, not from {self.mean_shift_range[0]}"
+        return None
 
     @property
     def score_shifts(self):
@@ -176,12 +242,14 @@ class AttentionUnit(wiring.Component):
 
         SCORES ``keys * groups`` and the tree's latency, VALUES ``groups (keys + 8)`` (8: the pipeline from
         the score to the accumulators), the reciprocal (``sum_bits + recip_bits + 2`` at most), OUTPUT
-        ``groups max(lanes + 8, 2 lanes + 4)`` (a mean and its requantisation, four stages each).
+        ``groups max(lanes + 8, 2 lanes + 4)`` (a mean and its requantisation, four stages each; `compact`:
+        ``groups (2 lanes + 8 + 2 max(0, lanes - 2))``, a mean's two passes).
         """
         keys, groups, L = position + 1, self.head_dim // self._lanes, self._lanes
         tree = 0 if L == 1 else ((L - 1).bit_length() + 1) // 2      # adder-tree registers
+        output = 2 * L + 8 + 2 * max(0, L - 2) if self._compact else max(L + 8, 2 * L + 4)
         return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 2) \
-            + groups * max(L + 8, 2 * L + 4)
+            + groups * output
 
     @property
     def memories(self):
@@ -243,30 +311,35 @@ class AttentionUnit(wiring.Component):
         # -- the KV cache's one address: the load's in IDLE; else key j's words of this head's channel group ----
         load_word = index[lane_bits:]
         load_lane = 1 << index[:lane_bits] if L > 1 else 1
-        cache_word = (self.layer * P + self.position) * 2 * words + Mux(second, words, 0) + load_word
+        # Addresses as row_address: wiring alone where the sizes are powers of two.
+        cache_word = row_address(row_address(self.layer, P, self.position), 2 * words,
+                                 row_address(second, words, load_word))
+        channel_word = row_address(head, groups, group)             # this head's channel group
         # SCORES reads key j's words as it issues j; VALUES reads value j's words when e_j is one cycle from
         # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
         z_stage = 5                                       # issue, score read, operand, product, shift, rounding
         value_read = z_stage + exp2.latency - 1
         read_key = Mux(values_phase, tag_at(value_read).key, key)
         cache_address = Signal(range(2 * self._n_layer * P * words))
-        m.d.comb += [cache_address.eq(Mux(loading, cache_word, (self.layer * P + read_key) * 2 * words
-                                          + Mux(values_phase, words, 0) + head * groups + group)),
+        m.d.comb += [cache_address.eq(Mux(loading, cache_word,
+                                          row_address(row_address(self.layer, P, read_key), 2 * words,
+                                                      row_address(values_phase, words, channel_word)))),
                      cache_write.addr.eq(cache_address), cache_read.addr.eq(cache_address),
                      cache_write.data.eq(Cat(*[Mux(second, self.kv.payload.v, self.kv.payload.k)] * L)),
                      q_write.addr.eq(load_word), q_write.data.eq(Cat(*[self.q.payload] * L)),
-                     q_read.addr.eq(head * groups + group), s_read.addr.eq(key)]
+                     q_read.addr.eq(channel_word), s_read.addr.eq(key)]
 
         # -- one multiplier per lane, shared: q_i k_ji in SCORES, e_j v_ji in VALUES ----------------------------
-        # e_j v = (e_j - 2**(eb-1)) v + v 2**(eb-1): the multiplier's operands stay eb and A bits signed (one
-        # iCE40 SB_MAC16 per lane for 16-bit weights), the correction is an adder on the product's top bits.
-        weight = Cat(exp2.o.payload[:eb - 1], ~exp2.o.payload[eb - 1]).as_signed()
+        # Unsigned times signed, no adder (one iCE40 SB_MAC16 per lane for 16-bit weights): e_j as it is, q_i
+        # sign-extended to `factor` bits and read unsigned, which adds 2**factor k_ji when q_i < 0 and so leaves
+        # the product's low 2 act_bits bits, where q_i k_ji lives, exact.
+        factor = max(eb, 2 * A)
         products = []
         for i in range(L):
-            product = Signal(signed(eb + A), name=f"product{i}")
-            value = lane(cache_read.data, i)
-            m.d.sync += product.eq(Mux(values_phase, weight, lane(q_read.data, i)) * value
-                                   + Mux(values_phase, value << (eb - 1), 0))
+            product = Signal(signed(factor + A + 1), name=f"product{i}")
+            value, query_lane = lane(cache_read.data, i), lane(q_read.data, i)
+            m.d.sync += product.eq(Mux(values_phase, exp2.o.payload,
+                                       Cat(query_lane, query_lane[-1].replicate(factor - A))) * value)
             products.append(product)
 
         # -- SCORES: s_j = sum_i q_i k_ji (an adder tree, a register every two levels), then the largest ------
@@ -294,9 +367,16 @@ class AttentionUnit(wiring.Component):
         # + 1) >> 1). A mean goes round twice: it re-enters as the operand of its requantisation, before any new
         # channel. The shift's known least value is a constant shift (wires); only the rest is a barrel shifter,
         # as short as the three ranges allow.
-        accs = [Signal(signed(self.sum_bits + A + 1), name=f"acc{i}") for i in range(L)]
+        # Compact (the operand `mean_bits` wide): the gap is clamped to `gap_bits`, and a mean takes two passes,
+        # acc = hi 2**k + lo (k = mean_bits - 1, lo unsigned): first lo R, whose bits from k up the next pass
+        # adds to hi R, Y = hi R + floor(lo R / 2**k); then a = round_shift(Y, sh - avg_frac_bits - k), exact
+        # because the rounding half 2**(sh-avg_frac_bits-1) is a multiple of 2**k.
+        compact, k = self._compact, self.mean_bits - 1
+        accs = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(L)]
         recip = Signal(self._recip_bits)
-        lows = {"gap": self._score_shifts[0], "mean": self.mean_shift_range[0], "out": self._out_shifts[0]}
+        mean_low = self.mean_shift_range[0]
+        lows = {"gap": self._score_shifts[0], "mean": mean_low - k if compact else mean_low,
+                "out": self._out_shifts[0]}
         span = max(high - low for low, high in (self._score_shifts, self.mean_shift_range, self._out_shifts))
         mean_shift = Signal(range(span + 1))              # sh - avg_frac_bits - its least value, of this head
         output_phase = Signal()                           # OUTPUT: means and outputs, under back-pressure
@@ -306,17 +386,27 @@ class AttentionUnit(wiring.Component):
         step = ~output_phase | taking                     # in VALUES the pipeline never stalls
         out_lane = Signal(range(L + 1))
         pushed = Signal(range(L + 1))
-        operand = Signal(signed(max(self.score_bits + 2, len(accs[0]), self.mean_bits)))
+        operand = Signal(signed(self.mean_bits if compact else max(self.score_bits + 2, self.acc_bits,
+                                                                   self.mean_bits)))
         scale = Signal(max(self._mult_bits, self._recip_bits))
         variable, variable2 = Signal(range(span + 1)), Signal(range(span + 1))
-        scaled = Signal(signed(len(operand) + len(scale)))
-        shifted = Signal(signed(len(scaled) + 1))
+        scaled = Signal(signed(len(operand) + len(scale) + compact))
+        # Compact: every result is narrow (z of a clamped gap, a mean of `mean_bits`, an output of a mean), so
+        # the shifter forms only the bits of the widest (its other bits would be copies of the sign).
+        narrow = max(self.gap_bits + len(scale) - lows["gap"] + 2, self.mean_bits + 2,
+                     self.mean_bits + len(scale) - lows["out"] + 2)
+        shifted = Signal(signed(min(narrow, len(scaled) + 1) if compact else len(scaled) + 1))
         rounded = Signal(signed(len(shifted)))
         # Per stage in OUTPUT: valid and whether it is a requantisation (else a mean).
         valids, outs = [Signal(name=f"scale_valid{n}") for n in range(4)], [Signal(name=f"scale_out{n}")
                                                                             for n in range(4)]
         again = valids[3] & ~outs[3]                      # a mean leaving: its requantisation enters now
-        issue_mean = Signal()
+        issue_mean = Signal()                             # a mean's (last) pass enters
+        high = Signal()                                   # compact: the pass entering is a mean's high bits
+        gap = (top - s_read.data).as_unsigned()
+        chosen = Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0]
+        # A low pass enters only when no requantisation will enter at the next step.
+        starts_low = output_phase & (out_lane < L) & ~high & ~again & ~(valids[2] & ~outs[2])
 
         def pre_shift(x, low):
             """``(2 x) >> low``: the constant part of the shift."""
@@ -324,35 +414,49 @@ class AttentionUnit(wiring.Component):
 
         with m.If(step):
             with m.If(~output_phase):
-                m.d.sync += [operand.eq((top - s_read.data).as_unsigned()), scale.eq(self.score_mult),
+                m.d.sync += [operand.eq(Mux(gap[k:].any(), (1 << k) - 1, gap[:k]) if compact else gap),
+                             scale.eq(self.score_mult),
                              variable.eq((self.score_shift - lows["gap"])[:len(variable)])]
             with m.Elif(again):
                 m.d.sync += [operand.eq(rounded), scale.eq(self.out_mult),
                              variable.eq((self.out_shift - lows["out"])[:len(variable)])]
             with m.Else():
-                m.d.sync += [operand.eq(Array(accs)[out_lane[:max(1, lane_bits)]] if L > 1 else accs[0]),
+                m.d.sync += [operand.eq(Mux(high, chosen[k:].as_signed(), chosen[:k]) if compact else chosen),
                              scale.eq(recip), variable.eq(mean_shift)]
             presets = Mux(~output_phase, pre_shift(scaled, lows["gap"]),
                           Mux(outs[1], pre_shift(scaled, lows["out"]), pre_shift(scaled, lows["mean"])))
-            m.d.sync += [scaled.eq(operand * scale), variable2.eq(variable),
+            product = operand * scale
+            if compact:                                   # the high pass adds the low pass's floor(lo R / 2**k)
+                added = Signal(name="scale_added")
+                m.d.sync += added.eq(issue_mean)
+                product = product + Mux(added, scaled[k:k + len(scale)], 0)
+            m.d.sync += [scaled.eq(product), variable2.eq(variable),
                          shifted.eq(presets >> variable2), rounded.eq((shifted + 1) >> 1),
                          valids[0].eq(again | issue_mean), outs[0].eq(again)]
             m.d.sync += [v.eq(p) for v, p in zip(valids[1:], valids)] + [o.eq(p) for o, p in zip(outs[1:], outs)]
             with m.If(issue_mean):
                 m.d.sync += out_lane.eq(out_lane + 1)
+            if compact:
+                with m.If(starts_low):
+                    m.d.sync += high.eq(1)
+                with m.If(issue_mean):
+                    m.d.sync += high.eq(0)
         with m.If(taking):
             m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3]), y.eq(saturate(rounded, A))]
-        m.d.comb += issue_mean.eq(output_phase & (out_lane < L) & ~again)
-
+        if compact:                                       # a high pass always follows its low pass at once
+            m.d.comb += issue_mean.eq(output_phase & high)
+        else:
+            m.d.comb += issue_mean.eq(output_phase & (out_lane < L) & ~again)
         # VALUES: e_j = exp2(z_j) and acc_i += e_j v_ji.
         total = Signal(self.sum_bits)
         m.d.comb += [exp2.i.valid.eq(tag_at(z_stage).valid & tag_at(z_stage).values), exp2.i.payload.eq(rounded),
                      exp2.o.ready.eq(1)]
+        # The accumulators start over at key 0 (a clear folded into their adders, not a state's reset).
         with m.If(exp2.o.valid & (group == 0)):
             m.d.sync += total.eq(total + exp2.o.payload)
         summed = tag_at(value_read + 2)
         with m.If(summed.valid & summed.values):
-            m.d.sync += [acc.eq(acc + product) for acc, product in zip(accs, products)]
+            m.d.sync += [acc.eq(Mux(summed.key == 0, 0, acc) + product) for acc, product in zip(accs, products)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -372,7 +476,7 @@ class AttentionUnit(wiring.Component):
                     m.d.sync += [group.eq(Mux(group == groups - 1, 0, group + 1)),
                                  key.eq(Mux(group == groups - 1, key + 1, key))]
                 with m.If(score_valid & scored.final):
-                    m.d.sync += [key.eq(0), total.eq(0), values_phase.eq(1)] + [acc.eq(0) for acc in accs]
+                    m.d.sync += [key.eq(0), total.eq(0), values_phase.eq(1)]
                     m.next = "VALUES"
             with m.State("VALUES"):                        # e_j and acc_i = sum_j e_j v_ji, L channels at once
                 m.d.comb += issuing.eq(key <= self.position)
@@ -385,13 +489,13 @@ class AttentionUnit(wiring.Component):
                         m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
                         lambda result: [recip.eq(result.recip), output_phase.eq(1),
-                                        mean_shift.eq(result.shift - (self._avg_frac_bits + lows["mean"]))],
+                                        mean_shift.eq(result.shift - (self._avg_frac_bits + mean_low))],
                         after="OUTPUT")
             with m.State("OUTPUT"):                        # L means, each requantised, into the output register
                 with m.If(taking & valids[3] & outs[3]):
                     m.d.sync += pushed.eq(pushed + 1)
                     with m.If(pushed == L - 1):
-                        m.d.sync += [key.eq(0), output_phase.eq(0)] + [acc.eq(0) for acc in accs]
+                        m.d.sync += [key.eq(0), output_phase.eq(0)]
                         m.next = "VALUES"
                         with m.If(group == groups - 1):
                             m.d.sync += [head.eq(head + 1), values_phase.eq(0)]

@@ -42,6 +42,14 @@ Placement (`place`), as the core builds it
     EBR cannot hold are streamed from the SPI flash instead (a design not
     built: its figures price the way out). ECP5: everything in DP16KD.
 
+The flash mode as built (``ForwardCore(constants="flash")``, the iCEBreaker's)
+    has no layer-norm, linear-constant or wpe memories at all: the core reads
+    them as one byte stream (``constant_image``, in the SPI flash past the
+    bitstream) through `hdl.spi_flash_reader.SPIFlashReader`. The budget lists
+    that image as one "stream" memory placed in the flash, and `flash_figures`
+    prices it: the bytes and seeks a token reads, the reader's cycles for them
+    (its bytes per cycle and its latency per seek) and the tokens/s that caps.
+
 `fit` searches the largest context that fits (at most the model's
 ``n_positions``) and names what limits it; `refusal` is the one line a build
 gives for a checkpoint that does not fit. On the UP5K, `options` prices the
@@ -53,6 +61,7 @@ own figures come from nextpnr (`hdl.build --design forward`).
 
 import gc
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -62,7 +71,7 @@ from amaranth.hdl import UnusedElaboratable
 from golden.cli import ArgumentParser, HelpFormatter, UserError, positive_int, run
 
 __all__ = ["BOARDS", "Board", "MemoryNeed", "forward_memories", "place", "fit", "refusal", "flash_stream",
-           "options", "main"]
+           "flash_figures", "options", "main"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,8 @@ BOARDS = {
 class MemoryNeed:
     """One memory of the forward design.
 
-    kind: "codes", "kv", "constant" (read once per token, in order), "table" (random access), "buffer".
+    kind: "codes", "kv", "constant" (read once per token, in order), "table" (random access), "buffer",
+    "stream" (the constant image a ``constants="flash"`` core reads from the SPI flash: never on the chip).
     ``token_bits``: bits read from it per token (what streaming it from flash costs). ``banks``: memories
     of ``width / banks`` bits side by side (the code banks, one per array column). ``single_port``: the core
     builds it as `hdl.single_port_memory.SinglePortMemory` (s): SPRAM on the UP5K (the KV cache; the codes
@@ -174,6 +184,10 @@ def forward_memories(compiled, *, context, rows=4, columns=3, **core_options):
         warnings.simplefilter("ignore", UnusedElaboratable)
         core = ForwardCore(compiled=compiled, context=context, rows=rows, columns=columns, **core_options)
         memories = core.memories
+        stream = None
+        if core_options.get("constants", "rom") == "flash":
+            stream = MemoryNeed("constant_image", "stream", 8, len(core.constant_image()),
+                                8 * core.constant_bytes_per_token)
         del core
         gc.collect()
     d, needs = c.n_embd, []
@@ -191,6 +205,8 @@ def forward_memories(compiled, *, context, rows=4, columns=3, **core_options):
             token_bits = 0
         single_port = kind == "kv" or (kind == "codes" and core_options.get("codes", "rom") == "loaded")
         needs.append(MemoryNeed(name, kind, width, depth, token_bits, columns if kind == "codes" else 1, single_port))
+    if stream is not None:
+        needs.append(stream)
     return needs
 
 
@@ -211,7 +227,10 @@ def place(needs, board, *, flash=False):
                            "bits": need.bits, "where": where, "blocks": blocks, "sprams": sprams}
 
     for need in needs:
-        if board.sprams and need.single_port:
+        if need.kind == "stream":
+            put(need, "flash")
+            flash_bits += need.token_bits
+        elif board.sprams and need.single_port:
             put(need, "SPRAM", sprams=need.sprams)
             if need.kind == "codes":
                 code_sprams += need.sprams
@@ -325,6 +344,31 @@ def flash_stream(compiled, board, *, context, clock_hz, **core):
             "blocks": budget["blocks"], "largest_context": _largest(compiled, board, flash=True, **core)}
 
 
+def flash_figures(compiled, *, context, clock_hz, **core):
+    """What streaming the constants costs a ``constants="flash"`` core of `compiled` at `context` positions, read
+    by `hdl.spi_flash_reader.SPIFlashReader` at `clock_hz`: ``{"image_bytes", "bytes_per_token",
+    "seeks_per_token", "bytes_per_cycle", "seek_cycles", "cycles_per_token", "tokens_per_s_bound"}``.
+
+    ``cycles_per_token`` is the reader's time for a token's bytes at its rate plus its latency per seek: the
+    fewest cycles a token can take however the core overlaps its work with the stream (a floor, not a
+    measurement: `sim.forward_cycles` measures the board top with the flash model at its real rate).
+    """
+    from ..spi_flash_reader import SPIFlashReader
+    from .forward_core import ForwardCore
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        core = ForwardCore(compiled=compiled, context=context, **{**core, "constants": "flash"})
+        reader = SPIFlashReader(clock_hz=clock_hz)
+        figures = {"image_bytes": len(core.constant_image()), "bytes_per_token": core.constant_bytes_per_token,
+                   "seeks_per_token": core.constant_seeks_per_token, "bytes_per_cycle": reader.bytes_per_cycle,
+                   "seek_cycles": reader.first_byte_cycles}
+        del core, reader
+    cycles = math.ceil(figures["bytes_per_token"] / figures["bytes_per_cycle"]) + \
+        figures["seeks_per_token"] * figures["seek_cycles"]
+    return {**figures, "cycles_per_token": cycles, "tokens_per_s_bound": clock_hz / cycles}
+
+
 def options(compiled, board, *, clock_hz, checkpoint=None, formats=None, **core):
     """Ways to fit `compiled` on `board` (UP5K), each with its figures: flash streaming, narrower formats.
 
@@ -394,6 +438,19 @@ def _table(compiled, board, context, budget, reached):
     return lines
 
 
+def _flash_lines(board, budget, flash, clock_hz):
+    """The flash mode as built: what left block RAM, what a token reads, what that caps."""
+    gone = ("ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wpe", "wpe_mult")
+    return ["", f"constants from the SPI flash (constants=\"flash\"): {', '.join(gone)} are not in block RAM; the "
+                f"image is {flash['image_bytes']:,} bytes (at 0x100000 in the flash)",
+            f"  a token reads {flash['bytes_per_token']:,} bytes in {flash['seeks_per_token']} seeks: "
+            f"{flash['cycles_per_token']:,} cycles at {flash['bytes_per_cycle']:g} bytes per cycle (quad SPI, SCK at "
+            f"half the clock) and {flash['seek_cycles']} cycles a seek -> at most "
+            f"{flash['tokens_per_s_bound']:,.0f} tokens/s at {clock_hz / 1e6:g} MHz from the flash alone",
+            f"  {board.block_name}: {budget['blocks']} of {board.blocks} at this context: "
+            + ("fits" if budget["blocks"] <= board.blocks else "does NOT fit")]
+
+
 def _option_lines(board, found, clock_hz):
     flash = found["flash"]
     lines = ["", "ways to fit:",
@@ -453,16 +510,21 @@ def main(argv=None):
     context = args.context or reached["context"] or min(64, compiled.config.n_positions)
     budget = place(forward_memories(compiled, context=context, **shape), board)
     clock_hz = (args.clock or _default_clock_mhz(board)) * 1e6
+    streamed = shape.get("constants", "rom") == "flash"
     found = options(compiled, board, clock_hz=clock_hz, checkpoint=args.checkpoint, formats=formats, **shape) \
-        if board.sprams and (not budget["fits"] or reached["context"] < compiled.config.n_positions) else None
+        if board.sprams and not streamed and (not budget["fits"] or reached["context"] < compiled.config.n_positions) \
+        else None
+    flash = flash_figures(compiled, context=context, clock_hz=clock_hz, **shape) if streamed else None
     if args.json:
         print(json.dumps({"board": board.name, "device": board.device, "context": context, "core": shape,
                           "largest_context": reached["context"], "limit": reached["limit"],
                           "spram_context": reached["spram_context"], **budget,
-                          "options": found}, indent=1))
+                          "options": found, "flash": flash}, indent=1))
         return 0
     lines = [f"core: " + ", ".join(f"{k} {v}" for k, v in shape.items())] + \
         _table(compiled, board, context, budget, reached)
+    if flash:
+        lines += _flash_lines(board, budget, flash, clock_hz)
     if found:
         lines += _option_lines(board, found, clock_hz)
     print("\n".join(lines))

@@ -15,8 +15,9 @@ class Exp2Unit(wiring.Component):
     Stage 1 reads the table (a synchronous ROM: one EBR for 256 x 16) and
     registers the integer part; stage 2 shifts. An integer part of
     `exp_bits` or more gives 0 (every entry is below ``2**exp_bits``), which is
-    golden's ``min(z >> f, 62)`` shift for these tables, so `z_bits` may be wide
-    without a wide shifter.
+    golden's ``min(z >> f, 62)`` shift for these tables: a flag clearing the
+    output register, so the shifter covers ``0 .. exp_bits - 1`` only and
+    `z_bits` may be wide without a wide shifter.
 
     Parameters
     ----------
@@ -73,10 +74,11 @@ class Exp2Unit(wiring.Component):
         read = rom.read_port()
         advance = ~self.o.valid | self.o.ready
         whole = self.i.payload[f:]
-        shift = Signal(range(e + 1))                  # the integer part, clamped to e (which gives 0)
+        shift = Signal(range(e))                      # the integer part, when below e
+        zero = Signal()                               # an integer part of e or more: the result is 0
         stage1_valid = Signal()
         m.d.comb += [self.i.ready.eq(advance), read.en.eq(advance), read.addr.eq(self.i.payload[:f])]
         with m.If(advance):
-            m.d.sync += [shift.eq(Mux(whole >= e, e, whole)), stage1_valid.eq(self.i.valid),
-                         self.o.payload.eq(read.data >> shift), self.o.valid.eq(stage1_valid)]
+            m.d.sync += [shift.eq(whole[:len(shift)]), zero.eq(whole >= e), stage1_valid.eq(self.i.valid),
+                         self.o.payload.eq(Mux(zero, 0, read.data >> shift)), self.o.valid.eq(stage1_valid)]
         return m

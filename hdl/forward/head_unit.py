@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The LM head: one token's logits from an integer table on a few multiplier lanes."""
 
 from amaranth import Module, Signal, signed
@@ -49,14 +50,16 @@ class HeadUnit(wiring.Component):
     meets one entry of every bank: ``lanes`` signed products (integer
     multipliers: DSPs where the device has them), summed, accumulated over
     ``ceil(d / lanes)`` cycles per token ``v``, then requantised per row by
-    a `SerialRequantizer` (one bit of ``mult`` per cycle, no multiplier:
-    it works on one token's logit while the next token's dot product
-    runs). A token's logits take ``d + V max(ceil(d / lanes), mult_bits)``
-    cycles and a few of pipeline; the whole pipeline stalls while ``o`` is
-    not taken.
+    a `SerialRequantizer` (one bit of ``mult`` per cycle and one bit of the
+    shift, no multiplier: it works on one token's logit while the next
+    token's dot product runs). A token's logits take ``d + V max(ceil(d /
+    lanes), interval)`` cycles and a few of pipeline (``interval``: the
+    requantiser's, ``max(shift) + 2`` for this model's shifts); the whole
+    pipeline stalls while ``o`` is not taken.
 
     Memories: ``table`` (``lanes * table_bits`` wide, ``V ceil(d / lanes)``
-    deep), ``mult`` and ``shift`` (``V`` deep), ``banks`` (``lanes *
+    deep), ``mult`` and ``shift`` (``V`` deep; ``mult`` is marked for block
+    RAM, ``ram_style="block"``, even when small), ``banks`` (``lanes *
     act_bits`` wide, ``ceil(d / lanes)`` deep, written a lane at a time).
 
     Parameters
@@ -100,6 +103,8 @@ class HeadUnit(wiring.Component):
             raise ValueError(f"mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
         self._shared = bool(shared_table)
         self._words, self._table_bits, _ = lane_words(self._table, self._lanes)
+        self._requantizer = SerialRequantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
+                                              shift_range=self.shift_range, out_bits=self._logit_bits)
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(logit_bits)))}
         if self._shared:
             ports["table"] = Out(TableReadSignature(len(self._words), self._lanes * self._table_bits))
@@ -142,10 +147,16 @@ class HeadUnit(wiring.Component):
         return int(self._shift.min()), int(self._shift.max())
 
     @property
+    def requantizer_interval(self):
+        """Cycles the `SerialRequantizer` takes per logit at the largest shift (its ``interval``)."""
+        return self._requantizer.interval
+
+    @property
     def cycles(self):
-        """Cycles of one token's logits with no stalls: load, ``V`` rows of ``max(chunk, mult_bits)`` and the
-        pipeline."""
-        return self._d + self._v * max(self.chunk, self._mult_bits) + self._mult_bits + 6
+        """Cycles of one token's logits with no stalls: load, ``V`` rows of ``max(chunk, requantizer_interval)``
+        and the pipeline."""
+        interval = self.requantizer_interval
+        return self._d + self._v * max(self.chunk, interval) + interval + 6
 
     @property
     def memories(self):
@@ -164,15 +175,15 @@ class HeadUnit(wiring.Component):
         else:
             m.submodules.table = table = memory.Memory(shape=L * T, depth=len(words), init=words)
             table_read = table.read_port()
-        m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist())
+        # In block RAM: as logic, Yosys builds this V x 16 ROM from about 140 LUT4 on the iCE40.
+        m.submodules.mult = mults = memory.Memory(shape=self._mult_bits, depth=V, init=self._mult.tolist(),
+                                                  attrs={"ram_style": "block"})
         m.submodules.shift = shifts = memory.Memory(shape=max(1, self.shift_range[1].bit_length()), depth=V,
                                                     init=self._shift.tolist())
         mult_read, shift_read = mults.read_port(), shifts.read_port()
         m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[])
         bank_write, bank_read = banks.write_port(granularity=A), banks.read_port()
-        m.submodules.requantizer = requant = SerialRequantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
-                                                               shift_range=self.shift_range,
-                                                               out_bits=self._logit_bits)
+        m.submodules.requantizer = requant = self._requantizer
         wiring.connect(m, requant.o, wiring.flipped(self.o))
 
         # Loading: activation i -> bank i % L, entry i // L.

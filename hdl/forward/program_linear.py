@@ -6,20 +6,26 @@ from amaranth.lib.wiring import In, Out
 
 import numpy as np
 
-from golden.datapath import check_act_bits, pot_acc_bits
+from golden.datapath import check_act_bits
 from golden.pot_format import PotFormat
 
 from ..pot_pe import PotPE
 from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .requantizer import Requantizer
+from .two_pass_requantizer import TwoPassRequantizer
 
-__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "code_words", "column_words", "pack_codes",
+__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "REQUANTIZERS", "code_words", "pack_codes", "short_tile_banks",
            "program_code_banks", "program_layers"]
 
 #: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
 #: single-port memories (iCE40 SPRAM) with no initial contents, written through the ``code_write`` port.
 CODE_STORES = ("rom", "loaded")
+
+#: The requantiser behind `ProgramLinear`'s readout: ``"parallel"`` (`Requantizer`, a channel per cycle),
+#: ``"two-pass"`` (`TwoPassRequantizer`, one 16 x 16 multiplier, a channel every other cycle) or ``"auto"``
+#: (two-pass where every tile leaves it the time: ``min(chunk) + 1 >= 2 * columns``).
+REQUANTIZERS = ("auto", "parallel", "two-pass")
 
 #: Where `ProgramLinear` gets each channel's bias / mult / shift: ``"rom"``, memories initialised by the
 #: bitstream; ``"stream"``, one record per output channel on the ``channel_constants`` port (the core
@@ -42,45 +48,65 @@ def code_words(codes, rows, columns, zero_code):
     return padded.reshape(rows, chunk, tiles, columns).transpose(2, 1, 0, 3).reshape(tiles * chunk, rows * columns)
 
 
-def column_words(codes, rows, columns, zero_code):
-    """The column words of a split-K layer, without the padding of ``N``: ``(words, rows)`` codes.
+#: States kept per step when `short_tile_banks` searches the banks of the short tiles (exact below it).
+BANK_SEARCH_STATES = 4096
 
-    Beat ``t`` of tile ``tile`` needs, for each of the tile's columns ``c``
-    that holds an output channel (``tile * columns + c < N``), the ``rows``
-    codes ``codes[r * chunk + t, tile * columns + c]`` (the zero code past
-    ``K``); they come in that order: tile, beat, column. A tile past ``N``'s
-    last full one has fewer columns, and nothing is stored for the others.
+
+def short_tile_banks(layers, *, rows, columns):
+    """Per layer, the first bank of its last tile when that tile is short (``N`` not a multiple of ``columns``;
+    else 0), chosen so the banks fill as evenly as they can.
+
+    A full tile puts ``chunk`` column words in every bank; the short tile of ``c`` channels of a layer whose
+    first bank is ``o`` puts them in banks ``o .. o + c - 1`` (mod ``columns``). The choice minimises the
+    fullest bank (so the code banks are as shallow as the words allow: the default model's codes fill its
+    three SPRAMs exactly); a search over the fills reached, at most `BANK_SEARCH_STATES` kept at each step.
     """
-    k, n = codes.shape
-    chunk, tiles = -(-k // rows), -(-n // columns)
-    beats = np.asarray(code_words(codes, rows, columns, zero_code)).reshape(tiles, chunk, rows, columns)
-    parts = [beats[tile, :, :, :min(columns, n - tile * columns)].transpose(0, 2, 1).reshape(-1, rows)
-             for tile in range(tiles)]
-    return np.concatenate(parts)
+    states = {(0,) * columns: ()}
+    for layer in layers:
+        chunk, cols = -(-layer.k // rows), layer.n % columns
+        grown = {}
+        for fills, chosen in states.items():
+            for first in range(columns if cols else 1):
+                f = list(fills)
+                for j in range(cols):
+                    f[(first + j) % columns] += chunk
+                low = min(f)
+                grown.setdefault(tuple(x - low for x in f), chosen + (first,))
+        states = dict(sorted(grown.items(), key=lambda item: (max(item[0]), item[0]))[:BANK_SEARCH_STATES])
+    return list(min(states.items(), key=lambda item: (max(item[0]), item[0]))[1])
 
 
 def pack_codes(layers, *, rows, columns, bits, zero_code):
-    """Every layer's `column_words`, one after another, dealt to ``columns`` banks of ``rows * bits``-bit words.
+    """Every layer's codes as column words of ``rows * bits`` bits, in ``columns`` banks, with no padding of ``N``.
 
-    Column word ``i`` of the whole program is word ``i // columns`` of bank
-    ``i % columns``, so the ``columns`` words of a beat, ``p .. p + columns - 1``,
-    are in ``columns`` different banks (bank ``s`` at address ``p // columns``,
-    plus one if ``s < p % columns``). Returns ``(banks, bases)``: an int array
-    ``(columns, depth)`` (``depth = ceil(words / columns)``, the last words the
-    zero code) and each layer's first column word.
+    Beat ``t`` of tile ``tile`` of a layer needs, for each of the tile's
+    channels ``j`` (``tile * columns + j < N``), the ``rows`` codes
+    ``codes[r * chunk + t, tile * columns + j]`` (the zero code past ``K``;
+    code ``r`` in bits ``r * bits``): one column word. Channel ``j`` of a full
+    tile is in bank ``j``; of a layer's short last tile, in bank
+    ``(o + j) mod columns`` (``o`` from `short_tile_banks`). Each bank holds its
+    words in the order they are used (layer, tile, beat), so it is read at
+    consecutive addresses. Returns ``(banks, offsets)``: an int array
+    ``(columns, depth)`` (``depth`` the fullest bank's words, the others
+    padded with the zero code) and each layer's ``o``.
     """
-    parts, bases, total = [], [], 0
-    for layer in layers:
-        words = column_words(np.asarray(layer.codes, np.int64), rows, columns, zero_code)
-        bases.append(total)
-        total += len(words)
-        parts.append(words)
-    flat = np.concatenate(parts)
-    depth = -(-total // columns)
-    padded = np.full((depth * columns, rows), zero_code, np.int64)
-    padded[:total] = flat
-    packed = sum(padded[:, r].astype(object) << (bits * r) for r in range(rows))
-    return np.array(packed, dtype=object).reshape(depth, columns).T, bases
+    offsets = short_tile_banks(layers, rows=rows, columns=columns)
+    banks = [[] for _ in range(columns)]
+    for layer, first in zip(layers, offsets):
+        k, n = layer.codes.shape
+        chunk, tiles = -(-k // rows), -(-n // columns)
+        padded = np.full((rows * chunk, tiles * columns), zero_code, np.int64)
+        padded[:k, :n] = layer.codes
+        # words[tile, t, j]: column word of channel j of tile, beat t
+        words = sum(padded.reshape(rows, chunk, tiles, columns)[r].astype(object) << (bits * r)
+                    for r in range(rows)).transpose(1, 0, 2)
+        for tile in range(tiles):
+            cols = min(columns, n - tile * columns)
+            for j in range(cols):
+                banks[(first + j) % columns if cols < columns else j].extend(words[tile, :, j])
+    depth = max(1, max(len(b) for b in banks))
+    return np.array([b + [zero_code * sum(1 << (bits * r) for r in range(rows))] * (depth - len(b))
+                     for b in banks], dtype=object), offsets
 
 
 def program_code_banks(compiled, *, rows, columns):
@@ -113,6 +139,40 @@ class LinearLayer:
         self.out_bits, self.add, self.name = out_bits, bool(add), name
 
 
+def _width(low, high):
+    """Bits of the narrowest two's-complement integer holding every value from `low` to `high`."""
+    low, high = min(0, int(low)), max(0, int(high))
+    return max(2, high.bit_length() + 1, (-low - 1).bit_length() + 1)
+
+
+def sum_ranges(values, act_bits):
+    """Per column of the integer weights `values` (K, N): the smallest and largest ``sum_k x_k w_kn`` of any
+    `act_bits`-bit activations (each x at the end of its range that pushes the sum that way)."""
+    values = np.asarray(values, np.int64)
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    return np.minimum(values * lo, values * hi).sum(axis=0), np.maximum(values * lo, values * hi).sum(axis=0)
+
+
+def adder_tree(m, values, name):
+    """The sum of `values`, added two at a time into kept wires: one carry-chain adder per pair.
+
+    Left to itself Yosys merges a chain of additions into one multi-operand sum and maps it with
+    full-adder compressors in LUTs (about 1.6x the LUT4 of the adders, for 4 operands of 19 bits); the
+    ``keep`` attribute on each partial sum stops the merge.
+    """
+    level = 0
+    while len(values) > 1:
+        pairs = []
+        for i in range(0, len(values) - 1, 2):
+            a, b = values[i], values[i + 1]
+            total = Signal(signed(max(len(a), len(b)) + 1), name=f"{name}_{level}_{i // 2}", attrs={"keep": 1})
+            m.d.comb += total.eq(a + b)
+            pairs.append(total)
+        values = pairs + values[len(values) - len(values) % 2:]
+        level += 1
+    return values[0]
+
+
 def program_layers(compiled):
     """The `LinearLayer` s of every ``linear`` op of `compiled`'s program, in program order."""
     t, f = compiled.tensors, compiled.formats
@@ -132,31 +192,45 @@ class ProgramLinear(wiring.Component):
     One ``rows x columns`` array of `PotPE` s serves every layer, with the
     split-K mapping of :mod:`hdl.forward.decode_plan`: PE ``(r, c)``
     accumulates K chunk ``r`` (``chunk_l = ceil(K_l / rows)`` activations,
-    from its own bank) with output channel ``tile * columns + c``; every
-    beat each PE reads its own code from one word of ``rows * columns``
-    codes. A tile is ``chunk_l`` beats and one drain beat; at the drain each
-    column's ``rows`` partial sums and the bias are added, held, and sent
-    through the `Requantizer` one channel per cycle while the next tile
-    accumulates. A layer takes ``K_l`` cycles to load the activations, then
+    from its own bank) with output channel ``tile * columns + c`` (of a
+    layer's short last tile, channel ``j`` in column ``(o_l + j) mod columns``);
+    every beat each PE reads its own code: column ``c``'s ``rows`` codes are
+    one word of code bank ``c``. A tile is ``chunk_l`` beats and one drain beat; at the drain each
+    column's ``rows`` partial sums are added and held, and sent with the
+    channel's bias through the requantiser (`Requantizer`, one channel per
+    cycle, or `TwoPassRequantizer`, one every other cycle: `requantizer`)
+    while the next tile accumulates. The PEs add ones'-complement negative
+    terms (``PotPE(exact_negation=False)``): a channel's sum comes out short by
+    its count of negative non-zero codes, which its stored bias adds back
+    (`channel_records`). The PEs' accumulators are as wide as the partial sums
+    these codes can make (`pe_bits`), the held sums as wide as a channel's sum
+    plus its bias (`acc_bits`). While no beat runs the PEs skip (``skip_in``),
+    so no code or activation needs clearing. A layer takes ``K_l`` cycles to load the activations, then
     ``tiles_l * (chunk_l + 1)`` beats and a few cycles of pipeline.
 
     Memories (the seam where a build places them):
 
-    - ``codes``: ``columns`` banks of ``rows * bits``-bit words side by side
-      (`pack_codes`: every layer's codes with no padding of ``N``; a beat reads
-      one word of each bank and turns them to its columns), `code_depth` deep:
+    - ``codes``: ``columns`` banks of ``rows * bits``-bit words
+      (`pack_codes`: every layer's codes with no padding of ``N``; bank ``c``
+      holds column ``c``'s words in the order they are used and is read at
+      consecutive addresses from 0), `code_depth` deep:
       initialised memories (``codes="rom"``), or single-port memories with no
       initial contents (``codes="loaded"``: iCE40 SPRAMs, written through
       ``code_write`` with `code_banks` before the first layer runs);
     - ``bias``, ``mult``, ``shift``: one entry per output channel of every
-      layer (layer ``l`` from ``channel_base[l]``), `channels` deep, holding
+      layer in program order, `channels` deep, holding
       `channel_records` (``constants="rom"``); with ``constants="stream"``
       there are none, and each channel's record arrives on ``channel_constants``;
     - ``banks``: the ``rows`` activation banks of `max_chunk` entries side by side (one memory: every beat
       reads entry ``t`` of each; a loaded activation writes its bank's lane).
 
     The layer is chosen by the ``select`` port, held for the whole layer
-    (from its first activation to its last output). Outputs are requantised to
+    (from its first activation to its last output). **The layers run in
+    program order**, ``0, 1, .., L - 1``, then from 0 again (as the forward
+    core runs them): the code banks and the constant memories are read on from
+    where the previous layer stopped, and layer 0 starts them again at 0 (so
+    no per-layer base addresses are needed). Nothing else may be skipped or
+    repeated. Outputs are requantised to
     the widest ``out_bits`` and saturated to the layer's own (nested
     saturation equals the direct one); a layer with ``add`` joins each output
     with one value of the ``x`` stream and sends ``saturate(x + y, res_bits)``.
@@ -176,6 +250,8 @@ class ProgramLinear(wiring.Component):
         ``"rom"`` or ``"loaded"`` (`CODE_STORES`).
     constants : str
         ``"rom"`` or ``"stream"`` (`CONSTANT_SOURCES`).
+    requantizer : str
+        ``"auto"``, ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`).
 
     Members
     -------
@@ -196,7 +272,7 @@ class ProgramLinear(wiring.Component):
     """
 
     def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16, codes="rom",
-                 constants="rom"):
+                 constants="rom", requantizer="auto"):
         self._format = PotFormat(bits)
         self._act_bits = check_act_bits(act_bits)
         self._res_bits = check_int("res_bits", res_bits, 2, 32)
@@ -212,18 +288,34 @@ class ProgramLinear(wiring.Component):
         if constants not in CONSTANT_SOURCES:
             raise ValueError(f"constants must be one of {', '.join(CONSTANT_SOURCES)}, not {constants!r}")
         self._constants = constants
-        channel_base = []
+        if requantizer not in REQUANTIZERS:
+            raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}, not {requantizer!r}")
         for layer in self._layers:
             self._format.check_codes(layer.codes)
             check_int(f"{layer.name} out_bits", layer.out_bits, 2, 32)
             if layer.mult.min() < 0 or layer.mult.max() >= 1 << mult_bits or layer.shift.min() < 0 \
                     or layer.shift.max() > 62:
                 raise ValueError(f"{layer.name}: mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
-            channel_base.append(sum(x.n for x in self._layers[:len(channel_base)]))
-        self._banks, self._word_base = pack_codes(self._layers, rows=rows, columns=columns, bits=self._format.bits,
-                                                  zero_code=self._format.zero_code)
-        self._channel_base = channel_base
-        self._acc_bits = max(pot_acc_bits(x.k, act_bits, bits, int(np.abs(x.bias).max())) for x in self._layers)
+        self._banks, self._short_banks = pack_codes(self._layers, rows=rows, columns=columns,
+                                                    bits=self._format.bits, zero_code=self._format.zero_code)
+        self._negatives, pe_bits, acc_bits = [], 2, 2
+        for layer in self._layers:
+            values = self._format.to_int(layer.codes)
+            self._negatives.append((values < 0).sum(axis=0))
+            chunk = -(-layer.k // rows)
+            for r in range(rows):
+                part = values[r * chunk:(r + 1) * chunk]
+                if len(part):                           # a ones'-complement sum: short by the negative codes
+                    low, high = sum_ranges(part, act_bits)
+                    negative = (part < 0).sum(axis=0)
+                    pe_bits = max(pe_bits, _width((low - negative).min(), (high - negative).max()))
+            low, high = sum_ranges(values, act_bits)
+            acc_bits = max(acc_bits, _width((low + layer.bias).min(), (high + layer.bias).max()))
+        self._pe_bits, self._acc_bits = pe_bits, acc_bits
+        fast = min(self.layer_chunk(i) for i in range(len(self._layers))) + 1 >= 2 * columns
+        if requantizer == "auto":
+            requantizer = "two-pass" if fast and mult_bits <= 16 and acc_bits <= 31 else "parallel"
+        self._requantizer = requantizer
         self._out_bits = max([x.out_bits for x in self._layers] + [res_bits if self.adds else 2])
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(self._out_bits))),
                  "select": In(range(len(self._layers)))}
@@ -265,8 +357,12 @@ class ProgramLinear(wiring.Component):
 
     def channel_records(self):
         """``[(bias, mult, shift)]``, one per output channel of every layer in program order: the values the
-        ``bias`` / ``mult`` / ``shift`` memories hold, and what ``channel_constants`` must carry."""
-        return [(int(b), int(m), int(s)) for x in self._layers for b, m, s in zip(x.bias, x.mult, x.shift)]
+        ``bias`` / ``mult`` / ``shift`` memories hold, and what ``channel_constants`` must carry.
+
+        The bias is the layer's bias plus the channel's count of negative non-zero codes, which the array's
+        ones'-complement terms leave out of its sum (as `hdl.bias_store.stored_biases` for the engine)."""
+        return [(int(b) + int(n), int(m), int(s)) for x, negatives in zip(self._layers, self._negatives)
+                for b, m, s, n in zip(x.bias, x.mult, x.shift, negatives)]
 
     @property
     def code_bits(self):
@@ -291,14 +387,25 @@ class ProgramLinear(wiring.Component):
 
     @property
     def acc_bits(self):
-        """The exact accumulator width of the widest layer (``golden.datapath.pot_acc_bits`` with its bias)."""
+        """Width of a channel's held sum and the requantiser's input: the narrowest holding ``a @ W + bias`` of
+        every channel of every layer, for any activations (from the codes themselves, `sum_ranges`)."""
         return self._acc_bits
 
     @property
+    def pe_bits(self):
+        """Width of the PEs' accumulators: the narrowest holding every partial sum of one row's K chunk (with
+        its ones'-complement shortfall) of every layer, for any activations."""
+        return self._pe_bits
+
+    @property
+    def requantizer(self):
+        """The requantiser in use: ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`)."""
+        return self._requantizer
+
+    @property
     def bias_bits(self):
-        """Width of the bias memory: the widest bias of any layer (signed), not the accumulator's."""
-        largest = max(int(np.abs(x.bias).max()) for x in self._layers)
-        return largest.bit_length() + 1
+        """Width of the bias memory and of a record's ``bias``: the widest stored bias (`channel_records`)."""
+        return max(_width(b, b) for b, _, _ in self.channel_records())
 
     @property
     def out_bits(self):
@@ -352,14 +459,17 @@ class ProgramLinear(wiring.Component):
         def table(values):
             return Array(Const(int(v), range(min(0, min(values)), max(values) + 1)) for v in values)[select]
 
-        k_of, n_of = table([x.k for x in layers]), table([x.n for x in layers])
+        last_channels_of = table([x.n % C or C for x in layers])          # channels of the last tile
+        # The last activation goes to bank (K - 1) // chunk, entry (K - 1) % chunk.
+        last_bank_of = table([(x.k - 1) // self.layer_chunk(i) for i, x in enumerate(layers)])
+        last_entry_of = table([(x.k - 1) % self.layer_chunk(i) for i, x in enumerate(layers)])
         chunk_of = table([self.layer_chunk(i) for i in range(len(layers))])
         tiles_of = table([self.layer_tiles(i) for i in range(len(layers))])
-        channel_base_of = table(self._channel_base)
-        address_base_of, phase_base_of = table([b // C for b in self._word_base]), table([b % C for b in self._word_base])
-        last_columns_of = table([x.n - (self.layer_tiles(i) - 1) * C for i, x in enumerate(layers)])
-        max_chunk, max_tiles, max_n = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers))), \
-            max(x.n for x in layers)
+        # The banks a layer's last tile reads (all of them for a full tile), and the first of them.
+        last_banks_of = table([sum(1 << ((o + j) % C) for j in range(x.n % C or C)) for x, o in
+                               zip(layers, self._short_banks)])
+        last_first_of = table(self._short_banks)
+        max_chunk, max_tiles = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers)))
 
         depth, column_bits = self.code_depth, self.code_bits
         code_reads = []
@@ -384,72 +494,72 @@ class ProgramLinear(wiring.Component):
                 rom = memory.Memory(shape=shape, depth=len(records), init=[r[index] for r in records])
                 m.submodules[name] = rom
                 constants[name] = rom.read_port()
-        m.submodules.requantizer = requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
-                                                         shift_bits=6, out_bits=self._out_bits)
-        pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._acc_bits) for _ in range(C)]
-               for _ in range(R)]
+        if self._requantizer == "parallel":
+            requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits, shift_bits=6,
+                                  out_bits=self._out_bits)
+        else:
+            shifts = [int(v) for x in layers for v in x.shift]
+            requant = TwoPassRequantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
+                                         shift_range=(min(shifts), max(shifts)), out_bits=self._out_bits)
+        m.submodules.requantizer = requant
+        pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._pe_bits, exact_negation=False,
+                      skip_input=True) for _ in range(C)] for _ in range(R)]
         for r in range(R):
             for c in range(C):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
 
         # Loading: activation k goes to bank k // chunk, entry k % chunk.
-        loaded = Signal(range(max(x.k for x in layers) + 1))
         bank_index, bank_entry = Signal(range(R)), Signal(range(max_chunk))
-        # Beats: issue (tile, t) -> code memory and banks answer -> PE inputs.
+        # Beats: issue (tile, t) -> code memory and banks answer -> PE inputs. Bank s (PE column s) reads its
+        # words one after another (`pack_codes`), from 0 at layer 0: its address steps when a beat uses it.
         tile, t = Signal(range(max_tiles + 1)), Signal(range(max_chunk + 1))
-        # The beat's first column word p = C * address + phase: bank s reads address (+ 1 if s < phase).
-        address, address1 = Signal(range(depth + 1)), Signal(range(depth + 2))
-        phase, beat_phase = Signal(range(C)), Signal(range(C))
-        columns_now = Mux(tile == tiles_of - 1, last_columns_of, C)          # columns of this tile
-        beat_columns = Signal(range(C + 1))
+        last_tile = tile == tiles_of - 1
+        addresses = [Signal(range(depth + 1), name=f"address{s}") for s in range(C)]
         issue, issue_drain = Signal(), Signal()
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
+        restart = Signal()                        # layer 0 is about to run: the banks start again at 0
+        begin = Signal()                          # a layer's beats are about to begin
+        # Each counter's step and clear share one enable: an enabled synchronous reset (SB_DFFESR), no LUT.
+        with m.If(issue | begin):
+            m.d.sync += t.eq(Mux(issue_drain | begin, 0, t + 1))
+        with m.If(issue_drain | begin):
+            m.d.sync += tile.eq(Mux(begin, 0, tile + 1))
         for s, read in enumerate(code_reads):
-            m.d.comb += [read.addr.eq(Mux(s < phase, address1, address) if s < C - 1 else address), read.en.eq(issue)]
-        with m.If(issue & ~issue_drain):
-            following = phase + columns_now
-            m.d.sync += [beat_phase.eq(phase), beat_columns.eq(columns_now), phase.eq(following)]
-            with m.If(following >= C):
-                m.d.sync += [phase.eq(following - C), address.eq(address1), address1.eq(address1 + 1)]
-        # Column c of the beat is column word p + c: bank (beat_phase + c) mod C.
-        column_codes = []
-        for c in range(C):
-            word = Signal(column_bits, name=f"column_word{c}")
-            with m.Switch(beat_phase):
-                for ph in range(C):
-                    with m.Case(ph):
-                        m.d.comb += word.eq(code_reads[(ph + c) % C].data)
-            column_codes.append(word)
+            m.d.comb += [read.addr.eq(addresses[s]), read.en.eq(issue)]
+            with m.If(restart | (issue & ~issue_drain & (~last_tile | last_banks_of[s]))):
+                m.d.sync += addresses[s].eq(Mux(restart, 0, addresses[s] + 1))
+        column_codes = [read.data for read in code_reads]
         m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
-                     bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t)]
+                     bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t), bank_read.en.eq(issue)]
+        # Outside a beat the PEs skip (add nothing); a drain beat's own code is ignored. A column past the
+        # tile's last channel sums what its bank reads, and is never sent.
+        drained = Signal()                        # the PEs' sums are a tile's
+        m.d.sync += drained.eq(beat_drain)
         for r in range(R):
             for c in range(C):
                 pe = pes[r][c]
-                code = column_codes[c][fmt.bits * r:fmt.bits * (r + 1)]
-                m.d.comb += [pe.x_in.eq(bank_read.data[A * r:A * (r + 1)].as_signed()), pe.drain_in.eq(beat_drain),
-                             pe.w_in.eq(code)]
-                with m.If(~beat_valid | beat_drain | (beat_columns <= c)):
-                    m.d.comb += pe.w_in.eq(fmt.zero_code)
+                m.d.comb += [pe.x_in.eq(bank_read.data[A * r:A * (r + 1)].as_signed()),
+                             pe.drain_in.eq(beat_drain), pe.skip_in.eq(~beat_valid),
+                             pe.w_in.eq(column_codes[c][fmt.bits * r:fmt.bits * (r + 1)])]
 
         # Readout: column sums held, then one channel per cycle (plus its bias) into the requantiser.
         held = [Signal(signed(self._acc_bits), name=f"held{c}") for c in range(C)]
-        held_tile = Signal(range(max_tiles))
-        draining_tile = Signal(range(max_tiles))
-        pending = Signal()                        # held sums not yet all sent
-        column = Signal(range(C + 1))
-        sent = Signal(range(max_n + 1))
-        with m.If(pes[0][0].valid):
+        # From a drain beat's issue (when the previous tile's sums have all been sent) until its sums are sent.
+        pending = Signal()
+        column = Signal(range(C))                 # the held sum sent next (a short tile's start in its first bank)
+        in_tile = Signal(range(C + 1))            # the tile's channels not yet sent
+        channel = Signal(range(self.channels + 1))  # with constants="rom": its next channel's memory entry
+        sums = [adder_tree(m, [pes[r][c].acc for r in range(R)], f"column{c}_sum") for c in range(C)]
+        with m.If(drained):
             for c in range(C):
-                m.d.sync += held[c].eq(sum(pes[r][c].acc for r in range(R)))
-            m.d.sync += [pending.eq(1), column.eq(0), held_tile.eq(draining_tile)]
-        channel = held_tile * C + column
+                m.d.sync += held[c].eq(sums[c])
         stage_valid = Signal()
         stage_acc = Signal(signed(self._acc_bits))
         if self._constants == "rom":
             advance = ~requant.i.valid | requant.i.ready
             for port in constants.values():
-                m.d.comb += [port.addr.eq(channel_base_of + channel), port.en.eq(advance)]
+                m.d.comb += [port.addr.eq(channel), port.en.eq(advance)]
             record = {name: port.data for name, port in constants.items()}
             m.d.comb += requant.i.valid.eq(stage_valid)
         else:
@@ -461,15 +571,17 @@ class ProgramLinear(wiring.Component):
         m.d.comb += [requant.i.payload.acc.eq(stage_acc + record["bias"]),
                      requant.i.payload.mult.eq(record["mult"]), requant.i.payload.shift.eq(record["shift"])]
         with m.If(advance):
-            send = pending & ~pes[0][0].valid & (channel < n_of)
+            send = pending & ~beat_drain & ~drained
             m.d.sync += stage_valid.eq(send)
             with m.If(send):
                 with m.Switch(column):
                     for c in range(C):
                         with m.Case(c):
                             m.d.sync += stage_acc.eq(held[c])
-                m.d.sync += [column.eq(column + 1), sent.eq(sent + 1)]
-                with m.If((column == C - 1) | (channel == n_of - 1)):
+                m.d.sync += [column.eq(Mux(column == C - 1, 0, column + 1)), in_tile.eq(in_tile - 1)]
+                if self._constants == "rom":
+                    m.d.sync += channel.eq(channel + 1)
+                with m.If(in_tile == 1):
                     m.d.sync += pending.eq(0)
 
         # Output: saturate to the layer's width, or add into the residual.
@@ -496,25 +608,28 @@ class ProgramLinear(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.a.ready.eq(1)
                 with m.If(self.a.valid):
-                    m.d.sync += [loaded.eq(loaded + 1), bank_entry.eq(bank_entry + 1)]
+                    m.d.sync += bank_entry.eq(bank_entry + 1)
                     with m.If(bank_entry == chunk_of - 1):
                         m.d.sync += [bank_entry.eq(0), bank_index.eq(bank_index + 1)]
-                    with m.If(loaded == k_of - 1):
-                        m.d.sync += [loaded.eq(0), bank_entry.eq(0), bank_index.eq(0), tile.eq(0), t.eq(0),
-                                     sent.eq(0), address.eq(address_base_of), address1.eq(address_base_of + 1),
-                                     phase.eq(phase_base_of)]
+                    with m.If((bank_index == last_bank_of) & (bank_entry == last_entry_of)):
+                        m.d.sync += [bank_entry.eq(0), bank_index.eq(0)]
+                        m.d.comb += begin.eq(1)
+                        with m.If(select == 0):         # the program starts again: so do the banks and channels
+                            m.d.comb += restart.eq(1)
+                            m.d.sync += channel.eq(0)
                         m.next = "BEATS"
             with m.State("BEATS"):
-                with m.If(t < chunk_of):
+                with m.If(t != chunk_of):
                     m.d.comb += issue.eq(1)
-                    m.d.sync += t.eq(t + 1)
                 with m.Elif(~pending):
                     # The drain beat: the previous tile's sums have all left the held registers.
                     m.d.comb += [issue.eq(1), issue_drain.eq(1)]
-                    m.d.sync += [t.eq(0), tile.eq(tile + 1), draining_tile.eq(tile)]
+                    m.d.sync += [pending.eq(1),
+                                 column.eq(Mux(last_tile, last_first_of, 0)),
+                                 in_tile.eq(Mux(last_tile, last_channels_of, C))]
                     with m.If(tile == tiles_of - 1):
                         m.next = "FINISH"
             with m.State("FINISH"):
-                with m.If((sent == n_of) & ~stage_valid):
+                with m.If(~pending & ~stage_valid):
                     m.next = "LOAD"
         return m

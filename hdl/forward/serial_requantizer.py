@@ -3,29 +3,31 @@
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 
-from .arith import check_int, check_range, round_shift_within, saturate
+from .arith import check_int, check_range, saturate
 from .requantizer import requantizer_ports
 
 __all__ = ["SerialRequantizer"]
 
 
 class SerialRequantizer(wiring.Component):
-    """``golden.int_ops.requantize`` with ``acc * mult`` formed one bit of ``mult`` per cycle.
+    """``golden.int_ops.requantize`` with ``acc * mult`` formed one bit of ``mult`` per cycle, no multiplier.
 
-    The ports are `Requantizer`'s. The product is built least significant
-    bit of ``mult`` first, each step adding ``acc`` (or not) and dropping one
-    bit: ``y = floor((y + m_k acc') / 2)``, so after ``mult_bits`` steps
-    ``y = floor(acc * mult / 2**dropped)`` exactly (floors compose) in a
-    register only ``acc_bits`` wide (``dropped = min(mult_bits, low - 1)``
-    for shifts from ``low``; ``acc'`` is ``acc`` moved up by the bits that
-    cannot be dropped). The rest of the shift is a barrel shifter over
-    `shift_range` only, then the saturation. One adder of about
-    ``acc_bits`` bits, no multiplier.
+    The ports are `Requantizer`'s. One adder of about ``acc_bits`` bits does
+    everything, the rounding and the shift included: each step adds ``acc'``
+    (``acc`` moved up by `raised` bits) or not, by the next bit of ``mult``
+    (least significant first), and halves, ``y = floor((y + m_k acc') /
+    2)``; the last of ``shift + raised`` steps adds 1 instead (the rounding
+    half: ``floor((floor(x / 2**(s-1)) + 1) / 2)`` is golden's round half
+    up). Exact because floors compose, ``floor((floor(u / 2) + v) / 2) =
+    floor((u + 2 v) / 4)``; ``raised = max(0, mult_bits + 1 - low)`` for
+    shifts from ``low`` keeps every bit of ``mult`` before the rounding step.
+    Then the saturation. No barrel shifter and no rounding adder: a longer
+    shift takes more cycles.
 
-    A value takes ``mult_bits`` cycles; the next is accepted in the cycle the
-    result is registered, so a new value every ``mult_bits`` cycles. Use it
-    where values come at most that often (the head: one per token's dot
-    product).
+    A value takes ``shift + raised + 1`` cycles to its result; the next is
+    accepted in the cycle the result is registered, so at most one value
+    every `interval` cycles. Use it where values come at most that often (the
+    head: one per token's dot product).
 
     Parameters
     ----------
@@ -68,43 +70,37 @@ class SerialRequantizer(wiring.Component):
         return self._out_bits
 
     @property
-    def dropped(self):
-        """Low product bits dropped while multiplying: ``min(mult_bits, low - 1)`` (0 for ``low == 0``)."""
-        return max(0, min(self._mult_bits, self._shift_range[0] - 1))
+    def raised(self):
+        """Bits ``acc`` moves up before the steps: ``max(0, mult_bits + 1 - low)`` (0 when the least shift
+        exceeds ``mult_bits``)."""
+        return max(0, self._mult_bits + 1 - self._shift_range[0])
 
     @property
     def interval(self):
-        """Cycles between accepted values at full rate (``mult_bits``), and from a value to its result."""
-        return self._mult_bits
+        """Cycles from an accepted value to its result at the largest shift, and between accepted values at
+        full rate: ``high + raised + 1``."""
+        return self._shift_range[1] + self.raised + 1
 
     def elaborate(self, platform):
         m = Module()
-        mb, low, high = self._mult_bits, *self._shift_range
-        dropped = self.dropped
-        raised = mb - dropped                            # acc moves up by the bits that cannot be dropped
+        raised = self.raised
         acc = Signal(signed(self._acc_bits))
-        mult = Signal(mb)
-        shift = Signal.like(self.i.payload.shift)
-        y = Signal(signed(self._acc_bits + raised + 1))
-        steps = Signal(range(mb))
+        mult = Signal(self._mult_bits)
+        y = Signal(signed(self._acc_bits + raised + 2))
+        steps = Signal(range(self.interval))            # steps still to make
         busy = Signal()
-
-        def step(y, bit, a):
-            return ((y + Mux(bit, a << raised, 0)) >> 1)
 
         advance = ~self.o.valid | self.o.ready
         emit = busy & (steps == 0) & advance
-        result = round_shift_within(y, shift - dropped, low - dropped, high - dropped) if low > dropped else \
-            round_shift_within(y, shift, low, high)
         m.d.comb += self.i.ready.eq(~busy | emit)
         with m.If(emit):
-            m.d.sync += [self.o.payload.eq(saturate(result, self._out_bits)), self.o.valid.eq(1), busy.eq(0)]
+            m.d.sync += [self.o.payload.eq(saturate(y, self._out_bits)), self.o.valid.eq(1), busy.eq(0)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(busy & (steps != 0)):
-            m.d.sync += [y.eq(step(y, mult[0], acc)), mult.eq(mult >> 1), steps.eq(steps - 1)]
+            addend = Mux(mult[0], acc << raised, steps == 1)    # the last step's 1 is the rounding half
+            m.d.sync += [y.eq((y + addend) >> 1), mult.eq(mult >> 1), steps.eq(steps - 1)]
         with m.If(self.i.valid & self.i.ready):
             p = self.i.payload
-            m.d.sync += [acc.eq(p.acc), mult.eq(p.mult >> 1), shift.eq(p.shift), steps.eq(mb - 1), busy.eq(1),
-                         y.eq(step(0, p.mult[0], p.acc))]
+            m.d.sync += [acc.eq(p.acc), mult.eq(p.mult), y.eq(0), steps.eq(p.shift + raised), busy.eq(1)]
         return m

@@ -62,17 +62,19 @@ def attention_for(compiled, *, positions=None, lanes=1, groups=1):
     """The `AttentionUnit` of `compiled` with a KV cache of `positions` (default: the model's context) and
     `lanes` channels per cycle; with `groups` (dividing ``n_head``), the unit of one group of
     ``n_head / groups`` heads (``d / groups`` channels), of which `groups` work side by side. Its
-    shifter covers the layers' ``attn.score.shift`` and ``attn.out.shift`` values only."""
+    shifter covers the layers' ``attn.score.shift`` and ``attn.out.shift`` values only, and it knows their
+    ``attn.score.mult`` range (for `AttentionUnit.compact`)."""
     c, f, t = compiled.config, compiled.formats, compiled.tensors
     if c.n_head % groups:
         raise ValueError(f"attention groups must divide n_head {c.n_head}, not {groups}")
     shifts = [int(t[f"h.{i}.attn.score.shift"]) for i in range(c.n_layer)]
     outs = [int(t[f"h.{i}.attn.out.shift"]) for i in range(c.n_layer)]
+    mults = [int(t[f"h.{i}.attn.score.mult"]) for i in range(c.n_layer)]
     return AttentionUnit(d=c.n_embd // groups, n_head=c.n_head // groups, n_layer=c.n_layer, positions=positions or c.n_positions,
                          act_bits=f.act_bits, table=t["exp2.lut"], exp_frac_bits=f.exp_frac_bits,
                          exp_bits=f.exp_bits, recip_bits=f.recip_bits, avg_frac_bits=f.avg_frac_bits,
                          mult_bits=f.mult_bits, lanes=lanes, score_shifts=(min(shifts), max(shifts)),
-                         out_shifts=(min(outs), max(outs)))
+                         out_shifts=(min(outs), max(outs)), score_mults=(min(mults), max(mults)))
 
 
 def sampler_for(compiled):

@@ -13,7 +13,7 @@ import pytest
 from boards.forward_protocol import Command, encode_generate
 from boards.protocol import encode_load
 from boards.forward_sim import ForwardSim
-from boards.forward_top import ForwardTop, compose_forward
+from boards.forward_top import FLASH_CONSTANTS_OFFSET, ForwardTop, compose_forward
 from boards.protocol import encode_request
 from golden.int_forward import IntegerForward
 
@@ -66,6 +66,12 @@ def test_tops(tiny):
     assert not ulx3s.identity.loads_codes and ulx3s.identity.code_words == 0
     assert ulx3s.identity.context == 80 and ulx3s.divisor == 15 and ulx3s.frequency == 45e6
     assert ulx3s.identity.digest == icebreaker.identity.digest
+    # The iCEBreaker streams its core's constants from the flash (the image at 1 MiB); the ULX3S keeps them.
+    assert icebreaker.core.constant_source == "flash" and icebreaker.flash.offset == FLASH_CONSTANTS_OFFSET
+    assert icebreaker.flash.clock_hz == icebreaker.frequency
+    assert ulx3s.core.constant_source == "rom" and ulx3s.flash is None
+    with pytest.raises(ValueError, match="Constants from the SPI flash are built for the iCEBreaker only"):
+        compose_forward(tiny, board="ulx3s", constants="flash")
     with pytest.raises(ValueError, match="Board must be one of icebreaker, ulx3s, not 'de10'"):
         compose_forward(tiny, board="de10")
     with pytest.raises(ValueError, match="A LOAD carries 16-bit code words: .* not 5 x 4"):

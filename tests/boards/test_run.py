@@ -118,3 +118,36 @@ def test_unknown_layer(verilator, small_checkpoint, tmp_path):
     result = run_cli("--sim", "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4, "--layers", "h.9.mlp",
                      "--sim-dir", tmp_path, "--quiet")
     assert result.returncode == 2 and "No layer 'h.9.mlp'" in result.stderr and "Traceback" not in result.stderr
+
+
+def _build_folder(tmp_path, image=b"\x01\x02\x03"):
+    (tmp_path / "top.bin").write_bytes(b"bitstream")
+    report = {"design": "forward"}
+    if image is not None:
+        (tmp_path / "constants.bin").write_bytes(image)
+        report["flash_image"] = {"file": "constants.bin", "offset": 0x100000, "bytes": len(image)}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    return tmp_path
+
+
+def test_flash_commands_write_the_constant_image_at_its_offset(tmp_path):
+    folder = _build_folder(tmp_path)
+    assert board_run.flash_commands(folder) == [["iceprog", "-o", "1M", str(folder / "constants.bin")],
+                                                ["iceprog", str(folder / "top.bin")]]
+
+
+def test_flash_commands_of_a_build_without_an_image(tmp_path):
+    folder = _build_folder(tmp_path, image=None)
+    assert board_run.flash_commands(folder) == [["iceprog", str(folder / "top.bin")]]
+
+
+def test_flash_refuses_a_missing_image_or_bitstream(tmp_path):
+    folder = _build_folder(tmp_path)
+    (folder / "constants.bin").write_bytes(b"\x01")
+    result = subprocess.run([sys.executable, "-m", "boards.run", "--flash", str(folder)], capture_output=True,
+                            text=True, cwd=REPO_DIR)
+    assert result.returncode == 2 and "constants.bin of 3 bytes, which is not there" in result.stderr
+    assert "Traceback" not in result.stderr
+    (folder / "top.bin").unlink()
+    with pytest.raises(board_run.UserError, match="no bitstream top.bin"):
+        board_run.flash_commands(folder)

@@ -34,13 +34,13 @@ def test_default_design_is_linear():
 
 
 def test_default_model_refused_on_the_up5k(tmp_path):
-    """The hardware model at the iCEBreaker's context 64: one line with the block RAM against the chip and
-    the largest context that fits (none: the codes and the KV cache fill the 4 SPRAMs exactly, but the
-    constants and buffers need more EBR than 30), nothing written, no tool run."""
-    result = build("--board", "icebreaker", "--design", "forward", "--out", tmp_path / "x")
+    """The hardware model at context 65 on the iCEBreaker: one line with the SPRAMs against the chip and the
+    largest context that fits (64: the codes fill 3 SPRAMs and the KV cache of 65 positions needs 2; with the
+    constants in the flash the EBR holds the rest), nothing written, no tool run."""
+    result = build("--board", "icebreaker", "--design", "forward", "--context", "65", "--out", tmp_path / "x")
     line = one_line_error(result)
-    assert "the forward design won't fit the iCE40UP5K at context 64: needs" in line
-    assert "EBR of 30 (constant" in line and "SPRAM" not in line.split(";")[0] and "no context fits" in line
+    assert "the forward design won't fit the iCE40UP5K at context 65: needs 5 SPRAM of 4" in line
+    assert "the largest context that fits is 64" in line
     assert not (tmp_path / "x").exists() and "synthesizing" not in result.stderr
 
 
@@ -91,3 +91,22 @@ def test_ulx3s_forward_build(tiny_checkpoint, tmp_path):
     assert report["tokens_per_s"] == round(report["target_mhz"] * 1e6 / cycles["full_context"], 1)
     assert report["fmax_mhz"] >= report["target_mhz"]
     assert (out / "top.bit").is_file()
+
+
+def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
+    """An iCEBreaker forward top (constants in the flash) gets its constant image written as constants.bin and
+    named for report.json; a ULX3S top (constants in block RAM) gets none."""
+    import hashlib
+
+    from boards.forward_top import FLASH_CONSTANTS_OFFSET, compose_forward
+    from golden.compile import compile_checkpoint
+    from hdl.build_forward import FLASH_IMAGE, write_flash_image
+
+    compiled = compile_checkpoint(tiny_checkpoint)
+    top = compose_forward(compiled, board="icebreaker", context=16)
+    entry = write_flash_image(top, tmp_path)
+    image = top.core.constant_image()
+    assert (tmp_path / FLASH_IMAGE).read_bytes() == image
+    assert entry == {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
+                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.25}
+    assert write_flash_image(compose_forward(compiled, board="ulx3s"), tmp_path / "none") is None

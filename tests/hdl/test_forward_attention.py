@@ -74,15 +74,21 @@ def random_steps(rng, n_layer, positions, d, order):
     return steps
 
 
+# Compact: the score requantiser's range given, so that gaps of 2**15 - 1 and more are known to give e = 0.
+COMPACT = {"score_mults": (61727, 61727), "score_shifts": (18, 18), "compact": True}
+
+
+@pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("lanes", [1, 2, 4])
-def test_small_cache(lanes):
+def test_small_cache(lanes, compact):
     """Two layers, six positions, every position in turn, and an all-extreme step (largest scores, -128 values);
-    one, two and four channels per cycle."""
+    one, two and four channels per cycle; the wide and the compact scaling multiplier."""
     d, n_head, n_layer, positions = 8, 2, 2, 6
     table = exp2_table(8, 16)
     constants = {"score_mult": 61727, "score_shift": 18, "out_mult": 39231, "out_shift": 23}
-    dut = AttentionUnit(d=d, n_head=n_head, n_layer=n_layer, positions=positions, table=table, lanes=lanes)
-    assert (dut.head_dim, dut.score_bits, dut.sum_bits, dut.mean_bits) == (4, 18, 19, 17)
+    dut = AttentionUnit(d=d, n_head=n_head, n_layer=n_layer, positions=positions, table=table, lanes=lanes,
+                        **(COMPACT if compact else {"compact": False}))
+    assert (dut.head_dim, dut.score_bits, dut.sum_bits, dut.mean_bits, dut.compact) == (4, 18, 19, 16, compact)
     rng = np.random.default_rng(8)
     order = [(layer, p) for p in range(positions) for layer in range(n_layer)]
     steps = random_steps(rng, n_layer, positions, d, order)
@@ -129,13 +135,16 @@ def test_eight_lanes_narrow_shifter(score_shift):
     np.testing.assert_array_equal(run_steps(dut, steps, constants), want)
 
 
+@pytest.mark.parametrize("compact", [False, True])
 @pytest.mark.parametrize("lanes", [1, 4])
-def test_head_cycles(lanes):
+def test_head_cycles(lanes, compact):
     """One head: the cycles from the last query value taken to the last output are `head_cycles` at most, and
     short of it by no more than the reciprocal's normalisation can save."""
     d, positions, position = 8, 9, 7
     table = exp2_table(8, 16)
-    dut = AttentionUnit(d=d, n_head=1, n_layer=1, positions=positions, table=table, lanes=lanes)
+    dut = AttentionUnit(d=d, n_head=1, n_layer=1, positions=positions, table=table, lanes=lanes,
+                        **(COMPACT if compact else {}))
+    assert dut.compact == compact
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     cycles = []
@@ -179,6 +188,20 @@ def test_wrong():
     for shifts in [(5, 4), (-1, 3), (0, 64), (3,), 7]:
         with pytest.raises(ValueError, match=r"score_shifts must be \(low, high\) with 0 <= low <= high <= 63"):
             AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_shifts=shifts)
+    with pytest.raises(ValueError, match="score_mults must have low <= high"):
+        AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_mults=(5, 3))
+    with pytest.raises(TypeError, match="compact must be True, False or None, not 'yes'"):
+        AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), compact="yes")
+    # Any score mult (from 0): a clamped gap could still give e > 0, so compact is refused, and not chosen.
+    with pytest.raises(ValueError, match="compact=True needs every score gap of 32767 or more to give exp2 0"):
+        AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), compact=True)
+    assert not AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16)).compact
+    # The least mult at which gaps of 2**15 - 1 give e = 0 for score shift 18 (z >> 8 >= 16: z >= 4096).
+    least = next(m for m in range(1, 1 << 16) if (32767 * m + (1 << 17)) >> 18 >= 4096)
+    for mult, compact in [(least - 1, False), (least, True)]:
+        dut = AttentionUnit(d=8, n_head=2, n_layer=1, positions=4, table=exp2_table(8, 16), score_shifts=(18, 18),
+                            score_mults=(mult, 65535))
+        assert dut.compact == compact
 
 
 def test_default_model_real_activations(compiled_default):

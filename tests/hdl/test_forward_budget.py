@@ -10,11 +10,13 @@ import pytest
 from golden.compile import compile_checkpoint
 from golden.paths import HARDWARE_MODEL_DIR, REPO_DIR
 from hdl.build_forward import FORWARD_CORES
-from hdl.forward.budget import BOARDS, fit, flash_stream, forward_memories, place, refusal
+from hdl.forward.budget import BOARDS, fit, flash_figures, flash_stream, forward_memories, place, refusal
 
 UP5K, ECP5 = BOARDS["icebreaker"], BOARDS["ulx3s"]
-#: The iCEBreaker's forward core: 4 x 3 array, codes loaded into SPRAM, 2 attention lanes.
+#: The iCEBreaker's forward core: 4 x 3 array, codes loaded into SPRAM, 2 attention lanes, constants from the flash.
 ICE40_CORE = FORWARD_CORES["icebreaker"]
+#: The same core with its constants in block RAM.
+ICE40_ROM_CORE = {**ICE40_CORE, "constants": "rom"}
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,10 @@ def test_memories_are_the_cores(hardware):
 
 
 def test_up5k_default_model(hardware):
-    """The iCEBreaker's core: codes in exactly 3 SPRAMs, the 16-bit KV cache of context 64 in the 4th; 65
-    positions need a 5th. EBR is what does not fit (the constants): refused in one line naming it."""
+    """The iCEBreaker's core with its constants in block RAM: codes in exactly 3 SPRAMs, the 16-bit KV cache of
+    context 64 in the 4th; 65 positions need a 5th. EBR is what does not fit (the constants): refused in one line
+    naming it."""
+    ICE40_CORE = ICE40_ROM_CORE
     budget = place(forward_memories(hardware, context=64, **ICE40_CORE), UP5K)
     by_name = _by_name(budget)
     assert budget["code_sprams"] == 3 and budget["kv_sprams"] == 1 and budget["sprams"] == 4
@@ -84,7 +88,27 @@ def test_up5k_default_model(hardware):
     assert wide["kv_sprams"] == 2 and "5 SPRAM of 4 (3 for the codes, 2 for the KV cache)" in wide["over"]
 
 
+def test_up5k_constants_from_the_flash(hardware):
+    """The iCEBreaker's core as built (constants="flash"): the layer norms', linear layers' and wpe's memories are
+    gone, the image is one stream memory in the flash, and context 64 fits the 30 EBR and the 4 SPRAMs; a token
+    reads the core's bytes per token at the reader's rate, capping tokens/s."""
+    budget = place(forward_memories(hardware, context=64, **ICE40_CORE), UP5K)
+    by_name = _by_name(budget)
+    assert not {"ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wpe", "wpe_mult"} & set(by_name)
+    assert by_name["constant_image"]["where"] == "flash" and by_name["constant_image"]["blocks"] == 0
+    assert budget["fits"] and budget["blocks"] <= 30 and budget["sprams"] == 4
+    assert fit(hardware, UP5K, **ICE40_CORE)["context"] == 64
+    from hdl.forward.forward_core import ForwardCore
+    core = ForwardCore(compiled=hardware, context=64, **ICE40_CORE)
+    figures = flash_figures(hardware, context=64, clock_hz=36e6, **ICE40_CORE)
+    assert figures["image_bytes"] == len(core.constant_image()) == by_name["constant_image"]["depth"]
+    assert figures["bytes_per_token"] == core.constant_bytes_per_token == budget["flash_bytes_per_token"]
+    assert figures["cycles_per_token"] == 4 * core.constant_bytes_per_token + 2 * figures["seek_cycles"]
+    assert figures["tokens_per_s_bound"] == 36e6 / figures["cycles_per_token"]
+
+
 def test_up5k_flash_streaming(hardware):
+    ICE40_CORE = ICE40_ROM_CORE
     flash = flash_stream(hardware, UP5K, context=64, clock_hz=36e6, **ICE40_CORE)
     assert flash["fits"] and flash["largest_context"] == 64 and flash["blocks"] <= 30
     budget = place(forward_memories(hardware, context=64, **ICE40_CORE), UP5K, flash=True)
@@ -101,11 +125,12 @@ def test_ecp5_holds_the_whole_context(hardware, tiny):
         assert reached["limit"].startswith("the model's context")
         assert reached["budget"]["blocks"] <= 208 and reached["budget"]["sprams"] == 0
     # The test checkpoint's codes and KV cache take 4 SPRAMs at its whole context (3 code banks, the cache), and
-    # each of its 30 block RAM memories takes a whole EBR: exactly the UP5K's 30 (the embedding's wpe terms are
-    # precomputed, so it has no wpe requantiser memory).
-    tiny_fit = fit(tiny, UP5K, **ICE40_CORE)
+    # each of its block RAM memories takes a whole EBR: with 4 head lanes exactly the UP5K's 30 (the embedding's wpe
+    # terms are precomputed, so it has no wpe requantiser memory); with the iCEBreaker's 2 head lanes, 28.
+    tiny_fit = fit(tiny, UP5K, **ICE40_ROM_CORE)
     assert tiny_fit["spram_context"] == tiny.config.n_positions and tiny_fit["budget"]["sprams"] <= 4
-    assert tiny_fit["context"] == tiny.config.n_positions and tiny_fit["budget"]["blocks"] == 30
+    assert tiny_fit["context"] == tiny.config.n_positions and tiny_fit["budget"]["blocks"] == 28
+    assert fit(tiny, UP5K, **{**ICE40_ROM_CORE, "head_lanes": 4})["budget"]["blocks"] == 30
 
 
 def _budget(*args):

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from golden.int_forward import IntegerForward
 from golden.int_ops import saturate
 from golden.pot_format import PotFormat
-from hdl.forward.program_linear import LinearLayer, ProgramLinear, program_layers
+from hdl.forward.program_linear import LinearLayer, ProgramLinear, pack_codes, program_layers, short_tile_banks
 
 from forward_cases import tiny_compiled
 
@@ -80,17 +80,23 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
     return results
 
 
-@pytest.mark.parametrize("n_layer, rows, columns, constants", [(1, 4, 3, "rom"), (2, 3, 5, "rom"),
-                                                                (1, 4, 3, "stream")])
-def test_every_layer(tmp_path, n_layer, rows, columns, constants):
+@pytest.mark.parametrize("n_layer, rows, columns, constants, requantizer, chosen", [
+    (1, 4, 3, "rom", "auto", "parallel"), (2, 3, 5, "rom", "auto", "parallel"),
+    (1, 4, 3, "stream", "auto", "parallel"), (1, 2, 3, "stream", "auto", "two-pass"),
+    (1, 4, 3, "rom", "two-pass", "two-pass")])
+def test_every_layer(tmp_path, n_layer, rows, columns, constants, requantizer, chosen):
     """Every linear op of the program on golden's own inputs of two tokens, in program order, then again;
-    with ``constants="stream"`` each channel's record comes from a source that stalls at random."""
+    with ``constants="stream"`` each channel's record comes from a source that stalls at random. The
+    two-pass requantiser is chosen where every tile has at least two cycles per column (K / rows = 8, and
+    above it forced where the tiles must wait for it)."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=n_layer, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     f = compiled.formats
     forward = IntegerForward(compiled)
     layers = program_layers(compiled)
     dut = ProgramLinear(layers=layers, bits=compiled.bits, act_bits=f.act_bits, res_bits=f.res_bits, rows=rows,
-                        columns=columns, mult_bits=f.mult_bits, constants=constants)
+                        columns=columns, mult_bits=f.mult_bits, constants=constants,
+                        requantizer=requantizer)
+    assert dut.requantizer == chosen and dut.pe_bits < dut.acc_bits
     assert dut.adds and dut.out_bits == f.res_bits and dut.channels == sum(x.n for x in layers)
     assert ("channel_constants" in dut.signature.members) == (constants == "stream")
     assert [name for name, _, _ in dut.memories] == (["codes", "bias", "mult", "shift", "banks"]
@@ -120,8 +126,9 @@ def test_memories(tmp_path):
     dut = ProgramLinear(layers=program_layers(compiled), rows=4, columns=3)
     memories = dict((name, (width, depth)) for name, width, depth in dut.memories)
     # c_attn 16x48, c_proj 16x16, c_fc 16x64, c_proj 64x16: chunks 4, 4, 4, 16; no padding of N: one column
-    # word of 4 codes per (chunk row, channel), dealt to 3 banks
-    assert memories["codes"] == (4 * 12, (4 * 48 + 4 * 16 + 4 * 64 + 16 * 16) // 3)
+    # word of 4 codes per (chunk row, channel) in 3 banks; the short last tiles (one channel of 4, 4 and 16
+    # words) go to banks 16 | 4 + 4 | -, so the fullest bank has 248 + 16 words
+    assert memories["codes"] == (4 * 12, (4 * 48 + 4 * 16 + 4 * 64 + 16 * 16 - 24) // 3 + 16)
     assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
 
 
@@ -137,13 +144,27 @@ def test_no_padding(codes, constants):
               for i, s in enumerate(shapes)]
     dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes, constants=constants)
     words = sum(-(-k // 4) * n for k, n in shapes)
-    assert dut.code_depth == -(-words // 3) and dut.code_banks.shape == (3, dut.code_depth)
+    assert dut.code_depth == words // 3 and dut.code_banks.shape == (3, dut.code_depth)         # evenly: 94 each
     assert ("code_write" in dut.signature.members) == (codes == "loaded")
     jobs = [(i, rng.integers(-128, 128, k), None) for i, (k, n) in enumerate(shapes)] * 2
     got = run_layers(dut, jobs, seed=4)
     for (i, a, _), g in zip(jobs, got):
         want = np.clip(a @ fmt.to_int(layers[i].codes) + layers[i].bias, -(1 << 15), (1 << 15) - 1)
         np.testing.assert_array_equal(g, want, err_msg=layers[i].name)
+
+
+def test_banks_fill_evenly():
+    """The default model's shapes on the iCEBreaker's 4 x 3 array: the short last tiles (one channel of 16,
+    16 and 64 words in each block) are spread so the three banks hold exactly a third of the words each,
+    as its three SPRAMs of 16,384 words must."""
+    rng = np.random.default_rng(5)
+    shapes = [(64, 192), (64, 64), (64, 256), (256, 64)] * 4
+    layers = [LinearLayer(codes=rng.integers(0, 16, s), bias=np.zeros(s[1]), mult=np.ones(s[1]),
+                          shift=np.zeros(s[1]), out_bits=8) for s in shapes]
+    banks, firsts = pack_codes(layers, rows=4, columns=3, bits=4, zero_code=7)
+    assert banks.shape == (3, 16384) and sum(-(-k // 4) * n for k, n in shapes) == 3 * 16384
+    assert sorted(set(firsts)) == [0, 1, 2]
+    assert short_tile_banks(layers[:1], rows=4, columns=3) == [0]            # no short tile
 
 
 def test_wrong():
@@ -155,13 +176,22 @@ def test_wrong():
     with pytest.raises(ValueError, match="constants must be one of rom, stream"):
         ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
                                           shift=np.zeros(4), out_bits=8)], constants="flash")
+    with pytest.raises(ValueError, match="requantizer must be one of auto, parallel, two-pass"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], requantizer="serial")
 
 
 def test_channel_records(tmp_path):
-    """One record per output channel of every layer, in program order: the layers' own bias, mult, shift."""
+    """One record per output channel of every layer, in program order: the layers' mult and shift, and their
+    bias plus the channel's count of negative non-zero codes (the ones'-complement terms leave those out)."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=1, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     layers = program_layers(compiled)
-    records = ProgramLinear(layers=layers, rows=4, columns=3, constants="stream").channel_records()
+    dut = ProgramLinear(layers=layers, rows=4, columns=3, constants="stream")
+    records = dut.channel_records()
     assert len(records) == sum(x.n for x in layers)
+    negatives = [(PotFormat(compiled.bits).to_int(x.codes) < 0).sum(axis=0) for x in layers]
+    assert all(n.max() > 0 for n in negatives)
     np.testing.assert_array_equal(np.array(records), np.concatenate(
-        [np.stack([x.bias, x.mult, x.shift], axis=1) for x in layers]))
+        [np.stack([x.bias + n, x.mult, x.shift], axis=1) for x, n in zip(layers, negatives)]))
+    biases = np.array(records)[:, 0]
+    assert -(1 << (dut.bias_bits - 1)) <= biases.min() and biases.max() < 1 << (dut.bias_bits - 1)

@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from golden.int_ops import requantize
 from hdl.forward.requantizer import Requantizer
 from hdl.forward.serial_requantizer import SerialRequantizer
+from hdl.forward.two_pass_requantizer import TwoPassRequantizer
 
 from forward_cases import stream_through
 
@@ -88,22 +89,25 @@ def test_serial_corners(shift_range):
 @given(seed=st.integers(0, 2**32 - 1), acc_bits=st.integers(2, 30), mult_bits=st.integers(1, 18),
        out_bits=st.integers(2, 20), low=st.integers(0, 40), span=st.integers(0, 6))
 def test_serial_random(seed, acc_bits, mult_bits, out_bits, low, span):
+    check_random(SerialRequantizer, seed, acc_bits, mult_bits, out_bits, low, span)
+
+
+def check_random(kind, seed, acc_bits, mult_bits, out_bits, low, span):
+    """30 random values through a requantiser of a shift range (`kind`) against golden."""
     rng = np.random.default_rng(seed)
     n = 30
     high = min(62, low + span)
     acc = rng.integers(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1), n)
     mult = rng.integers(0, 1 << mult_bits, n)
     shift = rng.integers(low, high + 1, n)
-    dut = SerialRequantizer(acc_bits=acc_bits, mult_bits=mult_bits, shift_range=(low, high), out_bits=out_bits)
+    dut = kind(acc_bits=acc_bits, mult_bits=mult_bits, shift_range=(low, high), out_bits=out_bits)
     assert run(dut, acc, mult, shift, seed=seed % 1000) == golden(acc, mult, shift, out_bits)
 
 
-def test_serial_rate():
-    """Back to back with the output always taken, one value every `interval` cycles."""
+def outputs_back_to_back(dut, acc, mult, shift, cycles):
+    """``[(cycle, output)]`` of `dut` offered one value all the time, its output always taken."""
     from amaranth.sim import Simulator
 
-    dut = SerialRequantizer(acc_bits=20, mult_bits=16, shift_range=(16, 18), out_bits=8)
-    assert (dut.dropped, dut.interval) == (15, 16)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     seen = []
@@ -111,17 +115,25 @@ def test_serial_rate():
     async def bench(ctx):
         ctx.set(dut.i.valid, 1)
         ctx.set(dut.o.ready, 1)
-        ctx.set(dut.i.payload.acc, 12345)
-        ctx.set(dut.i.payload.mult, 40000)
-        ctx.set(dut.i.payload.shift, 17)
-        for cycle in range(16 * 5 + 2):
+        ctx.set(dut.i.payload.acc, acc)
+        ctx.set(dut.i.payload.mult, mult)
+        ctx.set(dut.i.payload.shift, shift)
+        for cycle in range(cycles):
             if ctx.get(dut.o.valid):
-                seen.append(cycle)
+                seen.append((cycle, ctx.get(dut.o.payload)))
             await ctx.tick()
 
     sim.add_testbench(bench)
     sim.run()
-    assert seen[1:5] == [seen[0] + 16 * k for k in range(1, 5)]
+    return seen
+
+
+def test_serial_rate():
+    """Back to back with the output always taken, one value every `interval` cycles at the largest shift."""
+    dut = SerialRequantizer(acc_bits=20, mult_bits=16, shift_range=(16, 18), out_bits=8)
+    assert (dut.raised, dut.interval) == (1, 20)
+    seen = [cycle for cycle, _ in outputs_back_to_back(dut, 12345, 40000, 18, 20 * 5 + 2)]
+    assert seen[1:5] == [seen[0] + 20 * k for k in range(1, 5)]
 
 
 def test_serial_wrong():
@@ -129,3 +141,35 @@ def test_serial_wrong():
         SerialRequantizer(acc_bits=8, shift_range=(4, 3))
     with pytest.raises(ValueError, match="shift_range must be from 0 to 62"):
         SerialRequantizer(acc_bits=8, shift_range=(0, 63))
+
+
+@pytest.mark.parametrize("acc_bits, shift_range", [(24, (0, 62)), (21, (16, 26)), (21, (1, 1)), (30, (17, 20)),
+                                                    (15, (5, 9)), (16, (30, 62))])
+def test_two_pass_corners(acc_bits, shift_range):
+    """The two-pass requantiser at the extremes, for accumulators below, at and above its 15-bit low part."""
+    acc, mult, shift = corner_cases(acc_bits, 16, range(shift_range[0], shift_range[1] + 1))
+    dut = TwoPassRequantizer(acc_bits=acc_bits, mult_bits=16, shift_range=shift_range, out_bits=16)
+    assert run(dut, acc, mult, shift) == golden(acc, mult, shift, 16)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), acc_bits=st.integers(2, 31), mult_bits=st.integers(1, 16),
+       out_bits=st.integers(2, 20), low=st.integers(0, 40), span=st.integers(0, 12))
+def test_two_pass_random(seed, acc_bits, mult_bits, out_bits, low, span):
+    check_random(TwoPassRequantizer, seed, acc_bits, mult_bits, out_bits, low, span)
+
+
+def test_two_pass_rate():
+    """Back to back with the output always taken, one value every other cycle."""
+    dut = TwoPassRequantizer(acc_bits=21, mult_bits=16, shift_range=(16, 26), out_bits=16)
+    assert (dut.dropped, dut.interval, dut.latency) == (15, 2, 3)
+    seen = outputs_back_to_back(dut, -12345, 40000, 17, 20)
+    assert [c for c, _ in seen[:5]] == [seen[0][0] + 2 * k for k in range(5)]
+    assert {v for _, v in seen} == {int(requantize(-12345, 40000, 17, 16))}
+
+
+def test_two_pass_wrong():
+    with pytest.raises(ValueError, match="mult_bits"):
+        TwoPassRequantizer(acc_bits=20, mult_bits=17)
+    with pytest.raises(ValueError, match="acc_bits"):
+        TwoPassRequantizer(acc_bits=32)

@@ -63,3 +63,43 @@ def test_sim_tiles(bits, act_bits, narrow, exact_negation):
                                [0 if exact_negation else -int((PotFormat(bits).to_int(w) < 0).sum())],
                                bits, act_bits, acc_bits)[0, 0]) for x, w in tiles]
     assert got == want
+
+
+def test_skip_input():
+    """Beats with ``skip_in`` high, any code and activation, add nothing: the tiles' sums are those of their
+    other beats (ones'-complement terms, as `ProgramLinear` uses it)."""
+    from amaranth.sim import Simulator
+
+    bits, act_bits = 4, 8
+    fmt = PotFormat(bits)
+    rng = np.random.default_rng(11)
+    pe = PotPE(act_bits=act_bits, bits=bits, acc_bits=18, exact_negation=False, skip_input=True)
+    assert pe.skip_input and "skip_in" in pe.signature.members and "skip_in" not in PotPE(acc_bits=8).signature.members
+    tiles = [(activations(rng, act_bits, k), codes(rng, bits, k)) for k in (6, 1, 9)]
+    beats, want = [], []
+    for x, w in tiles:
+        for a, c in zip(x, w):
+            beats += [(int(rng.integers(-128, 128)), int(rng.integers(0, 16)), 0, 1)] * int(rng.integers(0, 3))
+            beats.append((int(a), int(c), 0, 0))
+        beats.append((-1, 1, 1, 0))
+        want.append(int((x * fmt.to_int(w)).sum()) - int((fmt.to_int(w) < 0).sum()))
+    beats += [(5, 0, 0, 1)] * 3
+    got = []
+
+    async def bench(ctx):
+        for x, w, drain, skip in beats:
+            ctx.set(pe.x_in, x)
+            ctx.set(pe.w_in, w)
+            ctx.set(pe.drain_in, drain)
+            ctx.set(pe.skip_in, skip)
+            await ctx.tick()
+            if ctx.get(pe.valid):
+                got.append(ctx.get(pe.acc))
+
+    sim = Simulator(pe)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+    with pytest.raises(TypeError, match="Skip input must be a bool"):
+        PotPE(acc_bits=8, skip_input=1)
