@@ -4,10 +4,11 @@ alone against it in simulation.
 
 - `Requantizer` (``requantize``), `SerialRequantizer` (``requantize`` on a serial multiplier),
   `IsqrtUnit` (``isqrt``), `ReciprocalUnit` (``reciprocal``), `LayerNormUnit` (``layer_norm``),
-  `Exp2Unit` (``exp2``), `GeluTable` (``gelu_lookup``), `Xorshift32` (``xorshift32``), `Sampler`
-  (``sample``), `AttentionUnit` (``attention`` with the KV cache), `EmbeddingUnit` (the program's
-  ``embed``), `DecodeLinear` (a ``linear`` op on the split-K PoT array), `LinearResidual` (a
-  ``linear`` op to the residual, with the add), `LayerNormLinear` (:mod:`hdl.forward.sequencer`,
+  `Exp2Unit` (``exp2``), `GeluTable` (``gelu_lookup``), `Xorshift32` (``xorshift32``),
+  `SerialXorshift32` (the same, one bit a cycle), `Sampler` (``sample``), `AttentionUnit`
+  (``attention`` with the KV cache), `EmbeddingUnit` (the program's ``embed``), `DecodeLinear`
+  (a ``linear`` op on the split-K PoT array), `LinearResidual` (a ``linear`` op to the residual,
+  with the add), `LayerNormLinear` (:mod:`hdl.forward.sequencer`,
   stage 1 of the sequencer), `ProgramLinear` (every linear layer of the program on one array),
   `HeadUnit` (the head's logits on multiplier lanes).
 - `ForwardCore` (:mod:`hdl.forward.forward_core`): the whole forward of one token at a time with the

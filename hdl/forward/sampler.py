@@ -6,41 +6,59 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import check_int
-from .exp2_unit import Exp2Unit
-from .xorshift32 import Xorshift32
+from .serial_xorshift32 import SerialXorshift32
 
 __all__ = ["Sampler"]
 
+#: Bits of ``logit_mult``: the serial product ``p * logit_mult`` takes one step per bit.
+MULT_BITS = 16
+
 
 class Sampler(wiring.Component):
-    """``golden.int_ops.sample``, token for token and state for state.
+    """``golden.int_ops.sample``, token for token and state for state, on one adder and one multiplier.
 
-    The ``V`` logits arrive as a stream and are stored (one memory) while
-    their largest value and its first index are kept. Then, by passes over
-    the stored logits:
+    The ``V`` logits arrive as a stream and are stored (one memory; their
+    weights get another, read at the same address) while their largest value
+    ``m`` and its first index are kept. Greedy (``inv_temperature == 0``)
+    answers that index at once and leaves the generator untouched. Otherwise, by passes
+    over the stored logits:
 
-    - greedy (``inv_temperature == 0``): the first index of the largest logit,
-      the generator untouched;
-    - top-k (``top_k < V``): the ``k``-th largest logit ``T`` by a bitwise
-      search, ``logit_bits`` counting passes of one logit per cycle (the
-      largest ``T`` with at least ``k`` logits ``>= T``: one comparator,
-      whatever ``k``), then one pass counting the logits above ``T``; ties at
-      ``T`` are admitted in index order, as golden's stable sort does;
-    - one pass of weights, two cycles per logit: ``z = round_shift((m - l) *
-      (logit_mult * inv_temperature), logit_shift + 8)`` on one multiplier
-      (``logit_bits x 16`` bits: one SB_MAC16 for 16-bit logits), used for
-      the low and the high half of the scale in turn (and once before the
-      pass for the scale itself); ``z`` is clamped at ``exp_bits * 2**f``,
-      where every weight is 0, so the `Exp2Unit` is narrow; ``w = exp2(z)``
-      (a logit outside the top k is sent as the clamp, which gives 0),
-      stored, and summed to ``W``;
-    - the generator steps (`Xorshift32`), ``r = (u * W) >> 32`` by a 32-cycle
-      serial multiply, least significant bit of ``u`` first into a register
-      as wide as ``W`` (the dropped bits never matter to a floor); one pass
-      counts ``r`` down by the weights to the first token that takes it below 0.
+    - top-k (``top_k < V``): each logit's key is ``(l, V-1-v)`` (logit, then
+      the lower index first: golden's stable sort), all keys distinct; the
+      ``k``-th largest key ``T`` is found bit by bit, one pass of one key a
+      cycle per key bit (``logit_bits + ceil(log2 V)`` passes), by one
+      comparator and a counter down from ``k``; the members are the keys
+      ``>= T`` (with ``top_k >= V`` every logit is one, and no pass runs);
+    - weights, one logit at a time: the gap ``m - l`` times
+      ``inv_temperature`` on the one multiplier (``logit_bits x 16``: one
+      SB_MAC16), then ``z = round_shift(p * logit_mult, logit_shift + 8)``
+      by a serial multiply, one bit of the constant ``logit_mult`` a step,
+      least significant first, into an accumulator that starts at the
+      rounding half and halves every step (the dropped bits never reach the
+      floor); ``w = exp2(z)``: the table read at ``z mod 2**f``, then shifted
+      right one place a cycle, ``z >> f`` times, under the next logit's
+      multiply (0 for a non-member, or from a shift of ``exp_bits`` on), and
+      stored;
+    - one pass sums the weights to ``W``;
+    - ``r = (u * W) >> 32`` by a 32-step serial multiply on the same
+      accumulator, ``u``'s bits least significant first from the generator
+      (`SerialXorshift32`, which steps while the sampler is busy elsewhere);
+    - one pass adds the weights to ``-r - 1``, to the first token whose
+      running sum exceeds ``r`` (where the sum's sign clears).
 
-    So a sampled token takes about ``(logit_bits + 4) V + 40`` cycles with
-    top-k, ``3 V + 40`` without (``V + 5`` greedy).
+    The wide logic is the one adder of the serial multiplies, the weights'
+    adder, the keys' comparator, the largest logit's and the gap's: each
+    carry chain is one register-to-register path, and there is no exp2
+    barrel shifter, no XOR network of the generator's state and no bit
+    selection from it.
+
+    A sampled token takes, after the last logit, ``(logit_bits + ceil(log2
+    V)) (V + 1)`` cycles of top-k search, 19 a member and 2 a non-member for
+    the weights (a non-member after a member waits for its weight's shift),
+    and at most ``2 V + 40`` for the sum, the draw and the search: 1,342
+    cycles for the default model (V = 65) among all tokens, 2,031 with top-k
+    10 (``benchmarks/bench_sampler.py``). Greedy answers one cycle after the
+    last logit.
 
     Parameters
     ----------
@@ -63,19 +81,26 @@ class Sampler(wiring.Component):
         Loads the generator's state (``golden.int_ops.seed_state(seed)``).
     token : ``Out(stream.Signature(range(V)))``
     inv_temperature : ``In(16)``
-        ``round(256 / T)``; 0 is greedy.
+        ``round(256 / T)``; 0 is greedy. Held while a token is sampled.
     top_k : ``In(range(V + 1))``
-        ``V`` (or more) samples among all tokens.
+        ``V`` (or more) samples among all tokens. Held while a token is sampled.
     """
 
     def __init__(self, *, vocab_size, logit_bits=16, table, exp_frac_bits=8, exp_bits=16, logit_mult,
                  logit_shift):
         self._vocab_size = check_int("vocab_size", vocab_size, 2, 1 << 16)
         self._logit_bits = check_int("logit_bits", logit_bits, 2, 24)
-        self._logit_mult = check_int("logit_mult", logit_mult, 0, (1 << 16) - 1)
+        self._logit_mult = check_int("logit_mult", logit_mult, 0, (1 << MULT_BITS) - 1)
         self._logit_shift = check_int("logit_shift", logit_shift, 0, 54)
-        self._exp2 = Exp2Unit(table=table, frac_bits=exp_frac_bits, exp_bits=exp_bits,
-                              z_bits=(exp_bits << exp_frac_bits).bit_length())
+        self._frac_bits = check_int("exp_frac_bits", exp_frac_bits, 1, 12)
+        self._exp_bits = check_int("exp_bits", exp_bits, 2, 32)
+        self._table = tuple(int(v) for v in table)
+        if len(self._table) != 1 << exp_frac_bits:
+            raise ValueError(f"table must have {1 << exp_frac_bits} entries for exp_frac_bits {exp_frac_bits}, "
+                             f"not {len(self._table)}")
+        bad = [v for v in self._table if not 0 <= v < 1 << exp_bits]
+        if bad:
+            raise ValueError(f"table entry {bad[0]} does not fit {exp_bits} unsigned bits")
         if vocab_size << (exp_bits - 1) >= 1 << 32:
             raise ValueError(f"{vocab_size} weights of {exp_bits} bits may sum past 32 bits")
         super().__init__({
@@ -104,162 +129,223 @@ class Sampler(wiring.Component):
 
     @property
     def clamp(self):
-        """The largest ``z`` sent to exp2: ``exp_bits * 2**exp_frac_bits``, whose weight (like any above) is 0."""
-        return self._exp2.exp_bits << self._exp2.frac_bits
+        """The smallest ``z`` whose weight (like any above it) is 0: ``exp_bits * 2**exp_frac_bits``."""
+        return self._exp_bits << self._frac_bits
 
     @property
     def total_bits(self):
         """Width of ``W``: ``V`` weights below ``2**exp_bits`` each."""
-        return (self._vocab_size * ((1 << self._exp2.exp_bits) - 1)).bit_length()
+        return (self._vocab_size * ((1 << self._exp_bits) - 1)).bit_length()
 
     @property
-    def max_cycles(self):
-        """Cycles from the last logit to the token at most, with top-k and no stalls."""
-        return (self._logit_bits + 4) * (self._vocab_size + 2) + 32 + 16
+    def key_bits(self):
+        """Width of a top-k key: the logit, then the index's complement."""
+        return self._logit_bits + self._index_bits
+
+    @property
+    def memories(self):
+        """``[(name, width, depth)]``: the logits, their weights and the exp2 table."""
+        return [("sampler_logits", self._logit_bits, self._vocab_size),
+                ("sampler_weights", self._exp_bits, self._vocab_size),
+                ("sampler_exp2", self._exp_bits, 1 << self._frac_bits)]
+
+    @property
+    def _index_bits(self):
+        return (self._vocab_size - 1).bit_length()
 
     def elaborate(self, platform):
         m = Module()
-        V, L = self._vocab_size, self._logit_bits
-        m.submodules.exp2 = exp2 = self._exp2
-        m.submodules.generator = generator = Xorshift32()
+        V, L, E, F = self._vocab_size, self._logit_bits, self._exp_bits, self._frac_bits
+        I, K = self._index_bits, self.key_bits
+        m.submodules.generator = generator = SerialXorshift32()
         wiring.connect(m, wiring.flipped(self.seed), generator.seed)
+        # Two memories, read at one address: a shared one would need a multiplexer on its write data.
         m.submodules.logit_memory = logit_memory = memory.Memory(shape=signed(L), depth=V, init=[])
-        m.submodules.weight_memory = weight_memory = memory.Memory(shape=exp2.exp_bits, depth=V, init=[])
+        m.submodules.weight_memory = weight_memory = memory.Memory(shape=E, depth=V, init=[])
         logit_write, logit_read = logit_memory.write_port(), logit_memory.read_port()
         weight_write, weight_read = weight_memory.write_port(), weight_memory.read_port()
 
-        # Sequential passes over the stored rows: address idx, data one cycle later at rd_index. `scanning`
-        # steps the address; the weights pass steps it every other cycle (`slow`).
+        # Passes over the stored rows: `advance` reads row idx (and steps idx); its data is there one cycle later,
+        # at rd_index (rd_valid).
         idx = Signal(range(V + 1))
-        scanning = Signal()
+        advance = Signal()
         rd_valid = Signal()
         rd_index = Signal(range(V))
         m.d.comb += [logit_read.addr.eq(idx), weight_read.addr.eq(idx)]
-        m.d.sync += [rd_valid.eq(scanning & (idx < V)), rd_index.eq(idx)]
-        with m.If(scanning & (idx < V)):
-            m.d.sync += idx.eq(idx + 1)
+        m.d.sync += rd_valid.eq(advance & (idx < V))
+        with m.If(advance & (idx < V)):
+            m.d.sync += [idx.eq(idx + 1), rd_index.eq(idx)]
         last = rd_valid & (rd_index == V - 1)
         logit = logit_read.data
-        offset = Cat(logit[:-1], ~logit[-1])                    # logit + 2**(L-1), ordered as unsigned
+        weight = weight_read.data
 
-        top = Signal(signed(L))
-        argmax = Signal(range(V))
-        count = Signal(range(V + 1))
-        bit = Signal(range(L))
-        prefix = Signal(L)                                      # the threshold T, offset binary
-        candidate = prefix | (Const(1, L) << bit)[:L]
-        ties_allowed = Signal(range(V + 1))
-        ties_seen = Signal(range(V + 1))
-        everyone = Signal()
-        W = self.total_bits
-        total = Signal(W)                                       # W
-        written = Signal(range(V + 1))
-        steps = Signal(range(32))                               # the bit of u the serial multiply adds
-        remaining = Signal(signed(W + 2))                       # r, then r minus the weights so far
+        top = Signal(signed(L), reset_less=True)                # m, the largest logit
+        argmax = Signal(range(V), reset_less=True)
         token = Signal(range(V))
         m.d.comb += self.token.payload.eq(token)
 
-        # The one multiplier: a = the logit gap (or logit_mult, for the scale), b = a half of the scale (or
-        # inv_temperature). `high` selects the scale's upper half.
-        gap = Signal(max(L, 16))                                # m - l, or logit_mult before the pass
-        scale = Signal(32)                                      # logit_mult * inv_temperature
-        high = Signal()
-        product = gap * Mux(high, scale[16:], scale[:16])
-        S = self._logit_shift + 8
-        dropped = min(16, S - 1)                                # low product bits no rounding ever sees
-        low = Signal(len(product) - dropped)                    # the gap times the scale's lower half, >> dropped
-        member = Signal()
-        low_valid = Signal()
-        member_now = everyone | (offset > prefix) | ((offset == prefix) & (ties_seen < ties_allowed))
+        # Top-k: the threshold key T, built from the top bit down. `probe` is T with the bit under test set (or
+        # T itself once the search is over); `bit` is that bit, one-hot; `need` counts down from k the keys
+        # reaching the probe in this pass.
+        key = Cat(~rd_index[:I], logit[:-1], ~logit[-1])          # (logit, V-1-index) as one unsigned number
+        probe = Signal(K, reset_less=True)
+        bit = Signal(K, reset_less=True)
+        need = Signal(range(V + 1), reset_less=True)
+        reaches = key >= probe
+        counted = need - (rd_valid & reaches & (need != 0))
 
-        # The weights pipeline: gap registered (rd_valid) -> its product with the scale's low half
-        # (low_valid) -> with the high half, z clamped and registered (high) -> Exp2Unit -> stored and summed.
-        whole = low + (product << (16 - dropped))               # (m - l) * scale >> dropped, exactly (no carry
-        z = ((whole >> (S - 1 - dropped)) + 1) >> 1             # from the dropped bits): round_shift(.., S)
-        z_in = Signal(exp2.z_bits)
-        z_valid = Signal()
-        m.d.comb += [exp2.i.valid.eq(z_valid), exp2.i.payload.eq(z_in), exp2.o.ready.eq(1),
-                     weight_write.addr.eq(written), weight_write.data.eq(exp2.o.payload),
-                     weight_write.en.eq(exp2.o.valid)]
-        with m.If(exp2.o.valid):
-            m.d.sync += [total.eq(total + exp2.o.payload), written.eq(written + 1)]
+        # The serial multiplies: acc <- (acc + operand) >> 1, operand registered one step ahead. In the weights
+        # p = gap * inv_temperature (one multiplier) is taken where a bit of logit_mult is set; in the draw W
+        # where a bit of u is.
+        S = self._logit_shift + 8
+        pad = max(0, MULT_BITS - S)                             # so that the shift is at least the steps
+        shift = S + pad
+        P = L + 16
+        W = self.total_bits
+        A = max(shift, P + pad, W)
+        gap = Signal(L, reset_less=True)
+        product = gap * self.inv_temperature                    # the one multiplier (P bits), into the operand
+        acc = Signal(A, reset_less=True)
+        operand = Signal(A, reset_less=True)
+        steps = Signal(range(32))
+        weights_step = Signal()
+        draw_step = Signal()
+        acc_step = Signal()
+        total = Signal(W + 1, reset_less=True)                  # W; in the search, the running sum - r - 1
+        mult_bit = Const(self._logit_mult, MULT_BITS).bit_select(steps[:4], 1)
+        m.d.sync += [operand.eq(Mux(weights_step & mult_bit, product << pad, 0)
+                                | Mux(draw_step & generator.o.payload, total[:W], 0)),
+                     acc_step.eq(weights_step | draw_step)]
+        with m.If(acc_step):
+            m.d.sync += acc.eq((acc + operand) >> 1)
+
+        # z = acc >> (shift - 16) once the 16 steps are made.
+        member = Signal(reset_less=True)
+        z = acc[shift - MULT_BITS:]
+
+        # exp2(z) = table[z mod 2**F] >> (z >> F), 0 from a shift of E on: the table read at z, then the shift
+        # one place a cycle (under the next logit's serial multiply), then the weight is written.
+        m.submodules.exp2_table = exp2_table = memory.Memory(shape=E, depth=1 << F, init=self._table)
+        table_read = exp2_table.read_port()
+        m.d.comb += table_read.addr.eq(z[:F])
+        places = Signal(range(E), reset_less=True)             # shifts still to make
+        zero = Signal(reset_less=True)                          # the weight is 0
+        fetching = Signal()                                     # the table answers this cycle
+        shifting = Signal()                                     # weight is being shifted, then written
+        weight_out = Signal(E, reset_less=True)
+        write_addr = Signal(range(V), reset_less=True)
+        m.d.sync += fetching.eq(0)
+        with m.If(fetching):
+            m.d.sync += [weight_out.eq(Mux(zero, 0, table_read.data)), shifting.eq(1)]
+        with m.Elif(shifting):
+            with m.If(places == 0):
+                m.d.sync += shifting.eq(0)
+            with m.Else():
+                m.d.sync += [weight_out.eq(weight_out >> 1), places.eq(places - 1)]
+        busy = fetching | shifting
+
+        # The search: total starts at -r - 1 and the running sum has passed r when total's sign clears.
+        sum_valid = Signal()
+        sum_index = Signal(range(V), reset_less=True)
+        m.d.sync += sum_valid.eq(0)
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.logits.ready.eq(1), logit_write.addr.eq(idx), logit_write.data.eq(self.logits.payload),
-                             logit_write.en.eq(self.logits.valid)]
+                m.d.comb += [self.logits.ready.eq(1), logit_write.addr.eq(idx),
+                             logit_write.data.eq(self.logits.payload), logit_write.en.eq(self.logits.valid)]
                 with m.If(self.logits.valid):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If((idx == 0) | (self.logits.payload > top)):
                         m.d.sync += [top.eq(self.logits.payload), argmax.eq(idx)]
                     with m.If(idx == V - 1):
-                        m.d.sync += [idx.eq(0), count.eq(0), bit.eq(L - 1), prefix.eq(0), ties_seen.eq(0),
-                                     everyone.eq(self.top_k >= V), ties_allowed.eq(0),
-                                     gap.eq(self._logit_mult), scale.eq(self.inv_temperature), high.eq(0)]
+                        m.d.sync += [idx.eq(0), need.eq(self.top_k), bit.eq(1 << (K - 1))]
+                        with m.If(self.top_k >= V):
+                            m.d.sync += probe.eq(0)
+                        with m.Else():
+                            m.d.sync += probe.eq(1 << (K - 1))
                         with m.If(self.inv_temperature == 0):
                             m.next = "GREEDY"
                         with m.Elif(self.top_k >= V):
-                            m.next = "SCALE"
+                            m.next = "READ"
                         with m.Else():
                             m.next = "THRESHOLD"
             with m.State("GREEDY"):
                 m.d.sync += token.eq(argmax)
                 m.next = "OUT"
-            with m.State("THRESHOLD"):                          # bit `bit` of T: do k logits reach candidate?
-                m.d.comb += scanning.eq(1)
-                counted = count + (rd_valid & (offset >= candidate))
-                m.d.sync += count.eq(counted)
+            with m.State("THRESHOLD"):                          # do k keys reach the probe?
+                m.d.comb += advance.eq(1)
+                m.d.sync += need.eq(counted)
                 with m.If(last):
-                    m.d.sync += [idx.eq(0), count.eq(0), bit.eq(bit - 1)]
-                    with m.If(counted >= self.top_k):
-                        m.d.sync += prefix.eq(candidate)
-                    with m.If(bit == 0):
-                        m.next = "GREATER"
-            with m.State("GREATER"):                            # how many logits lie above T
-                m.d.comb += scanning.eq(1)
-                counted = count + (rd_valid & (offset > prefix))
-                m.d.sync += count.eq(counted)
-                with m.If(last):
-                    m.d.sync += [idx.eq(0), ties_allowed.eq(self.top_k - counted)]
-                    m.next = "SCALE"
-            with m.State("SCALE"):                              # logit_mult * inv_temperature on the multiplier
-                m.d.sync += [scale.eq(product), total.eq(0), written.eq(0)]
-                m.next = "WEIGHTS"
-            with m.State("WEIGHTS"):                            # a logit every other cycle
-                m.d.comb += scanning.eq(~rd_valid)
-                m.d.sync += [low_valid.eq(rd_valid), high.eq(low_valid), z_valid.eq(high)]
+                    keep = counted == 0
+                    m.d.sync += [idx.eq(0), need.eq(self.top_k), bit.eq(bit >> 1),
+                                 probe.eq((probe & ~Mux(keep, 0, bit)) | (bit >> 1))]
+                    with m.If(bit[0]):
+                        m.next = "READ"
+            with m.State("READ"):                               # the weights, one logit at a time: the first
+                m.d.comb += advance.eq(1)
+                m.next = "GAP"
+            with m.State("GAP"):
+                m.d.sync += [gap.eq((top - logit)[:L]), member.eq(reaches), steps.eq(0),
+                             acc.eq(1 << (shift - 1))]          # the rounding half
+                with m.If(reaches):
+                    m.next = "STEP"
+                with m.Else():
+                    m.next = "Z"
+            with m.State("STEP"):                               # acc <- (acc + bit_j * p) >> 1, j = 0..15
+                m.d.comb += weights_step.eq(1)
+                m.d.sync += steps.eq(steps + 1)
+                with m.If(steps == MULT_BITS - 1):
+                    m.next = "LAST_STEP"
+            with m.State("LAST_STEP"):                          # the operand of step 15 is added
+                m.next = "Z"
+            with m.State("Z"):                                  # exp2(z) begins; the next logit is read
+                m.d.comb += advance.eq(~busy)                   # once the last weight is written
+                with m.If(~busy):
+                    none = ~member | (z[F:] >= E)
+                    m.d.sync += [fetching.eq(1), write_addr.eq(rd_index), zero.eq(none),
+                                 places.eq(Mux(none, 0, z[F:]))]
+                    with m.If(idx == V):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "GAP"
+            with m.State("DRAIN"):                              # the last weight is written
+                with m.If(shifting & (places == 0)):
+                    m.d.sync += [idx.eq(0), total.eq(0)]
+                    m.next = "SUM"
+            with m.State("SUM"):                                # W
+                m.d.comb += advance.eq(1)
                 with m.If(rd_valid):
-                    m.d.sync += [gap.eq((top - logit)[:L]), member.eq(member_now)]
-                    with m.If(offset == prefix):
-                        m.d.sync += ties_seen.eq(ties_seen + 1)
-                with m.If(low_valid):
-                    m.d.sync += low.eq(product[dropped:])
-                with m.If(high):
-                    m.d.sync += z_in.eq(Mux(member & (z < self.clamp), z, self.clamp))
-                with m.If(exp2.o.valid & (written == V - 1)):
-                    m.d.sync += [idx.eq(0), low_valid.eq(0), high.eq(0), z_valid.eq(0)]
+                    m.d.sync += total.eq(total + weight)
+                with m.If(last):
+                    m.d.sync += idx.eq(0)
                     m.next = "DRAW"
-            with m.State("DRAW"):                               # waits for a seed, if none was loaded yet
-                m.d.sync += [remaining.eq(0), steps.eq(0)]
+            with m.State("DRAW"):
+                m.d.sync += [acc.eq(0), steps.eq(0)]
+                m.next = "MULTIPLY"
+            with m.State("MULTIPLY"):                           # (u * W) >> 32, u's bits from the generator, least
+                m.d.comb += [generator.o.ready.eq(1), draw_step.eq(generator.o.valid)]     # significant first
                 with m.If(generator.o.valid):
-                    m.next = "MULTIPLY"
-            with m.State("MULTIPLY"):                           # (u * W) >> 32, LSB of u first; u, the next
-                bit = generator.o.payload.bit_select(steps, 1)  # state, is held until taken at the last bit
-                m.d.sync += [remaining.eq((remaining + Mux(bit, total, 0)) >> 1), steps.eq(steps + 1)]
-                with m.If(steps == 31):
-                    m.d.comb += generator.o.ready.eq(1)
-                    m.next = "SEARCH"
-            with m.State("SEARCH"):                             # the first token whose weight takes r below 0
-                m.d.comb += scanning.eq(1)
-                left = remaining - weight_read.data
+                    m.d.sync += steps.eq(steps + 1)
+                    with m.If(steps == 31):
+                        m.next = "LAST_DRAW"
+            with m.State("LAST_DRAW"):                          # the operand of bit 31 is added
+                m.next = "NEGATE"
+            with m.State("NEGATE"):
+                m.d.sync += total.eq(Cat(~acc[:W], 1))         # -r - 1 in W + 1 bits (r < W)
+                m.next = "SEARCH"
+            with m.State("SEARCH"):                             # the first token whose running sum exceeds r
+                m.d.comb += advance.eq(1)
                 with m.If(rd_valid):
-                    m.d.sync += remaining.eq(left)
-                    with m.If(left < 0):
-                        m.d.sync += [token.eq(rd_index), idx.eq(0)]
-                        m.next = "OUT"
+                    m.d.sync += [total.eq(total + weight), sum_valid.eq(1), sum_index.eq(rd_index)]
+                with m.If(sum_valid & ~total[W]):
+                    m.d.sync += [token.eq(sum_index), idx.eq(0)]
+                    m.next = "OUT"
             with m.State("OUT"):
                 m.d.sync += idx.eq(0)
                 m.d.comb += self.token.valid.eq(1)
                 with m.If(self.token.ready):
                     m.next = "LOAD"
+
+        m.d.comb += [weight_write.addr.eq(write_addr), weight_write.data.eq(weight_out),
+                     weight_write.en.eq(shifting & (places == 0))]
         return m

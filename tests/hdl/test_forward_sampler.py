@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from amaranth.sim import Simulator
 
 from golden.int_ops import sample, seed_state
@@ -92,18 +92,26 @@ def test_wrong():
         Sampler(vocab_size=1, table=[1] * 256, logit_mult=1, logit_shift=0)
     with pytest.raises(ValueError, match="logit_mult"):
         Sampler(vocab_size=5, table=[1] * 256, logit_mult=1 << 16, logit_shift=0)
+    with pytest.raises(ValueError, match="256 entries"):
+        Sampler(vocab_size=5, table=[1] * 255, logit_mult=1, logit_shift=0)
+    with pytest.raises(ValueError, match="does not fit 16"):
+        Sampler(vocab_size=5, table=[1 << 16] * 256, logit_mult=1, logit_shift=0)
 
 
-@settings(max_examples=6, deadline=None, derandomize=True)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), vocab=st.integers(2, 12), logit_bits=st.integers(2, 16),
-       logit_mult=st.integers(0, (1 << 16) - 1), logit_shift=st.integers(0, 20))
-def test_random_formats(seed, vocab, logit_bits, logit_mult, logit_shift):
-    """Random vocabularies, logit widths and requantisers (the one multiplier's full 16 x 16 range), extreme
-    logits and temperatures, every top-k: against golden, token for token over several draws."""
+       logit_mult=st.integers(0, (1 << 16) - 1), logit_shift=st.integers(0, 54), exp_frac_bits=st.integers(3, 8),
+       exp_bits=st.integers(4, 16))
+@example(seed=5, vocab=7, logit_bits=16, logit_mult=(1 << 16) - 1, logit_shift=0, exp_frac_bits=8, exp_bits=16)
+@example(seed=6, vocab=9, logit_bits=3, logit_mult=(1 << 16) - 1, logit_shift=54, exp_frac_bits=8, exp_bits=16)
+def test_random_formats(seed, vocab, logit_bits, logit_mult, logit_shift, exp_frac_bits, exp_bits):
+    """Random vocabularies, logit widths, exp2 formats and requantisers (the multiplier's full 16 x 16 range;
+    shifts below the serial multiply's 16 steps and far above), extreme logits and temperatures, every top-k:
+    against golden, token for token over several draws."""
     from golden.int_ops import exp2_table
 
     rng = np.random.default_rng(seed)
-    table = exp2_table(6, 12)
+    table = exp2_table(exp_frac_bits, exp_bits)
     low, high = -(1 << (logit_bits - 1)), (1 << (logit_bits - 1)) - 1
     rows = rng.integers(low, high + 1, (8, vocab))
     rows[0, 0], rows[0, -1] = low, high
@@ -111,6 +119,7 @@ def test_random_formats(seed, vocab, logit_bits, logit_mult, logit_shift):
     per_row = [(int(rng.choice([1, 255, 256, 65535, int(rng.integers(1, 1 << 16))])),
                 None if k == vocab else int(k)) for k in rng.integers(1, vocab + 1, 8)]
     settings_ = {"logit_mult": logit_mult, "logit_shift": logit_shift, "per_row": per_row}
-    dut = Sampler(vocab_size=vocab, logit_bits=logit_bits, table=table, exp_frac_bits=6, exp_bits=12,
-                  logit_mult=logit_mult, logit_shift=logit_shift)
-    assert run_sampler(dut, rows, settings_, seed % 1000) == golden_tokens(rows, settings_, seed % 1000, table, 6)
+    dut = Sampler(vocab_size=vocab, logit_bits=logit_bits, table=table, exp_frac_bits=exp_frac_bits,
+                  exp_bits=exp_bits, logit_mult=logit_mult, logit_shift=logit_shift)
+    want = golden_tokens(rows, settings_, seed % 1000, table, exp_frac_bits)
+    assert run_sampler(dut, rows, settings_, seed % 1000) == want
