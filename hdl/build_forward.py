@@ -63,6 +63,8 @@ FORWARD_CORES = {"icebreaker": {"rows": 4, "columns": 3, "head_lanes": 2,
                                 **dict(FORWARD_BOARDS["icebreaker"].core_defaults)},
                  "ulx3s": {"rows": 16, "columns": 16, "head_lanes": 16, "attention_lanes": 16, "attention_units": 4}}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
+#: Options of the iCE40 build's ``synth_ice40``: ``-dsp`` puts the forward core's multipliers in the DSPs.
+ICE40_SYNTH_OPTS = "-dsp"
 #: The constant image's file name beside the bitstream.
 FLASH_IMAGE = "constants.bin"
 
@@ -124,7 +126,8 @@ def _implement_ice40(top, work, seed, quiet):
     from .build import _implement
 
     platform = ICEBreakerPlatform()
-    plan = platform.prepare(top, name="top", debug_verilog=True)
+    # The forward core's multipliers belong in the SB_MAC16s: Amaranth's synth_ice40 maps them to logic unless told.
+    plan = platform.prepare(top, name="top", debug_verilog=True, synth_opts=ICE40_SYNTH_OPTS)
     for name, content in plan.files.items():
         if name.startswith("top.") and not name.endswith((".sh", ".bat")):
             target = work / ("top.v" if name == "top.debug.v" else name)
@@ -153,10 +156,14 @@ def _chip_refusal(error, board):
         achieved = float(timing.group(1))
         return (f"timing not met: {achieved:.2f} MHz achieved for {float(timing.group(2)):.2f} MHz; rebuild with "
                 f"--freq {int(achieved // 3) * 3} (or another --seed)")
+    chip = BUDGET_BOARDS[board]
     if "does not fit" in text:
-        device = BUDGET_BOARDS[board].device
         detail = text.split("(", 1)[1].split(")", 1)[0] if "(" in text else text
-        return f"the forward design won't fit the {device}: {detail}"
+        return f"the forward design won't fit the {chip.device}: {detail}"
+    # nextpnr-ice40 may pack more logic cells than the chip has and fail only when the placer cannot spread them.
+    spread = re.search(r"Failed to expand region .* of (\d+) ICESTORM_LCs", text)
+    if spread:
+        return f"the forward design won't fit the {chip.device}: LC {spread.group(1)}/{chip.lc}"
     return text
 
 

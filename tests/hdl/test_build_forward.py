@@ -110,3 +110,29 @@ def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
     assert entry == {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
                      "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.25}
     assert write_flash_image(compose_forward(compiled, board="ulx3s"), tmp_path / "none") is None
+
+
+def test_ice40_synthesis_uses_the_dsps(tiny_checkpoint):
+    """The iCE40 forward build's Yosys script maps multipliers to SB_MAC16 (``synth_ice40 -dsp``): without it
+    the core's multipliers become thousands of logic cells."""
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    from boards.forward_top import compose_forward
+    from golden.compile import compile_checkpoint
+    from hdl.build_forward import ICE40_SYNTH_OPTS
+
+    top = compose_forward(compile_checkpoint(tiny_checkpoint), board="icebreaker", context=16)
+    plan = ICEBreakerPlatform().prepare(top, name="top", synth_opts=ICE40_SYNTH_OPTS)
+    assert "synth_ice40 -dsp -top top" in plan.files["top.ys"]
+
+
+@pytest.mark.parametrize("error, line", [
+    ("ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6714 ICESTORM_LCs",
+     "the forward design won't fit the iCE40UP5K: LC 6714/5280"),
+    ("design does not fit (LC 10519/5280)", "the forward design won't fit the iCE40UP5K: LC 10519/5280"),
+])
+def test_place_and_route_failures_name_the_cells(error, line):
+    """A too-large top gets one line naming its logic cells, whichever way nextpnr-ice40 gave up."""
+    from hdl.build_forward import _chip_refusal
+
+    assert _chip_refusal(RuntimeError(error), "icebreaker") == line
