@@ -130,7 +130,7 @@ class ForwardCore(wiring.Component):
         shift and the wpe rows with their requantisers in block RAM; ``"flash"``, none of them on the chip: the
         core reads `constant_image` (its layout is there) as a byte stream through ``constants_seek`` and
         ``constants``, seeking each position's wpe block, then the records, which a small unpacker assembles
-        (one fixed-length shift register, its fields wiring) and hands to the step's unit (the layer norm's
+        (one shift register as long as the longest record, each kind's fields wiring) and hands to the step's unit (the layer norm's
         ``affine``, the linear engine's ``channel_constants``); the embedding takes its bytes itself.
     prefetch : int
         With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a FIFO; 512: one iCE40
@@ -339,18 +339,18 @@ class ForwardCore(wiring.Component):
           (`ProgramLinear.channel_records`, in channel order). A record is a
           little-endian integer of whole bytes, its fields packed from bit 0,
           each as narrow as its values (two's complement where one is
-          negative; `constant_record_fields`), and every record is as long as
-          the longest kind's, so one fixed-length unpacker assembles both kinds
-          and their fields are wiring (5 bytes for the default model: gamma 15
-          + beta 25 bits; bias 16 + mult 16 + shift 5).
+          negative; `constant_record_fields`); each kind's records have their
+          own length, and the unpacker's shift register, as long as the longest,
+          holds either kind with its fields as wiring (for the default model a
+          norm record is 6 bytes, gamma 15 + beta 26 bits, and a linear record
+          5, bias 15 + mult 16 + shift 5).
 
         ``ln_f``'s records come last: a prompt position that needs no logits
         leaves them unread. Raises ValueError with ``constants="rom"``.
         """
         if self._constants != "flash":
             raise ValueError("the core has no constant image with constants='rom'")
-        t, d = self._compiled.tensors, self._compiled.config.n_embd
-        fields = self._record_fields
+        t, fields = self._compiled.tensors, self._record_fields
 
         def record(kind, values):
             packed = sum((int(v) & ((1 << bits) - 1)) << at for (_, at, bits, _), v in zip(fields[kind], values))

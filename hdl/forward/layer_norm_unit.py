@@ -2,7 +2,7 @@
 
 import math
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -198,7 +198,7 @@ class LayerNormUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        d, w, F, b = self._d, self._res_bits, self._frac_bits, self._inv_bits
+        d, w, b = self._d, self._res_bits, self._inv_bits
         n = self.root_bits
         m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[])
         write, read = row.write_port(), row.read_port()
