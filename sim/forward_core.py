@@ -156,10 +156,10 @@ def main(argv=None):
                    help="attention units side by side, each on n_head / units heads")
     p.add_argument("--constants", choices=CONSTANT_SOURCES, default="rom",
                    help="the core's constants in block RAM (rom) or streamed from a flash model (flash)")
-    p.add_argument("--stream-rate", metavar="R", type=_rate, default="0.25",
-                   help="with --constants flash: bytes per cycle the flash model streams (0.25: quad SPI at half "
-                        "the clock, 0.5 at the full clock; a fraction such as 1/3 too)")
-    p.add_argument("--seek-latency", metavar="N", type=positive_int, default=40,
+    p.add_argument("--stream-rate", metavar="R", type=_rate,
+                   help="with --constants flash: bytes per cycle the flash model streams (default 0.25: quad SPI at "
+                        "half the clock, 0.5 at the full clock; a fraction such as 1/3 too)")
+    p.add_argument("--seek-latency", metavar="N", type=positive_int,
                    help="with --constants flash: cycles from a seek to its first byte (default 40: a QSPI read "
                         "command, address and dummy cycles at half the clock)")
     p.add_argument("--prompt", default="0", help="prompt token ids, comma-separated (1 or 2)")
@@ -169,6 +169,8 @@ def main(argv=None):
     p.add_argument("--mhz", type=float, default=36.0, help="clock for the tokens/s column")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = p.parse_args(argv)
+    if args.constants != "flash" and (args.stream_rate is not None or args.seek_latency is not None):
+        p.error("--stream-rate and --seek-latency go with --constants flash")
     try:
         prompt = [int(v) for v in args.prompt.split(",")]
     except ValueError:
@@ -185,7 +187,8 @@ def main(argv=None):
                       top_k=args.top_k, seed=args.seed, rows=args.rows, columns=args.columns,
                       head_lanes=args.head_lanes, attention_lanes=args.attention_lanes,
                       attention_units=args.attention_units, constants=args.constants,
-                      stream_rate=args.stream_rate, seek_latency=args.seek_latency,
+                      **{name: value for name, value in (("stream_rate", args.stream_rate),
+                                                         ("seek_latency", args.seek_latency)) if value is not None},
                       log=lambda line: print(line, file=sys.stderr))
     figures["mhz"] = args.mhz
     figures["tokens_per_s"] = args.mhz * 1e6 / figures["cycles_per_token"]["full_context"]
@@ -193,7 +196,7 @@ def main(argv=None):
         print(json.dumps(figures, indent=1))
     else:
         c = figures["cycles_per_token"]
-        constants = "rom" if args.constants == "rom" else f"flash {float(args.stream_rate):g} B/c"
+        constants = "rom" if args.constants == "rom" else f"flash {figures['stream_rate']:g} B/c"
         print(f"{'array':>6}{'head':>6}{'attn':>6}{'units':>6}{'constants':>16}{'context':>9}{'cycles @1':>11}"
               f"{'@full':>9}{'mean':>9}{'tok/s @' + format(args.mhz, 'g') + ' MHz':>18}{'golden':>8}")
         print(f"{figures['rows']:>3}x{figures['columns']:<2}{figures['head_lanes']:>6}{figures['attention_lanes']:>6}"

@@ -250,6 +250,11 @@ def test_cycles_cli_bad_input(capsys):
     assert capsys.readouterr().err.strip() == ("python -m sim.forward_core: error: argument --stream-rate: a stream "
                                                "rate is from 1/64 to 1 byte per cycle, not 1.5")
     with pytest.raises(SystemExit) as exit_info:
+        main(["--stream-rate", "0.5"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == ("python -m sim.forward_core: error: --stream-rate and --seek-latency "
+                                               "go with --constants flash")
+    with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     assert "examples:\n  python -m sim.forward_core" in capsys.readouterr().out
