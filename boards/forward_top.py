@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from amaranth import Module
+from amaranth import Module, Mux
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -133,21 +133,25 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         self._uart = UART(divisor=divisor)
         self._core = core
         loads = core.linear.codes == "loaded"
-        if loads and core.linear.code_bits > 16:
-            raise ValueError(f"A LOAD carries 16-bit code words: with the codes loaded by the host, rows x bits "
-                             f"must be at most 16, not {core.rows} x {core.linear.code_bits // core.rows}")
         self._identity = ForwardIdentity.of(core.compiled, context=core.context, clock_hz=self._pll.frequency,
                                             divisor=divisor, rows=core.rows, columns=core.columns,
                                             code_words=core.linear.code_depth if loads else 0, loads_codes=loads)
         self._link = ForwardLink(identity=self._identity, timeout=max(16, round(timeout * self._pll.frequency)))
         ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
-        self._flash = None
-        if getattr(core, "constant_source", "rom") == "flash":
+        self._flash = self._boot = None
+        self._image = None
+        if getattr(core, "constant_source", "rom") == "flash" or loads:
             if self._board.name != "icebreaker":
-                raise ValueError(f"Constants from the SPI flash are built for the iCEBreaker only, not {board!r}")
+                raise ValueError(f"Constants and codes from the SPI flash are built for the iCEBreaker only, not "
+                                 f"{board!r}")
             from hdl.spi_flash_reader import SPIFlashReader
             self._flash = SPIFlashReader(offset=FLASH_CONSTANTS_OFFSET, clock_hz=self._pll.frequency)
             ports.update(flash_cs=Out(1), flash_sck=Out(1), flash_dq_o=Out(4), flash_dq_oe=Out(4), flash_dq_i=In(4))
+        if loads:
+            from hdl.code_boot import CodeBoot
+            image, base, check = self._flash_image()
+            self._boot = CodeBoot(base=base, check=check, columns=core.columns, depth=core.linear.code_depth,
+                                  word_bits=core.linear.code_bits)
         super().__init__(ports)
 
     @property
@@ -161,6 +165,36 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     @property
     def link(self):
         return self._link
+
+    @property
+    def boot(self):
+        """The boot sequencer (`hdl.code_boot.CodeBoot`) that reads the codes from the flash at reset if the core's
+        codes are loaded (``codes="loaded"``), else None."""
+        return self._boot
+
+    def _flash_image(self):
+        if self._image is None:
+            from hdl.code_boot import flash_image
+
+            core = self._core
+            constants = core.constant_image() if getattr(core, "constant_source", "rom") == "flash" else b""
+            if core.linear.codes == "loaded":
+                self._image = flash_image(constants, core.linear.code_banks, core.linear.code_bits)
+            else:
+                self._image = (bytes(constants), None, None)
+        return self._image
+
+    def flash_image(self):
+        """The bytes the board's flash holds at `FLASH_CONSTANTS_OFFSET` (`hdl.code_boot.flash_image`: the core's
+        constant image, then the codes' part if the codes come from the flash), or None if the top reads no
+        flash."""
+        return None if self._flash is None else self._flash_image()[0]
+
+    @property
+    def codes_base(self):
+        """Image address of the codes' part (`hdl.code_boot.codes_base`), or None if the codes are not in the
+        flash."""
+        return None if self._boot is None else self._boot.base
 
     @property
     def flash(self):
@@ -181,15 +215,34 @@ class ForwardTop(UARTBoardTop, wiring.Component):
                      core.start.payload.as_value().eq(link.start.payload.as_value())]
         wiring.connect(m, link.prompt, core.prompt)
         wiring.connect(m, core.token, link.token)
-        m.d.comb += link.busy.eq(core.busy)
-        if self._identity.loads_codes:
-            m.d.comb += [core.code_write.en.eq(link.code_write.en), core.code_write.bank.eq(link.code_write.bank),
-                         core.code_write.addr.eq(link.code_write.addr), core.code_write.data.eq(link.code_write.data)]
         if self._flash is not None:
             m.submodules.flash = flash = self._flash
-            wiring.connect(m, core.constants_seek, flash.seek)
-            wiring.connect(m, flash.data, core.constants)
             self._flash_pins(m, platform, flash)
+        if self._boot is not None:
+            # The boot sequencer owns the reader until every code word is written; then the core has it. The core
+            # is held idle meanwhile (the link sees it busy: a GENERATE waits at its start), so it seeks nothing.
+            m.submodules.boot = boot = self._boot
+            wiring.connect(m, boot.code_write, core.code_write)
+            m.d.comb += [link.busy.eq(core.busy | ~boot.loaded), link.codes_loaded.eq(boot.loaded),
+                         link.codes_failed.eq(boot.failed)]
+            owner = boot.loaded
+            if self._core.constant_source == "flash":
+                m.d.comb += [flash.seek.valid.eq(Mux(owner, core.constants_seek.valid, boot.seek.valid)),
+                             flash.seek.payload.eq(Mux(owner, core.constants_seek.payload, boot.seek.payload)),
+                             core.constants_seek.ready.eq(flash.seek.ready & owner),
+                             boot.seek.ready.eq(flash.seek.ready & ~owner),
+                             core.constants.payload.eq(flash.data.payload), boot.data.payload.eq(flash.data.payload),
+                             core.constants.valid.eq(flash.data.valid & owner),
+                             boot.data.valid.eq(flash.data.valid & ~owner),
+                             flash.data.ready.eq(Mux(owner, core.constants.ready, boot.data.ready))]
+            else:
+                wiring.connect(m, boot.seek, flash.seek)
+                wiring.connect(m, flash.data, boot.data)
+        else:
+            m.d.comb += link.busy.eq(core.busy)
+            if self._flash is not None:
+                wiring.connect(m, core.constants_seek, flash.seek)
+                wiring.connect(m, flash.data, core.constants)
         return m
 
     def _flash_pins(self, m, platform, flash):

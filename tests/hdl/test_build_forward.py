@@ -94,21 +94,32 @@ def test_ulx3s_forward_build(tiny_checkpoint, tmp_path):
 
 
 def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
-    """An iCEBreaker forward top (constants in the flash) gets its constant image written as constants.bin and
-    named for report.json; a ULX3S top (constants in block RAM) gets none."""
+    """An iCEBreaker forward top (constants and codes in the flash) gets its one flash image written as
+    constants.bin and named for report.json: the core's constant image from address 0, erased flash up to the
+    next 256-byte boundary, then the codes' part (a check, then bank 0's words first, little-endian); a
+    ULX3S top (constants and codes in block RAM) gets none."""
     import hashlib
+
+    import numpy as np
 
     from boards.forward_top import FLASH_CONSTANTS_OFFSET, compose_forward
     from golden.compile import compile_checkpoint
     from hdl.build_forward import FLASH_IMAGE, write_flash_image
+    from hdl.code_boot import CHECK_BYTES
 
     compiled = compile_checkpoint(tiny_checkpoint)
     top = compose_forward(compiled, board="icebreaker", context=16)
     entry = write_flash_image(top, tmp_path)
-    image = top.core.constant_image()
-    assert (tmp_path / FLASH_IMAGE).read_bytes() == image
+    image, constants = (tmp_path / FLASH_IMAGE).read_bytes(), top.core.constant_image()
+    base, banks = top.codes_base, top.core.linear.code_banks
+    assert image == top.flash_image() and image[:len(constants)] == constants
+    assert base % 256 == 0 and 0 <= base - len(constants) < 256 and set(image[len(constants):base]) <= {0xFF}
+    codes = image[base + CHECK_BYTES:]
+    assert np.array_equal(np.frombuffer(codes, "<u2").reshape(banks.shape), banks)
+    assert image[base:base + CHECK_BYTES] == top.boot.check == hashlib.sha256(constants + codes).digest()[:8]
     assert entry == {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
-                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.25}
+                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": top.flash.bytes_per_cycle,
+                     "codes_offset": base, "codes_bytes": len(image) - base}
     assert write_flash_image(compose_forward(compiled, board="ulx3s"), tmp_path / "none") is None
 
 
