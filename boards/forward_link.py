@@ -5,7 +5,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .forward_protocol import ARGUMENTS, CODES_LOADED, CODES_MISSING, Command, ForwardIdentity
-from .link_framing import LinkFraming
+from .link_framing import LinkFraming, above
 from .protocol import MAX_PAYLOAD, Status
 
 __all__ = ["ForwardLink", "start_layout"]
@@ -146,14 +146,16 @@ class ForwardLink(wiring.Component):
         m = Module()
         vocab, context = self.vocab_size, self.context
         identity_size = len(self._identity.pack())
-        # The longest answer: the identity or 2 bytes a token (no u16 length counter needed).
+        # The longest answer: the identity or 2 bytes a token (no u16 length counter needed). No byte registers:
+        # the UART's are enough (the FSM takes a byte at most every other cycle, far faster than the line).
         framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout,
                               response_bytes=max(identity_size, 2 * context), buffered=False)
         rx, tx = framing.rx, framing.tx
         remaining, resp_len = framing.remaining, framing.resp_len
 
         is_identify, is_generate = Signal(), Signal()
-        index = Signal(range(max(identity_size, ARGUMENT_WORDS) + 1))   # identity byte sent; argument word read
+        # The identity's byte sent; the argument word read; the prompt's id read out.
+        index = Signal(range(max(identity_size, ARGUMENT_WORDS, context) + 1))
         low = Signal(8)                            # the low byte of a word
         phase = Signal()                           # the high byte is next
         word = Cat(low, rx.payload)
@@ -172,11 +174,10 @@ class ForwardLink(wiring.Component):
                                                      init=self.buffer_words())
         write, read = buffer.write_port(), buffer.read_port()
         written = Signal(range(context + 1))       # ids written: the prompt's length
-        out = Signal(range(context + 1))           # ids read out to the core
         fresh = Signal()                           # read.data is the word at the read address
         high = Signal()                            # the identity byte wanted is the word's high one
         m.d.comb += [write.addr.eq(written), write.data.eq(word),
-                     read.addr.eq(Mux(is_identify, context + (index >> 1), out))]
+                     read.addr.eq(Mux(is_identify, context + (index >> 1), index))]
         m.d.sync += [fresh.eq(1), high.eq(index[0])]
 
         prompt = self.prompt
@@ -186,12 +187,12 @@ class ForwardLink(wiring.Component):
                      self.start.payload.seed.eq(seed)]
 
         # word >= V (an id outside the vocabulary), shared by the ids and top-k's check.
-        at_least_vocab = word >= vocab
+        at_least_vocab = above(word, vocab - 1)
         all_ones = word == 0xFFFF
-        room = context - ((remaining.value[1:] - ARGUMENTS.size // 2)[:len(tokens)])
+        room = (context + ARGUMENT_WORDS - remaining.value[1:])[:len(tokens)]      # context - n
 
         with m.FSM(name="link_fsm") as fsm:
-            framing.request_states(idle=[phase.eq(0), index.eq(0), written.eq(0), out.eq(0), bad.eq(0)],
+            framing.request_states(idle=[phase.eq(0), index.eq(0), written.eq(0), bad.eq(0)],
                                    on_command=lambda byte: [is_identify.eq(byte == Command.IDENTIFY),
                                                             is_generate.eq(byte == Command.GENERATE)])
 
@@ -204,8 +205,8 @@ class ForwardLink(wiring.Component):
                     with m.Else():
                         framing.respond(Status.OK, identity_size)
                 with m.Elif(is_generate):
-                    with m.If((remaining.value < ARGUMENTS.size + 2) | remaining.value[0]
-                              | (remaining.value > ARGUMENTS.size + 2 * context)):
+                    with m.If(~above(remaining.value, ARGUMENTS.size + 1) | remaining.value[0]
+                              | above(remaining.value, ARGUMENTS.size + 2 * context)):
                         framing.respond_error(Status.BAD_LENGTH)
                     with m.Elif(self.codes_failed if self.loads_codes else 0):
                         framing.respond_error(Status.NOT_LOADED)
@@ -274,12 +275,12 @@ class ForwardLink(wiring.Component):
 
             # The prompt to the core from the buffer's read register: an id every other cycle at most.
             with m.State("Prompt"):
-                done = out == written
+                done = index == written
                 m.d.comb += prompt.valid.eq(fresh & ~done)
                 with m.If(done):
                     m.next = "Tokens"
                 with m.If(prompt.valid & prompt.ready):
-                    m.d.sync += [out.eq(out + 1), fresh.eq(0)]
+                    m.d.sync += [index.eq(index + 1), fresh.eq(0)]
 
             # Each token as the core makes it: low byte, high byte.
             with m.State("Tokens"):

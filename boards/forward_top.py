@@ -227,8 +227,10 @@ class ForwardTop(UARTBoardTop, wiring.Component):
                          link.codes_failed.eq(boot.failed)]
             owner = boot.loaded
             if self._core.constant_source == "flash":
+                # The boot's one seek address (a power of two, `hdl.code_boot.codes_base`) is ORed into the core's:
+                # the core's seek payload is 0 from reset until its first seek, which comes after the boot.
                 m.d.comb += [flash.seek.valid.eq(Mux(owner, core.constants_seek.valid, boot.seek.valid)),
-                             flash.seek.payload.eq(Mux(owner, core.constants_seek.payload, boot.seek.payload)),
+                             flash.seek.payload.eq(core.constants_seek.payload | Mux(owner, 0, boot.base)),
                              core.constants_seek.ready.eq(flash.seek.ready & owner),
                              boot.seek.ready.eq(flash.seek.ready & ~owner),
                              core.constants.payload.eq(flash.data.payload), boot.data.payload.eq(flash.data.payload),

@@ -9,12 +9,23 @@ and dropped before its error is answered. `LinkFraming` builds those parts into
 a link's module and its FSM, so each link writes only its commands.
 """
 
-from amaranth import Cat, Mux, Signal
+from amaranth import Cat, Const, Mux, Signal
 from amaranth.lib import stream
 
 from .protocol import Status
 
-__all__ = ["Countdown", "LinkFraming"]
+__all__ = ["Countdown", "LinkFraming", "above"]
+
+
+def above(value, constant):
+    """``value > constant`` (an unsigned Value against a constant) as a chain of ANDs and ORs from the lowest
+    bit up, which synthesis makes a few LUTs rather than a carry chain as long as `value`."""
+    if constant < 0:
+        return Const(1)
+    greater = Const(0)
+    for i in range(len(value)):
+        greater = (value[i] & greater) if (constant >> i) & 1 else (value[i] | greater)
+    return greater if constant < 1 << len(value) else Const(0)
 
 
 class Countdown:

@@ -11,13 +11,15 @@ __all__ = ["CodeBoot", "CHECK_BYTES", "CODES_ALIGN", "codes_base", "code_image",
 
 #: Bytes of the check that opens the codes' part of the image (the first bytes of a SHA-256 of the whole image).
 CHECK_BYTES = 8
-#: The codes' part starts on a multiple of this many bytes past the constants (a flash page).
+#: The codes' part starts at a power of two of at least this many bytes (a flash page).
 CODES_ALIGN = 256
 
 
 def codes_base(constant_bytes):
-    """Image address of the codes' part: the first multiple of `CODES_ALIGN` at or past `constant_bytes`."""
-    return -(-constant_bytes // CODES_ALIGN) * CODES_ALIGN
+    """Image address of the codes' part: the smallest power of two (at least `CODES_ALIGN`) at or past
+    `constant_bytes`, or 0 without constants. A power of two, so the board top merges the boot's one seek
+    address into the core's with a single OR (`boards.forward_top.ForwardTop`)."""
+    return 0 if constant_bytes == 0 else max(CODES_ALIGN, 1 << (constant_bytes - 1).bit_length())
 
 
 def code_image(banks, word_bits):
@@ -30,7 +32,8 @@ def code_image(banks, word_bits):
 
 def flash_image(constants, banks, word_bits):
     """The one image the iCEBreaker's flash holds past the bitstream: the core's constant image (`constants`,
-    from address 0, as the core seeks it), padding (0xFF, erased flash) to `codes_base`, then the codes' part:
+    from address 0, as the core seeks it), padding (0xFF, as erased flash reads) to `codes_base`, then the
+    codes' part:
     `CHECK_BYTES` bytes of check (SHA-256 of the constants and the codes, its first bytes) and `code_image`.
 
     Returns ``(image, base, check)``: `base` is the codes' part's address, `check` the bytes that open it."""

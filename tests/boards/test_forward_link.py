@@ -274,3 +274,28 @@ def test_sim_codes_from_the_flash():
     assert waiting == [0] and answers[1][0] == Status.OK and len(log) == 1 and tokens_of(answers[1][1]) == log[0][2]
     assert answers[3] == (Status.BAD_COMMAND, b"")
     assert answers[5] == (Status.NOT_LOADED, b"") and len(log) == 1
+
+
+@pytest.mark.parametrize("constant", [-1, 0, 1, 11, 22, 23, 128, 137, 254, 255, 256, 1000])
+def test_above_is_greater_than(constant):
+    """`above(value, c)`, the carry-free comparison the link's checks use: ``value > c`` for every 8-bit value."""
+    from amaranth import Module, Signal
+    from amaranth.sim import Simulator
+
+    from boards.link_framing import above
+
+    value = Signal(8)
+    m = Module()
+    result = Signal()
+    m.d.comb += result.eq(above(value, constant))
+    seen = []
+
+    async def bench(ctx):
+        for v in range(256):
+            ctx.set(value, v)
+            seen.append(ctx.get(result))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [int(v > constant) for v in range(256)]

@@ -96,7 +96,7 @@ def test_ulx3s_forward_build(tiny_checkpoint, tmp_path):
 def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
     """An iCEBreaker forward top (constants and codes in the flash) gets its one flash image written as
     constants.bin and named for report.json: the core's constant image from address 0, erased flash up to the
-    next 256-byte boundary, then the codes' part (a check, then bank 0's words first, little-endian); a
+    next power of two, then the codes' part (a check, then bank 0's words first, little-endian); a
     ULX3S top (constants and codes in block RAM) gets none."""
     import hashlib
 
@@ -113,7 +113,7 @@ def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
     image, constants = (tmp_path / FLASH_IMAGE).read_bytes(), top.core.constant_image()
     base, banks = top.codes_base, top.core.linear.code_banks
     assert image == top.flash_image() and image[:len(constants)] == constants
-    assert base % 256 == 0 and 0 <= base - len(constants) < 256 and set(image[len(constants):base]) <= {0xFF}
+    assert base == max(256, 1 << (len(constants) - 1).bit_length()) and set(image[len(constants):base]) <= {0xFF}
     codes = image[base + CHECK_BYTES:]
     assert np.array_equal(np.frombuffer(codes, "<u2").reshape(banks.shape), banks)
     assert image[base:base + CHECK_BYTES] == top.boot.check == hashlib.sha256(constants + codes).digest()[:8]

@@ -12,15 +12,16 @@ from hdl.code_boot import CHECK_BYTES, CodeBoot, code_image, codes_base, flash_i
 
 
 def test_image_layout():
-    """Constants from 0, erased flash to the next 256-byte boundary, the check (SHA-256 of constants and codes),
-    then the banks, bank 0 first, each word little-endian in whole bytes."""
+    """Constants from 0, erased flash up to the next power of two (256 at least), the check (SHA-256 of constants
+    and codes), then the banks, bank 0 first, each word little-endian in whole bytes."""
     banks = np.array([[0x1234, 0xABCD], [7, 0xFFFF]])
     image, base, check = flash_image(b"\x01\x02\x03", banks, 16)
     assert base == 256 and image[:3] == b"\x01\x02\x03" and image[3:256] == b"\xff" * 253
     assert image[256:264] == check == hashlib.sha256(b"\x01\x02\x03" + image[264:]).digest()[:CHECK_BYTES]
     assert image[264:] == bytes.fromhex("3412cdab0700ffff")
     assert code_image([[5, 0x40000]], 20) == bytes.fromhex("050000000004")
-    assert codes_base(0) == 0 and codes_base(256) == 256 and codes_base(257) == 512
+    assert codes_base(0) == 0 and codes_base(1) == codes_base(256) == 256 and codes_base(257) == 512
+    assert codes_base(23_168) == 32_768
 
 
 def boot(image, *, base, check, columns, depth, word_bits, seed=0):
