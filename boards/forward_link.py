@@ -4,6 +4,8 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hdl.read_port import NO_COLLISIONS, ReadPort
+
 from .forward_protocol import ARGUMENTS, CODES_LOADED, CODES_MISSING, Command, ForwardIdentity
 from .link_framing import LinkFraming, above
 from .protocol import MAX_PAYLOAD, Status
@@ -136,11 +138,16 @@ class ForwardLink(wiring.Component):
     def loads_codes(self):
         return self._identity.loads_codes
 
+    @property
+    def buffer_width(self):
+        """Bits of a prompt buffer word: 8 for a vocabulary of at most 256 ids (the identity a byte a word), else
+        16 (the identity two bytes a word, little-endian)."""
+        return 8 if self.vocab_size <= 256 else 16
+
     def buffer_words(self):
-        """The prompt buffer's initial contents: ``context`` empty words, then the identity (16-bit words,
-        little-endian byte pairs)."""
-        packed = self._identity.pack()
-        return [0] * self.context + [int.from_bytes(packed[i:i + 2], "little") for i in range(0, len(packed), 2)]
+        """The prompt buffer's initial contents: ``context`` empty words, then the identity."""
+        packed, size = self._identity.pack(), self.buffer_width // 8
+        return [0] * self.context + [int.from_bytes(packed[i:i + size], "little") for i in range(0, len(packed), size)]
 
     def elaborate(self, platform):
         m = Module()
@@ -170,14 +177,18 @@ class ForwardLink(wiring.Component):
 
         # -- the prompt buffer (ids written as they arrive, read out to the core once the request is valid), with
         # the identity past it --
-        m.submodules.buffer = buffer = memory.Memory(shape=16, depth=context + (identity_size + 1) // 2,
-                                                     init=self.buffer_words())
-        write, read = buffer.write_port(), buffer.read_port()
+        wide = self.buffer_width == 16
+        words = self.buffer_words()
+        # Read only in IDENTIFY's answer and the prompt's readout, never while a word is written: no read-during-
+        # write logic (`hdl.read_port`).
+        m.submodules.buffer = buffer = memory.Memory(shape=self.buffer_width, depth=len(words), init=words,
+                                                     attrs=NO_COLLISIONS)
+        write, read = buffer.write_port(), ReadPort(m, buffer, "buffer_read")
         written = Signal(range(context + 1))       # ids written: the prompt's length
         fresh = Signal()                           # read.data is the word at the read address
         high = Signal()                            # the identity byte wanted is the word's high one
         m.d.comb += [write.addr.eq(written), write.data.eq(word),
-                     read.addr.eq(Mux(is_identify, context + (index >> 1), index))]
+                     read.addr.eq(Mux(is_identify, context + (index >> 1 if wide else index), index))]
         m.d.sync += [fresh.eq(1), high.eq(index[0])]
 
         prompt = self.prompt
@@ -225,7 +236,7 @@ class ForwardLink(wiring.Component):
                         m.d.sync += inv_temperature.eq(value)
                     with m.Case(2):                    # top-k: 1 .. V
                         m.d.sync += top_k.eq(value)
-                        with m.If((value == 0) | (at_least_vocab & (value != vocab))):
+                        with m.If((value == 0) | above(word, vocab)):
                             m.d.sync += bad.eq(1)
                     with m.Case(3):
                         m.d.sync += [seed[:16].eq(value), ones.eq(all_ones)]
@@ -262,7 +273,7 @@ class ForwardLink(wiring.Component):
             # IDENTIFY's identity, from the buffer's words past the prompt. The byte at `index` comes a cycle
             # late: `index` moves only when a byte is taken, and the next byte waits a cycle (`fresh`).
             with m.State("Send-identity"):
-                byte = read.data.word_select(high, 8)
+                byte = read.data.word_select(high, 8) if wide else read.data
                 if self.loads_codes:                   # the flags byte: the codes' state as it is now
                     flags = byte | Mux(self.codes_loaded, CODES_LOADED, 0) | Mux(self.codes_failed, CODES_MISSING, 0)
                     byte = Mux(index == ForwardIdentity.FLAGS_OFFSET, flags, byte)

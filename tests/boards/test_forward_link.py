@@ -299,3 +299,25 @@ def test_above_is_greater_than(constant):
     sim.add_testbench(bench)
     sim.run()
     assert seen == [int(v > constant) for v in range(256)]
+
+
+def test_sim_wide_vocabulary():
+    """A vocabulary above 256 ids: the buffer holds 16-bit words (the identity two bytes a word); IDENTIFY,
+    an id of 299 taken, one of 300 refused."""
+    wide = ForwardIdentity(**{**IDENTITY.__dict__, "vocab_size": 300})
+    answers = []
+
+    async def script(ctx, host):
+        answers.append(await host.request(Command.IDENTIFY))
+        await host.send(generate([299, 0], 2, top_k=300))
+        answers.append(await host.response())
+        await host.send(generate([300, 0], 2, top_k=300))
+        answers.append(await host.response())
+        await host.send(generate([1, 0], 2, top_k=301))
+        answers.append(await host.response())
+
+    log = simulate(script, identity=wide)
+    assert ForwardLink(identity=wide, timeout=TIMEOUT).buffer_width == 16
+    assert answers[0][0] == Status.OK and ForwardIdentity.unpack(answers[0][1]) == wide
+    assert answers[1][0] == Status.OK and len(log) == 1 and log[0][1] == [299, 0] and log[0][0]["top_k"] == 300
+    assert answers[2:] == [(Status.BAD_ARGUMENT, b"")] * 2
