@@ -33,7 +33,8 @@ class Board:
     led: str
     default_mhz: float
     #: The core's options on this board unless the caller gives them (`hdl.build_forward.FORWARD_CORES` adds
-    #: the array's): on the iCE40 the codes are in SPRAM, loaded by the host (SPRAM has no initial contents),
+    #: the array's): on the iCE40 the codes are in SPRAM, read from the SPI flash at reset (SPRAM has no initial
+    #: contents: `hdl.code_boot.CodeBoot`),
     #: and two attention lanes make the KV cache's word 16 bits, one SPRAM wide (four lanes' 32-bit word
     #: would take two SPRAMs side by side, and three hold the codes); the layer norms', linear layers' and wpe's
     #: constants are streamed from the SPI flash (174.7 Kbit of them against the 120 Kbit of EBR).
@@ -85,7 +86,16 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     (``spi_flash_4x``: the configuration flash, whose pins are user IO once the
     iCE40 is configured), anywhere else through the ``flash_*`` ports, where
     `boards.sim_harness.SimHarness` puts `boards.spi_flash_model.SPIFlashModel`
-    holding ``core.constant_image()``.
+    holding `flash_image`.
+
+    A core whose codes are loaded (``codes="loaded"``: SPRAM, which the
+    bitstream cannot initialise) gets them from the same flash at reset: an
+    `hdl.code_boot.CodeBoot` owns the reader first, seeks it to the codes'
+    part of the image (`codes_base`, after the constants), checks the part's
+    check and writes every word into the core's ``code_write``, then hands the
+    reader to the core. Until then the link sees the core busy (a GENERATE
+    waits at its start) and IDENTIFY says whether the codes are in, or that the
+    flash holds no image of this build.
 
     Parameters
     ----------
@@ -118,7 +128,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     ------
     ValueError
         On an unknown board, a clock the PLL or the baud rate cannot be made from, a bad timeout,
-        code words wider than a LOAD's 16 bits, or constants in the flash on a board other than the iCEBreaker.
+        or constants or codes in the flash on a board other than the iCEBreaker.
     """
 
     def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
@@ -149,7 +159,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
             ports.update(flash_cs=Out(1), flash_sck=Out(1), flash_dq_o=Out(4), flash_dq_oe=Out(4), flash_dq_i=In(4))
         if loads:
             from hdl.code_boot import CodeBoot
-            image, base, check = self._flash_image()
+            _, base, check = self._flash_image()
             self._boot = CodeBoot(base=base, check=check, columns=core.columns, depth=core.linear.code_depth,
                                   word_bits=core.linear.code_bits)
         super().__init__(ports)
@@ -275,7 +285,7 @@ def compose_forward(compiled, *, board, context=None, frequency=None, divisor=No
     """The forward top of `board` for `compiled` (a `golden.compile.CompiledModel`) holding `context` positions
     (default `default_context`), clocked at `frequency` Hz (default the board's), with `core_options` for
     `hdl.forward.forward_core.ForwardCore` (default the board's `Board.core_defaults`: on the iCEBreaker the
-    codes are loaded by the host into SPRAM; on the ULX3S they are in the bitstream). `hdl.build` builds this
+    codes are read from the flash into SPRAM at reset; on the ULX3S they are in the bitstream). `hdl.build` builds this
     top and `boards.generate --backend sim` simulates it, so both run the same hardware."""
     from hdl.forward.forward_core import ForwardCore
 

@@ -34,7 +34,7 @@ Placement (`place`), as the core builds it
     s, whole SPRAMs each (16 bits x 16,384; a wider word takes SPRAMs side by
     side): the codes one SPRAM per array column (``columns`` banks of
     ``rows * bits``-bit words, no padding of N; SPRAM has no initial contents,
-    so the host LOADs them at start, `boards.forward_protocol`), the KV cache
+    so the board reads them from its SPI flash at reset, `hdl.code_boot`), the KV cache
     ``ceil(lanes * act_bits / 16)`` side by side. Everything else is an
     initialised or working `Memory` in EBR: a memory takes whole blocks of its
     best shape (16 x 256 .. 2 x 2048), nothing is packed across memories, so
@@ -427,8 +427,8 @@ def _table(compiled, board, context, budget, reached):
         lines.append(f"  {len(small)} memories of under half a block take a whole {board.block_name} each "
                      f"({sum(r['bits'] for r in small) / 1024:.1f} Kbit in {len(small)} blocks)")
     if board.sprams:
-        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} for the codes, loaded "
-                     f"by the host; {budget['kv_sprams']} for the KV cache)")
+        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} for the codes, read "
+                     f"from the flash at reset; {budget['kv_sprams']} for the KV cache)")
     lines.append("fits" if budget["fits"] else "does NOT fit: " + "; ".join(budget["over"]))
     lines.append(f"largest context that fits: {reached['context']} (limited by {reached['limit']})")
     if board.sprams:
