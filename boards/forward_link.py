@@ -197,7 +197,7 @@ class ForwardLink(wiring.Component):
                      self.start.payload.inv_temperature.eq(inv_temperature), self.start.payload.top_k.eq(top_k),
                      self.start.payload.seed.eq(seed)]
 
-        # word >= V (an id outside the vocabulary), shared by the ids and top-k's check.
+        # word >= V: an id outside the vocabulary (`above`: no carry chain).
         at_least_vocab = above(word, vocab - 1)
         all_ones = word == 0xFFFF
         room = (context + ARGUMENT_WORDS - remaining.value[1:])[:len(tokens)]      # context - n
