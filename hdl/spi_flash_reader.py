@@ -218,8 +218,12 @@ class SPIFlashReader(wiring.Component):
                      self.data.valid.eq(full & ~self.seek.valid)]
         taken = self.data.valid & self.data.ready
 
+        # A pulse shifts DQ0's next bit out; a seek taken loads a read's command and address.
+        sought = ready & self.seek.valid
+        with m.If(pulse | sought):
+            m.d.sync += shift.eq(Mux(sought, Cat((self.seek.payload + self._offset)[:24],
+                                                 Const(QUAD_OUTPUT_READ, 8)), shift << 1))
         with m.If(pulse):
-            m.d.sync += shift.eq(shift << 1)
             with m.If(pulses != _READ_PULSES - 1):
                 m.d.sync += pulses.eq(pulses + 1)
         m.d.comb += launch.eq(pulse & (pulses == _READ_PULSES - 1))
@@ -256,8 +260,7 @@ class SPIFlashReader(wiring.Component):
             start a read at the new address."""
             m.d.comb += ready.eq(1)
             with m.If(self.seek.valid):
-                address = (self.seek.payload + self._offset)[:24]
-                m.d.sync += [self.cs.eq(0), shift.eq(Cat(address, Const(QUAD_OUTPUT_READ, 8))), full.eq(0),
+                m.d.sync += [self.cs.eq(0), full.eq(0),
                              spare_full.eq(0), low.eq(0), on_way.eq(0), held.eq(0)]
                 m.next = "Select"
 
