@@ -222,32 +222,24 @@ def test_sim_model_flags(commands, error):
     assert seen[:-1] == [FlashError.NONE] * (len(seen) - 1) and seen[-1] == error
 
 
-def test_sim_model_flags_early_command():
+@pytest.mark.parametrize("misuse, error", [("early", FlashError.EARLY), ("deselected", FlashError.DESELECTED)])
+def test_sim_model_flags_after_wake(misuse, error):
+    """After a good release from power-down: a command sooner than tRES1, or an SCK pulse with /CS high."""
     model = SPIFlashModel(image=b"\x12\x34", offset=OFFSET, release_cycles=100)
     seen = []
 
     async def testbench(ctx):
         host = BitBang(ctx, model)
         seen.append(await host.command(0xAB, 8))
-        seen.append(await host.command(0x50, 8, gap=20))
+        if misuse == "early":
+            seen.append(await host.command(0x50, 8, gap=20))
+        else:
+            ctx.set(model.sck, 1)
+            await ctx.tick()
+            seen.append(FlashError(ctx.get(model.error)))
 
     run(model, testbench, 10_000)
-    assert seen == [FlashError.NONE, FlashError.EARLY]
-
-
-def test_sim_model_flags_pulse_deselected():
-    model = SPIFlashModel(image=b"\x12\x34", offset=OFFSET, release_cycles=100)
-    seen = []
-
-    async def testbench(ctx):
-        host = BitBang(ctx, model)
-        seen.append(await host.command(0xAB, 8))
-        ctx.set(model.sck, 1)
-        await ctx.tick()
-        seen.append(FlashError(ctx.get(model.error)))
-
-    run(model, testbench, 10_000)
-    assert seen == [FlashError.NONE, FlashError.DESELECTED]
+    assert seen == [FlashError.NONE, error]
 
 
 @pytest.mark.parametrize("return_cycles", [1, RETURN_CYCLES])
