@@ -34,9 +34,9 @@ READ_PATH_NS = (1.152 + 2.353) + 0.5 + 7.0 + 0.5 + (0.59 + 3.158)
 #: The fastest clock whose period covers `READ_PATH_NS` (about 65.5 MHz; the flash's SCK limit for 0x6B,
 #: fR = 133 MHz, is above it).
 MAX_CLOCK_HZ = 1e9 / READ_PATH_NS
-#: Data nibbles a read may have launched and not yet delivered: the byte offered on `data` (2), a waiting
-#: byte (2) and a byte's high nibble (1). More than `RETURN_CYCLES` + 1, so SCK need not stop while every
-#: byte is taken at once.
+#: Data nibbles a read may have launched and not yet delivered: the byte offered on `data` (2), a spare byte (2)
+#: and a byte's high nibble (1). With every byte taken at once a high nibble is held for `RETURN_CYCLES` + 2
+#: cycles, its low one 1 less: 4 would stop SCK now and then, 6 would overrun the spare byte.
 _HELD = 2 + 2 + 1
 
 
@@ -207,7 +207,6 @@ class SPIFlashReader(wiring.Component):
         launch = Signal()                   # ... whose fall launches a data nibble
 
         on_way = Signal(RETURN_CYCLES)      # bit i: the pulse i + 1 cycles ago launched a data nibble
-        held = Signal(range(_HELD + 1))     # data nibbles launched and not yet taken (on the way or stored)
         high = Signal(4)                    # a byte's high nibble, waiting for its low one
         low = Signal()                      # the next nibble is a byte's low one
         byte, full = Signal(8), Signal()    # the byte offered on `data`
@@ -227,7 +226,9 @@ class SPIFlashReader(wiring.Component):
             with m.If(pulses != _READ_PULSES - 1):
                 m.d.sync += pulses.eq(pulses + 1)
         m.d.comb += launch.eq(pulse & (pulses == _READ_PULSES - 1))
-        m.d.sync += [on_way.eq(Cat(launch, on_way[:-1])), held.eq(held + launch - Mux(taken, 2, 0))]
+        m.d.sync += on_way.eq(Cat(launch, on_way[:-1]))
+        # Data nibbles launched and not yet taken: on the way, or stored (a high nibble, a byte, a spare byte).
+        held = sum(on_way) + low + 2 * full + 2 * spare_full
 
         # A nibble arriving on `dq_i` is a byte's high one (kept) or its low one: the byte goes to `byte` if that
         # is free (or taken now) and no byte waits, else it waits in `spare` (which `held` keeps free for it).
@@ -261,7 +262,7 @@ class SPIFlashReader(wiring.Component):
             m.d.comb += ready.eq(1)
             with m.If(self.seek.valid):
                 m.d.sync += [self.cs.eq(0), full.eq(0),
-                             spare_full.eq(0), low.eq(0), on_way.eq(0), held.eq(0)]
+                             spare_full.eq(0), low.eq(0), on_way.eq(0)]
                 m.next = "Select"
 
         with m.FSM():
