@@ -91,10 +91,11 @@ class SPIFlashReader(wiring.Component):
     - Command and address: DQ0 changes 3.5 ns after an edge, SCK rises
       3.3 ns after the half-cycle edge: 13.7 ns of set-up (tDVCH 2) and
       13.8 ns of hold (tCHDX 5). /CS falls with the cycle of the first
-      pulse and rises a cycle after the last: 13.7 ns to the first rise
-      (tSLCH 5), 13.9 ns after the last (tCHSH 5); it stays high at least a
-      cycle (27.8 ns, tSHSL 10), and DQ0 is driven again only a cycle after
-      a read's deselect (the flash lets go within tSHQZ, 7 ns).
+      pulse and rises no sooner than the edge that ends the last: 13.7 ns to
+      the first rise (tSLCH 5), at least 13.9 ns after the last (tCHSH 5);
+      it stays high at least a cycle (27.8 ns, tSHSL 10), and DQ0 is driven
+      again only a cycle after a read's deselect (the flash lets go within
+      tSHQZ, 7 ns).
     - SCK's high time is the half period within 0.16 ns (49 %; tCLH 45 %).
 
     Contract (`FORWARD_INTERFACE.md` §5): after a seek is taken, the next byte
