@@ -258,12 +258,11 @@ class SPIFlashReader(wiring.Component):
                     m.d.comb += pulse.eq(1)
 
         def seek():
-            """Take a seek (last in its state, so it overrides): deselect, drop every byte and nibble, and
-            start a read at the new address."""
+            """Take a seek (last in its state, so it overrides): deselect, drop every byte and nibble (those
+            still on the way too), and start a read (`sought` loads its command and address)."""
             m.d.comb += ready.eq(1)
             with m.If(self.seek.valid):
-                m.d.sync += [self.cs.eq(0), full.eq(0),
-                             spare_full.eq(0), low.eq(0), on_way.eq(0)]
+                m.d.sync += [self.cs.eq(0), full.eq(0), spare_full.eq(0), low.eq(0), on_way.eq(0)]
                 m.next = "Select"
 
         with m.FSM():
