@@ -1,6 +1,6 @@
 """The program's ``embed``: one token's residual row from the token and position tables."""
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 
 import numpy as np
 
@@ -334,8 +334,9 @@ class EmbeddingUnit(wiring.Component):
         partial = Cat(0, product)[low:].as_signed()
         if shift_bits and max(self._requant["wte"][1]) > low:
             partial = partial >> offset
-        rounded = Signal(signed(len(partial)))
-        m.d.comb += rounded.eq((partial + 1)[1:].as_signed())
+        # The rounded value plus the term in one adder: ((partial + 1) >> 1) + term = (partial + 2 term + 1) >> 1.
+        total = Signal(signed(max(len(partial), len(term) + 1)))
+        m.d.comb += total.eq((partial + Cat(Const(1, 1), term).as_signed())[1:].as_signed())
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -369,7 +370,7 @@ class EmbeddingUnit(wiring.Component):
             with m.State("SUM"):                     # offer the value; the next one's reads are issued
                 with m.If((~self.o.valid | self.o.ready) & term_ready):
                     m.d.comb += advancing.eq(index != d - 1)
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(rounded + term, self._res_bits)),
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(total, self._res_bits)),
                                  index.eq(index + 1)]
                     if streamed:
                         m.d.sync += have.eq(0)
