@@ -202,9 +202,9 @@ class ForwardCore(wiring.Component):
         (one shift register as long as the longest record, each kind's fields wiring) and hands to the step's unit (the layer norm's
         ``affine``, the linear engine's ``channel_constants``); the embedding takes its bytes itself.
     prefetch : int
-        With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a FIFO; 512: one iCE40
-        EBR), so the flash reads while the core computes; 0, none (the stream then stops whenever the core is
-        not taking constants).
+        With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a `PrefetchFIFO` of a
+        power of two and its output register; 512: one iCE40 EBR), so the flash reads while the core computes;
+        0, none (the stream then stops whenever the core is not taking constants).
     embedding_multiplier : str or None
         The `EmbeddingUnit`'s ``multiplier``; default ``"serial"`` (shift-add, no DSP) with
         ``constants="flash"`` (the iCE40 build, where the stream is slower anyway), else ``"dsp"``.
@@ -242,6 +242,8 @@ class ForwardCore(wiring.Component):
         self._constants = constants
         flash = constants == "flash"
         self._prefetch = check_int("prefetch", prefetch, 0) if flash else 0
+        if self._prefetch & (self._prefetch - 1):
+            raise ValueError(f"prefetch must be 0 or a power of two, not {prefetch}")
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
         attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)

@@ -1,6 +1,6 @@
 """The forward core's constant prefetch buffer: a first-word-fall-through FIFO in one block RAM."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,20 +14,22 @@ class PrefetchFIFO(wiring.Component):
     """`amaranth.lib.fifo.SyncFIFOBuffered` of ``depth + 1`` entries, cycle for cycle, without its level ports
     and its read-during-write logic.
 
-    ``depth`` entries are a block RAM, read ahead into its output register
-    (the ``+ 1``): a word written into an empty FIFO is offered two cycles
-    later, as `SyncFIFOBuffered` does. The RAM is never read at an address
-    written in the same cycle whose word is then used (a word is read only
-    once it is stored), so it is made with `hdl.read_port.NO_COLLISIONS`:
-    Yosys builds no bypass around it (about 25 iCE40 logic cells for bytes).
-    Reset it (`amaranth.ResetInserter`) to empty it.
+    ``depth`` entries (a power of two) are a block RAM, read ahead into its
+    output register (the ``+ 1``): a word written into an empty FIFO is
+    offered two cycles later, as `SyncFIFOBuffered` does. The RAM is never
+    read at an address written in the same cycle whose word is then used (a
+    word is read only once it is stored), so it is made with
+    `hdl.read_port.NO_COLLISIONS`: Yosys builds no bypass around it (about 25
+    iCE40 logic cells for bytes). Its pointers carry a wrap bit, so empty and
+    full are comparisons and no level counter is kept. Reset it
+    (`amaranth.ResetInserter`) to empty it.
 
     Parameters
     ----------
     width : int
         Bits of a word.
     depth : int
-        Words of the block RAM (the FIFO holds one more).
+        Words of the block RAM, a power of two (the FIFO holds one more).
 
     Members
     -------
@@ -38,6 +40,8 @@ class PrefetchFIFO(wiring.Component):
     def __init__(self, *, width, depth):
         self._width = check_int("width", width, 1)
         self._depth = check_int("depth", depth, 1)
+        if depth & (depth - 1):
+            raise ValueError(f"depth must be a power of two, not {depth}")
         super().__init__({"w": In(stream.Signature(width)), "r": Out(stream.Signature(width))})
 
     @property
@@ -54,24 +58,19 @@ class PrefetchFIFO(wiring.Component):
         depth = self._depth
         m.submodules.storage = storage = memory.Memory(shape=self._width, depth=depth, init=[], attrs=NO_COLLISIONS)
         write, read = storage.write_port(), ReadPort(m, storage, "storage_read")
-        produce, consume, level = Signal(range(depth)), Signal(range(depth)), Signal(range(depth + 1))
-
-        def incremented(pointer):
-            return pointer + 1 if depth & (depth - 1) == 0 else Mux(pointer == depth - 1, 0, pointer + 1)
-
+        # Pointers with a wrap bit above the address: equal when empty, equal but for that bit when full.
+        produce, consume = Signal(range(2 * depth)), Signal(range(2 * depth))
+        same = produce[:-1] == consume[:-1]
+        stored = ~same | (produce[-1] != consume[-1])
         do_write = self.w.valid & self.w.ready
-        do_read = (level != 0) & (~self.r.valid | self.r.ready)
-        m.d.comb += [self.w.ready.eq(level != depth),
-                     write.addr.eq(produce), write.data.eq(self.w.payload), write.en.eq(do_write),
-                     read.addr.eq(consume), read.en.eq(do_read), self.r.payload.eq(read.data)]
+        do_read = stored & (~self.r.valid | self.r.ready)
+        m.d.comb += [self.w.ready.eq(~same | (produce[-1] == consume[-1])),
+                     write.addr.eq(produce[:-1]), write.data.eq(self.w.payload), write.en.eq(do_write),
+                     read.addr.eq(consume[:-1]), read.en.eq(do_read), self.r.payload.eq(read.data)]
         with m.If(do_write):
-            m.d.sync += produce.eq(incremented(produce))
+            m.d.sync += produce.eq(produce + 1)
         with m.If(do_read):
-            m.d.sync += [consume.eq(incremented(consume)), self.r.valid.eq(1)]
+            m.d.sync += [consume.eq(consume + 1), self.r.valid.eq(1)]
         with m.Elif(self.r.ready):
             m.d.sync += self.r.valid.eq(0)
-        with m.If(do_write & ~do_read):
-            m.d.sync += level.eq(level + 1)
-        with m.If(do_read & ~do_write):
-            m.d.sync += level.eq(level - 1)
         return m
