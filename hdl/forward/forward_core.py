@@ -648,9 +648,10 @@ class ForwardCore(wiring.Component):
         m.d.comb += [self.logits.valid.eq(head.o.valid & head.o.ready), self.logits.payload.eq(head.o.payload)]
 
         # -- the generation's registers ---------------------------------------------------------
-        prompt_length = Signal(range(self._context + 1))
-        count = Signal(range(self._context + 1))
-        made = Signal(range(self._context + 1))
+        # Down-counters in place of the lengths: the prompt's ids not yet past (prompt_length - position, down
+        # to 0) and the tokens still to make; a comparison with 0 or 1 each, no adder beside them.
+        prompt_left = Signal(range(self._context + 1))
+        tokens_left = Signal(range(self._context + 1))
         position = Signal(range(self._context))
         current = Signal(range(self.vocab_size))
         inv_temperature, top_k = Signal(16), Signal(range(self.vocab_size + 1))
@@ -658,7 +659,7 @@ class ForwardCore(wiring.Component):
                      self.position.eq(position),
                      sampler.seed.payload.eq(self.start.payload.seed + 1),
                      embedding.i.payload.token.eq(current), embedding.i.payload.position.eq(position)]
-        wants_logits = position + 1 >= prompt_length
+        wants_logits = prompt_left <= 1                  # position + 1 >= prompt_length
 
         # The attention units: channel c of k, v, q goes to unit c // width; outputs leave unit by unit.
         group, channel = Signal(range(G)), Signal(range(width))
@@ -697,7 +698,8 @@ class ForwardCore(wiring.Component):
             m.next = "DISPATCH"
 
         def next_position():
-            m.d.sync += [position.eq(position + 1), sub.eq(0), layer.eq(0)]
+            m.d.sync += [position.eq(position + 1), prompt_left.eq(prompt_left - (prompt_left != 0)), sub.eq(0),
+                         layer.eq(0)]
             m.next = "FETCH"
 
         with m.FSM():
@@ -705,7 +707,7 @@ class ForwardCore(wiring.Component):
                 m.d.comb += [self.start.ready.eq(1), sampler.seed.valid.eq(self.start.valid)]
                 with m.If(self.start.valid):
                     p = self.start.payload
-                    m.d.sync += [prompt_length.eq(p.prompt_length), count.eq(p.count), made.eq(0),
+                    m.d.sync += [prompt_left.eq(p.prompt_length), tokens_left.eq(p.count),
                                  inv_temperature.eq(p.inv_temperature), top_k.eq(p.top_k), position.eq(0),
                                  sub.eq(0), layer.eq(0)]
                     m.next = "CONSUME"
@@ -714,11 +716,11 @@ class ForwardCore(wiring.Component):
             with m.State("CONSUME"):                      # count 0: the prompt is taken and dropped
                 m.d.comb += self.prompt.ready.eq(1)
                 with m.If(self.prompt.valid):
-                    m.d.sync += position.eq(position + 1)
-                    with m.If(position + 1 == prompt_length):
+                    m.d.sync += [position.eq(position + 1), prompt_left.eq(prompt_left - 1)]
+                    with m.If(prompt_left == 1):
                         m.next = "IDLE"
             with m.State("FETCH"):                        # the position's token: the prompt's, or the last sampled
-                with m.If(position < prompt_length):
+                with m.If(prompt_left != 0):                # position < prompt_length
                     m.d.comb += self.prompt.ready.eq(1)
                     with m.If(self.prompt.valid):
                         m.d.sync += current.eq(self.prompt.payload)
@@ -821,8 +823,8 @@ class ForwardCore(wiring.Component):
                              self.token.valid.eq(sampler.token.valid), self.token.payload.eq(sampler.token.payload),
                              sampler.token.ready.eq(self.token.ready)]
                 with m.If(sampler.token.valid & self.token.ready):
-                    m.d.sync += [made.eq(made + 1), current.eq(sampler.token.payload)]
-                    with m.If(made + 1 == count):
+                    m.d.sync += [tokens_left.eq(tokens_left - 1), current.eq(sampler.token.payload)]
+                    with m.If(tokens_left == 1):
                         m.next = "IDLE"
                     with m.Else():
                         next_position()
