@@ -284,3 +284,12 @@ def test_cycles_cli_bad_input(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "examples:\n  python -m sim.forward_core" in capsys.readouterr().out
+
+
+def test_flash_model_defaults_are_the_readers():
+    """`python -m sim.forward_core --constants flash` streams as the iCEBreaker's reader does by default."""
+    from hdl.spi_flash_reader import SPIFlashReader
+    from sim.forward_core import READER_LATENCY, READER_RATE
+
+    reader = SPIFlashReader(offset=0x100000, clock_hz=36_000_000)
+    assert (reader.bytes_per_cycle, reader.first_byte_cycles) == (READER_RATE, READER_LATENCY)
