@@ -5,7 +5,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_int
+from .arith import at_least, check_int
 from .serial_xorshift32 import SerialXorshift32
 
 __all__ = ["Sampler"]
@@ -172,17 +172,17 @@ class Sampler(wiring.Component):
         rd_valid = Signal()
         rd_index = Signal(range(V))
         m.d.comb += [logit_read.addr.eq(idx), weight_read.addr.eq(idx)]
-        m.d.sync += rd_valid.eq(advance & (idx < V))
-        with m.If(advance & (idx < V)):
+        reading = advance & (idx != V)                          # idx runs 0 .. V: no comparator
+        m.d.sync += rd_valid.eq(reading)
+        with m.If(reading):
             m.d.sync += [idx.eq(idx + 1), rd_index.eq(idx)]
         last = rd_valid & (rd_index == V - 1)
         logit = logit_read.data
         weight = weight_read.data
 
         top = Signal(signed(L), reset_less=True)                # m, the largest logit
-        argmax = Signal(range(V), reset_less=True)
-        token = Signal(range(V))
-        m.d.comb += self.token.payload.eq(token)
+        argmax = Signal(range(V), reset_less=True)              # its index; then the token drawn
+        m.d.comb += self.token.payload.eq(argmax)
 
         # Top-k: the threshold key T, built from the top bit down. `probe` is T with the bit under test set (or
         # T itself once the search is over); `bit` is that bit, one-hot; `need` counts down from k the keys
@@ -244,10 +244,11 @@ class Sampler(wiring.Component):
                 m.d.sync += [weight_out.eq(weight_out >> 1), places.eq(places - 1)]
         busy = fetching | shifting
 
-        # The search: total starts at -r - 1 and the running sum has passed r when total's sign clears.
-        sum_valid = Signal()
-        sum_index = Signal(range(V), reset_less=True)
-        m.d.sync += sum_valid.eq(0)
+        # The sum and the search on one adder. The search: total starts at -r - 1 and the running sum has passed r
+        # when the sum's sign clears.
+        running = (total + weight)[:W + 1]
+
+        every = at_least(self.top_k, V)                         # top_k >= V: no top-k search
 
         with m.FSM():
             with m.State("LOAD"):
@@ -259,19 +260,16 @@ class Sampler(wiring.Component):
                         m.d.sync += [top.eq(self.logits.payload), argmax.eq(idx)]
                     with m.If(idx == V - 1):
                         m.d.sync += [idx.eq(0), need.eq(self.top_k), bit.eq(1 << (K - 1))]
-                        with m.If(self.top_k >= V):
+                        with m.If(every):
                             m.d.sync += probe.eq(0)
                         with m.Else():
                             m.d.sync += probe.eq(1 << (K - 1))
                         with m.If(self.inv_temperature == 0):
-                            m.next = "GREEDY"
-                        with m.Elif(self.top_k >= V):
+                            m.next = "OUT"
+                        with m.Elif(every):
                             m.next = "READ"
                         with m.Else():
                             m.next = "THRESHOLD"
-            with m.State("GREEDY"):
-                m.d.sync += token.eq(argmax)
-                m.next = "OUT"
             with m.State("THRESHOLD"):                          # do k keys reach the probe?
                 m.d.comb += advance.eq(1)
                 m.d.sync += need.eq(counted)
@@ -301,7 +299,7 @@ class Sampler(wiring.Component):
             with m.State("Z"):                                  # exp2(z) begins; the next logit is read
                 m.d.comb += advance.eq(~busy)                   # once the last weight is written
                 with m.If(~busy):
-                    none = ~member | (z[F:] >= E)
+                    none = ~member | at_least(z[F:], E)
                     m.d.sync += [fetching.eq(1), write_addr.eq(rd_index), zero.eq(none),
                                  places.eq(Mux(none, 0, z[F:]))]
                     with m.If(idx == V):
@@ -315,7 +313,7 @@ class Sampler(wiring.Component):
             with m.State("SUM"):                                # W
                 m.d.comb += advance.eq(1)
                 with m.If(rd_valid):
-                    m.d.sync += total.eq(total + weight)
+                    m.d.sync += total.eq(running)
                 with m.If(last):
                     m.d.sync += idx.eq(0)
                     m.next = "DRAW"
@@ -336,10 +334,10 @@ class Sampler(wiring.Component):
             with m.State("SEARCH"):                             # the first token whose running sum exceeds r
                 m.d.comb += advance.eq(1)
                 with m.If(rd_valid):
-                    m.d.sync += [total.eq(total + weight), sum_valid.eq(1), sum_index.eq(rd_index)]
-                with m.If(sum_valid & ~total[W]):
-                    m.d.sync += [token.eq(sum_index), idx.eq(0)]
-                    m.next = "OUT"
+                    m.d.sync += total.eq(running)
+                    with m.If(~running[W]):
+                        m.d.sync += [argmax.eq(rd_index), idx.eq(0)]
+                        m.next = "OUT"
             with m.State("OUT"):
                 m.d.sync += idx.eq(0)
                 m.d.comb += self.token.valid.eq(1)
