@@ -46,16 +46,18 @@ def requantizer_for(compiled, *, to="act"):
                        out_bits=f.act_bits if to == "act" else f.res_bits)
 
 
-def layer_norm_for(compiled):
+def layer_norm_for(compiled, *, serial_shift_bits=0):
     """The `LayerNormUnit` of the artefact's row length and formats (eps port as wide as its eps; the
-    smallest eps and the range of the layer norms' shifts bound its shifters)."""
+    smallest eps and the range of the layer norms' shifts bound its shifters); `serial_shift_bits` as the
+    unit's."""
     f, t = compiled.formats, compiled.tensors
     names = [op["name"] for op in compiled.program if op["op"] == "layer_norm"]
     eps = [int(t[name + ".eps"]) for name in names]
     shifts = [int(t[name + ".shift"]) for name in names]
     return LayerNormUnit(d=compiled.config.n_embd, res_bits=f.res_bits, frac_bits=f.ln_frac_bits,
                          inv_bits=f.ln_inv_bits, gamma_bits=f.ln_gamma_bits, eps_bits=max(1, max(eps).bit_length()),
-                         eps_min=max(1, min(eps)), gamma_shift_range=(min(shifts), max(shifts)), out_bits=f.act_bits)
+                         eps_min=max(1, min(eps)), gamma_shift_range=(min(shifts), max(shifts)), out_bits=f.act_bits,
+                         serial_shift_bits=serial_shift_bits)
 
 
 def attention_for(compiled, *, positions=None, lanes=1, groups=1):
