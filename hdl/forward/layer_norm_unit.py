@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from golden.datapath import check_act_bits
 
 from .arith import check_int, check_range, round_shift_above, round_shift_within, saturate
+from .block_ram import NO_COLLISIONS, RegisteredReadPort
 
 __all__ = ["LayerNormUnit"]
 
@@ -215,8 +216,10 @@ class LayerNormUnit(wiring.Component):
         m = Module()
         d, w, b = self._d, self._res_bits, self._inv_bits
         n = self.root_bits
-        m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[])
-        write, read = row.write_port(), row.read_port()
+        # The row is never read in the cycle it is written (pass 1 writes, pass 2 reads; a read that pass 1's
+        # ticks make is never used): no read-during-write logic.
+        m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[], attrs=NO_COLLISIONS)
+        write, read = row.write_port(), RegisteredReadPort(m, row, name="row_read")
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))

@@ -6,6 +6,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import at_least, check_int
+from .block_ram import NO_COLLISIONS, RegisteredReadPort
 from .serial_xorshift32 import SerialXorshift32
 
 __all__ = ["Sampler"]
@@ -161,11 +162,17 @@ class Sampler(wiring.Component):
         I, K = self._index_bits, self.key_bits
         m.submodules.generator = generator = SerialXorshift32()
         wiring.connect(m, wiring.flipped(self.seed), generator.seed)
-        # Two memories, read at one address: a shared one would need a multiplexer on its write data.
-        m.submodules.logit_memory = logit_memory = memory.Memory(shape=signed(L), depth=V, init=[])
-        m.submodules.weight_memory = weight_memory = memory.Memory(shape=max(E, 3), depth=V, init=[])
-        logit_write, logit_read = logit_memory.write_port(), logit_memory.read_port()
-        weight_write, weight_read = weight_memory.write_port(), weight_memory.read_port()
+        # Two memories, read at one address: a shared one would need a multiplexer on its write data. Neither is
+        # read where it is written in the same cycle, or the word so read is not used (the logits are read after
+        # the last is written; a weight or a key's standing is written at an index the passes have left behind):
+        # no read-during-write logic.
+        m.submodules.logit_memory = logit_memory = memory.Memory(shape=signed(L), depth=V, init=[],
+                                                                 attrs=NO_COLLISIONS)
+        m.submodules.weight_memory = weight_memory = memory.Memory(shape=max(E, 3), depth=V, init=[],
+                                                                   attrs=NO_COLLISIONS)
+        logit_write, logit_read = logit_memory.write_port(), RegisteredReadPort(m, logit_memory, name="logit_read")
+        weight_write = weight_memory.write_port()
+        weight_read = RegisteredReadPort(m, weight_memory, name="weight_read")
 
         # Passes over the stored rows: `advance` reads row idx (and steps idx); its data is there one cycle later,
         # at rd_index (rd_valid).
