@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from golden.datapath import check_act_bits
 
 from .arith import check_int, check_range, round_shift_above, round_shift_within, saturate
-from .block_ram import NO_COLLISIONS, RegisteredReadPort
+from ..read_port import NO_COLLISIONS, ReadPort
 
 __all__ = ["LayerNormUnit"]
 
@@ -219,7 +219,7 @@ class LayerNormUnit(wiring.Component):
         # The row is never read in the cycle it is written (pass 1 writes, pass 2 reads; a read that pass 1's
         # ticks make is never used): no read-during-write logic.
         m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[], attrs=NO_COLLISIONS)
-        write, read = row.write_port(), RegisteredReadPort(m, row, name="row_read")
+        write, read = row.write_port(), ReadPort(m, row, "row_read")
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))

@@ -6,7 +6,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import at_least, check_int
-from .block_ram import NO_COLLISIONS, RegisteredReadPort
+from ..read_port import NO_COLLISIONS, ReadPort
 from .serial_xorshift32 import SerialXorshift32
 
 __all__ = ["Sampler"]
@@ -170,9 +170,9 @@ class Sampler(wiring.Component):
                                                                  attrs=NO_COLLISIONS)
         m.submodules.weight_memory = weight_memory = memory.Memory(shape=max(E, 3), depth=V, init=[],
                                                                    attrs=NO_COLLISIONS)
-        logit_write, logit_read = logit_memory.write_port(), RegisteredReadPort(m, logit_memory, name="logit_read")
+        logit_write, logit_read = logit_memory.write_port(), ReadPort(m, logit_memory, "logit_read")
         weight_write = weight_memory.write_port()
-        weight_read = RegisteredReadPort(m, weight_memory, name="weight_read")
+        weight_read = ReadPort(m, weight_memory, "weight_read")
 
         # Passes over the stored rows: `advance` reads row idx (and steps idx); its data is there one cycle later,
         # at rd_index (rd_valid).
