@@ -19,10 +19,11 @@ class Sampler(wiring.Component):
     """``golden.int_ops.sample``, token for token and state for state, on one adder and one multiplier.
 
     The ``V`` logits arrive as a stream and are stored (one memory; their
-    weights get another, read at the same address) while their largest value
-    ``m`` and its first index are kept. Greedy (``inv_temperature == 0``)
-    answers that index at once and leaves the generator untouched. Otherwise, by passes
-    over the stored logits:
+    weights get another, read at the same address). A first pass over them
+    finds their largest value ``m`` and its first index, on the subtractor
+    that later makes the gaps (no comparator). Greedy (``inv_temperature ==
+    0``) answers that index and leaves the generator untouched. Otherwise, by
+    further passes over the stored logits:
 
     - top-k (``top_k < V``): each logit's key is ``(l, V-1-v)`` (logit, then
       the lower index first: golden's stable sort), all keys distinct; the
@@ -51,17 +52,17 @@ class Sampler(wiring.Component):
       running sum exceeds ``r`` (where the sum's sign clears).
 
     The wide logic is the one adder of the serial multiplies, the weights'
-    adder, the largest logit's comparator and the gap's subtractor: each
+    adder and the gaps' subtractor: each
     carry chain is one register-to-register path, and there is no exp2
     barrel shifter, no XOR network of the generator's state and no bit
     selection from it.
 
-    A sampled token takes, after the last logit, ``(logit_bits + ceil(log2
-    V)) (V + 1)`` cycles of top-k search, 19 a member and 2 a non-member for
+    A token takes ``V + 2`` cycles after the last logit for the largest; a
+    sampled one then ``(logit_bits + ceil(log2 V)) (V + 1)`` cycles of top-k
+    search, 19 a member and 2 a non-member for
     the weights (a non-member after a member waits for its weight's shift),
     and at most ``2 V + 40`` for the sum, the draw and the search
-    (``benchmarks/bench_sampler.py``). Greedy answers the cycle after the
-    last logit.
+    (``benchmarks/bench_sampler.py``).
 
     Parameters
     ----------
@@ -191,6 +192,7 @@ class Sampler(wiring.Component):
         standing = weight_read.data                             # in the top-k search: (above, equal, b)
 
         top = Signal(signed(L), reset_less=True)                # m, the largest logit
+        difference = top - logit                                # m - l: the search for m, then the gaps
         argmax = Signal(range(V), reset_less=True)              # its index; then the token drawn
         m.d.comb += self.token.payload.eq(argmax)
 
@@ -276,16 +278,22 @@ class Sampler(wiring.Component):
                              logit_write.data.eq(self.logits.payload), logit_write.en.eq(self.logits.valid)]
                 with m.If(self.logits.valid):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If((idx == 0) | (self.logits.payload > top)):
-                        m.d.sync += [top.eq(self.logits.payload), argmax.eq(idx)]
                     with m.If(idx == V - 1):
-                        m.d.sync += [idx.eq(0), need.eq(self.top_k), bit_index.eq(K - 1), first.eq(1)]
-                        with m.If(self.inv_temperature == 0):
-                            m.next = "OUT"
-                        with m.Elif(every):
-                            m.next = "READ"
-                        with m.Else():
-                            m.next = "THRESHOLD"
+                        m.d.sync += [idx.eq(0), need.eq(self.top_k), bit_index.eq(K - 1), first.eq(1),
+                                     top.eq(-1 << (L - 1)), argmax.eq(0)]
+                        m.next = "MAX"
+            with m.State("MAX"):                                # m and its first index, on the gap's subtractor
+                m.d.comb += advance.eq(1)
+                with m.If(rd_valid & difference[-1]):           # l > m
+                    m.d.sync += [top.eq(logit), argmax.eq(rd_index)]
+                with m.If(last):
+                    m.d.sync += idx.eq(0)
+                    with m.If(self.inv_temperature == 0):
+                        m.next = "OUT"
+                    with m.Elif(every):
+                        m.next = "READ"
+                    with m.Else():
+                        m.next = "THRESHOLD"
             with m.State("THRESHOLD"):                          # do k keys reach T's bits with this one set?
                 m.d.comb += [advance.eq(1), thresholding.eq(1)]
                 m.d.sync += need.eq(counted)
@@ -298,7 +306,7 @@ class Sampler(wiring.Component):
                 m.d.comb += advance.eq(1)
                 m.next = "GAP"
             with m.State("GAP"):
-                m.d.sync += [gap.eq((top - logit)[:L]), member.eq(keys_in), steps.eq(0),
+                m.d.sync += [gap.eq(difference[:L]), member.eq(keys_in), steps.eq(0),
                              acc.eq(1 << (shift - 1))]          # the rounding half
                 with m.If(keys_in):
                     m.next = "STEP"
