@@ -45,7 +45,15 @@ class LayerNormUnit(wiring.Component):
     `shift_range` (``bit_length(isqrt(eps_min))`` bounds it from below) and
     ``gamma_shift`` over `gamma_shift_range` (wiring alone when the artefact's
     layer norms share one shift); the registers in front of them keep only the
-    bits above the smallest shift less one.
+    bits above the smallest shift less one. With ``serial_shift_bits = k`` the
+    low ``k`` bits of ``sh - F`` (all of it for ``k`` of 4 or more with the
+    default model's 16 shifts) are made on ``V``'s own register instead, one
+    place a cycle after it is formed, holding pass 2 for those cycles: no
+    shifter stages for them (38 logic cells fewer for the default model, up
+    to ``serial_cycles_max`` cycles more an element). The row memory is read
+    through `hdl.read_port.ReadPort` (pass 1 writes it, pass 2 reads it: a
+    word read in the cycle it is written is never used), so Yosys builds no
+    read-during-write logic around its block RAM.
 
     ``n`` is kept to ``n_bits`` signed bits: with ``eps >= 1``,
     ``|d x - S1| <= sqrt(d - 1) * sqrt(D - 1)`` and ``r = floor(sqrt D)``, so
@@ -71,6 +79,9 @@ class LayerNormUnit(wiring.Component):
         The smallest and largest ``gamma_shift`` the port will carry (within 0 .. 63).
     out_bits : int
         Width of the signed activations out (``act_bits``).
+    serial_shift_bits : int
+        How many low bits of the normalising shift are made one place a cycle, 0 to 6 (default 0: a log
+        shifter for all of it; only where the shift's range starts above the fold, ``shift_range[0] > fold_bits``).
 
     Members
     -------

@@ -24,8 +24,13 @@ from .serial_requantizer import SerialRequantizer
 from .sampler import Sampler
 from .xorshift32 import Xorshift32
 
-__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "embedding_for",
+__all__ = ["FLASH_NORM_SERIAL_SHIFT_BITS", "linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "embedding_for",
            "gelu_for", "decode_linear_for", "units_for"]
+
+#: `LayerNormUnit.serial_shift_bits` of a core whose constants come from the flash (the iCEBreaker's, short of
+#: logic cells, its token bound by the flash stream): the whole normalising shift one place a cycle (38 LC fewer
+#: for the default model, about 8 cycles more an element); a block-RAM core (the ULX3S's) keeps the log shifter.
+FLASH_NORM_SERIAL_SHIFT_BITS = 6
 
 
 def linear_acc_bits(compiled):
@@ -129,6 +134,8 @@ def units_for(compiled, *, cache_positions=4):
         "isqrt": IsqrtUnit(value_bits=ln.d_bits),
         "reciprocal": ReciprocalUnit(value_bits=root_bits, bits=f.ln_inv_bits),
         "layer norm": ln,
+        "layer norm (serial shift: the flash core's)": layer_norm_for(
+            compiled, serial_shift_bits=FLASH_NORM_SERIAL_SHIFT_BITS),
         "exp2": Exp2Unit(table=t["exp2.lut"], frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, z_bits=24),
         "gelu table": gelu_for(compiled),
         "xorshift32": Xorshift32(),
