@@ -132,19 +132,28 @@ def test_memories(tmp_path):
     assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
 
 
-@pytest.mark.parametrize("codes, constants", [("rom", "rom"), ("loaded", "rom"), ("loaded", "stream")])
-def test_no_padding(codes, constants):
+@pytest.mark.parametrize("codes, constants, rows, pack", [
+    ("rom", "rom", 4, 1), ("loaded", "rom", 4, 1), ("loaded", "stream", 4, 1), ("loaded", "stream", 2, 2),
+    ("rom", "rom", 1, 4)])
+def test_no_padding(codes, constants, rows, pack):
     """Layers whose N is not a multiple of the columns and whose K is not one of the rows: the code banks hold
-    exactly ``sum ceil(K / R) N`` column words (a layer may start in any bank), written or initialised."""
+    exactly ``sum ceil(K / R) N`` column words (a layer may start in any bank), written or initialised; with
+    ``code_pack`` words a bank word holds that many of them (loaded codes fill 16 bits: 2 rows of 4-bit codes
+    pack 2), read once and used over as many beats."""
     fmt = PotFormat(4)
     rng = np.random.default_rng(3)
     shapes = [(8, 7), (6, 5), (16, 48), (5, 1), (16, 16)]
     layers = [LinearLayer(codes=rng.integers(0, 16, s), bias=rng.integers(-50, 50, s[1]),
                           mult=np.full(s[1], 1 << 14), shift=np.full(s[1], 14), out_bits=16, name=f"l{i}")
               for i, s in enumerate(shapes)]
-    dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes, constants=constants)
-    words = sum(-(-k // 4) * n for k, n in shapes)
-    assert dut.code_depth == words // 3 and dut.code_banks.shape == (3, dut.code_depth)         # evenly: 94 each
+    dut = ProgramLinear(layers=layers, rows=rows, columns=3, codes=codes, constants=constants,
+                        code_pack=None if codes == "loaded" else pack)
+    words = sum(-(-k // rows) * n for k, n in shapes)
+    assert dut.code_pack == pack and dut.code_bits == pack * rows * 4
+    fullest = pack_codes(layers, rows=rows, columns=3, bits=4, zero_code=fmt.zero_code)[0].shape[1]
+    if rows == 4:
+        assert fullest * 3 == words                                                          # evenly: 94 each
+    assert dut.code_depth == -(-fullest // pack) and dut.code_banks.shape == (3, dut.code_depth)
     assert ("code_write" in dut.signature.members) == (codes == "loaded")
     jobs = [(i, rng.integers(-128, 128, k), None) for i, (k, n) in enumerate(shapes)] * 2
     got = run_layers(dut, jobs, seed=4)
