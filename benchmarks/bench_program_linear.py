@@ -1,7 +1,7 @@
 """Resources of the forward core's linear engine (`ProgramLinear`) alone, as each board's core builds it.
 
     python benchmarks/bench_program_linear.py [--board icebreaker|ulx3s] [--constants rom|stream]
-        [--requantizer auto|parallel|two-pass] [--rows R --columns C] [--fmax] [--checkpoint DIR] [--json]
+        [--requantizer auto|parallel|two-pass|two-pass-serial] [--rows R --columns C] [--fmax] [--checkpoint DIR] [--json]
 
 The engine is built from the compiled checkpoint's linear layers with the
 board's array (`hdl.build_forward.FORWARD_CORES`: 4 x 3 with its codes loaded
@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golden.cli import ArgumentParser, HelpFormatter, positive_int, run  # noqa: E402
+from hdl.forward.program_linear import REQUANTIZERS  # noqa: E402
 
 BOARDS = {"icebreaker": ("ice40", "loaded"), "ulx3s": ("ecp5", "rom")}
 
@@ -78,7 +79,7 @@ def main(argv=None):
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker", help="whose core's engine")
     p.add_argument("--constants", choices=("rom", "stream"), default="rom",
                    help="bias / mult / shift in memories or from the stream")
-    p.add_argument("--requantizer", choices=("auto", "parallel", "two-pass"), default="auto")
+    p.add_argument("--requantizer", choices=REQUANTIZERS, default="auto", help="the readout's requantiser")
     p.add_argument("--rows", type=positive_int, default=None, help="array rows (default: the board's)")
     p.add_argument("--columns", type=positive_int, default=None, help="array columns (default: the board's)")
     p.add_argument("--fmax", action="store_true", help="also place and route it alone on the LFE5U-85F")

@@ -23,9 +23,11 @@ __all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "R
 CODE_STORES = ("rom", "loaded")
 
 #: The requantiser behind `ProgramLinear`'s readout: ``"parallel"`` (`Requantizer`, a channel per cycle),
-#: ``"two-pass"`` (`TwoPassRequantizer`, one 16 x 16 multiplier, a channel every other cycle) or ``"auto"``
-#: (two-pass where every tile leaves it the time: ``min(chunk) + 1 >= 2 * columns``).
-REQUANTIZERS = ("auto", "parallel", "two-pass")
+#: ``"two-pass"`` (`TwoPassRequantizer`, one 16 x 16 multiplier, a channel every other cycle),
+#: ``"two-pass-serial"`` (the same with its shift made one place a cycle: no barrel shifter, a channel every
+#: ``high - low + 1`` cycles of the layers' shift range) or ``"auto"`` (the slowest of them that every tile
+#: leaves the time: ``min(chunk) + 1 >= interval * columns``).
+REQUANTIZERS = ("auto", "parallel", "two-pass", "two-pass-serial")
 
 #: Where `ProgramLinear` gets each channel's bias / mult / shift: ``"rom"``, memories initialised by the
 #: bitstream; ``"stream"``, one record per output channel on the ``channel_constants`` port (the core
@@ -275,7 +277,7 @@ class ProgramLinear(wiring.Component):
     constants : str
         ``"rom"`` or ``"stream"`` (`CONSTANT_SOURCES`).
     requantizer : str
-        ``"auto"``, ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`).
+        ``"auto"``, ``"parallel"``, ``"two-pass"`` or ``"two-pass-serial"`` (`REQUANTIZERS`).
     code_pack : int or None
         Column words per code bank word, a power of two; None: `default_code_pack` of the array and `codes` (1 for ROM
         codes; loaded codes fill the SPRAM's 16-bit word, e.g. 2 on a 2-row array of 4-bit codes).
@@ -346,9 +348,15 @@ class ProgramLinear(wiring.Component):
             low, high = sum_ranges(values, act_bits)
             acc_bits = max(acc_bits, _width((low + layer.bias).min(), (high + layer.bias).max()))
         self._pe_bits, self._acc_bits = pe_bits, acc_bits
-        fast = min(self.layer_chunk(i) for i in range(len(self._layers))) + 1 >= 2 * columns
+        shifts = [int(v) for x in self._layers for v in x.shift]
+        self._shift_range = (min(shifts), max(shifts))
+        beats = min(self.layer_chunk(i) for i in range(len(self._layers))) + 1      # a tile's, at the least
         if requantizer == "auto":
-            requantizer = "two-pass" if fast and mult_bits <= 16 and acc_bits <= 31 else "parallel"
+            requantizer = "parallel"
+            if mult_bits <= 16 and acc_bits <= 31 and beats >= 2 * columns:
+                serial = self._shift_range[0] >= 1 and beats >= columns * max(2, self._shift_range[1] -
+                                                                               self._shift_range[0] + 1)
+                requantizer = "two-pass-serial" if serial else "two-pass"
         self._requantizer = requantizer
         self._out_bits = max([x.out_bits for x in self._layers] + [res_bits if self.adds else 2])
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(self._out_bits))),
@@ -438,7 +446,7 @@ class ProgramLinear(wiring.Component):
 
     @property
     def requantizer(self):
-        """The requantiser in use: ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`)."""
+        """The requantiser in use: ``"parallel"``, ``"two-pass"`` or ``"two-pass-serial"`` (`REQUANTIZERS`)."""
         return self._requantizer
 
     @property
@@ -538,9 +546,9 @@ class ProgramLinear(wiring.Component):
             requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits, shift_bits=6,
                                   out_bits=self._out_bits)
         else:
-            shifts = [int(v) for x in layers for v in x.shift]
             requant = TwoPassRequantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
-                                         shift_range=(min(shifts), max(shifts)), out_bits=self._out_bits)
+                                         shift_range=self._shift_range, out_bits=self._out_bits,
+                                         shifter="serial" if self._requantizer == "two-pass-serial" else "barrel")
         m.submodules.requantizer = requant
         pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._pe_bits, exact_negation=False,
                       skip_input=True) for _ in range(C)] for _ in range(R)]

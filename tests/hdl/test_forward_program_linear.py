@@ -83,12 +83,12 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
 @pytest.mark.parametrize("n_layer, rows, columns, constants, requantizer, chosen", [
     (1, 4, 3, "rom", "auto", "parallel"), (2, 3, 5, "rom", "auto", "parallel"),
     (1, 4, 3, "stream", "auto", "parallel"), (1, 2, 3, "stream", "auto", "two-pass"),
-    (1, 4, 3, "rom", "two-pass", "two-pass")])
+    (1, 4, 3, "rom", "two-pass", "two-pass"), (1, 2, 3, "stream", "two-pass-serial", "two-pass-serial")])
 def test_every_layer(tmp_path, n_layer, rows, columns, constants, requantizer, chosen):
     """Every linear op of the program on golden's own inputs of two tokens, in program order, then again;
     with ``constants="stream"`` each channel's record comes from a source that stalls at random. The
     two-pass requantiser is chosen where every tile has at least two cycles per column (K / rows = 8, and
-    above it forced where the tiles must wait for it)."""
+    above it forced where the tiles must wait for it); its serial shifter forced where they wait for it."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=n_layer, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     f = compiled.formats
     forward = IntegerForward(compiled)
@@ -204,3 +204,17 @@ def test_channel_records(tmp_path):
         [np.stack([x.bias + n, x.mult, x.shift], axis=1) for x, n in zip(layers, negatives)]))
     biases = np.array(records)[:, 0]
     assert -(1 << (dut.bias_bits - 1)) <= biases.min() and biases.max() < 1 << (dut.bias_bits - 1)
+
+
+def test_icebreaker_array(compiled_default):
+    """The default model on the iCEBreaker's 2 x 3 array with loaded codes: each bank word holds two beats'
+    column words (16 bits, one SPRAM word), so the three banks are 16,384 words deep, one SPRAM each; its
+    tiles of at least 33 beats leave the serial-shift requantiser the 3 x 11 cycles it needs at the layers'
+    shifts 16..26 (the 4 x 3 array's 17 beats do not: the barrel shifter's two-pass there)."""
+    compiled = compiled_default
+    f = compiled.formats
+    options = dict(layers=program_layers(compiled), bits=4, act_bits=f.act_bits, res_bits=f.res_bits,
+                   mult_bits=f.mult_bits, codes="loaded", constants="stream")
+    dut = ProgramLinear(rows=2, columns=3, **options)
+    assert (dut.code_pack, dut.code_bits, dut.code_depth, dut.requantizer) == (2, 16, 16384, "two-pass-serial")
+    assert ProgramLinear(rows=4, columns=3, **options).requantizer == "two-pass"
