@@ -223,8 +223,9 @@ class ProgramLinear(wiring.Component):
     one word of code bank ``c``. A tile is ``chunk_l`` beats and one drain beat; at the drain each
     column's ``rows`` partial sums are added and held, and sent with the
     channel's bias through the requantiser (`Requantizer`, one channel per
-    cycle, or `TwoPassRequantizer`, one every other cycle: `requantizer`)
-    while the next tile accumulates. The PEs add ones'-complement negative
+    cycle, or `TwoPassRequantizer`, one every other cycle, or with its serial
+    shifter one every ``shift - low + 1``: `requantizer`) while the next tile
+    accumulates. The PEs add ones'-complement negative
     terms (``PotPE(exact_negation=False)``): a channel's sum comes out short by
     its count of negative non-zero codes, which its stored bias adds back
     (`channel_records`). The PEs' accumulators are as wide as the partial sums
