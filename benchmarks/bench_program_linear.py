@@ -74,8 +74,9 @@ def main(argv=None):
     p = ArgumentParser(prog="python benchmarks/bench_program_linear.py", formatter_class=HelpFormatter,
                        description="Synthesize the forward core's linear engine (ProgramLinear) alone, as a "
                                    "board's core builds it, and print its cells by part.",
-                       epilog="example: python benchmarks/bench_program_linear.py --board icebreaker "
-                              "--constants stream")
+                       epilog="examples:\n  python benchmarks/bench_program_linear.py --board icebreaker "
+                              "--constants stream\n  python benchmarks/bench_program_linear.py --board icebreaker "
+                              "--constants stream --rows 4 --columns 3 --requantizer two-pass")
     p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker", help="whose core's engine")
     p.add_argument("--constants", choices=("rom", "stream"), default="rom",
                    help="bias / mult / shift in memories or from the stream")
