@@ -358,6 +358,8 @@ class ProgramLinear(wiring.Component):
                 serial = self._shift_range[0] >= 1 and beats >= columns * max(2, self._shift_range[1] -
                                                                                self._shift_range[0] + 1)
                 requantizer = "two-pass-serial" if serial else "two-pass"
+        if requantizer == "two-pass-serial" and self._shift_range[0] < 1:
+            raise ValueError(f"the two-pass-serial requantiser needs shifts from 1 up, not from {self._shift_range[0]}")
         self._requantizer = requantizer
         self._out_bits = max([x.out_bits for x in self._layers] + [res_bits if self.adds else 2])
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(self._out_bits))),

@@ -188,6 +188,12 @@ def test_wrong():
     with pytest.raises(ValueError, match="requantizer must be one of auto, parallel, two-pass"):
         ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
                                           shift=np.zeros(4), out_bits=8)], requantizer="serial")
+    with pytest.raises(ValueError, match="two-pass-serial requantiser needs shifts from 1 up, not from 0"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], requantizer="two-pass-serial")
+    with pytest.raises(ValueError, match="code_pack must be a power of two, not 3"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], code_pack=3)
 
 
 def test_channel_records(tmp_path):
