@@ -10,6 +10,7 @@ from golden.datapath import check_act_bits
 from golden.pot_format import PotFormat
 
 from ..pot_pe import PotPE
+from ..read_port import NO_COLLISIONS, ReadPort
 from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .requantizer import Requantizer
@@ -535,8 +536,10 @@ class ProgramLinear(wiring.Component):
             m.submodules[f"codes{s}"] = bank
             code_reads.append(bank.read_port())
         A = self._act_bits
-        m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[])
-        bank_write, bank_read = bank_memory.write_port(granularity=A), bank_memory.read_port()
+        # Written only while loading (state LOAD), read only on beats (BEATS): no read meets a write in its cycle,
+        # so the port needs no read-during-write logic (`ReadPort`).
+        m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[], attrs=NO_COLLISIONS)
+        bank_write, bank_read = bank_memory.write_port(granularity=A), ReadPort(m, bank_memory, "bank_read")
         constants = {}
         if self._constants == "rom":
             records = self.channel_records()
