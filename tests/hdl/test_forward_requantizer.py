@@ -150,9 +150,10 @@ def test_serial_wrong():
 @pytest.mark.parametrize("shifter", SHIFTERS)
 def test_two_pass_corners(acc_bits, shift_range, shifter):
     """The two-pass requantiser at the extremes, for accumulators below, at and above its 15-bit low part,
-    with either shifter (the serial one from shift 1 up)."""
+    with either shifter (the serial one from shift 1 up, and over 1..12 instead of all 63 shifts: a value takes
+    a cycle a place)."""
     if shifter == "serial" and shift_range[0] == 0:
-        shift_range = (1, shift_range[1])
+        shift_range = (1, 12)
     acc, mult, shift = corner_cases(acc_bits, 16, range(shift_range[0], shift_range[1] + 1))
     dut = TwoPassRequantizer(acc_bits=acc_bits, mult_bits=16, shift_range=shift_range, out_bits=16,
                              shifter=shifter)
