@@ -1,5 +1,5 @@
-"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the linear design
-unchanged by default, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
+"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the default design
+per board, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
 
 import json
 import subprocess
