@@ -1,9 +1,10 @@
-"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the linear design
-unchanged by default, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
+"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the default design
+per board, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +27,20 @@ def one_line_error(result):
     return errors[0]
 
 
-def test_default_design_is_linear():
-    assert DEFAULT_DESIGN == "linear"
+def test_default_design_per_board():
+    """`python -m hdl.build --board icebreaker` builds the whole forward into build/icebreaker; the ULX3S's
+    default stays the linear engine; the other design goes to build/BOARD-DESIGN; --patch is the linear
+    design's."""
+    assert DEFAULT_DESIGN == {"icebreaker": "forward", "ulx3s": "linear"}
     args = parse_args(["--board", "icebreaker"])
-    assert args.design == "linear" and args.rows is None and args.context is None
+    assert args.design == "forward" and args.rows is None and args.context is None
+    assert Path(args.out).name == "icebreaker"
+    assert Path(parse_args(["--board", "icebreaker", "--design", "linear"]).out).name == "icebreaker-linear"
+    ulx3s = parse_args(["--board", "ulx3s"])
+    assert ulx3s.design == "linear" and Path(ulx3s.out).name == "ulx3s"
+    assert Path(parse_args(["--board", "ulx3s", "--design", "forward"]).out).name == "ulx3s-forward"
     assert parse_args(["--board", "ulx3s", "--design", "forward", "--context", "9"]).context == 9
+    assert parse_args(["--board", "icebreaker", "--patch", "--roms", "r"]).design == "linear"
 
 
 def test_default_model_refused_on_the_up5k(tmp_path):
@@ -45,8 +55,9 @@ def test_default_model_refused_on_the_up5k(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--board", "icebreaker", "--context", "8"), "--context and --int-format go with --design forward"),
-    (("--board", "ulx3s", "--design", "forward", "--pe", "int8"), "--pe and --codes shape the linear design"),
+    (("--board", "icebreaker", "--design", "linear", "--context", "8"),
+     "--context and --int-format go with --design forward"),
+    (("--board", "icebreaker", "--pe", "int8"), "--pe and --codes shape the linear design"),
     (("--board", "ulx3s", "--design", "forward", "--context", "999"), "--context 999: the model has 128 positions"),
     (("--board", "ulx3s", "--design", "forward", "--int-format", "mult_bits=99"), "mult_bits must be an integer"),
     (("--board", "ulx3s", "--design", "both"), "argument --design: invalid choice"),
