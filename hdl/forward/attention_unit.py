@@ -214,6 +214,14 @@ class AttentionUnit(wiring.Component):
         return None
 
     @property
+    def shift_steps(self):
+        """Cycles OUTPUT waits per channel at most for its serial shifts (`compact` only, else 0): the spans of
+        `mean_shift_range` and of `out_shifts`, a bit a cycle (a mean's shift depends on its head's ``E``)."""
+        if not self._compact:
+            return 0
+        return sum(high - low for low, high in (self.mean_shift_range, self._out_shifts))
+
+    @property
     def score_shifts(self):
         """``(low, high)``: the values ``score_shift`` may take (the compiled layers' range)."""
         return self._score_shifts
@@ -243,11 +251,12 @@ class AttentionUnit(wiring.Component):
         SCORES ``keys * groups`` and the tree's latency, VALUES ``groups (keys + 8)`` (8: the pipeline from
         the score to the accumulators), the reciprocal (``sum_bits + recip_bits + 2`` at most), OUTPUT
         ``groups max(lanes + 8, 2 lanes + 4)`` (a mean and its requantisation, four stages each; `compact`:
-        ``groups (2 lanes + 8 + 2 max(0, lanes - 2))``, a mean's two passes).
+        ``groups (2 lanes + 8 + 2 max(0, lanes - 2))``, a mean's two passes, and `shift_steps` for each channel
+        at most).
         """
         keys, groups, L = position + 1, self.head_dim // self._lanes, self._lanes
         tree = 0 if L == 1 else ((L - 1).bit_length() + 1) // 2      # adder-tree registers
-        output = 2 * L + 8 + 2 * max(0, L - 2) if self._compact else max(L + 8, 2 * L + 4)
+        output = 2 * L + 8 + 2 * max(0, L - 2) + L * self.shift_steps if self._compact else max(L + 8, 2 * L + 4)
         return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 2) \
             + groups * output
 
@@ -383,7 +392,12 @@ class AttentionUnit(wiring.Component):
         y, y_valid = Signal(signed(A)), Signal()          # the output register
         m.d.comb += [self.o.payload.eq(y), self.o.valid.eq(y_valid)]
         taking = ~y_valid | self.o.ready                  # the output register takes a new value
-        step = ~output_phase | taking                     # in VALUES the pipeline never stalls
+        # Compact: OUTPUT's variable shifts are serial, a bit a cycle in `shifted` while the pipeline waits
+        # (`shifting` steps left); VALUES' gaps, one a cycle, go through a barrel shifter of the score shifts only.
+        serial = max(high - low for low, high in (self.mean_shift_range, self._out_shifts)) if compact else 0
+        shifting = Signal(range(serial + 1))
+        stall = shifting != 0
+        step = ~output_phase | (taking & ~stall)          # in VALUES the pipeline never stalls
         out_lane = Signal(range(L + 1))
         pushed = Signal(range(L + 1))
         operand = Signal(signed(self.mean_bits if compact else max(self.score_bits + 2, self.acc_bits,
@@ -395,8 +409,8 @@ class AttentionUnit(wiring.Component):
         # the shifter forms only the bits of the widest (its other bits would be copies of the sign).
         narrow = max(self.gap_bits + len(scale) - lows["gap"] + 2, self.mean_bits + 2,
                      self.mean_bits + len(scale) - lows["out"] + 2)
-        shifted = Signal(signed(min(narrow, len(scaled) + 1) if compact else len(scaled) + 1))
-        rounded = Signal(signed(len(shifted)))
+        rounded = Signal(signed(min(narrow, len(scaled) + 1) if compact else len(scaled) + 1))
+        shifted = Signal(signed(min(len(rounded) + serial, len(scaled) + 1)))     # `serial` bits more to shift
         # Per stage in OUTPUT: valid and whether it is a requantisation (else a mean).
         valids, outs = [Signal(name=f"scale_valid{n}") for n in range(4)], [Signal(name=f"scale_out{n}")
                                                                             for n in range(4)]
@@ -430,8 +444,14 @@ class AttentionUnit(wiring.Component):
                 added = Signal(name="scale_added")
                 m.d.sync += added.eq(issue_mean)
                 product = product + Mux(added, scaled[k:k + len(scale)], 0)
-            m.d.sync += [scaled.eq(product), variable2.eq(variable),
-                         shifted.eq(presets >> variable2), rounded.eq((shifted + 1) >> 1),
+            if compact:
+                gap_bits = (self._score_shifts[1] - self._score_shifts[0]).bit_length()
+                gap_shift = presets >> variable2[:gap_bits] if gap_bits else presets
+                m.d.sync += [shifted.eq(Mux(output_phase, presets, gap_shift)),
+                             shifting.eq(Mux(output_phase & valids[1], variable2, 0))]
+            else:
+                m.d.sync += shifted.eq(presets >> variable2)
+            m.d.sync += [scaled.eq(product), variable2.eq(variable), rounded.eq((shifted + 1) >> 1),
                          valids[0].eq(again | issue_mean), outs[0].eq(again)]
             m.d.sync += [v.eq(p) for v, p in zip(valids[1:], valids)] + [o.eq(p) for o, p in zip(outs[1:], outs)]
             with m.If(issue_mean):
@@ -441,8 +461,11 @@ class AttentionUnit(wiring.Component):
                     m.d.sync += high.eq(1)
                 with m.If(issue_mean):
                     m.d.sync += high.eq(0)
+        if compact:
+            with m.If(stall):
+                m.d.sync += [shifted.eq(shifted >> 1), shifting.eq(shifting - 1)]
         with m.If(taking):
-            m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3]), y.eq(saturate(rounded, A))]
+            m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3] & ~stall), y.eq(saturate(rounded, A))]
         if compact:                                       # a high pass always follows its low pass at once
             m.d.comb += issue_mean.eq(output_phase & high)
         else:
@@ -492,7 +515,7 @@ class AttentionUnit(wiring.Component):
                                         mean_shift.eq(result.shift - (self._avg_frac_bits + mean_low))],
                         after="OUTPUT")
             with m.State("OUTPUT"):                        # L means, each requantised, into the output register
-                with m.If(taking & valids[3] & outs[3]):
+                with m.If(taking & ~stall & valids[3] & outs[3]):
                     m.d.sync += pushed.eq(pushed + 1)
                     with m.If(pushed == L - 1):
                         m.d.sync += [key.eq(0), output_phase.eq(0)]
