@@ -90,6 +90,9 @@ class AttentionUnit(wiring.Component):
         channels. None: compact for up to 4 lanes where it is exact (the
         iCE40's shapes), not for wider units (the ECP5's, left as they were
         timed). True where it is not exact raises ValueError.
+    exp2_multiplier : bool or None
+        The `Exp2Unit` shifts by a multiplier (one more DSP, about 45 fewer
+        iCE40 LUT4) rather than a barrel shifter. None: as `compact`.
 
     Members
     -------
@@ -103,7 +106,7 @@ class AttentionUnit(wiring.Component):
 
     def __init__(self, *, d, n_head, n_layer, positions, act_bits=8, table, exp_frac_bits=8, exp_bits=16,
                  recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63),
-                 out_shifts=(0, 63), score_mults=None, compact=None):
+                 out_shifts=(0, 63), score_mults=None, compact=None, exp2_multiplier=None):
         self._d = check_int("d", d, 1, 4096)
         self._n_head = check_int("n_head", n_head, 1, d)
         if d % n_head:
@@ -137,6 +140,9 @@ class AttentionUnit(wiring.Component):
         elif compact and why is not None:
             raise ValueError(f"compact=True needs {why}")
         self._compact = compact
+        if exp2_multiplier is not None and not isinstance(exp2_multiplier, bool):
+            raise TypeError(f"exp2_multiplier must be True, False or None, not {exp2_multiplier!r}")
+        self._exp_args["multiplier"] = compact if exp2_multiplier is None else exp2_multiplier
         if compact:                                            # z of a clamped gap: a narrower exp2 input
             self._exp_args["z_bits"] = max(exp_frac_bits + 1, self.gap_bits + max(mult_bits, recip_bits)
                                            - self._score_shifts[0] + 1)
@@ -193,6 +199,11 @@ class AttentionUnit(wiring.Component):
         """Whether the scaling multiplier is ``mean_bits x max(mult_bits, recip_bits)`` (one iCE40 SB_MAC16 for
         16 x 16): gaps clamped to `gap_bits`, each mean in two passes (its accumulator's low, then high bits)."""
         return self._compact
+
+    @property
+    def exp2_multiplier(self):
+        """Whether the `Exp2Unit` shifts by a multiplier (a DSP) rather than a barrel shifter."""
+        return self._exp_args["multiplier"]
 
     @property
     def gap_bits(self):
