@@ -393,12 +393,13 @@ class AttentionUnit(wiring.Component):
         # because the rounding half 2**(sh-avg_frac_bits-1) is a multiple of 2**k.
         compact, k = self._compact, self.mean_bits - 1
         accs = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(L)]
-        recip = Signal(self._recip_bits)
+        # R and its shift stay on the reciprocal unit's output until the next head's E: read there, not copied.
+        recip = recip_unit.o.payload.recip
         mean_low = self.mean_shift_range[0]
         lows = {"gap": self._score_shifts[0], "mean": mean_low - k if compact else mean_low,
                 "out": self._out_shifts[0]}
         span = max(high - low for low, high in (self._score_shifts, self.mean_shift_range, self._out_shifts))
-        mean_shift = Signal(range(span + 1))              # sh - avg_frac_bits - its least value, of this head
+        mean_shift = (recip_unit.o.payload.shift - (self._avg_frac_bits + mean_low))[:(span + 1).bit_length()]
         output_phase = Signal()                           # OUTPUT: means and outputs, under back-pressure
         y, y_valid = Signal(signed(A)), Signal()          # the output register
         m.d.comb += [self.o.payload.eq(y), self.o.valid.eq(y_valid)]
@@ -522,8 +523,7 @@ class AttentionUnit(wiring.Component):
                     with m.If(group == 0):
                         m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
-                        lambda result: [recip.eq(result.recip), output_phase.eq(1),
-                                        mean_shift.eq(result.shift - (self._avg_frac_bits + mean_low))],
+                        lambda result: [output_phase.eq(1)],
                         after="OUTPUT")
             with m.State("OUTPUT"):                        # L means, each requantised, into the output register
                 with m.If(taking & ~stall & valids[3] & outs[3]):
