@@ -356,7 +356,9 @@ class AttentionUnit(wiring.Component):
         factor = max(eb, 2 * A)
         products = []
         for i in range(L):
-            product = Signal(signed(factor + A + 1), name=f"product{i}")
+            # factor + A bits hold every product (|e v| <= 2**22; the unsigned q times k above -2**23); no reset:
+            # the DSP's own output register (an iCE40 SB_MAC16 cannot hold a register with a synchronous reset).
+            product = Signal(signed(factor + A), name=f"product{i}", reset_less=True)
             value, query_lane = lane(cache_read.data, i), lane(q_read.data, i)
             m.d.sync += product.eq(Mux(values_phase, exp2.o.payload,
                                        Cat(query_lane, query_lane[-1].replicate(factor - A))) * value)

@@ -194,7 +194,10 @@ class HeadUnit(wiring.Component):
         advance = ~requant.i.valid | requant.i.ready
         valid1, last1, valid2, last2 = Signal(), Signal(), Signal(), Signal()
         token1, token2 = Signal(range(V)), Signal(range(V))
-        partial = Signal(signed(A + T + (L - 1).bit_length() + 1))
+        # One lane: the product as it is, no reset, so that it is the DSP's own output register (an iCE40
+        # SB_MAC16 cannot hold a register with a synchronous reset); more lanes: their sum.
+        partial = Signal(signed(A + T + (L - 1).bit_length() + 1), reset_less=True) if L > 1 else \
+            Signal(signed(A + T), reset_less=True)
         acc = Signal(signed(self.acc_bits))
         m.d.comb += [issuing.eq(running & (token < V)), table_read.addr.eq(row_address(token, chunk, j)),
                      table_read.en.eq(advance),
