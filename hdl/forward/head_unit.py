@@ -104,7 +104,7 @@ class HeadUnit(wiring.Component):
         self._shared = bool(shared_table)
         self._words, self._table_bits, _ = lane_words(self._table, self._lanes)
         self._requantizer = SerialRequantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
-                                              shift_range=self.shift_range, out_bits=self._logit_bits)
+                                              shift_range=self.shift_range, out_bits=self._logit_bits, held=True)
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(logit_bits)))}
         if self._shared:
             ports["table"] = Out(TableReadSignature(len(self._words), self._lanes * self._table_bits))
@@ -191,8 +191,10 @@ class HeadUnit(wiring.Component):
         # Issue (token v, word j) -> memories answer (stage 1) -> products summed (stage 2) -> accumulated.
         token, j = Signal(range(V + 1)), Signal(range(chunk))
         running, issuing = Signal(), Signal()
-        advance = ~requant.i.valid | requant.i.ready
+        # The requantiser reads the dot product from its input register until it takes it (`held`): the
+        # pipeline waits only when the next dot product is due while the last is still held there.
         valid1, last1, valid2, last2 = Signal(), Signal(), Signal(), Signal()
+        advance = ~(valid2 & last2 & requant.i.valid & ~requant.i.ready)
         token1, token2 = Signal(range(V)), Signal(range(V))
         # One lane: the product as it is, no reset, so that it is the DSP's own output register (an iCE40
         # SB_MAC16 cannot hold a register with a synchronous reset); more lanes: their sum.
@@ -211,14 +213,15 @@ class HeadUnit(wiring.Component):
                          bank_write.en[index].eq(self.a.valid & self.a.ready & (lane == index))]
             weight = table_read.data[T * index:T * (index + 1)].as_signed()
             products.append(bank_read.data[A * index:A * (index + 1)].as_signed() * weight)
+        with m.If(requant.i.ready):
+            m.d.sync += requant.i.valid.eq(0)
         with m.If(advance):
             m.d.sync += [valid1.eq(issuing), last1.eq(j == chunk - 1), token1.eq(token),
-                         valid2.eq(valid1), last2.eq(last1), token2.eq(token1), partial.eq(sum(products)),
-                         requant.i.valid.eq(valid2 & last2)]
+                         valid2.eq(valid1), last2.eq(last1), token2.eq(token1), partial.eq(sum(products))]
             with m.If(valid2):
                 m.d.sync += acc.eq(acc + partial)
                 with m.If(last2):
-                    m.d.sync += [acc.eq(0), requant.i.payload.acc.eq(acc + partial)]
+                    m.d.sync += [acc.eq(0), requant.i.payload.acc.eq(acc + partial), requant.i.valid.eq(1)]
             with m.If(issuing):
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == chunk - 1):
