@@ -315,13 +315,16 @@ class AttentionUnit(wiring.Component):
         values_phase = Signal()                           # VALUES (exps and e v) rather than SCORES (q . k)
         issuing = Signal()
 
-        # Every read is issued with a tag (valid, first and last group of a score, last key, key) that travels
-        # down the pipeline beside its data: tags[n] is the tag n cycles after the issue.
-        tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "key": range(P)})
+        # Every read is issued with a tag (valid, first and last group of a score, last key, key 0) that travels
+        # down the pipeline beside its data: tags[n] is the tag n cycles after the issue. The key itself does not
+        # travel: keys reach each point in order, so a counter there names them, `late_key`, at the one keyed
+        # point of each phase (SCORES' score write, VALUES' value read), back to 0 after the last key.
+        tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "zero": 1})
         tags = [Signal(tag, name="tag0")]
         m.d.comb += [tags[0].valid.eq(issuing), tags[0].values.eq(values_phase), tags[0].first.eq(group == 0),
                      tags[0].last.eq(group == groups - 1), tags[0].final.eq(key == self.position),
-                     tags[0].key.eq(key)]
+                     tags[0].zero.eq(key == 0)]
+        late_key = Signal(range(P))
 
         def tag_at(n):
             while len(tags) <= n:
@@ -339,7 +342,10 @@ class AttentionUnit(wiring.Component):
         # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
         z_stage = 5                                       # issue, score read, operand, product, shift, rounding
         value_read = z_stage + exp2.latency - 1
-        read_key = Mux(values_phase, tag_at(value_read).key, key)
+        read_key = Mux(values_phase, late_key, key)
+        late = tag_at(value_read)
+        with m.If(late.valid & late.values):
+            m.d.sync += late_key.eq(Mux(late.final, 0, late_key + 1))
         cache_address = Signal(range(2 * self._n_layer * P * words))
         m.d.comb += [cache_address.eq(Mux(loading, cache_word,
                                           row_address(row_address(self.layer, P, read_key), 2 * words,
@@ -378,8 +384,10 @@ class AttentionUnit(wiring.Component):
         scored = tag_at(depth + 1)
         score_valid = scored.valid & ~scored.values & scored.last
         top = Signal(signed(self.score_bits))
-        m.d.comb += [s_write.addr.eq(scored.key), s_write.data.eq(score), s_write.en.eq(score_valid)]
-        with m.If(score_valid & ((scored.key == 0) | (score > top))):
+        m.d.comb += [s_write.addr.eq(late_key), s_write.data.eq(score), s_write.en.eq(score_valid)]
+        with m.If(score_valid):
+            m.d.sync += late_key.eq(Mux(scored.final, 0, late_key + 1))
+        with m.If(score_valid & (scored.zero | (score > top))):
             m.d.sync += top.eq(score)
 
         # -- one scaling pipeline, shared: VALUES' gaps, OUTPUT's means and their requantisation ----------------
@@ -493,7 +501,7 @@ class AttentionUnit(wiring.Component):
             m.d.sync += total.eq(total + exp2.o.payload)
         summed = tag_at(value_read + 2)
         with m.If(summed.valid & summed.values):
-            m.d.sync += [acc.eq(Mux(summed.key == 0, 0, acc) + product) for acc, product in zip(accs, products)]
+            m.d.sync += [acc.eq(Mux(summed.zero, 0, acc) + product) for acc, product in zip(accs, products)]
 
         with m.FSM():
             with m.State("IDLE"):
