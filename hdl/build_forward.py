@@ -45,6 +45,7 @@ from golden.cli import UserError
 
 from .forward.budget import BOARDS as BUDGET_BOARDS
 from .forward.budget import fit, forward_memories, place, refusal
+from .read_port import YOSYS_AFTER_READ
 from .reports import format_table, read_nextpnr_log, read_nextpnr_report
 from .toolchain import ToolError, run_tool, tool_command
 
@@ -128,7 +129,8 @@ def _implement_ice40(top, work, seed, quiet):
 
     platform = ICEBreakerPlatform()
     # The forward core's multipliers belong in the SB_MAC16s: Amaranth's synth_ice40 maps them to logic unless told.
-    plan = platform.prepare(top, name="top", debug_verilog=True, synth_opts=ICE40_SYNTH_OPTS)
+    plan = platform.prepare(top, name="top", debug_verilog=True, synth_opts=ICE40_SYNTH_OPTS,
+                            script_after_read=YOSYS_AFTER_READ)
     for name, content in plan.files.items():
         if name.startswith("top.") and not name.endswith((".sh", ".bat")):
             target = work / ("top.v" if name == "top.debug.v" else name)

@@ -11,6 +11,7 @@ from golden.pot_format import PotFormat
 
 from .bias_store import BiasStore
 from .code_store import CodeStore, check_columns_per_word, check_layout
+from .read_port import NO_COLLISIONS, ReadPort
 from .systolic_array import DEFAULT_BROADCAST_ROWS, SystolicArray, check_count, check_pe
 
 __all__ = ["Engine"]
@@ -19,29 +20,7 @@ __all__ = ["Engine"]
 _DESCRIPTOR_DEPTH = 4
 
 # The engine never reads an address of its activation or result buffers in the cycle it writes
-# it, so Yosys need not build read-during-write logic around the block RAMs (see `_ReadPort`).
-_NO_COLLISIONS = {"no_rw_check": 1}
-
-
-class _ReadPort:
-    """A synchronous read port of a buffer memory, built as an asynchronous port and a register.
-
-    It behaves as ``memory.read_port()`` does (``data`` one cycle after ``addr``, held while ``en``
-    is low, the old word if the address is written in the same cycle), but Yosys only honours a
-    memory's ``no_rw_check`` when it merges such a register into the port itself: a synchronous
-    port from Amaranth is taken to need its read-before-write behaviour, which Yosys builds around
-    an iCE40 or ECP5 block RAM from a delayed copy of the write (address, data, enable) and a
-    bypass multiplexer, some 2.5 logic cells per bit of the word. The register is merged into the
-    block RAM's own output register, so it costs nothing.
-    """
-
-    def __init__(self, m, mem, name):
-        self._port = mem.read_port(domain="comb")
-        self.addr = self._port.addr
-        self.en = Signal(init=1, name=f"{name}_en")
-        self.data = Signal.like(self._port.data, name=f"{name}_data", reset_less=True)
-        with m.If(self.en):
-            m.d.sync += self.data.eq(self._port.data)
+# it, so Yosys need not build read-during-write logic around the block RAMs (`hdl.read_port`).
 
 
 def _layout_sum_bits(layout, act_bits):
@@ -356,9 +335,9 @@ class Engine(wiring.Component):
         act_write, act_read = [], []
         for r in range(R):
             mem = m.submodules[f"act_memory_{r}"] = memory.Memory(shape=signed(A), depth=2 << k_bits, init=[],
-                                                                  attrs=_NO_COLLISIONS)
+                                                                  attrs=NO_COLLISIONS)
             act_write.append(mem.write_port())
-            act_read.append(_ReadPort(m, mem, f"act_read_{r}"))
+            act_read.append(ReadPort(m, mem, f"act_read_{r}"))
 
         bank_full, set_full, clear_full = Signal(2), Signal(2), Signal(2)
         bank_layer = [Signal(layer_shape, name=f"bank{b}_layer") for b in range(2)]
@@ -515,7 +494,7 @@ class Engine(wiring.Component):
         result_read = []
         for r in range(R):
             mem = m.submodules[f"result_memory_{r}"] = memory.Memory(shape=unsigned(S), depth=D, init=[],
-                                                                     attrs=_NO_COLLISIONS)
+                                                                     attrs=NO_COLLISIONS)
             port = mem.write_port()
             pointer = Signal(depth_bits + 2, name=f"written_{r}")
             m.d.comb += [port.addr.eq(pointer[:depth_bits]), port.data.eq(array.results[r]),
@@ -523,7 +502,7 @@ class Engine(wiring.Component):
             with m.If(array.valid[r]):
                 m.d.sync += pointer.eq(pointer + 1)
             written.append(pointer)
-            result_read.append(_ReadPort(m, mem, f"result_read_{r}"))
+            result_read.append(ReadPort(m, mem, f"result_read_{r}"))
 
         # -- emitter: token-major, + bias -------------------------------------------------
         desc = data.View(data.StructLayout({"layer": layer_shape, "rows": range(1, R + 1), "final": 1}),

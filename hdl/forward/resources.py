@@ -40,6 +40,7 @@ from pathlib import Path
 from golden.cli import ArgumentParser, HelpFormatter, positive_int, run
 
 from ..bench import synthesize
+from ..read_port import YOSYS_AFTER_READ
 from ..toolchain import ToolError, run_tool, tool_command
 
 __all__ = ["unit_resources", "unit_fmax", "FAMILIES", "hierarchy_resources", "core_resources", "main"]
@@ -102,7 +103,8 @@ def hierarchy_resources(component, family, work, *, pack=True, depth=1, platform
     ports = [value for _, _, value in component.signature.flatten(component) if isinstance(value, Signal)]
     (work / "top.v").write_text(verilog.convert(component, name="top", ports=ports, emit_src=False,
                                                 platform=platform))
-    (work / "synth.ys").write_text(f"read_verilog top.v\n{spec['synth']} -noflatten -top top -json top.json\n"
+    (work / "synth.ys").write_text(f"read_verilog top.v\n{YOSYS_AFTER_READ}\n"
+                                   f"{spec['synth']} -noflatten -top top -json top.json\n"
                                    "tee -q -o stat.json stat -json -top top\n")
     run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.stdout")
     modules = json.loads((work / "stat.json").read_text())["modules"]
@@ -180,7 +182,7 @@ def unit_fmax(component, work, *, frequency=45.0, seed=1):
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(verilog.convert(component, name="top", emit_src=False))
-    (work / "synth.ys").write_text("read_verilog top.v\nsynth_ecp5 -top top -json top.json\n"
+    (work / "synth.ys").write_text(f"read_verilog top.v\n{YOSYS_AFTER_READ}\nsynth_ecp5 -top top -json top.json\n"
                                    "tee -q -o stat.json stat -json\n")
     run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.stdout")
     cells = json.loads((work / "stat.json").read_text())["design"]["num_cells_by_type"]
