@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 from golden.datapath import check_act_bits
 from golden.int_ops import round_shift
 
+from ..read_port import NO_COLLISIONS, ReadPort
 from ..single_port_memory import SinglePortMemory
 from .arith import check_int, check_range, row_address, saturate
 from .exp2_unit import Exp2Unit
@@ -291,11 +292,15 @@ class AttentionUnit(wiring.Component):
         # cycle (so a single-port RAM, an iCE40 SPRAM, can hold it); row (layer, j): the key's words, then
         # the value's.
         m.submodules.cache = cache = SinglePortMemory(shape=L * A, depth=2 * self._n_layer * P * words)
-        m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
-        m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
+        # No read whose data is used meets a write of the same cycle (`ReadPort`): the query is written in IDLE
+        # and read in SCORES; the scores are written in SCORES and read in VALUES, which starts after the last
+        # score is written (reads in the other states feed no valid tag).
+        m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[], attrs=NO_COLLISIONS)
+        m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[],
+                                                     attrs=NO_COLLISIONS)
         cache_write, cache_read = cache.write_port(granularity=A), cache.read_port()
-        q_write, q_read = query.write_port(granularity=A), query.read_port()
-        s_write, s_read = scores.write_port(), scores.read_port()
+        q_write, q_read = query.write_port(granularity=A), ReadPort(m, query, "q_read")
+        s_write, s_read = scores.write_port(), ReadPort(m, scores, "s_read")
 
         def lane(word, index):
             return word[index * A:(index + 1) * A].as_signed()

@@ -9,6 +9,7 @@ import numpy as np
 
 from golden.datapath import check_act_bits
 
+from ..read_port import NO_COLLISIONS, ReadPort
 from .arith import check_int, row_address
 from .serial_requantizer import SerialRequantizer
 
@@ -181,8 +182,9 @@ class HeadUnit(wiring.Component):
         m.submodules.shift = shifts = memory.Memory(shape=max(1, self.shift_range[1].bit_length()), depth=V,
                                                     init=self._shift.tolist())
         mult_read, shift_read = mults.read_port(), shifts.read_port()
-        m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[])
-        bank_write, bank_read = banks.write_port(granularity=A), banks.read_port()
+        # Written in LOAD, read in RUN (reads in LOAD feed no valid stage): no used read meets a write (`ReadPort`).
+        m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[], attrs=NO_COLLISIONS)
+        bank_write, bank_read = banks.write_port(granularity=A), ReadPort(m, banks, "bank_read")
         m.submodules.requantizer = requant = self._requantizer
         wiring.connect(m, requant.o, wiring.flipped(self.o))
 
