@@ -59,7 +59,7 @@ DESIGNS = ("linear", "forward")
 FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
 #: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the 4 x 3 array its three
 #: code SPRAMs feed (one 16-bit column word each) and the board's core defaults (`boards.forward_top.BOARDS`:
-#: codes loaded by the host, a 16-bit KV cache word, 2 head lanes, constants from the SPI flash); on the ECP5-85F
+#: codes loaded by the host, a 16-bit KV cache word, 1 head lane, constants from the SPI flash); on the ECP5-85F
 #: the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head (`hdl.forward.forward_core`'s fastest
 #: measured shape at context 128).
 FORWARD_CORES = {"icebreaker": {"rows": 4, "columns": 3, **dict(FORWARD_BOARDS["icebreaker"].core_defaults)},
