@@ -189,7 +189,8 @@ class HeadUnit(wiring.Component):
         wiring.connect(m, requant.o, wiring.flipped(self.o))
 
         # Loading: activation i -> bank i % L, entry i // L.
-        lane, entry, loaded = Signal(range(L)), Signal(range(chunk)), Signal(range(self._d + 1))
+        lane, entry = Signal(range(L)), Signal(range(chunk))
+        last_loaded = (entry == chunk - 1) & (lane == (self._d - 1) % L)     # activation d - 1
         # Issue (token v, word j) -> memories answer (stage 1) -> products summed (stage 2) -> accumulated.
         token, j = Signal(range(V + 1)), Signal(range(chunk))
         running, issuing = Signal(), Signal()
@@ -233,11 +234,11 @@ class HeadUnit(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.a.ready.eq(1)
                 with m.If(self.a.valid):
-                    m.d.sync += [loaded.eq(loaded + 1), lane.eq(lane + 1)]
+                    m.d.sync += lane.eq(lane + 1)
                     with m.If(lane == L - 1):
                         m.d.sync += [lane.eq(0), entry.eq(entry + 1)]
-                    with m.If(loaded == self._d - 1):
-                        m.d.sync += [loaded.eq(0), lane.eq(0), entry.eq(0), token.eq(0), j.eq(0),
+                    with m.If(last_loaded):
+                        m.d.sync += [lane.eq(0), entry.eq(0), token.eq(0), j.eq(0),
                                      running.eq(1)]
                         m.next = "RUN"
             with m.State("RUN"):
