@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from amaranth import Module
-from amaranth.lib import io, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .forward_link import ForwardLink
@@ -112,7 +112,8 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     flash_cs, flash_sck : Out(1)
     flash_dq_o, flash_dq_oe : Out(4)
     flash_dq_i : In(4)
-        The flash reader's pins (`hdl.spi_flash_reader.SPIFlashReader`), only with the constants in the flash.
+        The flash reader's ports (`hdl.spi_flash_reader.SPIFlashReader`: ``flash_sck`` is an SCK pulse a cycle,
+        not a pin level), only with the constants in the flash.
 
     Raises
     ------
@@ -196,13 +197,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         """The reader's pins: the board's flash (``spi_flash_4x``: DQ0-3 are DI, DO, /WP, /HOLD), or the
         ``flash_*`` ports off the board."""
         if self._board.on_board(platform):
-            pins = platform.request("spi_flash_4x", 0, dir="-")
-            m.submodules.flash_cs = cs = io.Buffer("o", pins.cs)
-            m.submodules.flash_clk = clk = io.Buffer("o", pins.clk)
-            m.d.comb += [cs.o.eq(flash.cs), clk.o.eq(flash.sck)]
-            for i in range(4):
-                m.submodules[f"flash_dq{i}"] = dq = io.Buffer("io", pins.dq[i])
-                m.d.comb += [dq.o.eq(flash.dq_o[i]), dq.oe.eq(flash.dq_oe[i]), flash.dq_i[i].eq(dq.i)]
+            m.submodules.flash_pins = flash.pin_buffers(platform.request("spi_flash_4x", 0, dir="-"))
         else:
             m.d.comb += [self.flash_cs.eq(flash.cs), self.flash_sck.eq(flash.sck), self.flash_dq_o.eq(flash.dq_o),
                          self.flash_dq_oe.eq(flash.dq_oe), flash.dq_i.eq(self.flash_dq_i)]

@@ -78,7 +78,7 @@ __all__ = ["BOARDS", "Board", "MemoryNeed", "forward_memories", "place", "fit", 
 class Board:
     """A chip's memories: block RAM shapes and count, SPRAMs, and the SPI flash the bitstream comes from.
 
-    ``flash_bits_per_cycle``: what a quad-SPI reader clocked at half the system clock gets, 2 bits per cycle.
+    ``flash_bits_per_cycle``: what a quad-SPI reader with SCK at the system clock gets, 4 bits per cycle.
     """
 
     name: str
@@ -90,7 +90,7 @@ class Board:
     spram_words: int = 16384
     spram_width: int = 16
     flash_bytes: int = 0
-    flash_bits_per_cycle: int = 2
+    flash_bits_per_cycle: int = 4
     lc: int = 0
     dsp: int = 0
 
@@ -445,7 +445,7 @@ def _flash_lines(board, budget, flash, clock_hz):
                 f"image is {flash['image_bytes']:,} bytes (at 0x100000 in the flash)",
             f"  a token reads {flash['bytes_per_token']:,} bytes in {flash['seeks_per_token']} seeks: "
             f"{flash['cycles_per_token']:,} cycles at {flash['bytes_per_cycle']:g} bytes per cycle (quad SPI, SCK at "
-            f"half the clock) and {flash['seek_cycles']} cycles a seek -> at most "
+            f"the clock) and {flash['seek_cycles']} cycles a seek -> at most "
             f"{flash['tokens_per_s_bound']:,.0f} tokens/s at {clock_hz / 1e6:g} MHz from the flash alone",
             f"  {board.block_name}: {budget['blocks']} of {board.blocks} at this context: "
             + ("fits" if budget["blocks"] <= board.blocks else "does NOT fit")]
@@ -456,7 +456,7 @@ def _option_lines(board, found, clock_hz):
     lines = ["", "ways to fit:",
              f"  stream from the SPI flash the constants block RAM cannot hold at context {flash['context']}: "
              f"{flash['bytes_per_token']:,} bytes per token, {flash['cycles_per_token']:,} cycles at "
-             f"{board.flash_bits_per_cycle} bits per cycle (quad SPI at half the clock) -> at most "
+             f"{board.flash_bits_per_cycle} bits per cycle (quad SPI, SCK at the clock) -> at most "
              f"{flash['tokens_per_s_bound']:,.0f} tokens/s at {clock_hz / 1e6:g} MHz from the flash alone; "
              f"{flash['blocks']} {board.block_name} left; streaming, the largest context is "
              f"{flash['largest_context']}" if flash["tokens_per_s_bound"] else

@@ -108,7 +108,7 @@ def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
     image = top.core.constant_image()
     assert (tmp_path / FLASH_IMAGE).read_bytes() == image
     assert entry == {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
-                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.25}
+                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.5}
     assert write_flash_image(compose_forward(compiled, board="ulx3s"), tmp_path / "none") is None
 
 

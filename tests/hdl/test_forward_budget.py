@@ -103,7 +103,7 @@ def test_up5k_constants_from_the_flash(hardware):
     figures = flash_figures(hardware, context=64, clock_hz=36e6, **ICE40_CORE)
     assert figures["image_bytes"] == len(core.constant_image()) == by_name["constant_image"]["depth"]
     assert figures["bytes_per_token"] == core.constant_bytes_per_token == budget["flash_bytes_per_token"]
-    assert figures["cycles_per_token"] == 4 * core.constant_bytes_per_token + 2 * figures["seek_cycles"]
+    assert figures["cycles_per_token"] == 2 * core.constant_bytes_per_token + 2 * figures["seek_cycles"]
     assert figures["tokens_per_s_bound"] == 36e6 / figures["cycles_per_token"]
 
 
@@ -115,7 +115,7 @@ def test_up5k_flash_streaming(hardware):
     streamed = [row for row in budget["placement"] if row["where"] == "flash"]
     needs = {n.name: n for n in forward_memories(hardware, context=64, **ICE40_CORE)}
     assert streamed and flash["bytes_per_token"] == sum(needs[row["name"]].token_bits for row in streamed) // 8
-    assert flash["cycles_per_token"] == -(-flash["bytes_per_token"] * 8 // 2)
+    assert flash["cycles_per_token"] == -(-flash["bytes_per_token"] * 8 // 4)
 
 
 def test_ecp5_holds_the_whole_context(hardware, tiny):
