@@ -2,7 +2,7 @@
 
     python -m sim.forward_core [--checkpoint DIR] [--context 64] [--rows 4 --columns 3]
         [--head-lanes 4] [--attention-lanes 4] [--attention-units 1] [--inv-temperature N --top-k K --seed S]
-        [--constants rom|flash [--stream-rate 0.25] [--seek-latency 40]] [--mhz 36] [--json]
+        [--constants rom|flash [--stream-rate 0.5] [--seek-latency 45]] [--mhz 36] [--json]
 
 `simulate_core` emits the core for a compiled model, builds it once per
 design (``build/sim/forward_core/<hash of the Verilog>/``, reused while the
@@ -30,6 +30,10 @@ from hdl.forward.forward_core import CONSTANT_SOURCES
 from .runner import SimError, build_design
 
 __all__ = ["FORWARD_SIM_DIR", "Request", "simulate_core", "token_cycles", "measure", "main"]
+
+#: The flash model's defaults: the iCEBreaker's reader (`hdl.spi_flash_reader.SPIFlashReader`: quad SPI with SCK at
+#: the clock, its ``bytes_per_cycle`` and ``first_byte_cycles``).
+READER_RATE, READER_LATENCY = 0.5, 45
 
 FORWARD_SIM_DIR = BUILD_DIR / "sim" / "forward_core"
 
@@ -80,8 +84,8 @@ def simulate_core(core, requests, *, root=FORWARD_SIM_DIR, log=None):
     return done
 
 
-def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, seed=0, log=None, stream_rate=0.25,
-            seek_latency=40, **shape):
+def measure(compiled, *, context, prompt=(0,), inv_temperature=0, top_k=None, seed=0, log=None,
+            stream_rate=READER_RATE, seek_latency=READER_LATENCY, **shape):
     """One generation filling `context` on a `ForwardCore` of `compiled` (``shape``: its array and lanes, and
     ``constants``; with ``"flash"`` its image streams at `stream_rate` bytes a cycle, each seek `seek_latency`
     cycles before its first byte).
@@ -157,11 +161,11 @@ def main(argv=None):
     p.add_argument("--constants", choices=CONSTANT_SOURCES, default="rom",
                    help="the core's constants in block RAM (rom) or streamed from a flash model (flash)")
     p.add_argument("--stream-rate", metavar="R", type=_rate,
-                   help="with --constants flash: bytes per cycle the flash model streams (default 0.25: quad SPI at "
-                        "half the clock, 0.5 at the full clock; a fraction such as 1/3 too)")
+                   help="with --constants flash: bytes per cycle the flash model streams (default 0.5: the board's "
+                        "reader, quad SPI at the full clock; 0.25 at half the clock; a fraction such as 1/3 too)")
     p.add_argument("--seek-latency", metavar="N", type=positive_int,
-                   help="with --constants flash: cycles from a seek to its first byte (default 40: a QSPI read "
-                        "command, address and dummy cycles at half the clock)")
+                   help="with --constants flash: cycles from a seek to its first byte (default 45: the board's "
+                        "reader's quad read command, address and dummy cycles at the full clock)")
     p.add_argument("--prompt", default="0", help="prompt token ids, comma-separated (1 or 2)")
     p.add_argument("--inv-temperature", type=int, default=0, help="round(256 / T); 0 is greedy")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k largest (default: all)")

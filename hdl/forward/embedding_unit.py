@@ -1,6 +1,6 @@
 """The program's ``embed``: one token's residual row from the token and position tables."""
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 
 import numpy as np
 
@@ -76,6 +76,12 @@ class EmbeddingUnit(wiring.Component):
         ``"rom"`` or ``"stream"`` (`WPE_SOURCES`).
     multiplier : str
         ``"dsp"`` or ``"serial"`` (`MULTIPLIERS`).
+    split_table : bool
+        With `lanes`: hold the ``wte`` words below the largest power of two under their count in one memory
+        (``wte``) and the rest, followed by the requantiser words, in a second (``wte_rest``), read one cycle
+        more per request. On the iCE40 that saves logic: a 2,048 x 16 table is 8 block RAMs with no output
+        multiplexer (2,080 x 16: 9 and about 130 LUT4), and the requantisers are a block RAM's spare words,
+        not a ROM in LUTs.
 
     Members
     -------
@@ -90,7 +96,7 @@ class EmbeddingUnit(wiring.Component):
     """
 
     def __init__(self, *, wte, wpe, wte_mult, wte_shift, wpe_mult, wpe_shift, res_bits=16, lanes=None,
-                 wpe_source="rom", multiplier="dsp"):
+                 wpe_source="rom", multiplier="dsp", split_table=False):
         self._wte, wpe = _table("wte", wte), _table("wpe", wpe)
         if len(self._wte[0]) != len(wpe[0]):
             raise ValueError(f"wte rows have {len(self._wte[0])} values and wpe rows {len(wpe[0])}")
@@ -121,6 +127,15 @@ class EmbeddingUnit(wiring.Component):
         if self._lanes is not None:
             self._wte_words, self._value_bits, self._chunk = lane_words(self._wte, self._lanes)
             ports["wte_read"] = In(TableReadSignature(len(self._wte_words), self._lanes * self._value_bits))
+        self._split = None
+        if split_table:
+            if self._lanes is None:
+                raise ValueError("split_table needs lanes (the head's layout of wte)")
+            self._split = 1 << (len(self._wte_words) - 1).bit_length() - 1
+            words, _, _, _, _ = self.requantiser_words("wte")
+            if len(self._wte_words) - self._split + len(words) > self._split:
+                raise ValueError(f"split_table: {len(self._wte_words)} words and {len(words)} requantisers do not "
+                                 "split at a power of two")
         super().__init__(ports)
 
     @property
@@ -152,6 +167,11 @@ class EmbeddingUnit(wiring.Component):
         return self._multiplier
 
     @property
+    def split_table(self):
+        """With ``split_table``: the words of ``wte`` in its first memory (a power of two); else None."""
+        return self._split
+
+    @property
     def wpe_terms(self):
         """``round_shift(wpe[p] * wpe.mult[p], wpe.shift[p])`` per position and channel: golden's wpe term."""
         return [list(row) for row in self._terms]
@@ -171,11 +191,16 @@ class EmbeddingUnit(wiring.Component):
         """``[(name, width, depth)]``: ``wte`` (in the head's layout with `lanes`), ``wte_mult`` (each row's
         mult and shift offset, `requantiser_words`), and with ``wpe_source="rom"`` ``wpe`` (`wpe_terms`)."""
         words, kept, _, shift_bits, _ = self.requantiser_words("wte")
-        if self._lanes is not None:
-            rows = [("wte", self._lanes * self._value_bits, len(self._wte_words))]
+        if self._split is not None:
+            width = self._lanes * self._value_bits
+            rows = [("wte", width, self._split),
+                    ("wte_rest", max(width, kept + shift_bits), len(self._wte_words) - self._split + len(words))]
+        elif self._lanes is not None:
+            rows = [("wte", self._lanes * self._value_bits, len(self._wte_words)),
+                    ("wte_mult", kept + shift_bits, len(words))]
         else:
-            rows = [("wte", _width([v for row in self._wte for v in row]), self.vocab_size * self.d)]
-        rows.append(("wte_mult", kept + shift_bits, len(words)))
+            rows = [("wte", _width([v for row in self._wte for v in row]), self.vocab_size * self.d),
+                    ("wte_mult", kept + shift_bits, len(words))]
         if self._wpe_source == "rom":
             rows.append(("wpe", self._term_bits, self.positions * self.d))
         return rows
@@ -188,8 +213,8 @@ class EmbeddingUnit(wiring.Component):
     @property
     def row_cycles(self):
         """Cycles from a request accepted to the row's last value offered, with no stalls (and, streamed, every
-        byte there when wanted): ``d value_cycles + 2``."""
-        return self.d * self.value_cycles + 2
+        byte there when wanted): ``d value_cycles + 2`` (+ 1 with ``split_table``: the requantiser's read)."""
+        return self.d * self.value_cycles + 2 + (self._split is not None)
 
     def wpe_bytes(self, position):
         """What the ``wpe`` port carries for `position` (``wpe_source="stream"``): its `wpe_terms`, each
@@ -217,18 +242,40 @@ class EmbeddingUnit(wiring.Component):
         index = Signal(range(d + 1))
 
         words, kept, low, shift_bits, top = self.requantiser_words("wte")
-        if self._lanes is not None:
-            table = memory.Memory(shape=self._lanes * self._value_bits, depth=len(self._wte_words),
-                                  init=self._wte_words)
+        split = self._split
+        if split is not None:
+            # The first `split` words alone (on the iCE40 a power-of-two depth needs no multiplexer behind its
+            # block RAMs); the rest with the requantisers after them, read into `requantiser` as a request begins.
+            rest = self._wte_words[split:]
+            m.submodules.wte = table = memory.Memory(shape=self._lanes * self._value_bits, depth=split,
+                                                     init=self._wte_words[:split])
+            m.submodules.wte_rest = rest_table = memory.Memory(
+                shape=max(self._lanes * self._value_bits, kept + shift_bits), depth=len(rest) + len(words),
+                init=rest + words)
+            wte_read = wiring.Signature({"addr": Out(range(len(self._wte_words))), "en": Out(1),
+                                         "data": In(self._lanes * self._value_bits)}).create()
+            m.d.comb += wte_read.en.eq(1)
+            low_read, rest_read = table.read_port(), rest_table.read_port()
+            high, requantiser = Signal(), Signal(kept + shift_bits)
+            m.d.comb += [low_read.addr.eq(wte_read.addr), low_read.en.eq(wte_read.en),
+                         rest_read.addr.eq(wte_read.addr[:len(rest_read.addr)]), rest_read.en.eq(wte_read.en),
+                         wte_read.data.eq(Mux(high, rest_read.data, low_read.data))]
+            with m.If(wte_read.en):
+                m.d.sync += high.eq(wte_read.addr >= split)
+            mult, offset = (requantiser[:kept] if top is None else Cat(requantiser[:kept], 1)), requantiser[kept:]
         else:
-            flat = [v for row in self._wte for v in row]
-            table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
-        m.submodules.wte = table
-        m.submodules.wte_requant = requantisers = memory.Memory(shape=unsigned(kept + shift_bits),
-                                                                depth=len(words), init=words)
-        wte_read, port = table.read_port(), requantisers.read_port()
-        m.d.comb += port.addr.eq(token)
-        mult, offset = (port.data[:kept] if top is None else Cat(port.data[:kept], 1)), port.data[kept:]
+            if self._lanes is not None:
+                table = memory.Memory(shape=self._lanes * self._value_bits, depth=len(self._wte_words),
+                                      init=self._wte_words)
+            else:
+                flat = [v for row in self._wte for v in row]
+                table = memory.Memory(shape=signed(_width(flat)), depth=len(flat), init=flat)
+            m.submodules.wte = table
+            m.submodules.wte_requant = requantisers = memory.Memory(shape=unsigned(kept + shift_bits),
+                                                                    depth=len(words), init=words)
+            wte_read, port = table.read_port(), requantisers.read_port()
+            m.d.comb += port.addr.eq(token)
+            mult, offset = (port.data[:kept] if top is None else Cat(port.data[:kept], 1)), port.data[kept:]
         # The reads of value `index` are addressed a cycle early: the next value's as `SUM` offers one.
         advancing = Signal()
         fetch = Mux(advancing, index + 1, index)
@@ -287,8 +334,9 @@ class EmbeddingUnit(wiring.Component):
         partial = Cat(0, product)[low:].as_signed()
         if shift_bits and max(self._requant["wte"][1]) > low:
             partial = partial >> offset
-        rounded = Signal(signed(len(partial)))
-        m.d.comb += rounded.eq((partial + 1)[1:].as_signed())
+        # The rounded value plus the term in one adder: ((partial + 1) >> 1) + term = (partial + 2 term + 1) >> 1.
+        total = Signal(signed(max(len(partial), len(term) + 1)))
+        m.d.comb += total.eq((partial + Cat(Const(1, 1), term).as_signed())[1:].as_signed())
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -299,8 +347,14 @@ class EmbeddingUnit(wiring.Component):
                     m.d.comb += [wte_read.addr.eq(self.wte_read.addr), wte_read.en.eq(self.wte_read.en)]
                 with m.If(self.i.valid):
                     m.d.sync += [token.eq(self.i.payload.token), position.eq(self.i.payload.position), index.eq(0)]
+                    m.next = "READ" if split is None else "REQUANTISER"
+            if split is not None:
+                with m.State("REQUANTISER"):         # the token's requantiser word, after the rest's words
+                    m.d.comb += rest_read.addr.eq(len(rest) + token)
                     m.next = "READ"
             with m.State("READ"):                    # the requantiser's and value 0's reads
+                if split is not None:
+                    m.d.sync += requantiser.eq(rest_read.data)
                 m.next = "FIRST"
             with m.State("FIRST"):                   # value `index`'s reads are there
                 if serial:
@@ -316,7 +370,7 @@ class EmbeddingUnit(wiring.Component):
             with m.State("SUM"):                     # offer the value; the next one's reads are issued
                 with m.If((~self.o.valid | self.o.ready) & term_ready):
                     m.d.comb += advancing.eq(index != d - 1)
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(rounded + term, self._res_bits)),
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(saturate(total, self._res_bits)),
                                  index.eq(index + 1)]
                     if streamed:
                         m.d.sync += have.eq(0)

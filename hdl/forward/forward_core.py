@@ -3,15 +3,16 @@
 
 from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 import numpy as np
 
-from .arith import check_int
+from ..read_port import NO_COLLISIONS, ReadPort
+from .arith import check_int, row_address
 from .embedding_unit import EmbeddingUnit
 from .gelu_table import GeluTable
 from .head_unit import head_for, head_tied
+from .prefetch_fifo import PrefetchFIFO
 from .program_linear import ProgramLinear, program_layers
 from .units import attention_for, layer_norm_for, sampler_for
 
@@ -63,6 +64,74 @@ def core_steps(compiled):
         else:
             raise ValueError(f"unknown operation {kind!r} in the compiled program")
     return steps
+
+
+def fold_program(steps, layers, d, n_layer):
+    """The program table of `steps` (`core_steps`) as the core holds it, folded by layer.
+
+    Every layer runs the same steps, so each field of the table is a small
+    table of ``slot``: the step's place in its layer (``sub``, below
+    ``period``) and, in the slot's top bit, whether it is one of the tail's
+    (``ln_f``, the head: their ``sub`` 0, 1, .. with the layer counter at
+    ``n_layer``). A unit's index (a layer norm's, the linear layer's the step
+    selects, the GELU table's, the attention's layer) is the layer times that
+    kind's count per layer plus a table's offset: wiring when the count is a
+    power of two. On the iCE40 each table bit is one LUT4 of the 4-bit slot
+    (the default model: 7 steps a layer), where one of the 30 steps was up to
+    three.
+
+    `layers`: the linear layers (`ProgramLinear.layers`: ``n``, ``k``, ``add``).
+    Returns ``(period, sub_bits, tables, strides)``: ``tables`` maps each
+    field (``kind``, ``n``, ``k``, ``feeds``, ``feeds_head``, ``preloaded``,
+    ``add``, ``has_gelu``, and the offsets ``norm``, ``select``, ``gelu``,
+    ``attention``) to its ``2 << sub_bits`` values, ``strides`` each offset's
+    count per layer. Raises ValueError when the layers' steps differ.
+    """
+    body = len(steps) - 2
+    if n_layer < 1 or body % n_layer:
+        raise ValueError(f"{body} steps do not split into {n_layer} layers")
+    period = body // n_layer
+    # A layer norm or attention whose output is the next linear layer's (or the head's) whole input streams
+    # it straight into that unit too, which then needs no load from the activation buffer.
+    feeds = [s["kind"] in (NORM, ATTENTION) and i + 1 < len(steps) and
+             ((steps[i + 1]["kind"] == LINEAR and layers[steps[i + 1]["index"]].k == d) or
+              (steps[i + 1]["kind"] == HEAD and s["kind"] == NORM)) for i, s in enumerate(steps)]
+    linear = [s["kind"] == LINEAR for s in steps]
+    fields = {
+        "kind": [s["kind"] for s in steps],
+        "n": [layers[s["index"]].n if linear[i] else d for i, s in enumerate(steps)],
+        "k": [layers[s["index"]].k if linear[i] else d for i, s in enumerate(steps)],
+        "feeds": feeds,
+        "feeds_head": [f and steps[i + 1]["kind"] == HEAD for i, f in enumerate(feeds)],
+        "preloaded": [i > 0 and feeds[i - 1] for i in range(len(steps))],
+        "add": [linear[i] and layers[s["index"]].add for i, s in enumerate(steps)],
+        "has_gelu": [s["gelu"] is not None for s in steps],
+        # indices: None where the step does not use them
+        "norm": [s["index"] if s["kind"] == NORM else None for s in steps],
+        "select": [s["index"] if linear[i] else steps[i + 1]["index"] if feeds[i] and linear[i + 1] else None
+                   for i, s in enumerate(steps)],
+        "gelu": [s["gelu"] for s in steps],
+        "attention": [s["index"] if s["kind"] == ATTENTION else None for s in steps],
+    }
+    first = steps[:period]
+    strides = {"norm": sum(s["kind"] == NORM for s in first), "select": sum(linear[:period]),
+               "gelu": sum(s["gelu"] is not None for s in first), "attention": 1}
+    sub_bits = (max(period, len(steps) - body) - 1).bit_length()
+    tables = {}
+    for name, values in fields.items():
+        slots = [None] * (2 << sub_bits)
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            layer, sub = divmod(i, period) if i < body else (n_layer, i - body)
+            value = int(value) - layer * strides.get(name, 0)
+            slot = sub | (layer == n_layer) << sub_bits
+            if value < 0 or slots[slot] not in (None, value):
+                raise ValueError(f"the forward core runs programs whose layers have the same steps "
+                                 f"({steps[i]['name']!r} differs)")
+            slots[slot] = value
+        tables[name] = [0 if v is None else v for v in slots]
+    return period, sub_bits, tables, strides
 
 
 def _unit_memory(name, unit):
@@ -133,9 +202,9 @@ class ForwardCore(wiring.Component):
         (one shift register as long as the longest record, each kind's fields wiring) and hands to the step's unit (the layer norm's
         ``affine``, the linear engine's ``channel_constants``); the embedding takes its bytes itself.
     prefetch : int
-        With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a FIFO; 512: one iCE40
-        EBR), so the flash reads while the core computes; 0, none (the stream then stops whenever the core is
-        not taking constants).
+        With ``constants="flash"``: bytes of the stream buffered ahead of the unpacker (a `PrefetchFIFO` of a
+        power of two and its output register; 512: one iCE40 EBR), so the flash reads while the core computes;
+        0, none (the stream then stops whenever the core is not taking constants).
     embedding_multiplier : str or None
         The `EmbeddingUnit`'s ``multiplier``; default ``"serial"`` (shift-add, no DSP) with
         ``constants="flash"`` (the iCE40 build, where the stream is slower anyway), else ``"dsp"``.
@@ -173,6 +242,8 @@ class ForwardCore(wiring.Component):
         self._constants = constants
         flash = constants == "flash"
         self._prefetch = check_int("prefetch", prefetch, 0) if flash else 0
+        if self._prefetch & (self._prefetch - 1):
+            raise ValueError(f"prefetch must be 0 or a power of two, not {prefetch}")
         self._compiled = compiled
         self._context = check_int("context", context, 1, c.n_positions)
         attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)
@@ -198,12 +269,14 @@ class ForwardCore(wiring.Component):
                                         wpe_shift=t["wpe.shift"][:context], res_bits=f.res_bits,
                                         lanes=head_lanes if self._tied else None,
                                         wpe_source="stream" if flash else "rom",
-                                        multiplier=embedding_multiplier or ("serial" if flash else "dsp"))
+                                        multiplier=embedding_multiplier or ("serial" if flash else "dsp"),
+                                        split_table=flash and self._tied)
         self._head = head_for(compiled, lanes=head_lanes, shared_table=self._tied)
         gelu_names = [next(s["name"] for s in self._steps if s.get("gelu") == g).rsplit(".", 1)[0]
                       for g in range(sum(s["gelu"] is not None for s in self._steps))]
         self._gelu = GeluTable(table=[t[name + ".gelu"] for name in gelu_names], act_bits=f.act_bits)
         self._sampler = sampler_for(compiled)
+        self._program = fold_program(self._steps, self._linear.layers, d, c.n_layer)
         self._act_depth = max([3 * d] + [x.n for x in self._linear.layers] + [x.k for x in self._linear.layers])
         start = data.StructLayout({"prompt_length": range(context + 1), "count": range(context + 1),
                                    "inv_temperature": 16, "top_k": range(V + 1), "seed": 32})
@@ -426,51 +499,53 @@ class ForwardCore(wiring.Component):
         m.submodules.gelu = gelu = self._gelu
         m.submodules.sampler = sampler = self._sampler
 
-        # -- the program table ------------------------------------------------------------------
-        step = Signal(range(len(steps)))
+        # -- the program table (`fold_program`): the step is (layer, sub), the tables are of (tail, sub) -----
+        period, sub_bits, tables, strides = self._program
+        sub, layer = Signal(sub_bits), Signal(range(c.n_layer + 1))
+        tail = layer == c.n_layer
+        slot = Cat(sub, tail)
 
-        def table(values, shape=None):
-            values = [int(v) for v in values]
-            shape = shape or range(min(0, min(values)), max(values) + 2)
-            return Array(Const(v, shape) for v in values)[step]
+        def table(name):
+            values = tables[name]
+            return Array(Const(v, range(min(0, min(values)), max(values) + 2)) for v in values)[slot]
 
-        kind_of = table([s["kind"] for s in steps])
-        index_of = table([s["index"] for s in steps])
-        gelu_of = table([-1 if s["gelu"] is None else s["gelu"] for s in steps])
-        layers = program_layers(self._compiled)
-        n_of = table([layers[s["index"]].n if s["kind"] == LINEAR else d for s in steps])
-        k_of = table([layers[s["index"]].k if s["kind"] == LINEAR else d for s in steps])
-        # A layer norm or attention whose output is the next linear layer's (or the head's) whole input streams
-        # it straight into that unit too, which then needs no load from the activation buffer.
-        feeds = [s["kind"] in (NORM, ATTENTION) and i + 1 < len(steps) and
-                 ((steps[i + 1]["kind"] == LINEAR and layers[steps[i + 1]["index"]].k == d) or
-                  (steps[i + 1]["kind"] == HEAD and s["kind"] == NORM)) for i, s in enumerate(steps)]
-        feeds_of = table(feeds)
-        feeds_head_of = table([f and steps[i + 1]["kind"] == HEAD for i, f in enumerate(feeds)])
-        preloaded_of = table([i > 0 and feeds[i - 1] for i in range(len(steps))])
-        select_of = table([s["index"] if s["kind"] == LINEAR else
-                           steps[i + 1]["index"] if feeds[i] and steps[i + 1]["kind"] == LINEAR else 0
-                           for i, s in enumerate(steps)])
-        add_of = table([s["kind"] == LINEAR and layers[s["index"]].add for s in steps])
-        ln_f_step = len(steps) - 2
+        def indexed(name):
+            """The unit index `name` of the step: the layer times its count per layer, plus the table's offset."""
+            stride, offsets = strides[name], tables[name]
+            if not stride:
+                return table(name)
+            if stride & (stride - 1) == 0 and max(offsets) < stride:
+                return row_address(layer, stride, table(name))
+            return layer * stride + table(name)
+
+        kind_of, n_of, k_of = table("kind"), table("n"), table("k")
+        feeds_of, feeds_head_of, preloaded_of = table("feeds"), table("feeds_head"), table("preloaded")
+        add_of, has_gelu = table("add"), table("has_gelu")
+        norm_of, select_of, gelu_of, layer_of = indexed("norm"), indexed("select"), indexed("gelu"), \
+            indexed("attention")
+        ln_f_step = tail & (sub == 0)
 
         def norm_constant(suffix):
             values = [int(t[name + suffix]) for name in self._norm_names]
-            return Array(Const(v, range(max(values) + 1)) for v in values)[index_of]
+            return Array(Const(v, range(max(values) + 1)) for v in values)[norm_of]
 
         def layer_constant(suffix):
             values = [int(t[f"h.{i}.attn{suffix}"]) for i in range(c.n_layer)]
-            return Array(Const(v, range(max(values) + 1)) for v in values)[index_of]
+            return Array(Const(v, range(max(values) + 1)) for v in values)[layer_of]
 
         m.d.comb += [norm.eps.eq(norm_constant(".eps")), norm.gamma_shift.eq(norm_constant(".shift")),
                      linear.select.eq(select_of), gelu.layer.eq(gelu_of)]
 
         # -- memories and their readers / writers ----------------------------------------------
-        m.submodules.residual = residual = memory.Memory(shape=signed(f.res_bits), depth=d, init=[])
+        # No step reads, for data it uses, an address its writer writes in the same cycle (a unit's output comes
+        # after the inputs it is made from): no read-during-write logic around the block RAMs (`hdl.read_port`).
+        m.submodules.residual = residual = memory.Memory(shape=signed(f.res_bits), depth=d, init=[],
+                                                         attrs=NO_COLLISIONS)
         m.submodules.activations = activations = memory.Memory(shape=signed(f.act_bits), depth=self._act_depth,
-                                                               init=[])
-        x_write, x_read = residual.write_port(), residual.read_port()
-        a_write, a_read, a_read2 = activations.write_port(), activations.read_port(), activations.read_port()
+                                                               init=[], attrs=NO_COLLISIONS)
+        x_write, x_read = residual.write_port(), ReadPort(m, residual, "x_read")
+        a_write = activations.write_port()
+        a_read, a_read2 = ReadPort(m, activations, "a_read"), ReadPort(m, activations, "a_read2")
 
         def reader(name, ports, depth):
             """A stream of entries ``base + 0 .. count-1`` of `ports` (all at one address, or at ``offset`` past it
@@ -515,7 +590,7 @@ class ForwardCore(wiring.Component):
             lengths = self._record_bytes
             top = max(lengths.values())
             record, got = Signal(8 * top), Signal(range(top + 1))
-            left = Signal(range(max([d] + [x.n for x in layers]) + 1))
+            left = Signal(range(max([d] + [x.n for x in self._linear.layers]) + 1))
             length = Mux(kind_of == NORM, lengths[NORM], lengths[LINEAR])
             full = got == length
             unpacking, record_taken = Signal(), Signal()
@@ -523,10 +598,10 @@ class ForwardCore(wiring.Component):
             # while the core computes; a seek empties it.
             incoming = self.constants
             if self._prefetch:
-                fifo = SyncFIFOBuffered(width=8, depth=self._prefetch + 1)
+                fifo = PrefetchFIFO(width=8, depth=self._prefetch)
                 m.submodules.prefetch = ResetInserter(self.constants_seek.valid & self.constants_seek.ready)(fifo)
-                wiring.connect(m, wiring.flipped(self.constants), fifo.w_stream)
-                incoming = fifo.r_stream
+                wiring.connect(m, wiring.flipped(self.constants), fifo.w)
+                incoming = fifo.r
             m.d.comb += [unpacking.eq(~full & ((left != 0) | (got != 0))), incoming.ready.eq(unpacking)]
             with m.If(record_taken):
                 m.d.sync += got.eq(0)
@@ -559,7 +634,7 @@ class ForwardCore(wiring.Component):
             gamma_read, beta_read = gammas.read_port(), betas.read_port()
             source_g = reader("source_g", [gamma_read, beta_read], len(gamma_values))
             m.d.comb += [norm.affine.payload.gamma.eq(gamma_read.data), norm.affine.payload.beta.eq(beta_read.data),
-                         source_g["count"].eq(d), source_g["base"].eq(index_of * d),
+                         source_g["count"].eq(d), source_g["base"].eq(norm_of * d),
                          norm.affine.valid.eq(source_g["valid"]), source_g["ready"].eq(norm.affine.ready)]
         sink_x = writer("sink_x", x_write, d)
         sink_a = writer("sink_a", a_write, self._act_depth)
@@ -573,9 +648,10 @@ class ForwardCore(wiring.Component):
         m.d.comb += [self.logits.valid.eq(head.o.valid & head.o.ready), self.logits.payload.eq(head.o.payload)]
 
         # -- the generation's registers ---------------------------------------------------------
-        prompt_length = Signal(range(self._context + 1))
-        count = Signal(range(self._context + 1))
-        made = Signal(range(self._context + 1))
+        # Down-counters in place of the lengths: the prompt's ids not yet past (prompt_length - position, down
+        # to 0) and the tokens still to make; a comparison with 0 or 1 each, no adder beside them.
+        prompt_left = Signal(range(self._context + 1))
+        tokens_left = Signal(range(self._context + 1))
         position = Signal(range(self._context))
         current = Signal(range(self.vocab_size))
         inv_temperature, top_k = Signal(16), Signal(range(self.vocab_size + 1))
@@ -583,13 +659,13 @@ class ForwardCore(wiring.Component):
                      self.position.eq(position),
                      sampler.seed.payload.eq(self.start.payload.seed + 1),
                      embedding.i.payload.token.eq(current), embedding.i.payload.position.eq(position)]
-        wants_logits = position + 1 >= prompt_length
+        wants_logits = prompt_left <= 1                  # position + 1 >= prompt_length
 
         # The attention units: channel c of k, v, q goes to unit c // width; outputs leave unit by unit.
         group, channel = Signal(range(G)), Signal(range(width))
         out_group, out_channel = Signal(range(G)), Signal(range(width))
         for unit in attentions:
-            m.d.comb += [unit.layer.eq(index_of), unit.position.eq(position),
+            m.d.comb += [unit.layer.eq(layer_of), unit.position.eq(position),
                          unit.score_mult.eq(layer_constant(".score.mult")),
                          unit.score_shift.eq(layer_constant(".score.shift")),
                          unit.out_mult.eq(layer_constant(".out.mult")),
@@ -615,11 +691,15 @@ class ForwardCore(wiring.Component):
 
         def next_step():
             """The step after this one."""
-            m.d.sync += step.eq(step + 1)
+            with m.If(~tail & (sub == period - 1)):
+                m.d.sync += [sub.eq(0), layer.eq(layer + 1)]
+            with m.Else():
+                m.d.sync += sub.eq(sub + 1)
             m.next = "DISPATCH"
 
         def next_position():
-            m.d.sync += [position.eq(position + 1), step.eq(0)]
+            m.d.sync += [position.eq(position + 1), prompt_left.eq(prompt_left - (prompt_left != 0)), sub.eq(0),
+                         layer.eq(0)]
             m.next = "FETCH"
 
         with m.FSM():
@@ -627,20 +707,20 @@ class ForwardCore(wiring.Component):
                 m.d.comb += [self.start.ready.eq(1), sampler.seed.valid.eq(self.start.valid)]
                 with m.If(self.start.valid):
                     p = self.start.payload
-                    m.d.sync += [prompt_length.eq(p.prompt_length), count.eq(p.count), made.eq(0),
+                    m.d.sync += [prompt_left.eq(p.prompt_length), tokens_left.eq(p.count),
                                  inv_temperature.eq(p.inv_temperature), top_k.eq(p.top_k), position.eq(0),
-                                 step.eq(0)]
+                                 sub.eq(0), layer.eq(0)]
                     m.next = "CONSUME"
                     with m.If(p.count != 0):
                         m.next = "FETCH"
             with m.State("CONSUME"):                      # count 0: the prompt is taken and dropped
                 m.d.comb += self.prompt.ready.eq(1)
                 with m.If(self.prompt.valid):
-                    m.d.sync += position.eq(position + 1)
-                    with m.If(position + 1 == prompt_length):
+                    m.d.sync += [position.eq(position + 1), prompt_left.eq(prompt_left - 1)]
+                    with m.If(prompt_left == 1):
                         m.next = "IDLE"
             with m.State("FETCH"):                        # the position's token: the prompt's, or the last sampled
-                with m.If(position < prompt_length):
+                with m.If(prompt_left != 0):                # position < prompt_length
                     m.d.comb += self.prompt.ready.eq(1)
                     with m.If(self.prompt.valid):
                         m.d.sync += current.eq(self.prompt.payload)
@@ -676,7 +756,7 @@ class ForwardCore(wiring.Component):
                              source_a["start"].eq(1),
                              source_a["count"].eq(Mux(preloaded_of, 0, k_of)),
                              source_a["base"].eq(Mux(kind_of == ATTENTION, d, 0))]
-                with m.If((step == ln_f_step) & ~wants_logits):
+                with m.If(ln_f_step & ~wants_logits):
                     next_position()
                 with m.Else():
                     if flash:
@@ -706,7 +786,7 @@ class ForwardCore(wiring.Component):
                     with m.If(sink_x["written"] == n_of):
                         next_step()
                 with m.Else():
-                    with m.If(gelu_of >= 0):
+                    with m.If(has_gelu):
                         m.d.comb += [gelu.i.valid.eq(linear.o.valid), gelu.i.payload.eq(linear.o.payload),
                                      linear.o.ready.eq(gelu.i.ready), gelu.o.ready.eq(1),
                                      sink_a["valid"].eq(gelu.o.valid), sink_a["data"].eq(gelu.o.payload)]
@@ -743,8 +823,8 @@ class ForwardCore(wiring.Component):
                              self.token.valid.eq(sampler.token.valid), self.token.payload.eq(sampler.token.payload),
                              sampler.token.ready.eq(self.token.ready)]
                 with m.If(sampler.token.valid & self.token.ready):
-                    m.d.sync += [made.eq(made + 1), current.eq(sampler.token.payload)]
-                    with m.If(made + 1 == count):
+                    m.d.sync += [tokens_left.eq(tokens_left - 1), current.eq(sampler.token.payload)]
+                    with m.If(tokens_left == 1):
                         m.next = "IDLE"
                     with m.Else():
                         next_position()

@@ -98,9 +98,14 @@ def hierarchy_resources(component, family, work, *, pack=True, depth=1, platform
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     from amaranth import Signal
+    from amaranth.lib import data
 
-    # The ports are the signature's signals; an always-ready stream's constant ``ready`` is not a port.
-    ports = [value for _, _, value in component.signature.flatten(component) if isinstance(value, Signal)]
+    # The ports are the signature's signals, a structured payload's (`data.View`) too: left out, it would be
+    # a constant 0 and Yosys would fold away what it feeds (the core's `start` settings). An always-ready
+    # stream's constant ``ready`` is not a port.
+    values = [value for _, _, value in component.signature.flatten(component)]
+    ports = [value for value in (v.as_value() if isinstance(v, data.View) else v for v in values)
+             if isinstance(value, Signal)]
     (work / "top.v").write_text(verilog.convert(component, name="top", ports=ports, emit_src=False,
                                                 platform=platform))
     (work / "synth.ys").write_text(f"read_verilog top.v\n{YOSYS_AFTER_READ}\n"

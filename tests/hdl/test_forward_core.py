@@ -7,7 +7,8 @@ from amaranth.sim import Simulator
 
 from golden import int_ops
 from golden.int_forward import IntegerForward
-from hdl.forward.forward_core import ATTENTION, HEAD, LINEAR, NORM, ForwardCore, core_steps
+from hdl.forward.forward_core import ATTENTION, HEAD, LINEAR, NORM, ForwardCore, core_steps, fold_program
+from hdl.forward.program_linear import program_layers
 
 from forward_cases import tiny_compiled
 from sim.constant_source import FlashCore
@@ -118,6 +119,31 @@ def test_steps(two_layers):
     assert [s["kind"] for s in steps] == [NORM, LINEAR, ATTENTION, LINEAR, NORM, LINEAR, LINEAR] * 2 + [NORM, HEAD]
     assert [s["gelu"] for s in steps if s["gelu"] is not None] == [0, 1]
     assert [s["index"] for s in steps if s["kind"] == LINEAR] == list(range(8))
+
+
+def test_fold_program(two_layers):
+    """The folded table gives every step its kind, sizes and unit indices back (a layer's steps at ``sub``, the
+    tail's in the top half); a program whose layers differ is refused."""
+    steps, layers = core_steps(two_layers), program_layers(two_layers)
+    d = two_layers.config.n_embd
+    period, sub_bits, tables, strides = fold_program(steps, layers, d, 2)
+    assert (period, sub_bits, strides) == (7, 3, {"norm": 2, "select": 4, "gelu": 1, "attention": 1})
+    for i, s in enumerate(steps):
+        layer, sub = divmod(i, period) if i < 14 else (2, i - 14)
+        slot = sub | (layer == 2) << sub_bits
+        assert tables["kind"][slot] == s["kind"]
+        assert tables["n"][slot] == (layers[s["index"]].n if s["kind"] == LINEAR else d)
+        assert tables["has_gelu"][slot] == (s["gelu"] is not None)
+        index = {NORM: "norm", LINEAR: "select", ATTENTION: "attention"}.get(s["kind"])
+        if index:
+            assert layer * strides[index] + tables[index][slot] == s["index"]
+        if s["gelu"] is not None:
+            assert layer * strides["gelu"] + tables["gelu"][slot] == s["gelu"]
+    assert [tables["feeds"][slot] for slot in (0, 2, 4, 8)] == [True] * 4          # ln_1, attention, ln_2, ln_f
+    odd = [dict(s) for s in steps]
+    odd[12]["gelu"] = None
+    with pytest.raises(ValueError, match="layers have the same steps .'h.1.mlp.c_fc' differs"):
+        fold_program(odd, layers, d, 2)
 
 
 def test_generate(one_layer):
@@ -258,3 +284,12 @@ def test_cycles_cli_bad_input(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "examples:\n  python -m sim.forward_core" in capsys.readouterr().out
+
+
+def test_flash_model_defaults_are_the_readers():
+    """`python -m sim.forward_core --constants flash` streams as the iCEBreaker's reader does by default."""
+    from hdl.spi_flash_reader import SPIFlashReader
+    from sim.forward_core import READER_LATENCY, READER_RATE
+
+    reader = SPIFlashReader(offset=0x100000, clock_hz=36_000_000)
+    assert (reader.bytes_per_cycle, reader.first_byte_cycles) == (READER_RATE, READER_LATENCY)

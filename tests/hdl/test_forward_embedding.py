@@ -19,16 +19,20 @@ def unit_of(compiled, lanes=None, **options):
                          lanes=lanes, **options)
 
 
-@pytest.mark.parametrize("lanes, wpe_source, multiplier", [(None, "rom", "dsp"), (4, "rom", "dsp"),
-                                                           (3, "rom", "serial"), (4, "stream", "serial"),
-                                                           (None, "stream", "dsp")])
-def test_default_model(compiled_default, lanes, wpe_source, multiplier):
-    """Every token once (every 4th shift-add; at positions first, last and spread between), each row against
-    golden's embed; wte
-    held per value, or in the head's layout of 4 or 3 values a word (3: rows padded); wpe from its memory or
-    streamed (`wpe_bytes`, the stream idling too); one product a cycle, or shift-add."""
+@pytest.mark.parametrize("lanes, wpe_source, multiplier, split", [(None, "rom", "dsp", False), (4, "rom", "dsp", False),
+                                                                  (3, "rom", "serial", False),
+                                                                  (4, "stream", "serial", False),
+                                                                  (None, "stream", "dsp", False),
+                                                                  (2, "stream", "serial", True),
+                                                                  (4, "rom", "dsp", True)])
+def test_default_model(compiled_default, lanes, wpe_source, multiplier, split):
+    """Every token once (every 4th shift-add, the last token among them; at positions first, last and spread
+    between), each row against golden's embed; wte held per value, or in the head's layout of 4, 3 or 2 values
+    a word (3: rows padded), in one memory or split at a power of two with the requantisers after the rest (the
+    last token's words are there); wpe from its memory or streamed (`wpe_bytes`, the stream idling too); one
+    product a cycle, or shift-add."""
     c = compiled_default.config
-    dut = unit_of(compiled_default, lanes, wpe_source=wpe_source, multiplier=multiplier)
+    dut = unit_of(compiled_default, lanes, wpe_source=wpe_source, multiplier=multiplier, split_table=split)
     assert (dut.vocab_size, dut.positions, dut.d) == (c.vocab_size, c.n_positions, c.n_embd)
     forward = IntegerForward(compiled_default)
     rng = np.random.default_rng(2)
@@ -44,11 +48,13 @@ def test_default_model(compiled_default, lanes, wpe_source, multiplier):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("wpe_source, multiplier", [("rom", "dsp"), ("stream", "serial")])
-def test_row_cycles(compiled_default, wpe_source, multiplier):
+@pytest.mark.parametrize("wpe_source, multiplier, split", [("rom", "dsp", False), ("stream", "serial", False),
+                                                            ("stream", "serial", True)])
+def test_row_cycles(compiled_default, wpe_source, multiplier, split):
     """With no gaps a row takes `row_cycles` from the request to its last value (2 cycles a value with a
-    multiplier, table_bits + 2 = 10 shift-add)."""
-    dut = unit_of(compiled_default, 4, wpe_source=wpe_source, multiplier=multiplier)
+    multiplier, table_bits + 2 = 10 shift-add; a cycle more with the table split, the requantiser's read)."""
+    dut = unit_of(compiled_default, 4, wpe_source=wpe_source, multiplier=multiplier, split_table=split)
+    assert dut.row_cycles == dut.d * dut.value_cycles + 2 + split
     assert dut.value_cycles == (2 if multiplier == "dsp" else 10)
     inputs = {"i": [{"token": 7, "position": 9}]}
     if wpe_source == "stream":
@@ -79,6 +85,12 @@ def test_wrong():
     with pytest.raises(ValueError, match="multiplier must be one of dsp, serial, not 'booth'"):
         EmbeddingUnit(wte=table, wpe=table, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
                       multiplier="booth")
+    with pytest.raises(ValueError, match="split_table needs lanes"):
+        EmbeddingUnit(wte=table, wpe=table, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
+                      split_table=True)
+    with pytest.raises(ValueError, match="split_table: 4 words and 4 requantisers do not split"):
+        EmbeddingUnit(wte=table, wpe=table, wte_mult=ones, wte_shift=ones, wpe_mult=ones, wpe_shift=ones,
+                      lanes=8, split_table=True)
 
 
 def test_requantiser_words(compiled_default):
@@ -96,24 +108,35 @@ def c_vocab(compiled):
     return compiled.config.vocab_size
 
 
-def test_wte_read(compiled_default):
-    """While idle, the wte words of the head's layout are served on wte_read, a read port's timing."""
+def test_split_memories(compiled_default):
+    """Split, the head's layout of 2 values a word is 2,048 words (8 iCE40 block RAMs, no multiplexer) and
+    32 more, with the 65 requantiser words after them: no wte_mult."""
+    dut = unit_of(compiled_default, 2, wpe_source="stream", split_table=True)
+    assert dut.split_table == 2048
+    assert dut.memories == [("wte", 16, 2048), ("wte_rest", 16, 32 + 65)]
+    assert unit_of(compiled_default, 2).split_table is None
+
+
+@pytest.mark.parametrize("lanes, split", [(4, False), (2, True)])
+def test_wte_read(compiled_default, lanes, split):
+    """While idle, the wte words of the head's layout are served on wte_read, a read port's timing (split too:
+    words past the power of two come from the second memory)."""
     from amaranth.sim import Simulator
     from hdl.forward.head_unit import lane_words
 
-    dut = unit_of(compiled_default, 4)
-    words, _, _ = lane_words(compiled_default.tensors["wte.table"], 4)
+    dut = unit_of(compiled_default, lanes, split_table=split)
+    words, _, _ = lane_words(compiled_default.tensors["wte.table"], lanes)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     got = []
 
     async def bench(ctx):
         ctx.set(dut.wte_read.en, 1)
-        for address in [0, 1, 17, len(words) - 1, 5]:
+        for address in [0, 1, 17, len(words) - 1, 5, 2047 if split else 3, len(words) - 2]:
             ctx.set(dut.wte_read.addr, address)
             await ctx.tick()
             got.append(ctx.get(dut.wte_read.data))
 
     sim.add_testbench(bench)
     sim.run()
-    assert got == [words[a] for a in [0, 1, 17, len(words) - 1, 5]]
+    assert got == [words[a] for a in [0, 1, 17, len(words) - 1, 5, 2047 if split else 3, len(words) - 2]]
