@@ -8,7 +8,7 @@ for every mode), one a cycle, in Amaranth's simulator and answers a token; the
 cycles from the first logit to the token taken (`hdl.forward.simulation.run_streams`)
 are printed for greedy, sampling among all tokens and top-k 10 and 1, each
 token checked against `golden.int_ops.sample`, and those after the logits
-(less greedy's, whose answer follows the last logit at once): what a token
+(less greedy's, a pass over the logits for the largest after the last): what a token
 costs the core beyond greedy decoding, which the builds' cycles count.
 """
 

@@ -36,7 +36,9 @@ class Board:
     #: the array's): on the iCE40 the codes are in SPRAM, loaded by the host (SPRAM has no initial contents),
     #: and two attention lanes make the KV cache's word 16 bits, one SPRAM wide (four lanes' 32-bit word
     #: would take two SPRAMs side by side, and three hold the codes); the layer norms', linear layers' and wpe's
-    #: constants are streamed from the SPI flash (174.7 Kbit of them against the 120 Kbit of EBR).
+    #: constants are streamed from the SPI flash (174.7 Kbit of them against the 120 Kbit of EBR); a 2 x 3
+    #: array (each code SPRAM's 16-bit word holds two beats of a column: 6 PEs, their work hidden behind the
+    #: flash stream at 0.25 B/cycle).
     core_defaults: tuple = ()
 
     def pll(self, frequency):
@@ -57,7 +59,7 @@ class Board:
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0,
                               core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("head_lanes", 1),
-                                             ("constants", "flash"))),
+                                             ("constants", "flash"), ("rows", 2), ("columns", 3))),
           "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
 

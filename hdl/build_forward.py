@@ -57,12 +57,12 @@ DESIGNS = ("linear", "forward")
 #: (ECP5, seed 1: 36.2 MHz for the default model's core at context 128, 48.5-50.9 MHz for a tiny checkpoint's;
 #: the critical path is in the attention unit).
 FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
-#: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the 4 x 3 array its three
-#: code SPRAMs feed (one 16-bit column word each) and the board's core defaults (`boards.forward_top.BOARDS`:
+#: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the board's core defaults
+#: (`boards.forward_top.BOARDS`: the 2 x 3 array its three code SPRAMs feed (a 16-bit word of two beats each),
 #: codes loaded by the host, a 16-bit KV cache word, 1 head lane, constants from the SPI flash); on the ECP5-85F
 #: the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head (`hdl.forward.forward_core`'s fastest
 #: measured shape at context 128).
-FORWARD_CORES = {"icebreaker": {"rows": 4, "columns": 3, **dict(FORWARD_BOARDS["icebreaker"].core_defaults)},
+FORWARD_CORES = {"icebreaker": dict(FORWARD_BOARDS["icebreaker"].core_defaults),
                  "ulx3s": {"rows": 16, "columns": 16, "head_lanes": 16, "attention_lanes": 16, "attention_units": 4}}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
 #: Options of the iCE40 build's ``synth_ice40``: ``-dsp`` puts the forward core's multipliers in the DSPs.

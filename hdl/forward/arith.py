@@ -7,7 +7,7 @@ enough to hold its exact result.
 
 from amaranth import Cat, Const, Mux, Value, signed
 
-__all__ = ["check_int", "check_range", "round_shift", "round_shift_above", "round_shift_within", "row_address",
+__all__ = ["at_least", "check_int", "check_range", "round_shift", "round_shift_above", "round_shift_within", "row_address",
            "saturate", "saturate_limits", "shift_right"]
 
 
@@ -103,6 +103,29 @@ def shift_right(x, amount, width):
         need = width + step - 1
         value = Mux(amount[k], window(value, step, need), window(value, 0, need))
     return window(value, 0, width)
+
+
+def at_least(value, constant):
+    """``value >= constant`` for an unsigned `value` and an int `constant`, as gates, not an adder.
+
+    Yosys maps a comparison to a carry chain (``$alu``), one SB_CARRY a bit
+    that packs with no LUT of its own, so a compare against a constant costs
+    a logic cell per bit. Built from the lowest bit up, ``ge_i = v_i & ge_{i-1}``
+    where the constant's bit is 1 and ``v_i | ge_{i-1}`` where it is 0, it is
+    an AND-OR tree that ABC packs into a few LUT4s (``v >= 16`` of 15 bits: an
+    OR of the top 11).
+    """
+    value = Value.cast(value)
+    if value.shape().signed:
+        raise TypeError(f"at_least takes an unsigned value, not {value.shape()!r}")
+    if constant <= 0:
+        return Const(1)
+    if constant >= 1 << len(value):
+        return Const(0)
+    result = Const(1)                           # value's bits below 0 are >= the constant's (none)
+    for i in range(len(value)):
+        result = (value[i] & result) if constant >> i & 1 else (value[i] | result)
+    return result
 
 
 def row_address(row, stride, offset):

@@ -14,7 +14,7 @@ from .gelu_table import GeluTable
 from .head_unit import head_for, head_tied
 from .prefetch_fifo import PrefetchFIFO
 from .program_linear import ProgramLinear, program_layers
-from .units import attention_for, layer_norm_for, sampler_for
+from .units import FLASH_NORM_SERIAL_SHIFT_BITS, attention_for, layer_norm_for, sampler_for
 
 __all__ = ["ForwardCore", "core_steps", "CONSTANT_SOURCES", "NORM", "LINEAR", "ATTENTION", "HEAD"]
 
@@ -249,7 +249,7 @@ class ForwardCore(wiring.Component):
         attention_lanes = min(check_int("attention_lanes", attention_lanes, 1), c.head_dim)
         self._steps = core_steps(compiled)
         V, d = c.vocab_size, c.n_embd
-        self._norm = layer_norm_for(compiled)
+        self._norm = layer_norm_for(compiled, serial_shift_bits=FLASH_NORM_SERIAL_SHIFT_BITS if flash else 0)
         self._norm_names = [s["name"] for s in self._steps if s["kind"] == NORM]
         # The gains' and biases' memories are as wide as their widest value (the unit's ports are wider).
         self._ln_bits = [max(2, max(int(abs(v)) for n in self._norm_names for v in t[n + suffix]).bit_length() + 1)

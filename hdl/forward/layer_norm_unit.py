@@ -2,13 +2,14 @@
 
 import math
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.datapath import check_act_bits
 
 from .arith import check_int, check_range, round_shift_above, round_shift_within, saturate
+from ..read_port import NO_COLLISIONS, ReadPort
 
 __all__ = ["LayerNormUnit"]
 
@@ -44,7 +45,15 @@ class LayerNormUnit(wiring.Component):
     `shift_range` (``bit_length(isqrt(eps_min))`` bounds it from below) and
     ``gamma_shift`` over `gamma_shift_range` (wiring alone when the artefact's
     layer norms share one shift); the registers in front of them keep only the
-    bits above the smallest shift less one.
+    bits above the smallest shift less one. With ``serial_shift_bits = k`` the
+    low ``k`` bits of ``sh - F`` (all of it for ``k`` of 4 or more with the
+    default model's 16 shifts) are made on ``V``'s own register instead, one
+    place a cycle after it is formed, holding pass 2 for those cycles: no
+    shifter stages for them (38 logic cells fewer for the default model, up
+    to ``serial_cycles_max`` cycles more an element). The row memory is read
+    through `hdl.read_port.ReadPort` (pass 1 writes it, pass 2 reads it: a
+    word read in the cycle it is written is never used), so Yosys builds no
+    read-during-write logic around its block RAM.
 
     ``n`` is kept to ``n_bits`` signed bits: with ``eps >= 1``,
     ``|d x - S1| <= sqrt(d - 1) * sqrt(D - 1)`` and ``r = floor(sqrt D)``, so
@@ -70,6 +79,9 @@ class LayerNormUnit(wiring.Component):
         The smallest and largest ``gamma_shift`` the port will carry (within 0 .. 63).
     out_bits : int
         Width of the signed activations out (``act_bits``).
+    serial_shift_bits : int
+        How many low bits of the normalising shift are made one place a cycle, 0 to 6 (default 0: a log
+        shifter for all of it; only where the shift's range starts above the fold, ``shift_range[0] > fold_bits``).
 
     Members
     -------
@@ -84,7 +96,7 @@ class LayerNormUnit(wiring.Component):
     """
 
     def __init__(self, *, d, res_bits=16, frac_bits=10, inv_bits=16, gamma_bits=16, beta_bits=None, eps_bits=24,
-                 eps_min=1, gamma_shift_range=(0, 63), out_bits=8):
+                 eps_min=1, gamma_shift_range=(0, 63), out_bits=8, serial_shift_bits=0):
         self._d = check_int("d", d, 2, 4096)
         self._res_bits = check_int("res_bits", res_bits, 4, 24)
         self._inv_bits = check_int("inv_bits", inv_bits, 4, 24)
@@ -95,6 +107,7 @@ class LayerNormUnit(wiring.Component):
         self._eps_min = check_int("eps_min", eps_min, 1, (1 << eps_bits) - 1)
         self._gamma_shift_range = check_range("gamma_shift_range", gamma_shift_range, 0, 63)
         self._out_bits = check_act_bits(out_bits)
+        self._serial_shift_bits = check_int("serial_shift_bits", serial_shift_bits, 0, 6)
         affine = data.StructLayout({"gamma": signed(self._gamma_bits), "beta": signed(self._beta_bits)})
         super().__init__({
             "x": In(stream.Signature(signed(res_bits))),
@@ -188,7 +201,21 @@ class LayerNormUnit(wiring.Component):
         """Cycles of one row at most, with no stalls: pass 1, ``S1**2``, isqrt (``2 root_bits``), the shift-up
         and divide, ``S1 * R``, pass 2 (two cycles per element, four stages) and handshakes."""
         n = self.root_bits
-        return (3 * self._d + self.s1_bits + 2 * n + (n - self.length_min + 1) + 2 * self._inv_bits + 8 + 12)
+        return (3 * self._d + self._d * self.serial_cycles_max + self.s1_bits + 2 * n + (n - self.length_min + 1)
+                + 2 * self._inv_bits + 8 + 12)
+
+    @property
+    def serial_shift_bits(self):
+        """How many low bits of the normalising shift are made one place a cycle (0: all in the log shifter)."""
+        return self._serial_shift_bits
+
+    @property
+    def serial_cycles_max(self):
+        """The most cycles an element waits for its serial shift: the places (below ``2**serial_shift_bits``
+        and at most the shift's range) and one more when they end on the even phase."""
+        low, high = self.shift_range
+        places = min((1 << self._serial_shift_bits) - 1, high - low)
+        return places + (places & 1)
 
     @property
     def shift_range(self):
@@ -200,8 +227,10 @@ class LayerNormUnit(wiring.Component):
         m = Module()
         d, w, b = self._d, self._res_bits, self._inv_bits
         n = self.root_bits
-        m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[])
-        write, read = row.write_port(), row.read_port()
+        # The row is never read in the cycle it is written (pass 1 writes, pass 2 reads; a read that pass 1's
+        # ticks make is never used): no read-during-write logic.
+        m.submodules.row = row = memory.Memory(shape=signed(w), depth=d, init=[], attrs=NO_COLLISIONS)
+        write, read = row.write_port(), ReadPort(m, row, "row_read")
 
         index = Signal(range(d + 1))
         s1 = Signal(signed(self.s1_bits))
@@ -214,6 +243,7 @@ class LayerNormUnit(wiring.Component):
         recip = Signal(b)                                # R, in [2**(b-2), 2**(b-1)]
         recip_offset = Cat(recip[:b - 2], recip[b - 1], 0).as_signed()        # R - 2**(b-2), wiring
         n1 = Signal(signed(self.n_bits))
+        v0, v1, v2 = Signal(), Signal(), Signal()
         mul_a = Mux(stats, self.x.payload, Mux(phase, n1, read.data))
         mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
         product = mul_a * mul_b
@@ -253,20 +283,34 @@ class LayerNormUnit(wiring.Component):
         dropped = max(0, low - fold - 1)
         v_value = Signal(signed(self.v_bits - dropped))  # V >> dropped, formed on even cycles
         kc = acc >> fold                                 # floor(-C / 2**fold); x 2**(b-2) adds to its top bits only
-        with m.If(~phase):
-            m.d.sync += v_value.eq(((d >> fold) * product[:w + b - 1].as_signed()
-                                    + Cat(kc[:b - 2], kc[b - 2:].as_signed() + (d >> fold) * read.data).as_signed())
-                                   >> dropped)
-        normalised = round_shift_above(v_value, 1, length, 1 + high - low, self.n_bits) if low > fold else \
+        v_sum = ((d >> fold) * product[:w + b - 1].as_signed()
+                 + Cat(kc[:b - 2], kc[b - 2:].as_signed() + (d >> fold) * read.data).as_signed()) >> dropped
+        # With `serial_shift_bits` = k (and low > fold), the low k bits of the shift are made on v_value itself,
+        # one place a cycle after it is formed (on the even cycle after a tick), holding the next tick back;
+        # the log shifter makes the rest. Exact: floor(floor(v / 2**a) / 2**c) = floor(v / 2**(a + c)).
+        serial = min(self._serial_shift_bits, (high - low).bit_length()) if low > fold else 0
+        places = Signal(max(1, serial))                  # serial places still to shift
+        formed = Signal()                                # the even cycle after a tick
+        if serial:
+            with m.If(formed):
+                m.d.sync += [v_value.eq(v_sum), places.eq(Mux(v0, length[:serial], 0))]
+            with m.Elif(places != 0):
+                m.d.sync += [v_value.eq(v_value >> 1), places.eq(places - 1)]
+            coarse = Cat(Const(0, serial), length[serial:])
+        else:
+            with m.If(~phase):
+                m.d.sync += v_value.eq(v_sum)
+            coarse = length
+        normalised = round_shift_above(v_value, 1, coarse, 1 + high - low, self.n_bits) if low > fold else \
             round_shift_within(v_value, length, low - fold, high - fold)
         g_low, g_high = self._gamma_shift_range
         g_dropped = max(0, g_low - 1)
-        v0, v1, v2 = Signal(), Signal(), Signal()
         q = Signal(signed(max(self.n_bits + self._gamma_bits, self._beta_bits) + 1 - g_dropped))
         rounded = round_shift_above(q, 1, (self.gamma_shift - g_low)[:6], 1 + g_high - g_low) if g_low else \
             round_shift_within(q, self.gamma_shift, g_low, g_high)
-        advance = (~self.o.valid | self.o.ready) & (~v1 | self.affine.valid)
+        advance = (~self.o.valid | self.o.ready) & (~v1 | self.affine.valid) & (places == 0)
         tick = phase & advance
+        m.d.sync += formed.eq(tick)
         issuing = Signal()
         m.d.comb += [read.addr.eq(index), read.en.eq(tick), write.addr.eq(index), write.data.eq(self.x.payload),
                      self.affine.ready.eq(tick & v1)]

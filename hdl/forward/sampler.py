@@ -5,7 +5,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_int
+from .arith import at_least, check_int
+from ..read_port import NO_COLLISIONS, ReadPort
 from .serial_xorshift32 import SerialXorshift32
 
 __all__ = ["Sampler"]
@@ -18,17 +19,21 @@ class Sampler(wiring.Component):
     """``golden.int_ops.sample``, token for token and state for state, on one adder and one multiplier.
 
     The ``V`` logits arrive as a stream and are stored (one memory; their
-    weights get another, read at the same address) while their largest value
-    ``m`` and its first index are kept. Greedy (``inv_temperature == 0``)
-    answers that index at once and leaves the generator untouched. Otherwise, by passes
-    over the stored logits:
+    weights get another, read at the same address). A first pass over them
+    finds their largest value ``m`` and its first index, on the subtractor
+    that later makes the gaps (no comparator). Greedy (``inv_temperature ==
+    0``) answers that index and leaves the generator untouched. Otherwise, by
+    further passes over the stored logits:
 
     - top-k (``top_k < V``): each logit's key is ``(l, V-1-v)`` (logit, then
       the lower index first: golden's stable sort), all keys distinct; the
       ``k``-th largest key ``T`` is found bit by bit, one pass of one key a
-      cycle per key bit (``logit_bits + ceil(log2 V)`` passes), by one
-      comparator and a counter down from ``k``; the members are the keys
-      ``>= T`` (with ``top_k >= V`` every logit is one, and no pass runs);
+      cycle per key bit (``logit_bits + ceil(log2 V)`` passes), with a
+      counter down from ``k`` and no key comparator: each key's standing
+      against ``T``'s bits so far (above, or equal with its last bit) rides
+      in the weight memory, three bits a key, rewritten as the pass reads
+      it; the members are the keys ``>= T``, read off that standing (with
+      ``top_k >= V`` every logit is one, and no pass runs);
     - weights, one logit at a time: the gap ``m - l`` times
       ``inv_temperature`` on the one multiplier (``logit_bits x 16``: one
       SB_MAC16), then ``z = round_shift(p * logit_mult, logit_shift + 8)``
@@ -47,18 +52,17 @@ class Sampler(wiring.Component):
       running sum exceeds ``r`` (where the sum's sign clears).
 
     The wide logic is the one adder of the serial multiplies, the weights'
-    adder, the keys' comparator, the largest logit's and the gap's: each
+    adder and the gaps' subtractor: each
     carry chain is one register-to-register path, and there is no exp2
     barrel shifter, no XOR network of the generator's state and no bit
     selection from it.
 
-    A sampled token takes, after the last logit, ``(logit_bits + ceil(log2
-    V)) (V + 1)`` cycles of top-k search, 19 a member and 2 a non-member for
+    A token takes ``V + 2`` cycles after the last logit for the largest; a
+    sampled one then ``(logit_bits + ceil(log2 V)) (V + 1)`` cycles of top-k
+    search, 19 a member and 2 a non-member for
     the weights (a non-member after a member waits for its weight's shift),
-    and at most ``2 V + 40`` for the sum, the draw and the search: 1,342
-    cycles for the default model (V = 65) among all tokens, 2,031 with top-k
-    10 (``benchmarks/bench_sampler.py``). Greedy answers one cycle after the
-    last logit.
+    and at most ``2 V + 40`` for the sum, the draw and the search
+    (``benchmarks/bench_sampler.py``).
 
     Parameters
     ----------
@@ -146,7 +150,7 @@ class Sampler(wiring.Component):
     def memories(self):
         """``[(name, width, depth)]``: the logits, their weights and the exp2 table."""
         return [("sampler_logits", self._logit_bits, self._vocab_size),
-                ("sampler_weights", self._exp_bits, self._vocab_size),
+                ("sampler_weights", max(self._exp_bits, 3), self._vocab_size),
                 ("sampler_exp2", self._exp_bits, 1 << self._frac_bits)]
 
     @property
@@ -159,11 +163,17 @@ class Sampler(wiring.Component):
         I, K = self._index_bits, self.key_bits
         m.submodules.generator = generator = SerialXorshift32()
         wiring.connect(m, wiring.flipped(self.seed), generator.seed)
-        # Two memories, read at one address: a shared one would need a multiplexer on its write data.
-        m.submodules.logit_memory = logit_memory = memory.Memory(shape=signed(L), depth=V, init=[])
-        m.submodules.weight_memory = weight_memory = memory.Memory(shape=E, depth=V, init=[])
-        logit_write, logit_read = logit_memory.write_port(), logit_memory.read_port()
-        weight_write, weight_read = weight_memory.write_port(), weight_memory.read_port()
+        # Two memories, read at one address: a shared one would need a multiplexer on its write data. Neither is
+        # read where it is written in the same cycle, or the word so read is not used (the logits are read after
+        # the last is written; a weight or a key's standing is written at an index the passes have left behind):
+        # no read-during-write logic.
+        m.submodules.logit_memory = logit_memory = memory.Memory(shape=signed(L), depth=V, init=[],
+                                                                 attrs=NO_COLLISIONS)
+        m.submodules.weight_memory = weight_memory = memory.Memory(shape=max(E, 3), depth=V, init=[],
+                                                                   attrs=NO_COLLISIONS)
+        logit_write, logit_read = logit_memory.write_port(), ReadPort(m, logit_memory, "logit_read")
+        weight_write = weight_memory.write_port()
+        weight_read = ReadPort(m, weight_memory, "weight_read")
 
         # Passes over the stored rows: `advance` reads row idx (and steps idx); its data is there one cycle later,
         # at rd_index (rd_valid).
@@ -172,26 +182,36 @@ class Sampler(wiring.Component):
         rd_valid = Signal()
         rd_index = Signal(range(V))
         m.d.comb += [logit_read.addr.eq(idx), weight_read.addr.eq(idx)]
-        m.d.sync += rd_valid.eq(advance & (idx < V))
-        with m.If(advance & (idx < V)):
+        reading = advance & (idx != V)                          # idx runs 0 .. V: no comparator
+        m.d.sync += rd_valid.eq(reading)
+        with m.If(reading):
             m.d.sync += [idx.eq(idx + 1), rd_index.eq(idx)]
         last = rd_valid & (rd_index == V - 1)
         logit = logit_read.data
-        weight = weight_read.data
+        weight = weight_read.data[:E]
+        standing = weight_read.data                             # in the top-k search: (above, equal, b)
 
         top = Signal(signed(L), reset_less=True)                # m, the largest logit
-        argmax = Signal(range(V), reset_less=True)
-        token = Signal(range(V))
-        m.d.comb += self.token.payload.eq(token)
+        difference = top - logit                                # m - l: the search for m, then the gaps
+        argmax = Signal(range(V), reset_less=True)              # its index; then the token drawn
+        m.d.comb += self.token.payload.eq(argmax)
 
-        # Top-k: the threshold key T, built from the top bit down. `probe` is T with the bit under test set (or
-        # T itself once the search is over); `bit` is that bit, one-hot; `need` counts down from k the keys
-        # reaching the probe in this pass.
+        # Top-k: the threshold key T, built from the top bit down, one pass of the keys per bit (`bit_index`).
+        # No key comparator: each key's standing against T's bits decided so far is kept in the weight memory
+        # (free until the weights are written) as three bits, (above, equal, b): its bits above the last pass's
+        # are above T's, or equal to them, and b is its bit of the last pass. A pass first applies the last
+        # pass's decision `taken` (T's bit) to that standing, then the key reaches ``T's bits | this bit`` if it
+        # is above or equal with this bit set; `need` counts down from k the keys reaching, and T's bit is 1 when
+        # k of them reach. The first pass starts every key equal (`first`).
         key = Cat(~rd_index[:I], logit[:-1], ~logit[-1])          # (logit, V-1-index) as one unsigned number
-        probe = Signal(K, reset_less=True)
-        bit = Signal(K, reset_less=True)
+        bit_index = Signal(range(K), reset_less=True)
+        first = Signal(reset_less=True)
+        taken = Signal(reset_less=True)                         # T's bit of the last pass
         need = Signal(range(V + 1), reset_less=True)
-        reaches = key >= probe
+        above = ~first & (standing[0] | (~taken & standing[1] & standing[2]))
+        equal = first | (standing[1] & ~(standing[2] ^ taken))
+        key_bit = key.bit_select(bit_index, 1)
+        reaches = above | (equal & key_bit)
         counted = need - (rd_valid & reaches & (need != 0))
 
         # The serial multiplies: acc <- (acc + operand) >> 1, operand registered one step ahead. In the weights
@@ -244,10 +264,13 @@ class Sampler(wiring.Component):
                 m.d.sync += [weight_out.eq(weight_out >> 1), places.eq(places - 1)]
         busy = fetching | shifting
 
-        # The search: total starts at -r - 1 and the running sum has passed r when total's sign clears.
-        sum_valid = Signal()
-        sum_index = Signal(range(V), reset_less=True)
-        m.d.sync += sum_valid.eq(0)
+        # The sum and the search on one adder. The search: total starts at -r - 1 and the running sum has passed r
+        # when the sum's sign clears.
+        running = (total + weight)[:W + 1]
+
+        every = at_least(self.top_k, V)                         # top_k >= V: no top-k search
+        keys_in = every | above | equal                         # after the search: the key is >= T, a member
+        thresholding = Signal()
 
         with m.FSM():
             with m.State("LOAD"):
@@ -255,39 +278,37 @@ class Sampler(wiring.Component):
                              logit_write.data.eq(self.logits.payload), logit_write.en.eq(self.logits.valid)]
                 with m.If(self.logits.valid):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If((idx == 0) | (self.logits.payload > top)):
-                        m.d.sync += [top.eq(self.logits.payload), argmax.eq(idx)]
                     with m.If(idx == V - 1):
-                        m.d.sync += [idx.eq(0), need.eq(self.top_k), bit.eq(1 << (K - 1))]
-                        with m.If(self.top_k >= V):
-                            m.d.sync += probe.eq(0)
-                        with m.Else():
-                            m.d.sync += probe.eq(1 << (K - 1))
-                        with m.If(self.inv_temperature == 0):
-                            m.next = "GREEDY"
-                        with m.Elif(self.top_k >= V):
-                            m.next = "READ"
-                        with m.Else():
-                            m.next = "THRESHOLD"
-            with m.State("GREEDY"):
-                m.d.sync += token.eq(argmax)
-                m.next = "OUT"
-            with m.State("THRESHOLD"):                          # do k keys reach the probe?
+                        m.d.sync += [idx.eq(0), need.eq(self.top_k), bit_index.eq(K - 1), first.eq(1),
+                                     top.eq(-1 << (L - 1)), argmax.eq(0)]
+                        m.next = "MAX"
+            with m.State("MAX"):                                # m and its first index, on the gap's subtractor
                 m.d.comb += advance.eq(1)
+                with m.If(rd_valid & difference[-1]):           # l > m
+                    m.d.sync += [top.eq(logit), argmax.eq(rd_index)]
+                with m.If(last):
+                    m.d.sync += idx.eq(0)
+                    with m.If(self.inv_temperature == 0):
+                        m.next = "OUT"
+                    with m.Elif(every):
+                        m.next = "READ"
+                    with m.Else():
+                        m.next = "THRESHOLD"
+            with m.State("THRESHOLD"):                          # do k keys reach T's bits with this one set?
+                m.d.comb += [advance.eq(1), thresholding.eq(1)]
                 m.d.sync += need.eq(counted)
                 with m.If(last):
-                    keep = counted == 0
-                    m.d.sync += [idx.eq(0), need.eq(self.top_k), bit.eq(bit >> 1),
-                                 probe.eq((probe & ~Mux(keep, 0, bit)) | (bit >> 1))]
-                    with m.If(bit[0]):
+                    m.d.sync += [idx.eq(0), need.eq(self.top_k), bit_index.eq(bit_index - 1), first.eq(0),
+                                 taken.eq(counted == 0)]
+                    with m.If(bit_index == 0):
                         m.next = "READ"
             with m.State("READ"):                               # the weights, one logit at a time: the first
                 m.d.comb += advance.eq(1)
                 m.next = "GAP"
             with m.State("GAP"):
-                m.d.sync += [gap.eq((top - logit)[:L]), member.eq(reaches), steps.eq(0),
+                m.d.sync += [gap.eq(difference[:L]), member.eq(keys_in), steps.eq(0),
                              acc.eq(1 << (shift - 1))]          # the rounding half
-                with m.If(reaches):
+                with m.If(keys_in):
                     m.next = "STEP"
                 with m.Else():
                     m.next = "Z"
@@ -301,7 +322,7 @@ class Sampler(wiring.Component):
             with m.State("Z"):                                  # exp2(z) begins; the next logit is read
                 m.d.comb += advance.eq(~busy)                   # once the last weight is written
                 with m.If(~busy):
-                    none = ~member | (z[F:] >= E)
+                    none = ~member | at_least(z[F:], E)
                     m.d.sync += [fetching.eq(1), write_addr.eq(rd_index), zero.eq(none),
                                  places.eq(Mux(none, 0, z[F:]))]
                     with m.If(idx == V):
@@ -315,7 +336,7 @@ class Sampler(wiring.Component):
             with m.State("SUM"):                                # W
                 m.d.comb += advance.eq(1)
                 with m.If(rd_valid):
-                    m.d.sync += total.eq(total + weight)
+                    m.d.sync += total.eq(running)
                 with m.If(last):
                     m.d.sync += idx.eq(0)
                     m.next = "DRAW"
@@ -336,16 +357,18 @@ class Sampler(wiring.Component):
             with m.State("SEARCH"):                             # the first token whose running sum exceeds r
                 m.d.comb += advance.eq(1)
                 with m.If(rd_valid):
-                    m.d.sync += [total.eq(total + weight), sum_valid.eq(1), sum_index.eq(rd_index)]
-                with m.If(sum_valid & ~total[W]):
-                    m.d.sync += [token.eq(sum_index), idx.eq(0)]
-                    m.next = "OUT"
+                    m.d.sync += total.eq(running)
+                    with m.If(~running[W]):
+                        m.d.sync += [argmax.eq(rd_index), idx.eq(0)]
+                        m.next = "OUT"
             with m.State("OUT"):
                 m.d.sync += idx.eq(0)
                 m.d.comb += self.token.valid.eq(1)
                 with m.If(self.token.ready):
                     m.next = "LOAD"
 
-        m.d.comb += [weight_write.addr.eq(write_addr), weight_write.data.eq(weight_out),
-                     weight_write.en.eq(shifting & (places == 0))]
+        # The weights, or in the search each key's standing as the pass leaves it.
+        m.d.comb += [weight_write.addr.eq(Mux(thresholding, rd_index, write_addr)),
+                     weight_write.data.eq(Mux(thresholding, Cat(above, equal, key_bit), weight_out)),
+                     weight_write.en.eq(Mux(thresholding, rd_valid, shifting & (places == 0)))]
         return m

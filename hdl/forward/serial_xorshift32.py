@@ -4,6 +4,8 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import at_least
+
 __all__ = ["SerialXorshift32", "STEP_CYCLES"]
 
 #: Cycles of one xorshift32 step: one pass of 32 bits per shift (13 left, 17 right, 5 left).
@@ -17,12 +19,13 @@ def _taps(state, t, shift, left):
     The register's ``R[j]`` is the old bit ``t + j`` for ``j < 32 - t`` and the new bit ``t + j - 32`` above.
     A right shift reads old bits above ``t`` (untouched): ``R[shift]``. A left shift needs the old bit
     ``t - shift``, which is gone; but ``old[i] = new[i] ^ old[i - shift]`` and so on down, so it is the XOR
-    of the new bits ``t - shift``, ``t - 2 shift``, ... (each at ``R[32 - k shift]``)."""
+    of the new bits ``t - shift``, ``t - 2 shift``, ... (each at ``R[32 - k shift]``). The bounds on ``t`` are
+    gates (`arith.at_least`), not carry chains."""
     if not left:
-        return state[shift] & (t <= 31 - shift)
+        return state[shift] & ~at_least(t, 32 - shift)
     tap = 0
     for k in range(1, 32 // shift + 1):
-        tap = tap ^ (state[32 - k * shift] & (t >= k * shift))
+        tap = tap ^ (state[32 - k * shift] & at_least(t, k * shift))
     return tap
 
 

@@ -24,8 +24,13 @@ from .serial_requantizer import SerialRequantizer
 from .sampler import Sampler
 from .xorshift32 import Xorshift32
 
-__all__ = ["linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "embedding_for",
+__all__ = ["FLASH_NORM_SERIAL_SHIFT_BITS", "linear_acc_bits", "requantizer_for", "layer_norm_for", "attention_for", "sampler_for", "embedding_for",
            "gelu_for", "decode_linear_for", "units_for"]
+
+#: `LayerNormUnit.serial_shift_bits` of a core whose constants come from the flash (the iCEBreaker's, short of
+#: logic cells, its token bound by the flash stream): the whole normalising shift one place a cycle (38 LC fewer
+#: for the default model, about 8 cycles more an element); a block-RAM core (the ULX3S's) keeps the log shifter.
+FLASH_NORM_SERIAL_SHIFT_BITS = 6
 
 
 def linear_acc_bits(compiled):
@@ -46,16 +51,18 @@ def requantizer_for(compiled, *, to="act"):
                        out_bits=f.act_bits if to == "act" else f.res_bits)
 
 
-def layer_norm_for(compiled):
+def layer_norm_for(compiled, *, serial_shift_bits=0):
     """The `LayerNormUnit` of the artefact's row length and formats (eps port as wide as its eps; the
-    smallest eps and the range of the layer norms' shifts bound its shifters)."""
+    smallest eps and the range of the layer norms' shifts bound its shifters); `serial_shift_bits` as the
+    unit's."""
     f, t = compiled.formats, compiled.tensors
     names = [op["name"] for op in compiled.program if op["op"] == "layer_norm"]
     eps = [int(t[name + ".eps"]) for name in names]
     shifts = [int(t[name + ".shift"]) for name in names]
     return LayerNormUnit(d=compiled.config.n_embd, res_bits=f.res_bits, frac_bits=f.ln_frac_bits,
                          inv_bits=f.ln_inv_bits, gamma_bits=f.ln_gamma_bits, eps_bits=max(1, max(eps).bit_length()),
-                         eps_min=max(1, min(eps)), gamma_shift_range=(min(shifts), max(shifts)), out_bits=f.act_bits)
+                         eps_min=max(1, min(eps)), gamma_shift_range=(min(shifts), max(shifts)), out_bits=f.act_bits,
+                         serial_shift_bits=serial_shift_bits)
 
 
 def attention_for(compiled, *, positions=None, lanes=1, groups=1):
@@ -127,6 +134,8 @@ def units_for(compiled, *, cache_positions=4):
         "isqrt": IsqrtUnit(value_bits=ln.d_bits),
         "reciprocal": ReciprocalUnit(value_bits=root_bits, bits=f.ln_inv_bits),
         "layer norm": ln,
+        "layer norm (serial shift: the flash core's)": layer_norm_for(
+            compiled, serial_shift_bits=FLASH_NORM_SERIAL_SHIFT_BITS),
         "exp2": Exp2Unit(table=t["exp2.lut"], frac_bits=f.exp_frac_bits, exp_bits=f.exp_bits, z_bits=24),
         "gelu table": gelu_for(compiled),
         "xorshift32": Xorshift32(),

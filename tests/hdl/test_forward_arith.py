@@ -8,7 +8,7 @@ from amaranth import Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from golden.int_ops import round_shift, saturate as golden_saturate
-from hdl.forward.arith import check_range, round_shift_above, round_shift_within, row_address, saturate, shift_right
+from hdl.forward.arith import at_least, check_range, round_shift_above, round_shift_within, row_address, saturate, shift_right
 
 
 def evaluate(inputs, outputs, cases):
@@ -74,6 +74,17 @@ def test_round_shift_above_exhaustive(low, high, width):
     if width is not None:
         want = [(w + (1 << (width - 1))) % (1 << width) - (1 << (width - 1)) for w in want]
     assert [g for g, in got] == want
+
+
+@pytest.mark.parametrize("width", [1, 3, 8])
+def test_at_least_exhaustive(width):
+    """Every value of the width against every constant from below 0 to past its top, as ``>=`` does."""
+    x = Signal(width)
+    constants = range(-2, (1 << width) + 2)
+    got = evaluate([x], [at_least(x, c) for c in constants], [(v,) for v in range(1 << width)])
+    assert got == [tuple(int(v >= c) for c in constants) for v in range(1 << width)]
+    with pytest.raises(TypeError, match="unsigned"):
+        at_least(Signal(signed(4)), 3)
 
 
 def test_row_address():

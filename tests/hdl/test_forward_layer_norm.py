@@ -53,25 +53,27 @@ def test_init():
     assert LayerNormUnit(d=64, eps_min=7604).shift_range == (11, 26)
 
 
-@pytest.mark.parametrize("name", ["h.0.ln_1", "ln_f"])
-def test_default_model(compiled_default, name):
-    """Edge rows and calibrated-looking random rows through a compiled layer norm of the default model."""
+@pytest.mark.parametrize("name, serial", [("h.0.ln_1", 0), ("ln_f", 0), ("h.0.ln_1", 2), ("ln_f", 6)])
+def test_default_model(compiled_default, name, serial):
+    """Edge rows and calibrated-looking random rows through a compiled layer norm of the default model, its
+    normalising shift in the log shifter, two bits of it serial, or all of it serial."""
     t = compiled_default.tensors
     f = compiled_default.formats
     gamma, beta, eps, shift = t[name + ".gamma"], t[name + ".beta"], int(t[name + ".eps"]), int(t[name + ".shift"])
     rng = np.random.default_rng(17)
     rows = np.concatenate([edge_rows(rng, 64, f.res_bits), rng.normal(0, 3000, (3, 64)).round().astype(np.int64)])
-    dut = layer_norm_for(compiled_default)                  # shifters bounded by the artefact's eps and shifts
+    dut = layer_norm_for(compiled_default, serial_shift_bits=serial)    # shifters bounded by the artefact's
     assert dut.gamma_shift_range[0] <= shift <= dut.gamma_shift_range[1] and dut.eps_min <= eps
     want = golden_rows(rows, gamma, beta, eps, shift, f.ln_frac_bits, f.ln_inv_bits, f.act_bits)
     np.testing.assert_array_equal(run_rows(dut, rows, gamma, beta, eps, shift), want)
     assert len(np.unique(want)) > 50                                     # not a saturated test
 
 
-def test_row_cycles(compiled_default):
-    """With no gaps a row takes at most `max_row_cycles`."""
+@pytest.mark.parametrize("serial", [0, 3])
+def test_row_cycles(serial):
+    """With no gaps a row takes at most `max_row_cycles` (which counts the serial shifts)."""
     d = 16
-    dut = LayerNormUnit(d=d)
+    dut = LayerNormUnit(d=d, serial_shift_bits=serial)
     rows = np.arange(2 * d).reshape(2, d) * 100
     gamma, beta = np.full(d, 1 << 12), np.zeros(d, np.int64)
     from amaranth.sim import Simulator
@@ -101,12 +103,13 @@ def test_row_cycles(compiled_default):
     sim.add_testbench(bench)
     sim.run()
     assert done[0] <= dut.max_row_cycles
+    assert dut.serial_cycles_max == (8 if serial else 0)
 
 
-@settings(max_examples=4, deadline=None, derandomize=True)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), d=st.sampled_from([2, 5, 16, 24]), res_bits=st.integers(6, 16),
-       frac_bits=st.integers(1, 12), out_bits=st.integers(4, 8))
-def test_random_formats(seed, d, res_bits, frac_bits, out_bits):
+       frac_bits=st.integers(1, 12), out_bits=st.integers(4, 8), serial=st.integers(0, 6))
+def test_random_formats(seed, d, res_bits, frac_bits, out_bits, serial):
     """Random shapes and formats, random gains and biases of the full declared widths, eps from 1."""
     rng = np.random.default_rng(seed)
     inv_bits, gamma_bits = max(4, frac_bits + int(rng.integers(1, 6))), int(rng.integers(4, 17))
@@ -122,7 +125,7 @@ def test_random_formats(seed, d, res_bits, frac_bits, out_bits):
     shift_range = (max(0, shift - int(rng.integers(0, 3))), min(63, shift + int(rng.integers(0, 3))))
     dut = LayerNormUnit(d=d, res_bits=res_bits, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=gamma_bits,
                         out_bits=out_bits, eps_bits=12, eps_min=int(rng.integers(1, eps + 1)),
-                        gamma_shift_range=shift_range)
+                        gamma_shift_range=shift_range, serial_shift_bits=serial)
     lo, hi = -(1 << (res_bits - 1)), 1 << (res_bits - 1)
     rows = np.concatenate([edge_rows(rng, d, res_bits)[:4], rng.integers(lo, hi, (2, d))])
     want = golden_rows(rows, gamma, beta, eps, shift, frac_bits, inv_bits, out_bits)
@@ -145,14 +148,16 @@ def test_root_and_reciprocal_edges(eps):
     assert np.abs(want).max() < 127                                   # n itself, not saturated
 
 
-@pytest.mark.parametrize("d, frac_bits, inv_bits, eps, shifts, fold", [
-    (64, 6, 7, 1, (0, 2), 0), (64, 6, 7, 4, (1, 3), 0), (64, 6, 7, 16, (2, 2), 1), (64, 6, 7, 300, (0, 0), 3),
-    (64, 4, 8, 4096, (3, 5), 6), (48, 6, 7, 5000, (1, 1), 4)])
-def test_fold(d, frac_bits, inv_bits, eps, shifts, fold):
+@pytest.mark.parametrize("d, frac_bits, inv_bits, eps, shifts, fold, serial", [
+    (64, 6, 7, 1, (0, 2), 0, 0), (64, 6, 7, 4, (1, 3), 0, 0), (64, 6, 7, 16, (2, 2), 1, 0),
+    (64, 6, 7, 300, (0, 0), 3, 0), (64, 4, 8, 4096, (3, 5), 6, 0), (48, 6, 7, 5000, (1, 1), 4, 0),
+    (64, 6, 7, 4, (1, 3), 0, 6), (64, 6, 7, 16, (2, 2), 1, 1), (64, 4, 8, 4096, (3, 5), 6, 6)])
+def test_fold(d, frac_bits, inv_bits, eps, shifts, fold, serial):
     """``d x R - C`` folded by ``2**fold`` (limited by d's trailing zeros and by the smallest normalising shift
-    that eps_min allows), and the output rounding from each side of its shift range's bottom (0, 1, more)."""
+    that eps_min allows), and the output rounding from each side of its shift range's bottom (0, 1, more);
+    with some or all of the normalising shift serial (`serial_shift_bits`)."""
     dut = LayerNormUnit(d=d, res_bits=10, frac_bits=frac_bits, inv_bits=inv_bits, gamma_bits=4, eps_bits=13,
-                        eps_min=eps, gamma_shift_range=shifts, out_bits=8)
+                        eps_min=eps, gamma_shift_range=shifts, out_bits=8, serial_shift_bits=serial)
     assert dut.fold_bits == fold
     rng = np.random.default_rng(d + eps)
     gamma, beta = rng.integers(-8, 8, d), rng.integers(-600, 600, d)

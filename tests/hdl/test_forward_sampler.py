@@ -104,10 +104,12 @@ def test_wrong():
        exp_bits=st.integers(4, 16))
 @example(seed=5, vocab=7, logit_bits=16, logit_mult=(1 << 16) - 1, logit_shift=0, exp_frac_bits=8, exp_bits=16)
 @example(seed=6, vocab=9, logit_bits=3, logit_mult=(1 << 16) - 1, logit_shift=54, exp_frac_bits=8, exp_bits=16)
+@example(seed=7, vocab=11, logit_bits=6, logit_mult=30000, logit_shift=12, exp_frac_bits=3, exp_bits=2)
 def test_random_formats(seed, vocab, logit_bits, logit_mult, logit_shift, exp_frac_bits, exp_bits):
     """Random vocabularies, logit widths, exp2 formats and requantisers (the multiplier's full 16 x 16 range;
-    shifts below the serial multiply's 16 steps and far above), extreme logits and temperatures, every top-k:
-    against golden, token for token over several draws."""
+    shifts below the serial multiply's 16 steps and far above), extreme logits and temperatures, every top-k
+    (with 2-bit weights too, whose memory the top-k search widens to its 3 bits a key): against golden, token
+    for token over several draws."""
     from golden.int_ops import exp2_table
 
     rng = np.random.default_rng(seed)
