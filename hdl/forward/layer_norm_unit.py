@@ -298,7 +298,10 @@ class LayerNormUnit(wiring.Component):
         remainder = Signal(n + 2)
         scan = Signal(n)
         length = Signal(range(n - self.length_min + 1))  # bit_length(r) - length_min
-        rooting, trial = Signal(), Signal()
+        # `rooting` (state ROOT) and `dividing` (DIVIDE) are registers set and cleared by the FSM a cycle
+        # ahead, so the subtractor's operand select and `fits` start from flip-flops, not from the state decode.
+        rooting, dividing = Signal(), Signal()
+        trial = dividing | (rooting & ~steps[0])
         in_bit = rooting & d_top
         minuend = Cat(in_bit, remainder[:n + 1])
         difference = minuend - Mux(rooting, Cat(1, 0, scan), scan)
@@ -376,26 +379,27 @@ class LayerNormUnit(wiring.Component):
                 m.d.comb += step.eq(1)
                 m.d.sync += steps.eq(steps - 1)
                 with m.If(steps == 0):
-                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1), length.eq(n - self.length_min)]
+                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1), length.eq(n - self.length_min),
+                                 rooting.eq(1)]
                     m.next = "ROOT"
             with m.State("ROOT"):                        # bit `steps` of D a cycle; a root bit on the even ones
-                m.d.comb += [step.eq(1), rooting.eq(1), trial.eq(~steps[0])]
+                m.d.comb += step.eq(1)
                 m.d.sync += steps.eq(steps - 1)
                 with m.If(~steps[0]):
                     m.d.sync += scan.eq(Cat(fits, scan))
                 with m.If(steps == 0):
-                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b - 1)]
+                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b - 1), rooting.eq(0)]
                     m.next = "SHIFT_UP"
             with m.State("SHIFT_UP"):                    # the root shifted up to its top bit (r >= 1)
                 with m.If(scan[-1]):
+                    m.d.sync += dividing.eq(1)
                     m.next = "DIVIDE"
                 with m.Else():
                     m.d.sync += [scan.eq(scan << 1), length.eq(length - 1)]
             with m.State("DIVIDE"):                      # R = floor(2**(n-1) 2**(b-1) / divisor), one bit a cycle
-                m.d.comb += trial.eq(1)
                 m.d.sync += [recip.eq(Cat(fits, recip)), steps.eq(steps - 1)]
                 with m.If(steps == 0):
-                    m.d.sync += [*clear, steps.eq(b - 1)]
+                    m.d.sync += [*clear, steps.eq(b - 1), dividing.eq(0)]
                     m.next = "SCALE"
             with m.State("SCALE"):                       # acc = -S1 * R, R's bits from the top (R rotates)
                 m.d.comb += [step.eq(1), bit.eq(recip[-1]), negate.eq(1)]
