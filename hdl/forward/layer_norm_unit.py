@@ -263,7 +263,8 @@ class LayerNormUnit(wiring.Component):
         mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
         product = mul_a * mul_b
         # d x**2 a value, and eps with the first (s2 is 0 then: an OR, not a second adder or an operand mux)
-        s2_sum = (s2 | Mux(index == 0, self.eps << 1, 0)) + ((d * product[:2 * w - 1]) << 1)
+        first = Signal(init=1)                           # the row's first value is next (index == 0, a register)
+        s2_sum = (s2 | Mux(first, self.eps << 1, 0)) + ((d * product[:2 * w - 1]) << 1)
 
         # Horner's rule, MSB first, in `acc`: -S1 * S1 (every step but the sign bit's subtracts), then one more
         # step adding s2 (acc = 2 D), then -S1 * R (every step subtracts). A subtracted addend is its ones'
@@ -362,7 +363,7 @@ class LayerNormUnit(wiring.Component):
             with m.State("STATS"):
                 m.d.comb += [self.x.ready.eq(1), write.en.eq(self.x.valid), stats.eq(1)]
                 with m.If(self.x.valid):
-                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2_sum), index.eq(index + 1)]
+                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2_sum), index.eq(index + 1), first.eq(0)]
                     with m.If(index == d - 1):
                         m.d.sync += [*clear, steps.eq(self.s1_bits - 1)]
                         m.next = "SQUARE"
@@ -417,6 +418,6 @@ class LayerNormUnit(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~v0 & ~v1 & ~v2 & ~self.o.valid):
-                    m.d.sync += [index.eq(0), s1.eq(0), s2.eq(0)]
+                    m.d.sync += [index.eq(0), s1.eq(0), s2.eq(0), first.eq(1)]
                     m.next = "STATS"
         return m
