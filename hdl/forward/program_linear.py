@@ -10,27 +10,47 @@ from golden.datapath import check_act_bits
 from golden.pot_format import PotFormat
 
 from ..pot_pe import PotPE
+from ..read_port import NO_COLLISIONS, ReadPort
 from ..single_port_memory import SinglePortMemory
 from .arith import check_int, saturate
 from .requantizer import Requantizer
 from .two_pass_requantizer import TwoPassRequantizer
 
-__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "REQUANTIZERS", "code_words", "pack_codes", "short_tile_banks",
-           "program_code_banks", "program_layers"]
+__all__ = ["LinearLayer", "ProgramLinear", "CODE_STORES", "CONSTANT_SOURCES", "REQUANTIZERS", "LOADED_WORD_BITS",
+           "default_code_pack", "code_words", "pack_codes", "short_tile_banks", "program_code_banks", "program_layers"]
 
 #: Where `ProgramLinear` keeps its codes: ``"rom"``, memories initialised by the bitstream; ``"loaded"``,
 #: single-port memories (iCE40 SPRAM) with no initial contents, written through the ``code_write`` port.
 CODE_STORES = ("rom", "loaded")
 
 #: The requantiser behind `ProgramLinear`'s readout: ``"parallel"`` (`Requantizer`, a channel per cycle),
-#: ``"two-pass"`` (`TwoPassRequantizer`, one 16 x 16 multiplier, a channel every other cycle) or ``"auto"``
-#: (two-pass where every tile leaves it the time: ``min(chunk) + 1 >= 2 * columns``).
-REQUANTIZERS = ("auto", "parallel", "two-pass")
+#: ``"two-pass"`` (`TwoPassRequantizer`, one 16 x 16 multiplier, a channel every other cycle),
+#: ``"two-pass-serial"`` (the same with its shift made one place a cycle: no barrel shifter, a channel every
+#: ``high - low + 1`` cycles of the layers' shift range) or ``"auto"`` (the slowest of them that every tile
+#: leaves the time: ``min(chunk) + 1 >= interval * columns``).
+REQUANTIZERS = ("auto", "parallel", "two-pass", "two-pass-serial")
 
 #: Where `ProgramLinear` gets each channel's bias / mult / shift: ``"rom"``, memories initialised by the
 #: bitstream; ``"stream"``, one record per output channel on the ``channel_constants`` port (the core
 #: streams them from the SPI flash).
 CONSTANT_SOURCES = ("rom", "stream")
+
+#: Width of a loaded code bank's word (``codes="loaded"``): the iCE40UP5K SPRAM's 16 bits, and the
+#: 16-bit code word the host's LOAD and the board's boot loader write.
+LOADED_WORD_BITS = 16
+
+
+def default_code_pack(*, rows, bits, codes):
+    """Column words (``rows * bits`` bits: one beat of one array column) per code bank word.
+
+    ROM codes: 1. Loaded codes: the largest power of two whose words fit `LOADED_WORD_BITS`, so a bank
+    of a narrow array (2 rows of 4-bit codes: 8-bit column words) still fills its SPRAM's width and not
+    twice its depth (which would take two SPRAMs a bank).
+    """
+    pack = 1
+    while codes == "loaded" and 2 * pack * rows * bits <= LOADED_WORD_BITS:
+        pack *= 2
+    return pack
 
 
 def code_words(codes, rows, columns, zero_code):
@@ -76,7 +96,7 @@ def short_tile_banks(layers, *, rows, columns):
     return list(min(states.items(), key=lambda item: (max(item[0]), item[0]))[1])
 
 
-def pack_codes(layers, *, rows, columns, bits, zero_code):
+def pack_codes(layers, *, rows, columns, bits, zero_code, pack=1):
     """Every layer's codes as column words of ``rows * bits`` bits, in ``columns`` banks, with no padding of ``N``.
 
     Beat ``t`` of tile ``tile`` of a layer needs, for each of the tile's
@@ -89,6 +109,9 @@ def pack_codes(layers, *, rows, columns, bits, zero_code):
     consecutive addresses. Returns ``(banks, offsets)``: an int array
     ``(columns, depth)`` (``depth`` the fullest bank's words, the others
     padded with the zero code) and each layer's ``o``.
+
+    With ``pack > 1`` a bank word holds `pack` consecutive column words of its bank (the first in the low
+    bits), so ``depth`` is ``ceil(words / pack)`` of the fullest bank.
     """
     offsets = short_tile_banks(layers, rows=rows, columns=columns)
     banks = [[] for _ in range(columns)]
@@ -104,17 +127,20 @@ def pack_codes(layers, *, rows, columns, bits, zero_code):
             cols = min(columns, n - tile * columns)
             for j in range(cols):
                 banks[(first + j) % columns if cols < columns else j].extend(words[tile, :, j])
-    depth = max(1, max(len(b) for b in banks))
-    return np.array([b + [zero_code * sum(1 << (bits * r) for r in range(rows))] * (depth - len(b))
-                     for b in banks], dtype=object), offsets
+    depth = max(1, -(-max(len(b) for b in banks) // pack))
+    zero_word = zero_code * sum(1 << (bits * r) for r in range(rows))
+    banks = [b + [zero_word] * (depth * pack - len(b)) for b in banks]
+    return np.array([[sum(int(w) << (rows * bits * i) for i, w in enumerate(b[a:a + pack]))
+                      for a in range(0, depth * pack, pack)] for b in banks], dtype=object), offsets
 
 
 def program_code_banks(compiled, *, rows, columns):
     """The code banks (`pack_codes`) of the `ProgramLinear` of `compiled`'s program on a ``rows x columns``
-    array: what a host writes into a board whose codes are loaded (``codes="loaded"``)."""
+    array: what a host writes into a board whose codes are loaded (``codes="loaded"``, so
+    `default_code_pack`'s words)."""
     fmt = PotFormat(compiled.bits)
     return pack_codes(program_layers(compiled), rows=rows, columns=columns, bits=fmt.bits,
-                      zero_code=fmt.zero_code)[0]
+                      zero_code=fmt.zero_code, pack=default_code_pack(rows=rows, bits=fmt.bits, codes="loaded"))[0]
 
 
 class LinearLayer:
@@ -198,8 +224,9 @@ class ProgramLinear(wiring.Component):
     one word of code bank ``c``. A tile is ``chunk_l`` beats and one drain beat; at the drain each
     column's ``rows`` partial sums are added and held, and sent with the
     channel's bias through the requantiser (`Requantizer`, one channel per
-    cycle, or `TwoPassRequantizer`, one every other cycle: `requantizer`)
-    while the next tile accumulates. The PEs add ones'-complement negative
+    cycle, or `TwoPassRequantizer`, one every other cycle, or with its serial
+    shifter one every ``shift - low + 1``: `requantizer`) while the next tile
+    accumulates. The PEs add ones'-complement negative
     terms (``PotPE(exact_negation=False)``): a channel's sum comes out short by
     its count of negative non-zero codes, which its stored bias adds back
     (`channel_records`). The PEs' accumulators are as wide as the partial sums
@@ -210,10 +237,11 @@ class ProgramLinear(wiring.Component):
 
     Memories (the seam where a build places them):
 
-    - ``codes``: ``columns`` banks of ``rows * bits``-bit words
-      (`pack_codes`: every layer's codes with no padding of ``N``; bank ``c``
-      holds column ``c``'s words in the order they are used and is read at
-      consecutive addresses from 0), `code_depth` deep:
+    - ``codes``: ``columns`` banks of `code_bits`-bit words, each `code_pack`
+      column words of ``rows * bits`` bits (`pack_codes`: every layer's codes
+      with no padding of ``N``; bank ``c`` holds column ``c``'s words in the
+      order they are used and is read at consecutive addresses from 0, a word
+      every `code_pack` beats that use it, held in between), `code_depth` deep:
       initialised memories (``codes="rom"``), or single-port memories with no
       initial contents (``codes="loaded"``: iCE40 SPRAMs, written through
       ``code_write`` with `code_banks` before the first layer runs);
@@ -251,7 +279,10 @@ class ProgramLinear(wiring.Component):
     constants : str
         ``"rom"`` or ``"stream"`` (`CONSTANT_SOURCES`).
     requantizer : str
-        ``"auto"``, ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`).
+        ``"auto"``, ``"parallel"``, ``"two-pass"`` or ``"two-pass-serial"`` (`REQUANTIZERS`).
+    code_pack : int or None
+        Column words per code bank word, a power of two; None: `default_code_pack` of the array and `codes` (1 for ROM
+        codes; loaded codes fill the SPRAM's 16-bit word, e.g. 2 on a 2-row array of 4-bit codes).
 
     Members
     -------
@@ -262,7 +293,7 @@ class ProgramLinear(wiring.Component):
     o : ``Out(stream.Signature(signed(out_bits)))``
         The ``N`` outputs, in channel order (``out_bits``: the widest layer's, or ``res_bits``).
     select : ``In(range(len(layers)))``
-    code_write : ``In(Signature({"en", "bank": range(columns), "addr", "data": rows * bits}))``
+    code_write : ``In(Signature({"en", "bank": range(columns), "addr", "data": code_bits}))``
         Only with ``codes="loaded"``: word ``addr`` of bank ``bank`` is ``data`` in a cycle with ``en`` high
         (while no layer runs).
     channel_constants : ``In(stream.Signature(StructLayout({"bias": signed(bias_bits), "mult": mult_bits, "shift": 6})))``
@@ -272,7 +303,7 @@ class ProgramLinear(wiring.Component):
     """
 
     def __init__(self, *, layers, bits=4, act_bits=8, res_bits=16, rows=4, columns=3, mult_bits=16, codes="rom",
-                 constants="rom", requantizer="auto"):
+                 constants="rom", requantizer="auto", code_pack=None):
         self._format = PotFormat(bits)
         self._act_bits = check_act_bits(act_bits)
         self._res_bits = check_int("res_bits", res_bits, 2, 32)
@@ -290,6 +321,12 @@ class ProgramLinear(wiring.Component):
         self._constants = constants
         if requantizer not in REQUANTIZERS:
             raise ValueError(f"requantizer must be one of {', '.join(REQUANTIZERS)}, not {requantizer!r}")
+        if code_pack is None:
+            code_pack = default_code_pack(rows=rows, bits=self._format.bits, codes=codes)
+        check_int("code_pack", code_pack, 1, 64)
+        if code_pack & (code_pack - 1):
+            raise ValueError(f"code_pack must be a power of two, not {code_pack}")
+        self._code_pack = code_pack
         for layer in self._layers:
             self._format.check_codes(layer.codes)
             check_int(f"{layer.name} out_bits", layer.out_bits, 2, 32)
@@ -297,7 +334,8 @@ class ProgramLinear(wiring.Component):
                     or layer.shift.max() > 62:
                 raise ValueError(f"{layer.name}: mult must be {mult_bits}-bit unsigned and shift from 0 to 62")
         self._banks, self._short_banks = pack_codes(self._layers, rows=rows, columns=columns,
-                                                    bits=self._format.bits, zero_code=self._format.zero_code)
+                                                    bits=self._format.bits, zero_code=self._format.zero_code,
+                                                    pack=code_pack)
         self._negatives, pe_bits, acc_bits = [], 2, 2
         for layer in self._layers:
             values = self._format.to_int(layer.codes)
@@ -312,9 +350,17 @@ class ProgramLinear(wiring.Component):
             low, high = sum_ranges(values, act_bits)
             acc_bits = max(acc_bits, _width((low + layer.bias).min(), (high + layer.bias).max()))
         self._pe_bits, self._acc_bits = pe_bits, acc_bits
-        fast = min(self.layer_chunk(i) for i in range(len(self._layers))) + 1 >= 2 * columns
+        shifts = [int(v) for x in self._layers for v in x.shift]
+        self._shift_range = (min(shifts), max(shifts))
+        beats = min(self.layer_chunk(i) for i in range(len(self._layers))) + 1      # a tile's, at the least
         if requantizer == "auto":
-            requantizer = "two-pass" if fast and mult_bits <= 16 and acc_bits <= 31 else "parallel"
+            requantizer = "parallel"
+            if mult_bits <= 16 and acc_bits <= 31 and beats >= 2 * columns:
+                serial = self._shift_range[0] >= 1 and beats >= columns * max(2, self._shift_range[1] -
+                                                                               self._shift_range[0] + 1)
+                requantizer = "two-pass-serial" if serial else "two-pass"
+        if requantizer == "two-pass-serial" and self._shift_range[0] < 1:
+            raise ValueError(f"the two-pass-serial requantiser needs shifts from 1 up, not from {self._shift_range[0]}")
         self._requantizer = requantizer
         self._out_bits = max([x.out_bits for x in self._layers] + [res_bits if self.adds else 2])
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(self._out_bits))),
@@ -366,8 +412,13 @@ class ProgramLinear(wiring.Component):
 
     @property
     def code_bits(self):
-        """Bits of one bank word: ``rows * bits`` (one column's codes of a beat)."""
-        return self._rows * self._format.bits
+        """Bits of one bank word: ``code_pack * rows * bits`` (`code_pack` beats of one column's codes)."""
+        return self._code_pack * self._rows * self._format.bits
+
+    @property
+    def code_pack(self):
+        """Column words (one beat of one column, ``rows * bits`` bits) per code bank word."""
+        return self._code_pack
 
     @property
     def code_banks(self):
@@ -399,7 +450,7 @@ class ProgramLinear(wiring.Component):
 
     @property
     def requantizer(self):
-        """The requantiser in use: ``"parallel"`` or ``"two-pass"`` (`REQUANTIZERS`)."""
+        """The requantiser in use: ``"parallel"``, ``"two-pass"`` or ``"two-pass-serial"`` (`REQUANTIZERS`)."""
         return self._requantizer
 
     @property
@@ -471,7 +522,8 @@ class ProgramLinear(wiring.Component):
         last_first_of = table(self._short_banks)
         max_chunk, max_tiles = self.max_chunk, max(self.layer_tiles(i) for i in range(len(layers)))
 
-        depth, column_bits = self.code_depth, self.code_bits
+        depth, column_bits, pack = self.code_depth, self.code_bits, self._code_pack
+        phase_bits = pack.bit_length() - 1       # a bank's column-word count: its word address, then its phase
         code_reads = []
         for s in range(C):
             if self._codes == "rom":
@@ -484,8 +536,10 @@ class ProgramLinear(wiring.Component):
             m.submodules[f"codes{s}"] = bank
             code_reads.append(bank.read_port())
         A = self._act_bits
-        m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[])
-        bank_write, bank_read = bank_memory.write_port(granularity=A), bank_memory.read_port()
+        # Written only while loading (state LOAD), read only on beats (BEATS): no read meets a write in its cycle,
+        # so the port needs no read-during-write logic (`ReadPort`).
+        m.submodules.banks = bank_memory = memory.Memory(shape=A * R, depth=max_chunk, init=[], attrs=NO_COLLISIONS)
+        bank_write, bank_read = bank_memory.write_port(granularity=A), ReadPort(m, bank_memory, "bank_read")
         constants = {}
         if self._constants == "rom":
             records = self.channel_records()
@@ -498,9 +552,9 @@ class ProgramLinear(wiring.Component):
             requant = Requantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits, shift_bits=6,
                                   out_bits=self._out_bits)
         else:
-            shifts = [int(v) for x in layers for v in x.shift]
             requant = TwoPassRequantizer(acc_bits=self._acc_bits, mult_bits=self._mult_bits,
-                                         shift_range=(min(shifts), max(shifts)), out_bits=self._out_bits)
+                                         shift_range=self._shift_range, out_bits=self._out_bits,
+                                         shifter="serial" if self._requantizer == "two-pass-serial" else "barrel")
         m.submodules.requantizer = requant
         pes = [[PotPE(act_bits=self._act_bits, bits=fmt.bits, acc_bits=self._pe_bits, exact_negation=False,
                       skip_input=True) for _ in range(C)] for _ in range(R)]
@@ -514,7 +568,7 @@ class ProgramLinear(wiring.Component):
         # words one after another (`pack_codes`), from 0 at layer 0: its address steps when a beat uses it.
         tile, t = Signal(range(max_tiles + 1)), Signal(range(max_chunk + 1))
         last_tile = tile == tiles_of - 1
-        addresses = [Signal(range(depth + 1), name=f"address{s}") for s in range(C)]
+        addresses = [Signal(range(depth * pack + 1), name=f"address{s}") for s in range(C)]
         issue, issue_drain = Signal(), Signal()
         beat_valid, beat_drain = Signal(), Signal()
         m.d.sync += [beat_valid.eq(issue), beat_drain.eq(issue_drain)]
@@ -525,11 +579,19 @@ class ProgramLinear(wiring.Component):
             m.d.sync += t.eq(Mux(issue_drain | begin, 0, t + 1))
         with m.If(issue_drain | begin):
             m.d.sync += tile.eq(Mux(begin, 0, tile + 1))
+        column_codes = []
         for s, read in enumerate(code_reads):
-            m.d.comb += [read.addr.eq(addresses[s]), read.en.eq(issue)]
+            # A bank word is read at the beat of its first column word and held (en low) through the rest.
+            phase = addresses[s][:phase_bits]
+            m.d.comb += [read.addr.eq(addresses[s][phase_bits:]), read.en.eq(issue & (phase == 0))]
             with m.If(restart | (issue & ~issue_drain & (~last_tile | last_banks_of[s]))):
                 m.d.sync += addresses[s].eq(Mux(restart, 0, addresses[s] + 1))
-        column_codes = [read.data for read in code_reads]
+            if pack > 1:
+                lane = Signal(phase_bits, name=f"lane{s}")
+                m.d.sync += lane.eq(phase)
+                column_codes.append(read.data.word_select(lane, R * fmt.bits))
+            else:
+                column_codes.append(read.data)
         m.d.comb += [bank_write.addr.eq(bank_entry), bank_write.data.eq(Cat(*[self.a.payload] * R)),
                      bank_write.en.eq(Mux(self.a.valid & self.a.ready, 1 << bank_index, 0)), bank_read.addr.eq(t), bank_read.en.eq(issue)]
         # Outside a beat the PEs skip (add nothing); a drain beat's own code is ignored. A column past the

@@ -13,7 +13,7 @@ from hdl.build_forward import FORWARD_CORES
 from hdl.forward.budget import BOARDS, fit, flash_figures, flash_stream, forward_memories, place, refusal
 
 UP5K, ECP5 = BOARDS["icebreaker"], BOARDS["ulx3s"]
-#: The iCEBreaker's forward core: 4 x 3 array, codes loaded into SPRAM, 2 attention lanes, constants from the flash.
+#: The iCEBreaker's forward core: 2 x 3 array, codes loaded into SPRAM, 2 attention lanes, constants from the flash.
 ICE40_CORE = FORWARD_CORES["icebreaker"]
 #: The same core with its constants in block RAM.
 ICE40_ROM_CORE = {**ICE40_CORE, "constants": "rom"}
@@ -101,7 +101,12 @@ def test_up5k_constants_from_the_flash(hardware):
     from hdl.forward.forward_core import ForwardCore
     core = ForwardCore(compiled=hardware, context=64, **ICE40_CORE)
     figures = flash_figures(hardware, context=64, clock_hz=36e6, **ICE40_CORE)
-    assert figures["image_bytes"] == len(core.constant_image()) == by_name["constant_image"]["depth"]
+    assert figures["constant_bytes"] == len(core.constant_image()) == by_name["constant_image"]["depth"]
+    # The codes follow the constants in the one image (hdl.code_boot.flash_image), read once at reset.
+    from hdl.code_boot import flash_image
+    image, base, _ = flash_image(core.constant_image(), core.linear.code_banks, core.linear.code_bits)
+    assert figures["codes_bytes"] == len(image) - base == 8 + 3 * 16384 * 2 and figures["image_bytes"] == len(image)
+    assert figures["boot_cycles"] == figures["codes_bytes"] / figures["bytes_per_cycle"] + figures["seek_cycles"]
     assert figures["bytes_per_token"] == core.constant_bytes_per_token == budget["flash_bytes_per_token"]
     assert figures["cycles_per_token"] == 2 * core.constant_bytes_per_token + 2 * figures["seek_cycles"]
     assert figures["tokens_per_s_bound"] == 36e6 / figures["cycles_per_token"]
@@ -125,12 +130,14 @@ def test_ecp5_holds_the_whole_context(hardware, tiny):
         assert reached["limit"].startswith("the model's context")
         assert reached["budget"]["blocks"] <= 208 and reached["budget"]["sprams"] == 0
     # The test checkpoint's codes and KV cache take 4 SPRAMs at its whole context (3 code banks, the cache), and
-    # each of its block RAM memories takes a whole EBR: with 4 head lanes exactly the UP5K's 30 (the embedding's wpe
-    # terms are precomputed, so it has no wpe requantiser memory); with the iCEBreaker's 2 head lanes, 28.
+    # each of its block RAM memories takes a whole EBR: with 4 head lanes 29 (the embedding's wpe terms are
+    # precomputed, so it has no wpe requantiser memory); with the iCEBreaker's 2 head lanes, 27. The 2 x 3 array's
+    # activation banks are 16 bits wide, one EBR (the 4 x 3 array's 32 bits took two).
     tiny_fit = fit(tiny, UP5K, **ICE40_ROM_CORE)
     assert tiny_fit["spram_context"] == tiny.config.n_positions and tiny_fit["budget"]["sprams"] <= 4
-    assert tiny_fit["context"] == tiny.config.n_positions and tiny_fit["budget"]["blocks"] == 28
-    assert fit(tiny, UP5K, **{**ICE40_ROM_CORE, "head_lanes": 4})["budget"]["blocks"] == 30
+    assert tiny_fit["context"] == tiny.config.n_positions and tiny_fit["budget"]["blocks"] == 27
+    assert fit(tiny, UP5K, **{**ICE40_ROM_CORE, "head_lanes": 4})["budget"]["blocks"] == 29
+    assert fit(tiny, UP5K, **{**ICE40_ROM_CORE, "rows": 4})["budget"]["blocks"] == 28
 
 
 def _budget(*args):

@@ -83,12 +83,12 @@ def run_layers(dut, jobs, seed=0, gap=0.2):
 @pytest.mark.parametrize("n_layer, rows, columns, constants, requantizer, chosen", [
     (1, 4, 3, "rom", "auto", "parallel"), (2, 3, 5, "rom", "auto", "parallel"),
     (1, 4, 3, "stream", "auto", "parallel"), (1, 2, 3, "stream", "auto", "two-pass"),
-    (1, 4, 3, "rom", "two-pass", "two-pass")])
+    (1, 4, 3, "rom", "two-pass", "two-pass"), (1, 2, 3, "stream", "two-pass-serial", "two-pass-serial")])
 def test_every_layer(tmp_path, n_layer, rows, columns, constants, requantizer, chosen):
     """Every linear op of the program on golden's own inputs of two tokens, in program order, then again;
     with ``constants="stream"`` each channel's record comes from a source that stalls at random. The
     two-pass requantiser is chosen where every tile has at least two cycles per column (K / rows = 8, and
-    above it forced where the tiles must wait for it)."""
+    above it forced where the tiles must wait for it); its serial shifter forced where they wait for it."""
     compiled = tiny_compiled(tmp_path / "model", n_layer=n_layer, n_embd=16, n_head=2, vocab_size=23, n_positions=16)
     f = compiled.formats
     forward = IntegerForward(compiled)
@@ -132,19 +132,28 @@ def test_memories(tmp_path):
     assert memories["bias"][1] == 48 + 16 + 64 + 16 and memories["banks"] == (4 * 8, 16)
 
 
-@pytest.mark.parametrize("codes, constants", [("rom", "rom"), ("loaded", "rom"), ("loaded", "stream")])
-def test_no_padding(codes, constants):
+@pytest.mark.parametrize("codes, constants, rows, pack", [
+    ("rom", "rom", 4, 1), ("loaded", "rom", 4, 1), ("loaded", "stream", 4, 1), ("loaded", "stream", 2, 2),
+    ("rom", "rom", 1, 4)])
+def test_no_padding(codes, constants, rows, pack):
     """Layers whose N is not a multiple of the columns and whose K is not one of the rows: the code banks hold
-    exactly ``sum ceil(K / R) N`` column words (a layer may start in any bank), written or initialised."""
+    exactly ``sum ceil(K / R) N`` column words (a layer may start in any bank), written or initialised; with
+    ``code_pack`` words a bank word holds that many of them (loaded codes fill 16 bits: 2 rows of 4-bit codes
+    pack 2), read once and used over as many beats."""
     fmt = PotFormat(4)
     rng = np.random.default_rng(3)
     shapes = [(8, 7), (6, 5), (16, 48), (5, 1), (16, 16)]
     layers = [LinearLayer(codes=rng.integers(0, 16, s), bias=rng.integers(-50, 50, s[1]),
                           mult=np.full(s[1], 1 << 14), shift=np.full(s[1], 14), out_bits=16, name=f"l{i}")
               for i, s in enumerate(shapes)]
-    dut = ProgramLinear(layers=layers, rows=4, columns=3, codes=codes, constants=constants)
-    words = sum(-(-k // 4) * n for k, n in shapes)
-    assert dut.code_depth == words // 3 and dut.code_banks.shape == (3, dut.code_depth)         # evenly: 94 each
+    dut = ProgramLinear(layers=layers, rows=rows, columns=3, codes=codes, constants=constants,
+                        code_pack=None if codes == "loaded" else pack)
+    words = sum(-(-k // rows) * n for k, n in shapes)
+    assert dut.code_pack == pack and dut.code_bits == pack * rows * 4
+    fullest = pack_codes(layers, rows=rows, columns=3, bits=4, zero_code=fmt.zero_code)[0].shape[1]
+    if rows == 4:
+        assert fullest * 3 == words                                                          # evenly: 94 each
+    assert dut.code_depth == -(-fullest // pack) and dut.code_banks.shape == (3, dut.code_depth)
     assert ("code_write" in dut.signature.members) == (codes == "loaded")
     jobs = [(i, rng.integers(-128, 128, k), None) for i, (k, n) in enumerate(shapes)] * 2
     got = run_layers(dut, jobs, seed=4)
@@ -179,6 +188,12 @@ def test_wrong():
     with pytest.raises(ValueError, match="requantizer must be one of auto, parallel, two-pass"):
         ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
                                           shift=np.zeros(4), out_bits=8)], requantizer="serial")
+    with pytest.raises(ValueError, match="two-pass-serial requantiser needs shifts from 1 up, not from 0"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], requantizer="two-pass-serial")
+    with pytest.raises(ValueError, match="code_pack must be a power of two, not 3"):
+        ProgramLinear(layers=[LinearLayer(codes=np.zeros((4, 4), int), bias=np.zeros(4), mult=np.ones(4),
+                                          shift=np.zeros(4), out_bits=8)], code_pack=3)
 
 
 def test_channel_records(tmp_path):
@@ -195,3 +210,17 @@ def test_channel_records(tmp_path):
         [np.stack([x.bias + n, x.mult, x.shift], axis=1) for x, n in zip(layers, negatives)]))
     biases = np.array(records)[:, 0]
     assert -(1 << (dut.bias_bits - 1)) <= biases.min() and biases.max() < 1 << (dut.bias_bits - 1)
+
+
+def test_icebreaker_array(compiled_default):
+    """The default model on the iCEBreaker's 2 x 3 array with loaded codes: each bank word holds two beats'
+    column words (16 bits, one SPRAM word), so the three banks are 16,384 words deep, one SPRAM each; its
+    tiles of at least 33 beats leave the serial-shift requantiser the 3 x 11 cycles it needs at the layers'
+    shifts 16..26 (the 4 x 3 array's 17 beats do not: the barrel shifter's two-pass there)."""
+    compiled = compiled_default
+    f = compiled.formats
+    options = dict(layers=program_layers(compiled), bits=4, act_bits=f.act_bits, res_bits=f.res_bits,
+                   mult_bits=f.mult_bits, codes="loaded", constants="stream")
+    dut = ProgramLinear(rows=2, columns=3, **options)
+    assert (dut.code_pack, dut.code_bits, dut.code_depth, dut.requantizer) == (2, 16, 16384, "two-pass-serial")
+    assert ProgramLinear(rows=4, columns=3, **options).requantizer == "two-pass"

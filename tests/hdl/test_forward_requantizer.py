@@ -1,5 +1,7 @@
 # amaranth: UnusedElaboratable=no
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -7,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from golden.int_ops import requantize
 from hdl.forward.requantizer import Requantizer
 from hdl.forward.serial_requantizer import SerialRequantizer
-from hdl.forward.two_pass_requantizer import TwoPassRequantizer
+from hdl.forward.two_pass_requantizer import SHIFTERS, TwoPassRequantizer
 
 from forward_cases import stream_through
 
@@ -145,10 +147,16 @@ def test_serial_wrong():
 
 @pytest.mark.parametrize("acc_bits, shift_range", [(24, (0, 62)), (21, (16, 26)), (21, (1, 1)), (30, (17, 20)),
                                                     (15, (5, 9)), (16, (30, 62))])
-def test_two_pass_corners(acc_bits, shift_range):
-    """The two-pass requantiser at the extremes, for accumulators below, at and above its 15-bit low part."""
+@pytest.mark.parametrize("shifter", SHIFTERS)
+def test_two_pass_corners(acc_bits, shift_range, shifter):
+    """The two-pass requantiser at the extremes, for accumulators below, at and above its 15-bit low part,
+    with either shifter (the serial one from shift 1 up, and over 1..12 instead of all 63 shifts: a value takes
+    a cycle a place)."""
+    if shifter == "serial" and shift_range[0] == 0:
+        shift_range = (1, 12)
     acc, mult, shift = corner_cases(acc_bits, 16, range(shift_range[0], shift_range[1] + 1))
-    dut = TwoPassRequantizer(acc_bits=acc_bits, mult_bits=16, shift_range=shift_range, out_bits=16)
+    dut = TwoPassRequantizer(acc_bits=acc_bits, mult_bits=16, shift_range=shift_range, out_bits=16,
+                             shifter=shifter)
     assert run(dut, acc, mult, shift) == golden(acc, mult, shift, 16)
 
 
@@ -157,6 +165,14 @@ def test_two_pass_corners(acc_bits, shift_range):
        out_bits=st.integers(2, 20), low=st.integers(0, 40), span=st.integers(0, 12))
 def test_two_pass_random(seed, acc_bits, mult_bits, out_bits, low, span):
     check_random(TwoPassRequantizer, seed, acc_bits, mult_bits, out_bits, low, span)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), acc_bits=st.integers(2, 31), mult_bits=st.integers(1, 16),
+       out_bits=st.integers(2, 20), low=st.integers(1, 40), span=st.integers(0, 12))
+def test_two_pass_serial_random(seed, acc_bits, mult_bits, out_bits, low, span):
+    check_random(functools.partial(TwoPassRequantizer, shifter="serial"), seed, acc_bits, mult_bits, out_bits,
+                 low, span)
 
 
 def test_two_pass_rate():
@@ -168,8 +184,23 @@ def test_two_pass_rate():
     assert {v for _, v in seen} == {int(requantize(-12345, 40000, 17, 16))}
 
 
+def test_two_pass_serial_rate():
+    """Back to back with the output always taken: a value every ``shift - low + 1`` cycles (11 at the largest
+    shift of 16..26, 2 at the smallest), its result ``3 + shift - low`` cycles after it is taken."""
+    dut = TwoPassRequantizer(acc_bits=21, mult_bits=16, shift_range=(16, 26), out_bits=16, shifter="serial")
+    assert (dut.dropped, dut.interval, dut.latency) == (15, 11, 13)
+    for shift, interval in ((26, 11), (17, 2), (16, 2), (20, 5)):
+        seen = outputs_back_to_back(dut, -12345, 40000, shift, 80)
+        assert [c for c, _ in seen[:5]] == [seen[0][0] + interval * k for k in range(5)], shift
+        assert {v for _, v in seen} == {int(requantize(-12345, 40000, shift, 16))}
+
+
 def test_two_pass_wrong():
     with pytest.raises(ValueError, match="mult_bits"):
         TwoPassRequantizer(acc_bits=20, mult_bits=17)
     with pytest.raises(ValueError, match="acc_bits"):
         TwoPassRequantizer(acc_bits=32)
+    with pytest.raises(ValueError, match="shifter must be one of barrel, serial"):
+        TwoPassRequantizer(acc_bits=20, shifter="log")
+    with pytest.raises(ValueError, match="a serial shifter needs shifts from 1 up, not from 0"):
+        TwoPassRequantizer(acc_bits=20, shift_range=(0, 4), shifter="serial")
