@@ -29,7 +29,10 @@ class LayerNormUnit(wiring.Component):
     is tried every second cycle), the root shifted up to its top bit
     (counting ``bit_length(r)``), ``R = reciprocal(r, inv_bits)`` by a
     restoring divide on the same subtractor (``inv_bits`` cycles), and ``acc =
-    -S1 R`` (``inv_bits`` cycles, ``R`` rotating through its register). Pass 2
+    -S1 R`` (``inv_bits`` cycles, ``R`` rotating through its register). The
+    Horner adder is pipelined (operand registered, low and high halves a
+    cycle apart, `split_bits`) so its carry chains meet 36 MHz on the
+    iCE40UP5K: `settle_cycles` more a row. Pass 2
     (``affine``: the layer's ``gamma, beta`` per channel) reads the row back,
     one element every two cycles, the multiplier taking ``x (R -
     2**(inv_bits-2))`` on even cycles and ``n * gamma`` on odd ones, with
@@ -174,6 +177,18 @@ class LayerNormUnit(wiring.Component):
         return max(2 * self.s1_bits + 1, self.s1_bits + self._inv_bits + 1, 2 * self.root_bits + 1)
 
     @property
+    def split_bits(self):
+        """The low half of the pipelined Horner adder: ``max(s1_bits, ceil(acc_bits / 2))`` bits (above it the
+        addend is ``s2``'s bits or the sign of ``+-S1``), so neither carry chain is longer than about half."""
+        return max(self.s1_bits, (self.acc_bits + 1) // 2)
+
+    @property
+    def settle_cycles(self):
+        """Cycles a row spends waiting for the pipelined adder: 2 after ``2 D`` is added (its high half), 1
+        after ``-S1 R``."""
+        return 3
+
+    @property
     def fold_bits(self):
         """``f``: the power of two taken out of ``d`` (at most its trailing zeros, below ``sh - F``).
 
@@ -202,7 +217,7 @@ class LayerNormUnit(wiring.Component):
         and divide, ``S1 * R``, pass 2 (two cycles per element, four stages) and handshakes."""
         n = self.root_bits
         return (3 * self._d + self._d * self.serial_cycles_max + self.s1_bits + 2 * n + (n - self.length_min + 1)
-                + 2 * self._inv_bits + 8 + 12)
+                + 2 * self._inv_bits + self.settle_cycles + 8 + 12)
 
     @property
     def serial_shift_bits(self):
@@ -248,15 +263,34 @@ class LayerNormUnit(wiring.Component):
         mul_b = Mux(stats, self.x.payload, Mux(phase, self.affine.payload.gamma, recip_offset))
         product = mul_a * mul_b
         # d x**2 a value, and eps with the first (s2 is 0 then: an OR, not a second adder or an operand mux)
-        s2_sum = (s2 | Mux(index == 0, self.eps << 1, 0)) + ((d * product[:2 * w - 1]) << 1)
+        first = Signal(init=1)                           # the row's first value is next (index == 0, a register)
+        s2_sum = (s2 | Mux(first, self.eps << 1, 0)) + ((d * product[:2 * w - 1]) << 1)
 
         # Horner's rule, MSB first, in `acc`: -S1 * S1 (every step but the sign bit's subtracts), then one more
         # step adding s2 (acc = 2 D), then -S1 * R (every step subtracts). A subtracted addend is its ones'
         # complement with a carry in: one adder. With no addend it doubles acc, as isqrt does to read D.
-        acc = Signal(signed(self.acc_bits))
-        bit, negate, join = Signal(), Signal(), Signal()
+        # The adder is pipelined for the iCE40's carry chains: the step's operand is registered (`op_low`, the
+        # carry in, and two controls for the high bits), the low `split_bits` of acc add the cycle after, and
+        # the high bits the cycle after that, with the low half's registered carry and the bit it shifted out
+        # (`top`). So acc's low half is a step behind the FSM, its high half two (see `settle_cycles`).
+        split, high_bits = self.split_bits, self.acc_bits - self.split_bits
+        bit, negate, join, step = Signal(), Signal(), Signal(), Signal()
         addend = Mux(join, s2, Mux(bit, Mux(negate, ~s1, s1), 0))
-        horner = (Cat(1, acc << 1).as_signed() + Cat(bit & negate, addend).as_signed())[1:]
+        op_low, op_carry, op_join, op_ext, op_valid = Signal(split), Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [op_low.eq(addend[:split]), op_carry.eq(bit & negate), op_join.eq(join),
+                     op_ext.eq(bit & (s1[-1] ^ negate)), op_valid.eq(step)]
+        low, carry, top = Signal(split), Signal(), Signal()
+        low_sum = Cat(op_carry, low[:-1]) + op_low       # 2 low + addend + carry in (2 low is even)
+        with m.If(op_valid):
+            m.d.sync += [low.eq(low_sum[:split]), carry.eq(low_sum[split]), top.eq(low[-1])]
+        high, op_high, high_valid = Signal(high_bits), Signal(high_bits), Signal()
+        # Above `split` (>= s1_bits) the addend is s2's bits or the sign of +-S1, whichever the step took.
+        m.d.sync += [op_high.eq(Mux(op_join, s2[split:], op_ext.replicate(high_bits))), high_valid.eq(op_valid)]
+        high_sum = (Cat(1, top, high[:-1]) + Cat(carry, op_high))[1:]
+        with m.If(high_valid):
+            m.d.sync += high.eq(high_sum[:high_bits])
+        acc = Cat(low, high).as_signed()
+        clear = [low.eq(0), carry.eq(0), top.eq(0), high.eq(0)]
 
         # isqrt and the reciprocal's divide on one subtractor. isqrt takes one bit of D a cycle from the top
         # of acc (2 D, doubling each cycle), trying ``4 root + 1`` on every second bit. The divide takes
@@ -265,7 +299,10 @@ class LayerNormUnit(wiring.Component):
         remainder = Signal(n + 2)
         scan = Signal(n)
         length = Signal(range(n - self.length_min + 1))  # bit_length(r) - length_min
-        rooting, trial = Signal(), Signal()
+        # `rooting` (state ROOT) and `dividing` (DIVIDE) are registers set and cleared by the FSM a cycle
+        # ahead, so the subtractor's operand select and `fits` start from flip-flops, not from the state decode.
+        rooting, dividing = Signal(), Signal()
+        trial = dividing | (rooting & ~steps[0])
         in_bit = rooting & d_top
         minuend = Cat(in_bit, remainder[:n + 1])
         difference = minuend - Mux(rooting, Cat(1, 0, scan), scan)
@@ -326,45 +363,53 @@ class LayerNormUnit(wiring.Component):
             with m.State("STATS"):
                 m.d.comb += [self.x.ready.eq(1), write.en.eq(self.x.valid), stats.eq(1)]
                 with m.If(self.x.valid):
-                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2_sum), index.eq(index + 1)]
+                    m.d.sync += [s1.eq(s1 + self.x.payload), s2.eq(s2_sum), index.eq(index + 1), first.eq(0)]
                     with m.If(index == d - 1):
-                        m.d.sync += [acc.eq(0), steps.eq(self.s1_bits - 1)]
+                        m.d.sync += [*clear, steps.eq(self.s1_bits - 1)]
                         m.next = "SQUARE"
             with m.State("SQUARE"):                      # acc = -S1 * S1, bit `steps` of S1 a cycle
-                m.d.comb += [bit.eq(s1.bit_select(steps, 1)), negate.eq(steps != self.s1_bits - 1)]
-                m.d.sync += [acc.eq(horner), steps.eq(steps - 1)]
+                m.d.comb += [step.eq(1), bit.eq(s1.bit_select(steps, 1)), negate.eq(steps != self.s1_bits - 1)]
+                m.d.sync += steps.eq(steps - 1)
                 with m.If(steps == 0):
                     m.next = "JOIN"
             with m.State("JOIN"):                        # acc = 2 acc + s2 = 2 D
-                m.d.comb += join.eq(1)
-                m.d.sync += [acc.eq(horner), remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1),
-                             length.eq(n - self.length_min)]
-                m.next = "ROOT"
+                m.d.comb += [step.eq(1), join.eq(1)]
+                m.d.sync += steps.eq(1)
+                m.next = "SETTLE"
+            with m.State("SETTLE"):                      # doubling steps while acc's high half takes 2 D
+                m.d.comb += step.eq(1)
+                m.d.sync += steps.eq(steps - 1)
+                with m.If(steps == 0):
+                    m.d.sync += [remainder.eq(0), scan.eq(0), steps.eq(2 * n - 1), length.eq(n - self.length_min),
+                                 rooting.eq(1)]
+                    m.next = "ROOT"
             with m.State("ROOT"):                        # bit `steps` of D a cycle; a root bit on the even ones
-                m.d.comb += [rooting.eq(1), trial.eq(~steps[0])]
-                m.d.sync += [steps.eq(steps - 1), acc.eq(horner)]
+                m.d.comb += step.eq(1)
+                m.d.sync += steps.eq(steps - 1)
                 with m.If(~steps[0]):
                     m.d.sync += scan.eq(Cat(fits, scan))
                 with m.If(steps == 0):
-                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b - 1)]
+                    m.d.sync += [remainder.eq(1 << (n - 2)), steps.eq(b - 1), rooting.eq(0)]
                     m.next = "SHIFT_UP"
             with m.State("SHIFT_UP"):                    # the root shifted up to its top bit (r >= 1)
                 with m.If(scan[-1]):
+                    m.d.sync += dividing.eq(1)
                     m.next = "DIVIDE"
                 with m.Else():
                     m.d.sync += [scan.eq(scan << 1), length.eq(length - 1)]
             with m.State("DIVIDE"):                      # R = floor(2**(n-1) 2**(b-1) / divisor), one bit a cycle
-                m.d.comb += trial.eq(1)
                 m.d.sync += [recip.eq(Cat(fits, recip)), steps.eq(steps - 1)]
                 with m.If(steps == 0):
-                    m.d.sync += [acc.eq(0), steps.eq(b - 1)]
+                    m.d.sync += [*clear, steps.eq(b - 1), dividing.eq(0)]
                     m.next = "SCALE"
             with m.State("SCALE"):                       # acc = -S1 * R, R's bits from the top (R rotates)
-                m.d.comb += [bit.eq(recip[-1]), negate.eq(1)]
-                m.d.sync += [acc.eq(horner), recip.eq(Cat(recip[-1], recip)), steps.eq(steps - 1)]
+                m.d.comb += [step.eq(1), bit.eq(recip[-1]), negate.eq(1)]
+                m.d.sync += [recip.eq(Cat(recip[-1], recip)), steps.eq(steps - 1)]
                 with m.If(steps == 0):
                     m.d.sync += index.eq(0)
-                    m.next = "NORMALISE"
+                    m.next = "FINISH"
+            with m.State("FINISH"):                      # acc's low half takes -S1 R (its high half: next cycle,
+                m.next = "NORMALISE"                     # before the first V, 2 cycles after the first tick)
             with m.State("NORMALISE"):
                 m.d.comb += issuing.eq(1)
                 with m.If(tick):
@@ -373,6 +418,6 @@ class LayerNormUnit(wiring.Component):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~v0 & ~v1 & ~v2 & ~self.o.valid):
-                    m.d.sync += [index.eq(0), s1.eq(0), s2.eq(0)]
+                    m.d.sync += [index.eq(0), s1.eq(0), s2.eq(0), first.eq(1)]
                     m.next = "STATS"
         return m

@@ -59,7 +59,7 @@ class Sampler(wiring.Component):
 
     A token takes ``V + 2`` cycles after the last logit for the largest; a
     sampled one then ``(logit_bits + ceil(log2 V)) (V + 1)`` cycles of top-k
-    search, 19 a member and 2 a non-member for
+    search, 21 a member and 2 a non-member for
     the weights (a non-member after a member waits for its weight's shift),
     and at most ``2 V + 40`` for the sum, the draw and the search
     (``benchmarks/bench_sampler.py``).
@@ -223,8 +223,14 @@ class Sampler(wiring.Component):
         P = L + 16
         W = self.total_bits
         A = max(shift, P + pad, W)
+        # The one multiplier (P bits), an SB_MAC16 with its three registers (Yosys's ice40_dsp takes plain
+        # registers with no enable): gap (held from GAP) into `factor`, inv_temperature into `scale`, the
+        # product into `product`; so it is a clocked path on the iCE40, and the weights wait 2 cycles a logit.
         gap = Signal(L, reset_less=True)
-        product = gap * self.inv_temperature                    # the one multiplier (P bits), into the operand
+        factor = Signal(L, reset_less=True)
+        scale = Signal.like(self.inv_temperature, reset_less=True)
+        product = Signal(P, reset_less=True)
+        m.d.sync += [factor.eq(gap), scale.eq(self.inv_temperature), product.eq(factor * scale)]
         acc = Signal(A, reset_less=True)
         operand = Signal(A, reset_less=True)
         steps = Signal(range(32))
@@ -309,9 +315,13 @@ class Sampler(wiring.Component):
                 m.d.sync += [gap.eq(difference[:L]), member.eq(keys_in), steps.eq(0),
                              acc.eq(1 << (shift - 1))]          # the rounding half
                 with m.If(keys_in):
-                    m.next = "STEP"
+                    m.next = "FACTOR"
                 with m.Else():
                     m.next = "Z"
+            with m.State("FACTOR"):                             # gap into the multiplier's input register
+                m.next = "PRODUCT"
+            with m.State("PRODUCT"):                            # its product into the output register
+                m.next = "STEP"
             with m.State("STEP"):                               # acc <- (acc + bit_j * p) >> 1, j = 0..15
                 m.d.comb += weights_step.eq(1)
                 m.d.sync += steps.eq(steps + 1)
