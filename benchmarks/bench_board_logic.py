@@ -33,6 +33,7 @@ def _synthesize(top, work):
     from amaranth_boards.icebreaker import ICEBreakerPlatform
 
     from hdl.forward.resources import FAMILIES, _columns, _subtree_cells
+    from hdl.read_port import YOSYS_AFTER_READ
     from hdl.toolchain import ToolError, run_tool
 
     work.mkdir(parents=True, exist_ok=True)
@@ -40,7 +41,8 @@ def _synthesize(top, work):
     for name in ("top.il", "top.pcf"):
         content = plan.files[name]
         (work / name).write_bytes(content.encode() if isinstance(content, str) else content)
-    (work / "synth.ys").write_text("read_rtlil top.il\nsynth_ice40 -dsp -noflatten -top top -json top.json\n"
+    (work / "synth.ys").write_text(f"read_rtlil top.il\n{YOSYS_AFTER_READ}\n"
+                                   "synth_ice40 -dsp -noflatten -top top -json top.json\n"
                                    "tee -q -o stat.json stat -json -top top\n")
     run_tool("YOSYS", ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work, log_path=work / "yosys.stdout")
     modules = json.loads((work / "stat.json").read_text())["modules"]

@@ -1,7 +1,7 @@
 """The whole forward on the board against today's linear-only design and the host's numpy, in one run.
 
     python benchmarks/bench_forward.py [--report build/ulx3s-forward/report.json ...]
-                                       [--linear-report build/icebreaker/report.json] [--tokens N] [--no-sim]
+                                       [--linear-report build/icebreaker-linear/report.json] [--tokens N] [--no-sim]
 
 Prints, side by side:
 
@@ -87,8 +87,10 @@ def main(argv=None):
     parser.add_argument("--report", metavar="JSON", nargs="+",
                         default=[str(BUILD_DIR / "ulx3s-forward" / "report.json")],
                         help="report.json of python -m hdl.build --design forward builds")
-    parser.add_argument("--linear-report", metavar="JSON", default=str(BUILD_DIR / "icebreaker" / "report.json"),
-                        help="report.json of the linear iCEBreaker build (python -m hdl.build --board icebreaker)")
+    parser.add_argument("--linear-report", metavar="JSON",
+                        default=str(BUILD_DIR / "icebreaker-linear" / "report.json"),
+                        help="report.json of the linear iCEBreaker build "
+                             "(python -m hdl.build --board icebreaker --design linear)")
     parser.add_argument("--tokens", metavar="N", type=int, default=64, help="tokens the host generates")
     parser.add_argument("--repeat", metavar="N", type=int, default=3, help="host runs; the best is reported")
     parser.add_argument("--no-sim", action="store_true", help="skip simulating the linear engine's compute")

@@ -1,6 +1,6 @@
 """Generation speed of each back-end, and what the iCEBreaker would do.
 
-    python benchmarks/bench_generate.py [--tokens N] [--report build/icebreaker/report.json] [--no-sim]
+    python benchmarks/bench_generate.py [--tokens N] [--report build/icebreaker-linear/report.json] [--no-sim]
 
 Runs the same greedy generation of N tokens (the numpy back-ends: best of
 --repeat runs) on the float, golden, integer
@@ -59,7 +59,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--tokens", metavar="N", type=int, default=32)
-    parser.add_argument("--report", metavar="JSON", default=str(BUILD_DIR / "icebreaker" / "report.json"),
+    parser.add_argument("--report", metavar="JSON", default=str(BUILD_DIR / "icebreaker-linear" / "report.json"),
                         help="an hdl.build report.json for the projection")
     parser.add_argument("--cycles-per-token", metavar="C", type=float,
                         help="simulated cycles per token for the projection (default: measured with --sim)")
@@ -98,7 +98,8 @@ def main():
 
     report_path = Path(args.report)
     if not report_path.is_file() or cycles_per_token is None:
-        print(f"no projection: needs {report_path} (python -m hdl.build --board icebreaker) and cycles per token")
+        print(f"no projection: needs {report_path} (python -m hdl.build --board icebreaker --design linear) and "
+              "cycles per token")
         return
     report = json.loads(report_path.read_text())
     clock = min(report["fmax_mhz"], report["target_mhz"]) * 1e6

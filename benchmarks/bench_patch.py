@@ -45,7 +45,7 @@ def main():
     array = ("--rows", args.rows, "--cols", args.cols)
 
     print(f"full build of {args.checkpoint} ...", file=sys.stderr, flush=True)
-    build = timed("hdl.build", "--board", "icebreaker", "--checkpoint", args.checkpoint, *array,
+    build = timed("hdl.build", "--board", "icebreaker", "--design", "linear", "--checkpoint", args.checkpoint, *array,
                   "--out", out / "build", "--quiet")
     timed("golden.export", "--checkpoint", args.other, "--cols", args.cols, "--out", out / "roms", "--quiet")
     print(f"patch with {args.other} ...", file=sys.stderr, flush=True)

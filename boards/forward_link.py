@@ -4,12 +4,16 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .forward_protocol import ARGUMENTS, CODES_LOADED, Command, ForwardIdentity
-from .identity_rom import ServesIdentity
-from .link_framing import LinkFraming
+from hdl.read_port import NO_COLLISIONS, ReadPort
+
+from .forward_protocol import ARGUMENTS, CODES_LOADED, CODES_MISSING, Command, ForwardIdentity
+from .link_framing import LinkFraming, above
 from .protocol import MAX_PAYLOAD, Status
 
 __all__ = ["ForwardLink", "start_layout"]
+
+#: GENERATE's argument words (count, inv_temperature, top_k, seed low, seed high); the ids follow.
+ARGUMENT_WORDS = ARGUMENTS.size // 2
 
 
 def start_layout(*, context, vocab_size):
@@ -23,8 +27,8 @@ def start_layout(*, context, vocab_size):
     })
 
 
-class ForwardLink(ServesIdentity, wiring.Component):
-    """Serves IDENTIFY, GENERATE and LOAD between a UART's byte streams and the whole-forward core.
+class ForwardLink(wiring.Component):
+    """Serves IDENTIFY and GENERATE between a UART's byte streams and the whole-forward core.
 
     A GENERATE's prompt is read whole into a buffer (``context`` ids, one block
     RAM) and checked before the core hears of it: a request of the wrong
@@ -39,18 +43,21 @@ class ForwardLink(ServesIdentity, wiring.Component):
     sends each token the core makes (u16) as it comes. A count of 0 is
     answered at once without starting the core.
 
-    The core's streams are driven from flip-flops (start's payload from the
-    request's registers, the prompt from a register fed by the buffer, the
-    token's ready from a one-token register), so no combinational path runs
-    between the link and the core.
+    Small on purpose (the iCE40UP5K holds the core beside it): the arguments
+    and ids are one stream of u16 words, each checked as it comes (the settings
+    go straight into the registers the core's ``start`` reads: the count as
+    ``min(count, context - n)``, top-k at the width the core takes); the
+    identity is read from the prompt buffer's block RAM, where it sits past the
+    prompt; the UART's registers are the only byte buffers; the prompt goes to
+    the core from the buffer's read register, the tokens to the UART from the
+    core's.
 
-    A build whose codes are loaded (``identity.loads_codes``: the core's
-    ``codes="loaded"``) also serves LOAD: each word goes to the core's
-    ``code_write`` (a register, one write per word), the answer is the words'
-    sum; the link counts the codes as loaded once LOADs have covered every
-    bank in order (`boards.forward_protocol`), sets the identity's
-    ``CODES_LOADED`` flag as it sends it, and answers a GENERATE before that
-    ``NOT_LOADED``.
+    A build whose codes come from the SPI flash (``identity.loads_codes``: the
+    board top's `hdl.code_boot.CodeBoot`) has the inputs `codes_loaded` and
+    `codes_failed`: IDENTIFY's flags byte says which (`CODES_LOADED`,
+    `CODES_MISSING`), and a GENERATE is answered ``NOT_LOADED`` once the boot
+    has failed. A GENERATE before the codes are in waits at its start (the top
+    holds `busy` high until they are).
 
     Parameters
     ----------
@@ -74,9 +81,9 @@ class ForwardLink(ServesIdentity, wiring.Component):
     token : In(stream.Signature(range(vocab_size)))
         The core's tokens, ``count`` of them.
     busy : In(1)
-        The core is generating; ``start`` waits while it is high.
-    code_write : Out(Signature({"en", "bank": range(columns), "addr": range(code_words), "data": 16}))
-        Only when ``identity.loads_codes``: the words of LOADs, to the core's ``code_write``.
+        The core is generating (or its codes are not in yet); ``start`` waits while it is high.
+    codes_loaded, codes_failed : In(1)
+        Only when ``identity.loads_codes``: the codes are in; the boot found no image of this build.
 
     Raises
     ------
@@ -94,17 +101,12 @@ class ForwardLink(ServesIdentity, wiring.Component):
             raise ValueError(f"Vocabulary size must be 1 to 65535 (ids are u16), not {identity.vocab_size}")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"Timeout must be a positive integer, not {timeout!r}")
-        if identity.loads_codes and not (1 <= identity.columns <= 255 and 1 <= identity.code_words <= 0xFFFF):
-            raise ValueError(f"A build that loads its codes needs 1 to 255 banks of 1 to 65535 words, not "
-                             f"{identity.columns} of {identity.code_words}")
         self._identity = identity
         self._timeout = timeout
         vocab, context = identity.vocab_size, identity.context
         ports = {}
         if identity.loads_codes:
-            ports["code_write"] = Out(wiring.Signature({
-                "en": Out(1), "bank": Out(range(identity.columns)),
-                "addr": Out(range(max(2, identity.code_words))), "data": Out(16)}))
+            ports.update(codes_loaded=In(1), codes_failed=In(1))
         super().__init__({
             **ports,
             "rx": In(stream.Signature(8)),
@@ -115,6 +117,10 @@ class ForwardLink(ServesIdentity, wiring.Component):
             "token": In(stream.Signature(range(vocab))),
             "busy": In(1),
         })
+
+    @property
+    def identity(self):
+        return self._identity
 
     @property
     def context(self):
@@ -132,177 +138,126 @@ class ForwardLink(ServesIdentity, wiring.Component):
     def loads_codes(self):
         return self._identity.loads_codes
 
+    @property
+    def buffer_width(self):
+        """Bits of a prompt buffer word: 8 for a vocabulary of at most 256 ids (the identity a byte a word), else
+        16 (the identity two bytes a word, little-endian)."""
+        return 8 if self.vocab_size <= 256 else 16
+
+    def buffer_words(self):
+        """The prompt buffer's initial contents: ``context`` empty words, then the identity."""
+        packed, size = self._identity.pack(), self.buffer_width // 8
+        return [0] * self.context + [int.from_bytes(packed[i:i + size], "little") for i in range(0, len(packed), size)]
+
     def elaborate(self, platform):
         m = Module()
-        # The longest answer: the identity, a LOAD's sum or 2 bytes a token (no u16 length counter needed).
-        framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout,
-                              response_bytes=max(len(self._identity.pack()), 2, 2 * self.context))
-        rx, tx = framing.rx, framing.tx
-        remaining, resp_len = framing.remaining, framing.resp_len
         vocab, context = self.vocab_size, self.context
         identity_size = len(self._identity.pack())
+        # The longest answer: the identity or 2 bytes a token (no u16 length counter needed). No byte registers:
+        # the UART's are enough (the FSM takes a byte at most every other cycle, far faster than the line).
+        framing = LinkFraming(m, rx=self.rx, tx=self.tx, line_error=self.line_error, timeout=self._timeout,
+                              response_bytes=max(identity_size, 2 * context), buffered=False)
+        rx, tx = framing.rx, framing.tx
+        remaining, resp_len = framing.remaining, framing.resp_len
 
-        is_identify = Signal()
-        index = Signal(range(identity_size + 1))   # identity byte sent; GENERATE: argument byte read
-        low = Signal(8)                            # the low byte of an id or a token
+        is_identify, is_generate = Signal(), Signal()
+        # The identity's byte sent; the argument word read; the prompt's id read out.
+        index = Signal(range(max(identity_size, ARGUMENT_WORDS, context) + 1))
+        low = Signal(8)                            # the low byte of a word
         phase = Signal()                           # the high byte is next
+        word = Cat(low, rx.payload)
 
-        # -- GENERATE's arguments: ARGUMENTS.size bytes shifted in, little-endian --
-        arguments = Signal(8 * ARGUMENTS.size)
-        count, inv_temperature, top_k, seed = (arguments[:16], arguments[16:32], arguments[32:48],
-                                               arguments[48:80])
-        prompt_length = Signal(range(context + 1))
-        tokens = Signal(range(context + 1))        # min(count, context - prompt_length)
-        bad_argument = Signal()
+        # -- the settings, as the core's start takes them, each from its word as it comes --
+        tokens = Signal(range(context + 1))        # context - n, then min(count, context - n)
+        inv_temperature = Signal(16)
+        top_k = Signal(range(vocab + 1))
+        seed = Signal(32)
+        ones = Signal()                            # the seed's low word is 0xFFFF
+        bad = Signal()                             # an argument or an id is out of range
 
-        # -- the prompt buffer: written as the ids arrive, read out to the core once the request is valid --
-        m.submodules.prompt_buffer = buffer = memory.Memory(shape=range(vocab), depth=context, init=[])
-        write, read = buffer.write_port(), buffer.read_port()
-        address = Signal(range(context + 1))
-        fresh = Signal()                           # read.data is the id at `address`
-        m.d.comb += [write.addr.eq(address), read.addr.eq(address), write.data.eq(Cat(low, rx.payload))]
+        # -- the prompt buffer (ids written as they arrive, read out to the core once the request is valid), with
+        # the identity past it --
+        wide = self.buffer_width == 16
+        words = self.buffer_words()
+        # Read only in IDENTIFY's answer and the prompt's readout, never while a word is written: no read-during-
+        # write logic (`hdl.read_port`).
+        m.submodules.buffer = buffer = memory.Memory(shape=self.buffer_width, depth=len(words), init=words,
+                                                     attrs=NO_COLLISIONS)
+        write, read = buffer.write_port(), ReadPort(m, buffer, "buffer_read")
+        written = Signal(range(context + 1))       # ids written: the prompt's length
+        fresh = Signal()                           # read.data is the word at the read address
+        high = Signal()                            # the identity byte wanted is the word's high one
+        m.d.comb += [write.addr.eq(written), write.data.eq(word),
+                     read.addr.eq(Mux(is_identify, context + (index >> 1 if wide else index), index))]
+        m.d.sync += [fresh.eq(1), high.eq(index[0])]
+
         prompt = self.prompt
-        with m.If(prompt.ready):
-            m.d.sync += prompt.valid.eq(0)
-
-        # -- tokens: one held in a register, so the core's ready is a flip-flop --
-        held = Signal(range(vocab))
-        held_valid = Signal()
-        m.d.comb += self.token.ready.eq(~held_valid)
-        with m.If(self.token.valid & ~held_valid):
-            m.d.sync += [held.eq(self.token.payload), held_valid.eq(1)]
-
-        m.d.comb += [self.start.payload.prompt_length.eq(prompt_length), self.start.payload.count.eq(tokens),
+        m.d.comb += [prompt.payload.eq(read.data),
+                     self.start.payload.prompt_length.eq(written), self.start.payload.count.eq(tokens),
                      self.start.payload.inv_temperature.eq(inv_temperature), self.start.payload.top_k.eq(top_k),
                      self.start.payload.seed.eq(seed)]
 
-        m.submodules.identity_rom = identity_rom = self.identity_rom
-        m.d.comb += identity_rom.addr.eq(index)
-
-        # -- LOAD: the pass over every bank in order, and whether it is complete --
-        loads = self._identity.loads_codes
-        is_load = Signal()
-        loaded = Signal()
-        checksum = Signal(16)
-        if loads:
-            columns, bank_words = self._identity.columns, self._identity.code_words
-            code = self.code_write
-            in_pass = Signal()                     # every word so far went where the pass is
-            next_bank = Signal(range(columns + 1))
-            next_address = Signal(range(bank_words + 1))
-            load_bank, load_address = Signal(8), Signal(16)
-            m.d.sync += code.en.eq(0)
-            m.d.comb += [code.bank.eq(load_bank), code.addr.eq(load_address)]
-            with m.If(code.en):                          # the word written this cycle: on to the next address
-                m.d.sync += load_address.eq(load_address + 1)
+        # word >= V: an id outside the vocabulary (`above`: no carry chain).
+        at_least_vocab = above(word, vocab - 1)
+        all_ones = word == 0xFFFF
+        room = (context + ARGUMENT_WORDS - remaining.value[1:])[:len(tokens)]      # context - n
 
         with m.FSM(name="link_fsm") as fsm:
-            framing.request_states(idle=[phase.eq(0), index.eq(0), address.eq(0), bad_argument.eq(0)],
+            framing.request_states(idle=[phase.eq(0), index.eq(0), written.eq(0), bad.eq(0)],
                                    on_command=lambda byte: [is_identify.eq(byte == Command.IDENTIFY),
-                                                            is_load.eq(byte == Command.LOAD)])
+                                                            is_generate.eq(byte == Command.GENERATE)])
 
             with m.State("Dispatch"):
-                with m.Switch(framing.command):
-                    with m.Case(Command.IDENTIFY):
-                        with m.If(~remaining.zero):
-                            framing.respond_error(Status.BAD_LENGTH)
-                        with m.Elif(framing.line_err):
-                            framing.respond(Status.LINE_ERROR)
-                        with m.Else():
-                            framing.respond(Status.OK, identity_size)
-                    with m.Case(Command.GENERATE):
-                        with m.If((remaining.value < ARGUMENTS.size + 2) | remaining.value[0]
-                                  | (remaining.value > ARGUMENTS.size + 2 * context)):
-                            framing.respond_error(Status.BAD_LENGTH)
-                        with m.Elif(~loaded if loads else 0):
-                            framing.respond_error(Status.NOT_LOADED)
-                        with m.Else():
-                            m.d.sync += prompt_length.eq((remaining.value - ARGUMENTS.size) >> 1)
-                            m.next = "Arguments"
-                    if loads:
-                        with m.Case(Command.LOAD):
-                            # Any LOAD changes the codes: they are loaded again only when a pass completes.
-                            m.d.sync += loaded.eq(0)
-                            with m.If((remaining.value < 5) | ~remaining.value[0]):
-                                m.d.sync += in_pass.eq(0)
-                                framing.respond_error(Status.BAD_LENGTH)
-                            with m.Else():
-                                m.next = "Load-header"
-                    with m.Default():
-                        framing.respond_error(Status.BAD_COMMAND)
-
-            if loads:
-                framing.fields_state("Load-header", index=index, after="Load-sum", fields=[
-                    lambda byte: [load_bank.eq(byte)], lambda byte: [load_address[:8].eq(byte)],
-                    lambda byte: [load_address[8:].eq(byte)]])
-
-                # The checks are registered (`out_of_range`) so that no adder is in series with the FSM's logic.
-                out_of_range = Signal()
-                with m.State("Load-sum"):
-                    m.d.sync += [out_of_range.eq((load_bank >= columns)
-                                                 | (load_address + (remaining.value >> 1) > bank_words)),
-                                 checksum.eq(0)]
-                    m.next = "Load-check"
-
-                with m.State("Load-check"):
-                    with m.If(out_of_range):
-                        m.d.sync += in_pass.eq(0)
-                        framing.respond_error(Status.BAD_ARGUMENT)
-                    with m.Else():
-                        with m.If((load_bank == 0) & (load_address == 0)):
-                            m.d.sync += in_pass.eq(1)
-                        with m.Elif((load_bank != next_bank) | (load_address != next_address)):
-                            m.d.sync += in_pass.eq(0)
-                        m.next = "Load-words"
-
-                def write_word(word):
-                    m.d.sync += [code.en.eq(1), code.data.eq(word), checksum.eq(checksum + word)]
-                framing.words_state("Load-words", phase=phase, low=low, on_word=write_word, after="Load-end")
-
-                with m.State("Load-end"):                # the last word is written; the pass goes on from here
-                    with m.If(framing.line_err):
-                        m.d.sync += in_pass.eq(0)
+                with m.If(is_identify):
+                    with m.If(~remaining.zero):
+                        framing.respond_error(Status.BAD_LENGTH)
+                    with m.Elif(framing.line_err):
                         framing.respond(Status.LINE_ERROR)
                     with m.Else():
-                        m.d.sync += [next_bank.eq(load_bank), next_address.eq(load_address)]
-                        with m.If(load_address == bank_words):
-                            m.d.sync += [next_bank.eq(load_bank + 1), next_address.eq(0)]
-                            with m.If(in_pass & (load_bank == columns - 1)):
-                                m.d.sync += loaded.eq(1)
-                        framing.respond(Status.OK, 2)
-
-
-            with m.State("Arguments"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += [arguments.eq(Cat(arguments[8:], rx.payload)), index.eq(index + 1)]
-                    remaining.count_down(m)
-                    with m.If(index == ARGUMENTS.size - 1):
-                        m.next = "Check-arguments"
-                framing.if_timed_out()
-
-            with m.State("Check-arguments"):
-                m.d.sync += [bad_argument.eq((top_k == 0) | (top_k > vocab) | (seed == 0xFFFF_FFFF)),
-                             tokens.eq(context - prompt_length)]
-                m.next = "Ids"
-
-            def store_id(word):
-                m.d.comb += write.en.eq(1)
-                m.d.sync += address.eq(address + 1)
-                with m.If(word >= vocab):
-                    m.d.sync += bad_argument.eq(1)
-            framing.words_state("Ids", phase=phase, low=low, on_word=store_id, after="Check-ids")
-
-            with m.State("Check-ids"):
-                # A line error answers LINE_ERROR (`respond` turns the error into it).
-                with m.If(bad_argument | framing.line_err):
-                    framing.respond(Status.BAD_ARGUMENT)
+                        framing.respond(Status.OK, identity_size)
+                with m.Elif(is_generate):
+                    with m.If(~above(remaining.value, ARGUMENTS.size + 1) | remaining.value[0]
+                              | above(remaining.value, ARGUMENTS.size + 2 * context)):
+                        framing.respond_error(Status.BAD_LENGTH)
+                    with m.Elif(self.codes_failed if self.loads_codes else 0):
+                        framing.respond_error(Status.NOT_LOADED)
+                    with m.Else():
+                        m.d.sync += tokens.eq(room)
+                        m.next = "Payload"
                 with m.Else():
-                    m.d.sync += [tokens.eq(Mux(count < tokens, count, tokens)), address.eq(0), fresh.eq(0)]
-                    m.next = "Count"
+                    framing.respond_error(Status.BAD_COMMAND)
 
-            with m.State("Count"):
-                with m.If(tokens == 0):
+            def take_word(value):
+                with m.Switch(index):
+                    with m.Case(0):                    # count: the tokens made are min(count, context - n)
+                        with m.If((rx.payload == 0) & (low < tokens)):
+                            m.d.sync += tokens.eq(low)
+                    with m.Case(1):
+                        m.d.sync += inv_temperature.eq(value)
+                    with m.Case(2):                    # top-k: 1 .. V
+                        m.d.sync += top_k.eq(value)
+                        with m.If((value == 0) | above(word, vocab)):
+                            m.d.sync += bad.eq(1)
+                    with m.Case(3):
+                        m.d.sync += [seed[:16].eq(value), ones.eq(all_ones)]
+                    with m.Case(4):                    # the seed whose sampler state, seed + 1, would be 0
+                        m.d.sync += seed[16:].eq(value)
+                        with m.If(ones & all_ones):
+                            m.d.sync += bad.eq(1)
+                    with m.Default():                  # an id
+                        m.d.comb += write.en.eq(1)
+                        m.d.sync += written.eq(written + 1)
+                        with m.If(at_least_vocab):
+                            m.d.sync += bad.eq(1)
+                with m.If(index != ARGUMENT_WORDS):
+                    m.d.sync += index.eq(index + 1)
+            framing.words_state("Payload", phase=phase, low=low, on_word=take_word, after="Check")
+
+            with m.State("Check"):
+                # A line error answers LINE_ERROR (`respond` turns the error into it).
+                with m.If(bad | framing.line_err):
+                    framing.respond(Status.BAD_ARGUMENT)
+                with m.Elif(tokens == 0):
                     framing.respond(Status.OK)
                 with m.Else():
                     resp_len.set(m, tokens << 1, 0, 0)
@@ -313,48 +268,48 @@ class ForwardLink(ServesIdentity, wiring.Component):
                 with m.If(self.start.valid & self.start.ready):
                     framing.respond(Status.OK)
 
-            def payload():
-                with m.If(is_identify | (is_load if loads else 0)):
-                    m.next = "Send-bytes"
-                with m.Else():
-                    m.next = "Prompt"
-            framing.response_states(on_status=[index.eq(0)], payload=payload)
+            framing.response_states(on_status=[index.eq(0)], payload=lambda: _payload(m, is_identify))
 
-            # IDENTIFY's identity or LOAD's checksum. The identity byte at `index` comes a cycle late:
-            # `index` moves only when a byte is taken, and the tx register then takes nothing the next cycle.
-            with m.State("Send-bytes"):
-                byte = identity_rom.data
-                if loads:                                  # the flags byte: CODES_LOADED as it is now
-                    flags = identity_rom.data | Mux(loaded, CODES_LOADED, 0)
-                    byte = Mux(is_identify, Mux(index == ForwardIdentity.FLAGS_OFFSET, flags, identity_rom.data),
-                               checksum.word_select(index[0], 8))
-                m.d.comb += [tx.valid.eq(1), tx.payload.eq(byte)]
-                with m.If(tx.ready):
-                    m.d.sync += index.eq(index + 1)
+            # IDENTIFY's identity, from the buffer's words past the prompt. The byte at `index` comes a cycle
+            # late: `index` moves only when a byte is taken, and the next byte waits a cycle (`fresh`).
+            with m.State("Send-identity"):
+                byte = read.data.word_select(high, 8) if wide else read.data
+                if self.loads_codes:                   # the flags byte: the codes' state as it is now
+                    flags = byte | Mux(self.codes_loaded, CODES_LOADED, 0) | Mux(self.codes_failed, CODES_MISSING, 0)
+                    byte = Mux(index == ForwardIdentity.FLAGS_OFFSET, flags, byte)
+                m.d.comb += [tx.valid.eq(fresh), tx.payload.eq(byte)]
+                with m.If(tx.valid & tx.ready):
+                    m.d.sync += [index.eq(index + 1), fresh.eq(0)]
                     resp_len.count_down(m)
                     with m.If(resp_len.one):
                         m.next = "Idle"
 
-            # The prompt to the core, an id every other cycle at most (the buffer's read takes one).
+            # The prompt to the core from the buffer's read register: an id every other cycle at most.
             with m.State("Prompt"):
-                with m.If(~fresh):
-                    m.d.sync += fresh.eq(1)
-                with m.Elif(~prompt.valid | prompt.ready):
-                    m.d.sync += [prompt.valid.eq(1), prompt.payload.eq(read.data), address.eq(address + 1),
-                                 fresh.eq(0)]
-                    with m.If(address == prompt_length - 1):
-                        m.next = "Tokens"
+                done = index == written
+                m.d.comb += prompt.valid.eq(fresh & ~done)
+                with m.If(done):
+                    m.next = "Tokens"
+                with m.If(prompt.valid & prompt.ready):
+                    m.d.sync += [index.eq(index + 1), fresh.eq(0)]
 
             # Each token as the core makes it: low byte, high byte.
             with m.State("Tokens"):
                 wide = Signal(16)
-                m.d.comb += [wide.eq(held), tx.valid.eq(held_valid), tx.payload.eq(wide.word_select(phase, 8))]
+                m.d.comb += [wide.eq(self.token.payload), tx.valid.eq(self.token.valid),
+                             tx.payload.eq(wide.word_select(phase, 8)), self.token.ready.eq(tx.ready & phase)]
                 with m.If(tx.valid & tx.ready):
                     m.d.sync += phase.eq(~phase)
                     resp_len.count_down(m)
-                    with m.If(phase):
-                        m.d.sync += held_valid.eq(0)
                     with m.If(resp_len.one):
                         m.next = "Idle"
         fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m
+
+
+def _payload(m, is_identify):
+    """After the response header: the identity's bytes, or the prompt then the tokens."""
+    with m.If(is_identify):
+        m.next = "Send-identity"
+    with m.Else():
+        m.next = "Prompt"

@@ -8,23 +8,12 @@ included; a request cut short answered ``TIMEOUT``, a byte lost on the line
 
 ``IDENTIFY`` (0x49, ``I``), no payload.
     Response: the `ForwardIdentity` of the build (40 bytes): protocol
-    version 3, design "forward", the model's shape, the context the board
-    holds, its clock, its array (rows, columns), whether its codes are
-    loaded by the host (and the words per code bank) and whether they are
-    loaded now, and a digest of the compiled artefact (`compiled_digest`),
-    so the host refuses a board built for another model.
-``LOAD`` (0x4C, ``L``), ``bank u8 | address u16 | word u16 * n`` with ``n >= 1``.
-    Only a build whose codes are loaded (iCE40: SPRAM has no initial
-    contents): writes `n` words of code bank `bank` (column ``bank`` of the
-    array; `hdl.forward.program_linear.program_code_banks`) from `address`
-    on. Response: the sum of the words, mod 2**16 (u16). ``BAD_LENGTH`` if
-    the length is under 5 or even; ``BAD_ARGUMENT`` if the bank is not below
-    the columns or the words run past ``code_words``; ``BAD_COMMAND`` on a
-    build whose codes are in its bitstream. Any LOAD makes the codes not
-    loaded; they count as loaded again once LOADs have written every bank
-    in order, bank 0 address 0 first, each starting where the last whole
-    one stopped (a LOAD cut short may be sent again; one out of order, or
-    hit by a line error, breaks the pass until the next from bank 0 address 0).
+    version 4, design "forward", the model's shape, the context the board
+    holds, its clock, its array (rows, columns), whether its codes are read
+    from the SPI flash after configuration (and the words per code bank),
+    whether they are in now or the flash holds no image of this build, and a
+    digest of the compiled artefact (`compiled_digest`), so the host refuses
+    a board built for another model.
 ``GENERATE`` (0x47, ``G``), ``count u16 | inv_temperature u16 | top_k u16 |
     seed u32 | ids u16 * n`` with ``n >= 1``.
     Runs the prompt `ids` from an empty KV cache and samples ``c = min(count,
@@ -35,8 +24,13 @@ included; a request cut short answered ``TIMEOUT``, a byte lost on the line
     if the length is under 12, odd, or ``n > context``; ``BAD_ARGUMENT`` if an
     id is ``>= V``, ``top_k`` is 0 or above ``V``, or the seed is ``2**32 - 1``
     (whose xorshift state, ``seed + 1``, would be 0); ``NOT_LOADED`` on a
-    build whose codes are loaded by the host before they are. The payload is
-    read before an error is answered, so the two ends stay in step.
+    build whose codes come from the flash when the flash holds no image of
+    this build (`CODES_MISSING`). A GENERATE sent while the board is still
+    reading its codes (a few ms after configuration) waits for them. The
+    payload is read before an error is answered, so the two ends stay in step.
+
+Any other command (the linear design's LOAD, 0x4C, included: protocol
+version 3 loaded the codes through the UART) is answered ``BAD_COMMAND``.
 
 This module is the host's side: the identity, the request encoding, the
 checks a host makes before it sends anything (`check_generate`), and
@@ -55,15 +49,15 @@ import numpy as np
 from golden.cli import UserError
 from golden.int_ops import XORSHIFT_SEED_MAX
 
-from .protocol import (MAGIC, MAX_PAYLOAD, ProtocolError, Status, encode_request, load_banks, read_header,
-                       read_response)
+from .protocol import MAGIC, MAX_PAYLOAD, ProtocolError, Status, encode_request, read_header, read_response
 
-__all__ = ["Command", "VERSION", "DESIGN", "ARGUMENTS", "LOADS_CODES", "CODES_LOADED", "ForwardIdentity", "compiled_digest", "inv_temperature",
+__all__ = ["Command", "VERSION", "DESIGN", "ARGUMENTS", "LOADS_CODES", "CODES_LOADED",
+           "CODES_MISSING", "ForwardIdentity", "compiled_digest", "inv_temperature",
            "check_generate", "encode_generate", "ForwardClient", "open_board"]
 
 #: The protocol version a forward build answers (the linear design's is `boards.protocol.VERSION`, 1; the
-#: forward design's before LOAD, 2).
-VERSION = 3
+#: forward design's before LOAD, 2; with LOAD, 3; with the codes read from the flash at reset, 4).
+VERSION = 4
 DESIGN = "forward"
 #: GENERATE's fixed arguments before the ids: count, inv_temperature, top_k (u16 each), seed (u32).
 ARGUMENTS = struct.Struct("<HHHI")
@@ -76,11 +70,13 @@ MAX_COUNT = 0xFFFF
 class Command(enum.IntEnum):
     IDENTIFY = 0x49
     GENERATE = 0x47
-    LOAD = 0x4C
 
 
-#: The identity's flags: the build's codes are loaded by the host; they are loaded now.
-LOADS_CODES, CODES_LOADED = 1, 2
+#: The identity's flags: the build reads its codes from the SPI flash after configuration; they are in now; the
+#: flash holds no image of this build (its check did not match: `hdl.code_boot.CodeBoot`).
+LOADS_CODES, CODES_LOADED, CODES_MISSING = 1, 2, 4
+#: Seconds a host waits for a board to read its codes from the flash (it takes a few ms after configuration).
+CODES_WAIT_S = 1.0
 
 
 def compiled_digest(compiled):
@@ -104,8 +100,9 @@ class ForwardIdentity:
 
     `context` is the positions the board holds (its KV cache and ``wpe`` rows), at most the
     model's ``n_positions``; `clock_hz` and `divisor` give its UART rate; `rows` and `columns` its
-    PoT array. `loads_codes`: the host LOADs the codes (`code_words` per bank, one bank per column)
-    after configuration; `codes_loaded`: it has (the board sets this flag, byte `FLAGS_OFFSET`)."""
+    PoT array. `loads_codes`: the board reads its codes (`code_words` per bank, one bank per column)
+    from the SPI flash after configuration; `codes_loaded`: it has; `codes_missing`: the flash holds no
+    image of this build (the board sets these two flags, byte `FLAGS_OFFSET`)."""
 
     vocab_size: int
     context: int
@@ -120,6 +117,7 @@ class ForwardIdentity:
     code_words: int = 0
     loads_codes: bool = False
     codes_loaded: bool = False
+    codes_missing: bool = False
     design: str = DESIGN
     version: int = VERSION
 
@@ -127,12 +125,13 @@ class ForwardIdentity:
     # flags, code_words, digest
     _FORMAT = struct.Struct("<4sB8sHHBBHIHBBBH8s")
     SIZE = _FORMAT.size
-    #: The byte of the flags (`LOADS_CODES`, `CODES_LOADED`).
+    #: The byte of the flags (`LOADS_CODES`, `CODES_LOADED`, `CODES_MISSING`).
     FLAGS_OFFSET = struct.calcsize("<4sB8sHHBBHIHBB")
 
     @property
     def flags(self):
-        return (LOADS_CODES if self.loads_codes else 0) | (CODES_LOADED if self.codes_loaded else 0)
+        return ((LOADS_CODES if self.loads_codes else 0) | (CODES_LOADED if self.codes_loaded else 0)
+                | (CODES_MISSING if self.codes_missing else 0))
 
     def pack(self):
         return self._FORMAT.pack(MAGIC, self.version, self.design.encode(), self.vocab_size, self.context,
@@ -146,19 +145,19 @@ class ForwardIdentity:
             raise ProtocolError(f"Not a potgen device: identity starts {bytes(data[:4])!r}, not {MAGIC!r}")
         if len(data) >= 5 and data[4] != VERSION:
             raise ProtocolError(f"The board speaks protocol version {data[4]} (the linear design's is 1, the "
-                                f"forward design's before LOAD 2), not the forward design's {VERSION}: build it "
+                                f"forward design's before LOAD 2, with LOAD 3), not the forward design's {VERSION}: build it "
                                 f"with python -m hdl.build --design forward")
         if len(data) != cls.SIZE:
             raise ProtocolError(f"A forward identity is {cls.SIZE} bytes, not {len(data)}")
         (_, version, design, vocab_size, context, n_layer, n_head, n_embd, clock_hz, divisor, rows, columns,
          flags, code_words, digest) = cls._FORMAT.unpack(data)
         return cls(vocab_size, context, n_layer, n_head, n_embd, clock_hz, divisor, digest, rows, columns,
-                   code_words, bool(flags & LOADS_CODES), bool(flags & CODES_LOADED),
+                   code_words, bool(flags & LOADS_CODES), bool(flags & CODES_LOADED), bool(flags & CODES_MISSING),
                    design.rstrip(b"\0").decode(errors="replace"), version)
 
     @classmethod
     def of(cls, compiled, *, context, clock_hz, divisor, rows=0, columns=0, code_words=0, loads_codes=False):
-        """The identity of a build of `compiled` holding `context` positions (as it answers before any LOAD)."""
+        """The identity of a build of `compiled` holding `context` positions (as it answers before its codes are in)."""
         config = compiled.config
         return cls(vocab_size=config.vocab_size, context=context, n_layer=config.n_layer, n_head=config.n_head,
                    n_embd=config.n_embd, clock_hz=round(clock_hz), divisor=divisor, digest=compiled_digest(compiled),
@@ -171,7 +170,8 @@ class ForwardIdentity:
     def mismatches(self, other):
         """Names of the fields where `other` differs (the board's own choices excepted: context, clock,
         divisor, array, where its codes are and whether they are loaded)."""
-        skip = {"context", "clock_hz", "divisor", "rows", "columns", "code_words", "loads_codes", "codes_loaded"}
+        skip = {"context", "clock_hz", "divisor", "rows", "columns", "code_words", "loads_codes", "codes_loaded",
+                "codes_missing"}
         return [name for name in self.__dataclass_fields__
                 if not name.startswith("_") and name not in skip and getattr(self, name) != getattr(other, name)]
 
@@ -240,38 +240,24 @@ class ForwardClient:
         self.identity = ForwardIdentity.unpack(payload)
         return self.identity
 
-    def load_codes(self, banks, *, progress=None):
-        """LOAD the code `banks` (``(columns, code_words)`` ints, `hdl.forward.program_linear.program_code_banks`
-        for the board's array) and identify again; ProtocolError if they do not fit the board or it does not
-        count them as loaded afterwards."""
+    def wait_for_codes(self, *, timeout_s=CODES_WAIT_S, clock=None):
+        """Identify until the board's codes are in (a board that reads them from the flash does so in a few ms
+        after configuration); the identity. ProtocolError if the flash holds no image of this build or the
+        codes are not in after `timeout_s` seconds of `clock` (default `time.monotonic`)."""
+        import time
+
+        clock = clock or time.monotonic
         identity = self.identity or self.identify()
-        banks = [np.asarray(bank, dtype=np.int64) for bank in banks]
-        if not identity.loads_codes:
-            raise ProtocolError("The board's codes are in its bitstream; it takes no LOAD")
-        if len(banks) != identity.columns or any(len(bank) != identity.code_words for bank in banks):
-            raise ProtocolError(f"The board holds {identity.columns} code banks of {identity.code_words} words, "
-                                f"not {len(banks)} of {len(banks[0]) if banks else 0}")
-
-        def request(command, payload):
-            self.port.write(encode_request(command, payload))
-            status, answer = read_response(self.port.read)
-            if status != Status.OK:
-                raise ProtocolError(f"LOAD answered {status.name}", status)
-            return answer
-        load_banks(request, banks, progress=progress)
-        if not self.identify().codes_loaded:
-            raise ProtocolError("The board does not count its codes as loaded after a whole LOAD pass")
-        return self.identity
-
-    def ensure_codes(self, compiled, *, progress=None):
-        """LOAD `compiled`'s codes if the board holds them in SPRAM and they are not loaded yet; the identity."""
-        identity = self.identity or self.identify()
-        if identity.loads_codes and not identity.codes_loaded:
-            from hdl.forward.program_linear import program_code_banks
-
-            self.load_codes(program_code_banks(compiled, rows=identity.rows, columns=identity.columns),
-                            progress=progress)
-        return self.identity
+        deadline = clock() + timeout_s
+        while identity.loads_codes and not identity.codes_loaded:
+            if identity.codes_missing:
+                raise ProtocolError("The board's flash holds no image of this build (its codes' check does not "
+                                    "match): write the build's flash image with python -m boards.run --flash DIR")
+            if clock() > deadline:
+                raise ProtocolError(f"The board has not read its codes from the flash {timeout_s:g} s after being "
+                                    f"asked")
+            identity = self.identify()
+        return identity
 
     def generate(self, prompt, count, *, inv_temperature=0, top_k=None, seed=0):
         """Yield the board's tokens (ints) for `prompt` (ids) as they arrive: ``min(count, context - n)`` of them.
@@ -289,9 +275,8 @@ class ForwardClient:
         self.port.write(request)
         status, length = read_header(self.port.read)
         if status == Status.NOT_LOADED:
-            raise ProtocolError("GENERATE answered NOT_LOADED: the board's codes are in SPRAM and have not been "
-                                "loaded since it was configured (boards.forward_protocol.open_board loads them)",
-                                status)
+            raise ProtocolError("GENERATE answered NOT_LOADED: the board's flash holds no image of this build "
+                                "(write it with python -m boards.run --flash DIR)", status)
         if status != Status.OK:
             raise ProtocolError(f"GENERATE answered {status.name}", status)
         if length != 2 * expected:
@@ -303,10 +288,10 @@ class ForwardClient:
             yield int.from_bytes(data, "little")
 
 
-def open_board(port, compiled, *, baud, timeout=2.0, progress=None):
+def open_board(port, compiled, *, baud, timeout=2.0):
     """A `ForwardClient` on serial port `port` (a name, or an object with read/write), identified, checked
-    to be a forward build of `compiled` (ProtocolError naming what differs otherwise), its codes loaded if
-    the board needs them (``progress(words)`` after each LOAD). Close its ``port``."""
+    to be a forward build of `compiled` (ProtocolError naming what differs otherwise), its codes in
+    (`ForwardClient.wait_for_codes`). Close its ``port``."""
     from .host import open_serial
 
     if isinstance(port, str):
@@ -321,7 +306,7 @@ def open_board(port, compiled, *, baud, timeout=2.0, progress=None):
             detail = ", ".join(f"{name} {getattr(identity, name)!r} (this model: {getattr(expected, name)!r})"
                                for name in wrong)
             raise ProtocolError(f"The board holds another model: {detail}; flash the bitstream built from it")
-        client.ensure_codes(compiled, progress=progress)
+        client.wait_for_codes()
     except BaseException:
         getattr(port, "close", lambda: None)()
         raise

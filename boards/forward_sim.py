@@ -9,15 +9,17 @@ Verilator (cached by the Verilog's digest in build/forward-sim/) and runs
 each request and reads each answer, byte by byte through both UARTs, and
 reports every token as it arrives.
 
-A board whose codes are loaded by the host (the iCEBreaker's: SPRAM) gets
-them first, as a real board does (`boards.forward_protocol.ForwardClient.load_codes`:
-every bank LOADed through the UART), unless the run says otherwise.
+A board whose codes are read from the SPI flash at reset (the iCEBreaker's:
+SPRAM, `hdl.code_boot.CodeBoot`) reads them from the flash model, over the
+simulated flash pins, as a real board does; the host waits for them as it
+does for a real board (`boards.forward_protocol.ForwardClient.wait_for_codes`),
+unless the run says otherwise.
 
 A request is a dict: ``{"prompt": [ids], "count": n, "inv_temperature": i,
 "top_k": k or None, "seed": s}`` for a GENERATE the client checks and sends,
 ``{"raw": hex}`` for bytes sent as they are (a malformed request, in a
-test), whose answer is read back, ``{"load": true}`` to LOAD the codes at
-that point, or ``{"identify": true}`` for the board's identity now.
+test), whose answer is read back, or ``{"identify": true}`` for the board's
+identity now.
 """
 
 import json
@@ -49,36 +51,28 @@ def _identity_dict(identity):
 
 
 def exercise(client, job, *, progress=None, clock=time.perf_counter):
-    """Identify the board (it must be `job`'s identity), load its codes if it needs them and the job says so
-    (``job["codes"]``, ``job["load"]``), then send each of `job`'s requests and read its answer.
+    """Identify the board (it must be `job`'s identity), wait for its codes if it reads them from the flash and
+    the job says so (``job["wait"]``), then send each of `job`'s requests and read its answer.
 
     `client` is a `boards.forward_protocol.ForwardClient`. Returns one dict per request: ``status`` (the
     answer's name), and for a GENERATE ``tokens`` with ``sent_s`` and ``token_s`` (the `clock` when it was
-    sent and when each token arrived); for a raw request ``payload`` (hex); for a load or an identify
-    ``codes_loaded``. Each token is also a progress event ``{"event": "token", "request": i, "token": t}``;
-    a load ends with ``{"event": "codes_loaded", "seconds": s, "words": n}``."""
+    sent and when each token arrived); for a raw request ``payload`` (hex); for an identify ``codes_loaded``
+    and ``codes_missing``. Each token is also a progress event ``{"event": "token", "request": i, "token": t}``;
+    the codes' arrival is ``{"event": "codes_loaded", "seconds": s}`` (the `clock` then: from reset)."""
     say = progress or (lambda event: None)
     identity = client.identify()
     expected = ForwardIdentity(**dict(job["identity"], digest=bytes.fromhex(job["identity"]["digest"])))
-    if replace(identity, codes_loaded=False) != expected:
+    if replace(identity, codes_loaded=False, codes_missing=False) != expected:
         raise ProtocolError(f"The board is {identity}, not {expected}")
     say({"event": "identified"})
-
-    def load():
-        began = clock()
-        client.load_codes(job["codes"])
-        say({"event": "codes_loaded", "seconds": clock() - began, "words": sum(map(len, job["codes"]))})
-        return {"status": "OK", "codes_loaded": client.identity.codes_loaded}
-
-    if identity.loads_codes and not identity.codes_loaded and job.get("load", True):
-        load()
+    if identity.loads_codes and job.get("wait", True):
+        client.wait_for_codes(clock=clock)
+        say({"event": "codes_loaded", "seconds": clock()})
     results = []
     for index, request in enumerate(job["requests"]):
-        if request.get("load"):
-            results.append(load())
-            continue
         if request.get("identify"):
-            results.append({"status": "OK", "codes_loaded": client.identify().codes_loaded})
+            now = client.identify()
+            results.append({"status": "OK", "codes_loaded": now.codes_loaded, "codes_missing": now.codes_missing})
             continue
         if "raw" in request:
             client.port.write(bytes.fromhex(request["raw"]))
@@ -114,57 +108,57 @@ class ForwardSim:
         Positions the top holds (default `boards.forward_top.default_context`).
     sim_dir : path
         The Verilator build cache.
+    image : bytes, optional
+        What the simulated flash holds instead of the top's image (a test's wrong image).
     say : callable, optional
         ``say(message)`` for a line of progress (the Verilator build).
     core_options
         More `hdl.forward.forward_core.ForwardCore` parameters.
     """
 
-    def __init__(self, compiled, *, board="icebreaker", context=None, sim_dir=SIM_BUILD_DIR, say=None,
+    def __init__(self, compiled, *, board="icebreaker", context=None, sim_dir=SIM_BUILD_DIR, say=None, image=None,
                  **core_options):
         from .forward_top import compose_forward
         from .sim_harness import SimHarness
 
         self.top = compose_forward(compiled, board=board, context=context, divisor=SIM_DIVISOR,
                                    timeout=SIM_TIMEOUT_S, **core_options)
-        self.codes = None
-        if self.identity.loads_codes:
-            from hdl.forward.program_linear import program_code_banks
-            self.codes = program_code_banks(compiled, rows=self.top.core.rows, columns=self.top.core.columns)
-        self.runner, self.build_dir = build_top(SimHarness(self.top), sim_dir, say or (lambda message: None))
+        self.runner, self.build_dir = build_top(SimHarness(self.top, image=image), sim_dir,
+                                                say or (lambda message: None))
         self.results = None
-        #: Simulated seconds the last run took to load the codes through the UART (None: it did not load).
-        self.load_s = None
+        #: Simulated seconds from reset to the codes in, in the last run (None: the board reads no codes).
+        self.boot_s = None
 
     @property
     def identity(self):
         return self.top.identity
 
-    def run(self, requests, *, load=True):
-        """Run `requests` (see the module) in one simulation, the codes loaded first if the board needs them
-        (unless `load` is False). A generator of progress events (dicts with ``sim_ns``; a ``"token"`` event
-        for each token as it arrives); when it ends, `results` holds `exercise`'s answers and `load_s` the
-        load's simulated seconds. UserError, naming the log, if the simulation failed."""
-        self.results = self.load_s = None
+    def run(self, requests, *, wait=True):
+        """Run `requests` (see the module) in one simulation, once the board's codes are in if it reads them
+        from the flash (unless `wait` is False). A generator of progress events (dicts with ``sim_ns``; a
+        ``"token"`` event for each token as it arrives); when it ends, `results` holds `exercise`'s answers and
+        `boot_s` the simulated seconds from reset to the codes in. UserError, naming the log, if the simulation
+        failed."""
+        self.results = self.boot_s = None
         run_dir = self.build_dir / "runs" / f"{os.getpid()}-{time.monotonic_ns()}"
         run_dir.mkdir(parents=True, exist_ok=True)
         job_path = run_dir / "job.json"
         job_path.write_text(json.dumps({
             "identity": _identity_dict(self.identity), "requests": list(requests),
-            "codes": None if self.codes is None else [[int(w) for w in bank] for bank in self.codes], "load": load,
+            "wait": wait,
             "period_ps": clock_period_ps(self.top.frequency), "timeout_cycles": READ_TIMEOUT_CYCLES}))
         results = run_dir / "results.json"
         for event in run_test(self.runner, self.build_dir, run_dir, test_module="boards.forward_tb",
                               env={"POTGEN_FORWARD_JOB": str(job_path)}, results=results):
             if event.get("event") == "codes_loaded":
-                self.load_s = event["seconds"]
+                self.boot_s = event["seconds"]
             yield event
         self.results = json.loads(Path(results).read_text())
         shutil.rmtree(run_dir, ignore_errors=True)          # kept only when something went wrong
 
-    def generate(self, requests, *, load=True):
+    def generate(self, requests, *, wait=True):
         """`run` to its end; returns the results."""
-        for _ in self.run(requests, load=load):
+        for _ in self.run(requests, wait=wait):
             pass
         return self.results
 

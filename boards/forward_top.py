@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from amaranth import Module
+from amaranth import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +33,8 @@ class Board:
     led: str
     default_mhz: float
     #: The core's options on this board unless the caller gives them (`hdl.build_forward.FORWARD_CORES` adds
-    #: the array's): on the iCE40 the codes are in SPRAM, loaded by the host (SPRAM has no initial contents),
+    #: the array's): on the iCE40 the codes are in SPRAM, read from the SPI flash at reset (SPRAM has no initial
+    #: contents: `hdl.code_boot.CodeBoot`),
     #: and two attention lanes make the KV cache's word 16 bits, one SPRAM wide (four lanes' 32-bit word
     #: would take two SPRAMs side by side, and three hold the codes); the layer norms', linear layers' and wpe's
     #: constants are streamed from the SPI flash (174.7 Kbit of them against the 120 Kbit of EBR); a 2 x 3
@@ -58,7 +59,7 @@ class Board:
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0,
-                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("head_lanes", 2),
+                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("head_lanes", 1),
                                              ("constants", "flash"), ("rows", 2), ("columns", 3))),
           "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 
@@ -87,7 +88,16 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     (``spi_flash_4x``: the configuration flash, whose pins are user IO once the
     iCE40 is configured), anywhere else through the ``flash_*`` ports, where
     `boards.sim_harness.SimHarness` puts `boards.spi_flash_model.SPIFlashModel`
-    holding ``core.constant_image()``.
+    holding `flash_image`.
+
+    A core whose codes are loaded (``codes="loaded"``: SPRAM, which the
+    bitstream cannot initialise) gets them from the same flash at reset: an
+    `hdl.code_boot.CodeBoot` owns the reader first, seeks it to the codes'
+    part of the image (`codes_base`, after the constants), checks the part's
+    check and writes every word into the core's ``code_write``, then hands the
+    reader to the core. Until then the link sees the core busy (a GENERATE
+    waits at its start) and IDENTIFY says whether the codes are in, or that the
+    flash holds no image of this build.
 
     Parameters
     ----------
@@ -121,7 +131,7 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     ------
     ValueError
         On an unknown board, a clock the PLL or the baud rate cannot be made from, a bad timeout,
-        code words wider than a LOAD's 16 bits, or constants in the flash on a board other than the iCEBreaker.
+        or constants or codes in the flash on a board other than the iCEBreaker.
     """
 
     def __init__(self, *, core, board, frequency, baud=DEFAULT_BAUD, divisor=None, timeout=DEFAULT_TIMEOUT):
@@ -136,21 +146,25 @@ class ForwardTop(UARTBoardTop, wiring.Component):
         self._uart = UART(divisor=divisor)
         self._core = core
         loads = core.linear.codes == "loaded"
-        if loads and core.linear.code_bits > 16:
-            raise ValueError(f"A LOAD carries 16-bit code words: with the codes loaded by the host, rows x bits "
-                             f"must be at most 16, not {core.rows} x {core.linear.code_bits // core.rows}")
         self._identity = ForwardIdentity.of(core.compiled, context=core.context, clock_hz=self._pll.frequency,
                                             divisor=divisor, rows=core.rows, columns=core.columns,
                                             code_words=core.linear.code_depth if loads else 0, loads_codes=loads)
         self._link = ForwardLink(identity=self._identity, timeout=max(16, round(timeout * self._pll.frequency)))
         ports = {"rx": In(1, init=1), "tx": Out(1, init=1)}
-        self._flash = None
-        if getattr(core, "constant_source", "rom") == "flash":
+        self._flash = self._boot = None
+        self._image = None
+        if getattr(core, "constant_source", "rom") == "flash" or loads:
             if self._board.name != "icebreaker":
-                raise ValueError(f"Constants from the SPI flash are built for the iCEBreaker only, not {board!r}")
+                raise ValueError(f"Constants and codes from the SPI flash are built for the iCEBreaker only, not "
+                                 f"{board!r}")
             from hdl.spi_flash_reader import SPIFlashReader
             self._flash = SPIFlashReader(offset=FLASH_CONSTANTS_OFFSET, clock_hz=self._pll.frequency)
             ports.update(flash_cs=Out(1), flash_sck=Out(1), flash_dq_o=Out(4), flash_dq_oe=Out(4), flash_dq_i=In(4))
+        if loads:
+            from hdl.code_boot import CodeBoot
+            _, base, check = self._flash_image()
+            self._boot = CodeBoot(base=base, check=check, columns=core.columns, depth=core.linear.code_depth,
+                                  word_bits=core.linear.code_bits)
         super().__init__(ports)
 
     @property
@@ -164,6 +178,36 @@ class ForwardTop(UARTBoardTop, wiring.Component):
     @property
     def link(self):
         return self._link
+
+    @property
+    def boot(self):
+        """The boot sequencer (`hdl.code_boot.CodeBoot`) that reads the codes from the flash at reset if the core's
+        codes are loaded (``codes="loaded"``), else None."""
+        return self._boot
+
+    def _flash_image(self):
+        if self._image is None:
+            from hdl.code_boot import flash_image
+
+            core = self._core
+            constants = core.constant_image() if getattr(core, "constant_source", "rom") == "flash" else b""
+            if core.linear.codes == "loaded":
+                self._image = flash_image(constants, core.linear.code_banks, core.linear.code_bits)
+            else:
+                self._image = (bytes(constants), None, None)
+        return self._image
+
+    def flash_image(self):
+        """The bytes the board's flash holds at `FLASH_CONSTANTS_OFFSET` (`hdl.code_boot.flash_image`: the core's
+        constant image, then the codes' part if the codes come from the flash), or None if the top reads no
+        flash."""
+        return None if self._flash is None else self._flash_image()[0]
+
+    @property
+    def codes_base(self):
+        """Image address of the codes' part (`hdl.code_boot.codes_base`), or None if the codes are not in the
+        flash."""
+        return None if self._boot is None else self._boot.base
 
     @property
     def flash(self):
@@ -184,15 +228,36 @@ class ForwardTop(UARTBoardTop, wiring.Component):
                      core.start.payload.as_value().eq(link.start.payload.as_value())]
         wiring.connect(m, link.prompt, core.prompt)
         wiring.connect(m, core.token, link.token)
-        m.d.comb += link.busy.eq(core.busy)
-        if self._identity.loads_codes:
-            m.d.comb += [core.code_write.en.eq(link.code_write.en), core.code_write.bank.eq(link.code_write.bank),
-                         core.code_write.addr.eq(link.code_write.addr), core.code_write.data.eq(link.code_write.data)]
         if self._flash is not None:
             m.submodules.flash = flash = self._flash
-            wiring.connect(m, core.constants_seek, flash.seek)
-            wiring.connect(m, flash.data, core.constants)
             self._flash_pins(m, platform, flash)
+        if self._boot is not None:
+            # The boot sequencer owns the reader until every code word is written; then the core has it. The core
+            # is held idle meanwhile (the link sees it busy: a GENERATE waits at its start), so it seeks nothing.
+            m.submodules.boot = boot = self._boot
+            wiring.connect(m, boot.code_write, core.code_write)
+            m.d.comb += [link.busy.eq(core.busy | ~boot.loaded), link.codes_loaded.eq(boot.loaded),
+                         link.codes_failed.eq(boot.failed)]
+            owner = boot.loaded
+            if self._core.constant_source == "flash":
+                # The boot's one seek address (a power of two, `hdl.code_boot.codes_base`) is ORed into the core's:
+                # the core's seek payload is 0 from reset until its first seek, which comes after the boot.
+                m.d.comb += [flash.seek.valid.eq(Mux(owner, core.constants_seek.valid, boot.seek.valid)),
+                             flash.seek.payload.eq(core.constants_seek.payload | Mux(owner, 0, boot.base)),
+                             core.constants_seek.ready.eq(flash.seek.ready & owner),
+                             boot.seek.ready.eq(flash.seek.ready & ~owner),
+                             core.constants.payload.eq(flash.data.payload), boot.data.payload.eq(flash.data.payload),
+                             core.constants.valid.eq(flash.data.valid & owner),
+                             boot.data.valid.eq(flash.data.valid & ~owner),
+                             flash.data.ready.eq(Mux(owner, core.constants.ready, boot.data.ready))]
+            else:
+                wiring.connect(m, boot.seek, flash.seek)
+                wiring.connect(m, flash.data, boot.data)
+        else:
+            m.d.comb += link.busy.eq(core.busy)
+            if self._flash is not None:
+                wiring.connect(m, core.constants_seek, flash.seek)
+                wiring.connect(m, flash.data, core.constants)
         return m
 
     def _flash_pins(self, m, platform, flash):
@@ -217,7 +282,7 @@ def compose_forward(compiled, *, board, context=None, frequency=None, divisor=No
     """The forward top of `board` for `compiled` (a `golden.compile.CompiledModel`) holding `context` positions
     (default `default_context`), clocked at `frequency` Hz (default the board's), with `core_options` for
     `hdl.forward.forward_core.ForwardCore` (default the board's `Board.core_defaults`: on the iCEBreaker the
-    codes are loaded by the host into SPRAM; on the ULX3S they are in the bitstream). `hdl.build` builds this
+    codes are read from the flash into SPRAM at reset; on the ULX3S they are in the bitstream). `hdl.build` builds this
     top and `boards.generate --backend sim` simulates it, so both run the same hardware."""
     from hdl.forward.forward_core import ForwardCore
 

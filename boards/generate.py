@@ -13,9 +13,10 @@
 ``board``   a real board over its serial port (``--port``).
 
 The iCEBreaker holds the linear codes in SPRAM, which the bitstream cannot
-set: ``sim`` and ``board`` first LOAD them through the UART (96 KiB for the
-default model), as `boards.forward_protocol.open_board` does for any board
-that asks for them in its identity.
+set: the board reads them from its SPI flash at reset (96 KiB for the
+default model, beside the constants: `hdl.code_boot`), and the host only
+waits until its identity says they are in (`boards.forward_protocol.open_board`);
+``sim`` does the same over the simulated flash pins.
 
 With ``--design forward`` (the default) ``sim`` and ``board`` run the whole
 forward on the FPGA (`boards.forward_top`): the host sends the prompt's ids
@@ -208,10 +209,7 @@ def forward_generator(args, vocab):
     settings = {"inv_temperature": inv_temperature(args.temperature), "top_k": args.top_k, "seed": args.seed}
     compiled = compiled_model(args, vocab)
     if args.backend == "board":
-        from tqdm import tqdm
-
-        with tqdm(unit="word", desc="loading the codes", file=sys.stderr, leave=False) as bar:
-            client = open_board(args.port, compiled, baud=args.baud, progress=bar.update)
+        client = open_board(args.port, compiled, baud=args.baud)
         ids = prompt_ids(vocab, args.prompt, client.identity.context, "board")
         check_generate(ids, args.tokens, vocab_size=vocab.size, context=client.identity.context, **settings)
         return TokenGenerator(client.generate, vocab, client.identity.context), client.port
@@ -225,9 +223,9 @@ def forward_generator(args, vocab):
     def say(message):
         print(f"boards.generate: {message}", file=sys.stderr, flush=True)
     session = ForwardSim(compiled, board=args.board, context=context, say=say)
-    if session.codes is not None:
-        say(f"the {args.board} holds its codes in SPRAM: the host LOADs them ({session.codes.size:,} words) "
-            f"through the UART first")
+    if session.top.boot is not None:
+        say(f"the {args.board} reads its codes ({session.top.core.linear.code_banks.size:,} words) from the "
+            f"simulated SPI flash at reset")
     return TokenGenerator(session.tokens, vocab, context), session
 
 
@@ -318,9 +316,8 @@ def main(argv=None):
             rate, first = session.tokens_per_s()
             per_token = (f"; the simulated {args.board} at {session.top.frequency / 1e6:g} MHz: {rate:.0f} tokens/s "
                          f"(UART included), first token {first * 1e3:.2f} ms after the request")
-            if session.load_s is not None:
-                per_token += (f"; codes loaded in {session.load_s * 1e3:.1f} ms of simulated time (UART divisor "
-                              f"{session.top.divisor})")
+            if session.boot_s is not None:
+                per_token += f"; codes read from the flash {session.boot_s * 1e3:.2f} ms of simulated time after reset"
         print(f"{args.backend}: {count} tokens in {seconds:.2f} s, {count / seconds:.1f} tokens/s{per_token}",
               file=sys.stderr)
     return 0

@@ -40,16 +40,11 @@ def connect_uart(m, platform, *, on_board, uart, link, pll, led, rx, tx):
 
 class UARTBoardTop:
     """What a board top behind a UART link answers (`HostedEngineTop`, `boards.forward_top.ForwardTop`): its
-    ``_identity``, its ``_link``'s identity ROM, and its ``_pll``'s clock and ``_uart``'s rate."""
+    ``_identity``, and its ``_pll``'s clock and ``_uart``'s rate."""
 
     @property
     def identity(self):
         return self._identity
-
-    @property
-    def identity_rom(self):
-        """The memory the link answers IDENTIFY from (`boards.identity_rom.IdentityRom`)."""
-        return self._link.identity_rom
 
     @property
     def divisor(self):
@@ -124,6 +119,12 @@ class HostedEngineTop(UARTBoardTop, wiring.Component):
     def on_board(self, platform):
         """Whether `platform` is this board's (then the PLL and the pins are used)."""
         raise NotImplementedError
+
+    @property
+    def identity_rom(self):
+        """The memory the link answers IDENTIFY from (`boards.identity_rom.IdentityRom`), which a bitstream patch
+        rewrites (`hdl.patch_build`)."""
+        return self._link.identity_rom
 
     @property
     def engine(self):

@@ -9,12 +9,23 @@ and dropped before its error is answered. `LinkFraming` builds those parts into
 a link's module and its FSM, so each link writes only its commands.
 """
 
-from amaranth import Cat, Mux, Signal
+from amaranth import Cat, Const, Mux, Signal
 from amaranth.lib import stream
 
 from .protocol import Status
 
-__all__ = ["Countdown", "LinkFraming"]
+__all__ = ["Countdown", "LinkFraming", "above"]
+
+
+def above(value, constant):
+    """``value > constant`` (an unsigned Value against a constant) as a chain of ANDs and ORs from the lowest
+    bit up, which synthesis makes a few LUTs rather than a carry chain as long as `value`."""
+    if constant < 0:
+        return Const(1)
+    greater = Const(0)
+    for i in range(len(value)):
+        greater = (value[i] & greater) if (constant >> i) & 1 else (value[i] | greater)
+    return greater if constant < 1 << len(value) else Const(0)
 
 
 class Countdown:
@@ -63,6 +74,10 @@ class LinkFraming:
     response_bytes : int
         The longest response payload the link sends (default 65535, a u16 length); `resp_len` is as wide as
         that needs (the length's high byte is sent from the bits it has).
+    buffered : bool
+        Put a one-byte register between the UART and the FSM each way (default); without, the FSM's `rx`
+        and `tx` are the link's own streams (the UART's receive and transmit registers are then the only
+        buffers: fewer cells, a longer combinational path from the FSM to the UART).
 
     Attributes
     ----------
@@ -78,36 +93,42 @@ class LinkFraming:
         The answer's status.
     line_err : Signal
         The UART lost a byte of this request.
-    timed_out : Signal
-        No byte has come for `timeout` cycles.
+    timed_out : Value
+        No byte has come for `timeout` cycles (the top bit of the silence timer).
     """
 
-    def __init__(self, m, *, rx, tx, line_error, timeout, response_bytes=0xFFFF):
+    def __init__(self, m, *, rx, tx, line_error, timeout, response_bytes=0xFFFF, buffered=True):
         self._m = m
-        self.rx, self.tx = stream.Signature(8).create(), stream.Signature(8).create()
-        m.d.comb += rx.ready.eq(~self.rx.valid)
-        with m.If(rx.valid & ~self.rx.valid):
-            m.d.sync += [self.rx.payload.eq(rx.payload), self.rx.valid.eq(1)]
-        with m.If(self.rx.valid & self.rx.ready):
-            m.d.sync += self.rx.valid.eq(0)
-        tx_full, tx_byte = Signal(), Signal(8)
-        m.d.comb += [tx.valid.eq(tx_full), tx.payload.eq(tx_byte), self.tx.ready.eq(~tx_full)]
-        with m.If(self.tx.valid & ~tx_full):
-            m.d.sync += [tx_byte.eq(self.tx.payload), tx_full.eq(1)]
-        with m.If(tx.valid & tx.ready):
-            m.d.sync += tx_full.eq(0)
+        if buffered:
+            self.rx, self.tx = stream.Signature(8).create(), stream.Signature(8).create()
+            m.d.comb += rx.ready.eq(~self.rx.valid)
+            with m.If(rx.valid & ~self.rx.valid):
+                m.d.sync += [self.rx.payload.eq(rx.payload), self.rx.valid.eq(1)]
+            with m.If(self.rx.valid & self.rx.ready):
+                m.d.sync += self.rx.valid.eq(0)
+            tx_full, tx_byte = Signal(), Signal(8)
+            m.d.comb += [tx.valid.eq(tx_full), tx.payload.eq(tx_byte), self.tx.ready.eq(~tx_full)]
+            with m.If(self.tx.valid & ~tx_full):
+                m.d.sync += [tx_byte.eq(self.tx.payload), tx_full.eq(1)]
+            with m.If(tx.valid & tx.ready):
+                m.d.sync += tx_full.eq(0)
+        else:
+            self.rx, self.tx = rx, tx
 
         self.command = Signal(8)
         self.remaining = Countdown("remaining")
         self.resp_len = Countdown("resp_len", max(1, response_bytes.bit_length()))
         self.status = Signal(Status)
         self.line_err = Signal()
-        self.timed_out = Signal()           # timer == timeout, kept in a flip-flop
-        timer = Signal(range(timeout + 1))
+        # The host's silence: `timer` restarts at 2**k - timeout with each byte and counts up to 2**k, whose top
+        # bit is `timed_out` (no comparator: the restart value is the flip-flops' synchronous set/reset).
+        top = timeout.bit_length()
+        timer = Signal(top + 1, init=(1 << top) - timeout)
+        self.timed_out = timer[top]
         with m.If(self.rx.valid):
-            m.d.sync += [timer.eq(0), self.timed_out.eq(0)]
+            m.d.sync += timer.eq((1 << top) - timeout)
         with m.Elif(~self.timed_out):
-            m.d.sync += [timer.eq(timer + 1), self.timed_out.eq(timer == timeout - 1)]
+            m.d.sync += timer.eq(timer + 1)
         with m.If(line_error):
             m.d.sync += self.line_err.eq(1)
 

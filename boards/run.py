@@ -19,11 +19,11 @@ driver against it through cocotb (`boards.board_tb`), UART pins and all. The
 Verilator build is cached in build/board-sim/.
 
 ``--flash DIR`` writes a build's bitstream into the iCEBreaker's flash with
-``iceprog`` (from icestorm), and, for a forward build whose core streams its
-constants from the flash (``report.json``'s ``flash_image``), its constant
-image at its offset (``iceprog -o 1M constants.bin``) first: the iCE40 starts
-as soon as its bitstream is written, and its core reads the constants from
-the first token on.
+``iceprog`` (from icestorm), and, for a forward build that reads the flash
+(``report.json``'s ``flash_image``: the core's constants, then the codes the
+board reads into SPRAM at reset), its flash image at its offset
+(``iceprog -o 1M constants.bin``) first: the iCE40 starts as soon as its
+bitstream is written and reads its codes from the image at once.
 """
 
 import json
@@ -50,8 +50,8 @@ SIM_BUILD_DIR = BUILD_DIR / "board-sim"
 
 
 def flash_commands(folder):
-    """The ``iceprog`` command lines that write build `folder` into the iCEBreaker's flash: the constant image
-    at its offset (a forward build whose ``report.json`` names a ``flash_image``), then ``top.bin`` at 0.
+    """The ``iceprog`` command lines that write build `folder` into the iCEBreaker's flash: the flash image
+    (constants and codes) at its offset (a forward build whose ``report.json`` names a ``flash_image``), then ``top.bin`` at 0.
 
     Raises `UserError` (one line) if the bitstream, its report or the image it names is missing.
     """
@@ -65,7 +65,7 @@ def flash_commands(folder):
     if image:
         path = folder / image["file"]
         if not path.is_file() or path.stat().st_size != image["bytes"]:
-            raise UserError(f"--flash {folder}: report.json names the constant image {image['file']} of "
+            raise UserError(f"--flash {folder}: report.json names the flash image {image['file']} of "
                             f"{image['bytes']} bytes, which is not there")
         offset = image["offset"]
         commands.append(["iceprog", "-o", f"{offset >> 20}M" if offset % (1 << 20) == 0 else str(offset), str(path)])

@@ -20,15 +20,18 @@ class SimHarness(wiring.Component):
     board; only the far end of the wire is hardware rather than Python, which
     spares the testbench ten wake-ups per byte.
 
-    A top that reads its core's constants from the SPI flash (``top.flash``:
-    `boards.forward_top.ForwardTop`) gets the flash too: a
+    A top that reads the SPI flash (``top.flash``: `boards.forward_top.ForwardTop`
+    with its core's constants or codes there) gets the flash too: a
     `boards.spi_flash_model.SPIFlashModel` on its ``flash_*`` pins, holding
-    ``top.core.constant_image()`` at `boards.forward_top.FLASH_CONSTANTS_OFFSET`,
-    answering at the flash's rate and flagging any misuse on `flash_error`.
+    ``top.flash_image()`` (the constants and the codes the top reads at reset)
+    at `boards.forward_top.FLASH_CONSTANTS_OFFSET`, answering at the flash's
+    rate and flagging any misuse on `flash_error`.
 
     Parameters
     ----------
     top : boards.icebreaker.ICEBreakerTop or boards.forward_top.ForwardTop
+    image : bytes, optional
+        What the flash holds instead of ``top.flash_image()`` (a test's wrong image).
 
     Members
     -------
@@ -44,14 +47,15 @@ class SimHarness(wiring.Component):
         The flash model's first protocol error (`boards.spi_flash_model.FlashError`; 0: none, or no flash).
     """
 
-    def __init__(self, top):
+    def __init__(self, top, *, image=None):
         self._top = top
         self._uart = UART(divisor=top.divisor)
         self._flash = None
         if getattr(top, "flash", None) is not None:
             from .forward_top import FLASH_CONSTANTS_OFFSET
             from .spi_flash_model import SPIFlashModel
-            self._flash = SPIFlashModel(image=top.core.constant_image(), offset=FLASH_CONSTANTS_OFFSET,
+            self._flash = SPIFlashModel(image=top.flash_image() if image is None else image,
+                                        offset=FLASH_CONSTANTS_OFFSET,
                                         release_cycles=SPIFlashModel.release_cycles_at(top.frequency))
         super().__init__({
             "host_tx_data": In(8), "host_tx_valid": In(1), "host_tx_ready": Out(1),

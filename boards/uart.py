@@ -1,6 +1,6 @@
 """An 8N1 UART: one start bit, eight data bits (LSB first), one stop bit, no parity."""
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -77,8 +77,9 @@ class UART(wiring.Component):
         rx = Signal(init=1)
         m.submodules.rx_sync = FFSynchronizer(self.rx, rx, init=1)
         rx_timer = Signal(range(divisor))
-        rx_bits = Signal(range(9))
-        rx_shift = Signal(8)
+        # The data bits shift in from the top behind a marker bit: the marker reaching bit 0 means all eight
+        # are in (bits 1-8), so no bit counter is needed.
+        rx_shift = Signal(9)
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
         with m.If(rx_timer != 0):
@@ -93,13 +94,12 @@ class UART(wiring.Component):
                     with m.If(rx):                      # a glitch, not a start bit
                         m.next = "Idle"
                     with m.Else():
-                        m.d.sync += [rx_timer.eq(divisor - 1), rx_bits.eq(0)]
+                        m.d.sync += [rx_timer.eq(divisor - 1), rx_shift.eq(1 << 8)]
                         m.next = "Data"
             with m.State("Data"):
                 with m.If(rx_timer == 0):
-                    m.d.sync += [rx_timer.eq(divisor - 1), rx_shift.eq(rx_shift >> 1 | rx << 7),
-                                 rx_bits.eq(rx_bits + 1)]
-                    with m.If(rx_bits == 7):
+                    m.d.sync += [rx_timer.eq(divisor - 1), rx_shift.eq(Cat(rx_shift[1:], rx))]
+                    with m.If(rx_shift[1]):             # the marker moves to bit 0: the eighth bit is in
                         m.next = "Stop"
             with m.State("Stop"):
                 with m.If(rx_timer == 0):
@@ -107,7 +107,7 @@ class UART(wiring.Component):
                         with m.If(self.o_stream.valid & ~self.o_stream.ready):
                             m.d.comb += self.overrun.eq(1)
                         with m.Else():
-                            m.d.sync += [self.o_stream.payload.eq(rx_shift), self.o_stream.valid.eq(1)]
+                            m.d.sync += [self.o_stream.payload.eq(rx_shift[1:]), self.o_stream.valid.eq(1)]
                         m.next = "Idle"
                     with m.Else():
                         m.d.comb += self.frame_error.eq(1)
@@ -116,18 +116,17 @@ class UART(wiring.Component):
                 with m.If(rx):
                     m.next = "Idle"
 
-        # -- transmitter: start bit, 8 data bits, stop bit, LSB first --
+        # -- transmitter: start bit, 8 data bits, stop bit, LSB first, then a marker bit: the character is out
+        # when only the marker is left (the register shifts in zeros behind it; the line is its bit 0) --
         tx_timer = Signal(range(divisor))
-        tx_bits = Signal(range(11))
-        tx_shift = Signal(10, init=1)
-        m.d.comb += [self.tx.eq(tx_shift[0]), self.i_stream.ready.eq(tx_bits == 0)]
-        with m.If(tx_bits == 0):
+        tx_shift = Signal(11, init=1)
+        idle = tx_shift[1:] == 0
+        m.d.comb += [self.tx.eq(tx_shift[0]), self.i_stream.ready.eq(idle)]
+        with m.If(idle):
             with m.If(self.i_stream.valid):
-                m.d.sync += [tx_shift.eq(1 << 9 | self.i_stream.payload << 1), tx_bits.eq(10),
-                             tx_timer.eq(divisor - 1)]
+                m.d.sync += [tx_shift.eq(Cat(0, self.i_stream.payload, 1, 1)), tx_timer.eq(divisor - 1)]
         with m.Elif(tx_timer == 0):
-            m.d.sync += [tx_shift.eq(tx_shift >> 1 | 1 << 9), tx_bits.eq(tx_bits - 1),
-                         tx_timer.eq(divisor - 1)]
+            m.d.sync += [tx_shift.eq(tx_shift >> 1), tx_timer.eq(divisor - 1)]
         with m.Else():
             m.d.sync += tx_timer.eq(tx_timer - 1)
         return m

@@ -1,16 +1,33 @@
-"""Build a board bitstream of the engine for a checkpoint.
+"""Build a board bitstream for a checkpoint: the whole forward, or the linear-layer engine.
 
-    python -m hdl.build --board icebreaker|ulx3s [--checkpoint PATH] [--bits b] [--rows R] [--cols C]
-                        [--pe pot|int8] [--freq MHZ] [--seed S] [--codes spram|ebr] [--out DIR]
+    python -m hdl.build --board icebreaker [--checkpoint PATH] [--context N] [--int-format NAME=VALUE ...]
+    python -m hdl.build --board icebreaker|ulx3s --design linear [--checkpoint PATH] [--bits b] [--rows R]
+                        [--cols C] [--pe pot|int8] [--freq MHZ] [--seed S] [--codes spram|ebr] [--out DIR]
     python -m hdl.build --board icebreaker --patch --roms DIR [--build DIR] [--out DIR]
-    python -m hdl.build --board icebreaker|ulx3s --design forward [--context N] [--int-format NAME=VALUE ...]
+    python -m hdl.build --board ulx3s --design forward [--context N]
 
 Without ``--checkpoint`` it builds the model the hardware runs by default,
 `golden.paths.HARDWARE_MODEL_DIR` (the embedded model after 4-bit PoT QAT).
-The engine (`hdl.engine.Engine`) holds every linear layer of the checkpoint,
-quantized as `golden.model_loading.load_integer_model` does; the board top
-(`boards.icebreaker.ICEBreakerTop`) puts it behind the UART host link with its
-codes in SPRAM, loaded by the host at start (`python -m boards.run`).
+
+Two designs (``--design``):
+
+``forward`` (the iCEBreaker's default; `hdl.build_forward`)
+    The whole forward on the chip, a prompt in and tokens out over the UART,
+    the KV cache on the chip (`boards.forward_top`). The checkpoint is
+    weighed against the board's memories first (`hdl.forward.budget`) and
+    refused in one line if it does not fit; the board top is simulated in
+    Verilator beside synthesis and every token checked against golden's
+    integer forward; the report gains ``design``, ``context``,
+    ``cycles_per_token`` and ``tokens_per_s``. The output folder is
+    ``build/icebreaker`` (``build/ulx3s-forward`` on the ULX3S).
+``linear`` (the ULX3S's default)
+    The engine (`hdl.engine.Engine`) holding every linear layer of the
+    checkpoint, quantized as `golden.model_loading.load_integer_model` does,
+    behind the UART host link (`boards.icebreaker.ICEBreakerTop`), with its
+    codes in SPRAM loaded by the host at start (`python -m boards.run`); the
+    host runs the rest of the model. The output folder is
+    ``build/icebreaker-linear`` (``build/ulx3s`` on the ULX3S). What follows
+    describes this design.
 
 Yosys, nextpnr-ice40 and icepack run from their YoWASP packages (or the
 YOSYS / NEXTPNR_ICE40 / ICEPACK commands, see `hdl.toolchain`). The output
@@ -40,13 +57,6 @@ patch swaps the weights themselves. The board's IDENTIFY answer is in block RAM
 too (`boards.identity_rom.IdentityRom`) and is patched with the rest, so the
 patched board names the new model's layout digest and `boards.host` loads and
 runs that model, and refuses the old one.
-
-``--design forward`` builds the whole forward instead (`hdl.build_forward`): a
-prompt in, tokens out, the KV cache on the chip; the checkpoint is weighed
-against the board's memories first (`hdl.forward.budget`) and refused in one
-line if it does not fit, and the report gains ``design``, ``context``,
-``cycles_per_token`` (simulated) and ``tokens_per_s``. ``--design linear`` (the
-default) is the engine described here; its report says ``"design": "linear"``.
 
 ``--board ulx3s`` builds the ULX3S (ECP5 LFE5U-85F) instead, with `hdl.build_ecp5.build_ulx3s`:
 the same engine and host link (`boards.ulx3s.ULX3STop`), codes in block RAM initialised by the
@@ -79,8 +89,9 @@ __all__ = ["BOARDS", "compose_icebreaker", "build_icebreaker", "main"]
 
 BOARDS = ("icebreaker", "ulx3s")
 DEFAULT_SEED = 1
-#: What ``python -m hdl.build --board B`` builds without ``--design``.
-DEFAULT_DESIGN = "linear"
+#: What ``python -m hdl.build --board B`` builds without ``--design``: the whole forward on the iCEBreaker; the
+#: linear engine on the ULX3S, whose forward build takes hours to place and has not yet been routed.
+DEFAULT_DESIGN = {"icebreaker": "forward", "ulx3s": "linear"}
 
 
 def _keep_logs(work, out):
@@ -255,23 +266,26 @@ def parse_args(argv):
                     "linear) or the whole forward with its sampler (--design forward).",
         epilog="examples:\n"
                "  python -m hdl.build --board icebreaker\n"
-               "  python -m hdl.build --board icebreaker --rows 2 --freq 30 --out build/ice2\n"
+               "    (the whole forward; then: python -m boards.run --flash build/icebreaker and\n"
+               "     python -m boards.generate --backend board --port /dev/ttyUSB1 --prompt ROMEO:)\n"
+               "  python -m hdl.build --board icebreaker --design linear --rows 2 --freq 30\n"
                "  python -m hdl.build --board ulx3s --rows 4 --cols 16 --freq 60\n"
-               "  python -m hdl.build --board ulx3s --design forward\n"
                "  python -m hdl.build --board ulx3s --design forward --checkpoint SMALL --context 32 --freq 45\n"
-               "  python -m hdl.build --board icebreaker --checkpoint SMALL --rows 1 --cols 4 --codes ebr\n"
+               "  python -m hdl.build --board icebreaker --design linear --checkpoint SMALL --rows 1 --cols 4 "
+               "--codes ebr\n"
                "  python -m golden.export --checkpoint OTHER --cols 16 --out build/roms && \\\n"
-               "    python -m hdl.build --board icebreaker --patch --roms build/roms --out build/icebreaker\n"
-               "then: iceprog build/icebreaker/top.bin && python -m boards.run --port /dev/ttyUSB1\n"
+               "    python -m hdl.build --board icebreaker --patch --roms build/roms\n"
+               "then (linear): iceprog build/icebreaker-linear/top.bin && python -m boards.run --port /dev/ttyUSB1\n"
                "  (ULX3S: openFPGALoader -b ulx3s build/ulx3s/top.bit)")
     parser.add_argument("--board", metavar="BOARD", required=True, choices=BOARDS,
                         help=f"target board: {', '.join(BOARDS)}")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="Hugging Face GPT-2 directory or nanoGPT ckpt.pt")
     parser.add_argument("--bits", metavar="B", type=int, default=DEFAULT_BITS, help="weight code bits, 3..8")
-    parser.add_argument("--design", metavar="DESIGN", choices=DESIGNS, default=DEFAULT_DESIGN,
-                        help="linear (the engine of every linear layer behind the host link, the host runs the "
-                             "rest) or forward (the whole forward on the chip: a prompt in, tokens out)")
+    parser.add_argument("--design", metavar="DESIGN", choices=DESIGNS,
+                        help="forward (the whole forward on the chip: a prompt in, tokens out) or linear (the "
+                             "engine of every linear layer behind the host link, the host runs the rest) "
+                             f"(default: icebreaker {DEFAULT_DESIGN['icebreaker']}, ulx3s {DEFAULT_DESIGN['ulx3s']})")
     parser.add_argument("--context", metavar="N", type=positive_int,
                         help="forward: positions of the KV cache (default: icebreaker 64, ulx3s the model's); "
                              "python -m hdl.forward.budget says what fits")
@@ -292,8 +306,9 @@ def parse_args(argv):
                         help="where the iCEBreaker keeps the codes: spram (loaded by the host at start) or ebr "
                              "(block RAM in the bitstream, for a small model; --patch then swaps the weights too)")
     add_calib_arguments(parser)
-    parser.add_argument("--out", metavar="DIR", default=str(BUILD_DIR / "<board>"),
-                        help="output folder (<board> stands for the board's name)")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"output folder (default: {BUILD_DIR}/BOARD for the board's default design, "
+                             f"{BUILD_DIR}/BOARD-DESIGN for the other)")
     parser.add_argument("--patch", action="store_true",
                         help="no synthesis: swap the block RAM of a finished build for the export in --roms "
                              "(icebram), writing --out")
@@ -308,7 +323,14 @@ def parse_args(argv):
                         help="tokens of text each layer is simulated on")
     parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.patch and args.design == "forward":
+        parser.error("--patch swaps the linear design's block RAM: it does not go with --design forward")
+    args.design = "linear" if args.patch else args.design or DEFAULT_DESIGN[args.board]
+    if args.out is None:
+        default = args.design == DEFAULT_DESIGN[args.board]
+        args.out = str(BUILD_DIR / (args.board if default else f"{args.board}-{args.design}"))
+    return args
 
 
 def _patch(args):
@@ -316,7 +338,7 @@ def _patch(args):
         raise UserError(f"--patch works on iCEBreaker builds (icebram), not --board {args.board}")
     if not args.roms:
         raise UserError("--patch needs --roms DIR, an export of the new checkpoint (python -m golden.export)")
-    out = Path(args.out.replace("<board>", args.board))
+    out = Path(args.out)
     build = Path(args.build) if args.build else out
     report = patch_build.patch(build, Path(args.roms), out, quiet=args.quiet)
     print(json.dumps(report, indent=2) if args.json else report_table(report))
@@ -356,7 +378,7 @@ def main(argv=None):
         uart_divisor(clock)                     # a clock the UART cannot use fails now, not after quantizing
     except ValueError as error:
         raise UserError(f"--freq {args.freq:g} gives a {clock / 1e6:g} MHz clock: {error}") from None
-    out = Path(args.out.replace("<board>", args.board))
+    out = Path(args.out)
     if args.design == "forward":
         from .build_forward import main_forward
         return main_forward(args, out)

@@ -23,13 +23,14 @@ available, Fmax) and ``design`` ("forward"), ``context``, ``cycles_per_token``
 clock over the full-context cycles) and ``tokens_per_s_fmax`` (the same at the
 achieved Fmax), and the memory budget.
 
-A core that streams its constants from the SPI flash (``constants="flash"``:
-`boards.forward_top.ForwardTop.flash`) needs its constant image in the flash
-beside the bitstream: the build writes it as ``constants.bin`` next to
-``top.bin`` (inside the output folder, which appears whole or not at all) and
-names it in ``report.json`` (``flash_image``: file, flash offset, bytes,
-sha256) and in the table, with the command that writes it
-(``iceprog -o 1M constants.bin``).
+A top that reads the SPI flash (the iCEBreaker's: its core streams its
+constants, ``constants="flash"``, and its codes are read into SPRAM at reset,
+``codes="loaded"``: `boards.forward_top.ForwardTop.flash_image`) needs its
+image in the flash beside the bitstream: the build writes it as
+``constants.bin`` next to ``top.bin`` (inside the output folder, which
+appears whole or not at all) and names it in ``report.json`` (``flash_image``:
+file, flash offset, bytes, sha256, where the codes start) and in the table,
+with the command that writes it (``iceprog -o 1M constants.bin``).
 """
 
 import json
@@ -59,9 +60,9 @@ DESIGNS = ("linear", "forward")
 FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
 #: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the board's core defaults
 #: (`boards.forward_top.BOARDS`: the 2 x 3 array its three code SPRAMs feed (a 16-bit word of two beats each),
-#: codes loaded by the host, a 16-bit KV cache word, 2 head lanes, constants from the SPI flash); on the ECP5-85F
-#: the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head (`hdl.forward.forward_core`'s fastest
-#: measured shape at context 128).
+#: codes read from the flash into SPRAM at reset, a 16-bit KV cache word, 1 head lane, constants from the SPI
+#: flash); on the ECP5-85F the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head
+#: (`hdl.forward.forward_core`'s fastest measured shape at context 128).
 FORWARD_CORES = {"icebreaker": dict(FORWARD_BOARDS["icebreaker"].core_defaults),
                  "ulx3s": {"rows": 16, "columns": 16, "head_lanes": 16, "attention_lanes": 16, "attention_units": 4}}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
@@ -171,19 +172,23 @@ def _chip_refusal(error, board):
 
 
 def write_flash_image(top, folder):
-    """Write `top`'s constant image (``top.core.constant_image()``) into `folder` as `FLASH_IMAGE` if its core
-    reads its constants from the flash; returns the report's ``flash_image`` entry (None: no image)."""
+    """Write `top`'s flash image (``top.flash_image()``: the core's constants, then the codes the top reads at
+    reset) into `folder` as `FLASH_IMAGE` if the top reads the flash; returns the report's ``flash_image``
+    entry (None: no image): file, flash offset, bytes, sha256, the reader's bytes per cycle, and where the
+    codes' part starts in the image (``codes_offset``, None without codes) and its bytes (``codes_bytes``)."""
     import hashlib
 
     from boards.forward_top import FLASH_CONSTANTS_OFFSET
 
     if getattr(top, "flash", None) is None:
         return None
-    image = bytes(top.core.constant_image())
+    image = bytes(top.flash_image())
     (Path(folder) / FLASH_IMAGE).write_bytes(image)
+    base = top.codes_base
     return {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
             "sha256": hashlib.sha256(image).hexdigest(),
-            "bytes_per_cycle": top.flash.bytes_per_cycle}
+            "bytes_per_cycle": top.flash.bytes_per_cycle, "codes_offset": base,
+            "codes_bytes": None if base is None else len(image) - base}
 
 
 def build_forward(board, checkpoint, out, *, context=None, freq_mhz, seed=1, bits=4, formats=None, calib=None,
@@ -274,7 +279,9 @@ def forward_report_table(report):
                               f"at Fmax)" if report["tokens_per_s_fmax"] else f"{report['tokens_per_s']:,.0f}")]
     image = report.get("flash_image")
     if image:
-        rows.append(("flash image", f"{image['file']}: {image['bytes']:,} bytes of constants at flash "
+        codes = (f" (constants, then {image['codes_bytes']:,} of codes from image byte {image['codes_offset']:#x})"
+                 if image.get("codes_offset") is not None else " of constants")
+        rows.append(("flash image", f"{image['file']}: {image['bytes']:,} bytes{codes} at flash "
                                     f"{image['offset']:#x} (iceprog -o {image['offset'] >> 20}M {image['file']})"))
     rows += [("UART", f"{report['baud'] / 1e6:g} Mbaud"),
              ("model", f"{report['model']} (sha256 {report['model_sha256'][:12]})"),

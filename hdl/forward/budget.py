@@ -34,7 +34,7 @@ Placement (`place`), as the core builds it
     s, whole SPRAMs each (16 bits x 16,384; a wider word takes SPRAMs side by
     side): the codes one SPRAM per array column (``columns`` banks of
     ``rows * bits``-bit words, no padding of N; SPRAM has no initial contents,
-    so the host LOADs them at start, `boards.forward_protocol`), the KV cache
+    so the board reads them from its SPI flash at reset, `hdl.code_boot`), the KV cache
     ``ceil(lanes * act_bits / 16)`` side by side. Everything else is an
     initialised or working `Memory` in EBR: a memory takes whole blocks of its
     best shape (16 x 256 .. 2 x 2048), nothing is packed across memories, so
@@ -346,13 +346,18 @@ def flash_stream(compiled, board, *, context, clock_hz, **core):
 
 def flash_figures(compiled, *, context, clock_hz, **core):
     """What streaming the constants costs a ``constants="flash"`` core of `compiled` at `context` positions, read
-    by `hdl.spi_flash_reader.SPIFlashReader` at `clock_hz`: ``{"image_bytes", "bytes_per_token",
-    "seeks_per_token", "bytes_per_cycle", "seek_cycles", "cycles_per_token", "tokens_per_s_bound"}``.
+    by `hdl.spi_flash_reader.SPIFlashReader` at `clock_hz`: ``{"constant_bytes", "codes_bytes", "image_bytes",
+    "boot_cycles", "boot_s", "bytes_per_token", "seeks_per_token", "bytes_per_cycle", "seek_cycles",
+    "cycles_per_token", "tokens_per_s_bound"}``.
 
-    ``cycles_per_token`` is the reader's time for a token's bytes at its rate plus its latency per seek: the
-    fewest cycles a token can take however the core overlaps its work with the stream (a floor, not a
-    measurement: `sim.forward_cycles` measures the board top with the flash model at its real rate).
+    With ``codes="loaded"`` the image holds the codes too (`hdl.code_boot.flash_image`: past the constants,
+    from a 256-byte boundary, a check then the banks), read once at reset: ``boot_cycles`` is that read at the
+    reader's rate plus one seek (``codes_bytes`` and ``boot_cycles`` are 0 without). ``cycles_per_token`` is the
+    reader's time for a token's bytes at its rate plus its latency per seek: the fewest cycles a token can take
+    however the core overlaps its work with the stream (a floor, not a measurement: `sim.forward_cycles`
+    measures the board top with the flash model at its real rate).
     """
+    from ..code_boot import CHECK_BYTES, codes_base
     from ..spi_flash_reader import SPIFlashReader
     from .forward_core import ForwardCore
 
@@ -360,13 +365,21 @@ def flash_figures(compiled, *, context, clock_hz, **core):
         warnings.simplefilter("ignore", UnusedElaboratable)
         core = ForwardCore(compiled=compiled, context=context, **{**core, "constants": "flash"})
         reader = SPIFlashReader(clock_hz=clock_hz)
-        figures = {"image_bytes": len(core.constant_image()), "bytes_per_token": core.constant_bytes_per_token,
+        linear = core.linear
+        constant_bytes = len(core.constant_image())
+        codes_bytes = (CHECK_BYTES + linear.columns * linear.code_depth * -(-linear.code_bits // 8)
+                       if linear.codes == "loaded" else 0)
+        figures = {"constant_bytes": constant_bytes, "codes_bytes": codes_bytes,
+                   "image_bytes": codes_base(constant_bytes) + codes_bytes if codes_bytes else constant_bytes,
+                   "bytes_per_token": core.constant_bytes_per_token,
                    "seeks_per_token": core.constant_seeks_per_token, "bytes_per_cycle": reader.bytes_per_cycle,
                    "seek_cycles": reader.first_byte_cycles}
         del core, reader
+    boot = math.ceil(codes_bytes / figures["bytes_per_cycle"]) + figures["seek_cycles"] if codes_bytes else 0
     cycles = math.ceil(figures["bytes_per_token"] / figures["bytes_per_cycle"]) + \
         figures["seeks_per_token"] * figures["seek_cycles"]
-    return {**figures, "cycles_per_token": cycles, "tokens_per_s_bound": clock_hz / cycles}
+    return {**figures, "boot_cycles": boot, "boot_s": boot / clock_hz, "cycles_per_token": cycles,
+            "tokens_per_s_bound": clock_hz / cycles}
 
 
 def options(compiled, board, *, clock_hz, checkpoint=None, formats=None, **core):
@@ -414,8 +427,8 @@ def _table(compiled, board, context, budget, reached):
         lines.append(f"  {len(small)} memories of under half a block take a whole {board.block_name} each "
                      f"({sum(r['bits'] for r in small) / 1024:.1f} Kbit in {len(small)} blocks)")
     if board.sprams:
-        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} for the codes, loaded "
-                     f"by the host; {budget['kv_sprams']} for the KV cache)")
+        lines.append(f"SPRAM: {budget['sprams']} of {board.sprams} ({budget['code_sprams']} for the codes, read "
+                     f"from the flash at reset; {budget['kv_sprams']} for the KV cache)")
     lines.append("fits" if budget["fits"] else "does NOT fit: " + "; ".join(budget["over"]))
     lines.append(f"largest context that fits: {reached['context']} (limited by {reached['limit']})")
     if board.sprams:
@@ -441,8 +454,10 @@ def _table(compiled, board, context, budget, reached):
 def _flash_lines(board, budget, flash, clock_hz):
     """The flash mode as built: what left block RAM, what a token reads, what that caps."""
     gone = ("ln_gamma", "ln_beta", "linear_bias", "linear_mult", "linear_shift", "wpe", "wpe_mult")
+    codes = (f"; the codes, {flash['codes_bytes']:,} bytes, follow them and are read into SPRAM at reset in "
+             f"{flash['boot_cycles']:,} cycles ({flash['boot_s'] * 1e3:.1f} ms)" if flash["codes_bytes"] else "")
     return ["", f"constants from the SPI flash (constants=\"flash\"): {', '.join(gone)} are not in block RAM; the "
-                f"image is {flash['image_bytes']:,} bytes (at 0x100000 in the flash)",
+                f"image is {flash['image_bytes']:,} bytes (at 0x100000 in the flash){codes}",
             f"  a token reads {flash['bytes_per_token']:,} bytes in {flash['seeks_per_token']} seeks: "
             f"{flash['cycles_per_token']:,} cycles at {flash['bytes_per_cycle']:g} bytes per cycle (quad SPI, SCK at "
             f"the clock) and {flash['seek_cycles']} cycles a seek -> at most "

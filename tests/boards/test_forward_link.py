@@ -18,7 +18,7 @@ from amaranth.lib import wiring
 
 from boards.forward_link import ForwardLink
 from boards.forward_protocol import Command, ForwardIdentity, encode_generate
-from boards.protocol import Status, encode_load, encode_request, load_checksum
+from boards.protocol import Status, encode_request
 from boards.hosted_top import connect_uart
 from boards.uart import UART
 from uart_host import run_link
@@ -54,11 +54,12 @@ class Bench(wiring.Component):
         return m
 
 
-def simulate(script, *, uart=False, cycles=100_000, seed=0, identity=IDENTITY, writes=None):
+def simulate(script, *, uart=False, cycles=100_000, seed=0, identity=IDENTITY, bench=None, extra=None,
+             busy=lambda: False):
     """Run `script(ctx, host)` against the link and the testbench core; returns the core's log:
-    a (settings, prompt, tokens) per generation it was started for. `writes` (a list) gets the
-    ``(bank, addr, data)`` of each word the link writes to the core's codes."""
-    bench = Bench(uart, identity)
+    a (settings, prompt, tokens) per generation it was started for. ``extra(ctx)`` is called every cycle
+    (it drives the link's other inputs); ``busy()`` holds the core busy (its codes not in)."""
+    bench = bench or Bench(uart, identity)
     link = bench.link
     log = []
     rng = np.random.default_rng(seed)
@@ -74,15 +75,12 @@ def simulate(script, *, uart=False, cycles=100_000, seed=0, identity=IDENTITY, w
             ctx.set(link.token.valid, bool(tokens) and not pending and not stall)
             if tokens:
                 ctx.set(link.token.payload, tokens[0])
-            ctx.set(link.busy, settings is not None)
-            code = [link.code_write.en, link.code_write.bank, link.code_write.addr, link.code_write.data] \
-                if link.loads_codes else []
-            _, _, s_valid, s_ready, start, p_valid, p_ready, p_payload, t_valid, t_ready, *written = \
+            ctx.set(link.busy, settings is not None or busy())
+            if extra is not None:
+                extra(ctx)
+            _, _, s_valid, s_ready, start, p_valid, p_ready, p_payload, t_valid, t_ready = \
                 await ctx.tick().sample(link.start.valid, link.start.ready, link.start.payload, link.prompt.valid,
-                                        link.prompt.ready, link.prompt.payload, link.token.valid, link.token.ready,
-                                        *code)
-            if written and written[0]:
-                writes.append(tuple(int(v) for v in written[1:]))
+                                        link.prompt.ready, link.prompt.payload, link.token.valid, link.token.ready)
             if s_valid and s_ready:
                 settings = {name: int(getattr(start, name)) for name in
                             ("prompt_length", "count", "inv_temperature", "top_k", "seed")}
@@ -238,65 +236,88 @@ def test_sim_line_error():
     assert len(log) == 1 and answers[1] == (Status.OK, struct.pack("<2H", *log[0][2]))
 
 
-LOADING = ForwardIdentity(**{**IDENTITY.__dict__, "rows": 4, "columns": 3, "code_words": 6, "loads_codes": True})
+BOOTING = ForwardIdentity(**{**IDENTITY.__dict__, "rows": 4, "columns": 3, "code_words": 6, "loads_codes": True})
 
 
-def load(bank, address, words):
-    return encode_load(bank, address, words)
-
-
-def test_sim_load():
-    """LOAD on a build whose codes are loaded: a GENERATE before the codes are is answered NOT_LOADED; bad
-    LOADs get their errors, write nothing and leave the board serving; a pass over every bank in order
-    (chunks going on where the last stopped) sets CODES_LOADED, each word written once to its bank and
-    address; a LOAD out of order clears it until the next whole pass."""
-    banks = [[0x1000 * b + i for i in range(6)] for b in range(3)]
-    pass_requests = [load(0, 0, banks[0][:4]), load(0, 4, banks[0][4:]), load(1, 0, banks[1]), load(2, 0, banks[2])]
-    requests = [
-        (generate([1, 2], 3), (Status.NOT_LOADED, b"")),
-        (encode_request(Command.LOAD, bytes(4)), (Status.BAD_LENGTH, b"")),          # under 5
-        (encode_request(Command.LOAD, bytes(6)), (Status.BAD_LENGTH, b"")),          # even
-        (load(3, 0, [1]), (Status.BAD_ARGUMENT, b"")),                                # no bank 3
-        (load(0, 5, [1, 2]), (Status.BAD_ARGUMENT, b"")),                             # past the bank's end
-        (load(0, 0xFFFF, [1]), (Status.BAD_ARGUMENT, b"")),
-        *[(r, None) for r in pass_requests],
-        (encode_request(Command.IDENTIFY), None),
-        (generate([1, 2], 3), None),
-        (load(1, 2, [7]), None),                                                       # out of order
-        (encode_request(Command.IDENTIFY), None),
-        (generate([1, 2], 3), (Status.NOT_LOADED, b"")),
-        *[(r, None) for r in pass_requests],
-        (encode_request(Command.IDENTIFY), None),
-    ]
-    answers, writes = [], []
+def test_sim_codes_from_the_flash():
+    """A build whose codes come from the flash: IDENTIFY's flags follow the boot (not in, in, missing); a
+    GENERATE sent while the codes are not in waits for them (the top holds busy), and once the boot has
+    failed it is answered NOT_LOADED with its payload read; LOAD (the linear design's, and protocol 3's)
+    is a BAD_COMMAND."""
+    answers, waiting = [], []
+    boot = {"loaded": 0, "failed": 0}
 
     async def script(ctx, host):
-        for request, _ in requests:
-            await host.send(request)
-            answers.append(await host.response())
+        answers.append(await host.request(Command.IDENTIFY))
+        await host.send(generate([1, 2], 3))
+        await ctx.tick().repeat(3000)                       # the codes are not in: no answer yet
+        waiting.append(ctx.get(bench.link.tx.valid))
+        boot["loaded"] = 1
+        answers.append(await host.response())
+        answers.append(await host.request(Command.IDENTIFY))
+        answers.append(await host.request(0x4C, b"\x00\x00\x00\x01\x00"))
+        boot.update(loaded=0, failed=1)
+        await ctx.tick().repeat(2)
+        answers.append(await host.request(Command.IDENTIFY))
+        await host.send(generate([1, 2], 3))
+        answers.append(await host.response())
 
-    log = simulate(script, identity=LOADING, writes=writes, cycles=200_000)
-    for (request, expected), answer in zip(requests, answers):
-        if expected is not None:
-            assert answer == expected, request.hex()
-    checksums = [answers[6 + i] for i in range(4)]
-    assert checksums == [(Status.OK, struct.pack("<H", load_checksum(r[6:] and np.frombuffer(r[6:], "<u2"))))
-                         for r in pass_requests]
-    identities = [ForwardIdentity.unpack(answers[i][1]) for i in (10, 13, 19)]
-    assert [i.codes_loaded for i in identities] == [True, False, True]
-    assert not identities[0].mismatches(LOADING) and identities[0].loads_codes
-    assert answers[11][0] == Status.OK and tokens_of(answers[11][1]) == log[0][2] and len(log) == 1
-    whole = [(b, a, banks[b][a]) for b in range(3) for a in range(6)]
-    assert writes == whole + [(1, 2, 7)] + whole
+    def codes(ctx):
+        ctx.set(bench.link.codes_loaded, boot["loaded"])
+        ctx.set(bench.link.codes_failed, boot["failed"])
+
+    bench = Bench(False, BOOTING)
+    log = simulate(script, identity=BOOTING, bench=bench, extra=codes, busy=lambda: not boot["loaded"])
+    identities = [ForwardIdentity.unpack(answers[i][1]) for i in (0, 2, 4)]
+    assert [(i.codes_loaded, i.codes_missing) for i in identities] == [(False, False), (True, False), (False, True)]
+    assert not identities[0].mismatches(BOOTING) and identities[0].loads_codes
+    assert waiting == [0] and answers[1][0] == Status.OK and len(log) == 1 and tokens_of(answers[1][1]) == log[0][2]
+    assert answers[3] == (Status.BAD_COMMAND, b"")
+    assert answers[5] == (Status.NOT_LOADED, b"") and len(log) == 1
 
 
-def test_load_refused_by_a_rom_build():
+@pytest.mark.parametrize("constant", [-1, 0, 1, 11, 22, 23, 128, 137, 254, 255, 256, 1000])
+def test_above_is_greater_than(constant):
+    """`above(value, c)`, the carry-free comparison the link's checks use: ``value > c`` for every 8-bit value."""
+    from amaranth import Module, Signal
+    from amaranth.sim import Simulator
+
+    from boards.link_framing import above
+
+    value = Signal(8)
+    m = Module()
+    result = Signal()
+    m.d.comb += result.eq(above(value, constant))
+    seen = []
+
+    async def bench(ctx):
+        for v in range(256):
+            ctx.set(value, v)
+            seen.append(ctx.get(result))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [int(v > constant) for v in range(256)]
+
+
+def test_sim_wide_vocabulary():
+    """A vocabulary above 256 ids: the buffer holds 16-bit words (the identity two bytes a word); IDENTIFY,
+    an id of 299 taken, one of 300 refused."""
+    wide = ForwardIdentity(**{**IDENTITY.__dict__, "vocab_size": 300})
     answers = []
 
     async def script(ctx, host):
-        await host.send(load(0, 0, [1]))
-        answers.append(await host.response())
         answers.append(await host.request(Command.IDENTIFY))
+        await host.send(generate([299, 0], 2, top_k=300))
+        answers.append(await host.response())
+        await host.send(generate([300, 0], 2, top_k=300))
+        answers.append(await host.response())
+        await host.send(generate([1, 0], 2, top_k=301))
+        answers.append(await host.response())
 
-    simulate(script)
-    assert answers[0] == (Status.BAD_COMMAND, b"") and ForwardIdentity.unpack(answers[1][1]) == IDENTITY
+    log = simulate(script, identity=wide)
+    assert ForwardLink(identity=wide, timeout=TIMEOUT).buffer_width == 16
+    assert answers[0][0] == Status.OK and ForwardIdentity.unpack(answers[0][1]) == wide
+    assert answers[1][0] == Status.OK and len(log) == 1 and log[0][1] == [299, 0] and log[0][0]["top_k"] == 300
+    assert answers[2:] == [(Status.BAD_ARGUMENT, b"")] * 2

@@ -9,9 +9,8 @@ from boards import forward_sim
 from boards.forward_protocol import (ForwardClient, ForwardIdentity, Command, check_generate, compiled_digest,
                                      encode_generate, inv_temperature, open_board)
 from boards.generate import main
-from boards.forward_protocol import CODES_LOADED, LOADS_CODES
-from boards.protocol import Identity, ProtocolError, encode_load, encode_request, load_checksum, load_chunks
-from hdl.forward.program_linear import program_code_banks
+from boards.forward_protocol import CODES_LOADED, CODES_MISSING, LOADS_CODES
+from boards.protocol import Identity, ProtocolError, encode_request
 from golden.cli import UserError, run
 
 IDENTITY = ForwardIdentity(vocab_size=23, context=8, n_layer=2, n_head=2, n_embd=16, clock_hz=36_000_000, divisor=12,
@@ -40,7 +39,7 @@ class ScriptedPort:
 
 def test_identity_round_trip():
     packed = IDENTITY.pack()
-    assert len(packed) == ForwardIdentity.SIZE == 40 and packed[:5] == b"PoTg\x03"
+    assert len(packed) == ForwardIdentity.SIZE == 40 and packed[:5] == b"PoTg\x04"
     assert ForwardIdentity.unpack(packed) == IDENTITY and IDENTITY.design == "forward"
     assert IDENTITY.baud == 3_000_000
     loading = ForwardIdentity(**{**IDENTITY.__dict__, "rows": 4, "columns": 3, "code_words": 16384,
@@ -50,6 +49,9 @@ def test_identity_round_trip():
     flagged = packed[:ForwardIdentity.FLAGS_OFFSET] + bytes([LOADS_CODES | CODES_LOADED]) + \
         packed[ForwardIdentity.FLAGS_OFFSET + 1:]
     assert ForwardIdentity.unpack(flagged).codes_loaded and not loading.mismatches(ForwardIdentity.unpack(flagged))
+    missing = packed[:ForwardIdentity.FLAGS_OFFSET] + bytes([LOADS_CODES | CODES_MISSING]) + \
+        packed[ForwardIdentity.FLAGS_OFFSET + 1:]
+    assert ForwardIdentity.unpack(missing).codes_missing and not ForwardIdentity.unpack(missing).codes_loaded
 
 
 @pytest.mark.parametrize("data, message", [
@@ -59,6 +61,7 @@ def test_identity_round_trip():
      "protocol version 1 .* build it with python -m hdl.build --design forward"),
     (IDENTITY.pack()[:-1], "A forward identity is 40 bytes, not 39"),
     (b"PoTg\x02" + bytes(31), "protocol version 2 .*before LOAD"),
+    (b"PoTg\x03" + bytes(31), "protocol version 3 .*with LOAD 3"),
 ])
 def test_identity_refused(data, message):
     with pytest.raises(ProtocolError, match=message):
@@ -132,7 +135,7 @@ def test_client_sends_all_tokens_as_top_k_none():
 
 @pytest.mark.parametrize("answer, message", [
     (b"\x03\x00\x00", "GENERATE answered BAD_ARGUMENT"),
-    (b"\x06\x00\x00", "GENERATE answered NOT_LOADED: the board's codes are in SPRAM"),
+    (b"\x06\x00\x00", "GENERATE answered NOT_LOADED: the board's flash holds no image of this build"),
     (b"\x00\x04\x00", "GENERATE answered 4 bytes, not the 6 of 3 tokens"),
     (b"\x00\x06\x00\x01\x00", "The board stopped after 1 of 3 tokens"),
     (b"", "No response from the device"),
@@ -167,31 +170,23 @@ def _answer(status, payload=b""):
     return bytes([status]) + struct.pack("<H", len(payload)) + payload
 
 
-def test_open_board_loads_the_codes(compiled):
-    """A board whose codes are loaded by the host: every bank LOADed in order, chunk by chunk, each checksum
-    checked, then IDENTIFY again shows them loaded."""
-    banks = program_code_banks(compiled, rows=2, columns=3)
-    identity = ForwardIdentity.of(compiled, context=8, clock_hz=36e6, divisor=12, rows=2, columns=3,
-                                  code_words=banks.shape[1], loads_codes=True)
+def test_open_board_waits_for_the_codes(compiled):
+    """A board that reads its codes from the flash at reset: the host identifies until they are in (sending no
+    LOAD); a board whose flash holds no image of this build, or that never gets its codes, is an error."""
+    identity = ForwardIdentity.of(compiled, context=8, clock_hz=36e6, divisor=12, rows=2, columns=3, code_words=512,
+                                  loads_codes=True)
     loaded = ForwardIdentity(**{**identity.__dict__, "codes_loaded": True})
-    chunks = [(bank, address, words) for bank in range(3) for address, words in load_chunks(banks[bank])]
-    answers = _answer(0, identity.pack()) + b"".join(_answer(0, struct.pack("<H", load_checksum(words)))
-                                                     for _, _, words in chunks) + _answer(0, loaded.pack())
-    port = ScriptedPort(answers)
-    seen = []
-    client = open_board(port, compiled, baud=3_000_000, progress=seen.append)
-    assert client.identity.codes_loaded and sum(seen) == banks.size
-    assert bytes(port.written) == encode_request(Command.IDENTIFY) + b"".join(
-        encode_load(bank, address, words) for bank, address, words in chunks) + encode_request(Command.IDENTIFY)
-    # A board already loaded is not loaded again; a wrong checksum or a board that stays unloaded is an error.
+    missing = ForwardIdentity(**{**identity.__dict__, "codes_missing": True})
+    port = ScriptedPort(_answer(0, identity.pack()) * 2 + _answer(0, loaded.pack()))
+    assert open_board(port, compiled, baud=3_000_000).identity == loaded
+    assert bytes(port.written) == encode_request(Command.IDENTIFY) * 3
     assert open_board(ScriptedPort(_answer(0, loaded.pack())), compiled, baud=3_000_000).identity == loaded
-    with pytest.raises(ProtocolError, match="LOAD of bank 0 at 0: checksum 0000 does not match"):
-        open_board(ScriptedPort(_answer(0, identity.pack()) + _answer(0, b"\x00\x00")), compiled, baud=1)
-    port = ScriptedPort(answers[:-len(_answer(0, loaded.pack()))] + _answer(0, identity.pack()))
-    with pytest.raises(ProtocolError, match="does not count its codes as loaded"):
-        open_board(port, compiled, baud=1)
-    with pytest.raises(ProtocolError, match="LOAD answered BAD_ARGUMENT"):
-        open_board(ScriptedPort(_answer(0, identity.pack()) + _answer(3)), compiled, baud=1)
+    with pytest.raises(ProtocolError, match="flash holds no image of this build .* boards.run --flash"):
+        open_board(ScriptedPort(_answer(0, identity.pack()) + _answer(0, missing.pack())), compiled, baud=1)
+    ticks = iter(range(100))
+    client = ForwardClient(ScriptedPort(_answer(0, identity.pack()) * 10))
+    with pytest.raises(ProtocolError, match="has not read its codes from the flash 3 s after"):
+        client.wait_for_codes(timeout_s=3, clock=lambda: next(ticks))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -4,14 +4,13 @@ its tokens are exactly the integer golden's (`IntegerForward.generate`), and a m
 with its error status while the board goes on generating.
 
 The default suite runs a test checkpoint on the ULX3S top (codes in the bitstream) and on the iCEBreaker top
-(codes in SPRAM, loaded by the host through the UART first; bad LOADs refused), a few seconds each once built;
+(codes in SPRAM, read from the simulated flash at reset), a few seconds each once built;
 the default model on the iCEBreaker top at context 64, over 64 tokens, and the test checkpoint over 64 tokens
 are slow."""
 
 import pytest
 
 from boards.forward_protocol import Command, encode_generate
-from boards.protocol import encode_load
 from boards.forward_sim import ForwardSim
 from boards.forward_top import FLASH_CONSTANTS_OFFSET, ForwardTop, compose_forward
 from boards.protocol import encode_request
@@ -48,19 +47,21 @@ def golden_tokens(compiled, req, context):
 
 @pytest.fixture(scope="module")
 def tiny_icebreaker(verilator, tiny, tmp_path_factory):
-    """The iCEBreaker top for the test checkpoint (context 64, codes loaded by the host), built once."""
+    """The iCEBreaker top for the test checkpoint (context 64, codes read from the flash at reset), built once."""
     return ForwardSim(tiny, board="icebreaker", sim_dir=tmp_path_factory.mktemp("forward_sim_ice40"))
 
 
 def test_tops(tiny):
     """Both boards' tops: identity from the artefact and the board's clock, UART divisor from the baud rate;
-    the iCEBreaker's codes are loaded by the host (SPRAM), the ULX3S's are in the bitstream."""
+    the iCEBreaker's codes are read from the flash at reset (SPRAM), the ULX3S's are in the bitstream."""
     icebreaker = compose_forward(tiny, board="icebreaker", context=16, rows=2, columns=3, head_lanes=3)
     assert isinstance(icebreaker, ForwardTop) and icebreaker.board == "icebreaker"
     assert icebreaker.identity.context == 16 and icebreaker.identity.vocab_size == 23
     assert icebreaker.identity.loads_codes and icebreaker.core.linear.codes == "loaded"
     assert (icebreaker.identity.rows, icebreaker.identity.columns) == (2, 3)
     assert icebreaker.identity.code_words == icebreaker.core.linear.code_depth and icebreaker.core.attention_lanes == 2
+    assert icebreaker.boot.base == icebreaker.codes_base and icebreaker.flash_image()[:4] == \
+        icebreaker.core.constant_image()[:4]
     assert icebreaker.divisor == 12 and icebreaker.identity.clock_hz == round(icebreaker.frequency)
     ulx3s = compose_forward(tiny, board="ulx3s")
     assert not ulx3s.identity.loads_codes and ulx3s.identity.code_words == 0
@@ -69,13 +70,16 @@ def test_tops(tiny):
     # The iCEBreaker streams its core's constants from the flash (the image at 1 MiB); the ULX3S keeps them.
     assert icebreaker.core.constant_source == "flash" and icebreaker.flash.offset == FLASH_CONSTANTS_OFFSET
     assert icebreaker.flash.clock_hz == icebreaker.frequency
-    assert ulx3s.core.constant_source == "rom" and ulx3s.flash is None
-    with pytest.raises(ValueError, match="Constants from the SPI flash are built for the iCEBreaker only"):
-        compose_forward(tiny, board="ulx3s", constants="flash")
+    assert ulx3s.core.constant_source == "rom" and ulx3s.flash is None and ulx3s.boot is None
+    assert ulx3s.flash_image() is None and ulx3s.codes_base is None
+    for options in ({"constants": "flash"}, {"codes": "loaded"}):
+        with pytest.raises(ValueError, match="Constants and codes from the SPI flash are built for the iCEBreaker"):
+            compose_forward(tiny, board="ulx3s", **options)
+    # Codes from the flash with the constants in block RAM: the image is the codes' part alone.
+    rom = compose_forward(tiny, board="icebreaker", context=16, constants="rom")
+    assert rom.codes_base == 0 and rom.flash is not None and rom.boot is not None
     with pytest.raises(ValueError, match="Board must be one of icebreaker, ulx3s, not 'de10'"):
         compose_forward(tiny, board="de10")
-    with pytest.raises(ValueError, match="A LOAD carries 16-bit code words: .* not 5 x 4"):
-        compose_forward(tiny, board="icebreaker", rows=5)
 
 
 def test_sim_tiny_ulx3s(tiny, tiny_ulx3s):
@@ -100,30 +104,26 @@ def test_sim_tiny_ulx3s(tiny, tiny_ulx3s):
         assert after["status"] == "OK" and after["tokens"] == golden_tokens(tiny, requests[2 + 2 * i], 80)
 
 
-def test_sim_tiny_icebreaker_loads_its_codes(tiny, tiny_icebreaker):
-    """The iCEBreaker top holds its codes in SPRAM: a GENERATE before they are loaded is answered NOT_LOADED,
-    bad LOADs get their errors and the board keeps serving; the host's LOAD through the UART then makes
-    the board count them loaded, and it generates the integer golden's tokens exactly."""
+def test_sim_tiny_icebreaker_reads_its_codes_from_the_flash(tiny, tiny_icebreaker):
+    """The iCEBreaker top holds its codes in SPRAM: it reads them from the flash model (the build's one image,
+    over the flash pins) at reset. A GENERATE sent at once waits for them and is the integer golden's, exactly;
+    the identity then says they are in; malformed requests (the old LOAD among them) get their errors and the
+    board keeps generating."""
     sim, V = tiny_icebreaker, tiny.config.vocab_size
-    banks, words = sim.codes.shape
     good = request([3, 1, 4], 8, 300, 10, 5)
-    bad = [encode_request(Command.LOAD, bytes(4)).hex(),                          # BAD_LENGTH: under 5 bytes
-           encode_load(banks, 0, [1]).hex(),                                      # BAD_ARGUMENT: no such bank
-           encode_load(0, words - 1, [1, 2]).hex(),                               # BAD_ARGUMENT: past the end
-           encode_load(0, 0, [1, 2])[:-1].hex()]                                  # TIMEOUT: cut short
-    requests = [good, {"identify": True}] + [{"raw": r} for r in bad] + [
-        {"load": True}, good, request([7, 7], 4, 0, None, 1), {"raw": encode_load(1, 3, [5]).hex()},
-        {"identify": True}, request([7, 7], 4, 0, None, 1), {"load": True}, request([0], 6, 0, V, 0)]
-    results = sim.generate(requests, load=False)
-    assert results[0] == {"status": "NOT_LOADED", "tokens": [], "sent_s": results[0]["sent_s"], "token_s": []}
-    assert results[1] == {"status": "OK", "codes_loaded": False}
-    assert [r["status"] for r in results[2:6]] == ["BAD_LENGTH", "BAD_ARGUMENT", "BAD_ARGUMENT", "TIMEOUT"]
-    assert results[6] == {"status": "OK", "codes_loaded": True}
-    for i in (7, 8, 13):
+    bad = [(bytes([0x4C, 5, 0, 0, 0, 0, 1, 0]), "BAD_COMMAND"),                     # LOAD: no longer served
+           (encode_generate([1, V], 3, inv_temperature=256, top_k=V, seed=0), "BAD_ARGUMENT"),
+           (encode_generate([1, 2], 3, inv_temperature=256, top_k=V, seed=0xFFFF_FFFF), "BAD_ARGUMENT"),
+           (encode_request(Command.GENERATE, bytes(10)), "BAD_LENGTH")]
+    requests = [good, {"identify": True}] + [{"raw": r.hex()} for r, _ in bad] + [
+        request([7, 7], 4, 0, None, 1), request([0], 6, 0, V, 0)]
+    results = sim.generate(requests, wait=False)
+    assert sim.boot_s is None                  # not waited for: the first GENERATE went at once
+    assert results[0]["status"] == "OK" and results[0]["tokens"] == golden_tokens(tiny, good, 64)
+    assert results[1] == {"status": "OK", "codes_loaded": True, "codes_missing": False}
+    assert [r["status"] for r in results[2:6]] == [status for _, status in bad]
+    for i in (6, 7):
         assert results[i]["status"] == "OK" and results[i]["tokens"] == golden_tokens(tiny, requests[i], 64)
-    # A LOAD out of the pass's order changes the codes: not loaded until the next whole pass.
-    assert results[9]["status"] == "OK" and results[10] == {"status": "OK", "codes_loaded": False}
-    assert results[11]["status"] == "NOT_LOADED" and results[12]["codes_loaded"]
 
 
 @pytest.mark.slow
@@ -149,5 +149,5 @@ def test_sim_default_model_icebreaker_64_tokens(verilator, tmp_path):
     for req, result in zip(requests, results):
         assert result["status"] == "OK" and result["tokens"] == golden_tokens(compiled, req, 64)
     assert len(results[0]["tokens"]) == 63
-    # The codes went in through the UART first: 3 banks of 16,384 words (96 KiB: no padding of N).
-    assert sim.codes.shape == (3, 16384) and sim.load_s is not None
+    # The codes came from the flash at reset: 3 banks of 16,384 words (96 KiB: no padding of N).
+    assert sim.top.core.linear.code_banks.shape == (3, 16384) and sim.boot_s is not None

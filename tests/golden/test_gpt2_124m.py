@@ -80,7 +80,8 @@ def test_icebreaker_refuses_before_quantizing(gpt2_1_layer, tmp_path, cli):
     """One line with the code bytes against the UP5K's 128 KiB of SPRAM, before any quantization or tool runs
     (no calibration text is given: the refusal comes first)."""
     from hdl.build import main
-    status, out, err = cli(main, ["--board", "icebreaker", "--checkpoint", gpt2_1_layer, "--out", tmp_path / "build"])
+    status, out, err = cli(main, ["--board", "icebreaker", "--design", "linear", "--checkpoint", gpt2_1_layer,
+                                  "--out", tmp_path / "build"])
     weights = 768 * (2304 + 768 + 3072 + 3072)
     assert status == 2 and err.count("\n") == 1 and out == ""
     assert f"won't fit the iCE40UP5K: {weights / 2 / 1024:.1f} KiB of codes" in err          # 3,600 KiB

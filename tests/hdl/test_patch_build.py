@@ -20,6 +20,9 @@ from hdl.bram_patch import bit_slices, patch_asc, placeholder_words, ram_tiles
 from hdl.toolchain import ToolError, tool_command
 from tiny_checkpoints import write_tiny_checkpoint
 
+#: The linear design on the iCEBreaker (its default build is the whole forward).
+ICEBREAKER_LINEAR = ("--board", "icebreaker", "--design", "linear")
+
 ROWS, COLUMNS = 1, 4
 
 
@@ -56,7 +59,7 @@ def exports(tmp_path_factory):
 
 def _build(exports, codes):
     out = exports["root"] / f"build_a_{codes}"
-    result = _run("hdl.build", "--board", "icebreaker", "--checkpoint", exports["checkpoints"]["a"], "--rows", ROWS,
+    result = _run("hdl.build", *ICEBREAKER_LINEAR, "--checkpoint", exports["checkpoints"]["a"], "--rows", ROWS,
                   "--cols", COLUMNS, "--seed", 3, "--codes", codes, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     return dict(exports, build=out)
@@ -262,7 +265,7 @@ def test_patch_not_a_build(built, tmp_path):
 def test_codes_in_ebr_wont_fit(tmp_path):
     """A model whose codes overflow the 30 block RAMs is refused before synthesis, saying what to change."""
     checkpoint = write_tiny_checkpoint(tmp_path / "m", n_layer=2, n_embd=64, n_head=4)
-    result = _run("hdl.build", "--board", "icebreaker", "--checkpoint", checkpoint, "--codes", "ebr",
+    result = _run("hdl.build", *ICEBREAKER_LINEAR, "--checkpoint", checkpoint, "--codes", "ebr",
                   "--out", tmp_path / "x", "--quiet")
     line = one_line_error(result)
     assert "won't fit the iCE40UP5K: 48.0 KiB of codes need 96 block RAMs" in line and "use --codes spram" in line
