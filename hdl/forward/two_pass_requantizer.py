@@ -1,6 +1,6 @@
 """The requantiser on one 16 x 16 multiplier used twice: ``saturate(round_shift(acc * mult, shift), out_bits)``."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 
 from .arith import check_int, round_shift_within, saturate
 from .serial_requantizer import SerialRequantizer
@@ -31,8 +31,9 @@ class TwoPassRequantizer(SerialRequantizer):
     saturation.
 
     A value is read in two consecutive cycles and taken (ready) in the second,
-    so the unit accepts a value every two cycles; its result is valid three
-    cycles after it is taken. Every stage stalls while the output is valid and
+    so the unit accepts a value every two cycles; its result is valid four
+    cycles after it is taken. The multiplier's operands and its product are
+    plain registers (the SB_MAC16's own on the iCE40: a clocked multiply). Every stage stalls while the output is valid and
     not taken. Use it where values come at most every other cycle (the linear
     engine's readout: one channel per column of a tile of at least ``2 C``
     beats).
@@ -80,10 +81,10 @@ class TwoPassRequantizer(SerialRequantizer):
 
     @property
     def latency(self):
-        """Cycles from a value being taken to its result being valid, at the largest shift: 3 (barrel), or
-        ``3 + high - low`` (serial: ``3 + shift - low`` for a shift)."""
+        """Cycles from a value being taken to its result being valid, at the largest shift: 4 (barrel), or
+        ``4 + high - low`` (serial: ``4 + shift - low`` for a shift)."""
         low, high = self._shift_range
-        return 3 if self._shifter == "barrel" else 3 + high - low
+        return 4 if self._shifter == "barrel" else 4 + high - low
 
     def elaborate(self, platform):
         if self._shifter == "serial":
@@ -97,23 +98,48 @@ class TwoPassRequantizer(SerialRequantizer):
         second = Signal()                            # the value's second pass (its high part) is at the input
         m.d.comb += self.i.ready.eq(advance & second)
 
-        operand = Signal(signed(LOW_BITS + 1))
-        m.d.comb += operand.eq(Mux(second, acc >> LOW_BITS, acc[:LOW_BITS]))
-        product = Signal(signed(LOW_BITS + 1 + self._mult_bits))
-        kept = Signal(LOW_BITS + self._mult_bits - dropped)     # floor(lo * mult / 2**dropped), lo * mult >= 0
-        pair, shift1 = Signal(), Signal.like(self.i.payload.shift)
+        product, kept, pair, shift1 = self._passes(m, acc, second, advance)
         y = Signal(signed(max(2, self._acc_bits + self._mult_bits - dropped)))      # |acc mult| < 2**(A-1+M)
         y_valid, shift2 = Signal(), Signal.like(self.i.payload.shift)
         rest = round_shift_within(y, shift2 - dropped, low - dropped, high - dropped) if low > dropped else \
             round_shift_within(y, shift2, low, high)
         with m.If(advance):
-            m.d.sync += [product.eq(operand * self.i.payload.mult), kept.eq(product[dropped:]),
-                         pair.eq(self.i.valid & second), shift1.eq(self.i.payload.shift),
-                         y.eq((product << (LOW_BITS - dropped)) + kept), y_valid.eq(pair), shift2.eq(shift1),
+            m.d.sync += [y.eq((product << (LOW_BITS - dropped)) + kept), y_valid.eq(pair), shift2.eq(shift1),
                          self.o.payload.eq(saturate(rest, self._out_bits)), self.o.valid.eq(y_valid)]
+        return m
+
+    def _passes(self, m, acc, second, advance):
+        """The two passes through the multiplier, all under `advance`: the pass's operand and ``mult`` into
+        plain registers, their product into a plain register (no reset, nothing between: Yosys's
+        ``ice40_dsp`` makes all three the SB_MAC16's own A / B input and 16 x 16 output registers, so the
+        multiply is a clocked path nextpnr times), and the low pass's product, its bottom `dropped` bits
+        dropped, into ``kept``. Returns ``(product, kept, pair, shift)``: ``pair`` is high when ``product``
+        holds a value's high pass and ``kept`` its low pass, ``shift`` that value's shift."""
+        dropped = self.dropped
+        # Both operands signed 16 bits (a signed x unsigned product would make ``mult`` a 17-bit operand, which
+        # Yosys splits, leaving the registers outside the DSP): ``mult`` as its 16-bit pattern, ``mult - 2**16``
+        # when its top bit is set, and then ``operand << 16`` added back by the DSP's own adder (``fix``, its C
+        # input). The sum is the exact ``operand * mult``, |.| < 2**31, in the product's 32 bits.
+        operand = Signal(signed(LOW_BITS + 1), reset_less=True)
+        mult = Signal(signed(16), reset_less=True)
+        fix = Signal(16, reset_less=True)
+        chosen = Mux(second, acc >> LOW_BITS, acc[:LOW_BITS])
+        top = self.i.payload.mult[15] if self._mult_bits == 16 else 0
+        # All 32 bits kept: Yosys absorbs the DSP's output register only whole, and the bits past `y` go unread.
+        product = Signal(signed(LOW_BITS + 1 + 16), reset_less=True, attrs={"keep": 1})
+        raw = Signal(32)                                        # operand * mult (signed), as 32 bits
+        m.d.comb += raw.eq(operand * mult)
+        kept = Signal(LOW_BITS + self._mult_bits - dropped)     # floor(lo * mult / 2**dropped), lo * mult >= 0
+        taken, pair = Signal(), Signal()                        # the operands / the product hold a high pass
+        shift0, shift1 = Signal.like(self.i.payload.shift), Signal.like(self.i.payload.shift)
+        with m.If(advance):
+            m.d.sync += [operand.eq(chosen), mult.eq(self.i.payload.mult), fix.eq(Mux(top, chosen, 0)),
+                         product.eq(raw + Cat(Const(0, 16), fix)), kept.eq(product[dropped:]),
+                         taken.eq(self.i.valid & second), pair.eq(taken),
+                         shift0.eq(self.i.payload.shift), shift1.eq(shift0)]
             with m.If(self.i.valid):
                 m.d.sync += second.eq(~second)
-        return m
+        return product, kept, pair, shift1
 
     def _elaborate_serial(self):
         m = Module()
@@ -130,23 +156,14 @@ class TwoPassRequantizer(SerialRequantizer):
         out_free = ~self.o.valid | self.o.ready
         emit = z_valid & (steps == 0) & out_free
         free = ~z_valid | emit                       # z takes the next y this cycle
-        pair = Signal()                              # product and kept hold a value's two passes
-        advance = ~pair | free
+        advance = Signal()
         second = Signal()
         m.d.comb += self.i.ready.eq(advance & second)
 
-        operand = Signal(signed(LOW_BITS + 1))
-        m.d.comb += operand.eq(Mux(second, acc >> LOW_BITS, acc[:LOW_BITS]))
-        product = Signal(signed(LOW_BITS + 1 + self._mult_bits))
-        kept = Signal(LOW_BITS + self._mult_bits - dropped)
-        shift1 = Signal.like(self.i.payload.shift)
+        product, kept, pair, shift1 = self._passes(m, acc, second, advance)
+        m.d.comb += advance.eq(~pair | free)
         y = Signal(signed(y_bits))
         m.d.comb += y.eq((product << (LOW_BITS - dropped)) + kept)
-        with m.If(advance):
-            m.d.sync += [product.eq(operand * self.i.payload.mult), kept.eq(product[dropped:]),
-                         pair.eq(self.i.valid & second), shift1.eq(self.i.payload.shift)]
-            with m.If(self.i.valid):
-                m.d.sync += second.eq(~second)
         with m.If(emit):
             m.d.sync += [self.o.payload.eq(saturate((z + 1) >> 1, self._out_bits)), self.o.valid.eq(1),
                          z_valid.eq(0)]

@@ -185,7 +185,7 @@ def test_two_pass_serial_random(seed, acc_bits, mult_bits, out_bits, low, span):
 def test_two_pass_rate():
     """Back to back with the output always taken, one value every other cycle."""
     dut = TwoPassRequantizer(acc_bits=21, mult_bits=16, shift_range=(16, 26), out_bits=16)
-    assert (dut.dropped, dut.interval, dut.latency) == (15, 2, 3)
+    assert (dut.dropped, dut.interval, dut.latency) == (15, 2, 4)
     seen = outputs_back_to_back(dut, -12345, 40000, 17, 20)
     assert [c for c, _ in seen[:5]] == [seen[0][0] + 2 * k for k in range(5)]
     assert {v for _, v in seen} == {int(requantize(-12345, 40000, 17, 16))}
@@ -193,9 +193,9 @@ def test_two_pass_rate():
 
 def test_two_pass_serial_rate():
     """Back to back with the output always taken: a value every ``shift - low + 1`` cycles (11 at the largest
-    shift of 16..26, 2 at the smallest), its result ``3 + shift - low`` cycles after it is taken."""
+    shift of 16..26, 2 at the smallest), its result ``4 + shift - low`` cycles after it is taken."""
     dut = TwoPassRequantizer(acc_bits=21, mult_bits=16, shift_range=(16, 26), out_bits=16, shifter="serial")
-    assert (dut.dropped, dut.interval, dut.latency) == (15, 11, 13)
+    assert (dut.dropped, dut.interval, dut.latency) == (15, 11, 14)
     for shift, interval in ((26, 11), (17, 2), (16, 2), (20, 5)):
         seen = outputs_back_to_back(dut, -12345, 40000, shift, 80)
         assert [c for c, _ in seen[:5]] == [seen[0][0] + interval * k for k in range(5)], shift
