@@ -59,7 +59,7 @@ class Board:
 #: The boards a forward top is made for: the iCEBreaker (iCE40UP5K, 12 MHz pin, FT2232H UART) and the
 #: ULX3S (ECP5-85F, 25 MHz oscillator, FT231X UART). Default clocks are the linear builds'.
 BOARDS = {"icebreaker": Board("icebreaker", led="led_g", default_mhz=36.0,
-                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("head_lanes", 2),
+                              core_defaults=(("codes", "loaded"), ("attention_lanes", 2), ("head_lanes", 1),
                                              ("constants", "flash"), ("rows", 2), ("columns", 3))),
           "ulx3s": Board("ulx3s", led="led", default_mhz=45.0)}
 

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 from golden.datapath import check_act_bits
 from golden.int_ops import round_shift
 
+from ..read_port import NO_COLLISIONS, ReadPort
 from ..single_port_memory import SinglePortMemory
 from .arith import check_int, check_range, row_address, saturate
 from .exp2_unit import Exp2Unit
@@ -90,6 +91,9 @@ class AttentionUnit(wiring.Component):
         channels. None: compact for up to 4 lanes where it is exact (the
         iCE40's shapes), not for wider units (the ECP5's, left as they were
         timed). True where it is not exact raises ValueError.
+    exp2_multiplier : bool or None
+        The `Exp2Unit` shifts by a multiplier (one more DSP, about 45 fewer
+        iCE40 LUT4) rather than a barrel shifter. None: as `compact`.
 
     Members
     -------
@@ -103,7 +107,7 @@ class AttentionUnit(wiring.Component):
 
     def __init__(self, *, d, n_head, n_layer, positions, act_bits=8, table, exp_frac_bits=8, exp_bits=16,
                  recip_bits=16, avg_frac_bits=8, mult_bits=16, lanes=1, score_shifts=(0, 63),
-                 out_shifts=(0, 63), score_mults=None, compact=None):
+                 out_shifts=(0, 63), score_mults=None, compact=None, exp2_multiplier=None):
         self._d = check_int("d", d, 1, 4096)
         self._n_head = check_int("n_head", n_head, 1, d)
         if d % n_head:
@@ -137,6 +141,9 @@ class AttentionUnit(wiring.Component):
         elif compact and why is not None:
             raise ValueError(f"compact=True needs {why}")
         self._compact = compact
+        if exp2_multiplier is not None and not isinstance(exp2_multiplier, bool):
+            raise TypeError(f"exp2_multiplier must be True, False or None, not {exp2_multiplier!r}")
+        self._exp_args["multiplier"] = compact if exp2_multiplier is None else exp2_multiplier
         if compact:                                            # z of a clamped gap: a narrower exp2 input
             self._exp_args["z_bits"] = max(exp_frac_bits + 1, self.gap_bits + max(mult_bits, recip_bits)
                                            - self._score_shifts[0] + 1)
@@ -195,6 +202,11 @@ class AttentionUnit(wiring.Component):
         return self._compact
 
     @property
+    def exp2_multiplier(self):
+        """Whether the `Exp2Unit` shifts by a multiplier (a DSP) rather than a barrel shifter."""
+        return self._exp_args["multiplier"]
+
+    @property
     def gap_bits(self):
         """With `compact`, the unsigned width the score gaps ``max - s_j`` are clamped to: ``mean_bits - 1``."""
         return self.mean_bits - 1
@@ -212,6 +224,14 @@ class AttentionUnit(wiring.Component):
         if self.mean_shift_range[0] <= self.mean_bits - 1:
             return f"a mean shift above {self.mean_bits - 1}, not from {self.mean_shift_range[0]}"
         return None
+
+    @property
+    def shift_steps(self):
+        """Cycles OUTPUT waits per channel at most for its serial shifts (`compact` only, else 0): the spans of
+        `mean_shift_range` and of `out_shifts`, a bit a cycle (a mean's shift depends on its head's ``E``)."""
+        if not self._compact:
+            return 0
+        return sum(high - low for low, high in (self.mean_shift_range, self._out_shifts))
 
     @property
     def score_shifts(self):
@@ -243,11 +263,12 @@ class AttentionUnit(wiring.Component):
         SCORES ``keys * groups`` and the tree's latency, VALUES ``groups (keys + 8)`` (8: the pipeline from
         the score to the accumulators), the reciprocal (``sum_bits + recip_bits + 2`` at most), OUTPUT
         ``groups max(lanes + 8, 2 lanes + 4)`` (a mean and its requantisation, four stages each; `compact`:
-        ``groups (2 lanes + 8 + 2 max(0, lanes - 2))``, a mean's two passes).
+        ``groups (2 lanes + 8 + 2 max(0, lanes - 2))``, a mean's two passes, and `shift_steps` for each channel
+        at most).
         """
         keys, groups, L = position + 1, self.head_dim // self._lanes, self._lanes
         tree = 0 if L == 1 else ((L - 1).bit_length() + 1) // 2      # adder-tree registers
-        output = 2 * L + 8 + 2 * max(0, L - 2) if self._compact else max(L + 8, 2 * L + 4)
+        output = 2 * L + 8 + 2 * max(0, L - 2) + L * self.shift_steps if self._compact else max(L + 8, 2 * L + 4)
         return keys * groups + 3 + tree + groups * (keys + 8) + (self.sum_bits + self._recip_bits + 2) \
             + groups * output
 
@@ -271,11 +292,15 @@ class AttentionUnit(wiring.Component):
         # cycle (so a single-port RAM, an iCE40 SPRAM, can hold it); row (layer, j): the key's words, then
         # the value's.
         m.submodules.cache = cache = SinglePortMemory(shape=L * A, depth=2 * self._n_layer * P * words)
-        m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[])
-        m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[])
+        # No read whose data is used meets a write of the same cycle (`ReadPort`): the query is written in IDLE
+        # and read in SCORES; the scores are written in SCORES and read in VALUES, which starts after the last
+        # score is written (reads in the other states feed no valid tag).
+        m.submodules.query = query = memory.Memory(shape=L * A, depth=words, init=[], attrs=NO_COLLISIONS)
+        m.submodules.scores = scores = memory.Memory(shape=signed(self.score_bits), depth=P, init=[],
+                                                     attrs=NO_COLLISIONS)
         cache_write, cache_read = cache.write_port(granularity=A), cache.read_port()
-        q_write, q_read = query.write_port(granularity=A), query.read_port()
-        s_write, s_read = scores.write_port(), scores.read_port()
+        q_write, q_read = query.write_port(granularity=A), ReadPort(m, query, "q_read")
+        s_write, s_read = scores.write_port(), ReadPort(m, scores, "s_read")
 
         def lane(word, index):
             return word[index * A:(index + 1) * A].as_signed()
@@ -295,13 +320,16 @@ class AttentionUnit(wiring.Component):
         values_phase = Signal()                           # VALUES (exps and e v) rather than SCORES (q . k)
         issuing = Signal()
 
-        # Every read is issued with a tag (valid, first and last group of a score, last key, key) that travels
-        # down the pipeline beside its data: tags[n] is the tag n cycles after the issue.
-        tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "key": range(P)})
+        # Every read is issued with a tag (valid, first and last group of a score, last key, key 0) that travels
+        # down the pipeline beside its data: tags[n] is the tag n cycles after the issue. The key itself does not
+        # travel: keys reach each point in order, so a counter there names them, `late_key`, at the one keyed
+        # point of each phase (SCORES' score write, VALUES' value read), back to 0 after the last key.
+        tag = data.StructLayout({"valid": 1, "values": 1, "first": 1, "last": 1, "final": 1, "zero": 1})
         tags = [Signal(tag, name="tag0")]
         m.d.comb += [tags[0].valid.eq(issuing), tags[0].values.eq(values_phase), tags[0].first.eq(group == 0),
                      tags[0].last.eq(group == groups - 1), tags[0].final.eq(key == self.position),
-                     tags[0].key.eq(key)]
+                     tags[0].zero.eq(key == 0)]
+        late_key = Signal(range(P))
 
         def tag_at(n):
             while len(tags) <= n:
@@ -319,7 +347,10 @@ class AttentionUnit(wiring.Component):
         # leaving the exp2 unit (`value_read` cycles after its issue), so both arrive together.
         z_stage = 5                                       # issue, score read, operand, product, shift, rounding
         value_read = z_stage + exp2.latency - 1
-        read_key = Mux(values_phase, tag_at(value_read).key, key)
+        read_key = Mux(values_phase, late_key, key)
+        late = tag_at(value_read)
+        with m.If(late.valid & late.values):
+            m.d.sync += late_key.eq(Mux(late.final, 0, late_key + 1))
         cache_address = Signal(range(2 * self._n_layer * P * words))
         m.d.comb += [cache_address.eq(Mux(loading, cache_word,
                                           row_address(row_address(self.layer, P, read_key), 2 * words,
@@ -336,7 +367,9 @@ class AttentionUnit(wiring.Component):
         factor = max(eb, 2 * A)
         products = []
         for i in range(L):
-            product = Signal(signed(factor + A + 1), name=f"product{i}")
+            # factor + A bits hold every product (|e v| <= 2**22; the unsigned q times k above -2**23); no reset:
+            # the DSP's own output register (an iCE40 SB_MAC16 cannot hold a register with a synchronous reset).
+            product = Signal(signed(factor + A), name=f"product{i}", reset_less=True)
             value, query_lane = lane(cache_read.data, i), lane(q_read.data, i)
             m.d.sync += product.eq(Mux(values_phase, exp2.o.payload,
                                        Cat(query_lane, query_lane[-1].replicate(factor - A))) * value)
@@ -356,8 +389,10 @@ class AttentionUnit(wiring.Component):
         scored = tag_at(depth + 1)
         score_valid = scored.valid & ~scored.values & scored.last
         top = Signal(signed(self.score_bits))
-        m.d.comb += [s_write.addr.eq(scored.key), s_write.data.eq(score), s_write.en.eq(score_valid)]
-        with m.If(score_valid & ((scored.key == 0) | (score > top))):
+        m.d.comb += [s_write.addr.eq(late_key), s_write.data.eq(score), s_write.en.eq(score_valid)]
+        with m.If(score_valid):
+            m.d.sync += late_key.eq(Mux(scored.final, 0, late_key + 1))
+        with m.If(score_valid & (scored.zero | (score > top))):
             m.d.sync += top.eq(score)
 
         # -- one scaling pipeline, shared: VALUES' gaps, OUTPUT's means and their requantisation ----------------
@@ -373,17 +408,23 @@ class AttentionUnit(wiring.Component):
         # because the rounding half 2**(sh-avg_frac_bits-1) is a multiple of 2**k.
         compact, k = self._compact, self.mean_bits - 1
         accs = [Signal(signed(self.acc_bits), name=f"acc{i}") for i in range(L)]
-        recip = Signal(self._recip_bits)
+        # R and its shift stay on the reciprocal unit's output until the next head's E: read there, not copied.
+        recip = recip_unit.o.payload.recip
         mean_low = self.mean_shift_range[0]
         lows = {"gap": self._score_shifts[0], "mean": mean_low - k if compact else mean_low,
                 "out": self._out_shifts[0]}
         span = max(high - low for low, high in (self._score_shifts, self.mean_shift_range, self._out_shifts))
-        mean_shift = Signal(range(span + 1))              # sh - avg_frac_bits - its least value, of this head
+        mean_shift = (recip_unit.o.payload.shift - (self._avg_frac_bits + mean_low))[:(span + 1).bit_length()]
         output_phase = Signal()                           # OUTPUT: means and outputs, under back-pressure
         y, y_valid = Signal(signed(A)), Signal()          # the output register
         m.d.comb += [self.o.payload.eq(y), self.o.valid.eq(y_valid)]
         taking = ~y_valid | self.o.ready                  # the output register takes a new value
-        step = ~output_phase | taking                     # in VALUES the pipeline never stalls
+        # Compact: OUTPUT's variable shifts are serial, a bit a cycle in `shifted` while the pipeline waits
+        # (`shifting` steps left); VALUES' gaps, one a cycle, go through a barrel shifter of the score shifts only.
+        serial = max(high - low for low, high in (self.mean_shift_range, self._out_shifts)) if compact else 0
+        shifting = Signal(range(serial + 1))
+        stall = shifting != 0
+        step = ~output_phase | (taking & ~stall)          # in VALUES the pipeline never stalls
         out_lane = Signal(range(L + 1))
         pushed = Signal(range(L + 1))
         operand = Signal(signed(self.mean_bits if compact else max(self.score_bits + 2, self.acc_bits,
@@ -395,8 +436,8 @@ class AttentionUnit(wiring.Component):
         # the shifter forms only the bits of the widest (its other bits would be copies of the sign).
         narrow = max(self.gap_bits + len(scale) - lows["gap"] + 2, self.mean_bits + 2,
                      self.mean_bits + len(scale) - lows["out"] + 2)
-        shifted = Signal(signed(min(narrow, len(scaled) + 1) if compact else len(scaled) + 1))
-        rounded = Signal(signed(len(shifted)))
+        rounded = Signal(signed(min(narrow, len(scaled) + 1) if compact else len(scaled) + 1))
+        shifted = Signal(signed(min(len(rounded) + serial, len(scaled) + 1)))     # `serial` bits more to shift
         # Per stage in OUTPUT: valid and whether it is a requantisation (else a mean).
         valids, outs = [Signal(name=f"scale_valid{n}") for n in range(4)], [Signal(name=f"scale_out{n}")
                                                                             for n in range(4)]
@@ -430,8 +471,14 @@ class AttentionUnit(wiring.Component):
                 added = Signal(name="scale_added")
                 m.d.sync += added.eq(issue_mean)
                 product = product + Mux(added, scaled[k:k + len(scale)], 0)
-            m.d.sync += [scaled.eq(product), variable2.eq(variable),
-                         shifted.eq(presets >> variable2), rounded.eq((shifted + 1) >> 1),
+            if compact:
+                gap_bits = (self._score_shifts[1] - self._score_shifts[0]).bit_length()
+                gap_shift = presets >> variable2[:gap_bits] if gap_bits else presets
+                m.d.sync += [shifted.eq(Mux(output_phase, presets, gap_shift)),
+                             shifting.eq(Mux(output_phase & valids[1], variable2, 0))]
+            else:
+                m.d.sync += shifted.eq(presets >> variable2)
+            m.d.sync += [scaled.eq(product), variable2.eq(variable), rounded.eq((shifted + 1) >> 1),
                          valids[0].eq(again | issue_mean), outs[0].eq(again)]
             m.d.sync += [v.eq(p) for v, p in zip(valids[1:], valids)] + [o.eq(p) for o, p in zip(outs[1:], outs)]
             with m.If(issue_mean):
@@ -441,8 +488,11 @@ class AttentionUnit(wiring.Component):
                     m.d.sync += high.eq(1)
                 with m.If(issue_mean):
                     m.d.sync += high.eq(0)
+        if compact:
+            with m.If(stall):
+                m.d.sync += [shifted.eq(shifted >> 1), shifting.eq(shifting - 1)]
         with m.If(taking):
-            m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3]), y.eq(saturate(rounded, A))]
+            m.d.sync += [y_valid.eq(output_phase & valids[3] & outs[3] & ~stall), y.eq(saturate(rounded, A))]
         if compact:                                       # a high pass always follows its low pass at once
             m.d.comb += issue_mean.eq(output_phase & high)
         else:
@@ -456,7 +506,7 @@ class AttentionUnit(wiring.Component):
             m.d.sync += total.eq(total + exp2.o.payload)
         summed = tag_at(value_read + 2)
         with m.If(summed.valid & summed.values):
-            m.d.sync += [acc.eq(Mux(summed.key == 0, 0, acc) + product) for acc, product in zip(accs, products)]
+            m.d.sync += [acc.eq(Mux(summed.zero, 0, acc) + product) for acc, product in zip(accs, products)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -488,11 +538,10 @@ class AttentionUnit(wiring.Component):
                     with m.If(group == 0):
                         m.next = "RECIPROCAL"
             call_states(m, "RECIPROCAL", recip_unit, total,
-                        lambda result: [recip.eq(result.recip), output_phase.eq(1),
-                                        mean_shift.eq(result.shift - (self._avg_frac_bits + mean_low))],
+                        lambda result: [output_phase.eq(1)],
                         after="OUTPUT")
             with m.State("OUTPUT"):                        # L means, each requantised, into the output register
-                with m.If(taking & valids[3] & outs[3]):
+                with m.If(taking & ~stall & valids[3] & outs[3]):
                     m.d.sync += pushed.eq(pushed + 1)
                     with m.If(pushed == L - 1):
                         m.d.sync += [key.eq(0), output_phase.eq(0)]

@@ -19,6 +19,13 @@ class Exp2Unit(wiring.Component):
     output register, so the shifter covers ``0 .. exp_bits - 1`` only and
     `z_bits` may be wide without a wide shifter.
 
+    With `multiplier`, stage 2 shifts by multiplying instead: ``(entry *
+    2**(exp_bits - 1 - n)) >> (exp_bits - 1)`` (``n`` the integer part, the
+    factor 0 when ``n >= exp_bits``) is ``entry >> n`` exactly; the factor
+    is a one-hot decode of the registered ``n`` and the product an
+    ``exp_bits x exp_bits`` multiplier with its output register (one iCE40
+    SB_MAC16 for 16-bit entries), in place of the barrel shifter's LUTs.
+
     Parameters
     ----------
     table : sequence of int
@@ -29,6 +36,8 @@ class Exp2Unit(wiring.Component):
         Width of the entries and the output (unsigned), 2 to 32.
     z_bits : int
         Width of the unsigned input, more than `frac_bits`, at most 64.
+    multiplier : bool
+        Shift by a multiplier (a DSP) rather than by a barrel shifter (LUTs); same ports, latency and results.
 
     Members
     -------
@@ -36,7 +45,7 @@ class Exp2Unit(wiring.Component):
     o : ``Out(stream.Signature(unsigned(exp_bits)))``
     """
 
-    def __init__(self, *, table, frac_bits=8, exp_bits=16, z_bits=16):
+    def __init__(self, *, table, frac_bits=8, exp_bits=16, z_bits=16, multiplier=False):
         self._frac_bits = check_int("frac_bits", frac_bits, 1, 12)
         self._exp_bits = check_int("exp_bits", exp_bits, 2, 32)
         self._z_bits = check_int("z_bits", z_bits, frac_bits + 1, 64)
@@ -47,6 +56,9 @@ class Exp2Unit(wiring.Component):
         if bad:
             raise ValueError(f"table entry {bad[0]} does not fit {exp_bits} unsigned bits")
         self._table = table
+        if not isinstance(multiplier, bool):
+            raise TypeError(f"multiplier must be True or False, not {multiplier!r}")
+        self._multiplier = multiplier
         super().__init__({"i": In(stream.Signature(unsigned(z_bits))),
                           "o": Out(stream.Signature(unsigned(exp_bits)))})
 
@@ -61,6 +73,11 @@ class Exp2Unit(wiring.Component):
     @property
     def z_bits(self):
         return self._z_bits
+
+    @property
+    def multiplier(self):
+        """Whether stage 2 shifts by a multiplier (a DSP) rather than a barrel shifter."""
+        return self._multiplier
 
     @property
     def latency(self):
@@ -78,7 +95,13 @@ class Exp2Unit(wiring.Component):
         zero = Signal()                               # an integer part of e or more: the result is 0
         stage1_valid = Signal()
         m.d.comb += [self.i.ready.eq(advance), read.en.eq(advance), read.addr.eq(self.i.payload[:f])]
+        if self._multiplier:
+            factor = Signal(e)                        # 2**(e - 1 - shift), 0 for an integer part of e or more
+            m.d.comb += factor.eq(Mux(zero, 0, (1 << (e - 1)) >> shift))
+            result = (read.data * factor)[e - 1:2 * e - 1]
+        else:
+            result = Mux(zero, 0, read.data >> shift)
         with m.If(advance):
             m.d.sync += [shift.eq(whole[:len(shift)]), zero.eq(whole >= e), stage1_valid.eq(self.i.valid),
-                         self.o.payload.eq(Mux(zero, 0, read.data >> shift)), self.o.valid.eq(stage1_valid)]
+                         self.o.payload.eq(result), self.o.valid.eq(stage1_valid)]
         return m

@@ -9,6 +9,7 @@ import numpy as np
 
 from golden.datapath import check_act_bits
 
+from ..read_port import NO_COLLISIONS, ReadPort
 from .arith import check_int, row_address
 from .serial_requantizer import SerialRequantizer
 
@@ -104,7 +105,7 @@ class HeadUnit(wiring.Component):
         self._shared = bool(shared_table)
         self._words, self._table_bits, _ = lane_words(self._table, self._lanes)
         self._requantizer = SerialRequantizer(acc_bits=self.acc_bits, mult_bits=self._mult_bits,
-                                              shift_range=self.shift_range, out_bits=self._logit_bits)
+                                              shift_range=self.shift_range, out_bits=self._logit_bits, held=True)
         ports = {"a": In(stream.Signature(signed(act_bits))), "o": Out(stream.Signature(signed(logit_bits)))}
         if self._shared:
             ports["table"] = Out(TableReadSignature(len(self._words), self._lanes * self._table_bits))
@@ -181,20 +182,27 @@ class HeadUnit(wiring.Component):
         m.submodules.shift = shifts = memory.Memory(shape=max(1, self.shift_range[1].bit_length()), depth=V,
                                                     init=self._shift.tolist())
         mult_read, shift_read = mults.read_port(), shifts.read_port()
-        m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[])
-        bank_write, bank_read = banks.write_port(granularity=A), banks.read_port()
+        # Written in LOAD, read in RUN (reads in LOAD feed no valid stage): no used read meets a write (`ReadPort`).
+        m.submodules.banks = banks = memory.Memory(shape=L * A, depth=chunk, init=[], attrs=NO_COLLISIONS)
+        bank_write, bank_read = banks.write_port(granularity=A), ReadPort(m, banks, "bank_read")
         m.submodules.requantizer = requant = self._requantizer
         wiring.connect(m, requant.o, wiring.flipped(self.o))
 
         # Loading: activation i -> bank i % L, entry i // L.
-        lane, entry, loaded = Signal(range(L)), Signal(range(chunk)), Signal(range(self._d + 1))
+        lane, entry = Signal(range(L)), Signal(range(chunk))
+        last_loaded = (entry == chunk - 1) & (lane == (self._d - 1) % L)     # activation d - 1
         # Issue (token v, word j) -> memories answer (stage 1) -> products summed (stage 2) -> accumulated.
         token, j = Signal(range(V + 1)), Signal(range(chunk))
         running, issuing = Signal(), Signal()
-        advance = ~requant.i.valid | requant.i.ready
+        # The requantiser reads the dot product from its input register until it takes it (`held`): the
+        # pipeline waits only when the next dot product is due while the last is still held there.
         valid1, last1, valid2, last2 = Signal(), Signal(), Signal(), Signal()
+        advance = ~(valid2 & last2 & requant.i.valid & ~requant.i.ready)
         token1, token2 = Signal(range(V)), Signal(range(V))
-        partial = Signal(signed(A + T + (L - 1).bit_length() + 1))
+        # One lane: the product as it is, no reset, so that it is the DSP's own output register (an iCE40
+        # SB_MAC16 cannot hold a register with a synchronous reset); more lanes: their sum.
+        partial = Signal(signed(A + T + (L - 1).bit_length() + 1), reset_less=True) if L > 1 else \
+            Signal(signed(A + T), reset_less=True)
         acc = Signal(signed(self.acc_bits))
         m.d.comb += [issuing.eq(running & (token < V)), table_read.addr.eq(row_address(token, chunk, j)),
                      table_read.en.eq(advance),
@@ -208,14 +216,15 @@ class HeadUnit(wiring.Component):
                          bank_write.en[index].eq(self.a.valid & self.a.ready & (lane == index))]
             weight = table_read.data[T * index:T * (index + 1)].as_signed()
             products.append(bank_read.data[A * index:A * (index + 1)].as_signed() * weight)
+        with m.If(requant.i.ready):
+            m.d.sync += requant.i.valid.eq(0)
         with m.If(advance):
             m.d.sync += [valid1.eq(issuing), last1.eq(j == chunk - 1), token1.eq(token),
-                         valid2.eq(valid1), last2.eq(last1), token2.eq(token1), partial.eq(sum(products)),
-                         requant.i.valid.eq(valid2 & last2)]
+                         valid2.eq(valid1), last2.eq(last1), token2.eq(token1), partial.eq(sum(products))]
             with m.If(valid2):
                 m.d.sync += acc.eq(acc + partial)
                 with m.If(last2):
-                    m.d.sync += [acc.eq(0), requant.i.payload.acc.eq(acc + partial)]
+                    m.d.sync += [acc.eq(0), requant.i.payload.acc.eq(acc + partial), requant.i.valid.eq(1)]
             with m.If(issuing):
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == chunk - 1):
@@ -225,11 +234,11 @@ class HeadUnit(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.a.ready.eq(1)
                 with m.If(self.a.valid):
-                    m.d.sync += [loaded.eq(loaded + 1), lane.eq(lane + 1)]
+                    m.d.sync += lane.eq(lane + 1)
                     with m.If(lane == L - 1):
                         m.d.sync += [lane.eq(0), entry.eq(entry + 1)]
-                    with m.If(loaded == self._d - 1):
-                        m.d.sync += [loaded.eq(0), lane.eq(0), entry.eq(0), token.eq(0), j.eq(0),
+                    with m.If(last_loaded):
+                        m.d.sync += [lane.eq(0), entry.eq(0), token.eq(0), j.eq(0),
                                      running.eq(1)]
                         m.next = "RUN"
             with m.State("RUN"):

@@ -20,6 +20,8 @@ class ReciprocalUnit(wiring.Component):
     ``R`` lies in ``[2**(bits-2), 2**(bits-1)]``. One per row (layer norm,
     softmax), so its ``W - L + bits`` cycles are off the per-element path.
     ``v = 0`` is outside golden's domain; the unit then returns ``R = 0``.
+    The result stays on ``o.payload`` after it is taken, until the next
+    ``v`` is accepted (a caller may read it there rather than copy it).
 
     Parameters
     ----------
@@ -64,17 +66,18 @@ class ReciprocalUnit(wiring.Component):
         divisor = Signal(w)
         length = Signal(range(w + 1))
         remainder = Signal(w + 1)
-        quotient = Signal(b)
-        steps = Signal(range(b + 1))
+        # The quotient's bits enter at the bottom behind a marker 1 loaded at bit 0: the step that moves the
+        # marker to bit b is the last (no step counter), and every bit below it has been written (no clear).
+        quotient = Signal(b + 1)
 
-        m.d.comb += [self.o.payload.recip.eq(quotient), self.o.payload.shift.eq(length + (b - 2))]
+        m.d.comb += [self.o.payload.recip.eq(quotient[:b]), self.o.payload.shift.eq(length + (b - 2))]
         subtract = remainder >= divisor
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [divisor.eq(self.i.payload), length.eq(w), remainder.eq(1 << (w - 1)),
-                                 quotient.eq(0), steps.eq(b)]
+                                 quotient.eq(1)]
                     m.next = "NORMALISE"
             with m.State("NORMALISE"):
                 with m.If(divisor[-1] | (length == 0)):
@@ -82,9 +85,9 @@ class ReciprocalUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [divisor.eq(divisor << 1), length.eq(length - 1)]
             with m.State("DIVIDE"):
-                m.d.sync += [quotient.eq(Cat(subtract & (length != 0), quotient)), steps.eq(steps - 1),
+                m.d.sync += [quotient.eq(Cat(subtract & (length != 0), quotient)),
                              remainder.eq(Mux(subtract, remainder - divisor, remainder) << 1)]
-                with m.If(steps == 1):
+                with m.If(quotient[b - 1]):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.o.valid.eq(1)

@@ -29,6 +29,12 @@ class SerialRequantizer(wiring.Component):
     every `interval` cycles. Use it where values come at most that often (the
     head: one per token's dot product).
 
+    With `held`, the unit keeps no copy of ``acc``: the producer holds
+    ``i.valid`` and ``i.payload.acc`` from the cycle it offers a value until
+    the value is taken, which is the cycle its result is registered (``mult``
+    and ``shift`` are read in the first cycle only); the next value starts a
+    cycle later.
+
     Parameters
     ----------
     acc_bits : int
@@ -39,6 +45,8 @@ class SerialRequantizer(wiring.Component):
         The smallest and largest shift the ``shift`` port carries (0 to 62).
     out_bits : int
         Width of the signed, saturated output, 2 to 32.
+    held : bool
+        ``i.payload.acc`` is held by the producer until taken (see above): no ``acc`` register here.
 
     Members
     -------
@@ -46,7 +54,10 @@ class SerialRequantizer(wiring.Component):
     o : ``Out(stream.Signature(signed(out_bits)))``
     """
 
-    def __init__(self, *, acc_bits, mult_bits=16, shift_range=(0, 62), out_bits=8):
+    def __init__(self, *, acc_bits, mult_bits=16, shift_range=(0, 62), out_bits=8, held=False):
+        if not isinstance(held, bool):
+            raise TypeError(f"held must be True or False, not {held!r}")
+        self._held = held
         self._acc_bits = check_int("acc_bits", acc_bits, 2, 48)
         self._mult_bits = check_int("mult_bits", mult_bits, 1, 32)
         self._shift_range = check_range("shift_range", shift_range, 0, 62)
@@ -70,6 +81,11 @@ class SerialRequantizer(wiring.Component):
         return self._out_bits
 
     @property
+    def held(self):
+        """Whether the producer holds ``acc`` until the value is taken (the unit keeps no copy)."""
+        return self._held
+
+    @property
     def raised(self):
         """Bits ``acc`` moves up before the steps: ``max(0, mult_bits + 1 - low)`` (0 when the least shift
         exceeds ``mult_bits``)."""
@@ -78,13 +94,13 @@ class SerialRequantizer(wiring.Component):
     @property
     def interval(self):
         """Cycles from an accepted value to its result at the largest shift, and between accepted values at
-        full rate: ``high + raised + 1``."""
-        return self._shift_range[1] + self.raised + 1
+        full rate: ``high + raised + 1`` (one more with `held`)."""
+        return self._shift_range[1] + self.raised + 1 + self._held
 
     def elaborate(self, platform):
         m = Module()
         raised = self.raised
-        acc = Signal(signed(self._acc_bits))
+        acc = self.i.payload.acc if self._held else Signal(signed(self._acc_bits))
         mult = Signal(self._mult_bits)
         y = Signal(signed(self._acc_bits + raised + 2))
         steps = Signal(range(self.interval))            # steps still to make
@@ -92,7 +108,7 @@ class SerialRequantizer(wiring.Component):
 
         advance = ~self.o.valid | self.o.ready
         emit = busy & (steps == 0) & advance
-        m.d.comb += self.i.ready.eq(~busy | emit)
+        m.d.comb += self.i.ready.eq(emit if self._held else ~busy | emit)
         with m.If(emit):
             m.d.sync += [self.o.payload.eq(saturate(y, self._out_bits)), self.o.valid.eq(1), busy.eq(0)]
         with m.Elif(self.o.ready):
@@ -100,7 +116,9 @@ class SerialRequantizer(wiring.Component):
         with m.If(busy & (steps != 0)):
             addend = Mux(mult[0], acc << raised, steps == 1)    # the last step's 1 is the rounding half
             m.d.sync += [y.eq((y + addend) >> 1), mult.eq(mult >> 1), steps.eq(steps - 1)]
-        with m.If(self.i.valid & self.i.ready):
-            p = self.i.payload
-            m.d.sync += [acc.eq(p.acc), mult.eq(p.mult), y.eq(0), steps.eq(p.shift + raised), busy.eq(1)]
+        p = self.i.payload
+        with m.If(self.i.valid & (~busy if self._held else self.i.ready)):
+            m.d.sync += [mult.eq(p.mult), y.eq(0), steps.eq(p.shift + raised), busy.eq(1)]
+            if not self._held:
+                m.d.sync += acc.eq(p.acc)
         return m

@@ -75,7 +75,7 @@ def random_steps(rng, n_layer, positions, d, order):
 
 
 # Compact: the score requantiser's range given, so that gaps of 2**15 - 1 and more are known to give e = 0.
-COMPACT = {"score_mults": (61727, 61727), "score_shifts": (18, 18), "compact": True}
+COMPACT = {"score_mults": (61727, 61727), "score_shifts": (18, 18), "out_shifts": (22, 23), "compact": True}
 
 
 @pytest.mark.parametrize("compact", [False, True])
@@ -139,7 +139,7 @@ def test_eight_lanes_narrow_shifter(score_shift):
 @pytest.mark.parametrize("lanes", [1, 4])
 def test_head_cycles(lanes, compact):
     """One head: the cycles from the last query value taken to the last output are `head_cycles` at most, and
-    short of it by no more than the reciprocal's normalisation can save."""
+    short of it by no more than the reciprocal's normalisation and the serial shifts (compact) can save."""
     d, positions, position = 8, 9, 7
     table = exp2_table(8, 16)
     dut = AttentionUnit(d=d, n_head=1, n_layer=1, positions=positions, table=table, lanes=lanes,
@@ -177,7 +177,9 @@ def test_head_cycles(lanes, compact):
     sim.run()
     # From the q handshake: the unit's cycles, then one of the output register.
     spent = cycles[0] - 1
-    assert dut.head_cycles(position) - dut.sum_bits <= spent <= dut.head_cycles(position)
+    low, high = dut.mean_shift_range                        # compact: its span and out_shifts' (22..23) serial
+    assert (low, high) == (22, 25) and dut.shift_steps == (high - low + 1 if compact else 0)
+    assert dut.head_cycles(position) - dut.sum_bits - d * dut.shift_steps <= spent <= dut.head_cycles(position)
 
 
 def test_wrong():

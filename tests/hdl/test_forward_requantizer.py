@@ -79,11 +79,13 @@ def corner_cases(acc_bits, mult_bits, shifts):
     return acc, mult, shift
 
 
+@pytest.mark.parametrize("held", [False, True])
 @pytest.mark.parametrize("shift_range", [(0, 62), (1, 1), (17, 20), (16, 18), (30, 62), (5, 9)])
-def test_serial_corners(shift_range):
-    """The serial requantiser at the extremes, for shift ranges below, at and above mult_bits."""
+def test_serial_corners(shift_range, held):
+    """The serial requantiser at the extremes, for shift ranges below, at and above mult_bits; with its own copy
+    of acc and reading it from the held input (the stream testbench holds a payload until it is taken)."""
     acc, mult, shift = corner_cases(24, 16, range(shift_range[0], shift_range[1] + 1))
-    dut = SerialRequantizer(acc_bits=24, mult_bits=16, shift_range=shift_range, out_bits=8)
+    dut = SerialRequantizer(acc_bits=24, mult_bits=16, shift_range=shift_range, out_bits=8, held=held)
     assert run(dut, acc, mult, shift) == golden(acc, mult, shift, 8)
 
 
@@ -92,6 +94,7 @@ def test_serial_corners(shift_range):
        out_bits=st.integers(2, 20), low=st.integers(0, 40), span=st.integers(0, 6))
 def test_serial_random(seed, acc_bits, mult_bits, out_bits, low, span):
     check_random(SerialRequantizer, seed, acc_bits, mult_bits, out_bits, low, span)
+    check_random(functools.partial(SerialRequantizer, held=True), seed, acc_bits, mult_bits, out_bits, low, span)
 
 
 def check_random(kind, seed, acc_bits, mult_bits, out_bits, low, span):
@@ -130,12 +133,14 @@ def outputs_back_to_back(dut, acc, mult, shift, cycles):
     return seen
 
 
-def test_serial_rate():
-    """Back to back with the output always taken, one value every `interval` cycles at the largest shift."""
-    dut = SerialRequantizer(acc_bits=20, mult_bits=16, shift_range=(16, 18), out_bits=8)
-    assert (dut.raised, dut.interval) == (1, 20)
-    seen = [cycle for cycle, _ in outputs_back_to_back(dut, 12345, 40000, 18, 20 * 5 + 2)]
-    assert seen[1:5] == [seen[0] + 20 * k for k in range(1, 5)]
+@pytest.mark.parametrize("held, interval", [(False, 20), (True, 21)])
+def test_serial_rate(held, interval):
+    """Back to back with the output always taken, one value every `interval` cycles at the largest shift (held:
+    the next value starts the cycle after the last is taken)."""
+    dut = SerialRequantizer(acc_bits=20, mult_bits=16, shift_range=(16, 18), out_bits=8, held=held)
+    assert (dut.raised, dut.interval, dut.held) == (1, interval, held)
+    seen = [cycle for cycle, _ in outputs_back_to_back(dut, 12345, 40000, 18, interval * 5 + 2)]
+    assert seen[1:5] == [seen[0] + interval * k for k in range(1, 5)]
 
 
 def test_serial_wrong():
@@ -143,6 +148,8 @@ def test_serial_wrong():
         SerialRequantizer(acc_bits=8, shift_range=(4, 3))
     with pytest.raises(ValueError, match="shift_range must be from 0 to 62"):
         SerialRequantizer(acc_bits=8, shift_range=(0, 63))
+    with pytest.raises(TypeError, match="held must be True or False, not 1"):
+        SerialRequantizer(acc_bits=8, held=1)
 
 
 @pytest.mark.parametrize("acc_bits, shift_range", [(24, (0, 62)), (21, (16, 26)), (21, (1, 1)), (30, (17, 20)),

@@ -40,26 +40,30 @@ def test_gelu_wrong(kwargs, match):
         GeluTable(**kwargs)
 
 
+@pytest.mark.parametrize("multiplier", [False, True])
 @pytest.mark.parametrize("z_bits", [13, pytest.param(16, marks=pytest.mark.slow)])
-def test_exp2_exhaustive(z_bits):
-    """Every gap z below 2**z_bits, default format (8 fraction bits, 16-bit entries).
+def test_exp2_exhaustive(z_bits, multiplier):
+    """Every gap z below 2**z_bits, default format (8 fraction bits, 16-bit entries), shifted by a barrel
+    shifter or by a multiplier.
 
     13 bits reach integer parts 0..31, past the 16 at which every entry has
     shifted out; the slow run covers every 16-bit gap.
     """
     table = exp2_table(8, 16)
     z = np.arange(1 << z_bits)
-    dut = Exp2Unit(table=table, frac_bits=8, exp_bits=16, z_bits=16)
-    assert (dut.latency, dut.z_bits) == (2, 16)
+    dut = Exp2Unit(table=table, frac_bits=8, exp_bits=16, z_bits=16, multiplier=multiplier)
+    assert (dut.latency, dut.z_bits, dut.multiplier) == (2, 16, multiplier)
     assert stream_through(dut, {"i": z}, "o", z.size, gap=0) == exp2(z, table, 8).tolist()
 
 
-def test_exp2_wide_gaps():
-    """Gaps far past the table (integer parts up to 2**28), with back-pressure."""
+@pytest.mark.parametrize("multiplier", [False, True])
+def test_exp2_wide_gaps(multiplier):
+    """Gaps far past the table (integer parts up to 2**28), with back-pressure; barrel shifter or multiplier."""
     table = exp2_table(4, 10)
     rng = np.random.default_rng(3)
     z = np.concatenate([np.arange(200), rng.integers(0, 1 << 32, 200), [(1 << 32) - 1, 10 << 4, (10 << 4) - 1]])
-    got = stream_through(Exp2Unit(table=table, frac_bits=4, exp_bits=10, z_bits=32), {"i": z}, "o", z.size)
+    got = stream_through(Exp2Unit(table=table, frac_bits=4, exp_bits=10, z_bits=32, multiplier=multiplier), {"i": z},
+                         "o", z.size)
     assert got == exp2(z, table, 4).tolist()
 
 
@@ -68,6 +72,8 @@ def test_exp2_wrong():
         Exp2Unit(table=[1] * 255, frac_bits=8, exp_bits=16, z_bits=16)
     with pytest.raises(ValueError, match="z_bits"):
         Exp2Unit(table=[1] * 256, frac_bits=8, exp_bits=16, z_bits=8)
+    with pytest.raises(TypeError, match="multiplier must be True or False, not 1"):
+        Exp2Unit(table=[1] * 256, frac_bits=8, exp_bits=16, z_bits=16, multiplier=1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345, XORSHIFT_SEED_MAX])
