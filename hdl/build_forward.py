@@ -61,9 +61,8 @@ FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
 #: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the board's core defaults
 #: (`boards.forward_top.BOARDS`: the 2 x 3 array its three code SPRAMs feed (a 16-bit word of two beats each),
 #: codes read from the flash into SPRAM at reset, a 16-bit KV cache word, 1 head lane, constants from the SPI
-#: flash); on the ECP5-85F
-#: the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head (`hdl.forward.forward_core`'s fastest
-#: measured shape at context 128).
+#: flash); on the ECP5-85F the 16 x 16 array, 16 head lanes and a 16-lane attention unit per head
+#: (`hdl.forward.forward_core`'s fastest measured shape at context 128).
 FORWARD_CORES = {"icebreaker": dict(FORWARD_BOARDS["icebreaker"].core_defaults),
                  "ulx3s": {"rows": 16, "columns": 16, "head_lanes": 16, "attention_lanes": 16, "attention_units": 4}}
 ICE40_TOOLS = ("YOSYS", "NEXTPNR_ICE40", "ICEPACK")
