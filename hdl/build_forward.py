@@ -54,10 +54,11 @@ __all__ = ["DESIGNS", "FORWARD_FREQ_MHZ", "FORWARD_CORES", "FLASH_IMAGE", "build
            "forward_report_table", "write_flash_image"]
 
 DESIGNS = ("linear", "forward")
-#: The forward design's default clocks: a multiple of 3 MHz (UART at 3 Mbaud) below the Fmax nextpnr reaches
-#: (ECP5, seed 1: 36.2 MHz for the default model's core at context 128, 48.5-50.9 MHz for a tiny checkpoint's;
-#: the critical path is in the attention unit).
-FORWARD_FREQ_MHZ = {"icebreaker": 36.0, "ulx3s": 33.0}
+#: The forward design's default clocks: a multiple of 3 MHz (UART at 3 Mbaud) below the Fmax nextpnr reaches at
+#: seed 1. iCE40UP5K: the whole top routes at about 26 MHz (the core's handshake chain into the requantiser is
+#: the worst path), so 24 MHz. ECP5: the default model's core at context 128 was estimated at 27.77 MHz after
+#: placement and never routed; a tiny checkpoint's core reaches 48.5-50.9 MHz.
+FORWARD_FREQ_MHZ = {"icebreaker": 24.0, "ulx3s": 33.0}
 #: The core each board's forward build holds (`ForwardCore` parameters): on the UP5K the board's core defaults
 #: (`boards.forward_top.BOARDS`: the 2 x 3 array its three code SPRAMs feed (a 16-bit word of two beats each),
 #: codes read from the flash into SPRAM at reset, a 16-bit KV cache word, 1 head lane, constants from the SPI
