@@ -1,6 +1,6 @@
 """The whole forward on the board against today's linear-only design and the host's numpy, in one run.
 
-    python benchmarks/bench_forward.py [--report build/ulx3s-forward/report.json ...]
+    python benchmarks/bench_forward.py [--report build/icebreaker/report.json ...]
                                        [--linear-report build/icebreaker-linear/report.json] [--tokens N] [--no-sim]
 
 Prints, side by side:
@@ -83,10 +83,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      epilog="example: python benchmarks/bench_forward.py --report "
-                                            "build/ulx3s-forward/report.json")
+                                            "build/icebreaker/report.json build/ulx3s-forward/report.json")
     parser.add_argument("--report", metavar="JSON", nargs="+",
-                        default=[str(BUILD_DIR / "ulx3s-forward" / "report.json")],
-                        help="report.json of python -m hdl.build --design forward builds")
+                        default=[str(BUILD_DIR / "icebreaker" / "report.json")],
+                        help="report.json of whole-forward builds (python -m hdl.build --board icebreaker; "
+                             "--board ulx3s --design forward)")
     parser.add_argument("--linear-report", metavar="JSON",
                         default=str(BUILD_DIR / "icebreaker-linear" / "report.json"),
                         help="report.json of the linear iCEBreaker build "
