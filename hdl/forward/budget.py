@@ -536,7 +536,7 @@ def main(argv=None):
                           "spram_context": reached["spram_context"], **budget,
                           "options": found, "flash": flash}, indent=1))
         return 0
-    lines = [f"core: " + ", ".join(f"{k} {v}" for k, v in shape.items())] + \
+    lines = ["core: " + ", ".join(f"{k} {v}" for k, v in shape.items())] + \
         _table(compiled, board, context, budget, reached)
     if flash:
         lines += _flash_lines(board, budget, flash, clock_hz)

@@ -483,7 +483,7 @@ class ForwardCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c, f, t = self._compiled.config, self._compiled.formats, self._compiled.tensors
-        d, steps = c.n_embd, self._steps
+        d = c.n_embd
         m.submodules.norm = norm = self._norm
         m.submodules.linear = linear = self._linear
         if self._linear.codes == "loaded":

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden import int_ops
 from golden.int_forward import IntegerForward
 from hdl.forward.forward_core import ATTENTION, HEAD, LINEAR, NORM, ForwardCore, core_steps, fold_program
 from hdl.forward.program_linear import program_layers

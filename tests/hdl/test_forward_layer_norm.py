@@ -75,7 +75,6 @@ def test_row_cycles(serial):
     d = 16
     dut = LayerNormUnit(d=d, serial_shift_bits=serial)
     rows = np.arange(2 * d).reshape(2, d) * 100
-    gamma, beta = np.full(d, 1 << 12), np.zeros(d, np.int64)
     from amaranth.sim import Simulator
     sim = Simulator(dut)
     sim.add_clock(1e-6)
