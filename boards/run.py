@@ -334,7 +334,7 @@ def parse_args(argv):
     where.add_argument("--port", metavar="DEV", help="serial port of the board, e.g. /dev/ttyUSB1")
     where.add_argument("--sim", action="store_true", help="simulate the board top in Verilator instead")
     where.add_argument("--flash", metavar="DIR", help="write build DIR into the board's flash with iceprog (its "
-                                                     "bitstream, and a forward build's constant image) and exit")
+                                                     "bitstream, and a forward build's flash image: its constants and codes) and exit")
     parser.add_argument("--checkpoint", metavar="PATH", default=str(HARDWARE_MODEL_DIR),
                         help="the checkpoint the bitstream was built from")
     parser.add_argument("--layers", metavar="NAME", nargs="+", default=["all"], help="layers to run, or all")

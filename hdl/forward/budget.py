@@ -499,9 +499,9 @@ def main(argv=None):
     p.add_argument("--int-format", metavar="NAME=VALUE", nargs="+", default=[],
                    help="override a width of golden.compile.IntFormats, e.g. mult_bits=8")
     p.add_argument("--rows", metavar="R", type=positive_int, default=None,
-                   help="the core's PoT array rows (default: the iCEBreaker forward build's, 4)")
+                   help="the core's PoT array rows (default: on the iCEBreaker its forward build's, 2; else 4)")
     p.add_argument("--columns", metavar="C", type=positive_int, default=None,
-                   help="the core's PoT array columns (default: the iCEBreaker forward build's, 3)")
+                   help="the core's PoT array columns (default: 3)")
     p.add_argument("--context", metavar="N", type=positive_int, default=None,
                    help="positions of the KV cache (default: the largest that fits)")
     p.add_argument("--clock", metavar="MHZ", type=float, default=None,
