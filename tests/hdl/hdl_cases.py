@@ -11,7 +11,13 @@ from amaranth.sim import Simulator
 from golden.pot_format import PotFormat
 from golden.rom_layout import RomLayout
 
-__all__ = ["activations", "codes", "int8_weights", "biases", "cases", "layout_of", "run", "drive_pe"]
+__all__ = ["ICEBREAKER_LINEAR", "activations", "codes", "int8_weights", "biases", "cases", "layout_of", "run",
+           "drive_pe"]
+
+
+#: `python -m hdl.build` arguments for the linear design on the iCEBreaker (its default build is the whole
+#: forward).
+ICEBREAKER_LINEAR = ("--board", "icebreaker", "--design", "linear")
 
 
 def activations(rng, act_bits, shape, edge=0.25):

@@ -12,9 +12,7 @@ import pytest
 
 from golden.paths import DEFAULT_MODEL_DIR, REPO_DIR
 from hdl.toolchain import ToolError, tool_command
-
-#: The linear design on the iCEBreaker (its default build is the whole forward).
-ICEBREAKER_LINEAR = ("--board", "icebreaker", "--design", "linear")
+from hdl_cases import ICEBREAKER_LINEAR
 
 
 def _tools_or_skip():

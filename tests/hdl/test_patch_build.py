@@ -18,10 +18,9 @@ from golden.paths import REPO_DIR
 from golden.pot_format import PotFormat
 from hdl.bram_patch import bit_slices, patch_asc, placeholder_words, ram_tiles
 from hdl.toolchain import ToolError, tool_command
+from hdl_cases import ICEBREAKER_LINEAR
 from tiny_checkpoints import write_tiny_checkpoint
 
-#: The linear design on the iCEBreaker (its default build is the whole forward).
-ICEBREAKER_LINEAR = ("--board", "icebreaker", "--design", "linear")
 
 ROWS, COLUMNS = 1, 4
 
