@@ -103,8 +103,8 @@ def main(argv=None):
 
     missing = [path for path in args.report if not Path(path).is_file()]
     if missing:
-        raise SystemExit(f"no forward build report at {missing[0]}: python -m hdl.build --board ulx3s "
-                         f"--design forward --out {Path(missing[0]).parent}")
+        raise SystemExit(f"no forward build report at {missing[0]}: python -m hdl.build --board icebreaker "
+                         f"(or --board ulx3s --design forward) --out {Path(missing[0]).parent}")
     boards = board_rows(args.report)
     integer = load_integer_model(HARDWARE_MODEL_DIR)
     compiled = compile_model(integer.model, calib_tokens=calibration_windows(integer.model, HARDWARE_MODEL_DIR),
